@@ -1,0 +1,374 @@
+//go:build ignore
+
+// cgwall's datapath: per-cgroup packet filter programs that judge every packet's
+// remote address against rules kept in maps that userspace edits live.
+//
+// The decision rule lives in one function, decide(); its Go twin is
+// policy.Policy.Decide. Both must agree on every input (see the differential
+// tests in internal/datapath).
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+// Verdicts use the Aya example's numbers: 0 drops, 1 passes. A rule's action is a
+// verdict too.
+enum verdict {
+	VERDICT_DROP = 0,
+	VERDICT_PASS = 1,
+};
+
+enum direction {
+	DIR_EGRESS = 0,
+	DIR_INGRESS = 1,
+	DIR_MAX,
+};
+
+// Which program made a decision; reported in events.
+enum hook {
+	HOOK_EGRESS = 0,
+	HOOK_INGRESS = 1,
+};
+
+enum log_level {
+	LOG_NONE = 0,
+	LOG_DROP = 1,
+	LOG_ALL = 2,
+};
+
+// Indexes of the per-CPU stats map, per direction: stats[dir * STAT_MAX + stat].
+enum stat {
+	STAT_PASS = 0,
+	STAT_DROP,
+	STAT_AUDIT_DROP,  // would have been dropped; passed because of audit mode
+	STAT_MALFORMED,   // IP header unreadable or invalid; dropped (fail closed)
+	STAT_EVENTS_LOST, // ring buffer full; the event was not delivered
+	STAT_MAX,
+};
+
+enum event_flag {
+	EVENT_F_AUDIT = 1 << 0,
+	EVENT_F_MALFORMED = 1 << 1,
+};
+
+// A rule as stored in every rule map. id ties counters and events to the rule
+// userspace knows; 0 means "no rule, the default decided".
+struct rule {
+	__u32 id;
+	__u8 action; // enum verdict
+	__u8 pad[3];
+};
+
+struct config {
+	__u8 default_action[DIR_MAX]; // enum verdict per direction
+	__u8 audit;
+	__u8 log_level; // enum log_level
+};
+
+struct counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct lpm_key4 {
+	__u32 prefixlen;
+	__u32 addr; // network order
+};
+
+struct lpm_key6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct addr6 {
+	__u8 addr[16];
+};
+
+// One decision, as streamed to userspace.
+struct event {
+	__u8 addr[16]; // remote address: destination on egress, source on ingress
+	__u32 rule_id;
+	__u32 len;
+	__u16 sport; // host order; 0 when unknown
+	__u16 dport;
+	__u8 family; // 4 or 6; 0 for a malformed packet
+	__u8 action; // enum verdict: the decision, even when audit let it pass
+	__u8 hook;   // enum hook
+	__u8 proto;  // IPPROTO_*
+	__u8 flags;  // enum event_flag
+	__u8 pad[3];
+};
+
+// Force bpf2go to emit Go types for these.
+const struct event *unused_event __attribute__((unused));
+const struct rule *unused_rule __attribute__((unused));
+const struct config *unused_config __attribute__((unused));
+const struct counter *unused_counter __attribute__((unused));
+const struct lpm_key4 *unused_lpm_key4 __attribute__((unused));
+const struct lpm_key6 *unused_lpm_key6 __attribute__((unused));
+const enum verdict *unused_verdict __attribute__((unused));
+const enum direction *unused_direction __attribute__((unused));
+const enum hook *unused_hook __attribute__((unused));
+const enum log_level *unused_log_level __attribute__((unused));
+const enum event_flag *unused_event_flag __attribute__((unused));
+const enum stat *unused_stat __attribute__((unused));
+
+// Rule maps. Host rules (/32, /128) live in hash maps, consulted first: a host
+// match is always the longest prefix, and a hash lookup costs the same at any
+// size. Shorter prefixes live in LPM tries. Userspace sizes the hash maps for the
+// policy it loads; LPM tries allocate per entry, so their limit costs nothing.
+#define RULE_MAPS(dir)                                                                     \
+	struct {                                                                           \
+		__uint(type, BPF_MAP_TYPE_HASH);                                           \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                      \
+		__uint(max_entries, 1024);                                                 \
+		__type(key, __u32);                                                        \
+		__type(value, struct rule);                                                \
+	} dir##_host4 SEC(".maps");                                                        \
+	struct {                                                                           \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                                       \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                      \
+		__uint(max_entries, 1 << 24);                                              \
+		__type(key, struct lpm_key4);                                              \
+		__type(value, struct rule);                                                \
+	} dir##_prefix4 SEC(".maps");                                                      \
+	struct {                                                                           \
+		__uint(type, BPF_MAP_TYPE_HASH);                                           \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                      \
+		__uint(max_entries, 1024);                                                 \
+		__type(key, struct addr6);                                                 \
+		__type(value, struct rule);                                                \
+	} dir##_host6 SEC(".maps");                                                        \
+	struct {                                                                           \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                                       \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                      \
+		__uint(max_entries, 1 << 24);                                              \
+		__type(key, struct lpm_key6);                                              \
+		__type(value, struct rule);                                                \
+	} dir##_prefix6 SEC(".maps");
+
+RULE_MAPS(egress)
+RULE_MAPS(ingress)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} settings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DIR_MAX * STAT_MAX);
+	__type(key, __u32);
+	__type(value, struct counter);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+// A packet's facts that the decision and the event need.
+struct flow {
+	__u8 addr[16]; // remote address; IPv4 in the first 4 bytes
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 proto;
+};
+
+static __always_inline void count(int dir, enum stat stat, __u32 len)
+{
+	__u32 key = dir * STAT_MAX + stat;
+	struct counter *c = bpf_map_lookup_elem(&stats, &key);
+
+	if (c) {
+		c->packets++;
+		c->bytes += len;
+	}
+}
+
+static __always_inline struct rule *lookup4(void *host, void *prefix, __u32 addr)
+{
+	struct rule *r = bpf_map_lookup_elem(host, &addr);
+
+	if (r)
+		return r;
+	struct lpm_key4 key = {.prefixlen = 32, .addr = addr};
+	return bpf_map_lookup_elem(prefix, &key);
+}
+
+static __always_inline struct rule *lookup6(void *host, void *prefix, const __u8 *addr)
+{
+	struct rule *r = bpf_map_lookup_elem(host, addr);
+
+	if (r)
+		return r;
+	struct lpm_key6 key = {.prefixlen = 128};
+	__builtin_memcpy(key.addr, addr, 16);
+	return bpf_map_lookup_elem(prefix, &key);
+}
+
+// IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are judged by the IPv4 rules.
+static __always_inline int is_v4_mapped(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline struct rule *match(int dir, const struct flow *f)
+{
+	if (dir == DIR_EGRESS) {
+		if (f->family == 4)
+			return lookup4(&egress_host4, &egress_prefix4, *(__u32 *)f->addr);
+		if (is_v4_mapped(f->addr))
+			return lookup4(&egress_host4, &egress_prefix4, *(__u32 *)&f->addr[12]);
+		return lookup6(&egress_host6, &egress_prefix6, f->addr);
+	}
+	if (f->family == 4)
+		return lookup4(&ingress_host4, &ingress_prefix4, *(__u32 *)f->addr);
+	if (is_v4_mapped(f->addr))
+		return lookup4(&ingress_host4, &ingress_prefix4, *(__u32 *)&f->addr[12]);
+	return lookup6(&ingress_host6, &ingress_prefix6, f->addr);
+}
+
+// decide is the decision rule: the most specific matching prefix decides; no
+// match means the direction's default. It returns the verdict and sets *rule_id
+// (0 for the default).
+static __always_inline __u8 decide(int dir, const struct flow *f, const struct config *cfg,
+				   __u32 *rule_id)
+{
+	struct rule *r = match(dir, f);
+
+	if (r) {
+		*rule_id = r->id;
+		return r->action;
+	}
+	*rule_id = 0;
+	return cfg->default_action[dir];
+}
+
+static __always_inline void emit(const struct config *cfg, int dir, const struct flow *f,
+				 __u8 action, __u32 rule_id, __u32 len, __u8 flags)
+{
+	if (cfg->log_level == LOG_NONE || (cfg->log_level == LOG_DROP && action == VERDICT_PASS))
+		return;
+
+	// Never wait for userspace: a full ring buffer loses the event, and says so.
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(dir, STAT_EVENTS_LOST, len);
+		return;
+	}
+	__builtin_memcpy(e->addr, f->addr, sizeof(e->addr));
+	e->rule_id = rule_id;
+	e->len = len;
+	e->sport = f->sport;
+	e->dport = f->dport;
+	e->family = f->family;
+	e->action = action;
+	e->hook = dir == DIR_EGRESS ? HOOK_EGRESS : HOOK_INGRESS;
+	e->proto = f->proto;
+	e->flags = flags;
+	__builtin_memset(e->pad, 0, sizeof(e->pad));
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void load_ports(struct __sk_buff *skb, __u32 off, struct flow *f)
+{
+	__be16 ports[2];
+
+	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP)
+		return;
+	// Ports only feed the log; a packet too short for them is judged all the same.
+	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
+		return;
+	f->sport = bpf_ntohs(ports[0]);
+	f->dport = bpf_ntohs(ports[1]);
+}
+
+// parse reads the remote address of an skb that starts at its IP header.
+// It returns 0 for IP, 1 for non-IP and -1 for a malformed IP header.
+static __always_inline int parse(struct __sk_buff *skb, int dir, struct flow *f)
+{
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5 ||
+		    ip.ihl * 4 > skb->len)
+			return -1;
+		f->family = 4;
+		f->proto = ip.protocol;
+		*(__u32 *)f->addr = dir == DIR_EGRESS ? ip.daddr : ip.saddr;
+		if (!(ip.frag_off & bpf_htons(0x1fff)))
+			load_ports(skb, ip.ihl * 4, f);
+		return 0;
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) || ip6.version != 6)
+			return -1;
+		f->family = 6;
+		f->proto = ip6.nexthdr;
+		__builtin_memcpy(f->addr, dir == DIR_EGRESS ? &ip6.daddr : &ip6.saddr, 16);
+		load_ports(skb, sizeof(ip6), f);
+		return 0;
+	}
+	return 1;
+}
+
+static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
+{
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	if (!cfg)
+		return VERDICT_DROP; // cannot happen: an array map always has index 0
+
+	struct flow f = {};
+	int ret = parse(skb, dir, &f);
+	if (ret > 0)
+		return VERDICT_PASS;
+
+	__u32 rule_id = 0;
+	__u8 flags = cfg->audit ? EVENT_F_AUDIT : 0;
+	__u8 action;
+	if (ret < 0) {
+		count(dir, STAT_MALFORMED, skb->len);
+		action = VERDICT_DROP;
+		flags |= EVENT_F_MALFORMED;
+	} else {
+		action = decide(dir, &f, cfg, &rule_id);
+	}
+
+	emit(cfg, dir, &f, action, rule_id, skb->len, flags);
+	if (action == VERDICT_PASS) {
+		count(dir, STAT_PASS, skb->len);
+		return VERDICT_PASS;
+	}
+	if (cfg->audit) {
+		count(dir, STAT_AUDIT_DROP, skb->len);
+		return VERDICT_PASS;
+	}
+	count(dir, STAT_DROP, skb->len);
+	return VERDICT_DROP;
+}
+
+SEC("cgroup_skb/egress")
+int cgwall_egress(struct __sk_buff *skb)
+{
+	return filter_skb(skb, DIR_EGRESS);
+}
+
+SEC("cgroup_skb/ingress")
+int cgwall_ingress(struct __sk_buff *skb)
+{
+	return filter_skb(skb, DIR_INGRESS);
+}

@@ -1,0 +1,91 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cgwall/cgwall/internal/datapath"
+	"github.com/cgwall/cgwall/internal/policy"
+)
+
+type runOptions struct {
+	cgroup string
+	rules  ruleFlags
+	output outputFlags
+}
+
+func newRunCmd(stdout, stderr io.Writer) *cobra.Command {
+	var o runOptions
+	cmd := &cobra.Command{
+		Use:   "run --cgroup PATH [--block ADDR]...",
+		Short: "Filter a cgroup's traffic and print decisions until interrupted",
+		Long: `run attaches the filter to the cgroup at PATH (absolute, or relative to the
+cgroup2 mount), prints decisions as they happen and detaches on SIGINT or SIGTERM.
+Rules are in force before the filter is attached, so no packet slips through.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.run(cmd.Context(), stdout, stderr)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVarP(&o.cgroup, "cgroup", "c", "", "cgroup v2 `PATH` to filter")
+	o.rules.bind(fs)
+	o.output.bind(fs)
+	return cmd
+}
+
+func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
+	p, err := o.rules.policy()
+	if err != nil {
+		return err
+	}
+	format, err := o.output.parse()
+	if err != nil {
+		return err
+	}
+	cg, err := resolveCgroup("run", o.cgroup)
+	if err != nil {
+		return err
+	}
+	if err := checkPrivileges(); err != nil {
+		return err
+	}
+	if err := checkKernel(); err != nil {
+		return err
+	}
+
+	d, err := datapath.Load(p)
+	if err != nil {
+		return failure(err)
+	}
+	defer d.Close()
+	// Open the event stream before attaching so that no decision goes unseen.
+	rd, err := d.Events()
+	if err != nil {
+		return failure(err)
+	}
+	defer rd.Close()
+	att, err := d.Attach(cg, policy.Egress)
+	if err != nil {
+		return failure(err)
+	}
+	defer att.Close()
+
+	fmt.Fprintf(stderr, "attached egress filter to %s (%s)\n", cg.Path, plural(p.Count(policy.Egress), "rule"))
+	s := newStreamer(d, rd, format, stdout, stderr)
+	if err := s.stream(ctx, att.Close); err != nil {
+		return failure(err)
+	}
+	fmt.Fprintf(stderr, "detached from %s\n", cg.Path)
+	return nil
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}

@@ -1,0 +1,95 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/cgwall/cgwall/internal/datapath"
+	"github.com/cgwall/cgwall/internal/events"
+)
+
+// lostCheckInterval is how often the count of lost events is read and reported.
+const lostCheckInterval = time.Second
+
+// streamer prints a datapath's events and reports the ones it lost.
+type streamer struct {
+	d      *datapath.Datapath
+	rd     *datapath.Reader
+	format events.Format
+	out    *bufio.Writer
+	stderr io.Writer
+	lost   uint64 // lost events reported so far
+}
+
+func newStreamer(d *datapath.Datapath, rd *datapath.Reader, format events.Format, stdout, stderr io.Writer) *streamer {
+	return &streamer{d: d, rd: rd, format: format, out: bufio.NewWriter(stdout), stderr: stderr}
+}
+
+// stream prints events until ctx is done, then calls stop (which detaches, so
+// no new events come), prints what the ring buffer still holds and returns.
+func (s *streamer) stream(ctx context.Context, stop func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- s.print() }()
+
+	tick := time.NewTicker(lostCheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			if err := s.reportLost(); err != nil {
+				return err
+			}
+		case err := <-done:
+			return fmt.Errorf("read events: %w", err)
+		case <-ctx.Done():
+			stopErr := stop()
+			// Flush makes the reader return what is pending, then ErrFlushed.
+			if err := s.rd.Flush(); err != nil {
+				return errors.Join(stopErr, err)
+			}
+			if err := <-done; !errors.Is(err, ringbuf.ErrFlushed) {
+				return errors.Join(stopErr, err)
+			}
+			return errors.Join(stopErr, s.reportLost())
+		}
+	}
+}
+
+// print writes events as they come, flushing whenever the ring buffer is empty
+// so that lines appear at once without a write per event under load.
+func (s *streamer) print() error {
+	for {
+		e, err := s.rd.Read()
+		if err != nil {
+			s.out.Flush()
+			return err
+		}
+		if err := events.Write(s.out, s.format, e); err != nil {
+			return err
+		}
+		if s.rd.Pending() == 0 {
+			if err := s.out.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// reportLost says how many events the datapath dropped since the last report.
+func (s *streamer) reportLost() error {
+	n, err := s.d.EventsLost()
+	if err != nil {
+		return err
+	}
+	if n > s.lost {
+		fmt.Fprintf(s.stderr, "lost %d events (ring buffer full; %d in total)\n", n-s.lost, n)
+		s.lost = n
+	}
+	return nil
+}

@@ -1,0 +1,82 @@
+package datapath
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/cgwall/cgwall/internal/events"
+)
+
+// Reader reads the decisions a Datapath streams.
+type Reader struct {
+	rd     *ringbuf.Reader
+	d      *Datapath
+	record ringbuf.Record
+}
+
+// Events opens the datapath's event stream.
+func (d *Datapath) Events() (*Reader, error) {
+	rd, err := ringbuf.NewReader(d.objs.Events)
+	if err != nil {
+		return nil, fmt.Errorf("open event ring buffer: %w", err)
+	}
+	return &Reader{rd: rd, d: d}, nil
+}
+
+// Read blocks until the next event. After Close it returns an error wrapping
+// ringbuf.ErrClosed.
+func (r *Reader) Read() (events.Event, error) {
+	if err := r.rd.ReadInto(&r.record); err != nil {
+		return events.Event{}, err
+	}
+	var raw cgwallEvent
+	if _, err := binary.Decode(r.record.RawSample, binary.NativeEndian, &raw); err != nil {
+		return events.Event{}, fmt.Errorf("decode event: %w", err)
+	}
+	return r.d.decode(raw), nil
+}
+
+// Close unblocks Read and releases the reader.
+func (r *Reader) Close() error { return r.rd.Close() }
+
+func (d *Datapath) decode(raw cgwallEvent) events.Event {
+	e := events.Event{
+		Action:    raw.Action,
+		Hook:      hookName(cgwallHook(raw.Hook)),
+		Proto:     raw.Proto,
+		SrcPort:   raw.Sport,
+		DstPort:   raw.Dport,
+		Len:       raw.Len,
+		RuleID:    raw.RuleId,
+		Rule:      "default",
+		Audit:     raw.Flags&uint8(cgwallEventFlagEVENT_F_AUDIT) != 0,
+		Malformed: raw.Flags&uint8(cgwallEventFlagEVENT_F_MALFORMED) != 0,
+	}
+	switch raw.Family {
+	case 4:
+		e.Addr = netip.AddrFrom4([4]byte(raw.Addr[:4]))
+	case 6:
+		e.Addr = netip.AddrFrom16(raw.Addr)
+	}
+	if r, ok := d.policy.Rule(raw.RuleId); ok {
+		e.Rule = r.Prefix.String()
+	}
+	return e
+}
+
+func hookName(h cgwallHook) string {
+	if h == cgwallHookHOOK_INGRESS {
+		return "ingress"
+	}
+	return "egress"
+}
+
+// Pending returns how many bytes of events wait in the ring buffer.
+func (r *Reader) Pending() int { return r.rd.AvailableBytes() }
+
+// Flush makes a blocked or later Read return the events pending now, then an
+// error wrapping ringbuf.ErrFlushed.
+func (r *Reader) Flush() error { return r.rd.Flush() }

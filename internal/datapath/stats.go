@@ -1,0 +1,58 @@
+package datapath
+
+import (
+	"fmt"
+
+	"github.com/cgwall/cgwall/internal/policy"
+)
+
+// Counter is a number of packets and their bytes.
+type Counter struct {
+	Packets uint64
+	Bytes   uint64
+}
+
+// Stats are a direction's verdict counters, summed over CPUs.
+type Stats struct {
+	Pass       Counter
+	Drop       Counter // includes Malformed
+	AuditDrop  Counter // would have been dropped; passed in audit mode
+	Malformed  Counter // IP header unreadable or invalid
+	EventsLost Counter // decisions not logged because the ring buffer was full
+}
+
+// Stats reads a direction's counters.
+func (d *Datapath) Stats(dir policy.Direction) (Stats, error) {
+	var s Stats
+	for stat, c := range map[cgwallStat]*Counter{
+		cgwallStatSTAT_PASS:        &s.Pass,
+		cgwallStatSTAT_DROP:        &s.Drop,
+		cgwallStatSTAT_AUDIT_DROP:  &s.AuditDrop,
+		cgwallStatSTAT_MALFORMED:   &s.Malformed,
+		cgwallStatSTAT_EVENTS_LOST: &s.EventsLost,
+	} {
+		var perCPU []cgwallCounter
+		key := uint32(dir)*uint32(cgwallStatSTAT_MAX) + uint32(stat)
+		if err := d.objs.Stats.Lookup(key, &perCPU); err != nil {
+			return Stats{}, fmt.Errorf("read %s counters: %w", dir, err)
+		}
+		for _, v := range perCPU {
+			c.Packets += v.Packets
+			c.Bytes += v.Bytes
+		}
+	}
+	return s, nil
+}
+
+// EventsLost sums the lost events of every direction.
+func (d *Datapath) EventsLost() (uint64, error) {
+	var n uint64
+	for _, dir := range policy.Directions {
+		s, err := d.Stats(dir)
+		if err != nil {
+			return 0, err
+		}
+		n += s.EventsLost.Packets
+	}
+	return n, nil
+}

@@ -1,0 +1,154 @@
+// Package policy is cgwall's rule model: what a rule is, how rules are parsed
+// and checked, and Decide, the pure-Go reference of the datapath's decision rule.
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Action is what a rule, or a direction's default, does with a packet. The
+// values are the datapath's verdicts, which are the Aya example's ACTION
+// numbers: 0 drops, 1 passes.
+type Action uint8
+
+const (
+	Block Action = 0
+	Allow Action = 1
+)
+
+func (a Action) String() string {
+	if a == Allow {
+		return "allow"
+	}
+	return "block"
+}
+
+// ParseAction reads "allow" or "block".
+func ParseAction(s string) (Action, error) {
+	switch s {
+	case "allow":
+		return Allow, nil
+	case "block":
+		return Block, nil
+	}
+	return 0, fmt.Errorf("%q is not an action: use allow or block", s)
+}
+
+// Direction says which address of a packet a rule matches: the destination of
+// egress packets or the source of ingress ones.
+type Direction uint8
+
+const (
+	Egress Direction = iota
+	Ingress
+)
+
+// Directions lists every direction, in datapath order.
+var Directions = []Direction{Egress, Ingress}
+
+func (d Direction) String() string {
+	if d == Ingress {
+		return "ingress"
+	}
+	return "egress"
+}
+
+// Rule is one (direction, prefix, action) triple. ID ties the datapath's
+// counters and events back to the rule; IDs start at 1, 0 stands for the default.
+type Rule struct {
+	ID     uint32
+	Dir    Direction
+	Prefix netip.Prefix
+	Action Action
+}
+
+func (r Rule) String() string {
+	return fmt.Sprintf("%s %s %s", r.Dir, r.Action, r.Prefix)
+}
+
+// Policy is a set of rules and the settings that go with them.
+type Policy struct {
+	Rules   []Rule
+	Default [2]Action // per Direction; the zero value would block, so use New
+	Audit   bool
+	Log     LogLevel
+
+	index map[ruleKey]int // position in Rules
+}
+
+type ruleKey struct {
+	dir    Direction
+	prefix netip.Prefix
+}
+
+// New returns an empty policy that allows by default and logs drops.
+func New() *Policy {
+	return &Policy{Default: [2]Action{Allow, Allow}, Log: LogDrop, index: map[ruleKey]int{}}
+}
+
+// Add parses addr and adds it as a rule. The same rule twice is kept once; the
+// same prefix with both actions is an error, since neither could be said to win.
+func (p *Policy) Add(dir Direction, action Action, addr string) error {
+	prefix, err := ParsePrefix(addr)
+	if err != nil {
+		return err
+	}
+	return p.AddPrefix(dir, action, prefix)
+}
+
+// AddPrefix adds a rule for an already parsed, canonical prefix.
+func (p *Policy) AddPrefix(dir Direction, action Action, prefix netip.Prefix) error {
+	k := ruleKey{dir, prefix}
+	if i, ok := p.index[k]; ok {
+		if p.Rules[i].Action == action {
+			return nil
+		}
+		return fmt.Errorf("%s is both blocked and allowed for %s", prefix, dir)
+	}
+	p.index[k] = len(p.Rules)
+	p.Rules = append(p.Rules, Rule{ID: uint32(len(p.Rules) + 1), Dir: dir, Prefix: prefix, Action: action})
+	return nil
+}
+
+// Rule returns the rule with the given ID.
+func (p *Policy) Rule(id uint32) (Rule, bool) {
+	if id == 0 || int(id) > len(p.Rules) {
+		return Rule{}, false
+	}
+	return p.Rules[id-1], true
+}
+
+// Count returns how many rules the policy has for a direction.
+func (p *Policy) Count(dir Direction) int {
+	n := 0
+	for _, r := range p.Rules {
+		if r.Dir == dir {
+			n++
+		}
+	}
+	return n
+}
+
+// Decide is the reference of the datapath's decision rule: the longest matching
+// prefix decides; no match means the direction's default. IPv4-mapped IPv6
+// addresses are judged by the IPv4 rules. It returns the action and the ID of
+// the deciding rule, 0 for the default.
+//
+// It scans every rule: it is written to be obviously right, not fast.
+func (p *Policy) Decide(dir Direction, addr netip.Addr) (Action, uint32) {
+	addr = addr.Unmap()
+	best := -1
+	for i, r := range p.Rules {
+		if r.Dir != dir || !r.Prefix.Contains(addr) {
+			continue
+		}
+		if best < 0 || r.Prefix.Bits() > p.Rules[best].Prefix.Bits() {
+			best = i
+		}
+	}
+	if best < 0 {
+		return p.Default[dir], 0
+	}
+	return p.Rules[best].Action, p.Rules[best].ID
+}

@@ -1,0 +1,78 @@
+// Package testutil holds the fixtures that cgwall's privileged tests share.
+package testutil
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
+
+	"github.com/cgwall/cgwall/internal/cgroup"
+)
+
+// RequireBPF stops a test that needs root and cgroup BPF programs when they are
+// missing: it skips on a developer's machine and fails in CI (CI=true), where a
+// skip would hide that nothing was tested.
+func RequireBPF(tb testing.TB) {
+	tb.Helper()
+	if reason := missingBPF(); reason != "" {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("CI=true and %s", reason)
+		}
+		tb.Skip(reason)
+	}
+}
+
+func missingBPF() string {
+	if os.Geteuid() != 0 {
+		return "this test needs root"
+	}
+	if err := features.HaveProgramType(ebpf.CGroupSKB); err != nil {
+		return fmt.Sprintf("cgroup_skb programs are unavailable: %v", err)
+	}
+	if _, err := cgroup.Mount(); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// Cgroup creates an empty cgroup v2 directory for the test and removes it at the
+// end, after moving any process still in it to the parent.
+func Cgroup(tb testing.TB) cgroup.Dir {
+	tb.Helper()
+	mnt, err := cgroup.Mount()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	path, err := os.MkdirTemp(mnt, "cgwall-test-")
+	if err != nil {
+		tb.Fatalf("create test cgroup: %v", err)
+	}
+	tb.Cleanup(func() { RemoveCgroup(tb, path) })
+	dir, err := cgroup.Resolve(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return dir
+}
+
+// RemoveCgroup removes a cgroup and its children, deepest first. Test processes
+// are expected to have exited.
+func RemoveCgroup(tb testing.TB, path string) {
+	tb.Helper()
+	var dirs []string
+	filepath.WalkDir(path, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := os.Remove(dirs[i]); err != nil && !os.IsNotExist(err) {
+			tb.Errorf("remove test cgroup: %v", err)
+		}
+	}
+}
