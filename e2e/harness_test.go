@@ -1,0 +1,263 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/cgwall/cgwall/internal/testutil"
+)
+
+// waitTimeout bounds every wait for a signal from a process. It is a deadline
+// for a failure report, not a guess at how long things take.
+const waitTimeout = 15 * time.Second
+
+// lines collects a stream's lines and lets a test wait for one.
+type lines struct {
+	mu     sync.Mutex
+	all    []string
+	closed bool
+	change chan struct{} // closed and replaced on every new line
+}
+
+func collect(r io.Reader) *lines {
+	l := &lines{change: make(chan struct{})}
+	go func() {
+		s := bufio.NewScanner(r)
+		for s.Scan() {
+			l.mu.Lock()
+			l.all = append(l.all, s.Text())
+			close(l.change)
+			l.change = make(chan struct{})
+			l.mu.Unlock()
+		}
+		l.mu.Lock()
+		l.closed = true
+		close(l.change)
+		l.mu.Unlock()
+	}()
+	return l
+}
+
+// waitFor returns the first line containing substr, waiting for it to come.
+func (l *lines) waitFor(t testing.TB, substr string) string {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		l.mu.Lock()
+		for _, line := range l.all {
+			if strings.Contains(line, substr) {
+				l.mu.Unlock()
+				return line
+			}
+		}
+		closed, change := l.closed, l.change
+		l.mu.Unlock()
+		if closed {
+			t.Fatalf("stream ended without a line containing %q; it had:\n%s", substr, l.String())
+		}
+		select {
+		case <-change:
+		case <-deadline:
+			t.Fatalf("no line containing %q after %v; got:\n%s", substr, waitTimeout, l.String())
+		}
+	}
+}
+
+func (l *lines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.all, "\n")
+}
+
+func (l *lines) snapshot() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.all...)
+}
+
+// proc is a running cgwall.
+type proc struct {
+	cmd    *exec.Cmd
+	stdout *lines
+	stderr *lines
+	done   chan struct{}
+	err    error
+}
+
+// startCgwall starts cgwall with args and waits for its ready line.
+func startCgwall(t *testing.T, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(cgwallBin, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, stdout: collect(stdout), stderr: collect(stderr), done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.done
+	})
+	p.stderr.waitFor(t, "attached ")
+	return p
+}
+
+// stop sends SIGINT and returns the exit code.
+func (p *proc) stop(t *testing.T) int {
+	t.Helper()
+	p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(waitTimeout):
+		t.Fatalf("cgwall did not exit on SIGINT; stderr:\n%s", p.stderr)
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// runCgwall runs cgwall to completion.
+func runCgwall(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd := exec.Command(cgwallBin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
+
+// probe runs a probe process inside the cgroup at cgPath (in the network
+// namespace ns, if given) and returns what it saw.
+func probe(t *testing.T, cgPath, ns, proto, target, marker string) probeResult {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	argv := []string{self, proto, target, marker}
+	if ns != "" {
+		argv = append([]string{"nsenter", "--net=" + filepath.Join("/run/netns", ns), "--"}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), probeEnv+"=1")
+	if cgPath != "" {
+		// Clone the probe straight into the cgroup: it never runs outside it.
+		fd, err := syscall.Open(cgPath, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Close(fd)
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("probe %s %s: %v: %s", proto, target, err, stderr.String())
+	}
+	var res probeResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("probe output %q: %v", out, err)
+	}
+	return res
+}
+
+// mustPass and mustBlock check a probe's outcome.
+func mustPass(t *testing.T, what string, r probeResult) {
+	t.Helper()
+	if !r.Sent || !r.Received {
+		t.Errorf("%s: want it delivered, got %+v", what, r)
+	}
+}
+
+func mustBlock(t *testing.T, what string, r probeResult) {
+	t.Helper()
+	if r.Received {
+		t.Errorf("%s: want it blocked, but it arrived: %+v", what, r)
+	}
+}
+
+// mustEPERM checks a blocked UDP send: a cgroup egress drop fails sendto with
+// EPERM at once.
+func mustEPERM(t *testing.T, what string, r probeResult) {
+	t.Helper()
+	mustBlock(t, what, r)
+	if r.Sent || !strings.Contains(r.Err, "operation not permitted") {
+		t.Errorf("%s: want sendto to fail with EPERM, got %+v", what, r)
+	}
+}
+
+// testCgroup makes a cgroup for one test, and a child cgroup inside it.
+func testCgroup(t *testing.T) (parent, child string) {
+	t.Helper()
+	testutil.RequireBPF(t)
+	cg := testutil.Cgroup(t)
+	child = filepath.Join(cg.Path, "child")
+	if err := os.Mkdir(child, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return cg.Path, child
+}
+
+// attachedCount says how many programs are attached to a cgroup's egress hook.
+func attachedCount(t *testing.T, cgPath string) int {
+	t.Helper()
+	f, err := os.Open(cgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n := 0
+	for _, typ := range []ebpf.AttachType{ebpf.AttachCGroupInetEgress, ebpf.AttachCGroupInetIngress} {
+		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: typ})
+		if err != nil {
+			t.Fatalf("query programs of %s: %v", cgPath, err)
+		}
+		n += len(res.Programs)
+	}
+	return n
+}
+
+// netns creates a network namespace for one test, with loopback up and
+// 2001:db8::/48 all local to it, and removes it at the end.
+func netns(t *testing.T) string {
+	t.Helper()
+	name := fmt.Sprintf("cgwall-e2e-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
+	ip(t, "netns", "add", name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	ip(t, "-n", name, "link", "set", "lo", "up")
+	ip(t, "-n", name, "-6", "addr", "add", "2001:db8::1/128", "dev", "lo", "nodad")
+	ip(t, "-n", name, "-6", "route", "add", "local", "2001:db8::/48", "dev", "lo")
+	return name
+}
+
+func ip(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}

@@ -1,0 +1,132 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"time"
+)
+
+// probeEnv switches the test binary into probe mode.
+const probeEnv = "CGWALL_E2E_PROBE"
+
+// probeResult is what a probe reports on stdout.
+type probeResult struct {
+	Sent     bool   `json:"sent"`     // the send (UDP) or connect (TCP) succeeded
+	Err      string `json:"err"`      // why it did not
+	Received bool   `json:"received"` // the payload arrived at the listener
+}
+
+// probeMain runs as: PROBE udp|tcp TARGET MARKER. It listens on a wildcard
+// address, sends a payload to TARGET at its own port and reports whether it
+// arrived. For UDP it then sends a marker to MARKER, an address the policy
+// allows: loopback delivers in order within the sending system call, so once
+// the marker is in, a payload that has not arrived never will.
+func probeMain(args []string) int {
+	if len(args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: probe udp|tcp TARGET MARKER")
+		return 2
+	}
+	target, err := netip.ParseAddr(args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	marker, _ := netip.ParseAddr(args[2]) // TCP needs none
+	var res probeResult
+	switch args[0] {
+	case "udp":
+		res, err = probeUDP(target, marker)
+	case "tcp":
+		res, err = probeTCP(target)
+	default:
+		err = fmt.Errorf("unknown probe %q", args[0])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "probe:", err)
+		return 1
+	}
+	json.NewEncoder(os.Stdout).Encode(res)
+	return 0
+}
+
+func network(proto string, a netip.Addr) string {
+	if a.Is4() {
+		return proto + "4"
+	}
+	return proto + "6"
+}
+
+func probeUDP(target, marker netip.Addr) (probeResult, error) {
+	var res probeResult
+	conn, err := net.ListenUDP(network("udp", target), nil)
+	if err != nil {
+		return res, err
+	}
+	defer conn.Close()
+	port := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
+
+	_, err = conn.WriteToUDPAddrPort([]byte("payload"), netip.AddrPortFrom(target, port))
+	res.Sent = err == nil
+	if err != nil {
+		res.Err = err.Error()
+	}
+	if _, err := conn.WriteToUDPAddrPort([]byte("marker"), netip.AddrPortFrom(marker, port)); err != nil {
+		return res, fmt.Errorf("send marker to %s: %w", marker, err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			return res, fmt.Errorf("wait for marker: %w", err)
+		}
+		switch string(buf[:n]) {
+		case "payload":
+			res.Received = true
+		case "marker":
+			return res, nil
+		}
+	}
+}
+
+// connectTimeout bounds a connect() whose SYN the filter drops: without the
+// connect hooks, TCP retransmits rather than failing.
+const connectTimeout = 1500 * time.Millisecond
+
+func probeTCP(target netip.Addr) (probeResult, error) {
+	var res probeResult
+	ln, err := net.ListenTCP(network("tcp", target), nil)
+	if err != nil {
+		return res, err
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	conn, err := net.DialTimeout(network("tcp", target), net.JoinHostPort(target.String(), strconv.Itoa(port)), connectTimeout)
+	if err != nil {
+		res.Err = err.Error()
+		return res, nil
+	}
+	defer conn.Close()
+	res.Sent = true
+	if _, err := conn.Write([]byte("payload")); err != nil {
+		res.Err = err.Error()
+		return res, nil
+	}
+	ln.SetDeadline(time.Now().Add(5 * time.Second))
+	peer, err := ln.Accept()
+	if err != nil {
+		return res, fmt.Errorf("accept: %w", err)
+	}
+	defer peer.Close()
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 7)
+	if _, err := peer.Read(buf); err == nil && string(buf) == "payload" {
+		res.Received = true
+	}
+	return res, nil
+}

@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestRunBlocksIPv4(t *testing.T) {
+	cg, child := testCgroup(t)
+	p := startCgwall(t, "run", "--cgroup", cg, "--block", "127.0.0.2", "--block", "127.0.1.0/24", "--log", "all")
+	if line := p.stderr.waitFor(t, "attached"); line != "attached egress filter to "+cg+" (2 rules)" {
+		t.Errorf("ready line %q", line)
+	}
+
+	mustEPERM(t, "UDP to a blocked host", probe(t, cg, "", "udp", "127.0.0.2", "127.0.0.1"))
+	mustEPERM(t, "UDP to a blocked prefix", probe(t, cg, "", "udp", "127.0.1.7", "127.0.0.1"))
+	mustPass(t, "UDP to an allowed address", probe(t, cg, "", "udp", "127.0.0.3", "127.0.0.1"))
+	mustBlock(t, "TCP to a blocked host", probe(t, cg, "", "tcp", "127.0.0.2", ""))
+	mustPass(t, "TCP to an allowed address", probe(t, cg, "", "tcp", "127.0.0.3", ""))
+	mustEPERM(t, "UDP from a child cgroup", probe(t, child, "", "udp", "127.0.0.2", "127.0.0.1"))
+	mustPass(t, "UDP from outside the cgroup", probe(t, "", "", "udp", "127.0.0.2", "127.0.0.1"))
+
+	p.stdout.waitFor(t, "DST 127.0.0.2, ACTION 0")
+	p.stdout.waitFor(t, "DST 127.0.1.7, ACTION 0")
+	p.stdout.waitFor(t, "DST 127.0.0.3, ACTION 1")
+	if line := p.stdout.waitFor(t, "DST 127.0.1.7, ACTION 0"); !strings.Contains(line, "rule=127.0.1.0/24") || !strings.Contains(line, "proto=udp") {
+		t.Errorf("decision line %q lacks its rule or protocol", line)
+	}
+
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("cgwall exited %d after SIGINT; stderr:\n%s", code, p.stderr)
+	}
+	p.stderr.waitFor(t, "detached from "+cg)
+	if n := attachedCount(t, cg); n != 0 {
+		t.Fatalf("%d programs still attached after run ended", n)
+	}
+	mustPass(t, "UDP to the blocked host after run ended", probe(t, cg, "", "udp", "127.0.0.2", "127.0.0.1"))
+	mustPass(t, "TCP to the blocked host after run ended", probe(t, cg, "", "tcp", "127.0.0.2", ""))
+}
+
+func TestRunBlocksIPv6(t *testing.T) {
+	cg, _ := testCgroup(t)
+	ns := netns(t)
+	p := startCgwall(t, "run", "--cgroup", cg, "--block", "2001:db8::2", "--block", "2001:db8:0:1::/64", "--block", "::ffff:127.0.0.2")
+
+	mustEPERM(t, "UDP to a blocked IPv6 host", probe(t, cg, ns, "udp", "2001:db8::2", "::1"))
+	mustEPERM(t, "UDP to a blocked IPv6 prefix", probe(t, cg, ns, "udp", "2001:db8:0:1::5", "::1"))
+	mustPass(t, "UDP to an allowed IPv6 address", probe(t, cg, ns, "udp", "2001:db8::3", "::1"))
+	mustBlock(t, "TCP to a blocked IPv6 host", probe(t, cg, ns, "tcp", "2001:db8::2", ""))
+	mustPass(t, "TCP to an allowed IPv6 address", probe(t, cg, ns, "tcp", "2001:db8::3", ""))
+	mustPass(t, "TCP to ::1", probe(t, cg, ns, "tcp", "::1", ""))
+	// The mapped form in --block is an IPv4 rule.
+	mustEPERM(t, "UDP to an IPv4 host blocked by its mapped form", probe(t, cg, ns, "udp", "127.0.0.2", "127.0.0.1"))
+
+	line := p.stdout.waitFor(t, "DST 2001:db8::2, ACTION 0")
+	if !strings.Contains(line, "rule=2001:db8::2/128") {
+		t.Errorf("decision line %q lacks its rule", line)
+	}
+	p.stdout.waitFor(t, "DST 2001:db8:0:1::5, ACTION 0")
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	mustPass(t, "UDP to the blocked IPv6 host after run ended", probe(t, cg, ns, "udp", "2001:db8::2", "::1"))
+}
+
+// TestRunLogLevels checks that --log drop (the default) prints drops only and
+// that --log none prints nothing, while both still block.
+func TestRunLogLevels(t *testing.T) {
+	cg, _ := testCgroup(t)
+	p := startCgwall(t, "run", "--cgroup", cg, "--block", "127.0.0.2")
+	mustPass(t, "allowed", probe(t, cg, "", "udp", "127.0.0.3", "127.0.0.1"))
+	mustEPERM(t, "blocked", probe(t, cg, "", "udp", "127.0.0.2", "127.0.0.1"))
+	// Events arrive in order, so once the drop is printed the passes before it
+	// would have been too.
+	p.stdout.waitFor(t, "DST 127.0.0.2, ACTION 0")
+	for _, line := range p.stdout.snapshot() {
+		if strings.Contains(line, "ACTION 1") {
+			t.Errorf("--log drop printed a pass: %q", line)
+		}
+	}
+	p.stop(t)
+
+	q := startCgwall(t, "run", "--cgroup", cg, "--block", "127.0.0.2", "--log", "none")
+	mustEPERM(t, "blocked with --log none", probe(t, cg, "", "udp", "127.0.0.2", "127.0.0.1"))
+	if code := q.stop(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if out := q.stdout.String(); out != "" {
+		t.Errorf("--log none printed %q", out)
+	}
+}
+
+func TestRunJSON(t *testing.T) {
+	cg, _ := testCgroup(t)
+	p := startCgwall(t, "run", "--cgroup", cg, "--block", "127.0.0.2", "--format", "json")
+	mustEPERM(t, "blocked", probe(t, cg, "", "udp", "127.0.0.2", "127.0.0.1"))
+	line := p.stdout.waitFor(t, `"dst":"127.0.0.2"`)
+	var e struct {
+		Dst    string `json:"dst"`
+		Action *int   `json:"action"`
+		Rule   string `json:"rule"`
+		Proto  string `json:"proto"`
+		DPort  int    `json:"dport"`
+	}
+	if err := json.Unmarshal([]byte(line), &e); err != nil {
+		t.Fatalf("event %q is not JSON: %v", line, err)
+	}
+	if e.Action == nil || *e.Action != 0 || e.Rule != "127.0.0.2/32" || e.Proto != "udp" || e.DPort == 0 {
+		t.Errorf("event %q", line)
+	}
+	p.stop(t)
+}
