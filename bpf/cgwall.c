@@ -32,8 +32,12 @@ enum direction {
 
 // Which program made a decision; reported in events.
 enum hook {
-	HOOK_EGRESS = 0,
-	HOOK_INGRESS = 1,
+	HOOK_EGRESS = 0,  // cgroup_skb/egress: every packet sent
+	HOOK_INGRESS,     // cgroup_skb/ingress: every packet delivered
+	HOOK_CONNECT,     // cgroup/connect4|6: connect() fails with EPERM
+	HOOK_SENDMSG,     // cgroup/sendmsg4|6: unconnected sendto() fails with EPERM
+	HOOK_SOCK_CREATE, // cgroup/sock_create: raw and packet sockets refused
+	HOOK_MAX,
 };
 
 enum log_level {
@@ -42,12 +46,12 @@ enum log_level {
 	LOG_ALL = 2,
 };
 
-// Indexes of the per-CPU stats map, per direction: stats[dir * STAT_MAX + stat].
+// Indexes of the per-CPU stats map, per hook: stats[hook * STAT_MAX + stat].
 enum stat {
 	STAT_PASS = 0,
 	STAT_DROP,
 	STAT_AUDIT_DROP,  // would have been dropped; passed because of audit mode
-	STAT_MALFORMED,   // IP header unreadable or invalid; dropped (fail closed)
+	STAT_MALFORMED,   // IP header unreadable or invalid; dropped (fail closed) and counted as a drop
 	STAT_EVENTS_LOST, // ring buffer full; the event was not delivered
 	STAT_MAX,
 };
@@ -92,17 +96,20 @@ struct addr6 {
 
 // One decision, as streamed to userspace.
 struct event {
-	__u8 addr[16]; // remote address: destination on egress, source on ingress
+	__u8 src[16]; // IPv4 in the first 4 bytes; zero when the hook does not know it
+	__u8 dst[16];
 	__u32 rule_id;
-	__u32 len;
+	__u32 len;   // packet length; 0 at the socket hooks
 	__u16 sport; // host order; 0 when unknown
 	__u16 dport;
-	__u8 family; // 4 or 6; 0 for a malformed packet
+	__u8 family; // 4 or 6; 0 for a malformed packet or a socket creation
 	__u8 action; // enum verdict: the decision, even when audit let it pass
 	__u8 hook;   // enum hook
 	__u8 proto;  // IPPROTO_*
 	__u8 flags;  // enum event_flag
-	__u8 pad[3];
+	__u8 sock_family; // HOOK_SOCK_CREATE: AF_* of the refused socket
+	__u8 sock_type;   // HOOK_SOCK_CREATE: SOCK_* of the refused socket
+	__u8 pad;
 };
 
 // Force bpf2go to emit Go types for these.
@@ -165,7 +172,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DIR_MAX * STAT_MAX);
+	__uint(max_entries, HOOK_MAX * STAT_MAX);
 	__type(key, __u32);
 	__type(value, struct counter);
 } stats SEC(".maps");
@@ -177,16 +184,17 @@ struct {
 
 // A packet's facts that the decision and the event need.
 struct flow {
-	__u8 addr[16]; // remote address; IPv4 in the first 4 bytes
+	__u8 src[16]; // IPv4 in the first 4 bytes
+	__u8 dst[16];
 	__u16 sport;
 	__u16 dport;
 	__u8 family;
 	__u8 proto;
 };
 
-static __always_inline void count(int dir, enum stat stat, __u32 len)
+static __always_inline void count(int hook, enum stat stat, __u32 len)
 {
-	__u32 key = dir * STAT_MAX + stat;
+	__u32 key = hook * STAT_MAX + stat;
 	struct counter *c = bpf_map_lookup_elem(&stats, &key);
 
 	if (c) {
@@ -223,20 +231,26 @@ static __always_inline int is_v4_mapped(const __u8 *a)
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
 }
 
+static __always_inline struct rule *match4(int dir, __u32 addr)
+{
+	if (dir == DIR_EGRESS)
+		return lookup4(&egress_host4, &egress_prefix4, addr);
+	return lookup4(&ingress_host4, &ingress_prefix4, addr);
+}
+
+// match finds the rule with the longest prefix that contains the remote
+// address: the destination on egress, the source on ingress.
 static __always_inline struct rule *match(int dir, const struct flow *f)
 {
-	if (dir == DIR_EGRESS) {
-		if (f->family == 4)
-			return lookup4(&egress_host4, &egress_prefix4, *(__u32 *)f->addr);
-		if (is_v4_mapped(f->addr))
-			return lookup4(&egress_host4, &egress_prefix4, *(__u32 *)&f->addr[12]);
-		return lookup6(&egress_host6, &egress_prefix6, f->addr);
-	}
+	const __u8 *addr = dir == DIR_EGRESS ? f->dst : f->src;
+
 	if (f->family == 4)
-		return lookup4(&ingress_host4, &ingress_prefix4, *(__u32 *)f->addr);
-	if (is_v4_mapped(f->addr))
-		return lookup4(&ingress_host4, &ingress_prefix4, *(__u32 *)&f->addr[12]);
-	return lookup6(&ingress_host6, &ingress_prefix6, f->addr);
+		return match4(dir, *(__u32 *)addr);
+	if (is_v4_mapped(addr))
+		return match4(dir, *(__u32 *)&addr[12]);
+	if (dir == DIR_EGRESS)
+		return lookup6(&egress_host6, &egress_prefix6, addr);
+	return lookup6(&ingress_host6, &ingress_prefix6, addr);
 }
 
 // decide is the decision rule: the most specific matching prefix decides; no
@@ -255,30 +269,66 @@ static __always_inline __u8 decide(int dir, const struct flow *f, const struct c
 	return cfg->default_action[dir];
 }
 
-static __always_inline void emit(const struct config *cfg, int dir, const struct flow *f,
-				 __u8 action, __u32 rule_id, __u32 len, __u8 flags)
+// event_for reserves an event when the log level asks for this decision. Never
+// wait for userspace: a full ring buffer loses the event, and counts it.
+static __always_inline struct event *event_for(const struct config *cfg, int hook, __u8 action,
+					       __u32 len)
 {
 	if (cfg->log_level == LOG_NONE || (cfg->log_level == LOG_DROP && action == VERDICT_PASS))
-		return;
-
-	// Never wait for userspace: a full ring buffer loses the event, and says so.
+		return 0;
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count(dir, STAT_EVENTS_LOST, len);
-		return;
+		count(hook, STAT_EVENTS_LOST, len);
+		return 0;
 	}
-	__builtin_memcpy(e->addr, f->addr, sizeof(e->addr));
-	e->rule_id = rule_id;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->action = action;
+	e->hook = hook;
 	e->len = len;
+	e->flags = cfg->audit ? EVENT_F_AUDIT : 0;
+	return e;
+}
+
+static __always_inline void emit(const struct config *cfg, int hook, const struct flow *f,
+				 __u8 action, __u32 rule_id, __u32 len, __u8 flags)
+{
+	struct event *e = event_for(cfg, hook, action, len);
+
+	if (!e)
+		return;
+	__builtin_memcpy(e->src, f->src, sizeof(e->src));
+	__builtin_memcpy(e->dst, f->dst, sizeof(e->dst));
+	e->rule_id = rule_id;
 	e->sport = f->sport;
 	e->dport = f->dport;
 	e->family = f->family;
-	e->action = action;
-	e->hook = dir == DIR_EGRESS ? HOOK_EGRESS : HOOK_INGRESS;
 	e->proto = f->proto;
-	e->flags = flags;
-	__builtin_memset(e->pad, 0, sizeof(e->pad));
+	e->flags |= flags;
 	bpf_ringbuf_submit(e, 0);
+}
+
+// enforce counts and logs a decision and turns it into the program's return
+// value: in audit mode everything passes.
+static __always_inline int enforce(const struct config *cfg, int hook, const struct flow *f,
+				   __u8 action, __u32 rule_id, __u32 len, __u8 flags)
+{
+	emit(cfg, hook, f, action, rule_id, len, flags);
+	if (action == VERDICT_PASS) {
+		count(hook, STAT_PASS, len);
+		return VERDICT_PASS;
+	}
+	if (cfg->audit) {
+		count(hook, STAT_AUDIT_DROP, len);
+		return VERDICT_PASS;
+	}
+	count(hook, STAT_DROP, len);
+	return VERDICT_DROP;
+}
+
+static __always_inline struct config *settings_get(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&settings, &zero);
 }
 
 static __always_inline void load_ports(struct __sk_buff *skb, __u32 off, struct flow *f)
@@ -294,9 +344,9 @@ static __always_inline void load_ports(struct __sk_buff *skb, __u32 off, struct 
 	f->dport = bpf_ntohs(ports[1]);
 }
 
-// parse reads the remote address of an skb that starts at its IP header.
+// parse reads the addresses of an skb that starts at its IP header.
 // It returns 0 for IP, 1 for non-IP and -1 for a malformed IP header.
-static __always_inline int parse(struct __sk_buff *skb, int dir, struct flow *f)
+static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 {
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr ip;
@@ -306,7 +356,8 @@ static __always_inline int parse(struct __sk_buff *skb, int dir, struct flow *f)
 			return -1;
 		f->family = 4;
 		f->proto = ip.protocol;
-		*(__u32 *)f->addr = dir == DIR_EGRESS ? ip.daddr : ip.saddr;
+		*(__u32 *)f->src = ip.saddr;
+		*(__u32 *)f->dst = ip.daddr;
 		if (!(ip.frag_off & bpf_htons(0x1fff)))
 			load_ports(skb, ip.ihl * 4, f);
 		return 0;
@@ -318,7 +369,8 @@ static __always_inline int parse(struct __sk_buff *skb, int dir, struct flow *f)
 			return -1;
 		f->family = 6;
 		f->proto = ip6.nexthdr;
-		__builtin_memcpy(f->addr, dir == DIR_EGRESS ? &ip6.daddr : &ip6.saddr, 16);
+		__builtin_memcpy(f->src, &ip6.saddr, 16);
+		__builtin_memcpy(f->dst, &ip6.daddr, 16);
 		load_ports(skb, sizeof(ip6), f);
 		return 0;
 	}
@@ -327,38 +379,22 @@ static __always_inline int parse(struct __sk_buff *skb, int dir, struct flow *f)
 
 static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 {
-	__u32 zero = 0;
-	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	int hook = dir == DIR_EGRESS ? HOOK_EGRESS : HOOK_INGRESS;
+	struct config *cfg = settings_get();
 	if (!cfg)
 		return VERDICT_DROP; // cannot happen: an array map always has index 0
 
 	struct flow f = {};
-	int ret = parse(skb, dir, &f);
+	int ret = parse(skb, &f);
 	if (ret > 0)
 		return VERDICT_PASS;
-
-	__u32 rule_id = 0;
-	__u8 flags = cfg->audit ? EVENT_F_AUDIT : 0;
-	__u8 action;
 	if (ret < 0) {
-		count(dir, STAT_MALFORMED, skb->len);
-		action = VERDICT_DROP;
-		flags |= EVENT_F_MALFORMED;
-	} else {
-		action = decide(dir, &f, cfg, &rule_id);
+		count(hook, STAT_MALFORMED, skb->len);
+		return enforce(cfg, hook, &f, VERDICT_DROP, 0, skb->len, EVENT_F_MALFORMED);
 	}
-
-	emit(cfg, dir, &f, action, rule_id, skb->len, flags);
-	if (action == VERDICT_PASS) {
-		count(dir, STAT_PASS, skb->len);
-		return VERDICT_PASS;
-	}
-	if (cfg->audit) {
-		count(dir, STAT_AUDIT_DROP, skb->len);
-		return VERDICT_PASS;
-	}
-	count(dir, STAT_DROP, skb->len);
-	return VERDICT_DROP;
+	__u32 rule_id;
+	__u8 action = decide(dir, &f, cfg, &rule_id);
+	return enforce(cfg, hook, &f, action, rule_id, skb->len, 0);
 }
 
 SEC("cgroup_skb/egress")
@@ -371,4 +407,87 @@ SEC("cgroup_skb/ingress")
 int cgwall_ingress(struct __sk_buff *skb)
 {
 	return filter_skb(skb, DIR_INGRESS);
+}
+
+// filter_addr judges the destination of a connect() or sendto() by the egress
+// rules, so that a blocked client fails at once with EPERM instead of waiting
+// for retransmissions of packets that cgroup_skb would drop.
+static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int v6)
+{
+	struct config *cfg = settings_get();
+	if (!cfg)
+		return VERDICT_DROP;
+
+	struct flow f = {};
+	if (v6) {
+		__u32 *dst = (__u32 *)f.dst;
+		f.family = 6;
+		dst[0] = ctx->user_ip6[0];
+		dst[1] = ctx->user_ip6[1];
+		dst[2] = ctx->user_ip6[2];
+		dst[3] = ctx->user_ip6[3];
+	} else {
+		f.family = 4;
+		*(__u32 *)f.dst = ctx->user_ip4;
+	}
+	f.proto = ctx->protocol;
+	f.dport = bpf_ntohs((__u16)ctx->user_port);
+
+	__u32 rule_id;
+	__u8 action = decide(DIR_EGRESS, &f, cfg, &rule_id);
+	return enforce(cfg, hook, &f, action, rule_id, 0, 0);
+}
+
+SEC("cgroup/connect4")
+int cgwall_connect4(struct bpf_sock_addr *ctx)
+{
+	return filter_addr(ctx, HOOK_CONNECT, 0);
+}
+
+SEC("cgroup/connect6")
+int cgwall_connect6(struct bpf_sock_addr *ctx)
+{
+	return filter_addr(ctx, HOOK_CONNECT, 1);
+}
+
+SEC("cgroup/sendmsg4")
+int cgwall_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return filter_addr(ctx, HOOK_SENDMSG, 0);
+}
+
+SEC("cgroup/sendmsg6")
+int cgwall_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return filter_addr(ctx, HOOK_SENDMSG, 1);
+}
+
+// uapi headers do not export these socket constants.
+#define SOCK_RAW 3
+#define AF_PACKET 17
+
+// cgwall_sock_create refuses raw and packet sockets. Packet sockets bypass
+// cgroup_skb entirely, so a policy is only a wall with this in place.
+SEC("cgroup/sock_create")
+int cgwall_sock_create(struct bpf_sock *sk)
+{
+	if (sk->type != SOCK_RAW && sk->family != AF_PACKET)
+		return VERDICT_PASS;
+	struct config *cfg = settings_get();
+	if (!cfg)
+		return VERDICT_DROP;
+
+	struct event *e = event_for(cfg, HOOK_SOCK_CREATE, VERDICT_DROP, 0);
+	if (e) {
+		e->sock_family = sk->family;
+		e->sock_type = sk->type;
+		e->proto = sk->protocol;
+		bpf_ringbuf_submit(e, 0);
+	}
+	if (cfg->audit) {
+		count(HOOK_SOCK_CREATE, STAT_AUDIT_DROP, 0);
+		return VERDICT_PASS;
+	}
+	count(HOOK_SOCK_CREATE, STAT_DROP, 0);
+	return VERDICT_DROP;
 }

@@ -62,6 +62,6 @@ rules kept in BPF maps.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
-	root.AddCommand(newRunCmd(stdout, stderr))
+	root.AddCommand(newRunCmd(stdout, stderr), newCheckCmd(stdout, stderr))
 	return root
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -20,11 +21,12 @@ type runOptions struct {
 func newRunCmd(stdout, stderr io.Writer) *cobra.Command {
 	var o runOptions
 	cmd := &cobra.Command{
-		Use:   "run --cgroup PATH [--block ADDR]...",
+		Use:   "run --cgroup PATH [rule flags | -f FILE]",
 		Short: "Filter a cgroup's traffic and print decisions until interrupted",
 		Long: `run attaches the filter to the cgroup at PATH (absolute, or relative to the
 cgroup2 mount), prints decisions as they happen and detaches on SIGINT or SIGTERM.
-Rules are in force before the filter is attached, so no packet slips through.`,
+Rules are in force before the filter is attached, so no packet slips through.
+The most specific prefix decides; where none matches, the direction's default.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.run(cmd.Context(), stdout, stderr)
@@ -68,19 +70,34 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
 		return failure(err)
 	}
 	defer rd.Close()
-	att, err := d.Attach(cg, policy.Egress)
+	att, err := d.Attach(cg, datapath.HooksFor(p)...)
 	if err != nil {
 		return failure(err)
 	}
 	defer att.Close()
 
-	fmt.Fprintf(stderr, "attached egress filter to %s (%s)\n", cg.Path, plural(p.Count(policy.Egress), "rule"))
+	fmt.Fprintf(stderr, "attached %s to %s (%s)\n", describeHooks(att.Hooks, p), cg.Path, plural(len(p.Rules), "rule"))
 	s := newStreamer(d, rd, format, stdout, stderr)
 	if err := s.stream(ctx, att.Close); err != nil {
 		return failure(err)
 	}
 	fmt.Fprintf(stderr, "detached from %s\n", cg.Path)
 	return nil
+}
+
+// describeHooks names what an attachment enforces, for the ready line.
+func describeHooks(hooks []datapath.Hook, p *policy.Policy) string {
+	what := "egress filter"
+	if slices.Contains(hooks, datapath.HookIngress) {
+		what = "egress and ingress filters"
+	}
+	if slices.Contains(hooks, datapath.HookSockCreate) {
+		what += " and raw-socket guard"
+	}
+	if p.Audit {
+		what += " in audit mode"
+	}
+	return what
 }
 
 func plural(n int, word string) string {

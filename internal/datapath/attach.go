@@ -14,28 +14,64 @@ import (
 // Attachment is the programs of a Datapath attached to one cgroup. Closing it
 // detaches them.
 type Attachment struct {
+	Hooks []Hook
 	links []link.Link
 }
 
-// Attach attaches the filter of each direction to cg. Either every direction is
+// HooksFor says which hooks a policy needs. Egress, connect and sendmsg always
+// run: they are the filter. Ingress runs only when the policy judges ingress,
+// so that an egress blocklist costs received packets nothing; sock_create only
+// with DenyRaw.
+func HooksFor(p *policy.Policy) []Hook {
+	hooks := []Hook{HookEgress, HookConnect, HookSendmsg}
+	if p.Count(policy.Ingress) > 0 || p.Default[policy.Ingress] != policy.Allow {
+		hooks = append(hooks, HookIngress)
+	}
+	if p.DenyRaw {
+		hooks = append(hooks, HookSockCreate)
+	}
+	return hooks
+}
+
+type program struct {
+	prog *ebpf.Program
+	typ  ebpf.AttachType
+}
+
+func (d *Datapath) programs(h Hook) []program {
+	o := &d.objs.cgwallPrograms
+	switch h {
+	case HookEgress:
+		return []program{{o.CgwallEgress, ebpf.AttachCGroupInetEgress}}
+	case HookIngress:
+		return []program{{o.CgwallIngress, ebpf.AttachCGroupInetIngress}}
+	case HookConnect:
+		return []program{{o.CgwallConnect4, ebpf.AttachCGroupInet4Connect}, {o.CgwallConnect6, ebpf.AttachCGroupInet6Connect}}
+	case HookSendmsg:
+		return []program{{o.CgwallSendmsg4, ebpf.AttachCGroupUDP4Sendmsg}, {o.CgwallSendmsg6, ebpf.AttachCGroupUDP6Sendmsg}}
+	case HookSockCreate:
+		return []program{{o.CgwallSockCreate, ebpf.AttachCGroupInetSockCreate}}
+	}
+	return nil
+}
+
+// Attach attaches the programs of each hook to cg. Either every hook is
 // attached or, on error, none is.
-func (d *Datapath) Attach(cg cgroup.Dir, dirs ...policy.Direction) (_ *Attachment, err error) {
-	a := &Attachment{}
+func (d *Datapath) Attach(cg cgroup.Dir, hooks ...Hook) (_ *Attachment, err error) {
+	a := &Attachment{Hooks: hooks}
 	defer func() {
 		if err != nil {
 			a.Close()
 		}
 	}()
-	for _, dir := range dirs {
-		prog, typ := d.objs.CgwallEgress, ebpf.AttachCGroupInetEgress
-		if dir == policy.Ingress {
-			prog, typ = d.objs.CgwallIngress, ebpf.AttachCGroupInetIngress
+	for _, h := range hooks {
+		for _, p := range d.programs(h) {
+			l, err := link.AttachCgroup(link.CgroupOptions{Path: cg.Path, Attach: p.typ, Program: p.prog})
+			if err != nil {
+				return nil, fmt.Errorf("attach %s program to %s: %w", h, cg.Path, err)
+			}
+			a.links = append(a.links, l)
 		}
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cg.Path, Attach: typ, Program: prog})
-		if err != nil {
-			return nil, fmt.Errorf("attach %s filter to %s: %w", dir, cg.Path, err)
-		}
-		a.links = append(a.links, l)
 	}
 	return a, nil
 }

@@ -103,8 +103,8 @@ func TestEgressDecisions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := events.Event{Addr: dst, Action: uint8(tc.want), Hook: "egress", Proto: protoUDP, SrcPort: 40000, DstPort: 53}
-			if e.Addr != want.Addr || e.Action != want.Action || e.Rule != tc.rule || e.DstPort != 53 || e.SrcPort != 40000 || e.Proto != protoUDP {
+			want := events.Event{Dst: dst, Action: uint8(tc.want), Hook: "egress", Proto: protoUDP, SrcPort: 40000, DstPort: 53}
+			if e.Dst != want.Dst || e.Action != want.Action || e.Rule != tc.rule || e.DstPort != 53 || e.SrcPort != 40000 || e.Proto != protoUDP {
 				t.Fatalf("event %+v; want addr %s action %d rule %s", e, dst, tc.want, tc.rule)
 			}
 		})
@@ -146,7 +146,7 @@ func TestMalformedAndNonIP(t *testing.T) {
 			}
 		})
 	}
-	s, err := d.Stats(policy.Egress)
+	s, err := d.Stats(HookEgress)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestLostEventsAreCounted(t *testing.T) {
 	if err != nil || ret != 0 {
 		t.Fatalf("run: verdict %d, %v", ret, err)
 	}
-	s, err := d.Stats(policy.Egress)
+	s, err := d.Stats(HookEgress)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,22 +44,29 @@ func (r *Reader) Close() error { return r.rd.Close() }
 
 func (d *Datapath) decode(raw cgwallEvent) events.Event {
 	e := events.Event{
-		Action:    raw.Action,
-		Hook:      hookName(cgwallHook(raw.Hook)),
-		Proto:     raw.Proto,
-		SrcPort:   raw.Sport,
-		DstPort:   raw.Dport,
-		Len:       raw.Len,
-		RuleID:    raw.RuleId,
-		Rule:      "default",
-		Audit:     raw.Flags&uint8(cgwallEventFlagEVENT_F_AUDIT) != 0,
-		Malformed: raw.Flags&uint8(cgwallEventFlagEVENT_F_MALFORMED) != 0,
+		Action:     raw.Action,
+		Hook:       hookNames[cgwallHook(raw.Hook)],
+		Proto:      raw.Proto,
+		SrcPort:    raw.Sport,
+		DstPort:    raw.Dport,
+		Len:        raw.Len,
+		RuleID:     raw.RuleId,
+		Rule:       "default",
+		Audit:      raw.Flags&uint8(cgwallEventFlagEVENT_F_AUDIT) != 0,
+		Malformed:  raw.Flags&uint8(cgwallEventFlagEVENT_F_MALFORMED) != 0,
+		SockFamily: raw.SockFamily,
+		SockType:   raw.SockType,
 	}
 	switch raw.Family {
 	case 4:
-		e.Addr = netip.AddrFrom4([4]byte(raw.Addr[:4]))
+		e.Src = netip.AddrFrom4([4]byte(raw.Src[:4]))
+		e.Dst = netip.AddrFrom4([4]byte(raw.Dst[:4]))
 	case 6:
-		e.Addr = netip.AddrFrom16(raw.Addr)
+		e.Src = netip.AddrFrom16(raw.Src)
+		e.Dst = netip.AddrFrom16(raw.Dst)
+	}
+	if e.Hook == "connect" || e.Hook == "sendmsg" {
+		e.Src = netip.Addr{} // the socket hooks see only the destination
 	}
 	if r, ok := d.policy.Rule(raw.RuleId); ok {
 		e.Rule = r.Prefix.String()
@@ -67,11 +74,12 @@ func (d *Datapath) decode(raw cgwallEvent) events.Event {
 	return e
 }
 
-func hookName(h cgwallHook) string {
-	if h == cgwallHookHOOK_INGRESS {
-		return "ingress"
-	}
-	return "egress"
+var hookNames = map[cgwallHook]string{
+	cgwallHookHOOK_EGRESS:      "egress",
+	cgwallHookHOOK_INGRESS:     "ingress",
+	cgwallHookHOOK_CONNECT:     "connect",
+	cgwallHookHOOK_SENDMSG:     "sendmsg",
+	cgwallHookHOOK_SOCK_CREATE: "sock_create",
 }
 
 // Pending returns how many bytes of events wait in the ring buffer.

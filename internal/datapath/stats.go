@@ -2,17 +2,31 @@ package datapath
 
 import (
 	"fmt"
-
-	"github.com/cgwall/cgwall/internal/policy"
 )
 
-// Counter is a number of packets and their bytes.
+// Hook is one of the datapath's programs, the place a decision was made.
+type Hook uint32
+
+const (
+	HookEgress     = Hook(cgwallHookHOOK_EGRESS)
+	HookIngress    = Hook(cgwallHookHOOK_INGRESS)
+	HookConnect    = Hook(cgwallHookHOOK_CONNECT)
+	HookSendmsg    = Hook(cgwallHookHOOK_SENDMSG)
+	HookSockCreate = Hook(cgwallHookHOOK_SOCK_CREATE)
+)
+
+// Hooks lists every hook.
+var Hooks = []Hook{HookEgress, HookIngress, HookConnect, HookSendmsg, HookSockCreate}
+
+func (h Hook) String() string { return hookNames[cgwallHook(h)] }
+
+// Counter is a number of packets (or socket calls) and their bytes.
 type Counter struct {
 	Packets uint64
 	Bytes   uint64
 }
 
-// Stats are a direction's verdict counters, summed over CPUs.
+// Stats are a hook's verdict counters, summed over CPUs.
 type Stats struct {
 	Pass       Counter
 	Drop       Counter // includes Malformed
@@ -21,8 +35,8 @@ type Stats struct {
 	EventsLost Counter // decisions not logged because the ring buffer was full
 }
 
-// Stats reads a direction's counters.
-func (d *Datapath) Stats(dir policy.Direction) (Stats, error) {
+// Stats reads a hook's counters.
+func (d *Datapath) Stats(hook Hook) (Stats, error) {
 	var s Stats
 	for stat, c := range map[cgwallStat]*Counter{
 		cgwallStatSTAT_PASS:        &s.Pass,
@@ -32,9 +46,9 @@ func (d *Datapath) Stats(dir policy.Direction) (Stats, error) {
 		cgwallStatSTAT_EVENTS_LOST: &s.EventsLost,
 	} {
 		var perCPU []cgwallCounter
-		key := uint32(dir)*uint32(cgwallStatSTAT_MAX) + uint32(stat)
+		key := uint32(hook)*uint32(cgwallStatSTAT_MAX) + uint32(stat)
 		if err := d.objs.Stats.Lookup(key, &perCPU); err != nil {
-			return Stats{}, fmt.Errorf("read %s counters: %w", dir, err)
+			return Stats{}, fmt.Errorf("read %s counters: %w", hook, err)
 		}
 		for _, v := range perCPU {
 			c.Packets += v.Packets
@@ -44,11 +58,11 @@ func (d *Datapath) Stats(dir policy.Direction) (Stats, error) {
 	return s, nil
 }
 
-// EventsLost sums the lost events of every direction.
+// EventsLost sums the lost events of every hook.
 func (d *Datapath) EventsLost() (uint64, error) {
 	var n uint64
-	for _, dir := range policy.Directions {
-		s, err := d.Stats(dir)
+	for _, h := range Hooks {
+		s, err := d.Stats(h)
 		if err != nil {
 			return 0, err
 		}

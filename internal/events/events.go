@@ -13,17 +13,20 @@ import (
 
 // Event is one decision of the datapath.
 type Event struct {
-	Addr      netip.Addr // the remote address: destination on egress, source on ingress
-	Action    uint8      // 0 dropped (or would have been, in audit mode), 1 passed
-	Hook      string     // the program that decided: egress, ingress
-	Proto     uint8      // IP protocol number
-	SrcPort   uint16     // 0 when unknown
-	DstPort   uint16     // 0 when unknown
-	Len       uint32     // packet length in bytes
-	RuleID    uint32     // 0 when the default decided
-	Rule      string     // the deciding rule's prefix, or "default"
-	Audit     bool       // audit mode: the packet passed whatever Action says
-	Malformed bool       // the IP header was unreadable or invalid
+	Src        netip.Addr // invalid when the hook does not know it
+	Dst        netip.Addr // invalid for a malformed packet or a socket creation
+	Action     uint8      // 0 dropped (or would have been, in audit mode), 1 passed
+	Hook       string     // the program that decided: egress, ingress, connect, sendmsg, sock_create
+	Proto      uint8      // IP protocol number
+	SrcPort    uint16     // 0 when unknown
+	DstPort    uint16     // 0 when unknown
+	Len        uint32     // packet length in bytes; 0 at the socket hooks
+	RuleID     uint32     // 0 when the default decided
+	Rule       string     // the deciding rule's prefix, or "default"
+	Audit      bool       // audit mode: the packet passed whatever Action says
+	Malformed  bool       // the IP header was unreadable or invalid
+	SockFamily uint8      // sock_create: the refused socket's AF_*
+	SockType   uint8      // sock_create: the refused socket's SOCK_*
 }
 
 // Format is how events are printed.
@@ -61,31 +64,43 @@ func Write(w io.Writer, f Format, e Event) error {
 }
 
 // text begins with the Aya example's words, "DST <addr>, ACTION <n>", then adds
-// key=value fields.
+// key=value fields. DST is always the packet's destination; on ingress the rules
+// judged src=.
 func (e Event) text() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "DST %s, ACTION %d hook=%s", e.addrString(), e.Action, e.Hook)
-	if e.Malformed {
+	fmt.Fprintf(&b, "DST %s, ACTION %d hook=%s", addrString(e.Dst), e.Action, e.Hook)
+	switch {
+	case e.Malformed:
 		b.WriteString(" reason=malformed")
-	} else {
+	case e.Hook == "sock_create":
+		fmt.Fprintf(&b, " socket=%s/%s", sockFamilyName(e.SockFamily), sockTypeName(e.SockType))
+	default:
+		if e.Src.IsValid() {
+			fmt.Fprintf(&b, " src=%s", e.Src)
+		}
 		fmt.Fprintf(&b, " proto=%s", protoName(e.Proto))
-		if e.SrcPort != 0 || e.DstPort != 0 {
-			fmt.Fprintf(&b, " sport=%d dport=%d", e.SrcPort, e.DstPort)
+		if e.SrcPort != 0 {
+			fmt.Fprintf(&b, " sport=%d", e.SrcPort)
+		}
+		if e.DstPort != 0 {
+			fmt.Fprintf(&b, " dport=%d", e.DstPort)
 		}
 		fmt.Fprintf(&b, " rule=%s", e.Rule)
 	}
-	fmt.Fprintf(&b, " len=%d", e.Len)
+	if e.Len != 0 {
+		fmt.Fprintf(&b, " len=%d", e.Len)
+	}
 	if e.Audit {
 		b.WriteString(" audit=true")
 	}
 	return b.String()
 }
 
-func (e Event) addrString() string {
-	if !e.Addr.IsValid() {
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
 		return "-"
 	}
-	return e.Addr.String()
+	return a.String()
 }
 
 type record struct {
@@ -93,6 +108,7 @@ type record struct {
 	Action    uint8  `json:"action"`
 	Verdict   string `json:"verdict"`
 	Hook      string `json:"hook"`
+	Src       string `json:"src,omitempty"`
 	Proto     string `json:"proto,omitempty"`
 	SrcPort   uint16 `json:"sport,omitempty"`
 	DstPort   uint16 `json:"dport,omitempty"`
@@ -101,18 +117,26 @@ type record struct {
 	Len       uint32 `json:"len"`
 	Audit     bool   `json:"audit"`
 	Malformed bool   `json:"malformed,omitempty"`
+	Socket    string `json:"socket,omitempty"`
 }
 
 func (e Event) record() record {
 	r := record{
-		Dst: e.addrString(), Action: e.Action, Verdict: "drop", Hook: e.Hook,
+		Dst: addrString(e.Dst), Action: e.Action, Verdict: "drop", Hook: e.Hook,
 		SrcPort: e.SrcPort, DstPort: e.DstPort, Rule: e.Rule, RuleID: e.RuleID,
 		Len: e.Len, Audit: e.Audit, Malformed: e.Malformed,
 	}
 	if e.Action == 1 {
 		r.Verdict = "pass"
 	}
-	if !e.Malformed {
+	if e.Src.IsValid() {
+		r.Src = e.Src.String()
+	}
+	switch {
+	case e.Hook == "sock_create":
+		r.Socket = sockFamilyName(e.SockFamily) + "/" + sockTypeName(e.SockType)
+		r.Rule = ""
+	case !e.Malformed:
 		r.Proto = protoName(e.Proto)
 	}
 	return r
@@ -130,4 +154,28 @@ func protoName(p uint8) string {
 		return "icmpv6"
 	}
 	return strconv.Itoa(int(p))
+}
+
+func sockFamilyName(f uint8) string {
+	switch f {
+	case 2:
+		return "inet"
+	case 10:
+		return "inet6"
+	case 17:
+		return "packet"
+	}
+	return strconv.Itoa(int(f))
+}
+
+func sockTypeName(t uint8) string {
+	switch t {
+	case 1:
+		return "stream"
+	case 2:
+		return "dgram"
+	case 3:
+		return "raw"
+	}
+	return strconv.Itoa(int(t))
 }

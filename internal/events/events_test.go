@@ -13,12 +13,16 @@ func TestWriteText(t *testing.T) {
 		want string
 	}{
 		{
-			Event{Addr: netip.MustParseAddr("127.0.0.2"), Action: 0, Hook: "egress", Proto: 17, SrcPort: 40000, DstPort: 53, Len: 40, RuleID: 1, Rule: "127.0.0.2/32"},
-			"DST 127.0.0.2, ACTION 0 hook=egress proto=udp sport=40000 dport=53 rule=127.0.0.2/32 len=40\n",
+			Event{Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddr("127.0.0.2"), Action: 0, Hook: "egress", Proto: 17, SrcPort: 40000, DstPort: 53, Len: 40, RuleID: 1, Rule: "127.0.0.2/32"},
+			"DST 127.0.0.2, ACTION 0 hook=egress src=127.0.0.1 proto=udp sport=40000 dport=53 rule=127.0.0.2/32 len=40\n",
 		},
 		{
-			Event{Addr: netip.MustParseAddr("2001:db8::1"), Action: 1, Hook: "egress", Proto: 58, Len: 104, Rule: "default"},
-			"DST 2001:db8::1, ACTION 1 hook=egress proto=icmpv6 rule=default len=104\n",
+			Event{Dst: netip.MustParseAddr("2001:db8::1"), Action: 1, Hook: "connect", Proto: 6, DstPort: 443, Rule: "default"},
+			"DST 2001:db8::1, ACTION 1 hook=connect proto=tcp dport=443 rule=default\n",
+		},
+		{
+			Event{Action: 0, Hook: "sock_create", SockFamily: 17, SockType: 3},
+			"DST -, ACTION 0 hook=sock_create socket=packet/raw\n",
 		},
 		{
 			Event{Action: 0, Hook: "egress", Len: 10, Malformed: true, Audit: true},
@@ -37,7 +41,7 @@ func TestWriteText(t *testing.T) {
 
 func TestWriteJSON(t *testing.T) {
 	var b bytes.Buffer
-	e := Event{Addr: netip.MustParseAddr("192.0.2.7"), Action: 0, Hook: "egress", Proto: 6, SrcPort: 1, DstPort: 443, Len: 60, RuleID: 3, Rule: "192.0.2.0/24"}
+	e := Event{Dst: netip.MustParseAddr("192.0.2.7"), Action: 0, Hook: "egress", Proto: 6, SrcPort: 1, DstPort: 443, Len: 60, RuleID: 3, Rule: "192.0.2.0/24"}
 	if err := Write(&b, JSON, e); err != nil {
 		t.Fatal(err)
 	}

@@ -71,8 +71,9 @@ func (r Rule) String() string {
 type Policy struct {
 	Rules   []Rule
 	Default [2]Action // per Direction; the zero value would block, so use New
-	Audit   bool
-	Log     LogLevel
+	Audit   bool      // decide and log, but drop nothing
+	Log     LogLevel  // which decisions to stream
+	DenyRaw bool      // refuse raw and packet sockets
 
 	index map[ruleKey]int // position in Rules
 }
@@ -151,4 +152,33 @@ func (p *Policy) Decide(dir Direction, addr netip.Addr) (Action, uint32) {
 		return p.Default[dir], 0
 	}
 	return p.Rules[best].Action, p.Rules[best].ID
+}
+
+// Summary describes the policy in a few lines: per direction its default and
+// its rules by family and action, then the settings.
+func (p *Policy) Summary() []string {
+	var out []string
+	for _, dir := range Directions {
+		var n [2][2]int // [v6][action]
+		for _, r := range p.Rules {
+			if r.Dir == dir {
+				v6 := 0
+				if r.Prefix.Addr().Is6() {
+					v6 = 1
+				}
+				n[v6][r.Action]++
+			}
+		}
+		out = append(out, fmt.Sprintf("%s: default %s; IPv4: %d block, %d allow; IPv6: %d block, %d allow",
+			dir, p.Default[dir], n[0][Block], n[0][Allow], n[1][Block], n[1][Allow]))
+	}
+	out = append(out, fmt.Sprintf("audit %s, log %s, deny_raw %s", onOff(p.Audit), p.Log, onOff(p.DenyRaw)))
+	return out
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }

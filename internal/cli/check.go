@@ -1,0 +1,43 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+func newCheckCmd(stdout, stderr io.Writer) *cobra.Command {
+	var rules ruleFlags
+	cmd := &cobra.Command{
+		Use:   "check -f FILE [rule flags]",
+		Short: "Validate a policy without attaching anything",
+		Long: `check reads a policy file, with any rule flags on top, exactly as run would,
+and attaches nothing. It lists every problem with its file:line and exits 2, or
+prints a summary of the policy and exits 0.`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			p, err := rules.policy()
+			if lines := fileProblems(err); len(lines) > 1 {
+				// Each problem on its line; the last one is the command's error.
+				fmt.Fprintln(stderr, "cgwall: "+strings.Join(lines[:len(lines)-1], "\ncgwall: "))
+				return usageErr(fmt.Errorf("%s (%d problems)", lines[len(lines)-1], len(lines)))
+			}
+			if err != nil {
+				return err
+			}
+			name := rules.file
+			if name == "" {
+				name = "flags"
+			}
+			fmt.Fprintf(stdout, "%s: valid policy\n", name)
+			for _, line := range p.Summary() {
+				fmt.Fprintf(stdout, "  %s\n", line)
+			}
+			return nil
+		},
+	}
+	rules.bind(cmd.Flags())
+	return cmd
+}

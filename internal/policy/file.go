@@ -1,0 +1,260 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// A policy file, in YAML; docs/policy.md is its reference.
+//
+//	egress:
+//	  default: allow          # or block
+//	  block: [192.0.2.1, 198.51.100.0/24, "2001:db8::/32"]
+//	  allow: [198.51.100.7]
+//	ingress:
+//	  default: allow
+//	  block: [203.0.113.0/24]
+//	audit: false
+//	log: drop                 # none | drop | all
+//	deny_raw: false
+
+// Problem is one error in a policy file, at a line.
+type Problem struct {
+	Line int
+	Msg  string
+}
+
+// FileError lists every problem of a policy file.
+type FileError struct {
+	Path     string
+	Problems []Problem
+}
+
+// Error gives the first problem on one line and says how many more there are.
+func (e *FileError) Error() string {
+	msg := e.Lines()[0]
+	if n := len(e.Problems) - 1; n > 0 {
+		msg += fmt.Sprintf(" (and %d more; 'cgwall check -f %s' lists them all)", n, e.Path)
+	}
+	return msg
+}
+
+// Lines gives every problem as "FILE:LINE: message".
+func (e *FileError) Lines() []string {
+	out := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		out[i] = fmt.Sprintf("%s:%d: %s", e.Path, p.Line, p.Msg)
+	}
+	return out
+}
+
+// FileSettings are what a policy file set explicitly, so that flags can tell
+// what they override.
+type FileSettings struct {
+	Log bool // the file set log:
+}
+
+// LoadFile reads a policy file. A file with problems returns a *FileError that
+// lists all of them.
+func LoadFile(path string) (*Policy, FileSettings, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, FileSettings{}, fmt.Errorf("policy file: %w", unwrapPathError(err))
+	}
+	return ParseFile(path, data)
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
+	}
+	return err
+}
+
+// ParseFile parses the text of a policy file; path only names it in errors.
+func ParseFile(path string, data []byte) (*Policy, FileSettings, error) {
+	fp := &fileParser{p: New(), seen: map[ruleKey]seenRule{}}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		line, msg := yamlErrorLine(err)
+		fp.problem(line, "%s", msg)
+	} else if len(doc.Content) > 0 {
+		fp.root(doc.Content[0])
+	}
+	if len(fp.problems) > 0 {
+		return nil, FileSettings{}, &FileError{Path: path, Problems: fp.problems}
+	}
+	return fp.p, fp.set, nil
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// yamlErrorLine takes the line number out of a YAML syntax error.
+func yamlErrorLine(err error) (int, string) {
+	msg := err.Error()
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n, "invalid YAML: " + m[2]
+	}
+	return 1, "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")
+}
+
+type seenRule struct {
+	action Action
+	line   int
+}
+
+type fileParser struct {
+	p        *Policy
+	set      FileSettings
+	seen     map[ruleKey]seenRule
+	problems []Problem
+}
+
+func (fp *fileParser) problem(line int, format string, args ...any) {
+	fp.problems = append(fp.problems, Problem{Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
+// mapping calls fn for each key of a mapping node, reporting unknown and
+// repeated keys.
+func (fp *fileParser) mapping(n *yaml.Node, where string, known []string, fn func(key string, v *yaml.Node)) {
+	if n.Kind != yaml.MappingNode {
+		fp.problem(n.Line, "%s must be a mapping with keys %s, not %s", where, strings.Join(known, ", "), describe(n))
+		return
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		key := k.Value
+		if prev, ok := seen[key]; ok {
+			fp.problem(k.Line, "%s%s is repeated (first at line %d)", prefixed(where), key, prev)
+			continue
+		}
+		seen[key] = k.Line
+		if !contains(known, key) {
+			fp.problem(k.Line, "unknown key %q in %s: known keys are %s", key, where, strings.Join(known, ", "))
+			continue
+		}
+		fn(key, v)
+	}
+}
+
+func prefixed(where string) string {
+	if where == "the policy" {
+		return ""
+	}
+	return where + "."
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		return strconv.Quote(n.Value)
+	}
+	return "an alias"
+}
+
+func (fp *fileParser) root(n *yaml.Node) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // an empty file is an empty policy
+	}
+	fp.mapping(n, "the policy", []string{"egress", "ingress", "audit", "log", "deny_raw"}, func(key string, v *yaml.Node) {
+		switch key {
+		case "egress":
+			fp.direction(v, Egress)
+		case "ingress":
+			fp.direction(v, Ingress)
+		case "audit":
+			fp.p.Audit = fp.boolean(v, key)
+		case "deny_raw":
+			fp.p.DenyRaw = fp.boolean(v, key)
+		case "log":
+			level, err := ParseLogLevel(v.Value)
+			if v.Kind != yaml.ScalarNode || err != nil {
+				fp.problem(v.Line, "log: %s is not a log level: use none, drop or all", describe(v))
+				return
+			}
+			fp.p.Log, fp.set.Log = level, true
+		}
+	})
+}
+
+func (fp *fileParser) boolean(n *yaml.Node, key string) bool {
+	var b bool
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" || n.Decode(&b) != nil {
+		fp.problem(n.Line, "%s: %s is not a boolean: use true or false", key, describe(n))
+	}
+	return b
+}
+
+func (fp *fileParser) direction(n *yaml.Node, dir Direction) {
+	fp.mapping(n, dir.String(), []string{"default", "block", "allow"}, func(key string, v *yaml.Node) {
+		switch key {
+		case "default":
+			action, err := ParseAction(v.Value)
+			if v.Kind != yaml.ScalarNode || err != nil {
+				fp.problem(v.Line, "%s.default: %s is not an action: use allow or block", dir, describe(v))
+				return
+			}
+			fp.p.Default[dir] = action
+		case "block":
+			fp.rules(v, dir, Block)
+		case "allow":
+			fp.rules(v, dir, Allow)
+		}
+	})
+}
+
+func (fp *fileParser) rules(n *yaml.Node, dir Direction, action Action) {
+	where := fmt.Sprintf("%s.%s", dir, action)
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // "block:" with nothing after it
+	}
+	if n.Kind != yaml.SequenceNode {
+		fp.problem(n.Line, "%s must be a list of addresses, not %s", where, describe(n))
+		return
+	}
+	for _, item := range n.Content {
+		if item.Kind != yaml.ScalarNode {
+			fp.problem(item.Line, "%s: %s is not an address", where, describe(item))
+			continue
+		}
+		prefix, err := ParsePrefix(item.Value)
+		if err != nil {
+			fp.problem(item.Line, "%s: %v", where, err)
+			continue
+		}
+		fp.add(item.Line, where, dir, action, prefix)
+	}
+}
+
+func (fp *fileParser) add(line int, where string, dir Direction, action Action, prefix netip.Prefix) {
+	k := ruleKey{dir, prefix}
+	if prev, ok := fp.seen[k]; ok && prev.action != action {
+		fp.problem(line, "%s: %s is also %sed at line %d: a prefix is either blocked or allowed", where, prefix, prev.action, prev.line)
+		return
+	}
+	fp.seen[k] = seenRule{action, line}
+	fp.p.AddPrefix(dir, action, prefix) // cannot conflict: checked above
+}
