@@ -466,22 +466,19 @@ int cgwall_sendmsg6(struct bpf_sock_addr *ctx)
 #define SOCK_RAW 3
 #define AF_PACKET 17
 
-// cgwall_sock_create refuses raw and packet sockets. Packet sockets bypass
-// cgroup_skb entirely, so a policy is only a wall with this in place.
-SEC("cgroup/sock_create")
-int cgwall_sock_create(struct bpf_sock *sk)
+// refuse_socket logs and counts a refused socket and says whether to refuse it
+// (VERDICT_DROP) or, in audit mode, let it be.
+static __always_inline int refuse_socket(__u32 family, __u32 type, __u32 protocol)
 {
-	if (sk->type != SOCK_RAW && sk->family != AF_PACKET)
-		return VERDICT_PASS;
 	struct config *cfg = settings_get();
 	if (!cfg)
 		return VERDICT_DROP;
 
 	struct event *e = event_for(cfg, HOOK_SOCK_CREATE, VERDICT_DROP, 0);
 	if (e) {
-		e->sock_family = sk->family;
-		e->sock_type = sk->type;
-		e->proto = sk->protocol;
+		e->sock_family = family;
+		e->sock_type = type;
+		e->proto = protocol;
 		bpf_ringbuf_submit(e, 0);
 	}
 	if (cfg->audit) {
@@ -490,4 +487,26 @@ int cgwall_sock_create(struct bpf_sock *sk)
 	}
 	count(HOOK_SOCK_CREATE, STAT_DROP, 0);
 	return VERDICT_DROP;
+}
+
+// cgwall_sock_create refuses raw IPv4 and IPv6 sockets. The kernel runs this
+// hook for AF_INET and AF_INET6 only.
+SEC("cgroup/sock_create")
+int cgwall_sock_create(struct bpf_sock *sk)
+{
+	if (sk->type != SOCK_RAW)
+		return VERDICT_PASS;
+	return refuse_socket(sk->family, sk->type, sk->protocol);
+}
+
+// cgwall_packet_create refuses packet sockets, which bypass cgroup_skb
+// entirely, so a policy is only a wall with this in place. cgroup/sock_create
+// never sees them; the socket_create LSM hook, attached per cgroup, does.
+// Arguments: family, type, protocol, kern. Kernel-internal sockets pass.
+SEC("lsm_cgroup/socket_create")
+int cgwall_packet_create(unsigned long long *ctx)
+{
+	if ((int)ctx[0] != AF_PACKET || (int)ctx[3])
+		return 1;
+	return refuse_socket(ctx[0], ctx[1], ctx[2]) == VERDICT_PASS;
 }

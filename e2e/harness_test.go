@@ -261,3 +261,70 @@ func ip(t *testing.T, args ...string) {
 		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 	}
 }
+
+// inCgroup makes cmd start inside the cgroup at path, cloned straight into it.
+// The returned function closes the cgroup's descriptor once cmd has started.
+func inCgroup(t *testing.T, cmd *exec.Cmd, path string) func() {
+	t.Helper()
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	return func() { syscall.Close(fd) }
+}
+
+// server is a serve probe running in a cgroup.
+type server struct {
+	cmd  *exec.Cmd
+	out  *bufio.Reader
+	Port int
+}
+
+// serve starts a serve probe for proto in the cgroup and waits for its port.
+func serve(t *testing.T, cgPath, proto string) *server {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "serve", proto)
+	cmd.Env = append(os.Environ(), probeEnv+"=1")
+	cmd.Stderr = os.Stderr
+	closeFD := inCgroup(t, cmd, cgPath)
+	defer closeFD()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	s := &server{cmd: cmd, out: bufio.NewReader(stdout)}
+	var hello struct{ Port int }
+	if err := readJSONLine(s.out, &hello); err != nil {
+		t.Fatalf("serve probe did not announce its port: %v", err)
+	}
+	s.Port = hello.Port
+	return s
+}
+
+// received waits for the probe to end and returns the labels it got.
+func (s *server) received(t *testing.T) []string {
+	t.Helper()
+	var res struct{ Received []string }
+	if err := readJSONLine(s.out, &res); err != nil {
+		t.Fatalf("serve probe result: %v", err)
+	}
+	s.cmd.Wait()
+	return res.Received
+}
+
+func readJSONLine(r *bufio.Reader, v any) error {
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(line, v)
+}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -26,6 +27,12 @@ type probeResult struct {
 // allows: loopback delivers in order within the sending system call, so once
 // the marker is in, a payload that has not arrived never will.
 func probeMain(args []string) int {
+	switch {
+	case len(args) == 2 && args[0] == "serve":
+		return serveMain(args[1])
+	case len(args) == 2 && args[0] == "socket":
+		return socketMain(args[1])
+	}
 	if len(args) != 3 {
 		fmt.Fprintln(os.Stderr, "usage: probe udp|tcp TARGET MARKER")
 		return 2
@@ -129,4 +136,94 @@ func probeTCP(target netip.Addr) (probeResult, error) {
 		res.Received = true
 	}
 	return res, nil
+}
+
+// serveMain runs as: PROBE serve udp|tcp. It listens on 0.0.0.0 at a free port,
+// prints {"port":N}, then collects the label each datagram or connection
+// carries until the label "marker", and prints {"received":[labels]}.
+func serveMain(proto string) int {
+	var labels []string
+	var err error
+	switch proto {
+	case "udp":
+		labels, err = serveUDP()
+	case "tcp":
+		labels, err = serveTCP()
+	default:
+		err = fmt.Errorf("unknown protocol %q", proto)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "serve:", err)
+		return 1
+	}
+	json.NewEncoder(os.Stdout).Encode(map[string][]string{"received": labels})
+	return 0
+}
+
+func announce(port int) {
+	json.NewEncoder(os.Stdout).Encode(map[string]int{"port": port})
+}
+
+func serveUDP() ([]string, error) {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	announce(conn.LocalAddr().(*net.UDPAddr).Port)
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var labels []string
+	buf := make([]byte, 64)
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			return labels, err
+		}
+		if string(buf[:n]) == "marker" {
+			return labels, nil
+		}
+		labels = append(labels, string(buf[:n]))
+	}
+}
+
+func serveTCP() ([]string, error) {
+	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4zero})
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	announce(ln.Addr().(*net.TCPAddr).Port)
+	ln.SetDeadline(time.Now().Add(20 * time.Second))
+	var labels []string
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return labels, err
+		}
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 64)
+		n, _ := conn.Read(buf)
+		conn.Close()
+		if string(buf[:n]) == "marker" {
+			return labels, nil
+		}
+		labels = append(labels, string(buf[:n]))
+	}
+}
+
+// socketMain runs as: PROBE socket raw|packet. It prints the error of creating
+// such a socket, or "ok".
+func socketMain(kind string) int {
+	family, typ, proto := syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_ICMP
+	if kind == "packet" {
+		family, typ, proto = syscall.AF_PACKET, syscall.SOCK_RAW, 0x0300 // htons(ETH_P_ALL)
+	}
+	fd, err := syscall.Socket(family, typ, proto)
+	if err != nil {
+		fmt.Println(err)
+		return 0
+	}
+	syscall.Close(fd)
+	fmt.Println("ok")
+	return 0
 }

@@ -76,6 +76,9 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
 	}
 	defer att.Close()
 
+	if err := d.PacketGuardError(); err != nil {
+		fmt.Fprintf(stderr, "warning: --deny-raw refuses raw sockets but not packet sockets: %v\n", err)
+	}
 	fmt.Fprintf(stderr, "attached %s to %s (%s)\n", describeHooks(att.Hooks, p), cg.Path, plural(len(p.Rules), "rule"))
 	s := newStreamer(d, rd, format, stdout, stderr)
 	if err := s.stream(ctx, att.Close); err != nil {

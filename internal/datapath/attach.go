@@ -39,7 +39,7 @@ type program struct {
 }
 
 func (d *Datapath) programs(h Hook) []program {
-	o := &d.objs.cgwallPrograms
+	o := &d.objs.corePrograms
 	switch h {
 	case HookEgress:
 		return []program{{o.CgwallEgress, ebpf.AttachCGroupInetEgress}}
@@ -50,7 +50,11 @@ func (d *Datapath) programs(h Hook) []program {
 	case HookSendmsg:
 		return []program{{o.CgwallSendmsg4, ebpf.AttachCGroupUDP4Sendmsg}, {o.CgwallSendmsg6, ebpf.AttachCGroupUDP6Sendmsg}}
 	case HookSockCreate:
-		return []program{{o.CgwallSockCreate, ebpf.AttachCGroupInetSockCreate}}
+		progs := []program{{o.CgwallSockCreate, ebpf.AttachCGroupInetSockCreate}}
+		if d.packetGuard != nil {
+			progs = append(progs, program{d.packetGuard, ebpf.AttachLSMCgroup})
+		}
+		return progs
 	}
 	return nil
 }

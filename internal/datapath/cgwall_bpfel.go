@@ -124,36 +124,37 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	cgwallMapEgressHost4       = "egress_host4"
-	cgwallMapEgressHost6       = "egress_host6"
-	cgwallMapEgressPrefix4     = "egress_prefix4"
-	cgwallMapEgressPrefix6     = "egress_prefix6"
-	cgwallMapEvents            = "events"
-	cgwallMapIngressHost4      = "ingress_host4"
-	cgwallMapIngressHost6      = "ingress_host6"
-	cgwallMapIngressPrefix4    = "ingress_prefix4"
-	cgwallMapIngressPrefix6    = "ingress_prefix6"
-	cgwallMapSettings          = "settings"
-	cgwallMapStats             = "stats"
-	cgwallProgCgwallConnect4   = "cgwall_connect4"
-	cgwallProgCgwallConnect6   = "cgwall_connect6"
-	cgwallProgCgwallEgress     = "cgwall_egress"
-	cgwallProgCgwallIngress    = "cgwall_ingress"
-	cgwallProgCgwallSendmsg4   = "cgwall_sendmsg4"
-	cgwallProgCgwallSendmsg6   = "cgwall_sendmsg6"
-	cgwallProgCgwallSockCreate = "cgwall_sock_create"
-	cgwallVarUnusedConfig      = "unused_config"
-	cgwallVarUnusedCounter     = "unused_counter"
-	cgwallVarUnusedDirection   = "unused_direction"
-	cgwallVarUnusedEvent       = "unused_event"
-	cgwallVarUnusedEventFlag   = "unused_event_flag"
-	cgwallVarUnusedHook        = "unused_hook"
-	cgwallVarUnusedLogLevel    = "unused_log_level"
-	cgwallVarUnusedLpmKey4     = "unused_lpm_key4"
-	cgwallVarUnusedLpmKey6     = "unused_lpm_key6"
-	cgwallVarUnusedRule        = "unused_rule"
-	cgwallVarUnusedStat        = "unused_stat"
-	cgwallVarUnusedVerdict     = "unused_verdict"
+	cgwallMapEgressHost4         = "egress_host4"
+	cgwallMapEgressHost6         = "egress_host6"
+	cgwallMapEgressPrefix4       = "egress_prefix4"
+	cgwallMapEgressPrefix6       = "egress_prefix6"
+	cgwallMapEvents              = "events"
+	cgwallMapIngressHost4        = "ingress_host4"
+	cgwallMapIngressHost6        = "ingress_host6"
+	cgwallMapIngressPrefix4      = "ingress_prefix4"
+	cgwallMapIngressPrefix6      = "ingress_prefix6"
+	cgwallMapSettings            = "settings"
+	cgwallMapStats               = "stats"
+	cgwallProgCgwallConnect4     = "cgwall_connect4"
+	cgwallProgCgwallConnect6     = "cgwall_connect6"
+	cgwallProgCgwallEgress       = "cgwall_egress"
+	cgwallProgCgwallIngress      = "cgwall_ingress"
+	cgwallProgCgwallPacketCreate = "cgwall_packet_create"
+	cgwallProgCgwallSendmsg4     = "cgwall_sendmsg4"
+	cgwallProgCgwallSendmsg6     = "cgwall_sendmsg6"
+	cgwallProgCgwallSockCreate   = "cgwall_sock_create"
+	cgwallVarUnusedConfig        = "unused_config"
+	cgwallVarUnusedCounter       = "unused_counter"
+	cgwallVarUnusedDirection     = "unused_direction"
+	cgwallVarUnusedEvent         = "unused_event"
+	cgwallVarUnusedEventFlag     = "unused_event_flag"
+	cgwallVarUnusedHook          = "unused_hook"
+	cgwallVarUnusedLogLevel      = "unused_log_level"
+	cgwallVarUnusedLpmKey4       = "unused_lpm_key4"
+	cgwallVarUnusedLpmKey6       = "unused_lpm_key6"
+	cgwallVarUnusedRule          = "unused_rule"
+	cgwallVarUnusedStat          = "unused_stat"
+	cgwallVarUnusedVerdict       = "unused_verdict"
 )
 
 // loadCgwall returns the embedded CollectionSpec for cgwall.
@@ -198,13 +199,14 @@ type cgwallSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallProgramSpecs struct {
-	CgwallConnect4   *ebpf.ProgramSpec `ebpf:"cgwall_connect4"`
-	CgwallConnect6   *ebpf.ProgramSpec `ebpf:"cgwall_connect6"`
-	CgwallEgress     *ebpf.ProgramSpec `ebpf:"cgwall_egress"`
-	CgwallIngress    *ebpf.ProgramSpec `ebpf:"cgwall_ingress"`
-	CgwallSendmsg4   *ebpf.ProgramSpec `ebpf:"cgwall_sendmsg4"`
-	CgwallSendmsg6   *ebpf.ProgramSpec `ebpf:"cgwall_sendmsg6"`
-	CgwallSockCreate *ebpf.ProgramSpec `ebpf:"cgwall_sock_create"`
+	CgwallConnect4     *ebpf.ProgramSpec `ebpf:"cgwall_connect4"`
+	CgwallConnect6     *ebpf.ProgramSpec `ebpf:"cgwall_connect6"`
+	CgwallEgress       *ebpf.ProgramSpec `ebpf:"cgwall_egress"`
+	CgwallIngress      *ebpf.ProgramSpec `ebpf:"cgwall_ingress"`
+	CgwallPacketCreate *ebpf.ProgramSpec `ebpf:"cgwall_packet_create"`
+	CgwallSendmsg4     *ebpf.ProgramSpec `ebpf:"cgwall_sendmsg4"`
+	CgwallSendmsg6     *ebpf.ProgramSpec `ebpf:"cgwall_sendmsg6"`
+	CgwallSockCreate   *ebpf.ProgramSpec `ebpf:"cgwall_sock_create"`
 }
 
 // cgwallMapSpecs contains maps before they are loaded into the kernel.
@@ -313,13 +315,14 @@ type cgwallVariables struct {
 //
 // It can be passed to loadCgwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallPrograms struct {
-	CgwallConnect4   *ebpf.Program `ebpf:"cgwall_connect4"`
-	CgwallConnect6   *ebpf.Program `ebpf:"cgwall_connect6"`
-	CgwallEgress     *ebpf.Program `ebpf:"cgwall_egress"`
-	CgwallIngress    *ebpf.Program `ebpf:"cgwall_ingress"`
-	CgwallSendmsg4   *ebpf.Program `ebpf:"cgwall_sendmsg4"`
-	CgwallSendmsg6   *ebpf.Program `ebpf:"cgwall_sendmsg6"`
-	CgwallSockCreate *ebpf.Program `ebpf:"cgwall_sock_create"`
+	CgwallConnect4     *ebpf.Program `ebpf:"cgwall_connect4"`
+	CgwallConnect6     *ebpf.Program `ebpf:"cgwall_connect6"`
+	CgwallEgress       *ebpf.Program `ebpf:"cgwall_egress"`
+	CgwallIngress      *ebpf.Program `ebpf:"cgwall_ingress"`
+	CgwallPacketCreate *ebpf.Program `ebpf:"cgwall_packet_create"`
+	CgwallSendmsg4     *ebpf.Program `ebpf:"cgwall_sendmsg4"`
+	CgwallSendmsg6     *ebpf.Program `ebpf:"cgwall_sendmsg6"`
+	CgwallSockCreate   *ebpf.Program `ebpf:"cgwall_sock_create"`
 }
 
 func (p *cgwallPrograms) Close() error {
@@ -328,6 +331,7 @@ func (p *cgwallPrograms) Close() error {
 		p.CgwallConnect6,
 		p.CgwallEgress,
 		p.CgwallIngress,
+		p.CgwallPacketCreate,
 		p.CgwallSendmsg4,
 		p.CgwallSendmsg6,
 		p.CgwallSockCreate,

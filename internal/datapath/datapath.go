@@ -23,8 +23,38 @@ const MaxHostRules = 1 << 24
 // Datapath is one loaded set of cgwall programs and maps: the state of one
 // filtered cgroup.
 type Datapath struct {
-	objs   cgwallObjects
+	objs   objects
+	spec   *ebpf.CollectionSpec
 	policy *policy.Policy
+
+	// packetGuard refuses packet sockets; nil unless the policy denies raw
+	// sockets and the kernel lets BPF LSM programs load.
+	packetGuard    *ebpf.Program
+	packetGuardErr error // why packetGuard is nil, for DenyRaw policies
+}
+
+// objects are the maps and the programs every supported kernel loads. The
+// packet-socket guard is an LSM program that some kernels refuse (no BPF LSM,
+// or lockdown), so it is loaded apart, on demand.
+type objects struct {
+	cgwallMaps
+	corePrograms
+}
+
+type corePrograms struct {
+	CgwallEgress     *ebpf.Program `ebpf:"cgwall_egress"`
+	CgwallIngress    *ebpf.Program `ebpf:"cgwall_ingress"`
+	CgwallConnect4   *ebpf.Program `ebpf:"cgwall_connect4"`
+	CgwallConnect6   *ebpf.Program `ebpf:"cgwall_connect6"`
+	CgwallSendmsg4   *ebpf.Program `ebpf:"cgwall_sendmsg4"`
+	CgwallSendmsg6   *ebpf.Program `ebpf:"cgwall_sendmsg6"`
+	CgwallSockCreate *ebpf.Program `ebpf:"cgwall_sock_create"`
+}
+
+func (o *objects) Close() error {
+	p := &o.corePrograms
+	return _CgwallClose(&o.cgwallMaps, p.CgwallEgress, p.CgwallIngress, p.CgwallConnect4,
+		p.CgwallConnect6, p.CgwallSendmsg4, p.CgwallSendmsg6, p.CgwallSockCreate)
 }
 
 // Load creates the maps and programs, sized for p, and fills them with p's rules
@@ -41,13 +71,12 @@ func Load(p *policy.Policy) (*Datapath, error) {
 	if err := sizeHostMaps(spec, p); err != nil {
 		return nil, err
 	}
-	d := &Datapath{policy: p}
+	d := &Datapath{policy: p, spec: spec}
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
-		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("load BPF programs: %+v", verr)
-		}
-		return nil, fmt.Errorf("load BPF programs: %w", err)
+		return nil, loadError(err)
+	}
+	if p.DenyRaw {
+		d.packetGuard, d.packetGuardErr = d.loadPacketGuard()
 	}
 	if err := d.fill(p); err != nil {
 		d.Close()
@@ -56,9 +85,41 @@ func Load(p *policy.Policy) (*Datapath, error) {
 	return d, nil
 }
 
+func loadError(err error) error {
+	var verr *ebpf.VerifierError
+	if errors.As(err, &verr) {
+		return fmt.Errorf("load BPF programs: %+v", verr)
+	}
+	return fmt.Errorf("load BPF programs: %w", err)
+}
+
+// loadPacketGuard loads the LSM program that refuses packet sockets, sharing
+// the maps already loaded.
+func (d *Datapath) loadPacketGuard() (*ebpf.Program, error) {
+	var o struct {
+		Prog *ebpf.Program `ebpf:"cgwall_packet_create"`
+	}
+	err := d.spec.LoadAndAssign(&o, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+		cgwallMapSettings: d.objs.Settings,
+		cgwallMapEvents:   d.objs.Events,
+		cgwallMapStats:    d.objs.Stats,
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("this kernel refused the BPF LSM program that refuses packet sockets (%w); it needs CONFIG_BPF_LSM, \"bpf\" in the lsm= boot list, and no lockdown", err)
+	}
+	return o.Prog, nil
+}
+
+// PacketGuardError says why packet sockets are not refused although the
+// policy denies raw sockets, or nil.
+func (d *Datapath) PacketGuardError() error { return d.packetGuardErr }
+
 // Close releases the maps and programs. Anything still attached through links
 // from Attach stays attached until those links are closed.
 func (d *Datapath) Close() error {
+	if d.packetGuard != nil {
+		d.packetGuard.Close()
+	}
 	return d.objs.Close()
 }
 

@@ -182,12 +182,13 @@ func TestLostEventsAreCounted(t *testing.T) {
 	}
 }
 
-// TestDifferential runs random policies and packets through the BPF program and
-// through policy.Decide and demands the same verdict and deciding rule.
+// TestDifferential runs random policies and packets through the BPF programs
+// and through policy.Decide and demands the same decision and deciding rule, in
+// both directions, with either default, with and without audit mode.
 func TestDifferential(t *testing.T) {
 	testutil.RequireBPF(t)
 	rng := rand.New(rand.NewPCG(1, 2))
-	const policies, packets = 100, 100
+	const policies, packets = 120, 100 // 12,000 decisions
 	for i := 0; i < policies; i++ {
 		p := randomPolicy(rng)
 		d := load(t, p)
@@ -196,19 +197,16 @@ func TestDifferential(t *testing.T) {
 			t.Fatal(err)
 		}
 		for j := 0; j < packets; j++ {
-			dst := randomAddr(rng, p)
-			src := local6
-			if dst.Is4() {
-				src = local4
+			dir := policy.Directions[rng.IntN(2)]
+			remote := randomAddr(rng)
+			want, wantID := p.Decide(dir, remote)
+			got, e := decideInKernel(t, d, rd, dir, remote)
+			if e.Action != uint8(want) || e.RuleID != wantID || e.Audit != p.Audit {
+				t.Fatalf("policy %d %v (defaults %v, audit %v), %s %s: datapath decided %d by rule %d, reference %v by rule %d",
+					i, p.Rules, p.Default, p.Audit, dir, remote, e.Action, e.RuleID, want, wantID)
 			}
-			got := run(t, d.objs.CgwallEgress, packet(src, dst))
-			want, wantID := p.Decide(policy.Egress, dst)
-			e, err := rd.Read()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got != want || e.RuleID != wantID {
-				t.Fatalf("policy %d %v, dst %s: datapath %v by rule %d, reference %v by rule %d", i, p.Rules, dst, got, e.RuleID, want, wantID)
+			if wantVerdict := want == policy.Allow || p.Audit; (got == policy.Allow) != wantVerdict {
+				t.Fatalf("policy %d, %s %s: verdict %v with decision %v and audit %v", i, dir, remote, got, want, p.Audit)
 			}
 		}
 		rd.Close()
@@ -216,40 +214,72 @@ func TestDifferential(t *testing.T) {
 	}
 }
 
-// randomPolicy makes nested prefixes of both families and both actions, so that
-// longest-prefix matching, defaults and mapped addresses all get exercised.
+// decideInKernel runs the program of a direction on a packet whose remote
+// address is remote and returns its verdict and the event it logged.
+func decideInKernel(t *testing.T, d *Datapath, rd *Reader, dir policy.Direction, remote netip.Addr) (policy.Action, events.Event) {
+	t.Helper()
+	local := local6
+	if remote.Is4() {
+		local = local4
+	}
+	prog, pkt := d.objs.CgwallEgress, packet(local, remote)
+	if dir == policy.Ingress {
+		prog, pkt = d.objs.CgwallIngress, packet(remote, local)
+	}
+	got := run(t, prog, pkt)
+	e, err := rd.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got, e
+}
+
+// randomPolicy makes nested prefixes of both families, directions and actions,
+// so that longest-prefix matching, defaults and mapped addresses all get
+// exercised.
 func randomPolicy(rng *rand.Rand) *policy.Policy {
 	p := policy.New()
 	p.Log = policy.LogAll
-	if rng.IntN(3) == 0 {
-		p.Default[policy.Egress] = policy.Block
+	p.Audit = rng.IntN(4) == 0
+	for _, dir := range policy.Directions {
+		if rng.IntN(3) == 0 {
+			p.Default[dir] = policy.Block
+		}
 	}
 	for n := rng.IntN(40); n > 0; n-- {
 		var base netip.Addr
 		var bits int
 		if rng.IntN(2) == 0 {
-			base = netip.AddrFrom4([4]byte{198, 18, byte(rng.IntN(4)), byte(rng.IntN(8))})
+			base = randomAddr4(rng)
 			bits = []int{0, 8, 15, 16, 24, 28, 31, 32}[rng.IntN(8)]
 		} else {
-			base = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(rng.IntN(8)), 7: byte(rng.IntN(4))})
+			base = randomAddr6(rng)
 			bits = []int{0, 32, 48, 64, 112, 127, 128}[rng.IntN(7)]
 		}
 		prefix := netip.PrefixFrom(base, bits).Masked()
-		action := policy.Action(rng.IntN(2))
-		p.AddPrefix(policy.Egress, action, prefix) // a conflict keeps the first action; fine here
+		// A conflicting rule is refused and the first action kept; fine here.
+		p.AddPrefix(policy.Directions[rng.IntN(2)], policy.Action(rng.IntN(2)), prefix)
 	}
 	return p
 }
 
-// randomAddr picks addresses near the policy's prefixes, and some IPv4-mapped ones.
-func randomAddr(rng *rand.Rand, p *policy.Policy) netip.Addr {
-	var a netip.Addr
+// randomAddr picks addresses near the policy's prefixes, a quarter of the IPv4
+// ones in their IPv4-mapped IPv6 form.
+func randomAddr(rng *rand.Rand) netip.Addr {
 	if rng.IntN(2) == 0 {
-		a = netip.AddrFrom4([4]byte{198, 18, byte(rng.IntN(4)), byte(rng.IntN(8))})
-		if rng.IntN(4) == 0 {
-			return netip.AddrFrom16(a.As16())
-		}
-		return a
+		return randomAddr6(rng)
 	}
-	return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(rng.IntN(8)), 7: byte(rng.IntN(4))})
+	a := randomAddr4(rng)
+	if rng.IntN(4) == 0 {
+		return netip.AddrFrom16(a.As16())
+	}
+	return a
+}
+
+func randomAddr4(rng *rand.Rand) netip.Addr {
+	return netip.AddrFrom4([4]byte{198, 18, byte(rng.IntN(4)), byte(rng.IntN(8))})
+}
+
+func randomAddr6(rng *rand.Rand) netip.Addr {
+	return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 7: byte(rng.IntN(4)), 15: byte(rng.IntN(8))})
 }

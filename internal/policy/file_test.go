@@ -1,0 +1,117 @@
+package policy
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const goodFile = `# a complete policy
+egress:
+  default: block
+  block: [192.0.2.1, 198.51.100.0/24, "2001:db8::/32"]
+  allow:
+    - 198.51.100.7
+    - 2001:db8:1::/48
+ingress:
+  default: allow
+  block: [203.0.113.0/24]
+audit: true
+log: all
+deny_raw: true
+`
+
+func TestParseFile(t *testing.T) {
+	p, set, err := ParseFile("p.yaml", []byte(goodFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Default != [2]Action{Block, Allow} || !p.Audit || p.Log != LogAll || !set.Log || !p.DenyRaw {
+		t.Errorf("settings: default %v audit %v log %v deny_raw %v", p.Default, p.Audit, p.Log, p.DenyRaw)
+	}
+	want := []string{
+		"egress block 192.0.2.1/32", "egress block 198.51.100.0/24", "egress block 2001:db8::/32",
+		"egress allow 198.51.100.7/32", "egress allow 2001:db8:1::/48", "ingress block 203.0.113.0/24",
+	}
+	if len(p.Rules) != len(want) {
+		t.Fatalf("rules %v", p.Rules)
+	}
+	for i, r := range p.Rules {
+		if r.String() != want[i] || r.ID != uint32(i+1) {
+			t.Errorf("rule %d = %s (id %d), want %s", i, r, r.ID, want[i])
+		}
+	}
+	if a, _ := p.Decide(Egress, netip.MustParseAddr("198.51.100.7")); a != Allow {
+		t.Error("the allowed host inside a blocked /24 is not allowed")
+	}
+}
+
+func TestParseFileEmpty(t *testing.T) {
+	for _, text := range []string{"", "# nothing\n", "egress:\n  block:\n"} {
+		p, set, err := ParseFile("e.yaml", []byte(text))
+		if err != nil || len(p.Rules) != 0 || p.Default != [2]Action{Allow, Allow} || set.Log {
+			t.Errorf("%q: %v, %+v", text, err, p)
+		}
+	}
+}
+
+// TestParseFileProblems checks that every problem is reported at once, each at
+// its line with the offending value.
+func TestParseFileProblems(t *testing.T) {
+	text := `egress:
+  default: maybe
+  block: [1.1.1.300, 10.0.0.0/8]
+  allow: [10.0.0.0/8, ""]
+  alow: [192.0.2.1]
+ingress: [192.0.2.1]
+audit: yes
+log: everything
+colour: red
+`
+	_, _, err := ParseFile("bad.yaml", []byte(text))
+	var fe *FileError
+	if !errors.As(err, &fe) {
+		t.Fatalf("error %v is not a *FileError", err)
+	}
+	want := []string{
+		`bad.yaml:2: egress.default: "maybe" is not an action`,
+		`bad.yaml:3: egress.block: "1.1.1.300" is not a valid IPv4 or IPv6 address`,
+		`bad.yaml:4: egress.allow: 10.0.0.0/8 is also blocked at line 3`,
+		`bad.yaml:4: egress.allow: empty address`,
+		`bad.yaml:5: unknown key "alow" in egress`,
+		`bad.yaml:6: ingress must be a mapping`,
+		`bad.yaml:7: audit: "yes" is not a boolean`,
+		`bad.yaml:8: log: "everything" is not a log level`,
+		`bad.yaml:9: unknown key "colour" in the policy`,
+	}
+	lines := fe.Lines()
+	if len(lines) != len(want) {
+		t.Fatalf("got %d problems, want %d:\n%s", len(lines), len(want), strings.Join(lines, "\n"))
+	}
+	for i := range want {
+		if !strings.HasPrefix(lines[i], want[i]) {
+			t.Errorf("problem %d = %q, want it to start with %q", i, lines[i], want[i])
+		}
+	}
+	if !strings.HasSuffix(err.Error(), "(and 8 more; 'cgwall check -f bad.yaml' lists them all)") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("one-line error %q", err)
+	}
+}
+
+func TestLoadFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	if _, _, err := LoadFile(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml: no such file or directory") {
+		t.Errorf("missing file: %v", err)
+	}
+	if _, _, err := LoadFile(dir); err == nil || !strings.Contains(err.Error(), "is a directory") {
+		t.Errorf("directory: %v", err)
+	}
+	bad := filepath.Join(dir, "syntax.yaml")
+	os.WriteFile(bad, []byte("egress:\n  block: [192.0.2.1\n"), 0o600)
+	if _, _, err := LoadFile(bad); err == nil || !strings.Contains(err.Error(), "syntax.yaml:") || !strings.Contains(err.Error(), "invalid YAML") {
+		t.Errorf("syntax error: %v", err)
+	}
+}

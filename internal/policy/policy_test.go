@@ -1,0 +1,99 @@
+package policy
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestParsePrefix(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1":               "192.0.2.1/32",
+		"198.51.100.0/24":         "198.51.100.0/24",
+		"2001:db8::1":             "2001:db8::1/128",
+		"2001:db8::/32":           "2001:db8::/32",
+		"::ffff:192.0.2.1":        "192.0.2.1/32",
+		"::ffff:198.51.100.0/120": "198.51.100.0/24",
+		"0.0.0.0/0":               "0.0.0.0/0",
+		"::/0":                    "::/0",
+	} {
+		got, err := ParsePrefix(in)
+		if err != nil || got.String() != want {
+			t.Errorf("ParsePrefix(%q) = %v, %v; want %s", in, got, err, want)
+		}
+	}
+	for in, want := range map[string]string{
+		"":               "empty address",
+		" ":              "empty address",
+		"1.1.1.300":      `"1.1.1.300" is not a valid IPv4 or IPv6 address`,
+		"10.0.0.0/33":    "prefix length \"33\" must be a number from 0 to 32",
+		"2001:db8::/129": "from 0 to 128",
+		"10.0.0.1/8":     "did you mean 10.0.0.0/8?",
+		"fe80::1%eth0":   "not a valid IPv4 or IPv6 address",
+		"example.com":    "not a valid IPv4 or IPv6 address",
+		"300.1.1.1/8":    `"300.1.1.1" is not an IPv4 or IPv6 address`,
+	} {
+		if _, err := ParsePrefix(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParsePrefix(%q) error %v; want one containing %q", in, err, want)
+		}
+	}
+}
+
+func TestDecide(t *testing.T) {
+	p := New()
+	for _, r := range []struct {
+		dir    Direction
+		action Action
+		addr   string
+	}{
+		{Egress, Block, "198.51.100.0/24"},
+		{Egress, Allow, "198.51.100.128/25"},
+		{Egress, Block, "198.51.100.200"},
+		{Ingress, Block, "2001:db8::/32"},
+	} {
+		if err := p.Add(r.dir, r.action, r.addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Default[Ingress] = Block
+	for _, tc := range []struct {
+		dir    Direction
+		addr   string
+		action Action
+		id     uint32
+	}{
+		{Egress, "198.51.100.1", Block, 1},
+		{Egress, "198.51.100.129", Allow, 2},
+		{Egress, "198.51.100.200", Block, 3},
+		{Egress, "::ffff:198.51.100.200", Block, 3},
+		{Egress, "192.0.2.1", Allow, 0},
+		{Egress, "2001:db8::1", Allow, 0}, // ingress rules do not judge egress
+		{Ingress, "2001:db8::1", Block, 4},
+		{Ingress, "192.0.2.1", Block, 0}, // the ingress default
+	} {
+		a, id := p.Decide(tc.dir, netip.MustParseAddr(tc.addr))
+		if a != tc.action || id != tc.id {
+			t.Errorf("Decide(%s, %s) = %s by %d; want %s by %d", tc.dir, tc.addr, a, id, tc.action, tc.id)
+		}
+	}
+}
+
+func TestAddConflictAndDuplicate(t *testing.T) {
+	p := New()
+	if err := p.Add(Egress, Block, "192.0.2.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Add(Egress, Block, "192.0.2.0/24"); err != nil || len(p.Rules) != 1 {
+		t.Fatalf("a repeated rule: %v, %d rules", err, len(p.Rules))
+	}
+	if err := p.Add(Ingress, Allow, "192.0.2.0/24"); err != nil {
+		t.Fatalf("the same prefix in the other direction: %v", err)
+	}
+	err := p.Add(Egress, Allow, "192.0.2.0/24")
+	if err == nil || err.Error() != "192.0.2.0/24 is both blocked and allowed for egress" {
+		t.Fatalf("conflict: %v", err)
+	}
+	if err := p.Add(Egress, Allow, "::ffff:192.0.2.0/120"); err == nil {
+		t.Fatal("the mapped form of a blocked prefix was allowed too")
+	}
+}
