@@ -32,6 +32,8 @@ func probeMain(args []string) int {
 		return serveMain(args[1])
 	case len(args) == 2 && args[0] == "socket":
 		return socketMain(args[1])
+	case len(args) == 3 && args[0] == "mapped":
+		return mappedMain(args[1], args[2])
 	}
 	if len(args) != 3 {
 		fmt.Fprintln(os.Stderr, "usage: probe udp|tcp TARGET MARKER")
@@ -225,5 +227,41 @@ func socketMain(kind string) int {
 	}
 	syscall.Close(fd)
 	fmt.Println("ok")
+	return 0
+}
+
+// mappedMain runs as: PROBE mapped udp|tcp IPV4. From a dual-stack IPv6
+// socket it sends to (UDP) or connects to (TCP) the IPv4-mapped form of IPV4,
+// port 9, which the connect6 and sendmsg6 hooks see, and prints the error, or
+// "ok". Go's net package would use an IPv4 socket for a mapped address.
+func mappedMain(proto, ipv4 string) int {
+	a, err := netip.ParseAddr(ipv4)
+	if err != nil || !a.Is4() {
+		fmt.Fprintln(os.Stderr, "mapped: want an IPv4 address")
+		return 2
+	}
+	typ := syscall.SOCK_DGRAM
+	if proto == "tcp" {
+		typ = syscall.SOCK_STREAM
+	}
+	fd, err := syscall.Socket(syscall.AF_INET6, typ, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer syscall.Close(fd)
+	syscall.SetsockoptInt(fd, syscall.IPPROTO_IPV6, syscall.IPV6_V6ONLY, 0)
+	sa := &syscall.SockaddrInet6{Port: 9, Addr: netip.AddrFrom16(a.As16()).As16()}
+	if proto == "tcp" {
+		syscall.SetNonblock(fd, true) // EPERM comes at once; anything else is not waited for
+		err = syscall.Connect(fd, sa)
+	} else {
+		err = syscall.Sendto(fd, []byte("payload"), 0, sa)
+	}
+	if err != nil {
+		fmt.Println(err)
+	} else {
+		fmt.Println("ok")
+	}
 	return 0
 }

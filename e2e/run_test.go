@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -50,8 +52,18 @@ func TestRunBlocksIPv6(t *testing.T) {
 	mustBlock(t, "TCP to a blocked IPv6 host", probe(t, cg, ns, "tcp", "2001:db8::2", ""))
 	mustPass(t, "TCP to an allowed IPv6 address", probe(t, cg, ns, "tcp", "2001:db8::3", ""))
 	mustPass(t, "TCP to ::1", probe(t, cg, ns, "tcp", "::1", ""))
-	// The mapped form in --block is an IPv4 rule.
+	// The mapped form in --block is an IPv4 rule, and an IPv6 socket that
+	// reaches an IPv4 host through a mapped address is judged by it too.
 	mustEPERM(t, "UDP to an IPv4 host blocked by its mapped form", probe(t, cg, ns, "udp", "127.0.0.2", "127.0.0.1"))
+	for _, proto := range []string{"udp", "tcp"} {
+		if got := mappedProbe(t, cg, proto, "127.0.0.2"); got != "operation not permitted" {
+			t.Errorf("%s from an IPv6 socket to ::ffff:127.0.0.2: %q, want EPERM", proto, got)
+		}
+	}
+	// The kernel hands a UDP send to a mapped address to the IPv4 path, so
+	// sendmsg4 decides it; a TCP connect goes through connect6.
+	p.stdout.waitFor(t, "DST 127.0.0.2, ACTION 0 hook=sendmsg proto=udp dport=9 ")
+	p.stdout.waitFor(t, "DST ::ffff:127.0.0.2, ACTION 0 hook=connect proto=tcp dport=9 rule=127.0.0.2/32")
 
 	line := p.stdout.waitFor(t, "DST 2001:db8::2, ACTION 0")
 	if !strings.Contains(line, "rule=2001:db8::2/128") {
@@ -110,4 +122,20 @@ func TestRunJSON(t *testing.T) {
 		t.Errorf("event %q", line)
 	}
 	p.stop(t)
+}
+
+func mappedProbe(t *testing.T, cg, proto, ipv4 string) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "mapped", proto, ipv4)
+	cmd.Env = append(os.Environ(), probeEnv+"=1")
+	defer inCgroup(t, cmd, cg)()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("mapped probe: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }
