@@ -69,10 +69,25 @@ struct rule {
 	__u8 pad[3];
 };
 
+// A policy's settings; one per generation.
 struct config {
 	__u8 default_action[DIR_MAX]; // enum verdict per direction
 	__u8 audit;
 	__u8 log_level; // enum log_level
+	__u8 deny_raw;  // refuse raw and packet sockets
+	__u8 pad[3];
+};
+
+// Which generation of the policy is in force. Userspace builds a new policy in
+// the other generation and switches with one write of gen, so every hook moves
+// from the old policy to the new one at once. Until live is set, the programs
+// let everything pass unseen: an attach that dies before it commits leaves
+// nothing in force.
+struct state {
+	__u32 gen; // 0 or 1
+	__u32 live;
+	__u32 next_rule_id; // userspace's: the next rule ID to hand out
+	__u32 pad;
 };
 
 struct counter {
@@ -116,9 +131,11 @@ struct event {
 const struct event *unused_event __attribute__((unused));
 const struct rule *unused_rule __attribute__((unused));
 const struct config *unused_config __attribute__((unused));
+const struct state *unused_state __attribute__((unused));
 const struct counter *unused_counter __attribute__((unused));
 const struct lpm_key4 *unused_lpm_key4 __attribute__((unused));
 const struct lpm_key6 *unused_lpm_key6 __attribute__((unused));
+const struct addr6 *unused_addr6 __attribute__((unused));
 const enum verdict *unused_verdict __attribute__((unused));
 const enum direction *unused_direction __attribute__((unused));
 const enum hook *unused_hook __attribute__((unused));
@@ -128,47 +145,82 @@ const enum stat *unused_stat __attribute__((unused));
 
 // Rule maps. Host rules (/32, /128) live in hash maps, consulted first: a host
 // match is always the longest prefix, and a hash lookup costs the same at any
-// size. Shorter prefixes live in LPM tries. Userspace sizes the hash maps for the
-// policy it loads; LPM tries allocate per entry, so their limit costs nothing.
-#define RULE_MAPS(dir)                                                                     \
-	struct {                                                                           \
-		__uint(type, BPF_MAP_TYPE_HASH);                                           \
-		__uint(map_flags, BPF_F_NO_PREALLOC);                                      \
-		__uint(max_entries, 1024);                                                 \
-		__type(key, __u32);                                                        \
-		__type(value, struct rule);                                                \
-	} dir##_host4 SEC(".maps");                                                        \
-	struct {                                                                           \
-		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                                       \
-		__uint(map_flags, BPF_F_NO_PREALLOC);                                      \
-		__uint(max_entries, 1 << 24);                                              \
-		__type(key, struct lpm_key4);                                              \
-		__type(value, struct rule);                                                \
-	} dir##_prefix4 SEC(".maps");                                                      \
-	struct {                                                                           \
-		__uint(type, BPF_MAP_TYPE_HASH);                                           \
-		__uint(map_flags, BPF_F_NO_PREALLOC);                                      \
-		__uint(max_entries, 1024);                                                 \
-		__type(key, struct addr6);                                                 \
-		__type(value, struct rule);                                                \
-	} dir##_host6 SEC(".maps");                                                        \
-	struct {                                                                           \
-		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                                       \
-		__uint(map_flags, BPF_F_NO_PREALLOC);                                      \
-		__uint(max_entries, 1 << 24);                                              \
-		__type(key, struct lpm_key6);                                              \
-		__type(value, struct rule);                                                \
-	} dir##_prefix6 SEC(".maps");
+// size. Shorter prefixes live in LPM tries. Each is an inner map of a
+// two-generation outer map (see struct state). Userspace sizes the hash maps for
+// the policy it loads; LPM tries allocate per entry, so their limit costs nothing.
+struct host4_map {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct rule);
+};
 
-RULE_MAPS(egress)
-RULE_MAPS(ingress)
+struct prefix4_map {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 24);
+	__type(key, struct lpm_key4);
+	__type(value, struct rule);
+};
+
+struct host6_map {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, struct addr6);
+	__type(value, struct rule);
+};
+
+struct prefix6_map {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 24);
+	__type(key, struct lpm_key6);
+	__type(value, struct rule);
+};
+
+// Packets and bytes per rule ID. Userspace creates an entry for every rule, so
+// the datapath only ever looks up and adds.
+struct rule_stats_map {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct counter);
+};
+
+#define GENERATIONS(name, inner)                                                           \
+	struct {                                                                           \
+		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);                                  \
+		__uint(max_entries, 2);                                                    \
+		__type(key, __u32);                                                        \
+		__array(values, struct inner);                                             \
+	} name SEC(".maps");
+
+GENERATIONS(egress_host4, host4_map)
+GENERATIONS(egress_prefix4, prefix4_map)
+GENERATIONS(egress_host6, host6_map)
+GENERATIONS(egress_prefix6, prefix6_map)
+GENERATIONS(ingress_host4, host4_map)
+GENERATIONS(ingress_prefix4, prefix4_map)
+GENERATIONS(ingress_host6, host6_map)
+GENERATIONS(ingress_prefix6, prefix6_map)
+GENERATIONS(rule_stats, rule_stats_map)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct config);
+} settings SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct config);
-} settings SEC(".maps");
+	__type(value, struct state);
+} current SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -181,6 +233,27 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
+
+// The policy in force for one decision: its generation, read once, and its
+// settings.
+struct policy {
+	__u32 gen;
+	struct config *cfg;
+};
+
+// policy_get returns 0 and the policy in force, or -1 when none is (not yet
+// committed), in which case the program lets everything pass.
+static __always_inline int policy_get(struct policy *pol)
+{
+	__u32 zero = 0;
+	struct state *st = bpf_map_lookup_elem(&current, &zero);
+
+	if (!st || !st->live)
+		return -1;
+	pol->gen = st->gen & 1;
+	pol->cfg = bpf_map_lookup_elem(&settings, &pol->gen);
+	return pol->cfg ? 0 : -1;
+}
 
 // A packet's facts that the decision and the event need.
 struct flow {
@@ -203,11 +276,16 @@ static __always_inline void count(int hook, enum stat stat, __u32 len)
 	}
 }
 
+static __always_inline void *inner(void *outer, __u32 gen)
+{
+	return bpf_map_lookup_elem(outer, &gen);
+}
+
 static __always_inline struct rule *lookup4(void *host, void *prefix, __u32 addr)
 {
-	struct rule *r = bpf_map_lookup_elem(host, &addr);
+	struct rule *r = host ? bpf_map_lookup_elem(host, &addr) : 0;
 
-	if (r)
+	if (r || !prefix)
 		return r;
 	struct lpm_key4 key = {.prefixlen = 32, .addr = addr};
 	return bpf_map_lookup_elem(prefix, &key);
@@ -215,9 +293,9 @@ static __always_inline struct rule *lookup4(void *host, void *prefix, __u32 addr
 
 static __always_inline struct rule *lookup6(void *host, void *prefix, const __u8 *addr)
 {
-	struct rule *r = bpf_map_lookup_elem(host, addr);
+	struct rule *r = host ? bpf_map_lookup_elem(host, addr) : 0;
 
-	if (r)
+	if (r || !prefix)
 		return r;
 	struct lpm_key6 key = {.prefixlen = 128};
 	__builtin_memcpy(key.addr, addr, 16);
@@ -231,42 +309,53 @@ static __always_inline int is_v4_mapped(const __u8 *a)
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
 }
 
-static __always_inline struct rule *match4(int dir, __u32 addr)
+static __always_inline struct rule *match4(int dir, __u32 gen, __u32 addr)
 {
 	if (dir == DIR_EGRESS)
-		return lookup4(&egress_host4, &egress_prefix4, addr);
-	return lookup4(&ingress_host4, &ingress_prefix4, addr);
+		return lookup4(inner(&egress_host4, gen), inner(&egress_prefix4, gen), addr);
+	return lookup4(inner(&ingress_host4, gen), inner(&ingress_prefix4, gen), addr);
 }
 
 // match finds the rule with the longest prefix that contains the remote
 // address: the destination on egress, the source on ingress.
-static __always_inline struct rule *match(int dir, const struct flow *f)
+static __always_inline struct rule *match(int dir, __u32 gen, const struct flow *f)
 {
 	const __u8 *addr = dir == DIR_EGRESS ? f->dst : f->src;
 
 	if (f->family == 4)
-		return match4(dir, *(__u32 *)addr);
+		return match4(dir, gen, *(__u32 *)addr);
 	if (is_v4_mapped(addr))
-		return match4(dir, *(__u32 *)&addr[12]);
+		return match4(dir, gen, *(__u32 *)&addr[12]);
 	if (dir == DIR_EGRESS)
-		return lookup6(&egress_host6, &egress_prefix6, addr);
-	return lookup6(&ingress_host6, &ingress_prefix6, addr);
+		return lookup6(inner(&egress_host6, gen), inner(&egress_prefix6, gen), addr);
+	return lookup6(inner(&ingress_host6, gen), inner(&ingress_prefix6, gen), addr);
+}
+
+static __always_inline void count_rule(__u32 gen, __u32 id, __u32 len)
+{
+	void *m = inner(&rule_stats, gen);
+	struct counter *c = m ? bpf_map_lookup_elem(m, &id) : 0;
+
+	if (c) {
+		c->packets++;
+		c->bytes += len;
+	}
 }
 
 // decide is the decision rule: the most specific matching prefix decides; no
 // match means the direction's default. It returns the verdict and sets *rule_id
 // (0 for the default).
-static __always_inline __u8 decide(int dir, const struct flow *f, const struct config *cfg,
+static __always_inline __u8 decide(int dir, const struct flow *f, const struct policy *pol,
 				   __u32 *rule_id)
 {
-	struct rule *r = match(dir, f);
+	struct rule *r = match(dir, pol->gen, f);
 
 	if (r) {
 		*rule_id = r->id;
 		return r->action;
 	}
 	*rule_id = 0;
-	return cfg->default_action[dir];
+	return pol->cfg->default_action[dir];
 }
 
 // event_for reserves an event when the log level asks for this decision. Never
@@ -309,9 +398,13 @@ static __always_inline void emit(const struct config *cfg, int hook, const struc
 
 // enforce counts and logs a decision and turns it into the program's return
 // value: in audit mode everything passes.
-static __always_inline int enforce(const struct config *cfg, int hook, const struct flow *f,
+static __always_inline int enforce(const struct policy *pol, int hook, const struct flow *f,
 				   __u8 action, __u32 rule_id, __u32 len, __u8 flags)
 {
+	const struct config *cfg = pol->cfg;
+
+	if (rule_id)
+		count_rule(pol->gen, rule_id, len);
 	emit(cfg, hook, f, action, rule_id, len, flags);
 	if (action == VERDICT_PASS) {
 		count(hook, STAT_PASS, len);
@@ -323,12 +416,6 @@ static __always_inline int enforce(const struct config *cfg, int hook, const str
 	}
 	count(hook, STAT_DROP, len);
 	return VERDICT_DROP;
-}
-
-static __always_inline struct config *settings_get(void)
-{
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&settings, &zero);
 }
 
 static __always_inline void load_ports(struct __sk_buff *skb, __u32 off, struct flow *f)
@@ -380,9 +467,9 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 {
 	int hook = dir == DIR_EGRESS ? HOOK_EGRESS : HOOK_INGRESS;
-	struct config *cfg = settings_get();
-	if (!cfg)
-		return VERDICT_DROP; // cannot happen: an array map always has index 0
+	struct policy pol;
+	if (policy_get(&pol))
+		return VERDICT_PASS;
 
 	struct flow f = {};
 	int ret = parse(skb, &f);
@@ -390,11 +477,11 @@ static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 		return VERDICT_PASS;
 	if (ret < 0) {
 		count(hook, STAT_MALFORMED, skb->len);
-		return enforce(cfg, hook, &f, VERDICT_DROP, 0, skb->len, EVENT_F_MALFORMED);
+		return enforce(&pol, hook, &f, VERDICT_DROP, 0, skb->len, EVENT_F_MALFORMED);
 	}
 	__u32 rule_id;
-	__u8 action = decide(dir, &f, cfg, &rule_id);
-	return enforce(cfg, hook, &f, action, rule_id, skb->len, 0);
+	__u8 action = decide(dir, &f, &pol, &rule_id);
+	return enforce(&pol, hook, &f, action, rule_id, skb->len, 0);
 }
 
 SEC("cgroup_skb/egress")
@@ -414,9 +501,9 @@ int cgwall_ingress(struct __sk_buff *skb)
 // for retransmissions of packets that cgroup_skb would drop.
 static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int v6)
 {
-	struct config *cfg = settings_get();
-	if (!cfg)
-		return VERDICT_DROP;
+	struct policy pol;
+	if (policy_get(&pol))
+		return VERDICT_PASS;
 
 	struct flow f = {};
 	if (v6) {
@@ -434,8 +521,8 @@ static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int 
 	f.dport = bpf_ntohs((__u16)ctx->user_port);
 
 	__u32 rule_id;
-	__u8 action = decide(DIR_EGRESS, &f, cfg, &rule_id);
-	return enforce(cfg, hook, &f, action, rule_id, 0, 0);
+	__u8 action = decide(DIR_EGRESS, &f, &pol, &rule_id);
+	return enforce(&pol, hook, &f, action, rule_id, 0, 0);
 }
 
 SEC("cgroup/connect4")
@@ -467,13 +554,14 @@ int cgwall_sendmsg6(struct bpf_sock_addr *ctx)
 #define AF_PACKET 17
 
 // refuse_socket logs and counts a refused socket and says whether to refuse it
-// (VERDICT_DROP) or, in audit mode, let it be.
+// (VERDICT_DROP) or let it be: no policy in force, no deny_raw, or audit mode.
 static __always_inline int refuse_socket(__u32 family, __u32 type, __u32 protocol)
 {
-	struct config *cfg = settings_get();
-	if (!cfg)
-		return VERDICT_DROP;
+	struct policy pol;
+	if (policy_get(&pol) || !pol.cfg->deny_raw)
+		return VERDICT_PASS;
 
+	struct config *cfg = pol.cfg;
 	struct event *e = event_for(cfg, HOOK_SOCK_CREATE, VERDICT_DROP, 0);
 	if (e) {
 		e->sock_family = family;

@@ -64,6 +64,10 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
 		return failure(err)
 	}
 	defer d.Close()
+	// In force before it is attached: no packet passes unjudged.
+	if err := d.Commit(); err != nil {
+		return failure(err)
+	}
 	// Open the event stream before attaching so that no decision goes unseen.
 	rd, err := d.Events()
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 type Attachment struct {
 	Hooks []Hook
 	links []link.Link
+	names []string // one per link, for its pin
 }
 
 // HooksFor says which hooks a policy needs. Egress, connect and sendmsg always
@@ -34,6 +35,7 @@ func HooksFor(p *policy.Policy) []Hook {
 }
 
 type program struct {
+	name string
 	prog *ebpf.Program
 	typ  ebpf.AttachType
 }
@@ -42,17 +44,23 @@ func (d *Datapath) programs(h Hook) []program {
 	o := &d.objs.corePrograms
 	switch h {
 	case HookEgress:
-		return []program{{o.CgwallEgress, ebpf.AttachCGroupInetEgress}}
+		return []program{{"egress", o.CgwallEgress, ebpf.AttachCGroupInetEgress}}
 	case HookIngress:
-		return []program{{o.CgwallIngress, ebpf.AttachCGroupInetIngress}}
+		return []program{{"ingress", o.CgwallIngress, ebpf.AttachCGroupInetIngress}}
 	case HookConnect:
-		return []program{{o.CgwallConnect4, ebpf.AttachCGroupInet4Connect}, {o.CgwallConnect6, ebpf.AttachCGroupInet6Connect}}
+		return []program{
+			{"connect4", o.CgwallConnect4, ebpf.AttachCGroupInet4Connect},
+			{"connect6", o.CgwallConnect6, ebpf.AttachCGroupInet6Connect},
+		}
 	case HookSendmsg:
-		return []program{{o.CgwallSendmsg4, ebpf.AttachCGroupUDP4Sendmsg}, {o.CgwallSendmsg6, ebpf.AttachCGroupUDP6Sendmsg}}
+		return []program{
+			{"sendmsg4", o.CgwallSendmsg4, ebpf.AttachCGroupUDP4Sendmsg},
+			{"sendmsg6", o.CgwallSendmsg6, ebpf.AttachCGroupUDP6Sendmsg},
+		}
 	case HookSockCreate:
-		progs := []program{{o.CgwallSockCreate, ebpf.AttachCGroupInetSockCreate}}
+		progs := []program{{"sock_create", o.CgwallSockCreate, ebpf.AttachCGroupInetSockCreate}}
 		if d.packetGuard != nil {
-			progs = append(progs, program{d.packetGuard, ebpf.AttachLSMCgroup})
+			progs = append(progs, program{"packet_create", d.packetGuard, ebpf.AttachLSMCgroup})
 		}
 		return progs
 	}
@@ -75,6 +83,7 @@ func (d *Datapath) Attach(cg cgroup.Dir, hooks ...Hook) (_ *Attachment, err erro
 				return nil, fmt.Errorf("attach %s program to %s: %w", h, cg.Path, err)
 			}
 			a.links = append(a.links, l)
+			a.names = append(a.names, p.name)
 		}
 	}
 	return a, nil

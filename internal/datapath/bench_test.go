@@ -249,13 +249,17 @@ func buildBenchSet(n, family int, shares []benchShare) benchSet {
 // datapath's eight rule maps (both directions, both families, host hash maps
 // and prefix LPM tries), as the memlock line of each map's fdinfo states it.
 func ruleMapMemlock(d *Datapath) (uint64, error) {
-	m := &d.objs.cgwallMaps
 	var total uint64
-	for _, rm := range []*ebpf.Map{
-		m.EgressHost4, m.EgressPrefix4, m.EgressHost6, m.EgressPrefix6,
-		m.IngressHost4, m.IngressPrefix4, m.IngressHost6, m.IngressPrefix6,
-	} {
-		n, err := mapMemlock(rm)
+	for _, o := range d.outerMaps() {
+		if o.name == cgwallMapRuleStats {
+			continue
+		}
+		inner, err := d.innerMap(o.m)
+		if err != nil {
+			return 0, err
+		}
+		n, err := mapMemlock(inner)
+		inner.Close()
 		if err != nil {
 			return 0, err
 		}

@@ -23,6 +23,8 @@ type cgwallConfig struct {
 	DefaultAction [2]uint8
 	Audit         uint8
 	LogLevel      uint8
+	DenyRaw       uint8
+	Pad           [3]uint8
 }
 
 type cgwallCounter struct {
@@ -113,6 +115,14 @@ const (
 	cgwallStatSTAT_MAX         cgwallStat = 5
 )
 
+type cgwallState struct {
+	_          structs.HostLayout
+	Gen        uint32
+	Live       uint32
+	NextRuleId uint32
+	Pad        uint32
+}
+
 type cgwallVerdict uint32
 
 const (
@@ -124,6 +134,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	cgwallMapCurrent             = "current"
 	cgwallMapEgressHost4         = "egress_host4"
 	cgwallMapEgressHost6         = "egress_host6"
 	cgwallMapEgressPrefix4       = "egress_prefix4"
@@ -133,6 +144,7 @@ const (
 	cgwallMapIngressHost6        = "ingress_host6"
 	cgwallMapIngressPrefix4      = "ingress_prefix4"
 	cgwallMapIngressPrefix6      = "ingress_prefix6"
+	cgwallMapRuleStats           = "rule_stats"
 	cgwallMapSettings            = "settings"
 	cgwallMapStats               = "stats"
 	cgwallProgCgwallConnect4     = "cgwall_connect4"
@@ -143,6 +155,7 @@ const (
 	cgwallProgCgwallSendmsg4     = "cgwall_sendmsg4"
 	cgwallProgCgwallSendmsg6     = "cgwall_sendmsg6"
 	cgwallProgCgwallSockCreate   = "cgwall_sock_create"
+	cgwallVarUnusedAddr6         = "unused_addr6"
 	cgwallVarUnusedConfig        = "unused_config"
 	cgwallVarUnusedCounter       = "unused_counter"
 	cgwallVarUnusedDirection     = "unused_direction"
@@ -154,6 +167,7 @@ const (
 	cgwallVarUnusedLpmKey6       = "unused_lpm_key6"
 	cgwallVarUnusedRule          = "unused_rule"
 	cgwallVarUnusedStat          = "unused_stat"
+	cgwallVarUnusedState         = "unused_state"
 	cgwallVarUnusedVerdict       = "unused_verdict"
 )
 
@@ -213,6 +227,7 @@ type cgwallProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallMapSpecs struct {
+	Current        *ebpf.MapSpec `ebpf:"current"`
 	EgressHost4    *ebpf.MapSpec `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.MapSpec `ebpf:"egress_host6"`
 	EgressPrefix4  *ebpf.MapSpec `ebpf:"egress_prefix4"`
@@ -222,6 +237,7 @@ type cgwallMapSpecs struct {
 	IngressHost6   *ebpf.MapSpec `ebpf:"ingress_host6"`
 	IngressPrefix4 *ebpf.MapSpec `ebpf:"ingress_prefix4"`
 	IngressPrefix6 *ebpf.MapSpec `ebpf:"ingress_prefix6"`
+	RuleStats      *ebpf.MapSpec `ebpf:"rule_stats"`
 	Settings       *ebpf.MapSpec `ebpf:"settings"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -230,6 +246,7 @@ type cgwallMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallVariableSpecs struct {
+	UnusedAddr6     *ebpf.VariableSpec `ebpf:"unused_addr6"`
 	UnusedConfig    *ebpf.VariableSpec `ebpf:"unused_config"`
 	UnusedCounter   *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedDirection *ebpf.VariableSpec `ebpf:"unused_direction"`
@@ -241,6 +258,7 @@ type cgwallVariableSpecs struct {
 	UnusedLpmKey6   *ebpf.VariableSpec `ebpf:"unused_lpm_key6"`
 	UnusedRule      *ebpf.VariableSpec `ebpf:"unused_rule"`
 	UnusedStat      *ebpf.VariableSpec `ebpf:"unused_stat"`
+	UnusedState     *ebpf.VariableSpec `ebpf:"unused_state"`
 	UnusedVerdict   *ebpf.VariableSpec `ebpf:"unused_verdict"`
 }
 
@@ -264,6 +282,7 @@ func (o *cgwallObjects) Close() error {
 //
 // It can be passed to loadCgwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallMaps struct {
+	Current        *ebpf.Map `ebpf:"current"`
 	EgressHost4    *ebpf.Map `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.Map `ebpf:"egress_host6"`
 	EgressPrefix4  *ebpf.Map `ebpf:"egress_prefix4"`
@@ -273,12 +292,14 @@ type cgwallMaps struct {
 	IngressHost6   *ebpf.Map `ebpf:"ingress_host6"`
 	IngressPrefix4 *ebpf.Map `ebpf:"ingress_prefix4"`
 	IngressPrefix6 *ebpf.Map `ebpf:"ingress_prefix6"`
+	RuleStats      *ebpf.Map `ebpf:"rule_stats"`
 	Settings       *ebpf.Map `ebpf:"settings"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *cgwallMaps) Close() error {
 	return _CgwallClose(
+		m.Current,
 		m.EgressHost4,
 		m.EgressHost6,
 		m.EgressPrefix4,
@@ -288,6 +309,7 @@ func (m *cgwallMaps) Close() error {
 		m.IngressHost6,
 		m.IngressPrefix4,
 		m.IngressPrefix6,
+		m.RuleStats,
 		m.Settings,
 		m.Stats,
 	)
@@ -297,6 +319,7 @@ func (m *cgwallMaps) Close() error {
 //
 // It can be passed to loadCgwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallVariables struct {
+	UnusedAddr6     *ebpf.Variable `ebpf:"unused_addr6"`
 	UnusedConfig    *ebpf.Variable `ebpf:"unused_config"`
 	UnusedCounter   *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedDirection *ebpf.Variable `ebpf:"unused_direction"`
@@ -308,6 +331,7 @@ type cgwallVariables struct {
 	UnusedLpmKey6   *ebpf.Variable `ebpf:"unused_lpm_key6"`
 	UnusedRule      *ebpf.Variable `ebpf:"unused_rule"`
 	UnusedStat      *ebpf.Variable `ebpf:"unused_stat"`
+	UnusedState     *ebpf.Variable `ebpf:"unused_state"`
 	UnusedVerdict   *ebpf.Variable `ebpf:"unused_verdict"`
 }
 

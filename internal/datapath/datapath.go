@@ -21,11 +21,13 @@ const minHostCapacity = 4096
 const MaxHostRules = 1 << 24
 
 // Datapath is one loaded set of cgwall programs and maps: the state of one
-// filtered cgroup.
+// filtered cgroup. The rules live in one of two generations of inner maps;
+// Replace builds the other one and switches to it in one write.
 type Datapath struct {
 	objs   objects
 	spec   *ebpf.CollectionSpec
-	policy *policy.Policy
+	state  cgwallState    // a copy of the current map
+	policy *policy.Policy // the policy in force, as the maps hold it
 
 	// packetGuard refuses packet sockets; nil unless the policy denies raw
 	// sockets and the kernel lets BPF LSM programs load.
@@ -57,8 +59,9 @@ func (o *objects) Close() error {
 		p.CgwallConnect6, p.CgwallSendmsg4, p.CgwallSendmsg6, p.CgwallSockCreate)
 }
 
-// Load creates the maps and programs, sized for p, and fills them with p's rules
-// and settings. Nothing is attached yet, so nothing is enforced until Attach.
+// Load creates the maps and programs and installs p in generation 0, with rule
+// IDs from 1. Nothing is enforced until Commit, and then only where Attach
+// puts the programs.
 func Load(p *policy.Policy) (*Datapath, error) {
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -68,17 +71,21 @@ func Load(p *policy.Policy) (*Datapath, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := sizeHostMaps(spec, p); err != nil {
-		return nil, err
-	}
-	d := &Datapath{policy: p, spec: spec}
+	d := &Datapath{spec: spec}
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
 		return nil, loadError(err)
 	}
 	if p.DenyRaw {
 		d.packetGuard, d.packetGuardErr = d.loadPacketGuard()
 	}
-	if err := d.fill(p); err != nil {
+	p.Renumber(1)
+	if err := d.install(p, 0); err != nil {
+		d.Close()
+		return nil, err
+	}
+	d.policy = p
+	d.state = cgwallState{Gen: 0, NextRuleId: p.NextID()}
+	if err := d.writeState(); err != nil {
 		d.Close()
 		return nil, err
 	}
@@ -101,6 +108,7 @@ func (d *Datapath) loadPacketGuard() (*ebpf.Program, error) {
 	}
 	err := d.spec.LoadAndAssign(&o, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
 		cgwallMapSettings: d.objs.Settings,
+		cgwallMapCurrent:  d.objs.Current,
 		cgwallMapEvents:   d.objs.Events,
 		cgwallMapStats:    d.objs.Stats,
 	}})
@@ -114,8 +122,25 @@ func (d *Datapath) loadPacketGuard() (*ebpf.Program, error) {
 // policy denies raw sockets, or nil.
 func (d *Datapath) PacketGuardError() error { return d.packetGuardErr }
 
+// Commit puts the installed policy in force. Before it, attached programs let
+// everything pass.
+func (d *Datapath) Commit() error {
+	d.state.Live = 1
+	return d.writeState()
+}
+
+// Live says whether a policy is in force.
+func (d *Datapath) Live() bool { return d.state.Live != 0 }
+
+func (d *Datapath) writeState() error {
+	if err := d.objs.Current.Put(uint32(0), d.state); err != nil {
+		return fmt.Errorf("write policy state: %w", err)
+	}
+	return nil
+}
+
 // Close releases the maps and programs. Anything still attached through links
-// from Attach stays attached until those links are closed.
+// from Attach, or pinned, stays until those links are closed or unpinned.
 func (d *Datapath) Close() error {
 	if d.packetGuard != nil {
 		d.packetGuard.Close()
@@ -123,42 +148,14 @@ func (d *Datapath) Close() error {
 	return d.objs.Close()
 }
 
-// Policy returns the policy the datapath was loaded with.
+// Policy returns the policy in force.
 func (d *Datapath) Policy() *policy.Policy { return d.policy }
-
-func sizeHostMaps(spec *ebpf.CollectionSpec, p *policy.Policy) error {
-	counts := map[string]int{}
-	for _, r := range p.Rules {
-		if r.Prefix.IsSingleIP() {
-			counts[hostMapName(r.Dir, r.Prefix.Addr().Is4())]++
-		}
-	}
-	for name, n := range counts {
-		if n > MaxHostRules {
-			return fmt.Errorf("%d host rules in %s: at most %d are supported", n, name, MaxHostRules)
-		}
-		spec.Maps[name].MaxEntries = hostCapacity(n)
-	}
-	return nil
-}
 
 // hostCapacity leaves room for live edits up to the next power of two, which the
 // kernel rounds the bucket array up to anyway.
 func hostCapacity(n int) uint32 {
-	if n <= minHostCapacity {
+	if n < minHostCapacity {
 		return minHostCapacity
 	}
-	return 1 << bits.Len(uint(n-1))
-}
-
-func hostMapName(dir policy.Direction, v4 bool) string {
-	switch {
-	case dir == policy.Egress && v4:
-		return cgwallMapEgressHost4
-	case dir == policy.Egress:
-		return cgwallMapEgressHost6
-	case v4:
-		return cgwallMapIngressHost4
-	}
-	return cgwallMapIngressHost6
+	return 1 << bits.Len(uint(n))
 }

@@ -26,6 +26,9 @@ func load(t testing.TB, p *policy.Policy) *Datapath {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
+	if err := d.Commit(); err != nil {
+		t.Fatal(err)
+	}
 	return d
 }
 

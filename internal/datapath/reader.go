@@ -68,8 +68,15 @@ func (d *Datapath) decode(raw cgwallEvent) events.Event {
 	if e.Hook == "connect" || e.Hook == "sendmsg" {
 		e.Src = netip.Addr{} // the socket hooks see only the destination
 	}
-	if r, ok := d.policy.Rule(raw.RuleId); ok {
+	r, ok := d.policy.Rule(raw.RuleId)
+	if !ok && raw.RuleId != 0 && d.Refresh() == nil {
+		// Another cgwall edited the policy since we read it.
+		r, ok = d.policy.Rule(raw.RuleId)
+	}
+	if ok {
 		e.Rule = r.Prefix.String()
+	} else if raw.RuleId != 0 {
+		e.Rule = fmt.Sprintf("removed-rule-%d", raw.RuleId)
 	}
 	return e
 }

@@ -10,17 +10,59 @@ import (
 	"github.com/cgwall/cgwall/internal/policy"
 )
 
-// ruleMaps are the four rule maps of one direction.
-type ruleMaps struct {
-	host4, prefix4, host6, prefix6 *ebpf.Map
+// mapName names the outer map that holds a prefix's rule.
+func mapName(dir policy.Direction, prefix netip.Prefix) string {
+	host, v4 := prefix.IsSingleIP(), prefix.Addr().Is4()
+	names := [2][4]string{
+		{cgwallMapEgressHost4, cgwallMapEgressPrefix4, cgwallMapEgressHost6, cgwallMapEgressPrefix6},
+		{cgwallMapIngressHost4, cgwallMapIngressPrefix4, cgwallMapIngressHost6, cgwallMapIngressPrefix6},
+	}
+	i := 0
+	if !host {
+		i++
+	}
+	if !v4 {
+		i += 2
+	}
+	return names[dir][i]
 }
 
-func (d *Datapath) ruleMaps(dir policy.Direction) ruleMaps {
-	m := &d.objs.cgwallMaps
-	if dir == policy.Ingress {
-		return ruleMaps{m.IngressHost4, m.IngressPrefix4, m.IngressHost6, m.IngressPrefix6}
+// ruleKey encodes a prefix as the key of its map.
+func ruleKey(prefix netip.Prefix) any {
+	a := prefix.Addr()
+	switch {
+	case a.Is4() && prefix.IsSingleIP():
+		return a.As4()
+	case a.Is4():
+		return cgwallLpmKey4{Prefixlen: uint32(prefix.Bits()), Addr: be32(a.As4())}
+	case prefix.IsSingleIP():
+		return cgwallAddr6{Addr: a.As16()}
 	}
-	return ruleMaps{m.EgressHost4, m.EgressPrefix4, m.EgressHost6, m.EgressPrefix6}
+	return cgwallLpmKey6{Prefixlen: uint32(prefix.Bits()), Addr: a.As16()}
+}
+
+// rulePrefix decodes a rule map key.
+func rulePrefix(key any) netip.Prefix {
+	switch k := key.(type) {
+	case *[4]byte:
+		return netip.PrefixFrom(netip.AddrFrom4(*k), 32)
+	case *cgwallLpmKey4:
+		return netip.PrefixFrom(netip.AddrFrom4(fromBE32(k.Addr)), int(k.Prefixlen))
+	case *cgwallAddr6:
+		return netip.PrefixFrom(netip.AddrFrom16(k.Addr), 128)
+	case *cgwallLpmKey6:
+		return netip.PrefixFrom(netip.AddrFrom16(k.Addr), int(k.Prefixlen))
+	}
+	panic(fmt.Sprintf("unknown rule key %T", key))
+}
+
+// be32 reinterprets an address's bytes as the datapath's __u32 in network order.
+func be32(b [4]byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+
+func fromBE32(v uint32) [4]byte {
+	return [4]byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)}
 }
 
 // batch gathers the keys and values bound for one map.
@@ -29,51 +71,44 @@ type batch struct {
 	values []cgwallRule
 }
 
-// fill writes the settings and every rule of p.
-func (d *Datapath) fill(p *policy.Policy) error {
-	batches := map[*ebpf.Map]*batch{}
+// fillGeneration writes every rule of p, and a zero counter for each, into a
+// generation's fresh inner maps.
+func fillGeneration(g generation, p *policy.Policy) error {
+	batches := map[string]*batch{}
+	ids := make([]uint32, 0, len(p.Rules))
 	for _, r := range p.Rules {
-		m, key := d.slot(r.Dir, r.Prefix)
-		b := batches[m]
+		name := mapName(r.Dir, r.Prefix)
+		b := batches[name]
 		if b == nil {
 			b = &batch{}
-			batches[m] = b
+			batches[name] = b
 		}
-		b.keys = append(b.keys, key)
+		b.keys = append(b.keys, ruleKey(r.Prefix))
 		b.values = append(b.values, cgwallRule{Id: r.ID, Action: uint8(r.Action)})
+		ids = append(ids, r.ID)
 	}
-	for m, b := range batches {
-		if err := writeRules(m, b); err != nil {
-			return fmt.Errorf("write rules to %s: %w", m, err)
+	if len(ids) > 0 {
+		if err := zeroCounters(g[cgwallMapRuleStats], ids); err != nil {
+			return fmt.Errorf("create rule counters: %w", err)
 		}
 	}
-	return d.writeSettings(p)
-}
-
-// slot says which map holds a prefix, and under which key.
-func (d *Datapath) slot(dir policy.Direction, prefix netip.Prefix) (*ebpf.Map, any) {
-	maps := d.ruleMaps(dir)
-	a := prefix.Addr()
-	switch {
-	case a.Is4() && prefix.IsSingleIP():
-		return maps.host4, a.As4()
-	case a.Is4():
-		return maps.prefix4, cgwallLpmKey4{Prefixlen: uint32(prefix.Bits()), Addr: be32(a.As4())}
-	case prefix.IsSingleIP():
-		return maps.host6, cgwallAddr6{Addr: a.As16()}
+	for name, b := range batches {
+		if err := writeRules(g[name], b); err != nil {
+			return fmt.Errorf("write rules to %s: %w", name, err)
+		}
 	}
-	return maps.prefix6, cgwallLpmKey6{Prefixlen: uint32(prefix.Bits()), Addr: a.As16()}
+	return nil
 }
 
-// be32 reinterprets an address's bytes as the datapath's __u32 in network order.
-func be32(b [4]byte) uint32 {
-	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+func zeroCounters(m *ebpf.Map, ids []uint32) error {
+	zero := make([]cgwallCounter, ebpf.MustPossibleCPU()*len(ids))
+	_, err := m.BatchUpdate(ids, zero, nil)
+	return err
 }
 
 // writeRules writes a batch in one system call where the map type allows it.
 func writeRules(m *ebpf.Map, b *batch) error {
-	keys := typedKeys(b.keys)
-	_, err := m.BatchUpdate(keys, b.values, nil)
+	_, err := m.BatchUpdate(typedKeys(b.keys), b.values, nil)
 	if !errors.Is(err, ebpf.ErrNotSupported) {
 		return err
 	}
@@ -107,7 +142,7 @@ func collect[T any](keys []any) []T {
 	return out
 }
 
-func (d *Datapath) writeSettings(p *policy.Policy) error {
+func (d *Datapath) writeSettings(p *policy.Policy, gen uint32) error {
 	cfg := cgwallConfig{LogLevel: uint8(p.Log)}
 	for _, dir := range policy.Directions {
 		cfg.DefaultAction[dir] = uint8(p.Default[dir])
@@ -115,7 +150,10 @@ func (d *Datapath) writeSettings(p *policy.Policy) error {
 	if p.Audit {
 		cfg.Audit = 1
 	}
-	if err := d.objs.Settings.Put(uint32(0), cfg); err != nil {
+	if p.DenyRaw {
+		cfg.DenyRaw = 1
+	}
+	if err := d.objs.Settings.Put(gen, cfg); err != nil {
 		return fmt.Errorf("write settings: %w", err)
 	}
 	return nil

@@ -75,7 +75,9 @@ type Policy struct {
 	Log     LogLevel  // which decisions to stream
 	DenyRaw bool      // refuse raw and packet sockets
 
-	index map[ruleKey]int // position in Rules
+	index  map[ruleKey]int // position in Rules
+	byID   map[uint32]int  // position in Rules
+	nextID uint32
 }
 
 type ruleKey struct {
@@ -85,7 +87,7 @@ type ruleKey struct {
 
 // New returns an empty policy that allows by default and logs drops.
 func New() *Policy {
-	return &Policy{Default: [2]Action{Allow, Allow}, Log: LogDrop, index: map[ruleKey]int{}}
+	return &Policy{Default: [2]Action{Allow, Allow}, Log: LogDrop, index: map[ruleKey]int{}, byID: map[uint32]int{}, nextID: 1}
 }
 
 // Add parses addr and adds it as a rule. The same rule twice is kept once; the
@@ -98,26 +100,61 @@ func (p *Policy) Add(dir Direction, action Action, addr string) error {
 	return p.AddPrefix(dir, action, prefix)
 }
 
-// AddPrefix adds a rule for an already parsed, canonical prefix.
+// AddPrefix adds a rule for an already parsed, canonical prefix, with the next
+// free ID.
 func (p *Policy) AddPrefix(dir Direction, action Action, prefix netip.Prefix) error {
-	k := ruleKey{dir, prefix}
-	if i, ok := p.index[k]; ok {
-		if p.Rules[i].Action == action {
+	if r, ok := p.Lookup(dir, prefix); ok {
+		if r.Action == action {
 			return nil
 		}
 		return fmt.Errorf("%s is both blocked and allowed for %s", prefix, dir)
 	}
-	p.index[k] = len(p.Rules)
-	p.Rules = append(p.Rules, Rule{ID: uint32(len(p.Rules) + 1), Dir: dir, Prefix: prefix, Action: action})
+	p.AddRule(Rule{ID: p.nextID, Dir: dir, Prefix: prefix, Action: action})
 	return nil
+}
+
+// AddRule adds a rule with its ID, as read back from a datapath. The caller
+// guarantees that neither its prefix nor its ID is taken.
+func (p *Policy) AddRule(r Rule) {
+	p.index[ruleKey{r.Dir, r.Prefix}] = len(p.Rules)
+	p.byID[r.ID] = len(p.Rules)
+	p.Rules = append(p.Rules, r)
+	if r.ID >= p.nextID {
+		p.nextID = r.ID + 1
+	}
+}
+
+// Lookup returns the rule for a direction and prefix.
+func (p *Policy) Lookup(dir Direction, prefix netip.Prefix) (Rule, bool) {
+	i, ok := p.index[ruleKey{dir, prefix}]
+	if !ok {
+		return Rule{}, false
+	}
+	return p.Rules[i], true
 }
 
 // Rule returns the rule with the given ID.
 func (p *Policy) Rule(id uint32) (Rule, bool) {
-	if id == 0 || int(id) > len(p.Rules) {
+	i, ok := p.byID[id]
+	if !ok {
 		return Rule{}, false
 	}
-	return p.Rules[id-1], true
+	return p.Rules[i], true
+}
+
+// NextID is the ID the next added rule gets.
+func (p *Policy) NextID() uint32 { return p.nextID }
+
+// Renumber gives the rules IDs from first on, in order. A datapath that
+// replaces a policy renumbers the new one past every ID it has handed out, so
+// that an ID never names two rules.
+func (p *Policy) Renumber(first uint32) {
+	p.byID = map[uint32]int{}
+	for i := range p.Rules {
+		p.Rules[i].ID = first + uint32(i)
+		p.byID[p.Rules[i].ID] = i
+	}
+	p.nextID = first + uint32(len(p.Rules))
 }
 
 // Count returns how many rules the policy has for a direction.
@@ -181,4 +218,45 @@ func onOff(b bool) string {
 		return "on"
 	}
 	return "off"
+}
+
+// SetAction changes the action of the rule with the given ID.
+func (p *Policy) SetAction(id uint32, action Action) {
+	if i, ok := p.byID[id]; ok {
+		p.Rules[i].Action = action
+	}
+}
+
+// Delete removes a rule. The last rule takes its place in Rules.
+func (p *Policy) Delete(dir Direction, prefix netip.Prefix) {
+	k := ruleKey{dir, prefix}
+	i, ok := p.index[k]
+	if !ok {
+		return
+	}
+	delete(p.index, k)
+	delete(p.byID, p.Rules[i].ID)
+	last := len(p.Rules) - 1
+	if i != last {
+		moved := p.Rules[last]
+		p.Rules[i] = moved
+		p.index[ruleKey{moved.Dir, moved.Prefix}] = i
+		p.byID[moved.ID] = i
+	}
+	p.Rules = p.Rules[:last]
+}
+
+// Clone returns a deep copy.
+func (p *Policy) Clone() *Policy {
+	c := *p
+	c.Rules = append([]Rule(nil), p.Rules...)
+	c.index = make(map[ruleKey]int, len(p.index))
+	c.byID = make(map[uint32]int, len(p.byID))
+	for k, v := range p.index {
+		c.index[k] = v
+	}
+	for k, v := range p.byID {
+		c.byID[k] = v
+	}
+	return &c
 }

@@ -1,0 +1,122 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/cgwall/cgwall/internal/policy"
+)
+
+// Change says what an edit did.
+type Change int
+
+const (
+	Unchanged Change = iota // the rule was already there, or already absent
+	Added
+	Updated // the prefix had a rule with the other action
+	Removed
+)
+
+// Set makes dir's rule for prefix have action, in the policy in force. It is in
+// force when Set returns. A rule that changes action keeps its ID and counters.
+func (d *Datapath) Set(dir policy.Direction, action policy.Action, prefix netip.Prefix) (policy.Rule, Change, error) {
+	if r, ok := d.policy.Lookup(dir, prefix); ok {
+		if r.Action == action {
+			return r, Unchanged, nil
+		}
+		r.Action = action
+		if err := d.putRule(r); err != nil {
+			return r, Unchanged, err
+		}
+		d.policy.SetAction(r.ID, action)
+		return r, Updated, nil
+	}
+
+	r := policy.Rule{ID: d.state.NextRuleId, Dir: dir, Prefix: prefix, Action: action}
+	// Hand out the ID first, so that no crash can give it twice.
+	d.state.NextRuleId++
+	if err := d.writeState(); err != nil {
+		return r, Unchanged, err
+	}
+	err := d.addRule(r)
+	if errors.Is(err, unix.E2BIG) || errors.Is(err, errNoCounterRoom) {
+		// Grow: the whole policy, with the new rule, moves to bigger maps in
+		// the other generation.
+		next := d.policy.Clone()
+		next.AddRule(r)
+		return r, Added, d.switchTo(next)
+	}
+	if err != nil {
+		return r, Unchanged, err
+	}
+	d.policy.AddRule(r)
+	return r, Added, nil
+}
+
+var errNoCounterRoom = errors.New("rule counter map is full")
+
+func (d *Datapath) addRule(r policy.Rule) error {
+	stats, err := d.innerMap(d.objs.RuleStats)
+	if err != nil {
+		return err
+	}
+	defer stats.Close()
+	// The counter first, so the rule counts from its first packet.
+	zero := make([]cgwallCounter, ebpf.MustPossibleCPU())
+	if err := stats.Update(r.ID, zero, ebpf.UpdateNoExist); err != nil {
+		if errors.Is(err, unix.E2BIG) {
+			return errNoCounterRoom
+		}
+		return fmt.Errorf("create counter of rule %d: %w", r.ID, err)
+	}
+	return d.putRule(r)
+}
+
+// putRule writes a rule into its map of the generation in force.
+func (d *Datapath) putRule(r policy.Rule) error {
+	m, err := d.ruleMap(r.Dir, r.Prefix)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := m.Put(ruleKey(r.Prefix), cgwallRule{Id: r.ID, Action: uint8(r.Action)}); err != nil {
+		return fmt.Errorf("write rule %s: %w", r, err)
+	}
+	return nil
+}
+
+// Remove deletes dir's rule for prefix from the policy in force. Removing a
+// rule that is not there is not an error: it reports Unchanged.
+func (d *Datapath) Remove(dir policy.Direction, prefix netip.Prefix) (policy.Rule, Change, error) {
+	r, ok := d.policy.Lookup(dir, prefix)
+	if !ok {
+		return policy.Rule{Dir: dir, Prefix: prefix}, Unchanged, nil
+	}
+	m, err := d.ruleMap(dir, prefix)
+	if err != nil {
+		return r, Unchanged, err
+	}
+	defer m.Close()
+	if err := m.Delete(ruleKey(prefix)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return r, Unchanged, fmt.Errorf("delete rule %s: %w", r, err)
+	}
+	if stats, err := d.innerMap(d.objs.RuleStats); err == nil {
+		stats.Delete(r.ID) // a counter left behind only costs memory
+		stats.Close()
+	}
+	d.policy.Delete(dir, prefix)
+	return r, Removed, nil
+}
+
+func (d *Datapath) ruleMap(dir policy.Direction, prefix netip.Prefix) (*ebpf.Map, error) {
+	for _, o := range d.outerMaps() {
+		if o.name == mapName(dir, prefix) {
+			return d.innerMap(o.m)
+		}
+	}
+	return nil, fmt.Errorf("no map for %s", prefix)
+}

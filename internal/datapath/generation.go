@@ -1,0 +1,152 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/cgwall/cgwall/internal/policy"
+)
+
+// outer is an outer map that holds each generation's inner map of one kind.
+type outer struct {
+	name string
+	m    *ebpf.Map
+}
+
+// outerMaps lists the outer maps, the rule maps first.
+func (d *Datapath) outerMaps() []outer {
+	m := &d.objs.cgwallMaps
+	return []outer{
+		{cgwallMapEgressHost4, m.EgressHost4}, {cgwallMapEgressPrefix4, m.EgressPrefix4},
+		{cgwallMapEgressHost6, m.EgressHost6}, {cgwallMapEgressPrefix6, m.EgressPrefix6},
+		{cgwallMapIngressHost4, m.IngressHost4}, {cgwallMapIngressPrefix4, m.IngressPrefix4},
+		{cgwallMapIngressHost6, m.IngressHost6}, {cgwallMapIngressPrefix6, m.IngressPrefix6},
+		{cgwallMapRuleStats, m.RuleStats},
+	}
+}
+
+// generation is one generation's inner maps, by outer map name.
+type generation map[string]*ebpf.Map
+
+func (g generation) Close() {
+	for _, m := range g {
+		m.Close()
+	}
+}
+
+// install builds p's inner maps and settings in generation gen. It does not
+// switch to it.
+func (d *Datapath) install(p *policy.Policy, gen uint32) error {
+	g, err := d.newGeneration(p)
+	if err != nil {
+		return err
+	}
+	// The outer maps hold their own references; ours go when install returns.
+	defer g.Close()
+	if err := fillGeneration(g, p); err != nil {
+		return err
+	}
+	for _, o := range d.outerMaps() {
+		if err := o.m.Put(gen, g[o.name]); err != nil {
+			return fmt.Errorf("install generation %d of %s: %w", gen, o.name, err)
+		}
+	}
+	return d.writeSettings(p, gen)
+}
+
+// newGeneration creates empty inner maps sized for p.
+func (d *Datapath) newGeneration(p *policy.Policy) (generation, error) {
+	hosts := map[string]int{}
+	for _, r := range p.Rules {
+		if r.Prefix.IsSingleIP() {
+			hosts[mapName(r.Dir, r.Prefix)]++
+		}
+	}
+	g := generation{}
+	for _, o := range d.outerMaps() {
+		inner := d.spec.Maps[o.name].InnerMap.Copy()
+		switch inner.Type {
+		case ebpf.Hash:
+			if hosts[o.name] > MaxHostRules {
+				g.Close()
+				return nil, fmt.Errorf("%d host rules in %s: at most %d are supported", hosts[o.name], o.name, MaxHostRules)
+			}
+			inner.MaxEntries = hostCapacity(hosts[o.name])
+		case ebpf.PerCPUHash:
+			inner.MaxEntries = hostCapacity(len(p.Rules))
+		}
+		m, err := ebpf.NewMap(inner)
+		if err != nil {
+			g.Close()
+			return nil, fmt.Errorf("create %s map: %w", o.name, err)
+		}
+		g[o.name] = m
+	}
+	return g, nil
+}
+
+// Replace puts p in force in place of the current policy, atomically: p is
+// built in the other generation, then one write of the state switches every
+// hook to it. p's rules are renumbered past every ID handed out so far.
+func (d *Datapath) Replace(p *policy.Policy) error {
+	p.Renumber(d.state.NextRuleId)
+	return d.switchTo(p)
+}
+
+// switchTo installs p, IDs as they are, in the other generation and switches
+// to it.
+func (d *Datapath) switchTo(p *policy.Policy) error {
+	old, next := d.state.Gen, 1-d.state.Gen
+	if err := d.install(p, next); err != nil {
+		d.clearGeneration(next)
+		return err
+	}
+	d.state.Gen = next
+	d.state.NextRuleId = max(d.state.NextRuleId, p.NextID())
+	if err := d.writeState(); err != nil {
+		return err
+	}
+	d.policy = p
+	// Programs that read the old generation before the switch may still be
+	// running; after an RCU grace period none is, and its maps can go. Where
+	// the grace period cannot be waited for, they stay until the next Replace
+	// overwrites them, which is safe, only wasteful.
+	if !waitForReaders() {
+		return nil
+	}
+	return d.clearGeneration(old)
+}
+
+// clearGeneration drops a generation's inner maps.
+func (d *Datapath) clearGeneration(gen uint32) error {
+	var errs []error
+	for _, o := range d.outerMaps() {
+		if err := o.m.Delete(gen); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// membarrierCmdGlobal is MEMBARRIER_CMD_GLOBAL from linux/membarrier.h.
+const membarrierCmdGlobal = 1
+
+// waitForReaders waits for an RCU grace period: BPF programs run inside RCU
+// read-side sections, and membarrier's global command is synchronize_rcu(). It
+// reports whether it could (kernels with nohz_full CPUs refuse the command).
+func waitForReaders() bool {
+	_, _, errno := unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0)
+	return errno == 0
+}
+
+// innerMap returns the inner map of the generation in force for an outer map.
+func (d *Datapath) innerMap(outer *ebpf.Map) (*ebpf.Map, error) {
+	var inner *ebpf.Map
+	if err := outer.Lookup(d.state.Gen, &inner); err != nil {
+		return nil, fmt.Errorf("look up generation %d of %s: %w", d.state.Gen, outer, err)
+	}
+	return inner, nil
+}
