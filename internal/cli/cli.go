@@ -40,7 +40,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintf(stderr, "cgwall: %v\n", err)
+	if !errors.Is(err, errSilent) {
+		fmt.Fprintf(stderr, "cgwall: %v\n", err)
+	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
@@ -62,6 +64,11 @@ rules kept in BPF maps.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
-	root.AddCommand(newRunCmd(stdout, stderr), newCheckCmd(stdout, stderr))
+	root.AddCommand(
+		newRunCmd(stdout, stderr), newCheckCmd(stdout, stderr), newExecCmd(stderr),
+		newAttachCmd(stdout, stderr), newDetachCmd(stdout),
+		newEditCmd("block", stdout), newEditCmd("allow", stdout), newEditCmd("remove", stdout),
+		newListCmd(stdout), newWatchCmd(stdout, stderr), newGCCmd(stdout),
+	)
 	return root
 }

@@ -13,7 +13,7 @@ import (
 )
 
 type runOptions struct {
-	cgroup string
+	target targetFlags
 	rules  ruleFlags
 	output outputFlags
 }
@@ -21,7 +21,7 @@ type runOptions struct {
 func newRunCmd(stdout, stderr io.Writer) *cobra.Command {
 	var o runOptions
 	cmd := &cobra.Command{
-		Use:   "run --cgroup PATH [rule flags | -f FILE]",
+		Use:   "run --cgroup PATH|--pid PID|--unit NAME|--container ID [rule flags | -f FILE]",
 		Short: "Filter a cgroup's traffic and print decisions until interrupted",
 		Long: `run attaches the filter to the cgroup at PATH (absolute, or relative to the
 cgroup2 mount), prints decisions as they happen and detaches on SIGINT or SIGTERM.
@@ -33,7 +33,7 @@ The most specific prefix decides; where none matches, the direction's default.`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVarP(&o.cgroup, "cgroup", "c", "", "cgroup v2 `PATH` to filter")
+	o.target.bind(fs)
 	o.rules.bind(fs)
 	o.output.bind(fs)
 	return cmd
@@ -48,7 +48,7 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cg, err := resolveCgroup("run", o.cgroup)
+	cg, err := o.target.resolve("run")
 	if err != nil {
 		return err
 	}

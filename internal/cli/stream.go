@@ -12,6 +12,7 @@ import (
 
 	"github.com/cgwall/cgwall/internal/datapath"
 	"github.com/cgwall/cgwall/internal/events"
+	"github.com/cgwall/cgwall/internal/policy"
 )
 
 // lostCheckInterval is how often the count of lost events is read and reported.
@@ -25,10 +26,13 @@ type streamer struct {
 	out    *bufio.Writer
 	stderr io.Writer
 	lost   uint64 // lost events reported so far
+
+	filter policy.LogLevel // print only what this level asks for
+	cgroup string          // when set, name it in every event
 }
 
 func newStreamer(d *datapath.Datapath, rd *datapath.Reader, format events.Format, stdout, stderr io.Writer) *streamer {
-	return &streamer{d: d, rd: rd, format: format, out: bufio.NewWriter(stdout), stderr: stderr}
+	return &streamer{d: d, rd: rd, format: format, out: bufio.NewWriter(stdout), stderr: stderr, filter: policy.LogAll}
 }
 
 // stream prints events until ctx is done, then calls stop (which detaches, so
@@ -70,6 +74,10 @@ func (s *streamer) print() error {
 			s.out.Flush()
 			return err
 		}
+		if s.filter == policy.LogNone || (s.filter == policy.LogDrop && e.Action == uint8(policy.Allow)) {
+			continue
+		}
+		e.Cgroup = s.cgroup
 		if err := events.Write(s.out, s.format, e); err != nil {
 			return err
 		}
@@ -88,7 +96,11 @@ func (s *streamer) reportLost() error {
 		return err
 	}
 	if n > s.lost {
-		fmt.Fprintf(s.stderr, "lost %d events (ring buffer full; %d in total)\n", n-s.lost, n)
+		where := ""
+		if s.cgroup != "" {
+			where = " on " + s.cgroup
+		}
+		fmt.Fprintf(s.stderr, "lost %d events%s (ring buffer full; %d in total)\n", n-s.lost, where, n)
 		s.lost = n
 	}
 	return nil

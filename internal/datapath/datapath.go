@@ -62,7 +62,11 @@ func (o *objects) Close() error {
 // Load creates the maps and programs and installs p in generation 0, with rule
 // IDs from 1. Nothing is enforced until Commit, and then only where Attach
 // puts the programs.
-func Load(p *policy.Policy) (*Datapath, error) {
+func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise memlock limit: %w", err)
@@ -75,7 +79,7 @@ func Load(p *policy.Policy) (*Datapath, error) {
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
 		return nil, loadError(err)
 	}
-	if p.DenyRaw {
+	if p.DenyRaw || o.packetGuard {
 		d.packetGuard, d.packetGuardErr = d.loadPacketGuard()
 	}
 	p.Renumber(1)
@@ -91,6 +95,17 @@ func Load(p *policy.Policy) (*Datapath, error) {
 	}
 	return d, nil
 }
+
+// Option changes what Load loads.
+type Option func(*options)
+
+type options struct {
+	packetGuard bool
+}
+
+// WithPacketGuard loads the packet-socket guard even if the policy does not
+// deny raw sockets, for persistent policies that a later edit may make do so.
+func WithPacketGuard() Option { return func(o *options) { o.packetGuard = true } }
 
 func loadError(err error) error {
 	var verr *ebpf.VerifierError

@@ -27,6 +27,7 @@ type Event struct {
 	Malformed  bool       // the IP header was unreadable or invalid
 	SockFamily uint8      // sock_create: the refused socket's AF_*
 	SockType   uint8      // sock_create: the refused socket's SOCK_*
+	Cgroup     string     // the cgroup whose policy decided, when several are watched
 }
 
 // Format is how events are printed.
@@ -93,6 +94,9 @@ func (e Event) text() string {
 	if e.Audit {
 		b.WriteString(" audit=true")
 	}
+	if e.Cgroup != "" {
+		fmt.Fprintf(&b, " cgroup=%s", e.Cgroup)
+	}
 	return b.String()
 }
 
@@ -118,13 +122,14 @@ type record struct {
 	Audit     bool   `json:"audit"`
 	Malformed bool   `json:"malformed,omitempty"`
 	Socket    string `json:"socket,omitempty"`
+	Cgroup    string `json:"cgroup,omitempty"`
 }
 
 func (e Event) record() record {
 	r := record{
 		Dst: addrString(e.Dst), Action: e.Action, Verdict: "drop", Hook: e.Hook,
 		SrcPort: e.SrcPort, DstPort: e.DstPort, Rule: e.Rule, RuleID: e.RuleID,
-		Len: e.Len, Audit: e.Audit, Malformed: e.Malformed,
+		Len: e.Len, Audit: e.Audit, Malformed: e.Malformed, Cgroup: e.Cgroup,
 	}
 	if e.Action == 1 {
 		r.Verdict = "pass"

@@ -1,0 +1,242 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cgwall/cgwall/internal/cgroup"
+	"github.com/cgwall/cgwall/internal/datapath"
+	"github.com/cgwall/cgwall/internal/store"
+)
+
+// policyView is what list shows of one persistent policy.
+type policyView struct {
+	Cgroup     string            `json:"cgroup"`
+	ID         uint64            `json:"cgroup_id"`
+	Stale      bool              `json:"stale"`
+	Live       bool              `json:"live"`
+	Hooks      []string          `json:"hooks"`
+	Defaults   map[string]string `json:"defaults"`
+	Audit      bool              `json:"audit"`
+	Log        string            `json:"log"`
+	DenyRaw    bool              `json:"deny_raw"`
+	Rules      []ruleView        `json:"rules"`
+	Totals     map[string]count  `json:"totals"`
+	LostEvents uint64            `json:"lost_events"`
+}
+
+type ruleView struct {
+	ID      uint32 `json:"id"`
+	Dir     string `json:"direction"`
+	Action  string `json:"action"`
+	Prefix  string `json:"prefix"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+type count struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+func newListCmd(stdout io.Writer) *cobra.Command {
+	var target targetFlags
+	var output string
+	cmd := &cobra.Command{
+		Use:   "list [--cgroup PATH] [-o text|json]",
+		Short: "Show persistent policies, their rules and counters",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if output != "text" && output != "json" {
+				return usageErr(fmt.Errorf("-o: %q is not an output format: use text or json", output))
+			}
+			ids, err := selectIDs(&target, "list")
+			if err != nil {
+				return err
+			}
+			views, err := viewPolicies(ids)
+			if err != nil {
+				return failure(err)
+			}
+			if output == "json" {
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(views)
+			}
+			printViews(stdout, views)
+			return nil
+		},
+	}
+	target.bind(cmd.Flags())
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+// selectIDs returns the cgroup IDs a command is about: the target's, or every
+// persistent policy's when no target is given.
+func selectIDs(target *targetFlags, cmd string) ([]uint64, error) {
+	if err := checkPrivileges(); err != nil {
+		return nil, err
+	}
+	if len(target.given()) > 0 {
+		cg, err := target.resolve(cmd)
+		if err != nil {
+			return nil, err
+		}
+		if !store.Exists(cg.ID) {
+			return nil, usageErr(fmt.Errorf("no policy on %s", cg.Path))
+		}
+		return []uint64{cg.ID}, nil
+	}
+	ids, err := store.IDs()
+	if err != nil {
+		return nil, failure(err)
+	}
+	return ids, nil
+}
+
+func viewPolicies(ids []uint64) ([]policyView, error) {
+	paths, err := cgroup.PathsByID(ids)
+	if err != nil {
+		return nil, err
+	}
+	views := []policyView{}
+	for _, id := range ids {
+		v, err := viewPolicy(id, paths[id])
+		if err != nil {
+			return nil, fmt.Errorf("cgroup %d: %w", id, err)
+		}
+		views = append(views, v)
+	}
+	return views, nil
+}
+
+func viewPolicy(id uint64, path string) (policyView, error) {
+	dir := store.Dir(id)
+	d, err := datapath.Open(dir)
+	if err != nil {
+		return policyView{}, err
+	}
+	defer d.Close()
+	p := d.Policy()
+	v := policyView{
+		Cgroup: path, ID: id, Stale: path == "", Live: d.Live(),
+		Hooks:    datapath.PinnedHooks(dir),
+		Defaults: map[string]string{"egress": p.Default[0].String(), "ingress": p.Default[1].String()},
+		Audit:    p.Audit, Log: p.Log.String(), DenyRaw: p.DenyRaw,
+		Rules: []ruleView{}, Totals: map[string]count{},
+	}
+	counters, err := d.RuleCounters()
+	if err != nil {
+		return v, err
+	}
+	for _, r := range p.Rules {
+		c := counters[r.ID]
+		v.Rules = append(v.Rules, ruleView{r.ID, r.Dir.String(), r.Action.String(), r.Prefix.String(), c.Packets, c.Bytes})
+	}
+	slices.SortFunc(v.Rules, func(a, b ruleView) int { return int(a.ID) - int(b.ID) })
+	for _, h := range datapath.Hooks {
+		s, err := d.Stats(h)
+		if err != nil {
+			return v, err
+		}
+		add := func(name string, c datapath.Counter) {
+			t := v.Totals[name]
+			t.Packets += c.Packets
+			t.Bytes += c.Bytes
+			v.Totals[name] = t
+		}
+		add("pass", s.Pass)
+		add("drop", s.Drop)
+		add("audit_drop", s.AuditDrop)
+		add("malformed", s.Malformed)
+		v.LostEvents += s.EventsLost.Packets
+	}
+	return v, nil
+}
+
+func printViews(w io.Writer, views []policyView) {
+	if len(views) == 0 {
+		fmt.Fprintln(w, "no persistent policies")
+		return
+	}
+	for i, v := range views {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		switch {
+		case v.Stale:
+			fmt.Fprintf(w, "cgroup %d (stale: the cgroup no longer exists; 'cgwall gc' removes its policy)\n", v.ID)
+		default:
+			fmt.Fprintf(w, "%s (cgroup %d)\n", v.Cgroup, v.ID)
+		}
+		if !v.Live {
+			fmt.Fprintln(w, "  not in force: an attach was interrupted; attach again to replace it")
+		}
+		fmt.Fprintf(w, "  hooks: %v\n", v.Hooks)
+		fmt.Fprintf(w, "  default egress %s, ingress %s; audit %s; log %s; deny_raw %s\n",
+			v.Defaults["egress"], v.Defaults["ingress"], onOff(v.Audit), v.Log, onOff(v.DenyRaw))
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  ID\tDIRECTION\tACTION\tPREFIX\tPACKETS\tBYTES")
+		for _, r := range v.Rules {
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%d\t%d\n", r.ID, r.Dir, r.Action, r.Prefix, r.Packets, r.Bytes)
+		}
+		tw.Flush()
+		t := v.Totals
+		fmt.Fprintf(w, "  totals: pass %d packets (%d bytes), drop %d (%d bytes), audit-drop %d, malformed %d; events lost %d\n",
+			t["pass"].Packets, t["pass"].Bytes, t["drop"].Packets, t["drop"].Bytes, t["audit_drop"].Packets, t["malformed"].Packets, v.LostEvents)
+	}
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func newGCCmd(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "gc",
+		Short: "Remove the policies of cgroups that no longer exist",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := checkPrivileges(); err != nil {
+				return err
+			}
+			unlock, err := lockStore()
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			ids, err := store.IDs()
+			if err != nil {
+				return failure(err)
+			}
+			paths, err := cgroup.PathsByID(ids)
+			if err != nil {
+				return failure(err)
+			}
+			removed := 0
+			for _, id := range ids {
+				if paths[id] != "" {
+					continue
+				}
+				if err := datapath.Unpin(store.Dir(id)); err != nil {
+					return failure(fmt.Errorf("remove stale policy of cgroup %d: %w", id, err))
+				}
+				fmt.Fprintf(stdout, "removed the stale policy of cgroup %d\n", id)
+				removed++
+			}
+			if removed == 0 {
+				fmt.Fprintln(stdout, "no stale policies")
+			}
+			return nil
+		},
+	}
+}
