@@ -328,3 +328,50 @@ func readJSONLine(r *bufio.Reader, v any) error {
 	}
 	return json.Unmarshal(line, v)
 }
+
+// attachPolicy runs cgwall attach and removes the policy at the end of the test.
+func attachPolicy(t *testing.T, cg string, args ...string) string {
+	t.Helper()
+	stdout, stderr, code := runCgwall(t, append([]string{"attach", "--cgroup", cg}, args...)...)
+	if code != 0 {
+		t.Fatalf("attach: exit %d: %s", code, stderr)
+	}
+	t.Cleanup(func() { runCgwall(t, "detach", "--cgroup", cg) })
+	return stdout
+}
+
+// cgwallOK runs cgwall and fails the test unless it exits 0.
+func cgwallOK(t *testing.T, args ...string) string {
+	t.Helper()
+	stdout, stderr, code := runCgwall(t, args...)
+	if code != 0 {
+		t.Fatalf("cgwall %s: exit %d: %s", strings.Join(args, " "), code, stderr)
+	}
+	return stdout
+}
+
+// listed is one policy as 'cgwall list -o json' shows it.
+type listed struct {
+	Cgroup string `json:"cgroup"`
+	ID     uint64 `json:"cgroup_id"`
+	Stale  bool   `json:"stale"`
+	Live   bool   `json:"live"`
+	Hooks  []string
+	Rules  []struct {
+		ID      uint32 `json:"id"`
+		Dir     string `json:"direction"`
+		Action  string `json:"action"`
+		Prefix  string `json:"prefix"`
+		Packets uint64 `json:"packets"`
+	} `json:"rules"`
+	Totals map[string]struct{ Packets uint64 } `json:"totals"`
+}
+
+func list(t *testing.T, args ...string) []listed {
+	t.Helper()
+	var out []listed
+	if err := json.Unmarshal([]byte(cgwallOK(t, append([]string{"list", "-o", "json"}, args...)...)), &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

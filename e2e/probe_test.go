@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -34,6 +37,8 @@ func probeMain(args []string) int {
 		return socketMain(args[1])
 	case len(args) == 3 && args[0] == "mapped":
 		return mappedMain(args[1], args[2])
+	case len(args) == 3 && args[0] == "flood":
+		return floodMain(args[1], args[2])
 	}
 	if len(args) != 3 {
 		fmt.Fprintln(os.Stderr, "usage: probe udp|tcp TARGET MARKER")
@@ -264,4 +269,60 @@ func mappedMain(proto, ipv4 string) int {
 		fmt.Println("ok")
 	}
 	return 0
+}
+
+// floodResult is what a flood probe reports.
+type floodResult struct {
+	Attempts int `json:"attempts"`
+	EPERM    int `json:"eperm"`
+	Sent     int `json:"sent"`
+}
+
+// floodMain runs as: PROBE flood TARGET PORT. It connects one UDP socket to
+// TARGET:PORT at once, while the policy still allows it, so that its sends are
+// judged by cgroup_skb alone; prints "ready"; waits for a line on stdin; then
+// sends in turn from that socket and with sendto() from an unconnected one
+// (judged by sendmsg too) until stdin closes, and reports the counts.
+func floodMain(target, port string) int {
+	addr := net.JoinHostPort(target, port)
+	connected, err := net.Dial("udp4", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	unconnected, err := net.ListenUDP("udp4", nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	dst := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr))
+	fmt.Println("ready")
+	in := bufio.NewReader(os.Stdin)
+	if _, err := in.ReadString('\n'); err != nil {
+		return 1
+	}
+	stop := make(chan struct{})
+	go func() { io.Copy(io.Discard, in); close(stop) }()
+	var res floodResult
+	for {
+		select {
+		case <-stop:
+			json.NewEncoder(os.Stdout).Encode(res)
+			return 0
+		default:
+		}
+		var err error
+		if res.Attempts%2 == 0 {
+			_, err = connected.Write([]byte("leak"))
+		} else {
+			_, err = unconnected.WriteToUDP([]byte("leak"), dst)
+		}
+		res.Attempts++
+		switch {
+		case err == nil:
+			res.Sent++
+		case errors.Is(err, syscall.EPERM):
+			res.EPERM++
+		}
+	}
 }

@@ -74,12 +74,11 @@ func (s *streamer) print() error {
 			s.out.Flush()
 			return err
 		}
-		if s.filter == policy.LogNone || (s.filter == policy.LogDrop && e.Action == uint8(policy.Allow)) {
-			continue
-		}
-		e.Cgroup = s.cgroup
-		if err := events.Write(s.out, s.format, e); err != nil {
-			return err
+		if s.wanted(e) {
+			e.Cgroup = s.cgroup
+			if err := events.Write(s.out, s.format, e); err != nil {
+				return err
+			}
 		}
 		if s.rd.Pending() == 0 {
 			if err := s.out.Flush(); err != nil {
@@ -87,6 +86,11 @@ func (s *streamer) print() error {
 			}
 		}
 	}
+}
+
+// wanted says whether the filter lets an event through.
+func (s *streamer) wanted(e events.Event) bool {
+	return s.filter == policy.LogAll || (s.filter == policy.LogDrop && e.Action == uint8(policy.Block))
 }
 
 // reportLost says how many events the datapath dropped since the last report.
