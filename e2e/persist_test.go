@@ -334,6 +334,16 @@ func TestNested(t *testing.T) {
 	if l := list(t); len(l) < 2 {
 		t.Errorf("list shows %d policies, want both", len(l))
 	}
+	// detach --all removes every policy on the machine; tests run one at a
+	// time and each removes its own, so these two are all there is.
+	out := cgwallOK(t, "detach", "--all")
+	if !strings.Contains(out, "detached from "+cg+"\n") || !strings.Contains(out, "detached from "+child+"\n") {
+		t.Errorf("detach --all said %q", out)
+	}
+	if out := cgwallOK(t, "list"); out != "no persistent policies\n" {
+		t.Errorf("list after detach --all: %q", out)
+	}
+	mustPass(t, "child after detach --all", probe(t, child, "", "udp", "127.0.0.2", "127.0.0.1"))
 }
 
 // TestStaleAndGC removes a cgroup that has a policy: list shows it stale and
