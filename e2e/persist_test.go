@@ -422,3 +422,18 @@ func startWatch(t *testing.T, args ...string) *proc {
 	p.stderr.waitFor(t, "watching ")
 	return p
 }
+
+// TestAttachMountsBPFFS runs attach where bpffs is not mounted (in a private
+// mount namespace, so the host's stays): attach mounts it and pins there.
+func TestAttachMountsBPFFS(t *testing.T) {
+	cg, _ := testCgroup(t)
+	stderr, code := inMountNamespace(t, `
+		while grep -q ' /sys/fs/bpf ' /proc/self/mountinfo; do umount -l /sys/fs/bpf; done
+		"$CGWALL" attach --cgroup `+cg+` --block 127.0.0.2 >&2
+		grep ' /sys/fs/bpf ' /proc/self/mountinfo | grep -q ' - bpf ' || { echo "bpffs not mounted" >&2; exit 1; }
+		test -e /sys/fs/bpf/cgwall/*/link_egress || { echo "no pinned link" >&2; exit 1; }
+		exec "$CGWALL" detach --cgroup `+cg+` >&2`)
+	if code != 0 || !strings.Contains(stderr, "attached policy to "+cg) || !strings.Contains(stderr, "detached from "+cg) {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+}
