@@ -44,15 +44,12 @@ policy to the new one at the same instant.`,
 			if err := checkSystem(); err != nil {
 				return err
 			}
-			unlock, err := lockStore()
-			if err != nil {
-				return err
-			}
-			defer unlock()
-			if store.Exists(cg.ID) {
-				return replace(cg, p, stdout, stderr)
-			}
-			return attachNew(cg, p, stdout, stderr)
+			return withStore(func() error {
+				if store.Exists(cg.ID) {
+					return replace(cg, p, stdout, stderr)
+				}
+				return attachNew(cg, p, stdout, stderr)
+			})
 		},
 	}
 	target.bind(cmd.Flags())
@@ -65,6 +62,19 @@ func checkSystem() error {
 		return err
 	}
 	return checkKernel()
+}
+
+// withStore runs fn with the store locked, after checking privileges.
+func withStore(fn func() error) error {
+	if err := checkPrivileges(); err != nil {
+		return err
+	}
+	unlock, err := lockStore()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return fn()
 }
 
 // lockStore mounts bpffs if needed, takes the store's lock and clears what
@@ -178,20 +188,14 @@ func newDetachCmd(stdout io.Writer) *cobra.Command {
 				}
 				ids = []uint64{cg.ID}
 			}
-			if err := checkPrivileges(); err != nil {
-				return err
-			}
-			unlock, err := lockStore()
-			if err != nil {
-				return err
-			}
-			defer unlock()
-			if all {
-				if ids, err = store.IDs(); err != nil {
-					return failure(err)
+			return withStore(func() (err error) {
+				if all {
+					if ids, err = store.IDs(); err != nil {
+						return failure(err)
+					}
 				}
-			}
-			return detach(ids, all, stdout)
+				return detach(ids, all, stdout)
+			})
 		},
 	}
 	target.bind(cmd.Flags())

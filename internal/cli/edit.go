@@ -31,27 +31,21 @@ or with --in to ingress rules. Removing a rule that is not there is no error.`,
 			if err != nil {
 				return err
 			}
-			if err := checkPrivileges(); err != nil {
-				return err
-			}
-			unlock, err := lockStore()
-			if err != nil {
-				return err
-			}
-			defer unlock()
-			if !store.Exists(cg.ID) {
-				return usageErr(fmt.Errorf("no policy on %s: attach one first with 'cgwall attach --cgroup %s'", cg.Path, cg.Path))
-			}
-			d, err := datapath.Open(store.Dir(cg.ID))
-			if err != nil {
-				return failure(err)
-			}
-			defer d.Close()
 			dir := policy.Egress
 			if ingress {
 				dir = policy.Ingress
 			}
-			return edit(d, verb, dir, prefixes, stdout)
+			return withStore(func() error {
+				if !store.Exists(cg.ID) {
+					return usageErr(fmt.Errorf("no policy on %s: attach one first with 'cgwall attach --cgroup %s'", cg.Path, cg.Path))
+				}
+				d, err := datapath.Open(store.Dir(cg.ID))
+				if err != nil {
+					return failure(err)
+				}
+				defer d.Close()
+				return edit(d, verb, dir, prefixes, stdout)
+			})
 		},
 	}
 	target.bind(cmd.Flags())

@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
-	"github.com/cgwall/cgwall/internal/datapath"
 )
 
 // forwarded are the signals exec passes on to its command.
@@ -62,26 +61,12 @@ signal N ended it, and removes the cgroup and everything attached to it.`,
 				return failure(err)
 			}
 			defer removeCgroup(cg.Path)
-			d, err := datapath.Load(p)
+			f, err := attachForeground(p, cg, stderr)
 			if err != nil {
-				return failure(err)
+				return err
 			}
-			defer d.Close()
-			if err := d.Commit(); err != nil {
-				return failure(err)
-			}
-			rd, err := d.Events()
-			if err != nil {
-				return failure(err)
-			}
-			defer rd.Close()
-			att, err := d.Attach(cg, datapath.HooksFor(p)...)
-			if err != nil {
-				return failure(err)
-			}
-			defer att.Close()
-			warnPacketGuard(d, p, stderr)
-			return runInCgroup(cg, path, args, sigs, newStreamer(d, rd, format, stderr, stderr))
+			defer f.Close()
+			return runInCgroup(cg, path, args, sigs, newStreamer(f.d, f.rd, format, stderr, stderr))
 		},
 	}
 	rules.bind(cmd.Flags())

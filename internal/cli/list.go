@@ -206,37 +206,34 @@ func newGCCmd(stdout io.Writer) *cobra.Command {
 		Short: "Remove the policies of cgroups that no longer exist",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			if err := checkPrivileges(); err != nil {
-				return err
-			}
-			unlock, err := lockStore()
-			if err != nil {
-				return err
-			}
-			defer unlock()
-			ids, err := store.IDs()
-			if err != nil {
-				return failure(err)
-			}
-			paths, err := cgroup.PathsByID(ids)
-			if err != nil {
-				return failure(err)
-			}
-			removed := 0
-			for _, id := range ids {
-				if paths[id] != "" {
-					continue
-				}
-				if err := datapath.Unpin(store.Dir(id)); err != nil {
-					return failure(fmt.Errorf("remove stale policy of cgroup %d: %w", id, err))
-				}
-				fmt.Fprintf(stdout, "removed the stale policy of cgroup %d\n", id)
-				removed++
-			}
-			if removed == 0 {
-				fmt.Fprintln(stdout, "no stale policies")
-			}
-			return nil
+			return withStore(func() error { return gc(stdout) })
 		},
 	}
+}
+
+// gc removes the policies whose cgroup is gone.
+func gc(stdout io.Writer) error {
+	ids, err := store.IDs()
+	if err != nil {
+		return failure(err)
+	}
+	paths, err := cgroup.PathsByID(ids)
+	if err != nil {
+		return failure(err)
+	}
+	removed := 0
+	for _, id := range ids {
+		if paths[id] != "" {
+			continue
+		}
+		if err := datapath.Unpin(store.Dir(id)); err != nil {
+			return failure(fmt.Errorf("remove stale policy of cgroup %d: %w", id, err))
+		}
+		fmt.Fprintf(stdout, "removed the stale policy of cgroup %d\n", id)
+		removed++
+	}
+	if removed == 0 {
+		fmt.Fprintln(stdout, "no stale policies")
+	}
+	return nil
 }

@@ -59,33 +59,14 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	d, err := datapath.Load(p)
+	f, err := attachForeground(p, cg, stderr)
 	if err != nil {
-		return failure(err)
+		return err
 	}
-	defer d.Close()
-	// In force before it is attached: no packet passes unjudged.
-	if err := d.Commit(); err != nil {
-		return failure(err)
-	}
-	// Open the event stream before attaching so that no decision goes unseen.
-	rd, err := d.Events()
-	if err != nil {
-		return failure(err)
-	}
-	defer rd.Close()
-	att, err := d.Attach(cg, datapath.HooksFor(p)...)
-	if err != nil {
-		return failure(err)
-	}
-	defer att.Close()
-
-	if err := d.PacketGuardError(); err != nil {
-		fmt.Fprintf(stderr, "warning: --deny-raw refuses raw sockets but not packet sockets: %v\n", err)
-	}
-	fmt.Fprintf(stderr, "attached %s to %s (%s)\n", describeHooks(att.Hooks, p), cg.Path, plural(len(p.Rules), "rule"))
-	s := newStreamer(d, rd, format, stdout, stderr)
-	if err := s.stream(ctx, att.Close); err != nil {
+	defer f.Close()
+	fmt.Fprintf(stderr, "attached %s to %s (%s)\n", describeHooks(f.att.Hooks, p), cg.Path, plural(len(p.Rules), "rule"))
+	s := newStreamer(f.d, f.rd, format, stdout, stderr)
+	if err := s.stream(ctx, f.att.Close); err != nil {
 		return failure(err)
 	}
 	fmt.Fprintf(stderr, "detached from %s\n", cg.Path)

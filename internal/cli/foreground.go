@@ -1,0 +1,59 @@
+package cli
+
+import (
+	"errors"
+	"io"
+
+	"github.com/cgwall/cgwall/internal/cgroup"
+	"github.com/cgwall/cgwall/internal/datapath"
+	"github.com/cgwall/cgwall/internal/policy"
+)
+
+// foreground is a filter that lives as long as the cgwall process that holds
+// it (run, exec): its links are not pinned, so they go with the process.
+type foreground struct {
+	d   *datapath.Datapath
+	rd  *datapath.Reader
+	att *datapath.Attachment
+}
+
+// attachForeground loads p, puts it in force and attaches it to cg. The policy
+// is in force before it is attached, and the event stream open, so that no
+// packet passes unjudged and no decision goes unseen.
+func attachForeground(p *policy.Policy, cg cgroup.Dir, stderr io.Writer) (_ *foreground, err error) {
+	f := &foreground{}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	if f.d, err = datapath.Load(p); err != nil {
+		return nil, failure(err)
+	}
+	if err = f.d.Commit(); err != nil {
+		return nil, failure(err)
+	}
+	if f.rd, err = f.d.Events(); err != nil {
+		return nil, failure(err)
+	}
+	if f.att, err = f.d.Attach(cg, datapath.HooksFor(p)...); err != nil {
+		return nil, failure(err)
+	}
+	warnPacketGuard(f.d, p, stderr)
+	return f, nil
+}
+
+// Close detaches the filter and releases it.
+func (f *foreground) Close() error {
+	var errs []error
+	if f.att != nil {
+		errs = append(errs, f.att.Close())
+	}
+	if f.rd != nil {
+		errs = append(errs, f.rd.Close())
+	}
+	if f.d != nil {
+		errs = append(errs, f.d.Close())
+	}
+	return errors.Join(errs...)
+}
