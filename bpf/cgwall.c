@@ -61,12 +61,15 @@ enum event_flag {
 	EVENT_F_MALFORMED = 1 << 1,
 };
 
-// A rule as stored in every rule map. id ties counters and events to the rule
-// userspace knows; 0 means "no rule, the default decided".
+// A rule as stored in every rule map. id ties events to the rule userspace
+// knows; 0 means "no rule, the default decided". The counters live in the rule
+// itself, added to atomically, so counting costs no extra lookup.
 struct rule {
 	__u32 id;
 	__u8 action; // enum verdict
 	__u8 pad[3];
+	__u64 packets;
+	__u64 bytes;
 };
 
 // A policy's settings; one per generation.
@@ -180,16 +183,6 @@ struct prefix6_map {
 	__type(value, struct rule);
 };
 
-// Packets and bytes per rule ID. Userspace creates an entry for every rule, so
-// the datapath only ever looks up and adds.
-struct rule_stats_map {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 4096);
-	__type(key, __u32);
-	__type(value, struct counter);
-};
-
 #define GENERATIONS(name, inner)                                                           \
 	struct {                                                                           \
 		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);                                  \
@@ -206,7 +199,6 @@ GENERATIONS(ingress_host4, host4_map)
 GENERATIONS(ingress_prefix4, prefix4_map)
 GENERATIONS(ingress_host6, host6_map)
 GENERATIONS(ingress_prefix6, prefix6_map)
-GENERATIONS(rule_stats, rule_stats_map)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -331,31 +323,16 @@ static __always_inline struct rule *match(int dir, __u32 gen, const struct flow 
 	return lookup6(inner(&ingress_host6, gen), inner(&ingress_prefix6, gen), addr);
 }
 
-static __always_inline void count_rule(__u32 gen, __u32 id, __u32 len)
-{
-	void *m = inner(&rule_stats, gen);
-	struct counter *c = m ? bpf_map_lookup_elem(m, &id) : 0;
-
-	if (c) {
-		c->packets++;
-		c->bytes += len;
-	}
-}
-
 // decide is the decision rule: the most specific matching prefix decides; no
-// match means the direction's default. It returns the verdict and sets *rule_id
-// (0 for the default).
+// match means the direction's default. It returns the verdict and sets *rule to
+// the deciding rule, or NULL for the default.
 static __always_inline __u8 decide(int dir, const struct flow *f, const struct policy *pol,
-				   __u32 *rule_id)
+				   struct rule **rule)
 {
 	struct rule *r = match(dir, pol->gen, f);
 
-	if (r) {
-		*rule_id = r->id;
-		return r->action;
-	}
-	*rule_id = 0;
-	return pol->cfg->default_action[dir];
+	*rule = r;
+	return r ? r->action : pol->cfg->default_action[dir];
 }
 
 // event_for reserves an event when the log level asks for this decision. Never
@@ -399,12 +376,16 @@ static __always_inline void emit(const struct config *cfg, int hook, const struc
 // enforce counts and logs a decision and turns it into the program's return
 // value: in audit mode everything passes.
 static __always_inline int enforce(const struct policy *pol, int hook, const struct flow *f,
-				   __u8 action, __u32 rule_id, __u32 len, __u8 flags)
+				   __u8 action, struct rule *rule, __u32 len, __u8 flags)
 {
 	const struct config *cfg = pol->cfg;
+	__u32 rule_id = 0;
 
-	if (rule_id)
-		count_rule(pol->gen, rule_id, len);
+	if (rule) {
+		rule_id = rule->id;
+		__sync_fetch_and_add(&rule->packets, 1);
+		__sync_fetch_and_add(&rule->bytes, len);
+	}
 	emit(cfg, hook, f, action, rule_id, len, flags);
 	if (action == VERDICT_PASS) {
 		count(hook, STAT_PASS, len);
@@ -479,9 +460,9 @@ static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 		count(hook, STAT_MALFORMED, skb->len);
 		return enforce(&pol, hook, &f, VERDICT_DROP, 0, skb->len, EVENT_F_MALFORMED);
 	}
-	__u32 rule_id;
-	__u8 action = decide(dir, &f, &pol, &rule_id);
-	return enforce(&pol, hook, &f, action, rule_id, skb->len, 0);
+	struct rule *rule;
+	__u8 action = decide(dir, &f, &pol, &rule);
+	return enforce(&pol, hook, &f, action, rule, skb->len, 0);
 }
 
 SEC("cgroup_skb/egress")
@@ -520,9 +501,9 @@ static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int 
 	f.proto = ctx->protocol;
 	f.dport = bpf_ntohs((__u16)ctx->user_port);
 
-	__u32 rule_id;
-	__u8 action = decide(DIR_EGRESS, &f, &pol, &rule_id);
-	return enforce(&pol, hook, &f, action, rule_id, 0, 0);
+	struct rule *rule;
+	__u8 action = decide(DIR_EGRESS, &f, &pol, &rule);
+	return enforce(&pol, hook, &f, action, rule, 0, 0);
 }
 
 SEC("cgroup/connect4")

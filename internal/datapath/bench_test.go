@@ -251,9 +251,6 @@ func buildBenchSet(n, family int, shares []benchShare) benchSet {
 func ruleMapMemlock(d *Datapath) (uint64, error) {
 	var total uint64
 	for _, o := range d.outerMaps() {
-		if o.name == cgwallMapRuleStats {
-			continue
-		}
 		inner, err := d.innerMap(o.m)
 		if err != nil {
 			return 0, err

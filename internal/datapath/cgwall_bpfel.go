@@ -98,10 +98,12 @@ type cgwallLpmKey6 struct {
 }
 
 type cgwallRule struct {
-	_      structs.HostLayout
-	Id     uint32
-	Action uint8
-	Pad    [3]uint8
+	_       structs.HostLayout
+	Id      uint32
+	Action  uint8
+	Pad     [3]uint8
+	Packets uint64
+	Bytes   uint64
 }
 
 type cgwallStat uint32
@@ -144,7 +146,6 @@ const (
 	cgwallMapIngressHost6        = "ingress_host6"
 	cgwallMapIngressPrefix4      = "ingress_prefix4"
 	cgwallMapIngressPrefix6      = "ingress_prefix6"
-	cgwallMapRuleStats           = "rule_stats"
 	cgwallMapSettings            = "settings"
 	cgwallMapStats               = "stats"
 	cgwallProgCgwallConnect4     = "cgwall_connect4"
@@ -237,7 +238,6 @@ type cgwallMapSpecs struct {
 	IngressHost6   *ebpf.MapSpec `ebpf:"ingress_host6"`
 	IngressPrefix4 *ebpf.MapSpec `ebpf:"ingress_prefix4"`
 	IngressPrefix6 *ebpf.MapSpec `ebpf:"ingress_prefix6"`
-	RuleStats      *ebpf.MapSpec `ebpf:"rule_stats"`
 	Settings       *ebpf.MapSpec `ebpf:"settings"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -292,7 +292,6 @@ type cgwallMaps struct {
 	IngressHost6   *ebpf.Map `ebpf:"ingress_host6"`
 	IngressPrefix4 *ebpf.Map `ebpf:"ingress_prefix4"`
 	IngressPrefix6 *ebpf.Map `ebpf:"ingress_prefix6"`
-	RuleStats      *ebpf.Map `ebpf:"rule_stats"`
 	Settings       *ebpf.Map `ebpf:"settings"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 }
@@ -309,7 +308,6 @@ func (m *cgwallMaps) Close() error {
 		m.IngressHost6,
 		m.IngressPrefix4,
 		m.IngressPrefix6,
-		m.RuleStats,
 		m.Settings,
 		m.Stats,
 	)

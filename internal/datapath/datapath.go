@@ -83,7 +83,7 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 		d.packetGuard, d.packetGuardErr = d.loadPacketGuard()
 	}
 	p.Renumber(1)
-	if err := d.install(p, 0); err != nil {
+	if err := d.install(p, 0, nil); err != nil {
 		d.Close()
 		return nil, err
 	}

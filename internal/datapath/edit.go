@@ -29,7 +29,7 @@ func (d *Datapath) Set(dir policy.Direction, action policy.Action, prefix netip.
 			return r, Unchanged, nil
 		}
 		r.Action = action
-		if err := d.putRule(r); err != nil {
+		if err := d.setAction(r); err != nil {
 			return r, Unchanged, err
 		}
 		d.policy.SetAction(r.ID, action)
@@ -42,13 +42,17 @@ func (d *Datapath) Set(dir policy.Direction, action policy.Action, prefix netip.
 	if err := d.writeState(); err != nil {
 		return r, Unchanged, err
 	}
-	err := d.addRule(r)
-	if errors.Is(err, unix.E2BIG) || errors.Is(err, errNoCounterRoom) {
-		// Grow: the whole policy, with the new rule, moves to bigger maps in
-		// the other generation.
+	err := d.putRule(r, cgwallRule{Id: r.ID, Action: uint8(action)}, ebpf.UpdateNoExist)
+	if errors.Is(err, unix.E2BIG) {
+		// Full: the whole policy, with the new rule and every counter, moves
+		// to bigger maps in the other generation.
+		counters, err := d.RuleCounters()
+		if err != nil {
+			return r, Unchanged, err
+		}
 		next := d.policy.Clone()
 		next.AddRule(r)
-		return r, Added, d.switchTo(next)
+		return r, Added, d.switchTo(next, counters)
 	}
 	if err != nil {
 		return r, Unchanged, err
@@ -57,33 +61,31 @@ func (d *Datapath) Set(dir policy.Direction, action policy.Action, prefix netip.
 	return r, Added, nil
 }
 
-var errNoCounterRoom = errors.New("rule counter map is full")
-
-func (d *Datapath) addRule(r policy.Rule) error {
-	stats, err := d.innerMap(d.objs.RuleStats)
-	if err != nil {
-		return err
-	}
-	defer stats.Close()
-	// The counter first, so the rule counts from its first packet.
-	zero := make([]cgwallCounter, ebpf.MustPossibleCPU())
-	if err := stats.Update(r.ID, zero, ebpf.UpdateNoExist); err != nil {
-		if errors.Is(err, unix.E2BIG) {
-			return errNoCounterRoom
-		}
-		return fmt.Errorf("create counter of rule %d: %w", r.ID, err)
-	}
-	return d.putRule(r)
-}
-
-// putRule writes a rule into its map of the generation in force.
-func (d *Datapath) putRule(r policy.Rule) error {
+// setAction changes a rule's action in place, keeping the counters it has.
+func (d *Datapath) setAction(r policy.Rule) error {
 	m, err := d.ruleMap(r.Dir, r.Prefix)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	if err := m.Put(ruleKey(r.Prefix), cgwallRule{Id: r.ID, Action: uint8(r.Action)}); err != nil {
+	var v cgwallRule
+	if err := m.Lookup(ruleKey(r.Prefix), &v); err != nil {
+		return fmt.Errorf("read rule %s: %w", r, err)
+	}
+	// Packets counted between this read and the write below are lost to the
+	// counter, not to the decision.
+	v.Action = uint8(r.Action)
+	return d.putRule(r, v, ebpf.UpdateExist)
+}
+
+// putRule writes a rule's value into its map of the generation in force.
+func (d *Datapath) putRule(r policy.Rule, v cgwallRule, flags ebpf.MapUpdateFlags) error {
+	m, err := d.ruleMap(r.Dir, r.Prefix)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := m.Update(ruleKey(r.Prefix), v, flags); err != nil {
 		return fmt.Errorf("write rule %s: %w", r, err)
 	}
 	return nil
@@ -103,10 +105,6 @@ func (d *Datapath) Remove(dir policy.Direction, prefix netip.Prefix) (policy.Rul
 	defer m.Close()
 	if err := m.Delete(ruleKey(prefix)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return r, Unchanged, fmt.Errorf("delete rule %s: %w", r, err)
-	}
-	if stats, err := d.innerMap(d.objs.RuleStats); err == nil {
-		stats.Delete(r.ID) // a counter left behind only costs memory
-		stats.Close()
 	}
 	d.policy.Delete(dir, prefix)
 	return r, Removed, nil

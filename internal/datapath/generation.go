@@ -16,7 +16,7 @@ type outer struct {
 	m    *ebpf.Map
 }
 
-// outerMaps lists the outer maps, the rule maps first.
+// outerMaps lists the outer maps, one per rule map.
 func (d *Datapath) outerMaps() []outer {
 	m := &d.objs.cgwallMaps
 	return []outer{
@@ -24,7 +24,6 @@ func (d *Datapath) outerMaps() []outer {
 		{cgwallMapEgressHost6, m.EgressHost6}, {cgwallMapEgressPrefix6, m.EgressPrefix6},
 		{cgwallMapIngressHost4, m.IngressHost4}, {cgwallMapIngressPrefix4, m.IngressPrefix4},
 		{cgwallMapIngressHost6, m.IngressHost6}, {cgwallMapIngressPrefix6, m.IngressPrefix6},
-		{cgwallMapRuleStats, m.RuleStats},
 	}
 }
 
@@ -37,16 +36,16 @@ func (g generation) Close() {
 	}
 }
 
-// install builds p's inner maps and settings in generation gen. It does not
-// switch to it.
-func (d *Datapath) install(p *policy.Policy, gen uint32) error {
+// install builds p's inner maps and settings in generation gen, with the
+// counters given by rule ID. It does not switch to it.
+func (d *Datapath) install(p *policy.Policy, gen uint32, counters map[uint32]Counter) error {
 	g, err := d.newGeneration(p)
 	if err != nil {
 		return err
 	}
 	// The outer maps hold their own references; ours go when install returns.
 	defer g.Close()
-	if err := fillGeneration(g, p); err != nil {
+	if err := fillGeneration(g, p, counters); err != nil {
 		return err
 	}
 	for _, o := range d.outerMaps() {
@@ -68,15 +67,12 @@ func (d *Datapath) newGeneration(p *policy.Policy) (generation, error) {
 	g := generation{}
 	for _, o := range d.outerMaps() {
 		inner := d.spec.Maps[o.name].InnerMap.Copy()
-		switch inner.Type {
-		case ebpf.Hash:
+		if inner.Type == ebpf.Hash {
 			if hosts[o.name] > MaxHostRules {
 				g.Close()
 				return nil, fmt.Errorf("%d host rules in %s: at most %d are supported", hosts[o.name], o.name, MaxHostRules)
 			}
 			inner.MaxEntries = hostCapacity(hosts[o.name])
-		case ebpf.PerCPUHash:
-			inner.MaxEntries = hostCapacity(len(p.Rules))
 		}
 		m, err := ebpf.NewMap(inner)
 		if err != nil {
@@ -93,14 +89,14 @@ func (d *Datapath) newGeneration(p *policy.Policy) (generation, error) {
 // hook to it. p's rules are renumbered past every ID handed out so far.
 func (d *Datapath) Replace(p *policy.Policy) error {
 	p.Renumber(d.state.NextRuleId)
-	return d.switchTo(p)
+	return d.switchTo(p, nil)
 }
 
-// switchTo installs p, IDs as they are, in the other generation and switches
-// to it.
-func (d *Datapath) switchTo(p *policy.Policy) error {
+// switchTo installs p, IDs as they are, in the other generation, with the
+// counters given, and switches to it.
+func (d *Datapath) switchTo(p *policy.Policy, counters map[uint32]Counter) error {
 	old, next := d.state.Gen, 1-d.state.Gen
-	if err := d.install(p, next); err != nil {
+	if err := d.install(p, next, counters); err != nil {
 		d.clearGeneration(next)
 		return err
 	}

@@ -21,8 +21,8 @@ func (d *Datapath) pinnedMaps() map[string]**ebpf.Map {
 		cgwallMapEgressHost6: &m.EgressHost6, cgwallMapEgressPrefix6: &m.EgressPrefix6,
 		cgwallMapIngressHost4: &m.IngressHost4, cgwallMapIngressPrefix4: &m.IngressPrefix4,
 		cgwallMapIngressHost6: &m.IngressHost6, cgwallMapIngressPrefix6: &m.IngressPrefix6,
-		cgwallMapRuleStats: &m.RuleStats, cgwallMapSettings: &m.Settings,
-		cgwallMapCurrent: &m.Current, cgwallMapStats: &m.Stats, cgwallMapEvents: &m.Events,
+		cgwallMapSettings: &m.Settings,
+		cgwallMapCurrent:  &m.Current, cgwallMapStats: &m.Stats, cgwallMapEvents: &m.Events,
 	}
 }
 
@@ -84,17 +84,15 @@ func (d *Datapath) readPolicy() (*policy.Policy, error) {
 	p.Audit, p.DenyRaw, p.Log = cfg.Audit != 0, cfg.DenyRaw != 0, policy.LogLevel(cfg.LogLevel)
 
 	for _, o := range d.outerMaps() {
-		if o.name == cgwallMapRuleStats {
-			continue
-		}
-		if err := d.readRules(p, o); err != nil {
+		if err := d.eachRule(o, func(r policy.Rule, _ Counter) { p.AddRule(r) }); err != nil {
 			return nil, err
 		}
 	}
 	return p, nil
 }
 
-func (d *Datapath) readRules(p *policy.Policy, o outer) error {
+// eachRule calls fn for every rule in an outer map's generation in force.
+func (d *Datapath) eachRule(o outer, fn func(policy.Rule, Counter)) error {
 	inner, err := d.innerMap(o.m)
 	if err != nil {
 		return err
@@ -108,7 +106,8 @@ func (d *Datapath) readRules(p *policy.Policy, o outer) error {
 	var val cgwallRule
 	it := inner.Iterate()
 	for it.Next(key, &val) {
-		p.AddRule(policy.Rule{ID: val.Id, Dir: dir, Prefix: rulePrefix(key), Action: policy.Action(val.Action)})
+		fn(policy.Rule{ID: val.Id, Dir: dir, Prefix: rulePrefix(key), Action: policy.Action(val.Action)},
+			Counter{Packets: val.Packets, Bytes: val.Bytes})
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read rules of %s: %w", o.name, err)
@@ -129,28 +128,14 @@ func newKey(name string) any {
 	return new(cgwallLpmKey6)
 }
 
-// RuleCounter returns the packets and bytes each rule of the policy in force
+// RuleCounters returns the packets and bytes each rule of the policy in force
 // decided, by rule ID.
 func (d *Datapath) RuleCounters() (map[uint32]Counter, error) {
-	m, err := d.innerMap(d.objs.RuleStats)
-	if err != nil {
-		return nil, err
-	}
-	defer m.Close()
 	out := map[uint32]Counter{}
-	var id uint32
-	var perCPU []cgwallCounter
-	it := m.Iterate()
-	for it.Next(&id, &perCPU) {
-		var c Counter
-		for _, v := range perCPU {
-			c.Packets += v.Packets
-			c.Bytes += v.Bytes
+	for _, o := range d.outerMaps() {
+		if err := d.eachRule(o, func(r policy.Rule, c Counter) { out[r.ID] = c }); err != nil {
+			return nil, err
 		}
-		out[id] = c
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read rule counters: %w", err)
 	}
 	return out, nil
 }

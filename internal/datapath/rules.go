@@ -71,11 +71,10 @@ type batch struct {
 	values []cgwallRule
 }
 
-// fillGeneration writes every rule of p, and a zero counter for each, into a
+// fillGeneration writes every rule of p, with its counters if given, into a
 // generation's fresh inner maps.
-func fillGeneration(g generation, p *policy.Policy) error {
+func fillGeneration(g generation, p *policy.Policy, counters map[uint32]Counter) error {
 	batches := map[string]*batch{}
-	ids := make([]uint32, 0, len(p.Rules))
 	for _, r := range p.Rules {
 		name := mapName(r.Dir, r.Prefix)
 		b := batches[name]
@@ -83,14 +82,9 @@ func fillGeneration(g generation, p *policy.Policy) error {
 			b = &batch{}
 			batches[name] = b
 		}
+		c := counters[r.ID]
 		b.keys = append(b.keys, ruleKey(r.Prefix))
-		b.values = append(b.values, cgwallRule{Id: r.ID, Action: uint8(r.Action)})
-		ids = append(ids, r.ID)
-	}
-	if len(ids) > 0 {
-		if err := zeroCounters(g[cgwallMapRuleStats], ids); err != nil {
-			return fmt.Errorf("create rule counters: %w", err)
-		}
+		b.values = append(b.values, cgwallRule{Id: r.ID, Action: uint8(r.Action), Packets: c.Packets, Bytes: c.Bytes})
 	}
 	for name, b := range batches {
 		if err := writeRules(g[name], b); err != nil {
@@ -98,12 +92,6 @@ func fillGeneration(g generation, p *policy.Policy) error {
 		}
 	}
 	return nil
-}
-
-func zeroCounters(m *ebpf.Map, ids []uint32) error {
-	zero := make([]cgwallCounter, ebpf.MustPossibleCPU()*len(ids))
-	_, err := m.BatchUpdate(ids, zero, nil)
-	return err
 }
 
 // writeRules writes a batch in one system call where the map type allows it.
