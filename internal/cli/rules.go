@@ -19,6 +19,7 @@ type ruleFlags struct {
 	allow   []string
 	blockIn []string
 	allowIn []string
+	lists   [4][]string // --block-list, --allow-list, --block-in-list, --allow-in-list
 	def     string
 	defIn   string
 	audit   bool
@@ -33,6 +34,10 @@ func (f *ruleFlags) bind(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&f.allow, "allow", nil, "allow egress traffic to `ADDR` (repeatable); the longest prefix decides")
 	fs.StringArrayVar(&f.blockIn, "block-in", nil, "block ingress traffic from `ADDR` (repeatable)")
 	fs.StringArrayVar(&f.allowIn, "allow-in", nil, "allow ingress traffic from `ADDR` (repeatable)")
+	fs.StringArrayVar(&f.lists[0], "block-list", nil, "block egress traffic to every address in `FILE`, one address or CIDR a line (repeatable)")
+	fs.StringArrayVar(&f.lists[1], "allow-list", nil, "allow egress traffic to every address in `FILE` (repeatable)")
+	fs.StringArrayVar(&f.lists[2], "block-in-list", nil, "block ingress traffic from every address in `FILE` (repeatable)")
+	fs.StringArrayVar(&f.lists[3], "allow-in-list", nil, "allow ingress traffic from every address in `FILE` (repeatable)")
 	fs.StringVar(&f.def, "default", "allow", "egress `ACTION` where no rule matches: allow, or block to make the rules an allowlist")
 	fs.StringVar(&f.defIn, "default-in", "allow", "ingress `ACTION` where no rule matches: allow or block")
 	fs.BoolVar(&f.audit, "audit", false, "decide, count and log every packet, but drop nothing")
@@ -55,15 +60,21 @@ func (f *ruleFlags) policy() (*policy.Policy, error) {
 		dir    policy.Direction
 		action policy.Action
 		addrs  []string
+		lists  []string
 	}{
-		{"--block", policy.Egress, policy.Block, f.block},
-		{"--allow", policy.Egress, policy.Allow, f.allow},
-		{"--block-in", policy.Ingress, policy.Block, f.blockIn},
-		{"--allow-in", policy.Ingress, policy.Allow, f.allowIn},
+		{"--block", policy.Egress, policy.Block, f.block, f.lists[0]},
+		{"--allow", policy.Egress, policy.Allow, f.allow, f.lists[1]},
+		{"--block-in", policy.Ingress, policy.Block, f.blockIn, f.lists[2]},
+		{"--allow-in", policy.Ingress, policy.Allow, f.allowIn, f.lists[3]},
 	} {
 		for _, addr := range r.addrs {
 			if err := p.Add(r.dir, r.action, addr); err != nil {
 				return nil, usageErr(fmt.Errorf("%s: %w", r.flag, err))
+			}
+		}
+		for _, file := range r.lists {
+			if err := p.AddList(file, r.dir, r.action); err != nil {
+				return nil, usageErr(fmt.Errorf("%s-list: %w", r.flag, err))
 			}
 		}
 	}

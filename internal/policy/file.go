@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -81,7 +82,7 @@ func unwrapPathError(err error) error {
 
 // ParseFile parses the text of a policy file; path only names it in errors.
 func ParseFile(path string, data []byte) (*Policy, FileSettings, error) {
-	fp := &fileParser{p: New(), seen: map[ruleKey]seenRule{}}
+	fp := &fileParser{p: New(), seen: map[ruleKey]seenRule{}, path: path}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		line, msg := yamlErrorLine(err)
@@ -113,6 +114,7 @@ type seenRule struct {
 }
 
 type fileParser struct {
+	path     string
 	p        *Policy
 	set      FileSettings
 	seen     map[ruleKey]seenRule
@@ -209,7 +211,7 @@ func (fp *fileParser) boolean(n *yaml.Node, key string) bool {
 }
 
 func (fp *fileParser) direction(n *yaml.Node, dir Direction) {
-	fp.mapping(n, dir.String(), []string{"default", "block", "allow"}, func(key string, v *yaml.Node) {
+	fp.mapping(n, dir.String(), []string{"default", "block", "allow", "block_lists", "allow_lists"}, func(key string, v *yaml.Node) {
 		switch key {
 		case "default":
 			action, err := ParseAction(v.Value)
@@ -222,8 +224,35 @@ func (fp *fileParser) direction(n *yaml.Node, dir Direction) {
 			fp.rules(v, dir, Block)
 		case "allow":
 			fp.rules(v, dir, Allow)
+		case "block_lists":
+			fp.lists(v, dir, Block)
+		case "allow_lists":
+			fp.lists(v, dir, Allow)
 		}
 	})
+}
+
+// lists reads list files named in the policy; a relative name is taken from
+// the policy file's folder.
+func (fp *fileParser) lists(n *yaml.Node, dir Direction, action Action) {
+	where := fmt.Sprintf("%s.%s_lists", dir, action)
+	if n.Kind != yaml.SequenceNode {
+		fp.problem(n.Line, "%s must be a list of file names, not %s", where, describe(n))
+		return
+	}
+	for _, item := range n.Content {
+		name := item.Value
+		if item.Kind != yaml.ScalarNode || name == "" {
+			fp.problem(item.Line, "%s: %s is not a file name", where, describe(item))
+			continue
+		}
+		if !filepath.IsAbs(name) {
+			name = filepath.Join(filepath.Dir(fp.path), name)
+		}
+		if err := fp.p.AddList(name, dir, action); err != nil {
+			fp.problem(item.Line, "%s: %v", where, err)
+		}
+	}
 }
 
 func (fp *fileParser) rules(n *yaml.Node, dir Direction, action Action) {

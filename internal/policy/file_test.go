@@ -115,3 +115,39 @@ func TestLoadFileErrors(t *testing.T) {
 		t.Errorf("syntax error: %v", err)
 	}
 }
+
+func TestAddList(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.txt")
+	os.WriteFile(good, []byte("# a blocklist\n192.0.2.1\n\n198.51.100.0/24  # a comment\n2001:db8::/32\n192.0.2.1\n"), 0o600)
+	p := New()
+	if err := p.AddList(good, Egress, Block); err != nil || len(p.Rules) != 3 {
+		t.Fatalf("AddList: %v, %v", err, p.Rules)
+	}
+	bad := filepath.Join(dir, "bad.txt")
+	os.WriteFile(bad, []byte("192.0.2.1\n192.0.2.300\nnot-an-address\n"), 0o600)
+	err := p.AddList(bad, Egress, Allow)
+	var fe *FileError
+	if !errors.As(err, &fe) || len(fe.Problems) != 3 {
+		t.Fatalf("AddList of a bad file: %v", err)
+	}
+	for i, want := range []string{
+		"bad.txt:1: 192.0.2.1/32 is both blocked and allowed for egress",
+		`bad.txt:2: "192.0.2.300" is not a valid IPv4 or IPv6 address`,
+		`bad.txt:3: "not-an-address" is not a valid`,
+	} {
+		if !strings.Contains(fe.Lines()[i], want) {
+			t.Errorf("problem %d = %q, want %q", i, fe.Lines()[i], want)
+		}
+	}
+	// A policy file names list files relative to itself.
+	policyFile := filepath.Join(dir, "p.yaml")
+	p2, _, err := ParseFile(policyFile, []byte("ingress:\n  block_lists: [good.txt]\n  allow_lists: [missing.txt]\n"))
+	if err == nil || !strings.Contains(err.Error(), "p.yaml:3: ingress.allow_lists: list file: "+filepath.Join(dir, "missing.txt")) {
+		t.Fatalf("missing list: %v", err)
+	}
+	p2, _, err = ParseFile(policyFile, []byte("ingress:\n  block_lists: [good.txt]\n"))
+	if err != nil || p2.Count(Ingress) != 3 {
+		t.Fatalf("block_lists: %v, %v", err, p2)
+	}
+}

@@ -5,6 +5,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // Action is what a rule, or a direction's default, does with a packet. The
@@ -76,7 +77,7 @@ type Policy struct {
 	DenyRaw bool      // refuse raw and packet sockets
 
 	index  map[ruleKey]int // position in Rules
-	byID   map[uint32]int  // position in Rules
+	byID   map[uint32]int  // position in Rules; built on first use, nil after Renumber
 	nextID uint32
 }
 
@@ -87,7 +88,7 @@ type ruleKey struct {
 
 // New returns an empty policy that allows by default and logs drops.
 func New() *Policy {
-	return &Policy{Default: [2]Action{Allow, Allow}, Log: LogDrop, index: map[ruleKey]int{}, byID: map[uint32]int{}, nextID: 1}
+	return &Policy{Default: [2]Action{Allow, Allow}, Log: LogDrop, index: map[ruleKey]int{}, nextID: 1}
 }
 
 // Add parses addr and adds it as a rule. The same rule twice is kept once; the
@@ -117,11 +118,23 @@ func (p *Policy) AddPrefix(dir Direction, action Action, prefix netip.Prefix) er
 // guarantees that neither its prefix nor its ID is taken.
 func (p *Policy) AddRule(r Rule) {
 	p.index[ruleKey{r.Dir, r.Prefix}] = len(p.Rules)
-	p.byID[r.ID] = len(p.Rules)
+	if p.byID != nil {
+		p.byID[r.ID] = len(p.Rules)
+	}
 	p.Rules = append(p.Rules, r)
 	if r.ID >= p.nextID {
 		p.nextID = r.ID + 1
 	}
+}
+
+// Grow makes room for n more rules.
+func (p *Policy) Grow(n int) {
+	p.Rules = slices.Grow(p.Rules, n)
+	index := make(map[ruleKey]int, len(p.index)+n)
+	for k, v := range p.index {
+		index[k] = v
+	}
+	p.index = index
 }
 
 // Lookup returns the rule for a direction and prefix.
@@ -135,6 +148,12 @@ func (p *Policy) Lookup(dir Direction, prefix netip.Prefix) (Rule, bool) {
 
 // Rule returns the rule with the given ID.
 func (p *Policy) Rule(id uint32) (Rule, bool) {
+	if p.byID == nil {
+		p.byID = make(map[uint32]int, len(p.Rules))
+		for i, r := range p.Rules {
+			p.byID[r.ID] = i
+		}
+	}
 	i, ok := p.byID[id]
 	if !ok {
 		return Rule{}, false
@@ -149,10 +168,9 @@ func (p *Policy) NextID() uint32 { return p.nextID }
 // replaces a policy renumbers the new one past every ID it has handed out, so
 // that an ID never names two rules.
 func (p *Policy) Renumber(first uint32) {
-	p.byID = map[uint32]int{}
+	p.byID = nil
 	for i := range p.Rules {
 		p.Rules[i].ID = first + uint32(i)
-		p.byID[p.Rules[i].ID] = i
 	}
 	p.nextID = first + uint32(len(p.Rules))
 }
@@ -222,8 +240,8 @@ func onOff(b bool) string {
 
 // SetAction changes the action of the rule with the given ID.
 func (p *Policy) SetAction(id uint32, action Action) {
-	if i, ok := p.byID[id]; ok {
-		p.Rules[i].Action = action
+	if r, ok := p.Rule(id); ok {
+		p.Rules[p.index[ruleKey{r.Dir, r.Prefix}]].Action = action
 	}
 }
 
@@ -235,13 +253,12 @@ func (p *Policy) Delete(dir Direction, prefix netip.Prefix) {
 		return
 	}
 	delete(p.index, k)
-	delete(p.byID, p.Rules[i].ID)
+	p.byID = nil // rebuilt on next use: positions change below
 	last := len(p.Rules) - 1
 	if i != last {
 		moved := p.Rules[last]
 		p.Rules[i] = moved
 		p.index[ruleKey{moved.Dir, moved.Prefix}] = i
-		p.byID[moved.ID] = i
 	}
 	p.Rules = p.Rules[:last]
 }
@@ -251,12 +268,9 @@ func (p *Policy) Clone() *Policy {
 	c := *p
 	c.Rules = append([]Rule(nil), p.Rules...)
 	c.index = make(map[ruleKey]int, len(p.index))
-	c.byID = make(map[uint32]int, len(p.byID))
+	c.byID = nil
 	for k, v := range p.index {
 		c.index[k] = v
-	}
-	for k, v := range p.byID {
-		c.byID[k] = v
 	}
 	return &c
 }
