@@ -349,7 +349,7 @@ func TestNested(t *testing.T) {
 // TestStaleAndGC removes a cgroup that has a policy: list shows it stale and
 // gc removes it.
 func TestStaleAndGC(t *testing.T) {
-	cg, child := testCgroup(t)
+	_, child := testCgroup(t)
 	attachPolicy(t, child, "--block", "127.0.0.2")
 	id := list(t, "--cgroup", child)[0].ID
 	if err := os.Remove(child); err != nil {
@@ -378,7 +378,6 @@ func TestStaleAndGC(t *testing.T) {
 	if _, err := os.Stat(fmt.Sprintf("/sys/fs/bpf/cgwall/%d", id)); !os.IsNotExist(err) {
 		t.Errorf("pins left after gc: %v", err)
 	}
-	_ = cg
 }
 
 // TestWatch streams the decisions of a persistent policy.
