@@ -52,13 +52,9 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := checkPrivileges(); err != nil {
+	if err := checkSystem(); err != nil {
 		return err
 	}
-	if err := checkKernel(); err != nil {
-		return err
-	}
-
 	f, err := attachForeground(p, cg, stderr)
 	if err != nil {
 		return err
