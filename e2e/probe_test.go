@@ -39,6 +39,10 @@ func probeMain(args []string) int {
 		return mappedMain(args[1], args[2])
 	case len(args) == 3 && args[0] == "flood":
 		return floodMain(args[1], args[2])
+	case len(args) == 3 && args[0] == "burst":
+		return burstMain(args[1], args[2])
+	case len(args) == 2 && args[0] == "icmp":
+		return icmpMain(args[1])
 	}
 	if len(args) != 3 {
 		fmt.Fprintln(os.Stderr, "usage: probe udp|tcp TARGET MARKER")
@@ -325,4 +329,47 @@ func floodMain(target, port string) int {
 			res.EPERM++
 		}
 	}
+}
+
+// burstMain runs as: PROBE burst TARGET N. It sends N datagrams to TARGET:9
+// and prints how many sends succeeded.
+func burstMain(target, count string) int {
+	n, err := strconv.Atoi(count)
+	if err != nil {
+		return 2
+	}
+	conn, err := net.ListenUDP("udp4", nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer conn.Close()
+	dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(target), 9))
+	sent := 0
+	for i := 0; i < n; i++ {
+		if _, err := conn.WriteToUDP([]byte("burst"), dst); err == nil {
+			sent++
+		}
+	}
+	fmt.Println(sent)
+	return 0
+}
+
+// icmpMain runs as: PROBE icmp TARGET. It sends one ICMP echo request from a
+// raw socket, which no socket hook sees, and prints the error, or "ok".
+func icmpMain(target string) int {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_ICMP)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer syscall.Close(fd)
+	echo := []byte{8, 0, 0xf7, 0xff, 0, 0, 0, 0} // type 8, code 0, checksum, id 0, seq 0
+	sa := &syscall.SockaddrInet4{Addr: netip.MustParseAddr(target).As4()}
+	if err := syscall.Sendto(fd, echo, 0, sa); err != nil {
+		fmt.Println(err)
+	} else {
+		fmt.Println("ok")
+	}
+	return 0
 }

@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -121,7 +123,66 @@ func TestRunJSON(t *testing.T) {
 	if e.Action == nil || *e.Action != 0 || e.Rule != "127.0.0.2/32" || e.Proto != "udp" || e.DPort == 0 {
 		t.Errorf("event %q", line)
 	}
-	p.stop(t)
+	// SIGTERM ends run as SIGINT does: detached, exit 0.
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit %d after SIGTERM", code)
+	}
+	p.stderr.waitFor(t, "detached from "+cg)
+	if n := attachedCount(t, cg); n != 0 {
+		t.Errorf("%d programs attached after SIGTERM", n)
+	}
+}
+
+// TestRunReportsLostEvents stops run (SIGSTOP) so that it reads nothing,
+// makes far more decisions than the ring buffer holds, and resumes it: the
+// events that did not fit are reported, and the packets were judged anyway.
+func TestRunReportsLostEvents(t *testing.T) {
+	cg, _ := testCgroup(t)
+	p := startCgwall(t, "run", "--cgroup", cg, "--block", "127.0.0.2", "--log", "all")
+	p.cmd.Process.Signal(syscall.SIGSTOP)
+	out := runProbe(t, cg, "burst", "127.0.0.2", "10000")
+	p.cmd.Process.Signal(syscall.SIGCONT)
+	if out != "0" {
+		t.Errorf("%s of 10000 sends to a blocked address succeeded", out)
+	}
+	line := p.stderr.waitFor(t, "lost ")
+	var lost, total int
+	// The sendmsg hook refuses each send, so each is one decision; the
+	// 256 KiB ring buffer holds 4096 events of 64 bytes.
+	if _, err := fmt.Sscanf(line, "lost %d events (ring buffer full; %d in total)", &lost, &total); err != nil || lost < 10000-4096 || lost >= 10000 {
+		t.Errorf("lost-events line %q: want all but at most 4096 of the 10000 decisions lost", line)
+	}
+	p.stdout.waitFor(t, "DST 127.0.0.2, ACTION 0")
+}
+
+// TestRunBlocksICMP sends ICMP from a raw socket, which no socket hook sees:
+// cgroup_skb drops it.
+func TestRunBlocksICMP(t *testing.T) {
+	cg, _ := testCgroup(t)
+	p := startCgwall(t, "run", "--cgroup", cg, "--block", "127.0.0.2")
+	if got := runProbe(t, cg, "icmp", "127.0.0.2"); got != "operation not permitted" {
+		t.Errorf("ICMP to a blocked address: %q, want EPERM", got)
+	}
+	if got := runProbe(t, cg, "icmp", "127.0.0.3"); got != "ok" {
+		t.Errorf("ICMP to an allowed address: %q", got)
+	}
+	p.stdout.waitFor(t, "DST 127.0.0.2, ACTION 0 hook=egress src=127.0.0.1 proto=icmp rule=127.0.0.2/32")
+}
+
+// runProbe runs a probe in the cgroup and returns what it printed.
+func runProbe(t *testing.T, cg string, args ...string) string {
+	t.Helper()
+	self, _ := os.Executable()
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), probeEnv+"=1")
+	defer inCgroup(t, cmd, cg)()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("probe %v: %v", args, err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func mappedProbe(t *testing.T, cg, proto, ipv4 string) string {
