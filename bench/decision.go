@@ -190,7 +190,7 @@ func loadDatapath(p *policy.Policy) (*datapath.Datapath, error) {
 func measureSet(cfg *config, cg string, rs *ruleSet, overhead float64, rng *rand.Rand) ([]decisionSample, float64, float64, error) {
 	p := policy.New()
 	p.Log = policy.LogNone
-	for _, prefix := range rs.prefixes {
+	for _, prefix := range rs.Prefixes {
 		if err := p.AddPrefix(policy.Egress, policy.Block, prefix); err != nil {
 			return nil, 0, 0, err
 		}
@@ -214,10 +214,7 @@ func measureSet(cfg *config, cg string, rs *ruleSet, overhead float64, rng *rand
 		if len(pool.pkts) == 0 {
 			continue
 		}
-		want := uint32(1)
-		if kind != kindMiss {
-			want = 0
-		}
+		want := wantVerdict(kind)
 		ds, outliers, err := coldRuns(prog, pool, want, cfg.decisionRuns, overhead, rng)
 		if err != nil {
 			return nil, 0, 0, fmt.Errorf("%s: %w", kind, err)
@@ -228,7 +225,7 @@ func measureSet(cfg *config, cg string, rs *ruleSet, overhead float64, rng *rand
 			return nil, 0, 0, err
 		}
 		out = append(out, decisionSample{
-			Set: rs.name, Rules: len(rs.prefixes), Kind: kind, Dsts: len(pool.pkts), Runs: len(ds),
+			Set: rs.Name, Rules: len(rs.Prefixes), Kind: kind, Dsts: len(pool.pkts), Runs: len(ds),
 			MeanNs: mean(ds), P50Ns: median(ds), P99Ns: quantile(ds, 0.99),
 			WarmNs: float64(warm.Nanoseconds()), Outlie: outliers,
 		})
@@ -299,9 +296,9 @@ func (rs *ruleSet) pool(kind string, n int) packetPool {
 		return p
 	}
 	var p packetPool
-	p.addrs = rs.destinations(kind, n)
+	p.addrs = rs.Destinations(kind, n)
 	src := netip.MustParseAddr("192.0.2.1")
-	if rs.family == 6 {
+	if rs.Family == 6 {
 		src = netip.MustParseAddr("2001:db8::1")
 	}
 	for _, a := range p.addrs {

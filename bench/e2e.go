@@ -155,7 +155,7 @@ func makePair(ctx context.Context, c *cleanups, p netnsPair) error {
 func e2ePrefixes(n int) []netip.Prefix {
 	rs := buildMixed4(n)
 	out := make([]netip.Prefix, 0, n)
-	for _, p := range rs.prefixes {
+	for _, p := range rs.Prefixes {
 		if !p.Overlaps(trafficNet) {
 			out = append(out, p)
 		}
@@ -165,10 +165,9 @@ func e2ePrefixes(n int) []netip.Prefix {
 		v := rng.Uint32()
 		a := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 		p := netip.PrefixFrom(a, 32)
-		if _, dup := rs.seen[p]; dup || trafficNet.Contains(a) {
+		if trafficNet.Contains(a) || !rs.Add(p) {
 			continue
 		}
-		rs.seen[p] = struct{}{}
 		out = append(out, p)
 	}
 	return out

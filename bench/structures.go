@@ -84,7 +84,7 @@ func buildStructMaps(rs *ruleSet) (*structMaps, error) {
 	var err error
 	byLen := map[int][][4]byte{}
 	var hosts [][4]byte
-	for _, p := range rs.prefixes {
+	for _, p := range rs.Prefixes {
 		if p.Bits() == 32 {
 			hosts = append(hosts, p.Addr().As4())
 		} else {
@@ -127,7 +127,7 @@ func buildStructMaps(rs *ruleSet) (*structMaps, error) {
 	}
 	// The bitmap: bit (a<<16|b<<8|c) for every /24 a.b.c that a rule overlaps.
 	words := make([]uint64, 1<<18)
-	for _, p := range rs.prefixes {
+	for _, p := range rs.Prefixes {
 		a := p.Addr().As4()
 		first := uint32(a[0])<<16 | uint32(a[1])<<8 | uint32(a[2])
 		count := uint32(1)
@@ -284,10 +284,7 @@ func measureStructures(ctx context.Context, cfg *config, sets map[string]*ruleSe
 				if len(pool.pkts) == 0 {
 					continue
 				}
-				want := uint32(1)
-				if kind != kindMiss {
-					want = 0
-				}
+				want := wantVerdict(kind)
 				ds, _, err := coldRuns(prog, pool, want, cfg.structRuns, ov, rng)
 				if err != nil {
 					prog.Close()

@@ -117,13 +117,13 @@ func TestCurlFailsFast(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 
 	p := startCgwall(t, "run", "--cgroup", cg, "--block", "127.0.0.2")
-	out, stderr, code := curl(t, cg, fmt.Sprintf("http://127.0.0.2:%d/", port))
+	_, stderr, code := curl(t, cg, fmt.Sprintf("http://127.0.0.2:%d/", port))
 	// With --connect-timeout 20 a hang would end in exit 28 after 20 s; the
 	// connect hook makes curl fail with exit 7 and EPERM.
 	if code != 7 || !strings.Contains(stderr, "Operation not permitted") {
 		t.Errorf("curl to a blocked address: exit %d, stderr:\n%s", code, stderr)
 	}
-	out, stderr, code = curl(t, cg, fmt.Sprintf("http://127.0.0.3:%d/", port))
+	out, stderr, code := curl(t, cg, fmt.Sprintf("http://127.0.0.3:%d/", port))
 	if code != 0 || out != "hello from outside" {
 		t.Errorf("curl to an allowed address: exit %d, body %q, stderr:\n%s", code, out, stderr)
 	}

@@ -142,11 +142,11 @@ func TestAddList(t *testing.T) {
 	}
 	// A policy file names list files relative to itself.
 	policyFile := filepath.Join(dir, "p.yaml")
-	p2, _, err := ParseFile(policyFile, []byte("ingress:\n  block_lists: [good.txt]\n  allow_lists: [missing.txt]\n"))
+	_, _, err = ParseFile(policyFile, []byte("ingress:\n  block_lists: [good.txt]\n  allow_lists: [missing.txt]\n"))
 	if err == nil || !strings.Contains(err.Error(), "p.yaml:3: ingress.allow_lists: list file: "+filepath.Join(dir, "missing.txt")) {
 		t.Fatalf("missing list: %v", err)
 	}
-	p2, _, err = ParseFile(policyFile, []byte("ingress:\n  block_lists: [good.txt]\n"))
+	p2, _, err := ParseFile(policyFile, []byte("ingress:\n  block_lists: [good.txt]\n"))
 	if err != nil || p2.Count(Ingress) != 3 {
 		t.Fatalf("block_lists: %v, %v", err, p2)
 	}
