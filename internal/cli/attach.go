@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -147,20 +148,11 @@ func replace(cg cgroup.Dir, p *policy.Policy, stdout, stderr io.Writer) error {
 	if err := d.Commit(); err != nil { // a policy left uncommitted by a killed attach
 		return failure(err)
 	}
-	if p.DenyRaw && !hasHook(store.Dir(cg.ID), "packet_create") {
+	if p.DenyRaw && !slices.Contains(datapath.PinnedHooks(store.Dir(cg.ID)), "packet_create") {
 		fmt.Fprintln(stderr, "warning: --deny-raw refuses raw sockets but not packet sockets: this kernel refused the BPF LSM program when the policy was first attached")
 	}
 	fmt.Fprintf(stdout, "replaced policy on %s (%s)\n", cg.Path, plural(len(p.Rules), "rule"))
 	return nil
-}
-
-func hasHook(dir, name string) bool {
-	for _, h := range datapath.PinnedHooks(dir) {
-		if h == name {
-			return true
-		}
-	}
-	return false
 }
 
 func warnPacketGuard(d *datapath.Datapath, p *policy.Policy, stderr io.Writer) {
