@@ -72,13 +72,25 @@ struct rule {
 	__u64 bytes;
 };
 
-// A policy's settings; one per generation.
+// Prefix lengths a prefix rule can have; host rules (/32, /128) are kept apart.
+#define LENS4 32
+#define LENS6 128
+
+// A policy's settings; one per generation. lens4 and lens6 list the prefix
+// lengths that the generation's prefix rules have, longest first: the lookup
+// tries those and no other. A generation's lists never change while it is in
+// force; a rule of a new length goes in by building the other generation.
 struct config {
 	__u8 default_action[DIR_MAX]; // enum verdict per direction
 	__u8 audit;
 	__u8 log_level; // enum log_level
 	__u8 deny_raw;  // refuse raw and packet sockets
-	__u8 pad[3];
+	__u8 pad;
+	__u8 nlens4[DIR_MAX];
+	__u8 nlens6[DIR_MAX];
+	__u8 pad2[2];
+	__u8 lens4[DIR_MAX][LENS4];
+	__u8 lens6[DIR_MAX][LENS6];
 };
 
 // Which generation of the policy is in force. Userspace builds a new policy in
@@ -98,12 +110,13 @@ struct counter {
 	__u64 bytes;
 };
 
-struct lpm_key4 {
+// The key of a prefix rule: its length and its address, masked to that length.
+struct prefix_key4 {
 	__u32 prefixlen;
 	__u32 addr; // network order
 };
 
-struct lpm_key6 {
+struct prefix_key6 {
 	__u32 prefixlen;
 	__u8 addr[16];
 };
@@ -136,8 +149,8 @@ const struct rule *unused_rule __attribute__((unused));
 const struct config *unused_config __attribute__((unused));
 const struct state *unused_state __attribute__((unused));
 const struct counter *unused_counter __attribute__((unused));
-const struct lpm_key4 *unused_lpm_key4 __attribute__((unused));
-const struct lpm_key6 *unused_lpm_key6 __attribute__((unused));
+const struct prefix_key4 *unused_prefix_key4 __attribute__((unused));
+const struct prefix_key6 *unused_prefix_key6 __attribute__((unused));
 const struct addr6 *unused_addr6 __attribute__((unused));
 const enum verdict *unused_verdict __attribute__((unused));
 const enum direction *unused_direction __attribute__((unused));
@@ -146,11 +159,13 @@ const enum log_level *unused_log_level __attribute__((unused));
 const enum event_flag *unused_event_flag __attribute__((unused));
 const enum stat *unused_stat __attribute__((unused));
 
-// Rule maps. Host rules (/32, /128) live in hash maps, consulted first: a host
-// match is always the longest prefix, and a hash lookup costs the same at any
-// size. Shorter prefixes live in LPM tries. Each is an inner map of a
-// two-generation outer map (see struct state). Userspace sizes the hash maps for
-// the policy it loads; LPM tries allocate per entry, so their limit costs nothing.
+// Rule maps, all hash maps, so that a lookup costs about the same at any size.
+// Host rules (/32, /128) are consulted first: a host match is always the
+// longest prefix. Shorter prefixes sit in one map per family keyed by length
+// and masked address, tried for each length the policy has, longest first
+// (see struct config). Each is an inner map of a two-generation outer map (see
+// struct state); userspace sizes them for the policy it loads, and elements
+// are allocated as they are inserted.
 struct host4_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -160,10 +175,10 @@ struct host4_map {
 };
 
 struct prefix4_map {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 24);
-	__type(key, struct lpm_key4);
+	__uint(max_entries, 4096);
+	__type(key, struct prefix_key4);
 	__type(value, struct rule);
 };
 
@@ -176,11 +191,27 @@ struct host6_map {
 };
 
 struct prefix6_map {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 24);
-	__type(key, struct lpm_key6);
+	__uint(max_entries, 4096);
+	__type(key, struct prefix_key6);
 	__type(value, struct rule);
+};
+
+// One bit per IPv4 /24, set when some rule of the direction overlaps that /24:
+// a clear bit answers "no rule" with one load, whatever the policy's size.
+// Only large IPv4 policies have one (a generation without it leaves its slot
+// empty): 2 MiB costs a cold load more than it saves on a small policy.
+// Userspace sets a rule's bits before it inserts the rule, and clears bits
+// only by building a new generation.
+#define BITMAP4_WORDS (1 << 18)
+
+struct bitmap4_map {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE); // filled by userspace in one copy
+	__uint(max_entries, BITMAP4_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
 };
 
 #define GENERATIONS(name, inner)                                                           \
@@ -199,6 +230,8 @@ GENERATIONS(ingress_host4, host4_map)
 GENERATIONS(ingress_prefix4, prefix4_map)
 GENERATIONS(ingress_host6, host6_map)
 GENERATIONS(ingress_prefix6, prefix6_map)
+GENERATIONS(egress_bitmap4, bitmap4_map)
+GENERATIONS(ingress_bitmap4, bitmap4_map)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -273,25 +306,82 @@ static __always_inline void *inner(void *outer, __u32 gen)
 	return bpf_map_lookup_elem(outer, &gen);
 }
 
-static __always_inline struct rule *lookup4(void *host, void *prefix, __u32 addr)
-{
-	struct rule *r = host ? bpf_map_lookup_elem(host, &addr) : 0;
+// The outcome of matching an address against the rules.
+struct match {
+	__u32 rule_id; // 0: no rule matched, the default decides
+	__u8 action;   // enum verdict; set when rule_id is
+	__u8 pad[3];
+};
 
-	if (r || !prefix)
-		return r;
-	struct lpm_key4 key = {.prefixlen = 32, .addr = addr};
-	return bpf_map_lookup_elem(prefix, &key);
+// hit takes a matching rule's verdict and counts the packet against it.
+static __always_inline void hit(struct match *m, struct rule *r, __u32 len)
+{
+	m->rule_id = r->id;
+	m->action = r->action;
+	__sync_fetch_and_add(&r->packets, 1);
+	__sync_fetch_and_add(&r->bytes, len);
 }
 
-static __always_inline struct rule *lookup6(void *host, void *prefix, const __u8 *addr)
-{
-	struct rule *r = host ? bpf_map_lookup_elem(host, addr) : 0;
+// A walk over the prefix lengths of a generation, with bpf_loop: its callback
+// is verified once, however many lengths a policy has.
+struct walk {
+	__u32 gen;
+	__u32 dir;
+	__u32 len;     // the packet's, for the rule's counters
+	__u32 addr[4]; // network order; IPv4 in addr[0]
+	struct match m;
+};
 
-	if (r || !prefix)
-		return r;
-	struct lpm_key6 key = {.prefixlen = 128};
-	__builtin_memcpy(key.addr, addr, 16);
-	return bpf_map_lookup_elem(prefix, &key);
+// mask returns the network-order mask of the first bits (0 to 32) of a word.
+static __always_inline __u32 mask(int bits)
+{
+	if (bits <= 0)
+		return 0;
+	if (bits >= 32)
+		return ~0U;
+	return bpf_htonl(~0U << (32 - bits));
+}
+
+// walk4 looks up the i-th longest IPv4 prefix length; it stops the walk at the
+// first match, which is the longest.
+static long walk4(__u32 i, struct walk *w)
+{
+	__u32 gen = w->gen, dir = w->dir & 1;
+	struct config *cfg = bpf_map_lookup_elem(&settings, &gen);
+	void *prefix = inner(dir == DIR_EGRESS ? (void *)&egress_prefix4 : (void *)&ingress_prefix4, gen);
+
+	if (!cfg || !prefix)
+		return 1;
+	// i < nlens4 <= LENS4; the mask is the bound the verifier can see.
+	struct prefix_key4 key = {.prefixlen = cfg->lens4[dir][i & (LENS4 - 1)]};
+	key.addr = w->addr[0] & mask(key.prefixlen);
+	struct rule *r = bpf_map_lookup_elem(prefix, &key);
+	if (!r)
+		return 0;
+	hit(&w->m, r, w->len);
+	return 1;
+}
+
+static long walk6(__u32 i, struct walk *w)
+{
+	__u32 gen = w->gen, dir = w->dir & 1;
+	struct config *cfg = bpf_map_lookup_elem(&settings, &gen);
+	void *prefix = inner(dir == DIR_EGRESS ? (void *)&egress_prefix6 : (void *)&ingress_prefix6, gen);
+
+	if (!cfg || !prefix)
+		return 1;
+	// i < nlens6 <= LENS6; the mask is the bound the verifier can see.
+	struct prefix_key6 key = {.prefixlen = cfg->lens6[dir][i & (LENS6 - 1)]};
+	__u32 *a = (__u32 *)key.addr;
+	a[0] = w->addr[0] & mask(key.prefixlen);
+	a[1] = w->addr[1] & mask(key.prefixlen - 32);
+	a[2] = w->addr[2] & mask(key.prefixlen - 64);
+	a[3] = w->addr[3] & mask(key.prefixlen - 96);
+	struct rule *r = bpf_map_lookup_elem(prefix, &key);
+	if (!r)
+		return 0;
+	hit(&w->m, r, w->len);
+	return 1;
 }
 
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are judged by the IPv4 rules.
@@ -301,38 +391,83 @@ static __always_inline int is_v4_mapped(const __u8 *a)
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
 }
 
-static __always_inline struct rule *match4(int dir, __u32 gen, __u32 addr)
+// no_rule4 says whether the bitmap, where the generation has one, rules out
+// every rule for addr.
+static __always_inline int no_rule4(int dir, __u32 gen, __u32 addr)
 {
-	if (dir == DIR_EGRESS)
-		return lookup4(inner(&egress_host4, gen), inner(&egress_prefix4, gen), addr);
-	return lookup4(inner(&ingress_host4, gen), inner(&ingress_prefix4, gen), addr);
+	void *bm = inner(dir == DIR_EGRESS ? (void *)&egress_bitmap4 : (void *)&ingress_bitmap4, gen);
+
+	if (!bm)
+		return 0;
+	__u32 slash24 = bpf_ntohl(addr) >> 8, word = slash24 >> 6;
+	__u64 *bits = bpf_map_lookup_elem(bm, &word);
+	return bits && !(*bits & (1ULL << (slash24 & 63)));
 }
 
-// match finds the rule with the longest prefix that contains the remote
-// address: the destination on egress, the source on ingress.
-static __always_inline struct rule *match(int dir, __u32 gen, const struct flow *f)
+static __always_inline void match4(int dir, const struct policy *pol, __u32 addr, __u32 len,
+				   struct match *m)
+{
+	__u32 gen = pol->gen;
+
+	if (no_rule4(dir, gen, addr))
+		return;
+	void *host = inner(dir == DIR_EGRESS ? (void *)&egress_host4 : (void *)&ingress_host4, gen);
+	struct rule *r = host ? bpf_map_lookup_elem(host, &addr) : 0;
+	if (r) {
+		hit(m, r, len);
+		return;
+	}
+	__u8 n = pol->cfg->nlens4[dir];
+	if (!n)
+		return;
+	struct walk w = {.gen = gen, .dir = dir, .len = len, .addr = {addr}, .m = *m};
+	bpf_loop(n, walk4, &w, 0);
+	*m = w.m;
+}
+
+static __always_inline void match6(int dir, const struct policy *pol, const __u8 *addr, __u32 len,
+				   struct match *m)
+{
+	__u32 gen = pol->gen;
+	void *host = inner(dir == DIR_EGRESS ? (void *)&egress_host6 : (void *)&ingress_host6, gen);
+	struct rule *r = host ? bpf_map_lookup_elem(host, addr) : 0;
+
+	if (r) {
+		hit(m, r, len);
+		return;
+	}
+	__u8 n = pol->cfg->nlens6[dir];
+	if (!n)
+		return;
+	struct walk w = {.gen = gen, .dir = dir, .len = len, .m = *m};
+	__builtin_memcpy(w.addr, addr, 16);
+	bpf_loop(n, walk6, &w, 0);
+	*m = w.m;
+}
+
+// decide is the decision rule: the most specific prefix that contains the
+// remote address (the destination on egress, the source on ingress) decides;
+// no match means the direction's default. The matching rule, if any, counts
+// the packet.
+static __always_inline void decide(int dir, const struct flow *f, const struct policy *pol,
+				   __u32 len, struct match *m)
 {
 	const __u8 *addr = dir == DIR_EGRESS ? f->dst : f->src;
 
+	m->rule_id = 0;
+	m->action = pol->cfg->default_action[dir];
 	if (f->family == 4)
-		return match4(dir, gen, *(__u32 *)addr);
-	if (is_v4_mapped(addr))
-		return match4(dir, gen, *(__u32 *)&addr[12]);
-	if (dir == DIR_EGRESS)
-		return lookup6(inner(&egress_host6, gen), inner(&egress_prefix6, gen), addr);
-	return lookup6(inner(&ingress_host6, gen), inner(&ingress_prefix6, gen), addr);
+		match4(dir, pol, *(__u32 *)addr, len, m);
+	else if (is_v4_mapped(addr))
+		match4(dir, pol, *(__u32 *)&addr[12], len, m);
+	else
+		match6(dir, pol, addr, len, m);
 }
 
-// decide is the decision rule: the most specific matching prefix decides; no
-// match means the direction's default. It returns the verdict and sets *rule to
-// the deciding rule, or NULL for the default.
-static __always_inline __u8 decide(int dir, const struct flow *f, const struct policy *pol,
-				   struct rule **rule)
+// logs says whether the log level asks for an event about a decision.
+static __always_inline int logs(const struct config *cfg, __u8 action)
 {
-	struct rule *r = match(dir, pol->gen, f);
-
-	*rule = r;
-	return r ? r->action : pol->cfg->default_action[dir];
+	return cfg->log_level == LOG_ALL || (cfg->log_level == LOG_DROP && action == VERDICT_DROP);
 }
 
 // event_for reserves an event when the log level asks for this decision. Never
@@ -340,7 +475,7 @@ static __always_inline __u8 decide(int dir, const struct flow *f, const struct p
 static __always_inline struct event *event_for(const struct config *cfg, int hook, __u8 action,
 					       __u32 len)
 {
-	if (cfg->log_level == LOG_NONE || (cfg->log_level == LOG_DROP && action == VERDICT_PASS))
+	if (!logs(cfg, action))
 		return 0;
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -356,15 +491,15 @@ static __always_inline struct event *event_for(const struct config *cfg, int hoo
 }
 
 static __always_inline void emit(const struct config *cfg, int hook, const struct flow *f,
-				 __u8 action, __u32 rule_id, __u32 len, __u8 flags)
+				 const struct match *m, __u32 len, __u8 flags)
 {
-	struct event *e = event_for(cfg, hook, action, len);
+	struct event *e = event_for(cfg, hook, m->action, len);
 
 	if (!e)
 		return;
 	__builtin_memcpy(e->src, f->src, sizeof(e->src));
 	__builtin_memcpy(e->dst, f->dst, sizeof(e->dst));
-	e->rule_id = rule_id;
+	e->rule_id = m->rule_id;
 	e->sport = f->sport;
 	e->dport = f->dport;
 	e->family = f->family;
@@ -376,18 +511,12 @@ static __always_inline void emit(const struct config *cfg, int hook, const struc
 // enforce counts and logs a decision and turns it into the program's return
 // value: in audit mode everything passes.
 static __always_inline int enforce(const struct policy *pol, int hook, const struct flow *f,
-				   __u8 action, struct rule *rule, __u32 len, __u8 flags)
+				   const struct match *m, __u32 len, __u8 flags)
 {
 	const struct config *cfg = pol->cfg;
-	__u32 rule_id = 0;
 
-	if (rule) {
-		rule_id = rule->id;
-		__sync_fetch_and_add(&rule->packets, 1);
-		__sync_fetch_and_add(&rule->bytes, len);
-	}
-	emit(cfg, hook, f, action, rule_id, len, flags);
-	if (action == VERDICT_PASS) {
+	emit(cfg, hook, f, m, len, flags);
+	if (m->action == VERDICT_PASS) {
 		count(hook, STAT_PASS, len);
 		return VERDICT_PASS;
 	}
@@ -399,47 +528,64 @@ static __always_inline int enforce(const struct policy *pol, int hook, const str
 	return VERDICT_DROP;
 }
 
+// load reads the first size bytes of an skb, straight from its linear part
+// when they are there (cgroup_skb programs see the packet from its IP header),
+// else through the helper.
+static __always_inline int load(struct __sk_buff *skb, void *to, __u32 size)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+
+	if (data + size <= end) {
+		__builtin_memcpy(to, data, size);
+		return 0;
+	}
+	return bpf_skb_load_bytes(skb, 0, to, size);
+}
+
+// load_ports reads the ports of a TCP or UDP packet whose transport header
+// starts at off. Ports only feed the log, so they are read only for an event,
+// and a packet too short for them is judged all the same.
 static __always_inline void load_ports(struct __sk_buff *skb, __u32 off, struct flow *f)
 {
 	__be16 ports[2];
 
 	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP)
 		return;
-	// Ports only feed the log; a packet too short for them is judged all the same.
 	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
 		return;
 	f->sport = bpf_ntohs(ports[0]);
 	f->dport = bpf_ntohs(ports[1]);
 }
 
-// parse reads the addresses of an skb that starts at its IP header.
+// parse reads the addresses of an skb that starts at its IP header, and where
+// its transport header starts (0 for a fragment after the first).
 // It returns 0 for IP, 1 for non-IP and -1 for a malformed IP header.
-static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
+static __always_inline int parse(struct __sk_buff *skb, struct flow *f, __u32 *l4)
 {
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr ip;
 
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5 ||
+		if (load(skb, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5 ||
 		    ip.ihl * 4 > skb->len)
 			return -1;
 		f->family = 4;
 		f->proto = ip.protocol;
 		*(__u32 *)f->src = ip.saddr;
 		*(__u32 *)f->dst = ip.daddr;
-		if (!(ip.frag_off & bpf_htons(0x1fff)))
-			load_ports(skb, ip.ihl * 4, f);
+		*l4 = ip.frag_off & bpf_htons(0x1fff) ? 0 : ip.ihl * 4;
 		return 0;
 	}
 	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr ip6;
 
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) || ip6.version != 6)
+		if (load(skb, &ip6, sizeof(ip6)) || ip6.version != 6)
 			return -1;
 		f->family = 6;
 		f->proto = ip6.nexthdr;
 		__builtin_memcpy(f->src, &ip6.saddr, 16);
 		__builtin_memcpy(f->dst, &ip6.daddr, 16);
-		load_ports(skb, sizeof(ip6), f);
+		*l4 = sizeof(ip6);
 		return 0;
 	}
 	return 1;
@@ -453,16 +599,19 @@ static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 		return VERDICT_PASS;
 
 	struct flow f = {};
-	int ret = parse(skb, &f);
+	struct match m = {.action = VERDICT_DROP};
+	__u32 l4 = 0;
+	int ret = parse(skb, &f, &l4);
 	if (ret > 0)
 		return VERDICT_PASS;
 	if (ret < 0) {
 		count(hook, STAT_MALFORMED, skb->len);
-		return enforce(&pol, hook, &f, VERDICT_DROP, 0, skb->len, EVENT_F_MALFORMED);
+		return enforce(&pol, hook, &f, &m, skb->len, EVENT_F_MALFORMED);
 	}
-	struct rule *rule;
-	__u8 action = decide(dir, &f, &pol, &rule);
-	return enforce(&pol, hook, &f, action, rule, skb->len, 0);
+	decide(dir, &f, &pol, skb->len, &m);
+	if (l4 && logs(pol.cfg, m.action))
+		load_ports(skb, l4, &f);
+	return enforce(&pol, hook, &f, &m, skb->len, 0);
 }
 
 SEC("cgroup_skb/egress")
@@ -501,9 +650,9 @@ static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int 
 	f.proto = ctx->protocol;
 	f.dport = bpf_ntohs((__u16)ctx->user_port);
 
-	struct rule *rule;
-	__u8 action = decide(DIR_EGRESS, &f, &pol, &rule);
-	return enforce(&pol, hook, &f, action, rule, 0, 0);
+	struct match m;
+	decide(DIR_EGRESS, &f, &pol, 0, &m);
+	return enforce(&pol, hook, &f, &m, 0, 0);
 }
 
 SEC("cgroup/connect4")

@@ -141,7 +141,7 @@ var ipv6Range = netip.MustParsePrefix("2001:db8::/32")
 // and prefix LPM tries), as the memlock line of each map's fdinfo states it.
 func ruleMapMemlock(d *Datapath) (uint64, error) {
 	var total uint64
-	for _, o := range d.outerMaps() {
+	for _, o := range d.ruleOuters() {
 		inner, err := d.innerMap(o.m)
 		if err != nil {
 			return 0, err

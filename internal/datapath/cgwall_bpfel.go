@@ -24,7 +24,12 @@ type cgwallConfig struct {
 	Audit         uint8
 	LogLevel      uint8
 	DenyRaw       uint8
-	Pad           [3]uint8
+	Pad           uint8
+	Nlens4        [2]uint8
+	Nlens6        [2]uint8
+	Pad2          [2]uint8
+	Lens4         [2][32]uint8
+	Lens6         [2][128]uint8
 }
 
 type cgwallCounter struct {
@@ -85,13 +90,13 @@ const (
 	cgwallLogLevelLOG_ALL  cgwallLogLevel = 2
 )
 
-type cgwallLpmKey4 struct {
+type cgwallPrefixKey4 struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      uint32
 }
 
-type cgwallLpmKey6 struct {
+type cgwallPrefixKey6 struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      [16]uint8
@@ -137,11 +142,13 @@ const (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	cgwallMapCurrent             = "current"
+	cgwallMapEgressBitmap4       = "egress_bitmap4"
 	cgwallMapEgressHost4         = "egress_host4"
 	cgwallMapEgressHost6         = "egress_host6"
 	cgwallMapEgressPrefix4       = "egress_prefix4"
 	cgwallMapEgressPrefix6       = "egress_prefix6"
 	cgwallMapEvents              = "events"
+	cgwallMapIngressBitmap4      = "ingress_bitmap4"
 	cgwallMapIngressHost4        = "ingress_host4"
 	cgwallMapIngressHost6        = "ingress_host6"
 	cgwallMapIngressPrefix4      = "ingress_prefix4"
@@ -164,8 +171,8 @@ const (
 	cgwallVarUnusedEventFlag     = "unused_event_flag"
 	cgwallVarUnusedHook          = "unused_hook"
 	cgwallVarUnusedLogLevel      = "unused_log_level"
-	cgwallVarUnusedLpmKey4       = "unused_lpm_key4"
-	cgwallVarUnusedLpmKey6       = "unused_lpm_key6"
+	cgwallVarUnusedPrefixKey4    = "unused_prefix_key4"
+	cgwallVarUnusedPrefixKey6    = "unused_prefix_key6"
 	cgwallVarUnusedRule          = "unused_rule"
 	cgwallVarUnusedStat          = "unused_stat"
 	cgwallVarUnusedState         = "unused_state"
@@ -229,11 +236,13 @@ type cgwallProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallMapSpecs struct {
 	Current        *ebpf.MapSpec `ebpf:"current"`
+	EgressBitmap4  *ebpf.MapSpec `ebpf:"egress_bitmap4"`
 	EgressHost4    *ebpf.MapSpec `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.MapSpec `ebpf:"egress_host6"`
 	EgressPrefix4  *ebpf.MapSpec `ebpf:"egress_prefix4"`
 	EgressPrefix6  *ebpf.MapSpec `ebpf:"egress_prefix6"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
+	IngressBitmap4 *ebpf.MapSpec `ebpf:"ingress_bitmap4"`
 	IngressHost4   *ebpf.MapSpec `ebpf:"ingress_host4"`
 	IngressHost6   *ebpf.MapSpec `ebpf:"ingress_host6"`
 	IngressPrefix4 *ebpf.MapSpec `ebpf:"ingress_prefix4"`
@@ -246,20 +255,20 @@ type cgwallMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallVariableSpecs struct {
-	UnusedAddr6     *ebpf.VariableSpec `ebpf:"unused_addr6"`
-	UnusedConfig    *ebpf.VariableSpec `ebpf:"unused_config"`
-	UnusedCounter   *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedDirection *ebpf.VariableSpec `ebpf:"unused_direction"`
-	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventFlag *ebpf.VariableSpec `ebpf:"unused_event_flag"`
-	UnusedHook      *ebpf.VariableSpec `ebpf:"unused_hook"`
-	UnusedLogLevel  *ebpf.VariableSpec `ebpf:"unused_log_level"`
-	UnusedLpmKey4   *ebpf.VariableSpec `ebpf:"unused_lpm_key4"`
-	UnusedLpmKey6   *ebpf.VariableSpec `ebpf:"unused_lpm_key6"`
-	UnusedRule      *ebpf.VariableSpec `ebpf:"unused_rule"`
-	UnusedStat      *ebpf.VariableSpec `ebpf:"unused_stat"`
-	UnusedState     *ebpf.VariableSpec `ebpf:"unused_state"`
-	UnusedVerdict   *ebpf.VariableSpec `ebpf:"unused_verdict"`
+	UnusedAddr6      *ebpf.VariableSpec `ebpf:"unused_addr6"`
+	UnusedConfig     *ebpf.VariableSpec `ebpf:"unused_config"`
+	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedDirection  *ebpf.VariableSpec `ebpf:"unused_direction"`
+	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventFlag  *ebpf.VariableSpec `ebpf:"unused_event_flag"`
+	UnusedHook       *ebpf.VariableSpec `ebpf:"unused_hook"`
+	UnusedLogLevel   *ebpf.VariableSpec `ebpf:"unused_log_level"`
+	UnusedPrefixKey4 *ebpf.VariableSpec `ebpf:"unused_prefix_key4"`
+	UnusedPrefixKey6 *ebpf.VariableSpec `ebpf:"unused_prefix_key6"`
+	UnusedRule       *ebpf.VariableSpec `ebpf:"unused_rule"`
+	UnusedStat       *ebpf.VariableSpec `ebpf:"unused_stat"`
+	UnusedState      *ebpf.VariableSpec `ebpf:"unused_state"`
+	UnusedVerdict    *ebpf.VariableSpec `ebpf:"unused_verdict"`
 }
 
 // cgwallObjects contains all objects after they have been loaded into the kernel.
@@ -283,11 +292,13 @@ func (o *cgwallObjects) Close() error {
 // It can be passed to loadCgwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallMaps struct {
 	Current        *ebpf.Map `ebpf:"current"`
+	EgressBitmap4  *ebpf.Map `ebpf:"egress_bitmap4"`
 	EgressHost4    *ebpf.Map `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.Map `ebpf:"egress_host6"`
 	EgressPrefix4  *ebpf.Map `ebpf:"egress_prefix4"`
 	EgressPrefix6  *ebpf.Map `ebpf:"egress_prefix6"`
 	Events         *ebpf.Map `ebpf:"events"`
+	IngressBitmap4 *ebpf.Map `ebpf:"ingress_bitmap4"`
 	IngressHost4   *ebpf.Map `ebpf:"ingress_host4"`
 	IngressHost6   *ebpf.Map `ebpf:"ingress_host6"`
 	IngressPrefix4 *ebpf.Map `ebpf:"ingress_prefix4"`
@@ -299,11 +310,13 @@ type cgwallMaps struct {
 func (m *cgwallMaps) Close() error {
 	return _CgwallClose(
 		m.Current,
+		m.EgressBitmap4,
 		m.EgressHost4,
 		m.EgressHost6,
 		m.EgressPrefix4,
 		m.EgressPrefix6,
 		m.Events,
+		m.IngressBitmap4,
 		m.IngressHost4,
 		m.IngressHost6,
 		m.IngressPrefix4,
@@ -317,20 +330,20 @@ func (m *cgwallMaps) Close() error {
 //
 // It can be passed to loadCgwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallVariables struct {
-	UnusedAddr6     *ebpf.Variable `ebpf:"unused_addr6"`
-	UnusedConfig    *ebpf.Variable `ebpf:"unused_config"`
-	UnusedCounter   *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedDirection *ebpf.Variable `ebpf:"unused_direction"`
-	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventFlag *ebpf.Variable `ebpf:"unused_event_flag"`
-	UnusedHook      *ebpf.Variable `ebpf:"unused_hook"`
-	UnusedLogLevel  *ebpf.Variable `ebpf:"unused_log_level"`
-	UnusedLpmKey4   *ebpf.Variable `ebpf:"unused_lpm_key4"`
-	UnusedLpmKey6   *ebpf.Variable `ebpf:"unused_lpm_key6"`
-	UnusedRule      *ebpf.Variable `ebpf:"unused_rule"`
-	UnusedStat      *ebpf.Variable `ebpf:"unused_stat"`
-	UnusedState     *ebpf.Variable `ebpf:"unused_state"`
-	UnusedVerdict   *ebpf.Variable `ebpf:"unused_verdict"`
+	UnusedAddr6      *ebpf.Variable `ebpf:"unused_addr6"`
+	UnusedConfig     *ebpf.Variable `ebpf:"unused_config"`
+	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedDirection  *ebpf.Variable `ebpf:"unused_direction"`
+	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventFlag  *ebpf.Variable `ebpf:"unused_event_flag"`
+	UnusedHook       *ebpf.Variable `ebpf:"unused_hook"`
+	UnusedLogLevel   *ebpf.Variable `ebpf:"unused_log_level"`
+	UnusedPrefixKey4 *ebpf.Variable `ebpf:"unused_prefix_key4"`
+	UnusedPrefixKey6 *ebpf.Variable `ebpf:"unused_prefix_key6"`
+	UnusedRule       *ebpf.Variable `ebpf:"unused_rule"`
+	UnusedStat       *ebpf.Variable `ebpf:"unused_stat"`
+	UnusedState      *ebpf.Variable `ebpf:"unused_state"`
+	UnusedVerdict    *ebpf.Variable `ebpf:"unused_verdict"`
 }
 
 // cgwallPrograms contains all programs after they have been loaded into the kernel.

@@ -11,14 +11,14 @@ import (
 	"github.com/cgwall/cgwall/internal/policy"
 )
 
-// minHostCapacity is the smallest size of a host-rule hash map. A hash map's
-// bucket array is allocated up front (16 bytes a slot), so maps are sized for
-// the policy rather than for the largest policy cgwall accepts.
-const minHostCapacity = 4096
+// minCapacity is the smallest size of a rule map. A hash map's bucket array is
+// allocated up front (16 bytes a slot), so maps are sized for the policy
+// rather than for the largest policy cgwall accepts.
+const minCapacity = 4096
 
-// MaxHostRules is the most host rules (/32 or /128) a direction and family can
-// hold.
-const MaxHostRules = 1 << 24
+// MaxRules is the most host rules (/32 or /128), or the most shorter prefixes,
+// that a direction and family can hold.
+const MaxRules = 1 << 24
 
 // Datapath is one loaded set of cgwall programs and maps: the state of one
 // filtered cgroup. The rules live in one of two generations of inner maps;
@@ -166,11 +166,11 @@ func (d *Datapath) Close() error {
 // Policy returns the policy in force.
 func (d *Datapath) Policy() *policy.Policy { return d.policy }
 
-// hostCapacity leaves room for live edits up to the next power of two, which the
+// capacity leaves room for live edits up to the next power of two, which the
 // kernel rounds the bucket array up to anyway.
-func hostCapacity(n int) uint32 {
-	if n < minHostCapacity {
-		return minHostCapacity
+func capacity(n int) uint32 {
+	if n < minCapacity {
+		return minCapacity
 	}
 	return 1 << bits.Len(uint(n))
 }

@@ -195,6 +195,8 @@ func TestDifferential(t *testing.T) {
 	const policies, packets = 120, 100 // 12,000 decisions
 	for i := 0; i < policies; i++ {
 		p := randomPolicy(rng)
+		// Every other policy gets the /24 bitmaps that only large policies get.
+		forceBitmaps(t, i%2 == 1)
 		d := load(t, p)
 		rd, err := d.Events()
 		if err != nil {
@@ -220,6 +222,66 @@ func TestDifferential(t *testing.T) {
 
 // decideInKernel runs the program of a direction on a packet whose remote
 // address is remote and returns its verdict and the event it logged.
+// forceBitmaps makes every IPv4 policy loaded from now on get its /24
+// bitmaps, or only large policies, as in production.
+func forceBitmaps(t *testing.T, on bool) {
+	saved := bitmapThreshold
+	t.Cleanup(func() { bitmapThreshold = saved })
+	bitmapThreshold = saved
+	if on {
+		bitmapThreshold = 1
+	}
+}
+
+// TestDifferentialEdits edits random policies live, rule by rule: prefixes of
+// lengths the generation in force has go in place (with their bitmap bits),
+// others rebuild the policy in the other generation. After every edit the
+// datapath must decide as the reference does on the policy it reports.
+func TestDifferentialEdits(t *testing.T) {
+	testutil.RequireBPF(t)
+	rng := rand.New(rand.NewPCG(3, 4))
+	const policies, edits, packets = 24, 15, 12 // 4,320 decisions
+	for i := 0; i < policies; i++ {
+		forceBitmaps(t, i%2 == 1)
+		d := load(t, randomPolicy(rng))
+		if err := d.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		rd, err := d.Events()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := 0; j < edits; j++ {
+			edit := randomPolicy(rng)
+			if len(edit.Rules) == 0 {
+				continue
+			}
+			r := edit.Rules[0]
+			if rng.IntN(4) == 0 {
+				_, _, err = d.Remove(r.Dir, r.Prefix)
+			} else {
+				_, _, err = d.Set(r.Dir, r.Action, r.Prefix)
+			}
+			if err != nil {
+				t.Fatalf("policy %d, edit %d (%v): %v", i, j, r, err)
+			}
+			p := d.Policy()
+			for k := 0; k < packets; k++ {
+				dir := policy.Directions[rng.IntN(2)]
+				remote := randomAddr(rng)
+				want, wantID := p.Decide(dir, remote)
+				_, e := decideInKernel(t, d, rd, dir, remote)
+				if e.Action != uint8(want) || e.RuleID != wantID {
+					t.Fatalf("policy %d after edit %d (%v) %v, %s %s: datapath decided %d by rule %d, reference %v by rule %d",
+						i, j, r, p.Rules, dir, remote, e.Action, e.RuleID, want, wantID)
+				}
+			}
+		}
+		rd.Close()
+		d.Close()
+	}
+}
+
 func decideInKernel(t *testing.T, d *Datapath, rd *Reader, dir policy.Direction, remote netip.Addr) (policy.Action, events.Event) {
 	t.Helper()
 	local := local6

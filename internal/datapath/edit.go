@@ -42,23 +42,48 @@ func (d *Datapath) Set(dir policy.Direction, action policy.Action, prefix netip.
 	if err := d.writeState(); err != nil {
 		return r, Unchanged, err
 	}
-	err := d.putRule(r, cgwallRule{Id: r.ID, Action: uint8(action)}, ebpf.UpdateNoExist)
+	fits, err := d.fits(r)
+	if err != nil {
+		return r, Unchanged, err
+	}
+	if !fits {
+		return r, Added, d.rebuildWith(r)
+	}
+	if err := d.markBitmap(r); err != nil {
+		return r, Unchanged, err
+	}
+	err = d.putRule(r, cgwallRule{Id: r.ID, Action: uint8(action)}, ebpf.UpdateNoExist)
 	if errors.Is(err, unix.E2BIG) {
-		// Full: the whole policy, with the new rule and every counter, moves
-		// to bigger maps in the other generation.
-		counters, err := d.RuleCounters()
-		if err != nil {
-			return r, Unchanged, err
-		}
-		next := d.policy.Clone()
-		next.AddRule(r)
-		return r, Added, d.switchTo(next, counters)
+		return r, Added, d.rebuildWith(r)
 	}
 	if err != nil {
 		return r, Unchanged, err
 	}
 	d.policy.AddRule(r)
 	return r, Added, nil
+}
+
+// fits says whether r can go into the generation in force as it is: a prefix
+// of a length that the generation does not look up cannot.
+func (d *Datapath) fits(r policy.Rule) (bool, error) {
+	var cfg cgwallConfig
+	if err := d.objs.Settings.Lookup(d.state.Gen, &cfg); err != nil {
+		return false, fmt.Errorf("read settings: %w", err)
+	}
+	return hasLength(&cfg, r.Dir, r.Prefix), nil
+}
+
+// rebuildWith moves the whole policy, with r added and every counter kept, to
+// the other generation, built for it: maps big enough, the prefix lengths it
+// has, a bitmap where it calls for one.
+func (d *Datapath) rebuildWith(r policy.Rule) error {
+	counters, err := d.RuleCounters()
+	if err != nil {
+		return err
+	}
+	next := d.policy.Clone()
+	next.AddRule(r)
+	return d.switchTo(next, counters)
 }
 
 // setAction changes a rule's action in place, keeping the counters it has.
@@ -111,7 +136,7 @@ func (d *Datapath) Remove(dir policy.Direction, prefix netip.Prefix) (policy.Rul
 }
 
 func (d *Datapath) ruleMap(dir policy.Direction, prefix netip.Prefix) (*ebpf.Map, error) {
-	for _, o := range d.outerMaps() {
+	for _, o := range d.ruleOuters() {
 		if o.name == mapName(dir, prefix) {
 			return d.innerMap(o.m)
 		}

@@ -5,4 +5,4 @@ package datapath
 
 // The include paths cover the multiarch folders where Debian keeps asm/types.h,
 // so that the same line builds on amd64 and arm64 hosts.
-//go:generate go tool bpf2go -cc clang-19 -strip llvm-strip-19 -target bpfel -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -I/usr/include/aarch64-linux-gnu" -type event -type rule -type config -type state -type counter -type lpm_key4 -type lpm_key6 -type addr6 -type stat -type verdict -type log_level -type hook -type event_flag -type direction cgwall ../../bpf/cgwall.c
+//go:generate go tool bpf2go -cc clang-19 -strip llvm-strip-19 -target bpfel -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -I/usr/include/aarch64-linux-gnu" -type event -type rule -type config -type state -type counter -type prefix_key4 -type prefix_key6 -type addr6 -type stat -type verdict -type log_level -type hook -type event_flag -type direction cgwall ../../bpf/cgwall.c

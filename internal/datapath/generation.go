@@ -16,8 +16,8 @@ type outer struct {
 	m    *ebpf.Map
 }
 
-// outerMaps lists the outer maps, one per rule map.
-func (d *Datapath) outerMaps() []outer {
+// ruleOuters lists the outer maps of the rule maps.
+func (d *Datapath) ruleOuters() []outer {
 	m := &d.objs.cgwallMaps
 	return []outer{
 		{cgwallMapEgressHost4, m.EgressHost4}, {cgwallMapEgressPrefix4, m.EgressPrefix4},
@@ -48,32 +48,55 @@ func (d *Datapath) install(p *policy.Policy, gen uint32, counters map[uint32]Cou
 	if err := fillGeneration(g, p, counters); err != nil {
 		return err
 	}
-	for _, o := range d.outerMaps() {
+	for _, o := range d.ruleOuters() {
 		if err := o.m.Put(gen, g[o.name]); err != nil {
 			return fmt.Errorf("install generation %d of %s: %w", gen, o.name, err)
 		}
 	}
+	if err := d.installBitmaps(p, gen); err != nil {
+		return err
+	}
 	return d.writeSettings(p, gen)
 }
 
-// newGeneration creates empty inner maps sized for p.
-func (d *Datapath) newGeneration(p *policy.Policy) (generation, error) {
-	hosts := map[string]int{}
-	for _, r := range p.Rules {
-		if r.Prefix.IsSingleIP() {
-			hosts[mapName(r.Dir, r.Prefix)]++
+// installBitmaps gives generation gen the bitmaps p calls for, and none where
+// it calls for none.
+func (d *Datapath) installBitmaps(p *policy.Policy, gen uint32) error {
+	for dir, words := range bitmaps(p) {
+		o := d.bitmapOuters()[dir]
+		if words == nil {
+			if err := o.m.Delete(gen); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("clear generation %d of %s: %w", gen, o.name, err)
+			}
+			continue
+		}
+		m, err := d.newBitmap(words)
+		if err != nil {
+			return err
+		}
+		err = o.m.Put(gen, m)
+		m.Close()
+		if err != nil {
+			return fmt.Errorf("install generation %d of %s: %w", gen, o.name, err)
 		}
 	}
+	return nil
+}
+
+// newGeneration creates empty rule maps sized for p.
+func (d *Datapath) newGeneration(p *policy.Policy) (generation, error) {
+	rules := map[string]int{}
+	for _, r := range p.Rules {
+		rules[mapName(r.Dir, r.Prefix)]++
+	}
 	g := generation{}
-	for _, o := range d.outerMaps() {
-		inner := d.spec.Maps[o.name].InnerMap.Copy()
-		if inner.Type == ebpf.Hash {
-			if hosts[o.name] > MaxHostRules {
-				g.Close()
-				return nil, fmt.Errorf("%d host rules in %s: at most %d are supported", hosts[o.name], o.name, MaxHostRules)
-			}
-			inner.MaxEntries = hostCapacity(hosts[o.name])
+	for _, o := range d.ruleOuters() {
+		if rules[o.name] > MaxRules {
+			g.Close()
+			return nil, fmt.Errorf("%d rules in %s: at most %d are supported", rules[o.name], o.name, MaxRules)
 		}
+		inner := d.spec.Maps[o.name].InnerMap.Copy()
+		inner.MaxEntries = capacity(rules[o.name])
 		m, err := ebpf.NewMap(inner)
 		if err != nil {
 			g.Close()
@@ -119,7 +142,8 @@ func (d *Datapath) switchTo(p *policy.Policy, counters map[uint32]Counter) error
 // clearGeneration drops a generation's inner maps.
 func (d *Datapath) clearGeneration(gen uint32) error {
 	var errs []error
-	for _, o := range d.outerMaps() {
+	bm := d.bitmapOuters()
+	for _, o := range append(d.ruleOuters(), bm[:]...) {
 		if err := o.m.Delete(gen); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, err)
 		}

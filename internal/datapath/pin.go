@@ -21,6 +21,7 @@ func (d *Datapath) pinnedMaps() map[string]**ebpf.Map {
 		cgwallMapEgressHost6: &m.EgressHost6, cgwallMapEgressPrefix6: &m.EgressPrefix6,
 		cgwallMapIngressHost4: &m.IngressHost4, cgwallMapIngressPrefix4: &m.IngressPrefix4,
 		cgwallMapIngressHost6: &m.IngressHost6, cgwallMapIngressPrefix6: &m.IngressPrefix6,
+		cgwallMapEgressBitmap4: &m.EgressBitmap4, cgwallMapIngressBitmap4: &m.IngressBitmap4,
 		cgwallMapSettings: &m.Settings,
 		cgwallMapCurrent:  &m.Current, cgwallMapStats: &m.Stats, cgwallMapEvents: &m.Events,
 	}
@@ -83,7 +84,7 @@ func (d *Datapath) readPolicy() (*policy.Policy, error) {
 	}
 	p.Audit, p.DenyRaw, p.Log = cfg.Audit != 0, cfg.DenyRaw != 0, policy.LogLevel(cfg.LogLevel)
 
-	for _, o := range d.outerMaps() {
+	for _, o := range d.ruleOuters() {
 		if err := d.eachRule(o, func(r policy.Rule, _ Counter) { p.AddRule(r) }); err != nil {
 			return nil, err
 		}
@@ -121,18 +122,18 @@ func newKey(name string) any {
 	case cgwallMapEgressHost4, cgwallMapIngressHost4:
 		return new([4]byte)
 	case cgwallMapEgressPrefix4, cgwallMapIngressPrefix4:
-		return new(cgwallLpmKey4)
+		return new(cgwallPrefixKey4)
 	case cgwallMapEgressHost6, cgwallMapIngressHost6:
 		return new(cgwallAddr6)
 	}
-	return new(cgwallLpmKey6)
+	return new(cgwallPrefixKey6)
 }
 
 // RuleCounters returns the packets and bytes each rule of the policy in force
 // decided, by rule ID.
 func (d *Datapath) RuleCounters() (map[uint32]Counter, error) {
 	out := map[uint32]Counter{}
-	for _, o := range d.outerMaps() {
+	for _, o := range d.ruleOuters() {
 		if err := d.eachRule(o, func(r policy.Rule, c Counter) { out[r.ID] = c }); err != nil {
 			return nil, err
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/cilium/ebpf"
 
@@ -34,11 +35,11 @@ func ruleKey(prefix netip.Prefix) any {
 	case a.Is4() && prefix.IsSingleIP():
 		return a.As4()
 	case a.Is4():
-		return cgwallLpmKey4{Prefixlen: uint32(prefix.Bits()), Addr: be32(a.As4())}
+		return cgwallPrefixKey4{Prefixlen: uint32(prefix.Bits()), Addr: be32(a.As4())}
 	case prefix.IsSingleIP():
 		return cgwallAddr6{Addr: a.As16()}
 	}
-	return cgwallLpmKey6{Prefixlen: uint32(prefix.Bits()), Addr: a.As16()}
+	return cgwallPrefixKey6{Prefixlen: uint32(prefix.Bits()), Addr: a.As16()}
 }
 
 // rulePrefix decodes a rule map key.
@@ -46,11 +47,11 @@ func rulePrefix(key any) netip.Prefix {
 	switch k := key.(type) {
 	case *[4]byte:
 		return netip.PrefixFrom(netip.AddrFrom4(*k), 32)
-	case *cgwallLpmKey4:
+	case *cgwallPrefixKey4:
 		return netip.PrefixFrom(netip.AddrFrom4(fromBE32(k.Addr)), int(k.Prefixlen))
 	case *cgwallAddr6:
 		return netip.PrefixFrom(netip.AddrFrom16(k.Addr), 128)
-	case *cgwallLpmKey6:
+	case *cgwallPrefixKey6:
 		return netip.PrefixFrom(netip.AddrFrom16(k.Addr), int(k.Prefixlen))
 	}
 	panic(fmt.Sprintf("unknown rule key %T", key))
@@ -114,12 +115,12 @@ func typedKeys(keys []any) any {
 	switch keys[0].(type) {
 	case [4]byte:
 		return collect[[4]byte](keys)
-	case cgwallLpmKey4:
-		return collect[cgwallLpmKey4](keys)
+	case cgwallPrefixKey4:
+		return collect[cgwallPrefixKey4](keys)
 	case cgwallAddr6:
 		return collect[cgwallAddr6](keys)
 	}
-	return collect[cgwallLpmKey6](keys)
+	return collect[cgwallPrefixKey6](keys)
 }
 
 func collect[T any](keys []any) []T {
@@ -130,7 +131,9 @@ func collect[T any](keys []any) []T {
 	return out
 }
 
-func (d *Datapath) writeSettings(p *policy.Policy, gen uint32) error {
+// configFor returns p's settings as the datapath keeps them, with the prefix
+// lengths that its rules have.
+func configFor(p *policy.Policy) cgwallConfig {
 	cfg := cgwallConfig{LogLevel: uint8(p.Log)}
 	for _, dir := range policy.Directions {
 		cfg.DefaultAction[dir] = uint8(p.Default[dir])
@@ -141,7 +144,55 @@ func (d *Datapath) writeSettings(p *policy.Policy, gen uint32) error {
 	if p.DenyRaw {
 		cfg.DenyRaw = 1
 	}
-	if err := d.objs.Settings.Put(gen, cfg); err != nil {
+	var present [2][2][129]bool // by direction, family (0: IPv4), length
+	for _, r := range p.Rules {
+		if !r.Prefix.IsSingleIP() {
+			present[r.Dir][family(r.Prefix)][r.Prefix.Bits()] = true
+		}
+	}
+	for _, dir := range policy.Directions {
+		cfg.Nlens4[dir] = longestFirst(present[dir][0][:32], cfg.Lens4[dir][:])
+		cfg.Nlens6[dir] = longestFirst(present[dir][1][:128], cfg.Lens6[dir][:])
+	}
+	return cfg
+}
+
+// longestFirst writes the lengths marked present into lens, longest first,
+// and returns how many there are.
+func longestFirst(present []bool, lens []uint8) uint8 {
+	n := 0
+	for l := len(present) - 1; l >= 0; l-- {
+		if present[l] {
+			lens[n] = uint8(l)
+			n++
+		}
+	}
+	return uint8(n)
+}
+
+// family indexes the datapath's per-family tables: 0 for IPv4, 1 for IPv6.
+func family(prefix netip.Prefix) int {
+	if prefix.Addr().Is4() {
+		return 0
+	}
+	return 1
+}
+
+// hasLength says whether cfg's prefix lengths include prefix's. A host rule
+// needs none.
+func hasLength(cfg *cgwallConfig, dir policy.Direction, prefix netip.Prefix) bool {
+	if prefix.IsSingleIP() {
+		return true
+	}
+	lens := cfg.Lens4[dir][:cfg.Nlens4[dir]]
+	if family(prefix) == 1 {
+		lens = cfg.Lens6[dir][:cfg.Nlens6[dir]]
+	}
+	return slices.Contains(lens, uint8(prefix.Bits()))
+}
+
+func (d *Datapath) writeSettings(p *policy.Policy, gen uint32) error {
+	if err := d.objs.Settings.Put(gen, configFor(p)); err != nil {
 		return fmt.Errorf("write settings: %w", err)
 	}
 	return nil

@@ -1,0 +1,140 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/cgwall/cgwall/internal/policy"
+)
+
+// bitmapWords is the size of an IPv4 /24 bitmap: one bit for each of the 2^24
+// /24s, 2 MiB.
+const bitmapWords = 1 << 18
+
+// bitmapThreshold is the number of IPv4 rules in a direction from which its
+// generation gets a /24 bitmap. Below it the rule maps are small enough to
+// stay in the caches, and the bitmap, which costs one cold load of its own,
+// would only add to a decision. A variable so that tests can force it.
+var bitmapThreshold = 1 << 14
+
+// bitmapOuters lists the outer maps of the bitmaps, by direction.
+func (d *Datapath) bitmapOuters() [2]outer {
+	m := &d.objs.cgwallMaps
+	return [2]outer{
+		policy.Egress:  {cgwallMapEgressBitmap4, m.EgressBitmap4},
+		policy.Ingress: {cgwallMapIngressBitmap4, m.IngressBitmap4},
+	}
+}
+
+// bitmaps returns p's IPv4 /24 bitmaps by direction; nil for a direction with
+// fewer IPv4 rules than bitmapThreshold.
+func bitmaps(p *policy.Policy) [2][]uint64 {
+	var v4 [2]int
+	for _, r := range p.Rules {
+		if r.Prefix.Addr().Is4() {
+			v4[r.Dir]++
+		}
+	}
+	var out [2][]uint64
+	for _, dir := range policy.Directions {
+		if v4[dir] > 0 && v4[dir] >= bitmapThreshold {
+			out[dir] = make([]uint64, bitmapWords)
+		}
+	}
+	for _, r := range p.Rules {
+		if words := out[r.Dir]; words != nil && r.Prefix.Addr().Is4() {
+			lo, n := slash24s(r.Prefix)
+			setBits(words, lo, n)
+		}
+	}
+	return out
+}
+
+// slash24s returns the first /24 that an IPv4 prefix overlaps, as an index,
+// and how many it overlaps.
+func slash24s(prefix netip.Prefix) (first, n uint32) {
+	a := prefix.Addr().As4()
+	first = uint32(a[0])<<16 | uint32(a[1])<<8 | uint32(a[2])
+	if bits := prefix.Bits(); bits < 24 {
+		return first, 1 << (24 - bits)
+	}
+	return first, 1
+}
+
+// setBits sets bits [lo, lo+n) of words.
+func setBits(words []uint64, lo, n uint32) {
+	for i := lo; i < lo+n; {
+		if i%64 == 0 && lo+n-i >= 64 {
+			words[i/64] = ^uint64(0)
+			i += 64
+			continue
+		}
+		words[i/64] |= 1 << (i % 64)
+		i++
+	}
+}
+
+// newBitmap creates a bitmap map holding words.
+func (d *Datapath) newBitmap(words []uint64) (*ebpf.Map, error) {
+	m, err := ebpf.NewMap(d.spec.Maps[cgwallMapEgressBitmap4].InnerMap.Copy())
+	if err != nil {
+		return nil, fmt.Errorf("create bitmap: %w", err)
+	}
+	mem, err := m.Memory()
+	if err == nil {
+		// Host byte order, as the programs read the words.
+		_, err = mem.WriteAt(unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), len(words)*8), 0)
+	}
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("fill bitmap: %w", err)
+	}
+	return m, nil
+}
+
+// markBitmap sets the bits of an IPv4 rule about to be added in the bitmap of
+// the generation in force, if it has one, so that no packet meets the rule
+// while its bits are still clear. Bits are never cleared in place: a set bit
+// only sends a lookup on to the rule maps.
+func (d *Datapath) markBitmap(r policy.Rule) error {
+	if !r.Prefix.Addr().Is4() {
+		return nil
+	}
+	var bm *ebpf.Map
+	err := d.bitmapOuters()[r.Dir].m.Lookup(d.state.Gen, &bm)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up bitmap: %w", err)
+	}
+	defer bm.Close()
+
+	lo, n := slash24s(r.Prefix)
+	if n < 64 {
+		// One word, whose other bits stay as they are.
+		var w uint64
+		if err := bm.Lookup(lo/64, &w); err != nil {
+			return fmt.Errorf("read bitmap: %w", err)
+		}
+		w |= (1<<n - 1) << (lo % 64)
+		if err := bm.Put(lo/64, w); err != nil {
+			return fmt.Errorf("write bitmap: %w", err)
+		}
+		return nil
+	}
+	// A prefix of /18 or shorter covers whole words (n is a power of two).
+	keys := make([]uint32, n/64)
+	vals := make([]uint64, n/64)
+	for i := range keys {
+		keys[i], vals[i] = lo/64+uint32(i), ^uint64(0)
+	}
+	if _, err := bm.BatchUpdate(keys, vals, nil); err != nil {
+		return fmt.Errorf("write bitmap: %w", err)
+	}
+	return nil
+}
