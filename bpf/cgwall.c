@@ -72,14 +72,13 @@ struct rule {
 	__u64 bytes;
 };
 
-// Prefix lengths a prefix rule can have; host rules (/32, /128) are kept apart.
+// Lengths an IPv4 prefix rule can have; host rules (/32) are kept apart.
 #define LENS4 32
-#define LENS6 128
 
-// A policy's settings; one per generation. lens4 and lens6 list the prefix
-// lengths that the generation's prefix rules have, longest first: the lookup
-// tries those and no other. A generation's lists never change while it is in
-// force; a rule of a new length goes in by building the other generation.
+// A policy's settings; one per generation. lens4 lists the lengths that the
+// generation's IPv4 prefix rules have, longest first: the lookup tries those
+// and no other. A generation's lists never change while it is in force; a
+// rule of a new length goes in by building the other generation.
 struct config {
 	__u8 default_action[DIR_MAX]; // enum verdict per direction
 	__u8 audit;
@@ -87,10 +86,8 @@ struct config {
 	__u8 deny_raw;  // refuse raw and packet sockets
 	__u8 pad;
 	__u8 nlens4[DIR_MAX];
-	__u8 nlens6[DIR_MAX];
 	__u8 pad2[2];
 	__u8 lens4[DIR_MAX][LENS4];
-	__u8 lens6[DIR_MAX][LENS6];
 };
 
 // Which generation of the policy is in force. Userspace builds a new policy in
@@ -110,7 +107,8 @@ struct counter {
 	__u64 bytes;
 };
 
-// The key of a prefix rule: its length and its address, masked to that length.
+// The key of a prefix rule: its length and its address, masked to that length
+// (IPv4), or as the LPM trie wants it (IPv6).
 struct prefix_key4 {
 	__u32 prefixlen;
 	__u32 addr; // network order
@@ -159,13 +157,15 @@ const enum log_level *unused_log_level __attribute__((unused));
 const enum event_flag *unused_event_flag __attribute__((unused));
 const enum stat *unused_stat __attribute__((unused));
 
-// Rule maps, all hash maps, so that a lookup costs about the same at any size.
-// Host rules (/32, /128) are consulted first: a host match is always the
-// longest prefix. Shorter prefixes sit in one map per family keyed by length
-// and masked address, tried for each length the policy has, longest first
-// (see struct config). Each is an inner map of a two-generation outer map (see
-// struct state); userspace sizes them for the policy it loads, and elements
-// are allocated as they are inserted.
+// Rule maps. Host rules (/32, /128) sit in hash maps, consulted first: a host
+// match is always the longest prefix, and a hash lookup costs about the same
+// at any size. Shorter IPv4 prefixes sit in a hash map keyed by length and
+// masked address, tried for each length the policy has, longest first (see
+// struct config): IPv4 lists use few lengths. IPv6 lists spread over many
+// (/32 to /64 and more), where one probe per length costs more than the walk
+// of an LPM trie, so shorter IPv6 prefixes sit in a trie. Each is an inner map
+// of a two-generation outer map (see struct state); userspace sizes the hash
+// maps for the policy it loads; elements are allocated as they are inserted.
 struct host4_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -191,9 +191,9 @@ struct host6_map {
 };
 
 struct prefix6_map {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 4096);
+	__uint(max_entries, 1 << 24);
 	__type(key, struct prefix_key6);
 	__type(value, struct rule);
 };
@@ -328,7 +328,7 @@ struct walk {
 	__u32 gen;
 	__u32 dir;
 	__u32 len;     // the packet's, for the rule's counters
-	__u32 addr[4]; // network order; IPv4 in addr[0]
+	__u32 addr;    // network order
 	struct match m;
 };
 
@@ -354,29 +354,7 @@ static long walk4(__u32 i, struct walk *w)
 		return 1;
 	// i < nlens4 <= LENS4; the mask is the bound the verifier can see.
 	struct prefix_key4 key = {.prefixlen = cfg->lens4[dir][i & (LENS4 - 1)]};
-	key.addr = w->addr[0] & mask(key.prefixlen);
-	struct rule *r = bpf_map_lookup_elem(prefix, &key);
-	if (!r)
-		return 0;
-	hit(&w->m, r, w->len);
-	return 1;
-}
-
-static long walk6(__u32 i, struct walk *w)
-{
-	__u32 gen = w->gen, dir = w->dir & 1;
-	struct config *cfg = bpf_map_lookup_elem(&settings, &gen);
-	void *prefix = inner(dir == DIR_EGRESS ? (void *)&egress_prefix6 : (void *)&ingress_prefix6, gen);
-
-	if (!cfg || !prefix)
-		return 1;
-	// i < nlens6 <= LENS6; the mask is the bound the verifier can see.
-	struct prefix_key6 key = {.prefixlen = cfg->lens6[dir][i & (LENS6 - 1)]};
-	__u32 *a = (__u32 *)key.addr;
-	a[0] = w->addr[0] & mask(key.prefixlen);
-	a[1] = w->addr[1] & mask(key.prefixlen - 32);
-	a[2] = w->addr[2] & mask(key.prefixlen - 64);
-	a[3] = w->addr[3] & mask(key.prefixlen - 96);
+	key.addr = w->addr & mask(key.prefixlen);
 	struct rule *r = bpf_map_lookup_elem(prefix, &key);
 	if (!r)
 		return 0;
@@ -420,7 +398,7 @@ static __always_inline void match4(int dir, const struct policy *pol, __u32 addr
 	__u8 n = pol->cfg->nlens4[dir];
 	if (!n)
 		return;
-	struct walk w = {.gen = gen, .dir = dir, .len = len, .addr = {addr}, .m = *m};
+	struct walk w = {.gen = gen, .dir = dir, .len = len, .addr = addr, .m = *m};
 	bpf_loop(n, walk4, &w, 0);
 	*m = w.m;
 }
@@ -436,13 +414,14 @@ static __always_inline void match6(int dir, const struct policy *pol, const __u8
 		hit(m, r, len);
 		return;
 	}
-	__u8 n = pol->cfg->nlens6[dir];
-	if (!n)
+	void *prefix = inner(dir == DIR_EGRESS ? (void *)&egress_prefix6 : (void *)&ingress_prefix6, gen);
+	if (!prefix)
 		return;
-	struct walk w = {.gen = gen, .dir = dir, .len = len, .m = *m};
-	__builtin_memcpy(w.addr, addr, 16);
-	bpf_loop(n, walk6, &w, 0);
-	*m = w.m;
+	struct prefix_key6 key = {.prefixlen = 128};
+	__builtin_memcpy(key.addr, addr, 16);
+	r = bpf_map_lookup_elem(prefix, &key);
+	if (r)
+		hit(m, r, len);
 }
 
 // decide is the decision rule: the most specific prefix that contains the

@@ -26,10 +26,8 @@ type cgwallConfig struct {
 	DenyRaw       uint8
 	Pad           uint8
 	Nlens4        [2]uint8
-	Nlens6        [2]uint8
 	Pad2          [2]uint8
 	Lens4         [2][32]uint8
-	Lens6         [2][128]uint8
 }
 
 type cgwallCounter struct {

@@ -96,7 +96,10 @@ func (d *Datapath) newGeneration(p *policy.Policy) (generation, error) {
 			return nil, fmt.Errorf("%d rules in %s: at most %d are supported", rules[o.name], o.name, MaxRules)
 		}
 		inner := d.spec.Maps[o.name].InnerMap.Copy()
-		inner.MaxEntries = capacity(rules[o.name])
+		if inner.Type == ebpf.Hash {
+			// LPM tries allocate per entry; their limit costs nothing.
+			inner.MaxEntries = capacity(rules[o.name])
+		}
 		m, err := ebpf.NewMap(inner)
 		if err != nil {
 			g.Close()

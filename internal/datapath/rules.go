@@ -131,8 +131,8 @@ func collect[T any](keys []any) []T {
 	return out
 }
 
-// configFor returns p's settings as the datapath keeps them, with the prefix
-// lengths that its rules have.
+// configFor returns p's settings as the datapath keeps them, with the lengths
+// that its IPv4 prefix rules have.
 func configFor(p *policy.Policy) cgwallConfig {
 	cfg := cgwallConfig{LogLevel: uint8(p.Log)}
 	for _, dir := range policy.Directions {
@@ -144,15 +144,14 @@ func configFor(p *policy.Policy) cgwallConfig {
 	if p.DenyRaw {
 		cfg.DenyRaw = 1
 	}
-	var present [2][2][129]bool // by direction, family (0: IPv4), length
+	var present [2][32]bool // by direction and length
 	for _, r := range p.Rules {
-		if !r.Prefix.IsSingleIP() {
-			present[r.Dir][family(r.Prefix)][r.Prefix.Bits()] = true
+		if r.Prefix.Addr().Is4() && !r.Prefix.IsSingleIP() {
+			present[r.Dir][r.Prefix.Bits()] = true
 		}
 	}
 	for _, dir := range policy.Directions {
-		cfg.Nlens4[dir] = longestFirst(present[dir][0][:32], cfg.Lens4[dir][:])
-		cfg.Nlens6[dir] = longestFirst(present[dir][1][:128], cfg.Lens6[dir][:])
+		cfg.Nlens4[dir] = longestFirst(present[dir][:], cfg.Lens4[dir][:])
 	}
 	return cfg
 }
@@ -170,25 +169,13 @@ func longestFirst(present []bool, lens []uint8) uint8 {
 	return uint8(n)
 }
 
-// family indexes the datapath's per-family tables: 0 for IPv4, 1 for IPv6.
-func family(prefix netip.Prefix) int {
-	if prefix.Addr().Is4() {
-		return 0
-	}
-	return 1
-}
-
-// hasLength says whether cfg's prefix lengths include prefix's. A host rule
-// needs none.
+// hasLength says whether cfg's prefix lengths include prefix's. Host rules
+// and IPv6 prefixes (in an LPM trie) need none.
 func hasLength(cfg *cgwallConfig, dir policy.Direction, prefix netip.Prefix) bool {
-	if prefix.IsSingleIP() {
+	if prefix.IsSingleIP() || !prefix.Addr().Is4() {
 		return true
 	}
-	lens := cfg.Lens4[dir][:cfg.Nlens4[dir]]
-	if family(prefix) == 1 {
-		lens = cfg.Lens6[dir][:cfg.Nlens6[dir]]
-	}
-	return slices.Contains(lens, uint8(prefix.Bits()))
+	return slices.Contains(cfg.Lens4[dir][:cfg.Nlens4[dir]], uint8(prefix.Bits()))
 }
 
 func (d *Datapath) writeSettings(p *policy.Policy, gen uint32) error {
