@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/cilium/ebpf"
 
@@ -14,10 +16,6 @@ import (
 // mapName names the outer map that holds a prefix's rule.
 func mapName(dir policy.Direction, prefix netip.Prefix) string {
 	host, v4 := prefix.IsSingleIP(), prefix.Addr().Is4()
-	names := [2][4]string{
-		{cgwallMapEgressHost4, cgwallMapEgressPrefix4, cgwallMapEgressHost6, cgwallMapEgressPrefix6},
-		{cgwallMapIngressHost4, cgwallMapIngressPrefix4, cgwallMapIngressHost6, cgwallMapIngressPrefix6},
-	}
 	i := 0
 	if !host {
 		i++
@@ -25,7 +23,7 @@ func mapName(dir policy.Direction, prefix netip.Prefix) string {
 	if !v4 {
 		i += 2
 	}
-	return names[dir][i]
+	return ruleMapNames[dir][i]
 }
 
 // ruleKey encodes a prefix as the key of its map.
@@ -66,69 +64,117 @@ func fromBE32(v uint32) [4]byte {
 	return [4]byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)}
 }
 
+// fillGeneration writes every rule of p, with its counters if given, into a
+// generation's fresh rule maps. Most of the time of a large load is the
+// kernel inserting elements, so the maps are written in chunks by one worker
+// per CPU.
+func fillGeneration(g generation, p *policy.Policy, counters map[uint32]Counter) error {
+	var b batches
+	for _, r := range p.Rules {
+		c := counters[r.ID]
+		v := cgwallRule{Id: r.ID, Action: uint8(r.Action), Packets: c.Packets, Bytes: c.Bytes}
+		a := r.Prefix.Addr()
+		switch host := r.Prefix.IsSingleIP(); {
+		case a.Is4() && host:
+			b.host4[r.Dir].add(a.As4(), v)
+		case a.Is4():
+			b.prefix4[r.Dir].add(cgwallPrefixKey4{Prefixlen: uint32(r.Prefix.Bits()), Addr: be32(a.As4())}, v)
+		case host:
+			b.host6[r.Dir].add(cgwallAddr6{Addr: a.As16()}, v)
+		default:
+			b.prefix6[r.Dir].add(cgwallPrefixKey6{Prefixlen: uint32(r.Prefix.Bits()), Addr: a.As16()}, v)
+		}
+	}
+	var writes []func() error
+	for _, dir := range policy.Directions {
+		names := ruleMapNames[dir]
+		writes = append(writes, b.host4[dir].writes(g[names[0]])...)
+		writes = append(writes, b.prefix4[dir].writes(g[names[1]])...)
+		writes = append(writes, b.host6[dir].writes(g[names[2]])...)
+		writes = append(writes, b.prefix6[dir].writes(g[names[3]])...)
+	}
+	return runAll(writes, runtime.NumCPU())
+}
+
+// ruleMapNames names the rule maps by direction: host4, prefix4, host6, prefix6.
+var ruleMapNames = [2][4]string{
+	{cgwallMapEgressHost4, cgwallMapEgressPrefix4, cgwallMapEgressHost6, cgwallMapEgressPrefix6},
+	{cgwallMapIngressHost4, cgwallMapIngressPrefix4, cgwallMapIngressHost6, cgwallMapIngressPrefix6},
+}
+
+// batches gathers a policy's rules by the map they go to.
+type batches struct {
+	host4   [2]batch[[4]byte]
+	prefix4 [2]batch[cgwallPrefixKey4]
+	host6   [2]batch[cgwallAddr6]
+	prefix6 [2]batch[cgwallPrefixKey6]
+}
+
 // batch gathers the keys and values bound for one map.
-type batch struct {
-	keys   []any
+type batch[K any] struct {
+	keys   []K
 	values []cgwallRule
 }
 
-// fillGeneration writes every rule of p, with its counters if given, into a
-// generation's fresh inner maps.
-func fillGeneration(g generation, p *policy.Policy, counters map[uint32]Counter) error {
-	batches := map[string]*batch{}
-	for _, r := range p.Rules {
-		name := mapName(r.Dir, r.Prefix)
-		b := batches[name]
-		if b == nil {
-			b = &batch{}
-			batches[name] = b
-		}
-		c := counters[r.ID]
-		b.keys = append(b.keys, ruleKey(r.Prefix))
-		b.values = append(b.values, cgwallRule{Id: r.ID, Action: uint8(r.Action), Packets: c.Packets, Bytes: c.Bytes})
-	}
-	for name, b := range batches {
-		if err := writeRules(g[name], b); err != nil {
-			return fmt.Errorf("write rules to %s: %w", name, err)
-		}
-	}
-	return nil
+func (b *batch[K]) add(k K, v cgwallRule) {
+	b.keys = append(b.keys, k)
+	b.values = append(b.values, v)
 }
 
-// writeRules writes a batch in one system call where the map type allows it.
-func writeRules(m *ebpf.Map, b *batch) error {
-	_, err := m.BatchUpdate(typedKeys(b.keys), b.values, nil)
+// chunk is the most rules one system call writes: small enough to spread a
+// large map over the CPUs, large enough that the calls cost nothing.
+const chunk = 1 << 16
+
+// writes returns the writes that put the batch into m, a chunk each.
+func (b *batch[K]) writes(m *ebpf.Map) []func() error {
+	var out []func() error
+	for lo := 0; lo < len(b.keys); lo += chunk {
+		hi := min(lo+chunk, len(b.keys))
+		out = append(out, func() error {
+			if err := writeRules(m, b.keys[lo:hi], b.values[lo:hi]); err != nil {
+				return fmt.Errorf("write rules to %s: %w", m, err)
+			}
+			return nil
+		})
+	}
+	return out
+}
+
+// writeRules writes rules in one system call where the map type allows it
+// (LPM tries do not).
+func writeRules[K any](m *ebpf.Map, keys []K, values []cgwallRule) error {
+	_, err := m.BatchUpdate(keys, values, nil)
 	if !errors.Is(err, ebpf.ErrNotSupported) {
 		return err
 	}
-	for i, k := range b.keys {
-		if err := m.Put(k, b.values[i]); err != nil {
+	for i, k := range keys {
+		if err := m.Put(k, values[i]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// typedKeys turns a batch's keys into a slice of their concrete type, which is
-// what BatchUpdate marshals.
-func typedKeys(keys []any) any {
-	switch keys[0].(type) {
-	case [4]byte:
-		return collect[[4]byte](keys)
-	case cgwallPrefixKey4:
-		return collect[cgwallPrefixKey4](keys)
-	case cgwallAddr6:
-		return collect[cgwallAddr6](keys)
+// runAll runs fns on n workers and returns their errors.
+func runAll(fns []func() error, n int) error {
+	work := make(chan func() error)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for w := range n {
+		wg.Go(func() {
+			for fn := range work {
+				if err := fn(); err != nil && errs[w] == nil {
+					errs[w] = err
+				}
+			}
+		})
 	}
-	return collect[cgwallPrefixKey6](keys)
-}
-
-func collect[T any](keys []any) []T {
-	out := make([]T, len(keys))
-	for i, k := range keys {
-		out[i] = k.(T)
+	for _, fn := range fns {
+		work <- fn
 	}
-	return out
+	close(work)
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // configFor returns p's settings as the datapath keeps them, with the lengths
