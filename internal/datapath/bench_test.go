@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -137,12 +138,17 @@ func buildBenchSet(build func(n int) *ruleset.Set, n int) benchSet {
 var ipv6Range = netip.MustParsePrefix("2001:db8::/32")
 
 // ruleMapMemlock returns the kernel memory, in bytes, charged to the
-// datapath's eight rule maps (both directions, both families, host hash maps
-// and prefix LPM tries), as the memlock line of each map's fdinfo states it.
+// datapath's rule maps (both directions: host hash maps, IPv4 prefix hash
+// maps, IPv6 prefix LPM tries) and /24 bitmaps where the policy has them, as
+// the memlock line of each map's fdinfo states it.
 func ruleMapMemlock(d *Datapath) (uint64, error) {
+	bm := d.bitmapOuters()
 	var total uint64
-	for _, o := range d.ruleOuters() {
+	for _, o := range append(d.ruleOuters(), bm[:]...) {
 		inner, err := d.innerMap(o.m)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			continue // no bitmap
+		}
 		if err != nil {
 			return 0, err
 		}
