@@ -322,8 +322,8 @@ static __always_inline void hit(struct match *m, struct rule *r, __u32 len)
 	__sync_fetch_and_add(&r->bytes, len);
 }
 
-// A walk over the prefix lengths of a generation, with bpf_loop: its callback
-// is verified once, however many lengths a policy has.
+// A walk over the IPv4 prefix lengths of a generation, with bpf_loop: its
+// callback is verified once, however many lengths a policy has.
 struct walk {
 	__u32 gen;
 	__u32 dir;
@@ -332,14 +332,10 @@ struct walk {
 	struct match m;
 };
 
-// mask returns the network-order mask of the first bits (0 to 32) of a word.
-static __always_inline __u32 mask(int bits)
+// mask returns the network-order mask of an IPv4 prefix length below 32.
+static __always_inline __u32 mask(__u32 bits)
 {
-	if (bits <= 0)
-		return 0;
-	if (bits >= 32)
-		return ~0U;
-	return bpf_htonl(~0U << (32 - bits));
+	return bits ? bpf_htonl(~0U << (32 - bits)) : 0;
 }
 
 // walk4 looks up the i-th longest IPv4 prefix length; it stops the walk at the
