@@ -1,8 +1,12 @@
 package policy
 
 import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -32,4 +36,75 @@ func BenchmarkAddList(b *testing.B) {
 			b.Fatalf("%d rules", len(p.Rules))
 		}
 	}
+}
+
+// TestAddListLikeAdd checks that AddList ends where adding its lines one by
+// one with Add ends: the same rules with the same IDs in the same order, and
+// the same problems at the same lines, on lists full of repeats, conflicts
+// and bad lines, added to a policy that has rules already.
+func TestAddListLikeAdd(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pick := []string{
+		"192.0.2.1", "192.0.2.1/32", "::ffff:192.0.2.1", "192.0.2.0/24", "198.51.100.7",
+		"2001:db8::1", "2001:db8::/32", "2001:db8::1/128", "::ffff:198.51.100.0/120", "0.0.0.0/0", "::/0",
+		"10.0.0.1/8", "1.1.1.300", "", "  # a comment", "203.0.113.9 # trailing",
+	}
+	dir := t.TempDir()
+	for round := range 200 {
+		var text strings.Builder
+		for range rng.IntN(120) {
+			text.WriteString(pick[rng.IntN(len(pick))] + "\n")
+		}
+		path := filepath.Join(dir, fmt.Sprint(round))
+		os.WriteFile(path, []byte(text.String()), 0o600)
+		d, a := Direction(rng.IntN(2)), Action(rng.IntN(2))
+
+		got, want := New(), New()
+		for _, p := range []*Policy{got, want} {
+			p.Add(Egress, Block, "192.0.2.0/24")
+			p.Add(Ingress, Allow, "2001:db8::1")
+		}
+		err := got.AddList(path, d, a)
+		wantProblems := addLines(want, text.String(), d, a)
+
+		var gotProblems []string
+		var fe *FileError
+		if errors.As(err, &fe) {
+			for _, p := range fe.Problems {
+				gotProblems = append(gotProblems, fmt.Sprintf("%d: %s", p.Line, p.Msg))
+			}
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(gotProblems, wantProblems) {
+			t.Fatalf("list %q:\nproblems %q\nwant     %q", text.String(), gotProblems, wantProblems)
+		}
+		if !slices.Equal(got.Rules, want.Rules) || got.NextID() != want.NextID() {
+			t.Fatalf("list %q:\nrules %v\nwant  %v", text.String(), got.Rules, want.Rules)
+		}
+		for _, r := range want.Rules {
+			if g, ok := got.Lookup(r.Dir, r.Prefix); !ok || g != r {
+				t.Fatalf("Lookup(%s) = %v, %v; want %v", r.Prefix, g, ok, r)
+			}
+			if g, ok := got.Rule(r.ID); !ok || g != r {
+				t.Fatalf("Rule(%d) = %v, %v; want %v", r.ID, g, ok, r)
+			}
+		}
+	}
+}
+
+// addLines adds a list's lines one at a time, as AddList did before it
+// settled them in bulk, and returns the first 20 problems.
+func addLines(p *Policy, text string, dir Direction, action Action) []string {
+	var problems []string
+	for i, line := range strings.Split(text, "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		if line = strings.TrimSpace(line); line == "" {
+			continue
+		}
+		if err := p.Add(dir, action, line); err != nil && len(problems) < maxListProblems {
+			problems = append(problems, fmt.Sprintf("%d: %s", i+1, err))
+		}
+	}
+	return problems
 }

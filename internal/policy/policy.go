@@ -4,6 +4,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 )
@@ -76,8 +77,11 @@ type Policy struct {
 	Log     LogLevel  // which decisions to stream
 	DenyRaw bool      // refuse raw and packet sockets
 
-	index  map[ruleKey]int // position in Rules
-	byID   map[uint32]int  // position in Rules; built on first use, nil after Renumber
+	// Positions in Rules, built on first use: a policy that is only loaded
+	// into a datapath never needs them, and for a million rules they cost
+	// more than reading the rules did. nil means not built.
+	index  map[ruleKey]int
+	byID   map[uint32]int
 	nextID uint32
 }
 
@@ -88,7 +92,7 @@ type ruleKey struct {
 
 // New returns an empty policy that allows by default and logs drops.
 func New() *Policy {
-	return &Policy{Default: [2]Action{Allow, Allow}, Log: LogDrop, index: map[ruleKey]int{}, nextID: 1}
+	return &Policy{Default: [2]Action{Allow, Allow}, Log: LogDrop, nextID: 1}
 }
 
 // Add parses addr and adds it as a rule. The same rule twice is kept once; the
@@ -117,7 +121,9 @@ func (p *Policy) AddPrefix(dir Direction, action Action, prefix netip.Prefix) er
 // AddRule adds a rule with its ID, as read back from a datapath. The caller
 // guarantees that neither its prefix nor its ID is taken.
 func (p *Policy) AddRule(r Rule) {
-	p.index[ruleKey{r.Dir, r.Prefix}] = len(p.Rules)
+	if p.index != nil {
+		p.index[ruleKey{r.Dir, r.Prefix}] = len(p.Rules)
+	}
 	if p.byID != nil {
 		p.byID[r.ID] = len(p.Rules)
 	}
@@ -130,20 +136,27 @@ func (p *Policy) AddRule(r Rule) {
 // Grow makes room for n more rules.
 func (p *Policy) Grow(n int) {
 	p.Rules = slices.Grow(p.Rules, n)
-	index := make(map[ruleKey]int, len(p.index)+n)
-	for k, v := range p.index {
-		index[k] = v
-	}
-	p.index = index
 }
 
 // Lookup returns the rule for a direction and prefix.
 func (p *Policy) Lookup(dir Direction, prefix netip.Prefix) (Rule, bool) {
-	i, ok := p.index[ruleKey{dir, prefix}]
+	i, ok := p.position(dir, prefix)
 	if !ok {
 		return Rule{}, false
 	}
 	return p.Rules[i], true
+}
+
+// position returns where the rule for a direction and prefix is in Rules.
+func (p *Policy) position(dir Direction, prefix netip.Prefix) (int, bool) {
+	if p.index == nil {
+		p.index = make(map[ruleKey]int, len(p.Rules))
+		for i, r := range p.Rules {
+			p.index[ruleKey{r.Dir, r.Prefix}] = i
+		}
+	}
+	i, ok := p.index[ruleKey{dir, prefix}]
+	return i, ok
 }
 
 // Rule returns the rule with the given ID.
@@ -241,18 +254,18 @@ func onOff(b bool) string {
 // SetAction changes the action of the rule with the given ID.
 func (p *Policy) SetAction(id uint32, action Action) {
 	if r, ok := p.Rule(id); ok {
-		p.Rules[p.index[ruleKey{r.Dir, r.Prefix}]].Action = action
+		i, _ := p.position(r.Dir, r.Prefix)
+		p.Rules[i].Action = action
 	}
 }
 
 // Delete removes a rule. The last rule takes its place in Rules.
 func (p *Policy) Delete(dir Direction, prefix netip.Prefix) {
-	k := ruleKey{dir, prefix}
-	i, ok := p.index[k]
+	i, ok := p.position(dir, prefix)
 	if !ok {
 		return
 	}
-	delete(p.index, k)
+	delete(p.index, ruleKey{dir, prefix})
 	p.byID = nil // rebuilt on next use: positions change below
 	last := len(p.Rules) - 1
 	if i != last {
@@ -266,11 +279,8 @@ func (p *Policy) Delete(dir Direction, prefix netip.Prefix) {
 // Clone returns a deep copy.
 func (p *Policy) Clone() *Policy {
 	c := *p
-	c.Rules = append([]Rule(nil), p.Rules...)
-	c.index = make(map[ruleKey]int, len(p.index))
+	c.Rules = slices.Clone(p.Rules)
+	c.index = maps.Clone(p.index)
 	c.byID = nil
-	for k, v := range p.index {
-		c.index[k] = v
-	}
 	return &c
 }
