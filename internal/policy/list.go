@@ -2,9 +2,9 @@ package policy
 
 import (
 	"bufio"
-	"bytes"
 	"cmp"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -20,25 +20,45 @@ const maxListProblems = 20
 // YAML for hundreds of thousands of rules. A file with problems returns a
 // *FileError listing them (the first 20).
 func (p *Policy) AddList(path string, dir Direction, action Action) error {
-	data, err := os.ReadFile(path)
+	text, err := readString(path)
 	if err != nil {
 		return fmt.Errorf("list file: %w", unwrapPathError(err))
 	}
-	// The rules go straight into Rules, with room for every line at once:
-	// growing a million-rule policy step by step costs more than parsing it.
-	// Repeats are found afterwards, by sorting (see settle).
-	from, n := len(p.Rules), bytes.Count(data, []byte("\n"))+1
+	from := len(p.Rules)
+	lines, problems, err := p.appendList(text, dir, action)
+	for _, c := range p.settle(from) {
+		problems = append(problems, Problem{Line: int(lines[c.pos-from]),
+			Msg: fmt.Sprintf("%s is both blocked and allowed for %s", c.rule.Prefix, c.rule.Dir)})
+	}
+	if err != nil {
+		return fmt.Errorf("read list file %s: %w", path, err)
+	}
+	if len(problems) > 0 {
+		slices.SortStableFunc(problems, func(a, b Problem) int { return cmp.Compare(a.Line, b.Line) })
+		return &FileError{Path: path, Problems: problems[:min(len(problems), maxListProblems)]}
+	}
+	return nil
+}
+
+// appendList appends a rule for every address of a list to Rules, unsettled
+// (see settle), and returns the line of each and the first problems.
+func (p *Policy) appendList(text string, dir Direction, action Action) (lines []int32, problems []Problem, err error) {
+	// Room for every line at once: growing a million-rule policy step by
+	// step costs more than parsing it.
+	n := strings.Count(text, "\n") + 1
 	p.Grow(n)
-	lines := make([]int32, 0, n) // the line of each rule from Rules[from:]
-	var problems []Problem
-	s := bufio.NewScanner(bytes.NewReader(data))
-	for line := 1; s.Scan(); line++ {
-		text, _, _ := strings.Cut(s.Text(), "#")
-		text = strings.TrimSpace(text)
-		if text == "" {
+	lines = make([]int32, 0, n)
+	for line := 1; len(text) > 0; line++ {
+		var l string
+		l, text, _ = strings.Cut(text, "\n")
+		if len(l) > bufio.MaxScanTokenSize { // not a list: fail as the line scanner did
+			return lines, problems, bufio.ErrTooLong
+		}
+		l, _, _ = strings.Cut(l, "#")
+		if l = strings.TrimSpace(l); l == "" {
 			continue
 		}
-		prefix, err := ParsePrefix(text)
+		prefix, err := ParsePrefix(l)
 		if err != nil {
 			if len(problems) < maxListProblems {
 				problems = append(problems, Problem{Line: line, Msg: err.Error()})
@@ -48,16 +68,24 @@ func (p *Policy) AddList(path string, dir Direction, action Action) error {
 		p.Rules = append(p.Rules, Rule{Dir: dir, Prefix: prefix, Action: action})
 		lines = append(lines, int32(line))
 	}
-	for _, c := range p.settle(from) {
-		problems = append(problems, Problem{Line: int(lines[c.pos-from]),
-			Msg: fmt.Sprintf("%s is both blocked and allowed for %s", c.rule.Prefix, c.rule.Dir)})
+	return lines, problems, nil
+}
+
+// readString reads a file into a string without the copy that converting
+// os.ReadFile's bytes makes: the lines of a list are cut from it, and parsed,
+// without allocating.
+func readString(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
 	}
-	if err := s.Err(); err != nil {
-		return fmt.Errorf("read list file %s: %w", path, err)
+	defer f.Close()
+	var b strings.Builder
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		b.Grow(int(fi.Size()))
 	}
-	if len(problems) > 0 {
-		slices.SortStableFunc(problems, func(a, b Problem) int { return cmp.Compare(a.Line, b.Line) })
-		return &FileError{Path: path, Problems: problems[:min(len(problems), maxListProblems)]}
+	if _, err := io.Copy(&b, f); err != nil {
+		return "", err
 	}
-	return nil
+	return b.String(), nil
 }

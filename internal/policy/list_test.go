@@ -108,3 +108,19 @@ func addLines(p *Policy, text string, dir Direction, action Action) []string {
 	}
 	return problems
 }
+
+func TestAddListErrors(t *testing.T) {
+	dir := t.TempDir()
+	p := New()
+	if err := p.AddList(filepath.Join(dir, "missing"), Egress, Block); err == nil || err.Error() != "list file: "+filepath.Join(dir, "missing")+": no such file or directory" {
+		t.Errorf("missing file: %v", err)
+	}
+	if err := p.AddList(dir, Egress, Block); err == nil || err.Error() != "list file: "+dir+": is a directory" {
+		t.Errorf("directory: %v", err)
+	}
+	long := filepath.Join(dir, "long")
+	os.WriteFile(long, []byte("192.0.2.1\n"+strings.Repeat("x", 1<<17)+"\n"), 0o600)
+	if err := p.AddList(long, Egress, Block); err == nil || !strings.Contains(err.Error(), "token too long") {
+		t.Errorf("a line of 128 KiB: %v", err)
+	}
+}
