@@ -59,9 +59,12 @@ func (d Direction) String() string {
 // Rule is one (direction, prefix, action) triple. ID ties the datapath's
 // counters and events back to the rule; IDs start at 1, 0 stands for the default.
 type Rule struct {
+	// Prefix comes first so that the small fields share its last word: 40
+	// bytes a rule instead of 48, which is 8 MB less to fault in for a
+	// million rules.
+	Prefix netip.Prefix
 	ID     uint32
 	Dir    Direction
-	Prefix netip.Prefix
 	Action Action
 }
 
