@@ -279,7 +279,7 @@ func (fp *fileParser) rules(n *yaml.Node, dir Direction, action Action) {
 }
 
 func (fp *fileParser) add(line int, where string, dir Direction, action Action, prefix netip.Prefix) {
-	k := ruleKey{dir, prefix}
+	k := keyOf(dir, prefix)
 	if prev, ok := fp.seen[k]; ok && prev.action != action {
 		fp.problem(line, "%s: %s is also %sed at line %d: a prefix is either blocked or allowed", where, prefix, prev.action, prev.line)
 		return
