@@ -163,7 +163,8 @@ func (p *Policy) Lookup(dir Direction, prefix netip.Prefix) (Rule, bool) {
 // position returns where the rule for a direction and prefix is in Rules.
 func (p *Policy) position(dir Direction, prefix netip.Prefix) (int, bool) {
 	if p.index == nil {
-		p.index = make(map[ruleKey]int32, len(p.Rules))
+		// Sized for the room Grow made: rules are coming.
+		p.index = make(map[ruleKey]int32, cap(p.Rules))
 		for i, r := range p.Rules {
 			p.index[keyOf(r.Dir, r.Prefix)] = int32(i)
 		}
