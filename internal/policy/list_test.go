@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -122,5 +123,70 @@ func TestAddListErrors(t *testing.T) {
 	os.WriteFile(long, []byte("192.0.2.1\n"+strings.Repeat("x", 1<<17)+"\n"), 0o600)
 	if err := p.AddList(long, Egress, Block); err == nil || !strings.Contains(err.Error(), "token too long") {
 		t.Errorf("a line of 128 KiB: %v", err)
+	}
+}
+
+// TestAddListPipe reads a list that cannot be read twice, as from
+// --block-list <(curl ...).
+func TestAddListPipe(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	go func() {
+		w.WriteString("192.0.2.1\n198.51.100.0/24\n# done\n2001:db8::/32")
+		w.Close()
+	}()
+	p := New()
+	if err := p.AddList(fmt.Sprintf("/proc/self/fd/%d", r.Fd()), Egress, Block); err != nil || len(p.Rules) != 3 {
+		t.Fatalf("AddList from a pipe: %v, %v", err, p.Rules)
+	}
+}
+
+// TestAddListLong checks a list many times longer than the read buffer, with
+// bad lines, repeats and conflicts throughout: the problems must quote their
+// lines as they were, however often the buffer was refilled since.
+func TestAddListLong(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var lines []string
+	for range 60_000 {
+		lines = append(lines, netip.AddrFrom4([4]byte{198, 18, byte(rng.IntN(256)), byte(rng.IntN(256))}).String())
+	}
+	for i := range 2000 {
+		j := rng.IntN(len(lines))
+		lines[j] = lines[rng.IntN(j+1)]
+		if i%2 == 0 {
+			lines[j] += " # repeated"
+		}
+	}
+	for i := range 30 {
+		lines[i*len(lines)/30] = fmt.Sprintf("bad-%d", i)
+	}
+	text := strings.Join(lines, "\n")
+	if len(text) < 10*listBuffer {
+		t.Fatalf("the list is only %d bytes", len(text))
+	}
+	path := filepath.Join(t.TempDir(), "long.list")
+	os.WriteFile(path, []byte(text), 0o600)
+
+	got, want := New(), New()
+	got.Add(Egress, Allow, lines[100])
+	want.Add(Egress, Allow, lines[100])
+	err := got.AddList(path, Egress, Block)
+	wantProblems := addLines(want, text, Egress, Block)
+	var fe *FileError
+	if !errors.As(err, &fe) {
+		t.Fatalf("AddList: %v", err)
+	}
+	var gotProblems []string
+	for _, p := range fe.Problems {
+		gotProblems = append(gotProblems, fmt.Sprintf("%d: %s", p.Line, p.Msg))
+	}
+	if !slices.Equal(gotProblems, wantProblems) {
+		t.Errorf("problems %q\nwant     %q", gotProblems, wantProblems)
+	}
+	if !slices.Equal(got.Rules, want.Rules) || got.NextID() != want.NextID() {
+		t.Errorf("%d rules, next ID %d; want %d, %d", len(got.Rules), got.NextID(), len(want.Rules), want.NextID())
 	}
 }
