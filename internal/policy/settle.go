@@ -66,7 +66,7 @@ func (p *Policy) repeats(from int) []repeat {
 		}
 	}
 	var out []repeat
-	slices.Sort(words)
+	words = sortWords(words)
 	for i, first := 1, 0; i < len(words); i++ {
 		if words[i]>>wordPosBits != words[first]>>wordPosBits {
 			first = i
@@ -142,4 +142,43 @@ func compareWideKeys(a, b wideKey) int {
 		return c
 	}
 	return cmp.Compare(a.pos, b.pos)
+}
+
+// sortWords sorts words with a least-significant-digit radix sort, and
+// returns them sorted, in words or in a buffer as long. A comparison sort of a
+// million words makes twenty rounds of branches that it cannot predict; this
+// makes five sequential passes (for a million rules, 35 ms less in AddList).
+// A digit on which every word agrees (the direction, in a list) takes none.
+func sortWords(words []uint64) []uint64 {
+	const digitBits = 11
+	const digits = (64 + digitBits - 1) / digitBits
+	const mask = 1<<digitBits - 1
+	if len(words) < 1<<12 {
+		slices.Sort(words)
+		return words
+	}
+	var counts [digits][1 << digitBits]int
+	for _, w := range words {
+		for d := range counts {
+			counts[d][w>>(d*digitBits)&mask]++
+		}
+	}
+	src, dst := words, make([]uint64, len(words))
+	for d := range counts {
+		c, shift := &counts[d], d*digitBits
+		if c[src[0]>>shift&mask] == len(src) {
+			continue
+		}
+		sum := 0
+		for i, n := range c {
+			c[i], sum = sum, sum+n
+		}
+		for _, w := range src {
+			j := w >> shift & mask
+			dst[c[j]] = w
+			c[j]++
+		}
+		src, dst = dst, src
+	}
+	return src
 }
