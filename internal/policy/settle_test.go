@@ -16,6 +16,12 @@ func TestSortWords(t *testing.T) {
 		{"keys of a list", func(i int) uint64 { return uint64(rng.Uint32())<<31 | 32<<wordPosBits | uint64(i) }},
 		{"few values", func(int) uint64 { return uint64(rng.IntN(3)) << 60 }},
 		{"equal", func(int) uint64 { return 42 }},
+		{"mostly equal", func(int) uint64 {
+			if rng.IntN(10) == 0 {
+				return rng.Uint64()
+			}
+			return 42
+		}},
 		{"sorted", func(i int) uint64 { return uint64(i) * 7919 }},
 	} {
 		for _, n := range []int{0, 1, 100, 1 << 12, 100_000} {
