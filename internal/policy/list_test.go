@@ -51,7 +51,11 @@ func TestAddListLikeAdd(t *testing.T) {
 		"10.0.0.1/8", "1.1.1.300", "", "  # a comment", "203.0.113.9 # trailing",
 	}
 	dir := t.TempDir()
-	for round := range 200 {
+	defer func(n int) { wordRules = n }(wordRules)
+	for round := range 400 {
+		if round == 200 { // the rest with wide keys for IPv4 rules too
+			wordRules = 0
+		}
 		var text strings.Builder
 		for range rng.IntN(120) {
 			text.WriteString(pick[rng.IntN(len(pick))] + "\n")

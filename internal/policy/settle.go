@@ -58,9 +58,12 @@ type repeat struct {
 func (p *Policy) repeats(from int) []repeat {
 	words := make([]uint64, 0, len(p.Rules))
 	var wide []wideKey
+	// A rule and its repeat must be keyed alike, so IPv4 rules get word keys
+	// only if every position fits one.
+	fits := len(p.Rules) <= wordRules
 	for i, r := range p.Rules {
-		if w, ok := wordKeyOf(r, i); ok {
-			words = append(words, w)
+		if fits && r.Prefix.Addr().Is4() {
+			words = append(words, wordKeyOf(r, i))
 		} else {
 			wide = append(wide, wideKeyOf(r, i))
 		}
@@ -87,21 +90,21 @@ func (p *Policy) repeats(from int) []repeat {
 }
 
 // A word key is an IPv4 rule in one uint64: its direction, address and prefix
-// length, in that order, so that an address-sorted list sorts in one pass,
-// then its position in Rules.
+// length, then its position in Rules, so that the rules of one prefix sort in
+// the order they were added.
 const (
 	wordPosBits = 25
 	wordPosMask = 1<<wordPosBits - 1
 )
 
-func wordKeyOf(r Rule, pos int) (uint64, bool) {
-	a := r.Prefix.Addr()
-	if !a.Is4() || pos > wordPosMask {
-		return 0, false
-	}
-	b := a.As4()
+// wordRules is the most rules whose positions fit a word key; tests lower it
+// to try the wide keys on IPv4 rules.
+var wordRules = 1 << wordPosBits
+
+func wordKeyOf(r Rule, pos int) uint64 {
+	b := r.Prefix.Addr().As4()
 	return uint64(r.Dir)<<63 | uint64(binary.BigEndian.Uint32(b[:]))<<31 |
-		uint64(r.Prefix.Bits())<<wordPosBits | uint64(pos), true
+		uint64(r.Prefix.Bits())<<wordPosBits | uint64(pos)
 }
 
 // wideKey is a rule's direction and prefix in words that sort quickly, and
