@@ -82,7 +82,7 @@ func unwrapPathError(err error) error {
 
 // ParseFile parses the text of a policy file; path only names it in errors.
 func ParseFile(path string, data []byte) (*Policy, FileSettings, error) {
-	fp := &fileParser{p: New(), seen: map[ruleKey]seenRule{}, path: path}
+	fp := &fileParser{p: New(), path: path}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		line, msg := yamlErrorLine(err)
@@ -108,16 +108,11 @@ func yamlErrorLine(err error) (int, string) {
 	return 1, "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")
 }
 
-type seenRule struct {
-	action Action
-	line   int
-}
-
 type fileParser struct {
 	path     string
 	p        *Policy
 	set      FileSettings
-	seen     map[ruleKey]seenRule
+	lines    []int32 // by rule ID: the line that last gave the rule; 0 if a list file did
 	problems []Problem
 }
 
@@ -264,6 +259,7 @@ func (fp *fileParser) rules(n *yaml.Node, dir Direction, action Action) {
 		fp.problem(n.Line, "%s must be a list of addresses, not %s", where, describe(n))
 		return
 	}
+	fp.p.Grow(len(n.Content))
 	for _, item := range n.Content {
 		if item.Kind != yaml.ScalarNode {
 			fp.problem(item.Line, "%s: %s is not an address", where, describe(item))
@@ -278,12 +274,34 @@ func (fp *fileParser) rules(n *yaml.Node, dir Direction, action Action) {
 	}
 }
 
+// add adds a rule unless the policy has its prefix already: with the same
+// action, the rule is kept once; with the other, which was first is said.
 func (fp *fileParser) add(line int, where string, dir Direction, action Action, prefix netip.Prefix) {
-	k := ruleKey{dir, prefix}
-	if prev, ok := fp.seen[k]; ok && prev.action != action {
-		fp.problem(line, "%s: %s is also %sed at line %d: a prefix is either blocked or allowed", where, prefix, prev.action, prev.line)
-		return
+	prev, ok := fp.p.Lookup(dir, prefix)
+	switch {
+	case !ok:
+		r := Rule{ID: fp.p.NextID(), Dir: dir, Prefix: prefix, Action: action}
+		fp.p.AddRule(r)
+		fp.setLine(r.ID, line)
+	case prev.Action == action:
+		fp.setLine(prev.ID, line)
+	case fp.line(prev.ID) == 0:
+		fp.problem(line, "%s: %s is also %sed by a list file: a prefix is either blocked or allowed", where, prefix, prev.Action)
+	default:
+		fp.problem(line, "%s: %s is also %sed at line %d: a prefix is either blocked or allowed", where, prefix, prev.Action, fp.line(prev.ID))
 	}
-	fp.seen[k] = seenRule{action, line}
-	fp.p.AddPrefix(dir, action, prefix) // cannot conflict: checked above
+}
+
+func (fp *fileParser) line(id uint32) int {
+	if int(id) < len(fp.lines) {
+		return int(fp.lines[id])
+	}
+	return 0
+}
+
+func (fp *fileParser) setLine(id uint32, line int) {
+	if n := int(id) + 1; n > len(fp.lines) {
+		fp.lines = append(fp.lines, make([]int32, n-len(fp.lines))...)
+	}
+	fp.lines[id] = int32(line)
 }

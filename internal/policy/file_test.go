@@ -151,3 +151,46 @@ func TestAddList(t *testing.T) {
 		t.Fatalf("block_lists: %v, %v", err, p2)
 	}
 }
+
+// TestParseFileConflicts checks that a prefix given both actions is reported
+// at its later line, naming the line that last gave it the first action, and
+// that a list file named in the policy counts as well.
+func TestParseFileConflicts(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "good.txt"), []byte("198.51.100.0/24\n"), 0o600)
+	text := `egress:
+  block:
+    - 192.0.2.1
+    - 192.0.2.1
+  allow: [192.0.2.1, 198.51.100.0/24, 198.51.100.1]
+  block_lists: [good.txt]
+ingress:
+  allow: [192.0.2.1]
+`
+	_, _, err := ParseFile(filepath.Join(dir, "p.yaml"), []byte(text))
+	var fe *FileError
+	if !errors.As(err, &fe) {
+		t.Fatalf("error %v is not a *FileError", err)
+	}
+	p, good := filepath.Join(dir, "p.yaml"), filepath.Join(dir, "good.txt")
+	want := []string{
+		p + ":5: egress.allow: 192.0.2.1/32 is also blocked at line 4",
+		p + ":6: egress.block_lists: " + good + ":1: 198.51.100.0/24 is both blocked and allowed for egress",
+	}
+	lines := fe.Lines()
+	if len(lines) != len(want) {
+		t.Fatalf("problems:\n%s", strings.Join(lines, "\n"))
+	}
+	for i := range want {
+		if !strings.HasPrefix(lines[i], want[i]) {
+			t.Errorf("problem %d = %q, want it to start with %q", i, lines[i], want[i])
+		}
+	}
+
+	// A list first, then the same prefix in the policy with the other action.
+	text = "egress:\n  block_lists: [good.txt]\n  allow: [198.51.100.0/24]\n"
+	_, _, err = ParseFile(filepath.Join(dir, "p.yaml"), []byte(text))
+	if err == nil || !strings.Contains(err.Error(), "p.yaml:3: egress.allow: 198.51.100.0/24 is also blocked by a list file") {
+		t.Errorf("a policy rule against a list rule: %v", err)
+	}
+}

@@ -3,14 +3,23 @@ package policy
 import (
 	"bufio"
 	"bytes"
+	"cmp"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strings"
+	"unsafe"
 )
 
 // maxListProblems bounds how many problems of a list file are reported: a
 // file that is not a list at all should not print a million lines.
 const maxListProblems = 20
+
+// listBuffer is what a list is read through: it also bounds the length of a
+// line, as bufio.Scanner did before.
+const listBuffer = bufio.MaxScanTokenSize
 
 // AddList adds a rule for every address in a list file: one IPv4 or IPv6
 // address or CIDR a line; blank lines and everything after a '#' are ignored.
@@ -18,34 +27,91 @@ const maxListProblems = 20
 // YAML for hundreds of thousands of rules. A file with problems returns a
 // *FileError listing them (the first 20).
 func (p *Policy) AddList(path string, dir Direction, action Action) error {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("list file: %w", unwrapPathError(err))
 	}
-	// Room for every line at once: growing a million-rule policy step by
-	// step costs more than parsing it.
-	p.Grow(bytes.Count(data, []byte("\n")) + 1)
-	fe := &FileError{Path: path}
-	s := bufio.NewScanner(bytes.NewReader(data))
-	for line := 1; s.Scan(); line++ {
-		text, _, _ := strings.Cut(s.Text(), "#")
-		text = strings.TrimSpace(text)
-		if text == "" {
-			continue
-		}
-		prefix, err := ParsePrefix(text)
-		if err == nil {
-			err = p.AddPrefix(dir, action, prefix)
-		}
-		if err != nil && len(fe.Problems) < maxListProblems {
-			fe.Problems = append(fe.Problems, Problem{Line: line, Msg: err.Error()})
-		}
+	defer f.Close()
+	n, err := countLines(f)
+	if err != nil {
+		return fmt.Errorf("list file: %w", unwrapPathError(err))
 	}
-	if err := s.Err(); err != nil {
+	from := len(p.Rules)
+	lines, problems, err := p.appendList(bufio.NewReaderSize(f, listBuffer), n, dir, action)
+	for _, c := range p.settle(from) {
+		problems = append(problems, Problem{Line: int(lines[c.pos-from]),
+			Msg: fmt.Sprintf("%s is both blocked and allowed for %s", c.rule.Prefix, c.rule.Dir)})
+	}
+	switch {
+	case errors.Is(err, bufio.ErrTooLong):
 		return fmt.Errorf("read list file %s: %w", path, err)
+	case err != nil:
+		return fmt.Errorf("list file: %w", unwrapPathError(err))
 	}
-	if len(fe.Problems) > 0 {
-		return fe
+	if len(problems) > 0 {
+		slices.SortStableFunc(problems, func(a, b Problem) int { return cmp.Compare(a.Line, b.Line) })
+		return &FileError{Path: path, Problems: problems[:min(len(problems), maxListProblems)]}
 	}
 	return nil
+}
+
+// countLines counts the lines of a regular file and rewinds it, so that room
+// for its rules can be made at once: growing a million-rule policy step by
+// step costs more than parsing it. The file is read twice, through the page
+// cache, rather than held in memory. A file that cannot be read twice (a
+// pipe) counts 0.
+func countLines(f *os.File) (int, error) {
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return 0, nil
+	}
+	buf := make([]byte, listBuffer)
+	n := 1
+	for {
+		k, err := f.Read(buf)
+		n += bytes.Count(buf[:k], []byte("\n"))
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	_, err := f.Seek(0, io.SeekStart)
+	return n, err
+}
+
+// appendList appends a rule for every address of a list to Rules, unsettled
+// (see settle), and returns the line of each and the first problems.
+func (p *Policy) appendList(r *bufio.Reader, n int, dir Direction, action Action) (lines []int32, problems []Problem, err error) {
+	p.Grow(n)
+	lines = make([]int32, 0, n)
+	for line := 1; ; line++ {
+		b, err := r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) { // not a list: fail as the line scanner did
+			return lines, problems, bufio.ErrTooLong
+		}
+		if len(b) == 0 {
+			if err == io.EOF {
+				err = nil
+			}
+			return lines, problems, err
+		}
+		// The line as a string without copying it: it is valid until the
+		// next read, and nothing below keeps it (errors quote it, which
+		// copies it). A million small copies cost more than parsing.
+		l := unsafe.String(unsafe.SliceData(b), len(b))
+		l, _, _ = strings.Cut(l, "#")
+		if l = strings.TrimSpace(l); l == "" {
+			continue
+		}
+		prefix, err := ParsePrefix(l)
+		if err != nil {
+			if len(problems) < maxListProblems {
+				problems = append(problems, Problem{Line: line, Msg: err.Error()})
+			}
+			continue
+		}
+		p.Rules = append(p.Rules, Rule{Dir: dir, Prefix: prefix, Action: action})
+		lines = append(lines, int32(line))
+	}
 }

@@ -4,6 +4,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 )
@@ -58,9 +59,12 @@ func (d Direction) String() string {
 // Rule is one (direction, prefix, action) triple. ID ties the datapath's
 // counters and events back to the rule; IDs start at 1, 0 stands for the default.
 type Rule struct {
+	// Prefix comes first so that the small fields share its last word: 40
+	// bytes a rule instead of 48, which is 8 MB less to fault in for a
+	// million rules.
+	Prefix netip.Prefix
 	ID     uint32
 	Dir    Direction
-	Prefix netip.Prefix
 	Action Action
 }
 
@@ -76,19 +80,32 @@ type Policy struct {
 	Log     LogLevel  // which decisions to stream
 	DenyRaw bool      // refuse raw and packet sockets
 
-	index  map[ruleKey]int // position in Rules
-	byID   map[uint32]int  // position in Rules; built on first use, nil after Renumber
+	// Positions in Rules, built on first use: a policy that is only loaded
+	// into a datapath never needs them, and for a million rules they cost
+	// more than reading the rules did. nil means not built.
+	index  map[ruleKey]int32
+	byID   map[uint32]int
 	nextID uint32
 }
 
+// ruleKey is a rule's direction and prefix without the pointer that
+// netip.Addr carries: the index of a million rules is then half the size, and
+// no work for the garbage collector.
 type ruleKey struct {
-	dir    Direction
-	prefix netip.Prefix
+	addr [16]byte // IPv4 in its IPv6-mapped form
+	bits uint8
+	dir  Direction
+	is4  bool
+}
+
+func keyOf(dir Direction, prefix netip.Prefix) ruleKey {
+	a := prefix.Addr()
+	return ruleKey{addr: a.As16(), bits: uint8(prefix.Bits()), dir: dir, is4: a.Is4()}
 }
 
 // New returns an empty policy that allows by default and logs drops.
 func New() *Policy {
-	return &Policy{Default: [2]Action{Allow, Allow}, Log: LogDrop, index: map[ruleKey]int{}, nextID: 1}
+	return &Policy{Default: [2]Action{Allow, Allow}, Log: LogDrop, nextID: 1}
 }
 
 // Add parses addr and adds it as a rule. The same rule twice is kept once; the
@@ -117,7 +134,9 @@ func (p *Policy) AddPrefix(dir Direction, action Action, prefix netip.Prefix) er
 // AddRule adds a rule with its ID, as read back from a datapath. The caller
 // guarantees that neither its prefix nor its ID is taken.
 func (p *Policy) AddRule(r Rule) {
-	p.index[ruleKey{r.Dir, r.Prefix}] = len(p.Rules)
+	if p.index != nil {
+		p.index[keyOf(r.Dir, r.Prefix)] = int32(len(p.Rules))
+	}
 	if p.byID != nil {
 		p.byID[r.ID] = len(p.Rules)
 	}
@@ -130,20 +149,28 @@ func (p *Policy) AddRule(r Rule) {
 // Grow makes room for n more rules.
 func (p *Policy) Grow(n int) {
 	p.Rules = slices.Grow(p.Rules, n)
-	index := make(map[ruleKey]int, len(p.index)+n)
-	for k, v := range p.index {
-		index[k] = v
-	}
-	p.index = index
 }
 
 // Lookup returns the rule for a direction and prefix.
 func (p *Policy) Lookup(dir Direction, prefix netip.Prefix) (Rule, bool) {
-	i, ok := p.index[ruleKey{dir, prefix}]
+	i, ok := p.position(dir, prefix)
 	if !ok {
 		return Rule{}, false
 	}
 	return p.Rules[i], true
+}
+
+// position returns where the rule for a direction and prefix is in Rules.
+func (p *Policy) position(dir Direction, prefix netip.Prefix) (int, bool) {
+	if p.index == nil {
+		// Sized for the room Grow made: rules are coming.
+		p.index = make(map[ruleKey]int32, cap(p.Rules))
+		for i, r := range p.Rules {
+			p.index[keyOf(r.Dir, r.Prefix)] = int32(i)
+		}
+	}
+	i, ok := p.index[keyOf(dir, prefix)]
+	return int(i), ok
 }
 
 // Rule returns the rule with the given ID.
@@ -241,24 +268,24 @@ func onOff(b bool) string {
 // SetAction changes the action of the rule with the given ID.
 func (p *Policy) SetAction(id uint32, action Action) {
 	if r, ok := p.Rule(id); ok {
-		p.Rules[p.index[ruleKey{r.Dir, r.Prefix}]].Action = action
+		i, _ := p.position(r.Dir, r.Prefix)
+		p.Rules[i].Action = action
 	}
 }
 
 // Delete removes a rule. The last rule takes its place in Rules.
 func (p *Policy) Delete(dir Direction, prefix netip.Prefix) {
-	k := ruleKey{dir, prefix}
-	i, ok := p.index[k]
+	i, ok := p.position(dir, prefix)
 	if !ok {
 		return
 	}
-	delete(p.index, k)
+	delete(p.index, keyOf(dir, prefix))
 	p.byID = nil // rebuilt on next use: positions change below
 	last := len(p.Rules) - 1
 	if i != last {
 		moved := p.Rules[last]
 		p.Rules[i] = moved
-		p.index[ruleKey{moved.Dir, moved.Prefix}] = i
+		p.index[keyOf(moved.Dir, moved.Prefix)] = int32(i)
 	}
 	p.Rules = p.Rules[:last]
 }
@@ -266,11 +293,8 @@ func (p *Policy) Delete(dir Direction, prefix netip.Prefix) {
 // Clone returns a deep copy.
 func (p *Policy) Clone() *Policy {
 	c := *p
-	c.Rules = append([]Rule(nil), p.Rules...)
-	c.index = make(map[ruleKey]int, len(p.index))
+	c.Rules = slices.Clone(p.Rules)
+	c.index = maps.Clone(p.index)
 	c.byID = nil
-	for k, v := range p.index {
-		c.index[k] = v
-	}
 	return &c
 }

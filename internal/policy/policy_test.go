@@ -2,6 +2,8 @@ package policy
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -95,5 +97,59 @@ func TestAddConflictAndDuplicate(t *testing.T) {
 	}
 	if err := p.Add(Egress, Allow, "::ffff:192.0.2.0/120"); err == nil {
 		t.Fatal("the mapped form of a blocked prefix was allowed too")
+	}
+}
+
+// TestEdits checks the lookups that live edits use, across the index being
+// built, kept up to date, dropped by AddList and rebuilt.
+func TestEdits(t *testing.T) {
+	p := New()
+	for _, a := range []string{"192.0.2.1", "198.51.100.0/24", "2001:db8::/32", "203.0.113.7"} {
+		if err := p.Add(Egress, Block, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pfx := netip.MustParsePrefix
+	has := func(p *Policy, prefix string, want Rule) {
+		t.Helper()
+		if r, ok := p.Lookup(Egress, pfx(prefix)); !ok || r != want {
+			t.Errorf("Lookup(%s) = %v, %v; want %v", prefix, r, ok, want)
+		}
+		if r, ok := p.Rule(want.ID); !ok || r != want {
+			t.Errorf("Rule(%d) = %v, %v; want %v", want.ID, r, ok, want)
+		}
+	}
+	c := p.Clone()
+	p.Delete(Egress, pfx("198.51.100.0/24")) // the last rule takes its place
+	if _, ok := p.Lookup(Egress, pfx("198.51.100.0/24")); ok || len(p.Rules) != 3 {
+		t.Errorf("deleted rule still there: %v", p.Rules)
+	}
+	has(p, "203.0.113.7/32", Rule{ID: 4, Dir: Egress, Prefix: pfx("203.0.113.7/32"), Action: Block})
+	p.SetAction(4, Allow)
+	has(p, "203.0.113.7/32", Rule{ID: 4, Dir: Egress, Prefix: pfx("203.0.113.7/32"), Action: Allow})
+	p.AddRule(Rule{ID: 9, Dir: Egress, Prefix: pfx("192.0.2.9/32"), Action: Allow})
+	has(p, "192.0.2.9/32", Rule{ID: 9, Dir: Egress, Prefix: pfx("192.0.2.9/32"), Action: Allow})
+	if p.NextID() != 10 {
+		t.Errorf("next ID %d after adding rule 9", p.NextID())
+	}
+	// The clone kept what p had when it was made.
+	has(c, "198.51.100.0/24", Rule{ID: 2, Dir: Egress, Prefix: pfx("198.51.100.0/24"), Action: Block})
+	has(c, "203.0.113.7/32", Rule{ID: 4, Dir: Egress, Prefix: pfx("203.0.113.7/32"), Action: Block})
+	if _, ok := c.Lookup(Egress, pfx("192.0.2.9/32")); ok {
+		t.Error("a rule added to the original shows in its clone")
+	}
+	// A list after the index was built; the index is rebuilt after it.
+	list := filepath.Join(t.TempDir(), "l")
+	os.WriteFile(list, []byte("192.0.2.9\n192.0.2.10\n"), 0o600)
+	if err := p.AddList(list, Egress, Allow); err != nil {
+		t.Fatal(err)
+	}
+	has(p, "192.0.2.10/32", Rule{ID: 10, Dir: Egress, Prefix: pfx("192.0.2.10/32"), Action: Allow})
+	has(p, "203.0.113.7/32", Rule{ID: 4, Dir: Egress, Prefix: pfx("203.0.113.7/32"), Action: Allow})
+	if _, ok := p.Lookup(Ingress, pfx("192.0.2.10/32")); ok {
+		t.Error("an egress rule found for ingress")
+	}
+	if _, ok := p.Lookup(Egress, pfx("::ffff:192.0.2.10/128")); ok {
+		t.Error("an IPv4 rule found under its IPv6-mapped prefix, which ParsePrefix never returns")
 	}
 }

@@ -1,0 +1,196 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cgwall/cgwall/internal/ruleset"
+)
+
+// BenchmarkAddList reads a list of a million prefixes, the public-blocklist mix
+// that the bench harness loads (85% /32, 10% /24, 4% /16, 1% /8). A run of
+// go test has warm memory after the first round; for the figure of a fresh
+// cgwall process, run it with -benchtime=1x in separate processes.
+func BenchmarkAddList(b *testing.B) {
+	var text strings.Builder
+	for _, p := range ruleset.Mixed4(1_000_000).Prefixes {
+		text.WriteString(p.String())
+		text.WriteByte('\n')
+	}
+	path := filepath.Join(b.TempDir(), "1m.list")
+	if err := os.WriteFile(path, []byte(text.String()), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		p := New()
+		if err := p.AddList(path, Egress, Block); err != nil {
+			b.Fatal(err)
+		}
+		if len(p.Rules) != 1_000_000 {
+			b.Fatalf("%d rules", len(p.Rules))
+		}
+	}
+}
+
+// TestAddListLikeAdd checks that AddList ends where adding its lines one by
+// one with Add ends: the same rules with the same IDs in the same order, and
+// the same problems at the same lines, on lists full of repeats, conflicts
+// and bad lines, added to a policy that has rules already.
+func TestAddListLikeAdd(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pick := []string{
+		"192.0.2.1", "192.0.2.1/32", "::ffff:192.0.2.1", "192.0.2.0/24", "198.51.100.7",
+		"2001:db8::1", "2001:db8::/32", "2001:db8::1/128", "::ffff:198.51.100.0/120", "0.0.0.0/0", "::/0",
+		"10.0.0.1/8", "1.1.1.300", "", "  # a comment", "203.0.113.9 # trailing",
+	}
+	dir := t.TempDir()
+	defer func(n int) { wordRules = n }(wordRules)
+	for round := range 400 {
+		if round == 200 { // the rest with wide keys for IPv4 rules too
+			wordRules = 0
+		}
+		var text strings.Builder
+		for range rng.IntN(120) {
+			text.WriteString(pick[rng.IntN(len(pick))] + "\n")
+		}
+		path := filepath.Join(dir, fmt.Sprint(round))
+		os.WriteFile(path, []byte(text.String()), 0o600)
+		d, a := Direction(rng.IntN(2)), Action(rng.IntN(2))
+
+		got, want := New(), New()
+		for _, p := range []*Policy{got, want} {
+			p.Add(Egress, Block, "192.0.2.0/24")
+			p.Add(Ingress, Allow, "2001:db8::1")
+		}
+		err := got.AddList(path, d, a)
+		wantProblems := addLines(want, text.String(), d, a)
+
+		var gotProblems []string
+		var fe *FileError
+		if errors.As(err, &fe) {
+			for _, p := range fe.Problems {
+				gotProblems = append(gotProblems, fmt.Sprintf("%d: %s", p.Line, p.Msg))
+			}
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(gotProblems, wantProblems) {
+			t.Fatalf("list %q:\nproblems %q\nwant     %q", text.String(), gotProblems, wantProblems)
+		}
+		if !slices.Equal(got.Rules, want.Rules) || got.NextID() != want.NextID() {
+			t.Fatalf("list %q:\nrules %v\nwant  %v", text.String(), got.Rules, want.Rules)
+		}
+		for _, r := range want.Rules {
+			if g, ok := got.Lookup(r.Dir, r.Prefix); !ok || g != r {
+				t.Fatalf("Lookup(%s) = %v, %v; want %v", r.Prefix, g, ok, r)
+			}
+			if g, ok := got.Rule(r.ID); !ok || g != r {
+				t.Fatalf("Rule(%d) = %v, %v; want %v", r.ID, g, ok, r)
+			}
+		}
+	}
+}
+
+// addLines adds a list's lines one at a time, as AddList did before it
+// settled them in bulk, and returns the first 20 problems.
+func addLines(p *Policy, text string, dir Direction, action Action) []string {
+	var problems []string
+	for i, line := range strings.Split(text, "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		if line = strings.TrimSpace(line); line == "" {
+			continue
+		}
+		if err := p.Add(dir, action, line); err != nil && len(problems) < maxListProblems {
+			problems = append(problems, fmt.Sprintf("%d: %s", i+1, err))
+		}
+	}
+	return problems
+}
+
+func TestAddListErrors(t *testing.T) {
+	dir := t.TempDir()
+	p := New()
+	if err := p.AddList(filepath.Join(dir, "missing"), Egress, Block); err == nil || err.Error() != "list file: "+filepath.Join(dir, "missing")+": no such file or directory" {
+		t.Errorf("missing file: %v", err)
+	}
+	if err := p.AddList(dir, Egress, Block); err == nil || err.Error() != "list file: "+dir+": is a directory" {
+		t.Errorf("directory: %v", err)
+	}
+	long := filepath.Join(dir, "long")
+	os.WriteFile(long, []byte("192.0.2.1\n"+strings.Repeat("x", 1<<17)+"\n"), 0o600)
+	if err := p.AddList(long, Egress, Block); err == nil || !strings.Contains(err.Error(), "token too long") {
+		t.Errorf("a line of 128 KiB: %v", err)
+	}
+}
+
+// TestAddListPipe reads a list that cannot be read twice, as from
+// --block-list <(curl ...).
+func TestAddListPipe(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	go func() {
+		w.WriteString("192.0.2.1\n198.51.100.0/24\n# done\n2001:db8::/32")
+		w.Close()
+	}()
+	p := New()
+	if err := p.AddList(fmt.Sprintf("/proc/self/fd/%d", r.Fd()), Egress, Block); err != nil || len(p.Rules) != 3 {
+		t.Fatalf("AddList from a pipe: %v, %v", err, p.Rules)
+	}
+}
+
+// TestAddListLong checks a list many times longer than the read buffer, with
+// bad lines, repeats and conflicts throughout: the problems must quote their
+// lines as they were, however often the buffer was refilled since.
+func TestAddListLong(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var lines []string
+	for range 60_000 {
+		lines = append(lines, netip.AddrFrom4([4]byte{198, 18, byte(rng.IntN(256)), byte(rng.IntN(256))}).String())
+	}
+	for i := range 2000 {
+		j := rng.IntN(len(lines))
+		lines[j] = lines[rng.IntN(j+1)]
+		if i%2 == 0 {
+			lines[j] += " # repeated"
+		}
+	}
+	for i := range 30 {
+		lines[i*len(lines)/30] = fmt.Sprintf("bad-%d", i)
+	}
+	text := strings.Join(lines, "\n")
+	if len(text) < 10*listBuffer {
+		t.Fatalf("the list is only %d bytes", len(text))
+	}
+	path := filepath.Join(t.TempDir(), "long.list")
+	os.WriteFile(path, []byte(text), 0o600)
+
+	got, want := New(), New()
+	got.Add(Egress, Allow, lines[100])
+	want.Add(Egress, Allow, lines[100])
+	err := got.AddList(path, Egress, Block)
+	wantProblems := addLines(want, text, Egress, Block)
+	var fe *FileError
+	if !errors.As(err, &fe) {
+		t.Fatalf("AddList: %v", err)
+	}
+	var gotProblems []string
+	for _, p := range fe.Problems {
+		gotProblems = append(gotProblems, fmt.Sprintf("%d: %s", p.Line, p.Msg))
+	}
+	if !slices.Equal(gotProblems, wantProblems) {
+		t.Errorf("problems %q\nwant     %q", gotProblems, wantProblems)
+	}
+	if !slices.Equal(got.Rules, want.Rules) || got.NextID() != want.NextID() {
+		t.Errorf("%d rules, next ID %d; want %d, %d", len(got.Rules), got.NextID(), len(want.Rules), want.NextID())
+	}
+}
