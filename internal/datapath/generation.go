@@ -86,8 +86,14 @@ func (d *Datapath) installBitmaps(p *policy.Policy, gen uint32) error {
 // newGeneration creates empty rule maps sized for p.
 func (d *Datapath) newGeneration(p *policy.Policy) (generation, error) {
 	rules := map[string]int{}
+	var n [2][4]int
 	for _, r := range p.Rules {
-		rules[mapName(r.Dir, r.Prefix)]++
+		n[r.Dir][mapKind(r.Prefix)]++
+	}
+	for _, dir := range policy.Directions {
+		for kind, name := range ruleMapNames[dir] {
+			rules[name] = n[dir][kind]
+		}
 	}
 	g := generation{}
 	for _, o := range d.ruleOuters() {

@@ -15,15 +15,20 @@ import (
 
 // mapName names the outer map that holds a prefix's rule.
 func mapName(dir policy.Direction, prefix netip.Prefix) string {
-	host, v4 := prefix.IsSingleIP(), prefix.Addr().Is4()
+	return ruleMapNames[dir][mapKind(prefix)]
+}
+
+// mapKind indexes a prefix's rule map among a direction's: host4, prefix4,
+// host6, prefix6.
+func mapKind(prefix netip.Prefix) int {
 	i := 0
-	if !host {
+	if !prefix.IsSingleIP() {
 		i++
 	}
-	if !v4 {
+	if !prefix.Addr().Is4() {
 		i += 2
 	}
-	return ruleMapNames[dir][i]
+	return i
 }
 
 // ruleKey encodes a prefix as the key of its map.
@@ -69,7 +74,19 @@ func fromBE32(v uint32) [4]byte {
 // kernel inserting elements, so the maps are written in chunks by one worker
 // per CPU.
 func fillGeneration(g generation, p *policy.Policy, counters map[uint32]Counter) error {
+	// Sized up front: on a VM, fresh memory costs time, and growing slices
+	// by appending touches about twice as much.
+	var n [2][4]int
+	for _, r := range p.Rules {
+		n[r.Dir][mapKind(r.Prefix)]++
+	}
 	var b batches
+	for _, dir := range policy.Directions {
+		b.host4[dir].alloc(n[dir][0])
+		b.prefix4[dir].alloc(n[dir][1])
+		b.host6[dir].alloc(n[dir][2])
+		b.prefix6[dir].alloc(n[dir][3])
+	}
 	for _, r := range p.Rules {
 		c := counters[r.ID]
 		v := cgwallRule{Id: r.ID, Action: uint8(r.Action), Packets: c.Packets, Bytes: c.Bytes}
@@ -114,6 +131,11 @@ type batches struct {
 type batch[K any] struct {
 	keys   []K
 	values []cgwallRule
+}
+
+func (b *batch[K]) alloc(n int) {
+	b.keys = make([]K, 0, n)
+	b.values = make([]cgwallRule, 0, n)
 }
 
 func (b *batch[K]) add(k K, v cgwallRule) {
