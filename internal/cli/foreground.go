@@ -27,7 +27,10 @@ func attachForeground(p *policy.Policy, cg cgroup.Dir, stderr io.Writer) (_ *for
 			f.Close()
 		}
 	}()
-	if f.d, err = datapath.Load(p); err != nil {
+	// The policy of a foreground filter never changes, so the programs of
+	// the hooks it needs are all that is loaded.
+	hooks := datapath.HooksFor(p)
+	if f.d, err = datapath.Load(p, datapath.WithHooks(hooks...)); err != nil {
 		return nil, failure(err)
 	}
 	if err = f.d.Commit(); err != nil {
@@ -36,7 +39,7 @@ func attachForeground(p *policy.Policy, cg cgroup.Dir, stderr io.Writer) (_ *for
 	if f.rd, err = f.d.Events(); err != nil {
 		return nil, failure(err)
 	}
-	if f.att, err = f.d.Attach(cg, datapath.HooksFor(p)...); err != nil {
+	if f.att, err = f.d.Attach(cg, hooks...); err != nil {
 		return nil, failure(err)
 	}
 	warnPacketGuard(f.d, p, stderr)

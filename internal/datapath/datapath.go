@@ -76,16 +76,13 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 		return nil, err
 	}
 	d := &Datapath{spec: spec}
-	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
-		return nil, loadError(err)
+	p.Renumber(1)
+	// The policy goes into the maps while the verifier checks the programs.
+	if err := d.loadObjects(o, func() error { return d.install(p, 0, nil) }); err != nil {
+		return nil, err
 	}
 	if p.DenyRaw || o.packetGuard {
 		d.packetGuard, d.packetGuardErr = d.loadPacketGuard()
-	}
-	p.Renumber(1)
-	if err := d.install(p, 0, nil); err != nil {
-		d.Close()
-		return nil, err
 	}
 	d.policy = p
 	d.state = cgwallState{Gen: 0, NextRuleId: p.NextID()}
@@ -101,6 +98,8 @@ type Option func(*options)
 
 type options struct {
 	packetGuard bool
+	hooks       []Hook // with someHooks, the hooks whose programs to load
+	someHooks   bool
 }
 
 // WithPacketGuard loads the packet-socket guard even if the policy does not

@@ -1,0 +1,152 @@
+package datapath
+
+import (
+	"fmt"
+	"maps"
+	"reflect"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cilium/ebpf"
+)
+
+// WithHooks loads the programs of hooks alone, as HooksFor names them for a
+// policy, instead of every program. The verifier takes most of Load's time,
+// and a command run under an egress blocklist needs neither the ingress nor
+// the sock_create program. Attach refuses the hooks left out.
+func WithHooks(hooks ...Hook) Option {
+	return func(o *options) { o.hooks = slices.Clone(hooks); o.someHooks = true }
+}
+
+// programsByName are the program fields of o, by program name.
+func (o *corePrograms) byName() map[string]**ebpf.Program {
+	return map[string]**ebpf.Program{
+		cgwallProgCgwallEgress: &o.CgwallEgress, cgwallProgCgwallIngress: &o.CgwallIngress,
+		cgwallProgCgwallConnect4: &o.CgwallConnect4, cgwallProgCgwallConnect6: &o.CgwallConnect6,
+		cgwallProgCgwallSendmsg4: &o.CgwallSendmsg4, cgwallProgCgwallSendmsg6: &o.CgwallSendmsg6,
+		cgwallProgCgwallSockCreate: &o.CgwallSockCreate,
+	}
+}
+
+// hookPrograms names the programs each hook runs.
+var hookPrograms = map[Hook][]string{
+	HookEgress:     {cgwallProgCgwallEgress},
+	HookIngress:    {cgwallProgCgwallIngress},
+	HookConnect:    {cgwallProgCgwallConnect4, cgwallProgCgwallConnect6},
+	HookSendmsg:    {cgwallProgCgwallSendmsg4, cgwallProgCgwallSendmsg6},
+	HookSockCreate: {cgwallProgCgwallSockCreate},
+}
+
+// loadObjects creates every map, then loads the programs that o asks for
+// while fill fills the maps. The verifier checks a program in the thread that
+// loads it, so programs load side by side, on as many CPUs as Go may use.
+// On error, everything loaded is closed.
+func (d *Datapath) loadObjects(o options, fill func() error) error {
+	if err := d.spec.LoadAndAssign(&d.objs.cgwallMaps, nil); err != nil {
+		return loadError(err)
+	}
+	objMaps := mapsByName(&d.objs.cgwallMaps)
+	slots := d.objs.corePrograms.byName()
+	var names []string
+	if o.someHooks {
+		for _, h := range o.hooks {
+			names = append(names, hookPrograms[h]...)
+		}
+	} else {
+		names = slices.Collect(maps.Keys(slots))
+	}
+	specs := make([]*ebpf.ProgramSpec, len(names))
+	for i, name := range names {
+		if specs[i] = d.spec.Programs[name]; specs[i] == nil {
+			d.objs.Close()
+			return fmt.Errorf("load BPF programs: no program %s in the BPF object", name)
+		}
+	}
+
+	// The longest programs go first, so that the CPUs finish together;
+	// filling the maps takes about as long as the longest program.
+	order := make([]int, len(names))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return len(specs[b].Instructions) - len(specs[a].Instructions) })
+	progs := make([]*ebpf.Program, len(names))
+	errs := make([]error, len(names)+1) // the last is fill's
+	var tasks []func()
+	for _, i := range order {
+		tasks = append(tasks, func() { progs[i], errs[i] = loadProgram(specs[i], objMaps) })
+	}
+	tasks = slices.Insert(tasks, min(1, len(tasks)), func() { errs[len(names)] = fill() })
+	runTasks(tasks)
+
+	for i, p := range progs {
+		*slots[names[i]] = p
+	}
+	if fillErr := errs[len(names)]; fillErr != nil {
+		d.objs.Close()
+		return fillErr
+	}
+	for _, err := range errs {
+		if err != nil {
+			d.objs.Close()
+			return loadError(err)
+		}
+	}
+	return nil
+}
+
+// runTasks runs tasks, in order, on as many goroutines as Go has CPUs.
+func runTasks(tasks []func()) {
+	var next atomic.Int32
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(tasks)) {
+		wg.Go(func() {
+			for n := int(next.Add(1)) - 1; n < len(tasks); n = int(next.Add(1)) - 1 {
+				tasks[n]()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// loadProgram loads one program against maps that exist already, as
+// CollectionSpec.LoadAndAssign would with every map given as a replacement.
+func loadProgram(spec *ebpf.ProgramSpec, loaded map[string]*ebpf.Map) (*ebpf.Program, error) {
+	spec = spec.Copy()
+	for i := range spec.Instructions {
+		ins := &spec.Instructions[i]
+		ref := ins.Reference()
+		if !ins.IsLoadFromMap() || ref == "" {
+			continue
+		}
+		m := loaded[ref]
+		if m == nil {
+			return nil, fmt.Errorf("program %s: no map %s", spec.Name, ref)
+		}
+		if err := ins.AssociateMap(m); err != nil {
+			return nil, fmt.Errorf("program %s: map %s: %w", spec.Name, ref, err)
+		}
+	}
+	p, err := ebpf.NewProgram(spec)
+	if err != nil {
+		return nil, fmt.Errorf("program %s: %w", spec.Name, err)
+	}
+	return p, nil
+}
+
+// mapsByName reads the maps out of a struct of maps tagged the way
+// LoadAndAssign reads them, whatever maps the struct holds.
+func mapsByName(s any) map[string]*ebpf.Map {
+	v := reflect.ValueOf(s).Elem()
+	byName := map[string]*ebpf.Map{}
+	for i := range v.NumField() {
+		if name := v.Type().Field(i).Tag.Get("ebpf"); name != "" {
+			if m, ok := v.Field(i).Interface().(*ebpf.Map); ok {
+				byName[name] = m
+			}
+		}
+	}
+	return byName
+}
