@@ -71,7 +71,7 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise memlock limit: %w", err)
 	}
-	spec, err := loadCgwall()
+	spec, err := takeSpec()
 	if err != nil {
 		return nil, err
 	}

@@ -150,3 +150,43 @@ func mapsByName(s any) map[string]*ebpf.Map {
 	}
 	return byName
 }
+
+// prepared is the BPF object that Prepare parses ahead of Load, while it is
+// being parsed or until a Load takes it.
+var prepared struct {
+	sync.Mutex
+	spec chan specOrErr
+}
+
+type specOrErr struct {
+	spec *ebpf.CollectionSpec
+	err  error
+}
+
+// Prepare starts parsing the BPF object in the background, for the next Load
+// to find ready. Parsing takes milliseconds that a command can spend on other
+// work first (its flags, its cgroup).
+func Prepare() {
+	ch := make(chan specOrErr, 1)
+	prepared.Lock()
+	prepared.spec = ch
+	prepared.Unlock()
+	go func() {
+		spec, err := loadCgwall()
+		ch <- specOrErr{spec, err}
+	}()
+}
+
+// takeSpec returns the object that Prepare parsed, once, or else parses it.
+// Each Load gets its own copy, free to change.
+func takeSpec() (*ebpf.CollectionSpec, error) {
+	prepared.Lock()
+	ch := prepared.spec
+	prepared.spec = nil
+	prepared.Unlock()
+	if ch == nil {
+		return loadCgwall()
+	}
+	r := <-ch
+	return r.spec, r.err
+}
