@@ -31,7 +31,7 @@ func attachForeground(p *policy.Policy, cg cgroup.Dir, stderr io.Writer) (_ *for
 	// the hooks it needs are all that is loaded.
 	hooks := datapath.HooksFor(p)
 	if f.d, err = datapath.Load(p, datapath.WithHooks(hooks...)); err != nil {
-		return nil, failure(err)
+		return nil, explainLoadError(err)
 	}
 	if err = f.d.Commit(); err != nil {
 		return nil, failure(err)
