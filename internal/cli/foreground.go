@@ -28,9 +28,10 @@ func attachForeground(p *policy.Policy, cg cgroup.Dir, stderr io.Writer) (_ *for
 		}
 	}()
 	// The policy of a foreground filter never changes, so the programs of
-	// the hooks it needs are all that is loaded.
+	// the hooks it needs are all that is loaded; and no tool inspects its
+	// maps, which go without BTF.
 	hooks := datapath.HooksFor(p)
-	if f.d, err = datapath.Load(p, datapath.WithHooks(hooks...)); err != nil {
+	if f.d, err = datapath.Load(p, datapath.WithHooks(hooks...), datapath.WithoutMapBTF()); err != nil {
 		return nil, explainLoadError(err)
 	}
 	if err = f.d.Commit(); err != nil {
