@@ -44,7 +44,7 @@ var hookPrograms = map[Hook][]string{
 // loads it, so programs load side by side, on as many CPUs as Go may use.
 // On error, everything loaded is closed.
 func (d *Datapath) loadObjects(o options, fill func() error) error {
-	if err := d.spec.LoadAndAssign(&d.objs.cgwallMaps, nil); err != nil {
+	if err := smallTemplates(d.spec).LoadAndAssign(&d.objs.cgwallMaps, nil); err != nil {
 		return loadError(err)
 	}
 	objMaps := mapsByName(&d.objs.cgwallMaps)
@@ -95,6 +95,24 @@ func (d *Datapath) loadObjects(o options, fill func() error) error {
 		}
 	}
 	return nil
+}
+
+// smallTemplates returns spec with one-entry templates for its hash inner
+// maps. The kernel makes an outer map from a template of its inner maps,
+// which LoadAndAssign creates from the spec and closes at once; it needs the
+// type, sizes and flags, not the capacity, and a hash map allocates its
+// buckets up front: 4096 of them took 0.3 ms, four times over.
+func smallTemplates(spec *ebpf.CollectionSpec) *ebpf.CollectionSpec {
+	small := *spec
+	small.Maps = maps.Clone(spec.Maps)
+	for name, m := range small.Maps {
+		if m.InnerMap != nil && m.InnerMap.Type == ebpf.Hash && m.InnerMap != m {
+			m = m.Copy()
+			m.InnerMap.MaxEntries = 1
+			small.Maps[name] = m
+		}
+	}
+	return &small
 }
 
 // runTasks runs tasks, in order, on as many goroutines as Go has CPUs.
