@@ -131,3 +131,58 @@ func v2Line(procCgroup string) string {
 	}
 	return ""
 }
+
+// execProbe runs the e2e probe under cgwall exec with the given flags and
+// returns its stdout.
+func execProbe(t *testing.T, flags []string, probeArgs ...string) string {
+	t.Helper()
+	testutil.RequireBPF(t)
+	self, _ := os.Executable()
+	cmd := exec.Command(cgwallBin, append(append(append([]string{"exec"}, flags...), "--", self), probeArgs...)...)
+	cmd.Env = append(os.Environ(), probeEnv+"=1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("exec %q: %v: %s", flags, err, stderr.String())
+	}
+	return string(out)
+}
+
+// TestExecAttachesTheHooksItNeeds checks that exec attaches only the programs
+// its policy needs, and that they are in force from the command's start.
+func TestExecAttachesTheHooksItNeeds(t *testing.T) {
+	for _, tc := range []struct {
+		flags []string
+		want  map[string]int
+	}{
+		{[]string{"--block", "127.0.0.2"}, map[string]int{"egress": 1, "connect4": 1, "sendmsg6": 1, "ingress": 0, "sock_create": 0}},
+		{[]string{"--block-in", "127.0.0.2"}, map[string]int{"egress": 1, "connect4": 1, "sendmsg6": 1, "ingress": 1, "sock_create": 0}},
+		{[]string{"--deny-raw"}, map[string]int{"egress": 1, "connect4": 1, "sendmsg6": 1, "ingress": 0, "sock_create": 1}},
+	} {
+		var got map[string]int
+		if err := json.Unmarshal([]byte(execProbe(t, tc.flags, "hooks")), &got); err != nil {
+			t.Fatal(err)
+		}
+		for hook, n := range tc.want {
+			if got[hook] != n {
+				t.Errorf("exec %q: %d programs at %s, want %d", tc.flags, got[hook], hook, n)
+			}
+		}
+	}
+	// Without an ingress program the egress policy is still in force.
+	var r probeResult
+	if err := json.Unmarshal([]byte(execProbe(t, []string{"--block", "127.0.0.2", "--log", "none"}, "tcp", "127.0.0.2", "127.0.0.1")), &r); err != nil {
+		t.Fatal(err)
+	}
+	mustEPERM(t, "TCP from a command under exec --block", r)
+}
+
+func TestExecDenyRaw(t *testing.T) {
+	if got := strings.TrimSpace(execProbe(t, []string{"--deny-raw"}, "socket", "raw")); got != "operation not permitted" {
+		t.Errorf("raw socket under exec --deny-raw: %q, want EPERM", got)
+	}
+	if got := strings.TrimSpace(execProbe(t, nil, "socket", "raw")); got != "ok" {
+		t.Errorf("raw socket under exec without --deny-raw: %q, want ok", got)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
+
+	"github.com/cgwall/cgwall/internal/datapath"
 )
 
 // Exit codes. Bad input (a flag, an address, a path) exits 2 with nothing
@@ -34,6 +36,11 @@ func failure(err error) error { return &exitError{exitFailure, err} }
 
 // Main runs cgwall with args and returns its exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	// run and exec load the BPF object whatever their flags: it parses while
+	// cobra sets up and parses the flags, and is dropped if they are wrong.
+	if len(args) > 0 && (args[0] == "exec" || args[0] == "run") {
+		datapath.Prepare()
+	}
 	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

@@ -48,7 +48,7 @@ signal N ended it, and removes the cgroup and everything attached to it.`,
 			if err != nil {
 				return usageErr(fmt.Errorf("command %s: %w", args[0], err))
 			}
-			if err := checkSystem(); err != nil {
+			if err := checkPrivileges(); err != nil {
 				return err
 			}
 			// Signals are the command's from here on; exec only relays them.

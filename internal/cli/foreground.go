@@ -27,8 +27,12 @@ func attachForeground(p *policy.Policy, cg cgroup.Dir, stderr io.Writer) (_ *for
 			f.Close()
 		}
 	}()
-	if f.d, err = datapath.Load(p); err != nil {
-		return nil, failure(err)
+	// The policy of a foreground filter never changes, so the programs of
+	// the hooks it needs are all that is loaded; and no tool inspects its
+	// maps, which go without BTF.
+	hooks := datapath.HooksFor(p)
+	if f.d, err = datapath.Load(p, datapath.WithHooks(hooks...), datapath.WithoutMapBTF()); err != nil {
+		return nil, explainLoadError(err)
 	}
 	if err = f.d.Commit(); err != nil {
 		return nil, failure(err)
@@ -36,7 +40,7 @@ func attachForeground(p *policy.Policy, cg cgroup.Dir, stderr io.Writer) (_ *for
 	if f.rd, err = f.d.Events(); err != nil {
 		return nil, failure(err)
 	}
-	if f.att, err = f.d.Attach(cg, datapath.HooksFor(p)...); err != nil {
+	if f.att, err = f.d.Attach(cg, hooks...); err != nil {
 		return nil, failure(err)
 	}
 	warnPacketGuard(f.d, p, stderr)

@@ -36,22 +36,43 @@ func checkPrivileges() error {
 		strings.Join(missing, " and ")))
 }
 
+// kernelFeatures are the kernel features cgwall needs, with their probes.
+var kernelFeatures = []struct {
+	name  string
+	probe func() error
+}{
+	{"cgroup_skb programs (CONFIG_CGROUP_BPF)", func() error { return features.HaveProgramType(ebpf.CGroupSKB) }},
+	{"LPM trie maps (Linux 4.11)", func() error { return features.HaveMapType(ebpf.LPMTrie) }},
+	{"BPF ring buffers (Linux 5.8)", func() error { return features.HaveMapType(ebpf.RingBuf) }},
+}
+
 // checkKernel names the kernel features cgwall needs and lacks.
 func checkKernel() error {
-	for _, f := range []struct {
-		name string
-		err  error
-	}{
-		{"cgroup_skb programs (CONFIG_CGROUP_BPF)", features.HaveProgramType(ebpf.CGroupSKB)},
-		{"LPM trie maps (Linux 4.11)", features.HaveMapType(ebpf.LPMTrie)},
-		{"BPF ring buffers (Linux 5.8)", features.HaveMapType(ebpf.RingBuf)},
-	} {
-		if errors.Is(f.err, ebpf.ErrNotSupported) {
-			return failure(fmt.Errorf("this kernel lacks %s: cgwall needs Linux 5.8 or later built with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF", f.name))
+	for _, f := range kernelFeatures {
+		err := f.probe()
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return lacks(f.name)
 		}
-		if f.err != nil {
-			return failure(fmt.Errorf("probe for %s: %w", f.name, f.err))
+		if err != nil {
+			return failure(fmt.Errorf("probe for %s: %w", f.name, err))
 		}
 	}
 	return nil
+}
+
+// explainLoadError names the kernel feature that a failed load lacked, where
+// a probe finds one, and otherwise returns err. run and exec probe only after
+// a failure: each probe creates a BPF object, and exec's start is its
+// command's.
+func explainLoadError(err error) error {
+	for _, f := range kernelFeatures {
+		if errors.Is(f.probe(), ebpf.ErrNotSupported) {
+			return lacks(f.name)
+		}
+	}
+	return failure(err)
+}
+
+func lacks(feature string) error {
+	return failure(fmt.Errorf("this kernel lacks %s: cgwall needs Linux 5.8 or later built with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF", feature))
 }

@@ -52,7 +52,7 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := checkSystem(); err != nil {
+	if err := checkPrivileges(); err != nil {
 		return err
 	}
 	f, err := attachForeground(p, cg, stderr)

@@ -78,6 +78,9 @@ func (d *Datapath) Attach(cg cgroup.Dir, hooks ...Hook) (_ *Attachment, err erro
 	}()
 	for _, h := range hooks {
 		for _, p := range d.programs(h) {
+			if p.prog == nil {
+				return nil, fmt.Errorf("attach %s program to %s: it was not loaded (see WithHooks)", h, cg.Path)
+			}
 			l, err := link.AttachCgroup(link.CgroupOptions{Path: cg.Path, Attach: p.typ, Program: p.prog})
 			if err != nil {
 				return nil, fmt.Errorf("attach %s program to %s: %w", h, cg.Path, err)

@@ -71,21 +71,21 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise memlock limit: %w", err)
 	}
-	spec, err := loadCgwall()
+	spec, err := takeSpec()
 	if err != nil {
 		return nil, err
 	}
+	if o.noMapBTF {
+		stripMapBTF(spec)
+	}
 	d := &Datapath{spec: spec}
-	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
-		return nil, loadError(err)
+	p.Renumber(1)
+	// The policy goes into the maps while the verifier checks the programs.
+	if err := d.loadObjects(o, func() error { return d.install(p, 0, nil) }); err != nil {
+		return nil, err
 	}
 	if p.DenyRaw || o.packetGuard {
 		d.packetGuard, d.packetGuardErr = d.loadPacketGuard()
-	}
-	p.Renumber(1)
-	if err := d.install(p, 0, nil); err != nil {
-		d.Close()
-		return nil, err
 	}
 	d.policy = p
 	d.state = cgwallState{Gen: 0, NextRuleId: p.NextID()}
@@ -101,6 +101,9 @@ type Option func(*options)
 
 type options struct {
 	packetGuard bool
+	hooks       []Hook // with someHooks, the hooks whose programs to load
+	someHooks   bool
+	noMapBTF    bool
 }
 
 // WithPacketGuard loads the packet-socket guard even if the policy does not
