@@ -46,7 +46,7 @@ func TestWithoutMapBTF(t *testing.T) {
 	if err := d.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range d.outerMaps() {
+	for _, o := range d.ruleOuters() {
 		inner, err := d.innerMap(o.m)
 		if err != nil {
 			t.Fatal(err)
