@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // WithHooks loads the programs of hooks alone, as HooksFor names them for a
@@ -98,7 +99,8 @@ func (d *Datapath) loadObjects(o options, fill func() error) error {
 }
 
 // smallTemplates returns spec with one-entry templates for its hash inner
-// maps. The kernel makes an outer map from a template of its inner maps,
+// maps, and for its array inner maps that may differ in size
+// (BPF_F_INNER_MAP: the /24 bitmaps, 2 MiB). The kernel makes an outer map from a template of its inner maps,
 // which LoadAndAssign creates from the spec and closes at once; it needs the
 // type, sizes and flags, not the capacity, and a hash map allocates its
 // buckets up front: 4096 of them took 0.3 ms, four times over.
@@ -106,7 +108,8 @@ func smallTemplates(spec *ebpf.CollectionSpec) *ebpf.CollectionSpec {
 	small := *spec
 	small.Maps = maps.Clone(spec.Maps)
 	for name, m := range small.Maps {
-		if m.InnerMap != nil && m.InnerMap.Type == ebpf.Hash && m.InnerMap != m {
+		if m.InnerMap != nil && m.InnerMap != m && (m.InnerMap.Type == ebpf.Hash ||
+			m.InnerMap.Type == ebpf.Array && m.InnerMap.Flags&unix.BPF_F_INNER_MAP != 0) {
 			m = m.Copy()
 			m.InnerMap.MaxEntries = 1
 			small.Maps[name] = m
