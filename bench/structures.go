@@ -21,12 +21,16 @@ import (
 // with the figures of cgwall's program.
 //
 //   - hash+lpm: a /32 hash map, then an LPM trie of the other prefixes: the
-//     structure cgwall has.
+//     structure cgwall had for IPv4 until these figures chose another, and
+//     still has for IPv6.
 //   - hash+lens: the /32 hash map, then one hash map per prefix length in
-//     the set, longest first (for ipv4-mixed: /24, /16, /8).
+//     the set, longest first (for ipv4-mixed: /24, /16, /8): what cgwall has
+//     for IPv4 policies under 4,096 rules (one map keyed by length and
+//     address rather than a map per length).
 //   - bitmap+hash+lpm, bitmap+hash+lens: the same behind a bitmap of the 2²⁴
 //     /24s (2 MiB), a bit set where any rule overlaps that /24. An address
 //     whose /24 bit is clear matches no rule: one load decides.
+//     bitmap+hash+lens is what cgwall has for larger IPv4 policies.
 
 type structSample struct {
 	Round     int     `json:"round"`

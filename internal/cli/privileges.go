@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
 )
@@ -44,6 +45,7 @@ var kernelFeatures = []struct {
 	{"cgroup_skb programs (CONFIG_CGROUP_BPF)", func() error { return features.HaveProgramType(ebpf.CGroupSKB) }},
 	{"LPM trie maps (Linux 4.11)", func() error { return features.HaveMapType(ebpf.LPMTrie) }},
 	{"BPF ring buffers (Linux 5.8)", func() error { return features.HaveMapType(ebpf.RingBuf) }},
+	{"the bpf_loop helper (Linux 5.17)", func() error { return features.HaveProgramHelper(ebpf.CGroupSKB, asm.FnLoop) }},
 }
 
 // checkKernel names the kernel features cgwall needs and lacks.
@@ -74,5 +76,5 @@ func explainLoadError(err error) error {
 }
 
 func lacks(feature string) error {
-	return failure(fmt.Errorf("this kernel lacks %s: cgwall needs Linux 5.8 or later built with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF", feature))
+	return failure(fmt.Errorf("this kernel lacks %s: cgwall needs Linux 5.17 or later built with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF", feature))
 }
