@@ -433,10 +433,9 @@ static __always_inline void decide(int dir, const struct flow *f, const struct p
 
 	m->rule_id = 0;
 	m->action = pol->cfg->default_action[dir];
-	if (f->family == 4)
-		match4(dir, pol, *(__u32 *)addr, len, m);
-	else if (is_v4_mapped(addr))
-		match4(dir, pol, *(__u32 *)&addr[12], len, m);
+	// One call site for the IPv4 lookup, so that the verifier walks it once.
+	if (f->family == 4 || is_v4_mapped(addr))
+		match4(dir, pol, f->family == 4 ? *(__u32 *)addr : *(__u32 *)&addr[12], len, m);
 	else
 		match6(dir, pol, addr, len, m);
 }
