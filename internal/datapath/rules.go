@@ -18,10 +18,9 @@ func mapName(dir policy.Direction, prefix netip.Prefix) string {
 	return ruleMapNames[dir][mapKind(prefix)]
 }
 
-// mapKind indexes a prefix's rule map among a direction's: host4, prefix4,
-// host6, prefix6.
+// mapKind indexes a prefix's rule map among a direction's (see ruleMapNames).
 func mapKind(prefix netip.Prefix) int {
-	i := 0
+	i := kindHost4
 	if !prefix.IsSingleIP() {
 		i++
 	}
@@ -31,18 +30,33 @@ func mapKind(prefix netip.Prefix) int {
 	return i
 }
 
+// The kinds of rule maps, as mapKind returns them.
+const (
+	kindHost4 = iota
+	kindPrefix4
+	kindHost6
+	kindPrefix6
+)
+
 // ruleKey encodes a prefix as the key of its map.
 func ruleKey(prefix netip.Prefix) any {
-	a := prefix.Addr()
-	switch {
-	case a.Is4() && prefix.IsSingleIP():
-		return a.As4()
-	case a.Is4():
-		return cgwallPrefixKey4{Prefixlen: uint32(prefix.Bits()), Addr: be32(a.As4())}
-	case prefix.IsSingleIP():
-		return cgwallAddr6{Addr: a.As16()}
+	switch mapKind(prefix) {
+	case kindHost4:
+		return prefix.Addr().As4()
+	case kindPrefix4:
+		return prefixKey4(prefix)
+	case kindHost6:
+		return cgwallAddr6{Addr: prefix.Addr().As16()}
 	}
-	return cgwallPrefixKey6{Prefixlen: uint32(prefix.Bits()), Addr: a.As16()}
+	return prefixKey6(prefix)
+}
+
+func prefixKey4(prefix netip.Prefix) cgwallPrefixKey4 {
+	return cgwallPrefixKey4{Prefixlen: uint32(prefix.Bits()), Addr: be32(prefix.Addr().As4())}
+}
+
+func prefixKey6(prefix netip.Prefix) cgwallPrefixKey6 {
+	return cgwallPrefixKey6{Prefixlen: uint32(prefix.Bits()), Addr: prefix.Addr().As16()}
 }
 
 // rulePrefix decodes a rule map key.
@@ -82,33 +96,32 @@ func fillGeneration(g generation, p *policy.Policy, counters map[uint32]Counter)
 	}
 	var b batches
 	for _, dir := range policy.Directions {
-		b.host4[dir].alloc(n[dir][0])
-		b.prefix4[dir].alloc(n[dir][1])
-		b.host6[dir].alloc(n[dir][2])
-		b.prefix6[dir].alloc(n[dir][3])
+		b.host4[dir].alloc(n[dir][kindHost4])
+		b.prefix4[dir].alloc(n[dir][kindPrefix4])
+		b.host6[dir].alloc(n[dir][kindHost6])
+		b.prefix6[dir].alloc(n[dir][kindPrefix6])
 	}
 	for _, r := range p.Rules {
 		c := counters[r.ID]
 		v := cgwallRule{Id: r.ID, Action: uint8(r.Action), Packets: c.Packets, Bytes: c.Bytes}
-		a := r.Prefix.Addr()
-		switch host := r.Prefix.IsSingleIP(); {
-		case a.Is4() && host:
-			b.host4[r.Dir].add(a.As4(), v)
-		case a.Is4():
-			b.prefix4[r.Dir].add(cgwallPrefixKey4{Prefixlen: uint32(r.Prefix.Bits()), Addr: be32(a.As4())}, v)
-		case host:
-			b.host6[r.Dir].add(cgwallAddr6{Addr: a.As16()}, v)
+		switch mapKind(r.Prefix) {
+		case kindHost4:
+			b.host4[r.Dir].add(r.Prefix.Addr().As4(), v)
+		case kindPrefix4:
+			b.prefix4[r.Dir].add(prefixKey4(r.Prefix), v)
+		case kindHost6:
+			b.host6[r.Dir].add(cgwallAddr6{Addr: r.Prefix.Addr().As16()}, v)
 		default:
-			b.prefix6[r.Dir].add(cgwallPrefixKey6{Prefixlen: uint32(r.Prefix.Bits()), Addr: a.As16()}, v)
+			b.prefix6[r.Dir].add(prefixKey6(r.Prefix), v)
 		}
 	}
 	var writes []func() error
 	for _, dir := range policy.Directions {
 		names := ruleMapNames[dir]
-		writes = append(writes, b.host4[dir].writes(g[names[0]])...)
-		writes = append(writes, b.prefix4[dir].writes(g[names[1]])...)
-		writes = append(writes, b.host6[dir].writes(g[names[2]])...)
-		writes = append(writes, b.prefix6[dir].writes(g[names[3]])...)
+		writes = append(writes, b.host4[dir].writes(g[names[kindHost4]])...)
+		writes = append(writes, b.prefix4[dir].writes(g[names[kindPrefix4]])...)
+		writes = append(writes, b.host6[dir].writes(g[names[kindHost6]])...)
+		writes = append(writes, b.prefix6[dir].writes(g[names[kindPrefix6]])...)
 	}
 	return runAll(writes, runtime.NumCPU())
 }
