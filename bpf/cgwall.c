@@ -341,7 +341,10 @@ static __always_inline __u32 mask(__u32 bits)
 }
 
 // walk4 looks up the i-th longest IPv4 prefix length; it stops the walk at the
-// first match, which is the longest.
+// first match, which is the longest. It looks up the settings and the inner
+// map again rather than take pointers through struct walk: both lookups are
+// inlined array reads, and scalars are all the verifier has to carry from
+// the caller's stack into the callback.
 static long walk4(__u32 i, struct walk *w)
 {
 	__u32 gen = w->gen, dir = w->dir & 1;

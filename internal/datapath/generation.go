@@ -39,13 +39,14 @@ func (g generation) Close() {
 // install builds p's inner maps and settings in generation gen, with the
 // counters given by rule ID. It does not switch to it.
 func (d *Datapath) install(p *policy.Policy, gen uint32, counters map[uint32]Counter) error {
-	g, err := d.newGeneration(p)
+	n := countRules(p)
+	g, err := d.newGeneration(n)
 	if err != nil {
 		return err
 	}
 	// The outer maps hold their own references; ours go when install returns.
 	defer g.Close()
-	if err := fillGeneration(g, p, counters); err != nil {
+	if err := fillGeneration(g, p, n, counters); err != nil {
 		return err
 	}
 	for _, o := range d.ruleOuters() {
@@ -83,13 +84,9 @@ func (d *Datapath) installBitmaps(p *policy.Policy, gen uint32) error {
 	return nil
 }
 
-// newGeneration creates empty rule maps sized for p.
-func (d *Datapath) newGeneration(p *policy.Policy) (generation, error) {
+// newGeneration creates empty rule maps sized for n rules.
+func (d *Datapath) newGeneration(n ruleCounts) (generation, error) {
 	rules := map[string]int{}
-	var n [2][4]int
-	for _, r := range p.Rules {
-		n[r.Dir][mapKind(r.Prefix)]++
-	}
 	for _, dir := range policy.Directions {
 		for kind, name := range ruleMapNames[dir] {
 			rules[name] = n[dir][kind]

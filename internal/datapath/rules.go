@@ -4,9 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"slices"
-	"sync"
 
 	"github.com/cilium/ebpf"
 
@@ -28,6 +26,17 @@ func mapKind(prefix netip.Prefix) int {
 		i += 2
 	}
 	return i
+}
+
+// ruleCounts counts a policy's rules by direction and map kind.
+type ruleCounts [2][4]int
+
+func countRules(p *policy.Policy) ruleCounts {
+	var n ruleCounts
+	for _, r := range p.Rules {
+		n[r.Dir][mapKind(r.Prefix)]++
+	}
+	return n
 }
 
 // The kinds of rule maps, as mapKind returns them.
@@ -87,13 +96,9 @@ func fromBE32(v uint32) [4]byte {
 // generation's fresh rule maps. Most of the time of a large load is the
 // kernel inserting elements, so the maps are written in chunks by one worker
 // per CPU.
-func fillGeneration(g generation, p *policy.Policy, counters map[uint32]Counter) error {
+func fillGeneration(g generation, p *policy.Policy, n ruleCounts, counters map[uint32]Counter) error {
 	// Sized up front: on a VM, fresh memory costs time, and growing slices
 	// by appending touches about twice as much.
-	var n [2][4]int
-	for _, r := range p.Rules {
-		n[r.Dir][mapKind(r.Prefix)]++
-	}
 	var b batches
 	for _, dir := range policy.Directions {
 		b.host4[dir].alloc(n[dir][kindHost4])
@@ -123,7 +128,7 @@ func fillGeneration(g generation, p *policy.Policy, counters map[uint32]Counter)
 		writes = append(writes, b.host6[dir].writes(g[names[kindHost6]])...)
 		writes = append(writes, b.prefix6[dir].writes(g[names[kindPrefix6]])...)
 	}
-	return runAll(writes, runtime.NumCPU())
+	return runAll(writes)
 }
 
 // ruleMapNames names the rule maps by direction: host4, prefix4, host6, prefix6.
@@ -190,25 +195,14 @@ func writeRules[K any](m *ebpf.Map, keys []K, values []cgwallRule) error {
 	return nil
 }
 
-// runAll runs fns on n workers and returns their errors.
-func runAll(fns []func() error, n int) error {
-	work := make(chan func() error)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for w := range n {
-		wg.Go(func() {
-			for fn := range work {
-				if err := fn(); err != nil && errs[w] == nil {
-					errs[w] = err
-				}
-			}
-		})
+// runAll runs fns on runTasks's workers and returns their errors.
+func runAll(fns []func() error) error {
+	errs := make([]error, len(fns))
+	tasks := make([]func(), len(fns))
+	for i, fn := range fns {
+		tasks[i] = func() { errs[i] = fn() }
 	}
-	for _, fn := range fns {
-		work <- fn
-	}
-	close(work)
-	wg.Wait()
+	runTasks(tasks)
 	return errors.Join(errs...)
 }
 
