@@ -33,7 +33,7 @@ func TestAttachPersists(t *testing.T) {
 	if len(l) != 1 || l[0].Cgroup != cg || !l[0].Live || len(l[0].Rules) != 2 {
 		t.Fatalf("list: %+v", l)
 	}
-	for _, h := range []string{"egress", "ingress", "connect4", "connect6", "sendmsg4", "sendmsg6"} {
+	for _, h := range []string{"egress", "ingress", "connect", "sendmsg", "sock_create"} {
 		if !slices.Contains(l[0].Hooks, h) {
 			t.Errorf("hook %s missing from %v", h, l[0].Hooks)
 		}

@@ -3,8 +3,6 @@ package cli
 import (
 	"fmt"
 	"io"
-	"os"
-	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -13,14 +11,6 @@ import (
 	"github.com/cgwall/cgwall/internal/policy"
 	"github.com/cgwall/cgwall/internal/store"
 )
-
-// persistentHooks are attached by every persistent policy, whatever its
-// rules: later edits may need any of them, and replacing a policy must not
-// have to attach anything.
-var persistentHooks = []datapath.Hook{
-	datapath.HookEgress, datapath.HookConnect, datapath.HookSendmsg,
-	datapath.HookIngress, datapath.HookSockCreate,
-}
 
 func newAttachCmd(stdout, stderr io.Writer) *cobra.Command {
 	var target targetFlags
@@ -42,14 +32,11 @@ policy to the new one at the same instant.`,
 			if err != nil {
 				return err
 			}
-			if err := checkSystem(); err != nil {
-				return err
-			}
-			return withStore(func() error {
-				if store.Exists(cg.ID) {
-					return replace(cg, p, stdout, stderr)
+			return withStore(func(s *store.Store) error {
+				if err := checkKernel(); err != nil {
+					return err
 				}
-				return attachNew(cg, p, stdout, stderr)
+				return attach(s, cg, p, stdout, stderr)
 			})
 		},
 	}
@@ -58,100 +45,42 @@ policy to the new one at the same instant.`,
 	return cmd
 }
 
-func checkSystem() error {
+// withStore runs fn with the store open and locked, after checking
+// privileges.
+func withStore(fn func(*store.Store) error) error {
 	if err := checkPrivileges(); err != nil {
 		return err
 	}
-	return checkKernel()
-}
-
-// withStore runs fn with the store locked, after checking privileges.
-func withStore(fn func() error) error {
-	if err := checkPrivileges(); err != nil {
-		return err
-	}
-	unlock, err := lockStore()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	return fn()
-}
-
-// lockStore mounts bpffs if needed, takes the store's lock and clears what
-// interrupted attaches left.
-func lockStore() (func(), error) {
-	if err := store.Mount(); err != nil {
-		return nil, failure(err)
-	}
-	unlock, err := store.Lock()
-	if err != nil {
-		return nil, failure(err)
-	}
-	if err := store.CleanStaging(); err != nil {
-		unlock()
-		return nil, failure(fmt.Errorf("remove leftovers of an interrupted attach: %w", err))
-	}
-	return unlock, nil
-}
-
-// attachNew pins a new policy in a staging folder, renames it into place and
-// only then puts it in force. Killed at any point before that last write, it
-// leaves programs that let everything pass, which the next cgwall removes.
-func attachNew(cg cgroup.Dir, p *policy.Policy, stdout, stderr io.Writer) error {
-	d, err := datapath.Load(p, datapath.WithPacketGuard())
+	s, err := store.Open()
 	if err != nil {
 		return failure(err)
 	}
-	defer d.Close()
-	att, err := d.Attach(cg, persistentHooks...)
+	defer s.Close()
+	return fn(s)
+}
+
+// attach creates the cgroup's persistent policy, or replaces the one it has.
+func attach(s *store.Store, cg cgroup.Dir, p *policy.Policy, stdout, stderr io.Writer) error {
+	replacing := s.Exists(cg.ID)
+	apply := s.Create
+	if replacing {
+		apply = s.Replace
+	}
+	a, err := apply(cg, p)
 	if err != nil {
 		return failure(err)
 	}
-	defer att.Close() // the pinned links stay
-	staging := store.Staging(cg.ID)
-	if err := os.Mkdir(staging, 0o700); err != nil {
-		return failure(err)
+	if a.PacketGuard != nil {
+		fmt.Fprintf(stderr, "warning: --deny-raw refuses raw sockets but not packet sockets: %v\n", a.PacketGuard)
 	}
-	if err := pinAll(d, att, staging); err != nil {
-		datapath.Unpin(staging)
-		return failure(err)
+	switch {
+	case a.Rebuilt:
+		fmt.Fprintf(stdout, "replaced policy on %s (%s), rebuilt from an older layout, pinned in %s\n", cg.Path, plural(len(p.Rules), "rule"), a.Dir)
+	case replacing:
+		fmt.Fprintf(stdout, "replaced policy on %s (%s)\n", cg.Path, plural(len(p.Rules), "rule"))
+	default:
+		fmt.Fprintf(stdout, "attached policy to %s (%s), pinned in %s\n", cg.Path, plural(len(p.Rules), "rule"), a.Dir)
 	}
-	if err := os.Rename(staging, store.Dir(cg.ID)); err != nil {
-		datapath.Unpin(staging)
-		return failure(fmt.Errorf("move policy into place: %w", err))
-	}
-	if err := d.Commit(); err != nil {
-		return failure(err)
-	}
-	warnPacketGuard(d, p, stderr)
-	fmt.Fprintf(stdout, "attached policy to %s (%s), pinned in %s\n", cg.Path, plural(len(p.Rules), "rule"), store.Dir(cg.ID))
-	return nil
-}
-
-func pinAll(d *datapath.Datapath, att *datapath.Attachment, dir string) error {
-	if err := d.Pin(dir); err != nil {
-		return err
-	}
-	return att.Pin(dir)
-}
-
-func replace(cg cgroup.Dir, p *policy.Policy, stdout, stderr io.Writer) error {
-	d, err := datapath.Open(store.Dir(cg.ID))
-	if err != nil {
-		return failure(err)
-	}
-	defer d.Close()
-	if err := d.Replace(p); err != nil {
-		return failure(err)
-	}
-	if err := d.Commit(); err != nil { // a policy left uncommitted by a killed attach
-		return failure(err)
-	}
-	if p.DenyRaw && !slices.Contains(datapath.PinnedHooks(store.Dir(cg.ID)), "packet_create") {
-		fmt.Fprintln(stderr, "warning: --deny-raw refuses raw sockets but not packet sockets: this kernel refused the BPF LSM program when the policy was first attached")
-	}
-	fmt.Fprintf(stdout, "replaced policy on %s (%s)\n", cg.Path, plural(len(p.Rules), "rule"))
 	return nil
 }
 
@@ -180,13 +109,13 @@ func newDetachCmd(stdout io.Writer) *cobra.Command {
 				}
 				ids = []uint64{cg.ID}
 			}
-			return withStore(func() (err error) {
+			return withStore(func(s *store.Store) (err error) {
 				if all {
-					if ids, err = store.IDs(); err != nil {
+					if ids, err = s.List(); err != nil {
 						return failure(err)
 					}
 				}
-				return detach(ids, all, stdout)
+				return detach(s, ids, all, stdout)
 			})
 		},
 	}
@@ -195,18 +124,18 @@ func newDetachCmd(stdout io.Writer) *cobra.Command {
 	return cmd
 }
 
-func detach(ids []uint64, all bool, stdout io.Writer) error {
+func detach(s *store.Store, ids []uint64, all bool, stdout io.Writer) error {
 	paths, _ := cgroup.PathsByID(ids)
 	for _, id := range ids {
 		name := paths[id]
 		if name == "" {
 			name = fmt.Sprintf("cgroup %d (stale)", id)
 		}
-		if !store.Exists(id) {
+		if !s.Exists(id) {
 			fmt.Fprintf(stdout, "no policy on %s: nothing to detach\n", name)
 			continue
 		}
-		if err := datapath.Unpin(store.Dir(id)); err != nil {
+		if err := s.Remove(id); err != nil {
 			return failure(fmt.Errorf("detach from %s: %w", name, err))
 		}
 		fmt.Fprintf(stdout, "detached from %s\n", name)

@@ -36,12 +36,13 @@ func failure(err error) error { return &exitError{exitFailure, err} }
 
 // Main runs cgwall with args and returns its exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var prep *datapath.Prepared
+	root := newRoot(&prep, stdout, stderr)
 	// run and exec load the BPF object whatever their flags: it parses while
-	// cobra sets up and parses the flags, and is dropped if they are wrong.
-	if len(args) > 0 && (args[0] == "exec" || args[0] == "run") {
-		datapath.Prepare()
+	// cobra parses the flags, and is dropped if they are wrong.
+	if cmd, _, err := root.Find(args); err == nil && cmd.Annotations[preparesObject] != "" {
+		prep = datapath.Prepare()
 	}
-	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -58,7 +59,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitUsage
 }
 
-func newRoot(stdout, stderr io.Writer) *cobra.Command {
+// preparesObject annotates the commands that load a foreground filter, for
+// which Main parses the BPF object ahead.
+const preparesObject = "prepares-object"
+
+// newRoot builds the commands. Those that load a foreground filter take the
+// object that *prep holds when they run.
+func newRoot(prep **datapath.Prepared, stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "cgwall",
 		Short: "A per-cgroup network firewall built on eBPF",
@@ -72,7 +79,7 @@ rules kept in BPF maps.`,
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
 	root.AddCommand(
-		newRunCmd(stdout, stderr), newCheckCmd(stdout, stderr), newExecCmd(stderr),
+		newRunCmd(prep, stdout, stderr), newCheckCmd(stdout, stderr), newExecCmd(prep, stderr),
 		newAttachCmd(stdout, stderr), newDetachCmd(stdout),
 		newEditCmd("block", stdout), newEditCmd("allow", stdout), newEditCmd("remove", stdout),
 		newListCmd(stdout), newWatchCmd(stdout, stderr), newGCCmd(stdout),

@@ -35,11 +35,11 @@ or with --in to ingress rules. Removing a rule that is not there is no error.`,
 			if ingress {
 				dir = policy.Ingress
 			}
-			return withStore(func() error {
-				if !store.Exists(cg.ID) {
+			return withStore(func(s *store.Store) error {
+				if !s.Exists(cg.ID) {
 					return usageErr(fmt.Errorf("no policy on %s: attach one first with 'cgwall attach --cgroup %s'", cg.Path, cg.Path))
 				}
-				d, err := datapath.Open(store.Dir(cg.ID))
+				d, err := s.Open(cg.ID)
 				if err != nil {
 					return failure(err)
 				}

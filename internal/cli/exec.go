@@ -16,12 +16,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
+	"github.com/cgwall/cgwall/internal/datapath"
 )
 
 // forwarded are the signals exec passes on to its command.
 var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
 
-func newExecCmd(stderr io.Writer) *cobra.Command {
+func newExecCmd(prep **datapath.Prepared, stderr io.Writer) *cobra.Command {
 	var rules ruleFlags
 	var output outputFlags
 	cmd := &cobra.Command{
@@ -31,7 +32,8 @@ func newExecCmd(stderr io.Writer) *cobra.Command {
 inside it from its first instruction (cloned into the cgroup). Decisions go to
 stderr. Signals are forwarded to CMD; exec exits with CMD's status, or 128+N if
 signal N ended it, and removes the cgroup and everything attached to it.`,
-		Args: cobra.MinimumNArgs(1),
+		Args:        cobra.MinimumNArgs(1),
+		Annotations: map[string]string{preparesObject: "yes"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cmd.ArgsLenAtDash() != 0 {
 				return usageErr(errors.New("put the command after --: cgwall exec [flags] -- CMD [ARG...]"))
@@ -61,7 +63,7 @@ signal N ended it, and removes the cgroup and everything attached to it.`,
 				return failure(err)
 			}
 			defer removeCgroup(cg.Path)
-			f, err := attachForeground(p, cg, stderr)
+			f, err := attachForeground(*prep, p, cg, stderr)
 			if err != nil {
 				return err
 			}

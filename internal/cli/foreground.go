@@ -20,7 +20,7 @@ type foreground struct {
 // attachForeground loads p, puts it in force and attaches it to cg. The policy
 // is in force before it is attached, and the event stream open, so that no
 // packet passes unjudged and no decision goes unseen.
-func attachForeground(p *policy.Policy, cg cgroup.Dir, stderr io.Writer) (_ *foreground, err error) {
+func attachForeground(prep *datapath.Prepared, p *policy.Policy, cg cgroup.Dir, stderr io.Writer) (_ *foreground, err error) {
 	f := &foreground{}
 	defer func() {
 		if err != nil {
@@ -31,7 +31,7 @@ func attachForeground(p *policy.Policy, cg cgroup.Dir, stderr io.Writer) (_ *for
 	// the hooks it needs are all that is loaded; and no tool inspects its
 	// maps, which go without BTF.
 	hooks := datapath.HooksFor(p)
-	if f.d, err = datapath.Load(p, datapath.WithHooks(hooks...), datapath.WithoutMapBTF()); err != nil {
+	if f.d, err = datapath.Load(p, datapath.WithPrepared(prep), datapath.WithHooks(hooks...), datapath.WithoutMapBTF()); err != nil {
 		return nil, explainLoadError(err)
 	}
 	if err = f.d.Commit(); err != nil {

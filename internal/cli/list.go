@@ -16,18 +16,21 @@ import (
 
 // policyView is what list shows of one persistent policy.
 type policyView struct {
-	Cgroup     string            `json:"cgroup"`
-	ID         uint64            `json:"cgroup_id"`
-	Stale      bool              `json:"stale"`
-	Live       bool              `json:"live"`
-	Hooks      []string          `json:"hooks"`
-	Defaults   map[string]string `json:"defaults"`
-	Audit      bool              `json:"audit"`
-	Log        string            `json:"log"`
-	DenyRaw    bool              `json:"deny_raw"`
-	Rules      []ruleView        `json:"rules"`
-	Totals     map[string]count  `json:"totals"`
-	LostEvents uint64            `json:"lost_events"`
+	Cgroup string   `json:"cgroup"`
+	ID     uint64   `json:"cgroup_id"`
+	Stale  bool     `json:"stale"`
+	Live   bool     `json:"live"`
+	Hooks  []string `json:"hooks"`
+	// PacketGuard says whether packet sockets are refused along with raw
+	// ones: the guard is a BPF LSM program, which some kernels refuse.
+	PacketGuard bool              `json:"packet_guard"`
+	Defaults    map[string]string `json:"defaults"`
+	Audit       bool              `json:"audit"`
+	Log         string            `json:"log"`
+	DenyRaw     bool              `json:"deny_raw"`
+	Rules       []ruleView        `json:"rules"`
+	Totals      map[string]count  `json:"totals"`
+	LostEvents  uint64            `json:"lost_events"`
 }
 
 type ruleView struct {
@@ -55,13 +58,19 @@ func newListCmd(stdout io.Writer) *cobra.Command {
 			if output != "text" && output != "json" {
 				return usageErr(fmt.Errorf("-o: %q is not an output format: use text or json", output))
 			}
-			ids, err := selectIDs(&target, "list")
+			var views []policyView
+			err := withStore(func(s *store.Store) error {
+				ids, err := selectIDs(s, &target, "list")
+				if err != nil {
+					return err
+				}
+				if views, err = viewPolicies(s, ids); err != nil {
+					return failure(err)
+				}
+				return nil
+			})
 			if err != nil {
 				return err
-			}
-			views, err := viewPolicies(ids)
-			if err != nil {
-				return failure(err)
 			}
 			if output == "json" {
 				enc := json.NewEncoder(stdout)
@@ -79,35 +88,32 @@ func newListCmd(stdout io.Writer) *cobra.Command {
 
 // selectIDs returns the cgroup IDs a command is about: the target's, or every
 // persistent policy's when no target is given.
-func selectIDs(target *targetFlags, cmd string) ([]uint64, error) {
-	if err := checkPrivileges(); err != nil {
-		return nil, err
-	}
+func selectIDs(s *store.Store, target *targetFlags, cmd string) ([]uint64, error) {
 	if len(target.given()) > 0 {
 		cg, err := target.resolve(cmd)
 		if err != nil {
 			return nil, err
 		}
-		if !store.Exists(cg.ID) {
+		if !s.Exists(cg.ID) {
 			return nil, usageErr(fmt.Errorf("no policy on %s", cg.Path))
 		}
 		return []uint64{cg.ID}, nil
 	}
-	ids, err := store.IDs()
+	ids, err := s.List()
 	if err != nil {
 		return nil, failure(err)
 	}
 	return ids, nil
 }
 
-func viewPolicies(ids []uint64) ([]policyView, error) {
+func viewPolicies(s *store.Store, ids []uint64) ([]policyView, error) {
 	paths, err := cgroup.PathsByID(ids)
 	if err != nil {
 		return nil, err
 	}
 	views := []policyView{}
 	for _, id := range ids {
-		v, err := viewPolicy(id, paths[id])
+		v, err := viewPolicy(s, id, paths[id])
 		if err != nil {
 			return nil, fmt.Errorf("cgroup %d: %w", id, err)
 		}
@@ -116,17 +122,20 @@ func viewPolicies(ids []uint64) ([]policyView, error) {
 	return views, nil
 }
 
-func viewPolicy(id uint64, path string) (policyView, error) {
-	dir := store.Dir(id)
-	d, err := datapath.Open(dir)
+func viewPolicy(s *store.Store, id uint64, path string) (policyView, error) {
+	d, err := s.Open(id)
 	if err != nil {
 		return policyView{}, err
 	}
 	defer d.Close()
+	links, err := s.Links(id)
+	if err != nil {
+		return policyView{}, err
+	}
 	p := d.Policy()
 	v := policyView{
 		Cgroup: path, ID: id, Stale: path == "", Live: d.Live(),
-		Hooks:    datapath.PinnedHooks(dir),
+		Hooks: hookNames(links.Hooks), PacketGuard: links.PacketGuard,
 		Defaults: map[string]string{"egress": p.Default[0].String(), "ingress": p.Default[1].String()},
 		Audit:    p.Audit, Log: p.Log.String(), DenyRaw: p.DenyRaw,
 		Rules: []ruleView{}, Totals: map[string]count{},
@@ -180,7 +189,7 @@ func printViews(w io.Writer, views []policyView) {
 		}
 		fmt.Fprintf(w, "  hooks: %v\n", v.Hooks)
 		fmt.Fprintf(w, "  default egress %s, ingress %s; audit %s; log %s; deny_raw %s\n",
-			v.Defaults["egress"], v.Defaults["ingress"], onOff(v.Audit), v.Log, onOff(v.DenyRaw))
+			v.Defaults["egress"], v.Defaults["ingress"], onOff(v.Audit), v.Log, denyRaw(v))
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  ID\tDIRECTION\tACTION\tPREFIX\tPACKETS\tBYTES")
 		for _, r := range v.Rules {
@@ -191,6 +200,25 @@ func printViews(w io.Writer, views []policyView) {
 		fmt.Fprintf(w, "  totals: pass %d packets (%d bytes), drop %d (%d bytes), audit-drop %d, malformed %d; events lost %d\n",
 			t["pass"].Packets, t["pass"].Bytes, t["drop"].Packets, t["drop"].Bytes, t["audit_drop"].Packets, t["malformed"].Packets, v.LostEvents)
 	}
+}
+
+// denyRaw says what a policy refuses of raw sockets, exactly.
+func denyRaw(v policyView) string {
+	switch {
+	case !v.DenyRaw:
+		return "off"
+	case !v.PacketGuard:
+		return "on (raw sockets refused; packet sockets NOT refused: this kernel refused the BPF LSM guard)"
+	}
+	return "on"
+}
+
+func hookNames(hooks []datapath.Hook) []string {
+	out := make([]string, len(hooks))
+	for i, h := range hooks {
+		out[i] = h.String()
+	}
+	return out
 }
 
 func onOff(b bool) string {
@@ -206,14 +234,14 @@ func newGCCmd(stdout io.Writer) *cobra.Command {
 		Short: "Remove the policies of cgroups that no longer exist",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			return withStore(func() error { return gc(stdout) })
+			return withStore(func(s *store.Store) error { return gc(s, stdout) })
 		},
 	}
 }
 
 // gc removes the policies whose cgroup is gone.
-func gc(stdout io.Writer) error {
-	ids, err := store.IDs()
+func gc(s *store.Store, stdout io.Writer) error {
+	ids, err := s.List()
 	if err != nil {
 		return failure(err)
 	}
@@ -226,7 +254,7 @@ func gc(stdout io.Writer) error {
 		if paths[id] != "" {
 			continue
 		}
-		if err := datapath.Unpin(store.Dir(id)); err != nil {
+		if err := s.Remove(id); err != nil {
 			return failure(fmt.Errorf("remove stale policy of cgroup %d: %w", id, err))
 		}
 		fmt.Fprintf(stdout, "removed the stale policy of cgroup %d\n", id)

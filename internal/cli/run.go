@@ -13,13 +13,14 @@ import (
 )
 
 type runOptions struct {
+	prep   **datapath.Prepared
 	target targetFlags
 	rules  ruleFlags
 	output outputFlags
 }
 
-func newRunCmd(stdout, stderr io.Writer) *cobra.Command {
-	var o runOptions
+func newRunCmd(prep **datapath.Prepared, stdout, stderr io.Writer) *cobra.Command {
+	o := runOptions{prep: prep}
 	cmd := &cobra.Command{
 		Use:   "run --cgroup PATH|--pid PID|--unit NAME|--container ID [rule flags | -f FILE]",
 		Short: "Filter a cgroup's traffic and print decisions until interrupted",
@@ -27,7 +28,8 @@ func newRunCmd(stdout, stderr io.Writer) *cobra.Command {
 cgroup2 mount), prints decisions as they happen and detaches on SIGINT or SIGTERM.
 Rules are in force before the filter is attached, so no packet slips through.
 The most specific prefix decides; where none matches, the direction's default.`,
-		Args: cobra.NoArgs,
+		Args:        cobra.NoArgs,
+		Annotations: map[string]string{preparesObject: "yes"},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.run(cmd.Context(), stdout, stderr)
 		},
@@ -55,7 +57,7 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
 	if err := checkPrivileges(); err != nil {
 		return err
 	}
-	f, err := attachForeground(p, cg, stderr)
+	f, err := attachForeground(*o.prep, p, cg, stderr)
 	if err != nil {
 		return err
 	}

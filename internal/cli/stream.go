@@ -29,6 +29,9 @@ type streamer struct {
 
 	filter policy.LogLevel // print only what this level asks for
 	cgroup string          // when set, name it in every event
+	// refresh reads the policy back from the maps when an event names a rule
+	// the reader does not know: another cgwall edited the policy.
+	refresh bool
 }
 
 func newStreamer(d *datapath.Datapath, rd *datapath.Reader, format events.Format, stdout, stderr io.Writer) *streamer {
@@ -75,6 +78,7 @@ func (s *streamer) print() error {
 			return err
 		}
 		if s.wanted(e) {
+			s.resolve(&e)
 			e.Cgroup = s.cgroup
 			if err := events.Write(s.out, s.format, e); err != nil {
 				return err
@@ -89,8 +93,21 @@ func (s *streamer) print() error {
 }
 
 // wanted says whether the filter lets an event through.
-func (s *streamer) wanted(e events.Event) bool {
+func (s *streamer) wanted(e datapath.Event) bool {
 	return s.filter == policy.LogAll || (s.filter == policy.LogDrop && e.Action == uint8(policy.Block))
+}
+
+// resolve names an event's rule that the reader's policy does not have, by
+// reading the policy back where another cgwall may have edited it, or as
+// removed.
+func (s *streamer) resolve(e *datapath.Event) {
+	if e.Rule == "" && s.refresh && s.d.Refresh() == nil {
+		s.rd.Use(s.d.Policy())
+		s.rd.Resolve(e)
+	}
+	if e.Rule == "" {
+		e.Rule = fmt.Sprintf("removed-rule-%d", e.RuleID)
+	}
 }
 
 // reportLost says how many events the datapath dropped since the last report.

@@ -36,14 +36,23 @@ narrows that down. Each event says which cgroup it came from.`,
 			if err != nil {
 				return usageErr(fmt.Errorf("--log: %w", err))
 			}
-			ids, err := selectIDs(&target, "watch")
+			var watched []watched
+			err = withStore(func(s *store.Store) error {
+				ids, err := selectIDs(s, &target, "watch")
+				if err != nil {
+					return err
+				}
+				if len(ids) == 0 {
+					return usageErr(errors.New("no persistent policies to watch: attach one with 'cgwall attach'"))
+				}
+				watched, err = openWatched(s, ids)
+				return err
+			})
 			if err != nil {
 				return err
 			}
-			if len(ids) == 0 {
-				return usageErr(errors.New("no persistent policies to watch: attach one with 'cgwall attach'"))
-			}
-			return watch(cmd.Context(), ids, level, format, stdout, stderr)
+			defer closeWatched(watched)
+			return watch(cmd.Context(), watched, level, format, stdout, stderr)
 		},
 	}
 	target.bind(cmd.Flags())
@@ -52,36 +61,58 @@ narrows that down. Each event says which cgroup it came from.`,
 	return cmd
 }
 
-func watch(ctx context.Context, ids []uint64, level policy.LogLevel, format events.Format, stdout, stderr io.Writer) error {
+// watched is one persistent policy being watched. The store's lock is not
+// held while watching: edits go on, and the streamer reads them back.
+type watched struct {
+	id   uint64
+	path string
+	d    *datapath.Datapath
+}
+
+func openWatched(s *store.Store, ids []uint64) ([]watched, error) {
 	paths, err := cgroup.PathsByID(ids)
 	if err != nil {
-		return failure(err)
+		return nil, failure(err)
 	}
+	var out []watched
+	for _, id := range ids {
+		d, err := s.Open(id)
+		if err != nil {
+			closeWatched(out)
+			return nil, failure(fmt.Errorf("cgroup %d: %w", id, err))
+		}
+		out = append(out, watched{id, paths[id], d})
+	}
+	return out, nil
+}
+
+func closeWatched(ws []watched) {
+	for _, w := range ws {
+		w.d.Close()
+	}
+}
+
+func watch(ctx context.Context, ws []watched, level policy.LogLevel, format events.Format, stdout, stderr io.Writer) error {
 	out := &lockedWriter{w: stdout}
 	var streamers []*streamer
-	for _, id := range ids {
-		d, err := datapath.Open(store.Dir(id))
-		if err != nil {
-			return failure(fmt.Errorf("cgroup %d: %w", id, err))
-		}
-		defer d.Close()
-		rd, err := d.Events()
+	for _, w := range ws {
+		rd, err := w.d.Events()
 		if err != nil {
 			return failure(err)
 		}
 		defer rd.Close()
-		s := newStreamer(d, rd, format, out, stderr)
-		s.filter, s.cgroup = level, paths[id]
-		if s.lost, err = d.EventsLost(); err != nil { // report only what is lost from now on
+		s := newStreamer(w.d, rd, format, out, stderr)
+		s.filter, s.cgroup, s.refresh = level, w.path, true
+		if s.lost, err = w.d.EventsLost(); err != nil { // report only what is lost from now on
 			return failure(err)
 		}
-		if p := d.Policy(); p.Log < level {
-			fmt.Fprintf(stderr, "note: the policy on %s logs %s; attach it with --log %s to see more\n", paths[id], p.Log, level)
+		if p := w.d.Policy(); p.Log < level {
+			fmt.Fprintf(stderr, "note: the policy on %s logs %s; attach it with --log %s to see more\n", w.path, p.Log, level)
 		}
 		streamers = append(streamers, s)
 	}
 	if len(streamers) == 1 {
-		fmt.Fprintf(stderr, "watching the policy on %s\n", paths[ids[0]])
+		fmt.Fprintf(stderr, "watching the policy on %s\n", ws[0].path)
 	} else {
 		fmt.Fprintf(stderr, "watching %d policies\n", len(streamers))
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
@@ -16,7 +15,7 @@ import (
 type Attachment struct {
 	Hooks []Hook
 	links []link.Link
-	names []string // one per link, for its pin
+	progs []program // one per link, for its pin
 }
 
 // HooksFor says which hooks a policy needs. Egress, connect and sendmsg always
@@ -34,39 +33,6 @@ func HooksFor(p *policy.Policy) []Hook {
 	return hooks
 }
 
-type program struct {
-	name string
-	prog *ebpf.Program
-	typ  ebpf.AttachType
-}
-
-func (d *Datapath) programs(h Hook) []program {
-	o := &d.objs.corePrograms
-	switch h {
-	case HookEgress:
-		return []program{{"egress", o.CgwallEgress, ebpf.AttachCGroupInetEgress}}
-	case HookIngress:
-		return []program{{"ingress", o.CgwallIngress, ebpf.AttachCGroupInetIngress}}
-	case HookConnect:
-		return []program{
-			{"connect4", o.CgwallConnect4, ebpf.AttachCGroupInet4Connect},
-			{"connect6", o.CgwallConnect6, ebpf.AttachCGroupInet6Connect},
-		}
-	case HookSendmsg:
-		return []program{
-			{"sendmsg4", o.CgwallSendmsg4, ebpf.AttachCGroupUDP4Sendmsg},
-			{"sendmsg6", o.CgwallSendmsg6, ebpf.AttachCGroupUDP6Sendmsg},
-		}
-	case HookSockCreate:
-		progs := []program{{"sock_create", o.CgwallSockCreate, ebpf.AttachCGroupInetSockCreate}}
-		if d.packetGuard != nil {
-			progs = append(progs, program{"packet_create", d.packetGuard, ebpf.AttachLSMCgroup})
-		}
-		return progs
-	}
-	return nil
-}
-
 // Attach attaches the programs of each hook to cg. Either every hook is
 // attached or, on error, none is.
 func (d *Datapath) Attach(cg cgroup.Dir, hooks ...Hook) (_ *Attachment, err error) {
@@ -77,16 +43,20 @@ func (d *Datapath) Attach(cg cgroup.Dir, hooks ...Hook) (_ *Attachment, err erro
 		}
 	}()
 	for _, h := range hooks {
-		for _, p := range d.programs(h) {
-			if p.prog == nil {
+		for _, p := range h.programs() {
+			prog := d.progs[p.name]
+			if prog == nil && p.optional {
+				continue // PacketGuardError says why, where it matters
+			}
+			if prog == nil {
 				return nil, fmt.Errorf("attach %s program to %s: it was not loaded (see WithHooks)", h, cg.Path)
 			}
-			l, err := link.AttachCgroup(link.CgroupOptions{Path: cg.Path, Attach: p.typ, Program: p.prog})
+			l, err := link.AttachCgroup(link.CgroupOptions{Path: cg.Path, Attach: p.attach, Program: prog})
 			if err != nil {
 				return nil, fmt.Errorf("attach %s program to %s: %w", h, cg.Path, err)
 			}
 			a.links = append(a.links, l)
-			a.names = append(a.names, p.name)
+			a.progs = append(a.progs, p)
 		}
 	}
 	return a, nil

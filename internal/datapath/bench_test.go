@@ -1,13 +1,9 @@
 package datapath
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -83,7 +79,7 @@ func BenchmarkEgress(b *testing.B) {
 						pkt := packet(src, dst.dst)
 						b.Run(dst.name, func(b *testing.B) {
 							b.ResetTimer()
-							ret, perPkt, err := d.objs.CgwallEgress.Benchmark(pkt, b.N, b.ResetTimer)
+							ret, perPkt, err := d.progs[cgwallProgCgwallEgress].Benchmark(pkt, b.N, b.ResetTimer)
 							b.StopTimer()
 							if err != nil {
 								b.Fatal(err)
@@ -142,41 +138,25 @@ var ipv6Range = netip.MustParsePrefix("2001:db8::/32")
 // maps, IPv6 prefix LPM tries) and /24 bitmaps where the policy has them, as
 // the memlock line of each map's fdinfo states it.
 func ruleMapMemlock(d *Datapath) (uint64, error) {
-	bm := d.bitmapOuters()
 	var total uint64
-	for _, o := range append(d.ruleOuters(), bm[:]...) {
-		inner, err := d.innerMap(o.m)
+	for _, m := range d.maps.all() {
+		inner, err := d.innerMap(m.outer)
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			continue // no bitmap
 		}
 		if err != nil {
 			return 0, err
 		}
-		n, err := mapMemlock(inner)
+		info, err := inner.Info()
 		inner.Close()
 		if err != nil {
 			return 0, err
 		}
+		n, ok := info.Memlock()
+		if !ok {
+			return 0, fmt.Errorf("the kernel does not report the memory of %s", m.name())
+		}
 		total += n
 	}
 	return total, nil
-}
-
-// mapMemlock reads the memlock line of a map's /proc/self/fdinfo entry.
-func mapMemlock(m *ebpf.Map) (uint64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/self/fdinfo/%d", m.FD()))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "memlock:"); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, fmt.Errorf("no memlock line in fdinfo of %s", m)
 }

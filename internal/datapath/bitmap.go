@@ -23,15 +23,6 @@ const bitmapWords = 1 << 18
 // without. A variable so that tests can force it.
 var bitmapThreshold = 1 << 12
 
-// bitmapOuters lists the outer maps of the bitmaps, by direction.
-func (d *Datapath) bitmapOuters() [2]outer {
-	m := &d.objs.cgwallMaps
-	return [2]outer{
-		policy.Egress:  {cgwallMapEgressBitmap4, m.EgressBitmap4},
-		policy.Ingress: {cgwallMapIngressBitmap4, m.IngressBitmap4},
-	}
-}
-
 // bitmaps returns p's IPv4 /24 bitmaps by direction; nil for a direction with
 // fewer IPv4 rules than bitmapThreshold.
 func bitmaps(p *policy.Policy) [2][]uint64 {
@@ -82,7 +73,7 @@ func setBits(words []uint64, lo, n uint32) {
 
 // newBitmap creates a bitmap map holding words.
 func (d *Datapath) newBitmap(words []uint64) (*ebpf.Map, error) {
-	m, err := ebpf.NewMap(d.spec.Maps[cgwallMapEgressBitmap4].InnerMap.Copy())
+	m, err := ebpf.NewMap(d.spec.Maps[mapName(policy.Egress, kindBitmap4)].InnerMap.Copy())
 	if err != nil {
 		return nil, fmt.Errorf("create bitmap: %w", err)
 	}
@@ -107,7 +98,7 @@ func (d *Datapath) markBitmap(r policy.Rule) error {
 		return nil
 	}
 	var bm *ebpf.Map
-	err := d.bitmapOuters()[r.Dir].m.Lookup(d.state.Gen, &bm)
+	err := d.maps[r.Dir][kindBitmap4].outer.Lookup(d.state.Gen, &bm)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return nil
 	}

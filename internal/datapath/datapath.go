@@ -24,46 +24,25 @@ const MaxRules = 1 << 24
 // filtered cgroup. The rules live in one of two generations of inner maps;
 // Replace builds the other one and switches to it in one write.
 type Datapath struct {
-	objs   objects
-	spec   *ebpf.CollectionSpec
-	state  cgwallState    // a copy of the current map
-	policy *policy.Policy // the policy in force, as the maps hold it
+	spec  *ebpf.CollectionSpec
+	objs  cgwallMaps               // every map of the object
+	maps  ruleMaps                 // the rule maps among them, by direction and kind
+	progs map[string]*ebpf.Program // the programs loaded, by name; none after Open
+	state cgwallState              // a copy of the current map
+	// policy is the policy in force, as the maps hold it.
+	policy *policy.Policy
 
-	// packetGuard refuses packet sockets; nil unless the policy denies raw
-	// sockets and the kernel lets BPF LSM programs load.
-	packetGuard    *ebpf.Program
-	packetGuardErr error // why packetGuard is nil, for DenyRaw policies
+	// optionalErr says why an optional program (the packet guard) did not
+	// load, for policies that deny raw sockets.
+	optionalErr error
 }
 
-// objects are the maps and the programs every supported kernel loads. The
-// packet-socket guard is an LSM program that some kernels refuse (no BPF LSM,
-// or lockdown), so it is loaded apart, on demand.
-type objects struct {
-	cgwallMaps
-	corePrograms
-}
-
-type corePrograms struct {
-	CgwallEgress     *ebpf.Program `ebpf:"cgwall_egress"`
-	CgwallIngress    *ebpf.Program `ebpf:"cgwall_ingress"`
-	CgwallConnect4   *ebpf.Program `ebpf:"cgwall_connect4"`
-	CgwallConnect6   *ebpf.Program `ebpf:"cgwall_connect6"`
-	CgwallSendmsg4   *ebpf.Program `ebpf:"cgwall_sendmsg4"`
-	CgwallSendmsg6   *ebpf.Program `ebpf:"cgwall_sendmsg6"`
-	CgwallSockCreate *ebpf.Program `ebpf:"cgwall_sock_create"`
-}
-
-func (o *objects) Close() error {
-	p := &o.corePrograms
-	return _CgwallClose(&o.cgwallMaps, p.CgwallEgress, p.CgwallIngress, p.CgwallConnect4,
-		p.CgwallConnect6, p.CgwallSendmsg4, p.CgwallSendmsg6, p.CgwallSockCreate)
-}
-
-// Load creates the maps and programs and installs p in generation 0, with rule
-// IDs from 1. Nothing is enforced until Commit, and then only where Attach
-// puts the programs.
+// Load creates the maps and programs and installs p in generation 0. It
+// renumbers p's rules, in place, with IDs from 1: p is the datapath's from
+// then on. Nothing is enforced until Commit, and then only where Attach puts
+// the programs.
 func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
-	var o options
+	o := options{hooks: Hooks}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -71,21 +50,19 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise memlock limit: %w", err)
 	}
-	spec, err := takeSpec()
+	spec, err := o.spec.take()
 	if err != nil {
 		return nil, err
 	}
 	if o.noMapBTF {
 		stripMapBTF(spec)
 	}
-	d := &Datapath{spec: spec}
+	d := &Datapath{spec: spec, progs: map[string]*ebpf.Program{}}
 	p.Renumber(1)
 	// The policy goes into the maps while the verifier checks the programs.
-	if err := d.loadObjects(o, func() error { return d.install(p, 0, nil) }); err != nil {
+	withOptional := p.DenyRaw || o.packetGuard
+	if err := d.loadObjects(programsOf(o.hooks), withOptional, func() error { return d.install(p, 0, nil) }); err != nil {
 		return nil, err
-	}
-	if p.DenyRaw || o.packetGuard {
-		d.packetGuard, d.packetGuardErr = d.loadPacketGuard()
 	}
 	d.policy = p
 	d.state = cgwallState{Gen: 0, NextRuleId: p.NextID()}
@@ -101,44 +78,35 @@ type Option func(*options)
 
 type options struct {
 	packetGuard bool
-	hooks       []Hook // with someHooks, the hooks whose programs to load
-	someHooks   bool
+	hooks       []Hook // the hooks whose programs to load
 	noMapBTF    bool
+	spec        *Prepared
 }
 
 // WithPacketGuard loads the packet-socket guard even if the policy does not
 // deny raw sockets, for persistent policies that a later edit may make do so.
 func WithPacketGuard() Option { return func(o *options) { o.packetGuard = true } }
 
+// WithPrepared loads the object that Prepare parsed ahead.
+func WithPrepared(p *Prepared) Option { return func(o *options) { o.spec = p } }
+
 func loadError(err error) error {
 	var verr *ebpf.VerifierError
 	if errors.As(err, &verr) {
-		return fmt.Errorf("load BPF programs: %+v", verr)
+		// %+v prints the whole verifier log; the error stays in the chain.
+		return fmt.Errorf("load BPF programs: %w\n%+v", err, verr)
 	}
 	return fmt.Errorf("load BPF programs: %w", err)
 }
 
-// loadPacketGuard loads the LSM program that refuses packet sockets, sharing
-// the maps already loaded.
-func (d *Datapath) loadPacketGuard() (*ebpf.Program, error) {
-	var o struct {
-		Prog *ebpf.Program `ebpf:"cgwall_packet_create"`
-	}
-	err := d.spec.LoadAndAssign(&o, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
-		cgwallMapSettings: d.objs.Settings,
-		cgwallMapCurrent:  d.objs.Current,
-		cgwallMapEvents:   d.objs.Events,
-		cgwallMapStats:    d.objs.Stats,
-	}})
-	if err != nil {
-		return nil, fmt.Errorf("this kernel refused the BPF LSM program that refuses packet sockets (%w); it needs CONFIG_BPF_LSM, \"bpf\" in the lsm= boot list, and no lockdown", err)
-	}
-	return o.Prog, nil
-}
-
 // PacketGuardError says why packet sockets are not refused although the
 // policy denies raw sockets, or nil.
-func (d *Datapath) PacketGuardError() error { return d.packetGuardErr }
+func (d *Datapath) PacketGuardError() error {
+	if d.optionalErr == nil {
+		return nil
+	}
+	return fmt.Errorf("this kernel refused the BPF LSM program that refuses packet sockets (%w); it needs CONFIG_BPF_LSM, \"bpf\" in the lsm= boot list, and no lockdown", d.optionalErr)
+}
 
 // Commit puts the installed policy in force. Before it, attached programs let
 // everything pass.
@@ -160,8 +128,8 @@ func (d *Datapath) writeState() error {
 // Close releases the maps and programs. Anything still attached through links
 // from Attach, or pinned, stays until those links are closed or unpinned.
 func (d *Datapath) Close() error {
-	if d.packetGuard != nil {
-		d.packetGuard.Close()
+	for _, p := range d.progs {
+		p.Close()
 	}
 	return d.objs.Close()
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/cgwall/cgwall/internal/events"
 	"github.com/cgwall/cgwall/internal/policy"
 	"github.com/cgwall/cgwall/internal/testutil"
 )
@@ -97,7 +96,7 @@ func TestEgressDecisions(t *testing.T) {
 			if dst.Is4() {
 				src = local4
 			}
-			got := run(t, d.objs.CgwallEgress, packet(src, dst))
+			got := run(t, d.progs[cgwallProgCgwallEgress], packet(src, dst))
 			ref, _ := p.Decide(policy.Egress, dst)
 			if got != tc.want || ref != tc.want {
 				t.Fatalf("verdict %v, reference %v, want %v", got, ref, tc.want)
@@ -106,7 +105,7 @@ func TestEgressDecisions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := events.Event{Dst: dst, Action: uint8(tc.want), Hook: "egress", Proto: protoUDP, SrcPort: 40000, DstPort: 53, Rule: tc.rule}
+			want := Event{Dst: dst, Action: uint8(tc.want), Hook: HookEgress, Proto: protoUDP, SrcPort: 40000, DstPort: 53, Rule: tc.rule}
 			e.Src, e.Len, e.RuleID = netip.Addr{}, 0, 0
 			if e != want {
 				t.Fatalf("event %+v; want addr %s action %d rule %s", e, dst, tc.want, tc.rule)
@@ -117,7 +116,7 @@ func TestEgressDecisions(t *testing.T) {
 
 func TestMalformedAndNonIP(t *testing.T) {
 	d := load(t, mustPolicy(t, policy.LogDrop))
-	prog := d.objs.CgwallEgress
+	prog := d.progs[cgwallProgCgwallEgress]
 	good4 := packet(local4, netip.MustParseAddr("198.51.100.1"))
 	good6 := packet(local6, netip.MustParseAddr("2001:db8::2"))
 
@@ -164,7 +163,7 @@ func TestMalformedAndNonIP(t *testing.T) {
 func TestLostEventsAreCounted(t *testing.T) {
 	d := load(t, mustPolicy(t, policy.LogAll, "block", "198.51.100.1"))
 	const runs = 20000 // 20000 events of 48 bytes (+8 header) overflow 256 KiB
-	ret, err := d.objs.CgwallEgress.Run(&ebpf.RunOptions{
+	ret, err := d.progs[cgwallProgCgwallEgress].Run(&ebpf.RunOptions{
 		Data:   packet(local4, netip.MustParseAddr("198.51.100.1")),
 		Repeat: runs,
 	})
@@ -282,15 +281,15 @@ func TestDifferentialEdits(t *testing.T) {
 	}
 }
 
-func decideInKernel(t *testing.T, d *Datapath, rd *Reader, dir policy.Direction, remote netip.Addr) (policy.Action, events.Event) {
+func decideInKernel(t *testing.T, d *Datapath, rd *Reader, dir policy.Direction, remote netip.Addr) (policy.Action, Event) {
 	t.Helper()
 	local := local6
 	if remote.Is4() {
 		local = local4
 	}
-	prog, pkt := d.objs.CgwallEgress, packet(local, remote)
+	prog, pkt := d.progs[cgwallProgCgwallEgress], packet(local, remote)
 	if dir == policy.Ingress {
-		prog, pkt = d.objs.CgwallIngress, packet(remote, local)
+		prog, pkt = d.progs[cgwallProgCgwallIngress], packet(remote, local)
 	}
 	got := run(t, prog, pkt)
 	e, err := rd.Read()

@@ -135,11 +135,8 @@ func (d *Datapath) Remove(dir policy.Direction, prefix netip.Prefix) (policy.Rul
 	return r, Removed, nil
 }
 
+// ruleMap returns the inner map of the generation in force that holds dir's
+// rule for prefix.
 func (d *Datapath) ruleMap(dir policy.Direction, prefix netip.Prefix) (*ebpf.Map, error) {
-	for _, o := range d.ruleOuters() {
-		if o.name == mapName(dir, prefix) {
-			return d.innerMap(o.m)
-		}
-	}
-	return nil, fmt.Errorf("no map for %s", prefix)
+	return d.innerMap(d.maps.of(dir, prefix).outer)
 }

@@ -10,29 +10,17 @@ import (
 	"github.com/cgwall/cgwall/internal/policy"
 )
 
-// outer is an outer map that holds each generation's inner map of one kind.
-type outer struct {
-	name string
-	m    *ebpf.Map
-}
+// generation is one generation's inner rule maps, by direction and kind (none
+// for the bitmaps, which installBitmaps makes).
+type generation [2][numKinds]*ebpf.Map
 
-// ruleOuters lists the outer maps of the rule maps.
-func (d *Datapath) ruleOuters() []outer {
-	m := &d.objs.cgwallMaps
-	return []outer{
-		{cgwallMapEgressHost4, m.EgressHost4}, {cgwallMapEgressPrefix4, m.EgressPrefix4},
-		{cgwallMapEgressHost6, m.EgressHost6}, {cgwallMapEgressPrefix6, m.EgressPrefix6},
-		{cgwallMapIngressHost4, m.IngressHost4}, {cgwallMapIngressPrefix4, m.IngressPrefix4},
-		{cgwallMapIngressHost6, m.IngressHost6}, {cgwallMapIngressPrefix6, m.IngressPrefix6},
-	}
-}
-
-// generation is one generation's inner maps, by outer map name.
-type generation map[string]*ebpf.Map
-
-func (g generation) Close() {
-	for _, m := range g {
-		m.Close()
+func (g *generation) Close() {
+	for _, dir := range g {
+		for _, m := range dir {
+			if m != nil {
+				m.Close()
+			}
+		}
 	}
 }
 
@@ -49,9 +37,9 @@ func (d *Datapath) install(p *policy.Policy, gen uint32, counters map[uint32]Cou
 	if err := fillGeneration(g, p, n, counters); err != nil {
 		return err
 	}
-	for _, o := range d.ruleOuters() {
-		if err := o.m.Put(gen, g[o.name]); err != nil {
-			return fmt.Errorf("install generation %d of %s: %w", gen, o.name, err)
+	for _, m := range d.maps.withRules() {
+		if err := m.outer.Put(gen, g[m.dir][m.kind]); err != nil {
+			return fmt.Errorf("install generation %d of %s: %w", gen, m.name(), err)
 		}
 	}
 	if err := d.installBitmaps(p, gen); err != nil {
@@ -64,10 +52,10 @@ func (d *Datapath) install(p *policy.Policy, gen uint32, counters map[uint32]Cou
 // it calls for none.
 func (d *Datapath) installBitmaps(p *policy.Policy, gen uint32) error {
 	for dir, words := range bitmaps(p) {
-		o := d.bitmapOuters()[dir]
+		o := d.maps[dir][kindBitmap4]
 		if words == nil {
-			if err := o.m.Delete(gen); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				return fmt.Errorf("clear generation %d of %s: %w", gen, o.name, err)
+			if err := o.outer.Delete(gen); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("clear generation %d of %s: %w", gen, o.name(), err)
 			}
 			continue
 		}
@@ -75,10 +63,10 @@ func (d *Datapath) installBitmaps(p *policy.Policy, gen uint32) error {
 		if err != nil {
 			return err
 		}
-		err = o.m.Put(gen, m)
+		err = o.outer.Put(gen, m)
 		m.Close()
 		if err != nil {
-			return fmt.Errorf("install generation %d of %s: %w", gen, o.name, err)
+			return fmt.Errorf("install generation %d of %s: %w", gen, o.name(), err)
 		}
 	}
 	return nil
@@ -86,29 +74,24 @@ func (d *Datapath) installBitmaps(p *policy.Policy, gen uint32) error {
 
 // newGeneration creates empty rule maps sized for n rules.
 func (d *Datapath) newGeneration(n ruleCounts) (generation, error) {
-	rules := map[string]int{}
-	for _, dir := range policy.Directions {
-		for kind, name := range ruleMapNames[dir] {
-			rules[name] = n[dir][kind]
-		}
-	}
-	g := generation{}
-	for _, o := range d.ruleOuters() {
-		if rules[o.name] > MaxRules {
+	var g generation
+	for _, m := range d.maps.withRules() {
+		rules := n[m.dir][m.kind]
+		if rules > MaxRules {
 			g.Close()
-			return nil, fmt.Errorf("%d rules in %s: at most %d are supported", rules[o.name], o.name, MaxRules)
+			return g, fmt.Errorf("%d rules in %s: at most %d are supported", rules, m.name(), MaxRules)
 		}
-		inner := d.spec.Maps[o.name].InnerMap.Copy()
+		inner := d.spec.Maps[m.name()].InnerMap.Copy()
 		if inner.Type == ebpf.Hash {
 			// LPM tries allocate per entry; their limit costs nothing.
-			inner.MaxEntries = capacity(rules[o.name])
+			inner.MaxEntries = capacity(rules)
 		}
-		m, err := ebpf.NewMap(inner)
+		im, err := ebpf.NewMap(inner)
 		if err != nil {
 			g.Close()
-			return nil, fmt.Errorf("create %s map: %w", o.name, err)
+			return g, fmt.Errorf("create %s map: %w", m.name(), err)
 		}
-		g[o.name] = m
+		g[m.dir][m.kind] = im
 	}
 	return g, nil
 }
@@ -148,10 +131,9 @@ func (d *Datapath) switchTo(p *policy.Policy, counters map[uint32]Counter) error
 // clearGeneration drops a generation's inner maps.
 func (d *Datapath) clearGeneration(gen uint32) error {
 	var errs []error
-	bm := d.bitmapOuters()
-	for _, o := range append(d.ruleOuters(), bm[:]...) {
-		if err := o.m.Delete(gen); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, err)
+	for _, m := range d.maps.all() {
+		if err := m.outer.Delete(gen); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("clear generation %d of %s: %w", gen, m.name(), err))
 		}
 	}
 	return errors.Join(errs...)

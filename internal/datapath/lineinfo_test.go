@@ -3,6 +3,7 @@ package datapath
 import (
 	"testing"
 
+	"github.com/cgwall/cgwall/internal/testutil"
 	"github.com/cilium/ebpf"
 )
 
@@ -49,12 +50,17 @@ func TestLoadWithoutLineInfo(t *testing.T) {
 
 func TestPrepareThenLoad(t *testing.T) {
 	p := mustPolicy(t, 0, "block", "198.51.100.7")
-	Prepare()
-	d := load(t, p)
+	testutil.RequireBPF(t)
+	prep := Prepare()
+	d, err := Load(p, WithPrepared(prep))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
 	if lines(d.spec) != 0 {
 		t.Error("Load did not take the prepared spec")
 	}
-	spec, err := takeSpec()
+	spec, err := prep.take()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,80 +18,68 @@ import (
 // and a command run under an egress blocklist needs neither the ingress nor
 // the sock_create program. Attach refuses the hooks left out.
 func WithHooks(hooks ...Hook) Option {
-	return func(o *options) { o.hooks = slices.Clone(hooks); o.someHooks = true }
+	return func(o *options) { o.hooks = slices.Clone(hooks) }
 }
 
-// programsByName are the program fields of o, by program name.
-func (o *corePrograms) byName() map[string]**ebpf.Program {
-	return map[string]**ebpf.Program{
-		cgwallProgCgwallEgress: &o.CgwallEgress, cgwallProgCgwallIngress: &o.CgwallIngress,
-		cgwallProgCgwallConnect4: &o.CgwallConnect4, cgwallProgCgwallConnect6: &o.CgwallConnect6,
-		cgwallProgCgwallSendmsg4: &o.CgwallSendmsg4, cgwallProgCgwallSendmsg6: &o.CgwallSendmsg6,
-		cgwallProgCgwallSockCreate: &o.CgwallSockCreate,
-	}
-}
-
-// hookPrograms names the programs each hook runs.
-var hookPrograms = map[Hook][]string{
-	HookEgress:     {cgwallProgCgwallEgress},
-	HookIngress:    {cgwallProgCgwallIngress},
-	HookConnect:    {cgwallProgCgwallConnect4, cgwallProgCgwallConnect6},
-	HookSendmsg:    {cgwallProgCgwallSendmsg4, cgwallProgCgwallSendmsg6},
-	HookSockCreate: {cgwallProgCgwallSockCreate},
-}
-
-// loadObjects creates every map, then loads the programs that o asks for
-// while fill fills the maps. The verifier checks a program in the thread that
-// loads it, so programs load side by side, on as many CPUs as Go may use.
-// On error, everything loaded is closed.
-func (d *Datapath) loadObjects(o options, fill func() error) error {
-	if err := smallTemplates(d.spec).LoadAndAssign(&d.objs.cgwallMaps, nil); err != nil {
+// loadObjects creates every map, then loads progs while fill fills the maps.
+// The verifier checks a program in the thread that loads it, so programs load
+// side by side, on as many CPUs as Go may use. Optional programs load only
+// withOptional, and their failure is kept in d.optionalErr rather than
+// failing the load. On error, everything loaded is closed.
+func (d *Datapath) loadObjects(progs []program, withOptional bool, fill func() error) error {
+	if err := smallTemplates(d.spec).LoadAndAssign(&d.objs, nil); err != nil {
 		return loadError(err)
 	}
-	objMaps := mapsByName(&d.objs.cgwallMaps)
-	slots := d.objs.corePrograms.byName()
-	var names []string
-	if o.someHooks {
-		for _, h := range o.hooks {
-			names = append(names, hookPrograms[h]...)
-		}
-	} else {
-		names = slices.Collect(maps.Keys(slots))
+	objMaps := mapsByName(&d.objs)
+	var err error
+	if d.maps, err = newRuleMaps(objMaps); err != nil {
+		d.objs.Close()
+		return err
 	}
-	specs := make([]*ebpf.ProgramSpec, len(names))
-	for i, name := range names {
-		if specs[i] = d.spec.Programs[name]; specs[i] == nil {
+	progs = slices.DeleteFunc(slices.Clone(progs), func(p program) bool { return p.optional && !withOptional })
+	specs := make([]*ebpf.ProgramSpec, len(progs))
+	for i, p := range progs {
+		if specs[i] = d.spec.Programs[p.name]; specs[i] == nil {
 			d.objs.Close()
-			return fmt.Errorf("load BPF programs: no program %s in the BPF object", name)
+			return fmt.Errorf("load BPF programs: no program %s in the BPF object", p.name)
 		}
 	}
 
 	// The longest programs go first, so that the CPUs finish together;
 	// filling the maps takes about as long as the longest program.
-	order := make([]int, len(names))
+	order := make([]int, len(progs))
 	for i := range order {
 		order[i] = i
 	}
 	slices.SortFunc(order, func(a, b int) int { return len(specs[b].Instructions) - len(specs[a].Instructions) })
-	progs := make([]*ebpf.Program, len(names))
-	errs := make([]error, len(names)+1) // the last is fill's
+	loaded := make([]*ebpf.Program, len(progs))
+	errs := make([]error, len(progs)+1) // the last is fill's
 	var tasks []func()
 	for _, i := range order {
-		tasks = append(tasks, func() { progs[i], errs[i] = loadProgram(specs[i], objMaps) })
+		tasks = append(tasks, func() { loaded[i], errs[i] = loadProgram(specs[i], objMaps) })
 	}
-	tasks = slices.Insert(tasks, min(1, len(tasks)), func() { errs[len(names)] = fill() })
+	tasks = slices.Insert(tasks, min(1, len(tasks)), func() { errs[len(progs)] = fill() })
 	runTasks(tasks)
+	return d.keepPrograms(progs, loaded, errs)
+}
 
+// keepPrograms keeps the programs that loaded, or closes everything when a
+// required one, or the fill, failed.
+func (d *Datapath) keepPrograms(progs []program, loaded []*ebpf.Program, errs []error) error {
 	for i, p := range progs {
-		*slots[names[i]] = p
+		if loaded[i] != nil {
+			d.progs[p.name] = loaded[i]
+		} else if p.optional {
+			d.optionalErr, errs[i] = errs[i], nil
+		}
 	}
-	if fillErr := errs[len(names)]; fillErr != nil {
-		d.objs.Close()
+	if fillErr := errs[len(progs)]; fillErr != nil {
+		d.Close()
 		return fillErr
 	}
 	for _, err := range errs {
 		if err != nil {
-			d.objs.Close()
+			d.Close()
 			return loadError(err)
 		}
 	}
@@ -172,11 +160,13 @@ func mapsByName(s any) map[string]*ebpf.Map {
 	return byName
 }
 
-// prepared is the BPF object that Prepare parses ahead of Load, while it is
-// being parsed or until a Load takes it.
-var prepared struct {
-	sync.Mutex
-	spec chan specOrErr
+// Prepared is a BPF object being parsed ahead of Load, or parsed and waiting
+// for it.
+type Prepared struct {
+	once sync.Once
+	ch   chan specOrErr
+	spec *ebpf.CollectionSpec
+	err  error
 }
 
 type specOrErr struct {
@@ -184,32 +174,33 @@ type specOrErr struct {
 	err  error
 }
 
-// Prepare starts parsing the BPF object in the background, for the next Load
-// to find ready. Parsing takes milliseconds that a command can spend on other
-// work first (its flags, its cgroup). It leaves out line info, half of the
-// parsing: a verifier log of the programs loaded from it shows no C source
-// lines. A Load without Prepare (tests, attach) keeps them.
-func Prepare() {
-	ch := make(chan specOrErr, 1)
-	prepared.Lock()
-	prepared.spec = ch
-	prepared.Unlock()
+// Prepare starts parsing the BPF object in the background, for a Load given
+// WithPrepared to find ready. Parsing takes milliseconds that a command can
+// spend on other work first (its flags, its cgroup). It leaves out line info,
+// half of the parsing: a verifier log of the programs loaded from it shows no
+// C source lines. A Load without it (tests, attach) keeps them.
+func Prepare() *Prepared {
+	p := &Prepared{ch: make(chan specOrErr, 1)}
 	go func() {
 		spec, err := loadWithoutLineInfo()
-		ch <- specOrErr{spec, err}
+		p.ch <- specOrErr{spec, err}
 	}()
+	return p
 }
 
-// takeSpec returns the object that Prepare parsed, once, or else parses it.
-// Each Load gets its own copy, free to change.
-func takeSpec() (*ebpf.CollectionSpec, error) {
-	prepared.Lock()
-	ch := prepared.spec
-	prepared.spec = nil
-	prepared.Unlock()
-	if ch == nil {
-		return loadCgwall()
+// take returns the object that Prepare parsed, the first time, and a fresh
+// parse after that or for a nil Prepared: each Load gets its own copy, free
+// to change.
+func (p *Prepared) take() (*ebpf.CollectionSpec, error) {
+	if p != nil {
+		taken := false
+		p.once.Do(func() {
+			r := <-p.ch
+			p.spec, p.err, taken = r.spec, r.err, true
+		})
+		if taken {
+			return p.spec, p.err
+		}
 	}
-	r := <-ch
-	return r.spec, r.err
+	return loadCgwall()
 }

@@ -3,6 +3,7 @@ package datapath
 import (
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -39,16 +40,12 @@ func TestWithHooksLoadsAndAttachesOnlyThose(t *testing.T) {
 	if err := d.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	o := &d.objs.corePrograms
-	if o.CgwallIngress != nil || o.CgwallSockCreate != nil {
-		t.Fatalf("an egress policy loaded ingress (%v) or sock_create (%v)", o.CgwallIngress, o.CgwallSockCreate)
-	}
-	for _, p := range []*ebpf.Program{o.CgwallEgress, o.CgwallConnect4, o.CgwallConnect6, o.CgwallSendmsg4, o.CgwallSendmsg6} {
-		if p == nil {
-			t.Fatal("a program of the policy's hooks was not loaded")
+	for _, prog := range programsOf(Hooks) {
+		if want := slices.Contains(hooks, hookOfProgram(prog.name)); (d.progs[prog.name] != nil) != want {
+			t.Errorf("program %s loaded: %v, want %v", prog.name, d.progs[prog.name] != nil, want)
 		}
 	}
-	if got := run(t, o.CgwallEgress, packet(local4, netip.MustParseAddr("198.51.100.7"))); got != policy.Block {
+	if got := run(t, d.progs[cgwallProgCgwallEgress], packet(local4, netip.MustParseAddr("198.51.100.7"))); got != policy.Block {
 		t.Fatalf("egress verdict %v for a blocked address", got)
 	}
 
@@ -87,11 +84,46 @@ func TestWithHooksDenyRawLoadsSockCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	o := &d.objs.corePrograms
-	if o.CgwallSockCreate == nil {
+	if d.progs[cgwallProgCgwallSockCreate] == nil {
 		t.Fatal("a policy that denies raw sockets did not load sock_create")
 	}
-	if o.CgwallIngress != nil {
+	if d.progs[cgwallProgCgwallIngress] != nil {
 		t.Fatal("a policy without ingress rules loaded ingress")
+	}
+}
+
+// hookOfProgram returns the hook that runs a program.
+func hookOfProgram(name string) Hook {
+	for _, h := range hookTable {
+		for _, p := range h.progs {
+			if p.name == name {
+				return h.hook
+			}
+		}
+	}
+	panic("no hook runs " + name)
+}
+
+// TestHookTable checks that the table's order is the C enum's, which the
+// events and the stats map carry, and that every program of the object has
+// exactly one row.
+func TestHookTable(t *testing.T) {
+	if len(hookTable) != int(cgwallHookHOOK_MAX) {
+		t.Fatalf("%d hooks in the table, %d in the C enum", len(hookTable), cgwallHookHOOK_MAX)
+	}
+	for i, h := range hookTable {
+		if h.hook != Hook(i) {
+			t.Errorf("row %d is hook %d (%s)", i, h.hook, h.name)
+		}
+	}
+	spec, err := loadCgwall()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range spec.Programs {
+		hookOfProgram(name)
+	}
+	if n := len(programsOf(Hooks)); n != len(spec.Programs) {
+		t.Errorf("the table has %d programs, the object %d", n, len(spec.Programs))
 	}
 }

@@ -46,23 +46,23 @@ func TestWithoutMapBTF(t *testing.T) {
 	if err := d.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range d.ruleOuters() {
-		inner, err := d.innerMap(o.m)
+	for _, rm := range d.maps.withRules() {
+		inner, err := d.innerMap(rm.outer)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer inner.Close()
-		for _, m := range []*ebpf.Map{o.m, inner} {
+		for _, m := range []*ebpf.Map{rm.outer, inner} {
 			info, err := m.Info()
 			if err != nil {
 				t.Fatal(err)
 			}
 			if _, ok := info.BTFID(); ok {
-				t.Errorf("map %s has BTF", o.name)
+				t.Errorf("map %s has BTF", rm.name())
 			}
 		}
 	}
-	if got := run(t, d.objs.CgwallEgress, packet(local4, netip.MustParseAddr("198.51.100.7"))); got != policy.Block {
+	if got := run(t, d.progs[cgwallProgCgwallEgress], packet(local4, netip.MustParseAddr("198.51.100.7"))); got != policy.Block {
 		t.Fatalf("egress verdict %v for a blocked address", got)
 	}
 }

@@ -13,24 +13,11 @@ import (
 	"github.com/cgwall/cgwall/internal/policy"
 )
 
-// pinnedMaps lists the maps that make up a persistent policy, by pin name.
-func (d *Datapath) pinnedMaps() map[string]**ebpf.Map {
-	m := &d.objs.cgwallMaps
-	return map[string]**ebpf.Map{
-		cgwallMapEgressHost4: &m.EgressHost4, cgwallMapEgressPrefix4: &m.EgressPrefix4,
-		cgwallMapEgressHost6: &m.EgressHost6, cgwallMapEgressPrefix6: &m.EgressPrefix6,
-		cgwallMapIngressHost4: &m.IngressHost4, cgwallMapIngressPrefix4: &m.IngressPrefix4,
-		cgwallMapIngressHost6: &m.IngressHost6, cgwallMapIngressPrefix6: &m.IngressPrefix6,
-		cgwallMapEgressBitmap4: &m.EgressBitmap4, cgwallMapIngressBitmap4: &m.IngressBitmap4,
-		cgwallMapSettings: &m.Settings,
-		cgwallMapCurrent:  &m.Current, cgwallMapStats: &m.Stats, cgwallMapEvents: &m.Events,
-	}
-}
-
-// Pin pins the datapath's maps in dir, which must exist on a bpffs.
+// Pin pins every map of the datapath in dir, which must exist on a bpffs, by
+// its name in the BPF object.
 func (d *Datapath) Pin(dir string) error {
-	for name, m := range d.pinnedMaps() {
-		if err := (*m).Pin(filepath.Join(dir, name)); err != nil {
+	for name, m := range mapsByName(&d.objs) {
+		if err := m.Pin(filepath.Join(dir, name)); err != nil {
 			return fmt.Errorf("pin map %s: %w", name, err)
 		}
 	}
@@ -38,18 +25,34 @@ func (d *Datapath) Pin(dir string) error {
 }
 
 // Open opens the persistent policy pinned in dir, for edits, counters and
-// events. Its programs stay where they are; Open loads none.
+// events. Its programs stay where they are; Open loads none. Each pinned map
+// must be one this cgwall's object could have made (cilium/ebpf's
+// compatibility check); Open names the first that is missing or is not.
 func Open(dir string) (*Datapath, error) {
 	spec, err := loadCgwall()
 	if err != nil {
 		return nil, err
 	}
-	d := &Datapath{spec: spec}
-	for name, m := range d.pinnedMaps() {
-		if *m, err = ebpf.LoadPinnedMap(filepath.Join(dir, name), nil); err != nil {
-			d.objs.cgwallMaps.Close()
+	pinned := map[string]*ebpf.Map{}
+	defer func() {
+		for _, m := range pinned {
+			m.Close() // LoadAndAssign uses clones
+		}
+	}()
+	for name := range mapsByName(&cgwallMaps{}) {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		if err != nil {
 			return nil, fmt.Errorf("open pinned map %s: %w", name, err)
 		}
+		pinned[name] = m
+	}
+	d := &Datapath{spec: spec}
+	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{MapReplacements: pinned}); err != nil {
+		return nil, fmt.Errorf("open pinned maps in %s: %w", dir, err)
+	}
+	if d.maps, err = newRuleMaps(mapsByName(&d.objs)); err != nil {
+		d.Close()
+		return nil, err
 	}
 	if err := d.Refresh(); err != nil {
 		d.Close()
@@ -84,86 +87,99 @@ func (d *Datapath) readPolicy() (*policy.Policy, error) {
 	}
 	p.Audit, p.DenyRaw, p.Log = cfg.Audit != 0, cfg.DenyRaw != 0, policy.LogLevel(cfg.LogLevel)
 
-	for _, o := range d.ruleOuters() {
-		if err := d.eachRule(o, func(r policy.Rule, _ Counter) { p.AddRule(r) }); err != nil {
+	for _, m := range d.maps.withRules() {
+		if err := d.eachRule(m, func(r policy.Rule, _ Counter) { p.AddRule(r) }); err != nil {
 			return nil, err
 		}
 	}
 	return p, nil
 }
 
-// eachRule calls fn for every rule in an outer map's generation in force.
-func (d *Datapath) eachRule(o outer, fn func(policy.Rule, Counter)) error {
-	inner, err := d.innerMap(o.m)
+// eachRule calls fn for every rule in a rule map's generation in force.
+func (d *Datapath) eachRule(m ruleMap, fn func(policy.Rule, Counter)) error {
+	inner, err := d.innerMap(m.outer)
 	if err != nil {
 		return err
 	}
 	defer inner.Close()
-	dir := policy.Egress
-	if o.name[0] == 'i' {
-		dir = policy.Ingress
-	}
-	key := newKey(o.name)
+	k := kindTable[m.kind]
+	key := k.newKey()
 	var val cgwallRule
 	it := inner.Iterate()
 	for it.Next(key, &val) {
-		fn(policy.Rule{ID: val.Id, Dir: dir, Prefix: rulePrefix(key), Action: policy.Action(val.Action)},
+		fn(policy.Rule{ID: val.Id, Dir: m.dir, Prefix: k.prefix(key), Action: policy.Action(val.Action)},
 			Counter{Packets: val.Packets, Bytes: val.Bytes})
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("read rules of %s: %w", o.name, err)
+		return fmt.Errorf("read rules of %s: %w", m.name(), err)
 	}
 	return nil
-}
-
-// newKey returns a pointer to a zero key of a rule map.
-func newKey(name string) any {
-	switch name {
-	case cgwallMapEgressHost4, cgwallMapIngressHost4:
-		return new([4]byte)
-	case cgwallMapEgressPrefix4, cgwallMapIngressPrefix4:
-		return new(cgwallPrefixKey4)
-	case cgwallMapEgressHost6, cgwallMapIngressHost6:
-		return new(cgwallAddr6)
-	}
-	return new(cgwallPrefixKey6)
 }
 
 // RuleCounters returns the packets and bytes each rule of the policy in force
 // decided, by rule ID.
 func (d *Datapath) RuleCounters() (map[uint32]Counter, error) {
 	out := map[uint32]Counter{}
-	for _, o := range d.ruleOuters() {
-		if err := d.eachRule(o, func(r policy.Rule, c Counter) { out[r.ID] = c }); err != nil {
+	for _, m := range d.maps.withRules() {
+		if err := d.eachRule(m, func(r policy.Rule, c Counter) { out[r.ID] = c }); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
 }
 
-// PinLinks pins an attachment's links in dir, so that they outlive the process.
+// linkPinPrefix starts the pin name of every link.
+const linkPinPrefix = "link_"
+
+// Pin pins an attachment's links in dir, so that they outlive the process.
 func (a *Attachment) Pin(dir string) error {
 	for i, l := range a.links {
-		if err := l.Pin(filepath.Join(dir, "link_"+a.names[i])); err != nil {
-			return fmt.Errorf("pin %s link: %w", a.names[i], err)
+		if err := l.Pin(filepath.Join(dir, linkPinPrefix+a.progs[i].pin)); err != nil {
+			return fmt.Errorf("pin %s link: %w", a.progs[i].pin, err)
 		}
 	}
 	return nil
 }
 
-// PinnedHooks lists the hooks whose links are pinned in dir.
-func PinnedHooks(dir string) []string {
-	matches, _ := filepath.Glob(filepath.Join(dir, "link_*"))
-	out := make([]string, len(matches))
-	for i, m := range matches {
-		out[i] = filepath.Base(m)[len("link_"):]
-	}
-	return out
+// PinnedLinks says what the links pinned in a folder attach.
+type PinnedLinks struct {
+	Hooks       []Hook // hooks with every required program's link pinned
+	PacketGuard bool   // the optional packet-socket guard is pinned too
 }
 
-// Unpin detaches every link pinned in dir and removes dir with every pin in
-// it. Pins already gone are no error.
-func Unpin(dir string) error {
+// ReadPinnedLinks reads which links are pinned in dir.
+func ReadPinnedLinks(dir string) (PinnedLinks, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return PinnedLinks{}, err
+	}
+	pinned := map[string]bool{}
+	for _, e := range entries {
+		if _, p, ok := hookOfPin(e.Name()); ok {
+			pinned[p.name] = true
+		}
+	}
+	var out PinnedLinks
+	for _, h := range Hooks {
+		whole := true
+		for _, p := range h.programs() {
+			if p.optional {
+				out.PacketGuard = out.PacketGuard || pinned[p.name]
+			} else {
+				whole = whole && pinned[p.name]
+			}
+		}
+		if whole {
+			out.Hooks = append(out.Hooks, h)
+		}
+	}
+	return out, nil
+}
+
+// Unlink detaches every link pinned in dir and removes its pin. Links go
+// first: once they are gone nothing enforces, and the maps can go. Pins
+// already gone are no error.
+func Unlink(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -172,21 +188,18 @@ func Unpin(dir string) error {
 		return err
 	}
 	var errs []error
-	// Links first: once they are gone nothing enforces, and the maps can go.
 	for _, e := range entries {
-		path := filepath.Join(dir, e.Name())
-		if !strings.HasPrefix(e.Name(), "link_") {
+		// Any link, including one of a program this cgwall does not know.
+		if !strings.HasPrefix(e.Name(), linkPinPrefix) {
 			continue
 		}
+		path := filepath.Join(dir, e.Name())
 		l, err := link.LoadPinnedLink(path, nil)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("open pinned link %s: %w", path, err))
 			continue
 		}
 		errs = append(errs, l.Unpin(), l.Close())
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -1,93 +1,71 @@
 package datapath
 
 import (
-	"encoding/binary"
 	"fmt"
-	"net/netip"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf/ringbuf"
 
-	"github.com/cgwall/cgwall/internal/events"
+	"github.com/cgwall/cgwall/internal/policy"
 )
 
-// Reader reads the decisions a Datapath streams.
+// Reader reads the decisions a Datapath streams, naming each decision's rule
+// from its own snapshot of the policy.
 type Reader struct {
 	rd     *ringbuf.Reader
-	d      *Datapath
 	record ringbuf.Record
+	rules  atomic.Pointer[policy.Policy]
 }
 
-// Events opens the datapath's event stream.
+// Events opens the datapath's event stream, naming rules from the policy in
+// force now, which it shares: a caller that edits the datapath while reading
+// gives the reader a policy of its own with Use. Read is for one goroutine at
+// a time.
 func (d *Datapath) Events() (*Reader, error) {
 	rd, err := ringbuf.NewReader(d.objs.Events)
 	if err != nil {
 		return nil, fmt.Errorf("open event ring buffer: %w", err)
 	}
-	return &Reader{rd: rd, d: d}, nil
+	r := &Reader{rd: rd}
+	r.rules.Store(d.policy)
+	return r, nil
 }
 
+// Use makes the reader name rules from p, for a policy that another cgwall
+// edited (Datapath.Refresh reads it back). The reader keeps p; the caller
+// must not change it.
+func (r *Reader) Use(p *policy.Policy) { r.rules.Store(p) }
+
 // Read blocks until the next event. After Close it returns an error wrapping
-// ringbuf.ErrClosed.
-func (r *Reader) Read() (events.Event, error) {
+// ringbuf.ErrClosed. An event whose rule the reader's policy does not have
+// comes with Rule empty: Resolve names it after Use.
+func (r *Reader) Read() (Event, error) {
 	if err := r.rd.ReadInto(&r.record); err != nil {
-		return events.Event{}, err
+		return Event{}, err
 	}
-	var raw cgwallEvent
-	if _, err := binary.Decode(r.record.RawSample, binary.NativeEndian, &raw); err != nil {
-		return events.Event{}, fmt.Errorf("decode event: %w", err)
+	e, err := decodeEvent(r.record.RawSample)
+	if err != nil {
+		return Event{}, err
 	}
-	return r.d.decode(raw), nil
+	r.Resolve(&e)
+	return e, nil
+}
+
+// Resolve names e's rule from the reader's policy: "default" when no rule
+// decided, "" when the policy has no rule with its ID.
+func (r *Reader) Resolve(e *Event) {
+	switch rule, ok := r.rules.Load().Rule(e.RuleID); {
+	case e.RuleID == 0:
+		e.Rule = "default"
+	case ok:
+		e.Rule = rule.Prefix.String()
+	default:
+		e.Rule = ""
+	}
 }
 
 // Close unblocks Read and releases the reader.
 func (r *Reader) Close() error { return r.rd.Close() }
-
-func (d *Datapath) decode(raw cgwallEvent) events.Event {
-	e := events.Event{
-		Action:     raw.Action,
-		Hook:       hookNames[cgwallHook(raw.Hook)],
-		Proto:      raw.Proto,
-		SrcPort:    raw.Sport,
-		DstPort:    raw.Dport,
-		Len:        raw.Len,
-		RuleID:     raw.RuleId,
-		Rule:       "default",
-		Audit:      raw.Flags&uint8(cgwallEventFlagEVENT_F_AUDIT) != 0,
-		Malformed:  raw.Flags&uint8(cgwallEventFlagEVENT_F_MALFORMED) != 0,
-		SockFamily: raw.SockFamily,
-		SockType:   raw.SockType,
-	}
-	switch raw.Family {
-	case 4:
-		e.Src = netip.AddrFrom4([4]byte(raw.Src[:4]))
-		e.Dst = netip.AddrFrom4([4]byte(raw.Dst[:4]))
-	case 6:
-		e.Src = netip.AddrFrom16(raw.Src)
-		e.Dst = netip.AddrFrom16(raw.Dst)
-	}
-	if e.Hook == "connect" || e.Hook == "sendmsg" {
-		e.Src = netip.Addr{} // the socket hooks see only the destination
-	}
-	r, ok := d.policy.Rule(raw.RuleId)
-	if !ok && raw.RuleId != 0 && d.Refresh() == nil {
-		// Another cgwall edited the policy since we read it.
-		r, ok = d.policy.Rule(raw.RuleId)
-	}
-	if ok {
-		e.Rule = r.Prefix.String()
-	} else if raw.RuleId != 0 {
-		e.Rule = fmt.Sprintf("removed-rule-%d", raw.RuleId)
-	}
-	return e
-}
-
-var hookNames = map[cgwallHook]string{
-	cgwallHookHOOK_EGRESS:      "egress",
-	cgwallHookHOOK_INGRESS:     "ingress",
-	cgwallHookHOOK_CONNECT:     "connect",
-	cgwallHookHOOK_SENDMSG:     "sendmsg",
-	cgwallHookHOOK_SOCK_CREATE: "sock_create",
-}
 
 // Pending returns how many bytes of events wait in the ring buffer.
 func (r *Reader) Pending() int { return r.rd.AvailableBytes() }

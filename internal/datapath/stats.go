@@ -4,22 +4,6 @@ import (
 	"fmt"
 )
 
-// Hook is one of the datapath's programs, the place a decision was made.
-type Hook uint32
-
-const (
-	HookEgress     = Hook(cgwallHookHOOK_EGRESS)
-	HookIngress    = Hook(cgwallHookHOOK_INGRESS)
-	HookConnect    = Hook(cgwallHookHOOK_CONNECT)
-	HookSendmsg    = Hook(cgwallHookHOOK_SENDMSG)
-	HookSockCreate = Hook(cgwallHookHOOK_SOCK_CREATE)
-)
-
-// Hooks lists every hook.
-var Hooks = []Hook{HookEgress, HookIngress, HookConnect, HookSendmsg, HookSockCreate}
-
-func (h Hook) String() string { return hookNames[cgwallHook(h)] }
-
 // Counter is a number of packets (or socket calls) and their bytes.
 type Counter struct {
 	Packets uint64

@@ -1,5 +1,5 @@
-// Package events is the decision record that the datapath streams to userspace,
-// and its text and JSON forms.
+// Package events prints the decisions that the datapath streams to userspace,
+// in text and JSON.
 package events
 
 import (
@@ -9,26 +9,10 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-)
 
-// Event is one decision of the datapath.
-type Event struct {
-	Src        netip.Addr // invalid when the hook does not know it
-	Dst        netip.Addr // invalid for a malformed packet or a socket creation
-	Action     uint8      // 0 dropped (or would have been, in audit mode), 1 passed
-	Hook       string     // the program that decided: egress, ingress, connect, sendmsg, sock_create
-	Proto      uint8      // IP protocol number
-	SrcPort    uint16     // 0 when unknown
-	DstPort    uint16     // 0 when unknown
-	Len        uint32     // packet length in bytes; 0 at the socket hooks
-	RuleID     uint32     // 0 when the default decided
-	Rule       string     // the deciding rule's prefix, or "default"
-	Audit      bool       // audit mode: the packet passed whatever Action says
-	Malformed  bool       // the IP header was unreadable or invalid
-	SockFamily uint8      // sock_create: the refused socket's AF_*
-	SockType   uint8      // sock_create: the refused socket's SOCK_*
-	Cgroup     string     // the cgroup whose policy decided, when several are watched
-}
+	"github.com/cgwall/cgwall/internal/datapath"
+	"golang.org/x/sys/unix"
+)
 
 // Format is how events are printed.
 type Format int
@@ -49,16 +33,20 @@ func ParseFormat(s string) (Format, error) {
 	return 0, fmt.Errorf("%q is not an output format: use text or json", s)
 }
 
+// event is a datapath.Event being printed.
+type event struct{ datapath.Event }
+
 // Write prints one event on one line.
-func Write(w io.Writer, f Format, e Event) error {
+func Write(w io.Writer, f Format, e datapath.Event) error {
+	ev := event{e}
 	var line []byte
 	if f == JSON {
 		var err error
-		if line, err = json.Marshal(e.record()); err != nil {
+		if line, err = json.Marshal(ev.record()); err != nil {
 			return err
 		}
 	} else {
-		line = []byte(e.text())
+		line = []byte(ev.text())
 	}
 	_, err := w.Write(append(line, '\n'))
 	return err
@@ -67,13 +55,13 @@ func Write(w io.Writer, f Format, e Event) error {
 // text begins with the Aya example's words, "DST <addr>, ACTION <n>", then adds
 // key=value fields. DST is always the packet's destination; on ingress the rules
 // judged src=.
-func (e Event) text() string {
+func (e event) text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "DST %s, ACTION %d hook=%s", addrString(e.Dst), e.Action, e.Hook)
 	switch {
 	case e.Malformed:
 		b.WriteString(" reason=malformed")
-	case e.Hook == "sock_create":
+	case e.Hook == datapath.HookSockCreate:
 		fmt.Fprintf(&b, " socket=%s/%s", sockFamilyName(e.SockFamily), sockTypeName(e.SockType))
 	default:
 		if e.Src.IsValid() {
@@ -125,9 +113,9 @@ type record struct {
 	Cgroup    string `json:"cgroup,omitempty"`
 }
 
-func (e Event) record() record {
+func (e event) record() record {
 	r := record{
-		Dst: addrString(e.Dst), Action: e.Action, Verdict: "drop", Hook: e.Hook,
+		Dst: addrString(e.Dst), Action: e.Action, Verdict: "drop", Hook: e.Hook.String(),
 		SrcPort: e.SrcPort, DstPort: e.DstPort, Rule: e.Rule, RuleID: e.RuleID,
 		Len: e.Len, Audit: e.Audit, Malformed: e.Malformed, Cgroup: e.Cgroup,
 	}
@@ -138,7 +126,7 @@ func (e Event) record() record {
 		r.Src = e.Src.String()
 	}
 	switch {
-	case e.Hook == "sock_create":
+	case e.Hook == datapath.HookSockCreate:
 		r.Socket = sockFamilyName(e.SockFamily) + "/" + sockTypeName(e.SockType)
 		r.Rule = ""
 	case !e.Malformed:
@@ -149,13 +137,13 @@ func (e Event) record() record {
 
 func protoName(p uint8) string {
 	switch p {
-	case 1:
+	case unix.IPPROTO_ICMP:
 		return "icmp"
-	case 6:
+	case unix.IPPROTO_TCP:
 		return "tcp"
-	case 17:
+	case unix.IPPROTO_UDP:
 		return "udp"
-	case 58:
+	case unix.IPPROTO_ICMPV6:
 		return "icmpv6"
 	}
 	return strconv.Itoa(int(p))
@@ -163,11 +151,11 @@ func protoName(p uint8) string {
 
 func sockFamilyName(f uint8) string {
 	switch f {
-	case 2:
+	case unix.AF_INET:
 		return "inet"
-	case 10:
+	case unix.AF_INET6:
 		return "inet6"
-	case 17:
+	case unix.AF_PACKET:
 		return "packet"
 	}
 	return strconv.Itoa(int(f))
@@ -175,11 +163,11 @@ func sockFamilyName(f uint8) string {
 
 func sockTypeName(t uint8) string {
 	switch t {
-	case 1:
+	case unix.SOCK_STREAM:
 		return "stream"
-	case 2:
+	case unix.SOCK_DGRAM:
 		return "dgram"
-	case 3:
+	case unix.SOCK_RAW:
 		return "raw"
 	}
 	return strconv.Itoa(int(t))

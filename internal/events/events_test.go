@@ -5,27 +5,29 @@ import (
 	"encoding/json"
 	"net/netip"
 	"testing"
+
+	"github.com/cgwall/cgwall/internal/datapath"
 )
 
 func TestWriteText(t *testing.T) {
 	for _, tc := range []struct {
-		e    Event
+		e    datapath.Event
 		want string
 	}{
 		{
-			Event{Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddr("127.0.0.2"), Action: 0, Hook: "egress", Proto: 17, SrcPort: 40000, DstPort: 53, Len: 40, RuleID: 1, Rule: "127.0.0.2/32"},
+			datapath.Event{Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddr("127.0.0.2"), Action: 0, Hook: datapath.HookEgress, Proto: 17, SrcPort: 40000, DstPort: 53, Len: 40, RuleID: 1, Rule: "127.0.0.2/32"},
 			"DST 127.0.0.2, ACTION 0 hook=egress src=127.0.0.1 proto=udp sport=40000 dport=53 rule=127.0.0.2/32 len=40\n",
 		},
 		{
-			Event{Dst: netip.MustParseAddr("2001:db8::1"), Action: 1, Hook: "connect", Proto: 6, DstPort: 443, Rule: "default"},
+			datapath.Event{Dst: netip.MustParseAddr("2001:db8::1"), Action: 1, Hook: datapath.HookConnect, Proto: 6, DstPort: 443, Rule: "default"},
 			"DST 2001:db8::1, ACTION 1 hook=connect proto=tcp dport=443 rule=default\n",
 		},
 		{
-			Event{Action: 0, Hook: "sock_create", SockFamily: 17, SockType: 3},
+			datapath.Event{Action: 0, Hook: datapath.HookSockCreate, SockFamily: 17, SockType: 3},
 			"DST -, ACTION 0 hook=sock_create socket=packet/raw\n",
 		},
 		{
-			Event{Action: 0, Hook: "egress", Len: 10, Malformed: true, Audit: true},
+			datapath.Event{Action: 0, Hook: datapath.HookEgress, Len: 10, Malformed: true, Audit: true},
 			"DST -, ACTION 0 hook=egress reason=malformed len=10 audit=true\n",
 		},
 	} {
@@ -41,7 +43,7 @@ func TestWriteText(t *testing.T) {
 
 func TestWriteJSON(t *testing.T) {
 	var b bytes.Buffer
-	e := Event{Dst: netip.MustParseAddr("192.0.2.7"), Action: 0, Hook: "egress", Proto: 6, SrcPort: 1, DstPort: 443, Len: 60, RuleID: 3, Rule: "192.0.2.0/24"}
+	e := datapath.Event{Dst: netip.MustParseAddr("192.0.2.7"), Action: 0, Hook: datapath.HookEgress, Proto: 6, SrcPort: 1, DstPort: 443, Len: 60, RuleID: 3, Rule: "192.0.2.0/24"}
 	if err := Write(&b, JSON, e); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,9 @@
 // Package store keeps persistent policies in bpffs: one folder per cgroup,
 // named by cgroup ID, under /sys/fs/bpf/cgwall, holding the policy's pinned
-// maps and links.
+// maps and links and the version of the layout they follow. It owns the
+// folders, the lock that serializes changes, and the transactions that create,
+// replace and remove a policy so that a crash at any point leaves one whole
+// policy in force, or none where none was.
 package store
 
 import (
@@ -19,14 +22,59 @@ import (
 // BPFFS is where bpffs is mounted, by convention.
 const BPFFS = "/sys/fs/bpf"
 
-// Root holds one folder per cgroup with a persistent policy.
-var Root = filepath.Join(BPFFS, "cgwall")
+// DefaultRoot holds one folder per cgroup with a persistent policy.
+var DefaultRoot = filepath.Join(BPFFS, "cgwall")
 
-// bpffs refuses dots in names, so no hidden folder.
-const stagingPrefix = "staging-"
+// Folders that transactions leave only when they are interrupted. bpffs
+// refuses dots in names, so they cannot be hidden.
+const (
+	stagingPrefix = "staging-" // a policy being built: staging-<id>-<pid>
+	retiredPrefix = "retired-" // a policy being replaced by a rebuild: retired-<id>-<pid>
+)
 
-// Mount makes sure bpffs is mounted at /sys/fs/bpf, mounting it if not.
-func Mount() error {
+// Store is the folder of persistent policies, locked for as long as it is
+// open: every command that reads or changes persistent policies holds it, so
+// that concurrent edits serialize instead of racing.
+type Store struct {
+	root string
+	lock *os.File
+}
+
+// Open mounts bpffs if needed, creates or checks the store's folder, takes
+// its lock and finishes or undoes what interrupted transactions left.
+func Open() (*Store, error) { return OpenAt(DefaultRoot) }
+
+// OpenAt opens the store at root, a folder on a bpffs (tests use their own).
+func OpenAt(root string) (*Store, error) {
+	if root == DefaultRoot {
+		if err := mountBPFFS(); err != nil {
+			return nil, err
+		}
+	}
+	if err := makeRoot(root); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(root)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", root, err)
+	}
+	s := &Store{root: root, lock: f}
+	if err := s.recover(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("finish an interrupted attach: %w", err)
+	}
+	return s, nil
+}
+
+// Close releases the lock.
+func (s *Store) Close() error { return s.lock.Close() }
+
+// mountBPFFS makes sure bpffs is mounted at /sys/fs/bpf, mounting it if not.
+func mountBPFFS() error {
 	var fs unix.Statfs_t
 	if err := unix.Statfs(BPFFS, &fs); err == nil && fs.Type == unix.BPF_FS_MAGIC {
 		return nil
@@ -40,46 +88,37 @@ func Mount() error {
 	return nil
 }
 
-// Lock takes the store's lock, which every command that changes a persistent
-// policy holds, so that concurrent edits serialize instead of racing.
-func Lock() (unlock func(), err error) {
-	if err := os.MkdirAll(Root, 0o700); err != nil {
-		return nil, fmt.Errorf("create %s: %w", Root, err)
+// makeRoot creates the store's folder, or checks that the one there is a
+// folder that cgwall could have made: not a symlink, owned by this user, mode
+// 0700. Where bpffs is world-writable, anybody could have made it first.
+func makeRoot(root string) error {
+	if err := os.Mkdir(root, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create %s: %w", root, err)
 	}
-	f, err := os.Open(Root)
-	if err != nil {
-		return nil, err
+	var st unix.Stat_t
+	if err := unix.Lstat(root, &st); err != nil {
+		return fmt.Errorf("check %s: %w", root, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", Root, err)
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != uint32(os.Geteuid()) || st.Mode&0o777 != 0o700 {
+		return fmt.Errorf("refusing to use %s: it is not a folder owned by uid %d with mode 0700 (found mode %o, uid %d); cgwall did not make it: check who did, then remove it", root, os.Geteuid(), st.Mode, st.Uid)
 	}
-	return func() { f.Close() }, nil
+	return nil
 }
 
 // Dir is the folder of the policy of a cgroup.
-func Dir(cgroupID uint64) string {
-	return filepath.Join(Root, strconv.FormatUint(cgroupID, 10))
-}
-
-// Staging is a folder in which an attach pins a new policy before it renames
-// it into place: the rename is what makes the policy exist, all at once.
-func Staging(cgroupID uint64) string {
-	return filepath.Join(Root, fmt.Sprintf("%s%d-%d", stagingPrefix, cgroupID, os.Getpid()))
+func (s *Store) Dir(cgroupID uint64) string {
+	return filepath.Join(s.root, strconv.FormatUint(cgroupID, 10))
 }
 
 // Exists says whether a cgroup has a persistent policy.
-func Exists(cgroupID uint64) bool {
-	_, err := os.Stat(Dir(cgroupID))
+func (s *Store) Exists(cgroupID uint64) bool {
+	_, err := os.Stat(s.Dir(cgroupID))
 	return err == nil
 }
 
-// IDs lists the cgroup IDs that have a persistent policy.
-func IDs() ([]uint64, error) {
-	entries, err := os.ReadDir(Root)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
+// List returns the cgroup IDs that have a persistent policy.
+func (s *Store) List() ([]uint64, error) {
+	entries, err := os.ReadDir(s.root)
 	if err != nil {
 		return nil, err
 	}
@@ -92,19 +131,85 @@ func IDs() ([]uint64, error) {
 	return ids, nil
 }
 
-// CleanStaging removes what attaches that died before their rename left
-// behind. Their programs never went live, so removing them changes no
-// decision. Callers hold the lock, so no staging folder is in use.
-func CleanStaging() error {
-	entries, err := os.ReadDir(Root)
+// Open opens a cgroup's persistent policy, refusing a folder of a layout this
+// cgwall does not know.
+func (s *Store) Open(cgroupID uint64) (*datapath.Datapath, error) {
+	dir := s.Dir(cgroupID)
+	if err := checkLayout(dir); err != nil {
+		return nil, err
+	}
+	return datapath.Open(dir)
+}
+
+// Links says which hooks a cgroup's persistent policy has attached.
+func (s *Store) Links(cgroupID uint64) (datapath.PinnedLinks, error) {
+	return datapath.ReadPinnedLinks(s.Dir(cgroupID))
+}
+
+// Remove detaches a cgroup's persistent policy and removes its folder. A
+// policy that is not there is no error.
+func (s *Store) Remove(cgroupID uint64) error { return remove(s.Dir(cgroupID)) }
+
+// remove detaches the links pinned in dir, then removes it with its maps.
+func remove(dir string) error {
+	return errors.Join(datapath.Unlink(dir), os.RemoveAll(dir))
+}
+
+// recover finishes or undoes the transactions that died while they held the
+// lock, which no one holds now. A staging folder whose policy is in force is
+// a rebuild that got past its commit: it takes its cgroup's place if that is
+// empty. A retired folder is a policy that a rebuild replaced: it goes once
+// its successor is in place, and comes back if none is.
+func (s *Store) recover() error {
+	entries, err := os.ReadDir(s.root)
 	if err != nil {
-		return nil
+		return err
 	}
 	var errs []error
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), stagingPrefix) {
-			errs = append(errs, datapath.Unpin(filepath.Join(Root, e.Name())))
+	for _, prefix := range []string{stagingPrefix, retiredPrefix} {
+		for _, e := range entries {
+			id, ok := interrupted(e.Name(), prefix)
+			if !ok {
+				continue
+			}
+			errs = append(errs, s.settle(filepath.Join(s.root, e.Name()), id, prefix == stagingPrefix))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// settle decides the fate of one folder that an interrupted transaction left.
+func (s *Store) settle(path string, id uint64, staging bool) error {
+	if s.Exists(id) || staging && !committed(path) {
+		return remove(path)
+	}
+	return os.Rename(path, s.Dir(id))
+}
+
+// interrupted reads the cgroup ID out of a name <prefix><id>-<pid>.
+func interrupted(name, prefix string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(name, prefix)
+	if !ok {
+		return 0, false
+	}
+	idStr, _, _ := strings.Cut(rest, "-")
+	id, err := strconv.ParseUint(idStr, 10, 64)
+	return id, err == nil
+}
+
+// committed says whether the policy pinned in dir is in force.
+func committed(dir string) bool {
+	if checkLayout(dir) != nil {
+		return false
+	}
+	d, err := datapath.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer d.Close()
+	return d.Live()
+}
+
+func (s *Store) transient(prefix string, cgroupID uint64) string {
+	return filepath.Join(s.root, fmt.Sprintf("%s%d-%d", prefix, cgroupID, os.Getpid()))
 }

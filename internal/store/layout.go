@@ -1,0 +1,80 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+)
+
+// Layout is the version of what a policy folder holds: which maps and links,
+// under which names, with which key and value types. Any change to the BPF
+// object's maps, or to the pins, takes a new version. History:
+//
+//	1  rule maps and links (no version pin)
+//	2  /24 bitmaps added (no version pin)
+//	3  the version pin itself
+const Layout = 3
+
+// layoutPin names the pin that records a folder's layout: a one-element
+// array of the version, which no program reads.
+const layoutPin = "layout"
+
+// ErrLayout is the error of a folder of another layout.
+var ErrLayout = errors.New("pinned by a cgwall of another layout")
+
+// pinLayout records the current layout in dir.
+func pinLayout(dir string) error {
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "cgwall_layout", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		return fmt.Errorf("create layout map: %w", err)
+	}
+	defer m.Close()
+	if err := m.Put(uint32(0), uint32(Layout)); err != nil {
+		return fmt.Errorf("write layout: %w", err)
+	}
+	if err := m.Pin(filepath.Join(dir, layoutPin)); err != nil {
+		return fmt.Errorf("pin layout: %w", err)
+	}
+	return nil
+}
+
+// readLayout returns the layout of the folder dir, 0 for one made before
+// layouts had versions.
+func readLayout(dir string) (uint32, error) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(dir, layoutPin), &ebpf.LoadPinOptions{ReadOnly: true})
+	if errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(dir); err != nil {
+			return 0, err
+		}
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("open layout pin: %w", err)
+	}
+	defer m.Close()
+	var v uint32
+	if err := m.Lookup(uint32(0), &v); err != nil {
+		return 0, fmt.Errorf("read layout: %w", err)
+	}
+	return v, nil
+}
+
+// checkLayout refuses a folder of another layout than this cgwall's, saying
+// which made it and what to do.
+func checkLayout(dir string) error {
+	v, err := readLayout(dir)
+	if err != nil {
+		return err
+	}
+	if v == Layout {
+		return nil
+	}
+	made := fmt.Sprintf("layout %d", v)
+	if v == 0 {
+		made = "a layout before versions (1 or 2)"
+	}
+	return fmt.Errorf("%s: %w (%s; this cgwall reads layout %d): attach the policy again to replace it without a gap, or detach it", dir, ErrLayout, made, Layout)
+}
