@@ -162,27 +162,7 @@ func TestConcurrentBlocks(t *testing.T) {
 // that got through: exactly none may.
 func TestAtomicReplace(t *testing.T) {
 	cg, _ := testCgroup(t)
-	recv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer recv.Close()
-	port := recv.LocalAddr().(*net.UDPAddr).Port
-	var leaked int
-	recvDone := make(chan struct{})
-	go func() {
-		defer close(recvDone)
-		buf := make([]byte, 16)
-		for {
-			n, _, err := recv.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			if string(buf[:n]) == "leak" {
-				leaked++
-			}
-		}
-	}()
+	port, leaks := listenLeaks(t)
 
 	flood := startFlood(t, cg, "127.0.0.2", port)
 	policies := [][]string{
@@ -206,14 +186,44 @@ func TestAtomicReplace(t *testing.T) {
 	}
 	<-editsDone
 	res := flood.stop(t)
-	recv.Close()
-	<-recvDone
+	leaked := leaks()
 	t.Logf("flood: %+v, leaked %d", res, leaked)
 	if res.EPERM == 0 || res.Attempts < 100 {
 		t.Fatalf("the sender barely ran: %+v", res)
 	}
 	if leaked != 0 || res.Sent != 0 {
 		t.Fatalf("%d packets to the blocked address got through (%d sends succeeded) during 100 replacements", leaked, res.Sent)
+	}
+}
+
+// listenLeaks counts the UDP datagrams "leak" that reach a port on this host
+// from a flood probe. leaks stops the count and returns it.
+func listenLeaks(t *testing.T) (port int, leaks func() int) {
+	t.Helper()
+	recv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { recv.Close() })
+	var leaked int
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 16)
+		for {
+			n, _, err := recv.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			if string(buf[:n]) == "leak" {
+				leaked++
+			}
+		}
+	}()
+	return recv.LocalAddr().(*net.UDPAddr).Port, func() int {
+		recv.Close()
+		<-done
+		return leaked
 	}
 }
 
