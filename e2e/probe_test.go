@@ -29,11 +29,9 @@ type probeResult struct {
 	Received bool   `json:"received"` // the payload arrived at the listener
 }
 
-// probeMain runs as: PROBE udp|tcp TARGET MARKER. It listens on a wildcard
-// address, sends a payload to TARGET at its own port and reports whether it
-// arrived. For UDP it then sends a marker to MARKER, an address the policy
-// allows: loopback delivers in order within the sending system call, so once
-// the marker is in, a payload that has not arrived never will.
+// probeMain is the probe binary: this test binary run with probeEnv set, as
+// PROBE SUBCOMMAND ARGS. Its subcommands, each documented at its function:
+// udp|tcp (sendMain), serve, socket, mapped, flood, burst, icmp and hooks.
 func probeMain(args []string) int {
 	switch {
 	case len(args) == 2 && args[0] == "serve":
@@ -51,6 +49,15 @@ func probeMain(args []string) int {
 	case len(args) == 1 && args[0] == "hooks":
 		return hooksMain()
 	}
+	return sendMain(args)
+}
+
+// sendMain runs as: PROBE udp|tcp TARGET MARKER. It listens on a wildcard
+// address, sends a payload to TARGET at its own port and reports whether it
+// arrived. For UDP it then sends a marker to MARKER, an address the policy
+// allows: loopback delivers in order within the sending system call, so once
+// the marker is in, a payload that has not arrived never will.
+func sendMain(args []string) int {
 	if len(args) != 3 {
 		fmt.Fprintln(os.Stderr, "usage: probe udp|tcp TARGET MARKER")
 		return 2

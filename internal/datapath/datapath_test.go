@@ -219,8 +219,6 @@ func TestDifferential(t *testing.T) {
 	}
 }
 
-// decideInKernel runs the program of a direction on a packet whose remote
-// address is remote and returns its verdict and the event it logged.
 // forceBitmaps makes every IPv4 policy loaded from now on get its /24
 // bitmaps, or only large policies, as in production.
 func forceBitmaps(t *testing.T, on bool) {
@@ -281,6 +279,8 @@ func TestDifferentialEdits(t *testing.T) {
 	}
 }
 
+// decideInKernel runs the program of a direction on a packet whose remote
+// address is remote and returns its verdict and the event it logged.
 func decideInKernel(t *testing.T, d *Datapath, rd *Reader, dir policy.Direction, remote netip.Addr) (policy.Action, Event) {
 	t.Helper()
 	local := local6

@@ -98,7 +98,8 @@ func (d *Datapath) newGeneration(n ruleCounts) (generation, error) {
 
 // Replace puts p in force in place of the current policy, atomically: p is
 // built in the other generation, then one write of the state switches every
-// hook to it. p's rules are renumbered past every ID handed out so far.
+// hook to it. p's rules are renumbered, in place, past every ID handed out so
+// far: p is the datapath's from then on.
 func (d *Datapath) Replace(p *policy.Policy) error {
 	p.Renumber(d.state.NextRuleId)
 	return d.switchTo(p, nil)

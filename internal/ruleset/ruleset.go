@@ -152,7 +152,7 @@ func (rs *Set) Inside(p netip.Prefix) netip.Addr {
 // Destination kinds.
 const (
 	Hit       = "hit"        // a host rule: the hash map decides
-	HitPrefix = "hit-prefix" // in a prefix rule, in no host rule: the trie decides
+	HitPrefix = "hit-prefix" // in a prefix rule, in no host rule: a prefix map decides
 	Miss      = "miss"       // in no rule: the default decides
 )
 
