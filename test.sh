@@ -182,7 +182,7 @@ main() {
 	fi
 	cd "$(dirname "$0")"
 	[ "$(id -u)" -eq 0 ] || die "run ./test.sh as root (or prefix it with sudo): the tests load BPF programs and make cgroups and network namespaces"
-	command -v go >/dev/null || die "go is not on PATH: install Go (go.mod names the version)"
+	command -v go >/dev/null || die "go is not on PATH: install Go (go.mod names the version); sudo resets PATH, so: sudo env PATH=\"\$PATH\" ./test.sh"
 	check_fuzz_list
 	catch_exit
 
