@@ -30,13 +30,15 @@ func TestExecExitStatus(t *testing.T) {
 		{"kill -TERM $$", 128 + 15},
 		{"kill -KILL $$", 128 + 9},
 	} {
-		_, stderr, code := execCgwall(t, "--", "sh", "-c", tc.script)
-		if code != tc.want {
-			t.Errorf("exec sh -c %q: exit %d, want %d; stderr %q", tc.script, code, tc.want, stderr)
-		}
-		if stderr != "" {
-			t.Errorf("exec sh -c %q printed %q", tc.script, stderr)
-		}
+		t.Run(tc.script, func(t *testing.T) {
+			_, stderr, code := execCgwall(t, "--", "sh", "-c", tc.script)
+			if code != tc.want {
+				t.Errorf("exec sh -c %q: exit %d, want %d; stderr %q", tc.script, code, tc.want, stderr)
+			}
+			if stderr != "" {
+				t.Errorf("exec sh -c %q printed %q", tc.script, stderr)
+			}
+		})
 	}
 }
 
@@ -109,16 +111,19 @@ func TestExecCleansUp(t *testing.T) {
 
 func TestExecBadInput(t *testing.T) {
 	for _, tc := range []struct {
+		name string
 		args []string
 		want string
 	}{
-		{[]string{"--", "cgwall-no-such-command"}, `command cgwall-no-such-command: exec: "cgwall-no-such-command": executable file not found`},
-		{[]string{"--block", "nope", "--", "true"}, `--block: "nope" is not a valid`},
-		{[]string{"true"}, "put the command after --"},
-		{[]string{}, "requires at least 1 arg"},
+		{"no such command", []string{"--", "cgwall-no-such-command"}, `command cgwall-no-such-command: exec: "cgwall-no-such-command": executable file not found`},
+		{"bad address", []string{"--block", "nope", "--", "true"}, `--block: "nope" is not a valid`},
+		{"no --", []string{"true"}, "put the command after --"},
+		{"no command", []string{}, "requires at least 1 arg"},
 	} {
-		_, stderr, code := execCgwall(t, tc.args...)
-		checkOneLineError(t, stderr, code, 2, tc.want)
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := execCgwall(t, tc.args...)
+			checkOneLineError(t, stderr, code, 2, tc.want)
+		})
 	}
 }
 
@@ -160,15 +165,17 @@ func TestExecAttachesTheHooksItNeeds(t *testing.T) {
 		{[]string{"--block-in", "127.0.0.2"}, map[string]int{"egress": 1, "connect4": 1, "sendmsg6": 1, "ingress": 1, "sock_create": 0}},
 		{[]string{"--deny-raw"}, map[string]int{"egress": 1, "connect4": 1, "sendmsg6": 1, "ingress": 0, "sock_create": 1}},
 	} {
-		var got map[string]int
-		if err := json.Unmarshal([]byte(execProbe(t, tc.flags, "hooks")), &got); err != nil {
-			t.Fatal(err)
-		}
-		for hook, n := range tc.want {
-			if got[hook] != n {
-				t.Errorf("exec %q: %d programs at %s, want %d", tc.flags, got[hook], hook, n)
+		t.Run(strings.Join(tc.flags, " "), func(t *testing.T) {
+			var got map[string]int
+			if err := json.Unmarshal([]byte(execProbe(t, tc.flags, "hooks")), &got); err != nil {
+				t.Fatal(err)
 			}
-		}
+			for hook, n := range tc.want {
+				if got[hook] != n {
+					t.Errorf("exec %q: %d programs at %s, want %d", tc.flags, got[hook], hook, n)
+				}
+			}
+		})
 	}
 	// Without an ingress program the egress policy is still in force.
 	var r probeResult

@@ -64,20 +64,24 @@ func TestAttachPersists(t *testing.T) {
 func TestLiveEdits(t *testing.T) {
 	cg, _ := testCgroup(t)
 	attachPolicy(t, cg, "--block", "127.0.0.2")
+	// The edits build on each other, in order.
 	for _, tc := range []struct {
+		name string
 		args []string
 		want string
 	}{
-		{[]string{"block", "--cgroup", cg, "127.0.0.3", "127.0.2.0/24"}, "blocked egress 127.0.0.3/32 (rule 2)\nblocked egress 127.0.2.0/24 (rule 3)\n"},
-		{[]string{"block", "--cgroup", cg, "127.0.0.3"}, "egress 127.0.0.3/32 already blocked (rule 2)\n"},
-		{[]string{"allow", "--cgroup", cg, "127.0.2.7"}, "allowed egress 127.0.2.7/32 (rule 4)\n"},
-		{[]string{"allow", "--cgroup", cg, "127.0.0.2"}, "allowed egress 127.0.0.2/32 (rule 1, was block)\n"},
-		{[]string{"remove", "--cgroup", cg, "127.0.0.9"}, "no egress rule for 127.0.0.9/32: nothing to remove\n"},
-		{[]string{"block", "--cgroup", cg, "--in", "127.0.0.5"}, "blocked ingress 127.0.0.5/32 (rule 5)\n"},
+		{"block two", []string{"block", "--cgroup", cg, "127.0.0.3", "127.0.2.0/24"}, "blocked egress 127.0.0.3/32 (rule 2)\nblocked egress 127.0.2.0/24 (rule 3)\n"},
+		{"block again", []string{"block", "--cgroup", cg, "127.0.0.3"}, "egress 127.0.0.3/32 already blocked (rule 2)\n"},
+		{"allow inside a blocked prefix", []string{"allow", "--cgroup", cg, "127.0.2.7"}, "allowed egress 127.0.2.7/32 (rule 4)\n"},
+		{"allow a blocked host", []string{"allow", "--cgroup", cg, "127.0.0.2"}, "allowed egress 127.0.0.2/32 (rule 1, was block)\n"},
+		{"remove a missing rule", []string{"remove", "--cgroup", cg, "127.0.0.9"}, "no egress rule for 127.0.0.9/32: nothing to remove\n"},
+		{"block ingress", []string{"block", "--cgroup", cg, "--in", "127.0.0.5"}, "blocked ingress 127.0.0.5/32 (rule 5)\n"},
 	} {
-		if out := cgwallOK(t, tc.args...); out != tc.want {
-			t.Errorf("%v said %q, want %q", tc.args, out, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			if out := cgwallOK(t, tc.args...); out != tc.want {
+				t.Errorf("%v said %q, want %q", tc.args, out, tc.want)
+			}
+		})
 	}
 	// Every edit is in force when the command has returned.
 	mustEPERM(t, "a live-blocked host", probe(t, cg, "", "udp", "127.0.0.3", "127.0.0.1"))

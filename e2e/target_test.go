@@ -33,8 +33,10 @@ func TestTargetByPID(t *testing.T) {
 		{"abc", `--pid: "abc" is not a process ID`},
 		{"2147483647", "--pid: no process with PID 2147483647"},
 	} {
-		_, stderr, code := runCgwall(t, "list", "--pid", tc.pid)
-		checkOneLineError(t, stderr, code, 2, tc.want)
+		t.Run("--pid "+tc.pid, func(t *testing.T) {
+			_, stderr, code := runCgwall(t, "list", "--pid", tc.pid)
+			checkOneLineError(t, stderr, code, 2, tc.want)
+		})
 	}
 }
 
@@ -87,15 +89,18 @@ func TestTargetByContainer(t *testing.T) {
 		t.Errorf("list --container: %q", out)
 	}
 	for _, tc := range []struct {
+		name string
 		id   string
 		want string
 	}{
-		{"c0ffee" + pid, fmt.Sprintf("--container: container c0ffee%s is ambiguous: it matches 2 cgroups: %s, %s", pid, dirs[0], dirs[1])},
-		{"c0ffee" + pid + "3", "--container: no cgroup found for container c0ffee" + pid + "3"},
-		{"not-hex!", `--container: "not-hex!" is not a container ID`},
+		{"ambiguous", "c0ffee" + pid, fmt.Sprintf("--container: container c0ffee%s is ambiguous: it matches 2 cgroups: %s, %s", pid, dirs[0], dirs[1])},
+		{"no such container", "c0ffee" + pid + "3", "--container: no cgroup found for container c0ffee" + pid + "3"},
+		{"not hex", "not-hex!", `--container: "not-hex!" is not a container ID`},
 	} {
-		_, stderr, code := runCgwall(t, "list", "--container", tc.id)
-		checkOneLineError(t, stderr, code, 2, tc.want)
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := runCgwall(t, "list", "--container", tc.id)
+			checkOneLineError(t, stderr, code, 2, tc.want)
+		})
 	}
 }
 

@@ -2,12 +2,14 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cgwall/cgwall/internal/cgroup"
 	"github.com/cgwall/cgwall/internal/datapath"
 	"github.com/cgwall/cgwall/internal/policy"
 )
@@ -15,6 +17,7 @@ import (
 type runOptions struct {
 	prep   **datapath.Prepared
 	target targetFlags
+	create bool
 	rules  ruleFlags
 	output outputFlags
 }
@@ -22,12 +25,18 @@ type runOptions struct {
 func newRunCmd(prep **datapath.Prepared, stdout, stderr io.Writer) *cobra.Command {
 	o := runOptions{prep: prep}
 	cmd := &cobra.Command{
-		Use:   "run --cgroup PATH|--pid PID|--unit NAME|--container ID [rule flags | -f FILE]",
+		Use:   "run --cgroup PATH [--create] | --pid PID | --unit NAME | --container ID [rule flags | -f FILE]",
 		Short: "Filter a cgroup's traffic and print decisions until interrupted",
 		Long: `run attaches the filter to the cgroup at PATH (absolute, or relative to the
 cgroup2 mount), prints decisions as they happen and detaches on SIGINT or SIGTERM.
 Rules are in force before the filter is attached, so no packet slips through.
-The most specific prefix decides; where none matches, the direction's default.`,
+The most specific prefix decides; where none matches, the direction's default.
+
+With --create, run makes the cgroup at PATH (and any missing parent) if it does
+not exist, says so ("created cgroup PATH"), and removes what it made when it
+exits ("removed cgroup PATH"); a cgroup that still holds processes then is left
+in place, and run exits 1 saying so. If PATH exists, --create uses it and
+leaves it in place.`,
 		Args:        cobra.NoArgs,
 		Annotations: map[string]string{preparesObject: "yes"},
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -36,12 +45,13 @@ The most specific prefix decides; where none matches, the direction's default.`,
 	}
 	fs := cmd.Flags()
 	o.target.bind(fs)
+	fs.BoolVar(&o.create, "create", false, "make the --cgroup PATH if it does not exist, and remove it on exit; an existing one is used and left in place")
 	o.rules.bind(fs)
 	o.output.bind(fs)
 	return cmd
 }
 
-func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
+func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) (err error) {
 	p, err := o.rules.policy()
 	if err != nil {
 		return err
@@ -50,12 +60,28 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cg, err := o.target.resolve("run")
+	var cg cgroup.Dir
+	var nc *newCgroup
+	if o.create {
+		nc, err = o.target.planCreate("run")
+	} else {
+		cg, err = o.target.resolve("run")
+	}
 	if err != nil {
 		return err
 	}
 	if err := checkPrivileges(); err != nil {
 		return err
+	}
+	if nc != nil {
+		if cg, err = nc.make(); err != nil {
+			return err
+		}
+		if len(nc.made) > 0 {
+			fmt.Fprintf(stderr, "created cgroup %s\n", cg.Path)
+		}
+		// Deferred first, so it runs last: after the filter is detached.
+		defer func() { err = errors.Join(err, removeCreated(nc, stderr)) }()
 	}
 	f, err := attachForeground(*o.prep, p, cg, stderr)
 	if err != nil {
@@ -68,6 +94,18 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
 		return failure(err)
 	}
 	fmt.Fprintf(stderr, "detached from %s\n", cg.Path)
+	return nil
+}
+
+// removeCreated removes the cgroup that --create made, if it made one.
+func removeCreated(nc *newCgroup, stderr io.Writer) error {
+	if len(nc.made) == 0 {
+		return nil
+	}
+	if err := nc.remove(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "removed cgroup %s\n", nc.path)
 	return nil
 }
 

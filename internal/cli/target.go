@@ -3,7 +3,12 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
 
 	"github.com/spf13/pflag"
 
@@ -82,4 +87,105 @@ func missingCgroup(cmd string) error {
 	}
 	return usageErr(fmt.Errorf("--cgroup is required: cgroup2 is mounted at %s; for example: cgwall %s --cgroup %s --block 192.0.2.1 (or name it with --pid, --unit or --container)",
 		mnt, cmd, filepath.Join(mnt, "myapp")))
+}
+
+// newCgroup is the cgroup that run --create names: made if it is missing,
+// and then removed again, or used as it is if it exists.
+type newCgroup struct {
+	path    string   // absolute, cleaned
+	missing []string // the directories to make, outermost first; none if it exists
+	made    []string // the directories made, outermost first
+}
+
+// planCreate checks, before anything is made, that the cgroup --cgroup names
+// exists or can be made: its nearest existing ancestor must be a cgroup v2
+// directory. Every error is bad input.
+func (f *targetFlags) planCreate(cmd string) (*newCgroup, error) {
+	switch given := f.given(); {
+	case len(given) == 1 && given[0] != "--cgroup":
+		return nil, usageErr(fmt.Errorf("--create makes the cgroup that --cgroup names, and %s names one that exists: drop --create, or give --cgroup PATH", given[0]))
+	case len(given) != 1 || f.cgroup == "":
+		// No cgroup named, or two: resolve says which.
+		_, err := f.resolve(cmd)
+		return nil, err
+	}
+	path := f.cgroup
+	if !filepath.IsAbs(path) {
+		mnt, err := cgroup.Mount()
+		if err != nil {
+			return nil, usageErr(fmt.Errorf("--cgroup %s: %w", f.cgroup, err))
+		}
+		path = filepath.Join(mnt, path)
+	}
+	path = filepath.Clean(path)
+	if strings.Contains(path, "\n") {
+		return nil, usageErr(fmt.Errorf("--cgroup %q: a cgroup name cannot hold a newline", f.cgroup))
+	}
+	c := &newCgroup{path: path}
+	// Walk up to the nearest ancestor that exists. A path through a file
+	// (ENOTDIR) walks up to the file, which Resolve then names.
+	dir := path
+	for {
+		_, err := os.Lstat(dir)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+			return nil, usageErr(fmt.Errorf("--create --cgroup %s: %w", path, err))
+		}
+		c.missing = append(c.missing, dir)
+		dir = filepath.Dir(dir)
+	}
+	slices.Reverse(c.missing)
+	if _, err := cgroup.Resolve(dir); err != nil {
+		return nil, usageErr(fmt.Errorf("--create --cgroup %s: %w", path, err))
+	}
+	return c, nil
+}
+
+// make creates the missing directories, outermost first, and returns the
+// cgroup. If one cannot be made, those made before it are removed again.
+func (c *newCgroup) make() (_ cgroup.Dir, err error) {
+	defer func() {
+		if err != nil {
+			c.remove()
+		}
+	}()
+	for _, d := range c.missing {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			err = fmt.Errorf("--create: create cgroup %s: %w", d, errors.Unwrap(err))
+			if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENAMETOOLONG) {
+				return cgroup.Dir{}, usageErr(err)
+			}
+			return cgroup.Dir{}, failure(err)
+		}
+		c.made = append(c.made, d)
+	}
+	dir, err := cgroup.Resolve(c.path)
+	if err != nil {
+		return cgroup.Dir{}, failure(err)
+	}
+	return dir, nil
+}
+
+// remove removes the directories make made, innermost first. A cgroup that
+// still holds processes or child cgroups is left in place: its processes are
+// the user's to end or move, not cgwall's.
+func (c *newCgroup) remove() error {
+	for len(c.made) > 0 {
+		d := c.made[len(c.made)-1]
+		err := os.Remove(d)
+		if errors.Is(err, syscall.EBUSY) {
+			// A process that has just exited may keep the cgroup populated
+			// for a moment; cgroup.events says when it is empty.
+			waitEmpty(d)
+			err = os.Remove(d)
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return failure(fmt.Errorf("left cgroup %s in place: %w: end or move what is in it (its cgroup.procs, its child cgroups), then rmdir it",
+				d, errors.Unwrap(err)))
+		}
+		c.made = c.made[:len(c.made)-1]
+	}
+	return nil
 }
