@@ -45,8 +45,9 @@ SERVICES=()
 # The fuzz targets, "PACKAGE FuzzName", each run for FUZZTIME after the tests.
 # Every func Fuzz in the tree belongs here: test.sh fails while one is missing.
 FUZZ_TARGETS=(
+	"./internal/datapath FuzzDecodeEvent"
 )
-FUZZTIME=${FUZZTIME:-30s}
+FUZZTIME=${FUZZTIME:-20s}
 
 # dockerd's bridge: a benchmarking range (DESIGN.md), never docker's default.
 DOCKER_BIP=198.18.100.1/24
