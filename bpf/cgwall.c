@@ -86,7 +86,7 @@ struct config {
 	__u8 deny_raw;  // refuse raw and packet sockets
 	__u8 pad;
 	__u8 nlens4[DIR_MAX];
-	__u8 pad2[2];
+	__u8 has_bitmap4[DIR_MAX]; // the direction has a /24 bitmap
 	__u8 lens4[DIR_MAX][LENS4];
 };
 
@@ -216,6 +216,14 @@ struct bitmap4_map {
 	__type(value, __u64);
 };
 
+// A persistent policy keeps each rule map in an outer map of two generations
+// that userspace switches between. A filter whose policy never changes (run,
+// exec) is built from the same source with CGWALL_FIXED: its programs
+// reference the rule maps themselves, so loading it writes no map-in-map slot
+// (each such write waits for an RCU grace period: 1 to 16 ms, host by host).
+#ifdef CGWALL_FIXED
+#define GENERATIONS(name, inner) struct inner name SEC(".maps");
+#else
 #define GENERATIONS(name, inner)                                                           \
 	struct {                                                                           \
 		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);                                  \
@@ -223,6 +231,7 @@ struct bitmap4_map {
 		__type(key, __u32);                                                        \
 		__array(values, struct inner);                                             \
 	} name SEC(".maps");
+#endif
 
 GENERATIONS(egress_host4, host4_map)
 GENERATIONS(egress_prefix4, prefix4_map)
@@ -303,9 +312,14 @@ static __always_inline void count(int hook, enum stat stat, __u32 len)
 	}
 }
 
+// inner returns a generation's rule map of one kind.
 static __always_inline void *inner(void *outer, __u32 gen)
 {
+#ifdef CGWALL_FIXED
+	return outer;
+#else
 	return bpf_map_lookup_elem(outer, &gen);
+#endif
 }
 
 // The outcome of matching an address against the rules.
@@ -372,10 +386,11 @@ static __always_inline int is_v4_mapped(const __u8 *a)
 
 // no_rule4 says whether the bitmap, where the generation has one, rules out
 // every rule for addr.
-static __always_inline int no_rule4(int dir, __u32 gen, __u32 addr)
+static __always_inline int no_rule4(int dir, const struct policy *pol, __u32 addr)
 {
-	void *bm = inner(dir == DIR_EGRESS ? (void *)&egress_bitmap4 : (void *)&ingress_bitmap4, gen);
-
+	if (!pol->cfg->has_bitmap4[dir & 1])
+		return 0;
+	void *bm = inner(dir == DIR_EGRESS ? (void *)&egress_bitmap4 : (void *)&ingress_bitmap4, pol->gen);
 	if (!bm)
 		return 0;
 	__u32 slash24 = bpf_ntohl(addr) >> 8, word = slash24 >> 6;
@@ -388,7 +403,7 @@ static __always_inline void match4(int dir, const struct policy *pol, __u32 addr
 {
 	__u32 gen = pol->gen;
 
-	if (no_rule4(dir, gen, addr))
+	if (no_rule4(dir, pol, addr))
 		return;
 	void *host = inner(dir == DIR_EGRESS ? (void *)&egress_host4 : (void *)&ingress_host4, gen);
 	struct rule *r = host ? bpf_map_lookup_elem(host, &addr) : 0;

@@ -31,7 +31,7 @@ func attachForeground(prep *datapath.Prepared, p *policy.Policy, cg cgroup.Dir, 
 	// the hooks it needs are all that is loaded; and no tool inspects its
 	// maps, which go without BTF.
 	hooks := datapath.HooksFor(p)
-	if f.d, err = datapath.Load(p, datapath.WithPrepared(prep), datapath.WithHooks(hooks...), datapath.WithoutMapBTF()); err != nil {
+	if f.d, err = datapath.Load(p, datapath.Fixed(), datapath.WithPrepared(prep), datapath.WithHooks(hooks...), datapath.WithoutMapBTF()); err != nil {
 		return nil, explainLoadError(err)
 	}
 	if err = f.d.Commit(); err != nil {

@@ -26,15 +26,9 @@ var bitmapThreshold = 1 << 12
 // bitmaps returns p's IPv4 /24 bitmaps by direction; nil for a direction with
 // fewer IPv4 rules than bitmapThreshold.
 func bitmaps(p *policy.Policy) [2][]uint64 {
-	var v4 [2]int
-	for _, r := range p.Rules {
-		if r.Prefix.Addr().Is4() {
-			v4[r.Dir]++
-		}
-	}
 	var out [2][]uint64
-	for _, dir := range policy.Directions {
-		if v4[dir] > 0 && v4[dir] >= bitmapThreshold {
+	for dir, want := range wantsBitmaps(p) {
+		if want {
 			out[dir] = make([]uint64, bitmapWords)
 		}
 	}
@@ -43,6 +37,21 @@ func bitmaps(p *policy.Policy) [2][]uint64 {
 			lo, n := slash24s(r.Prefix)
 			setBits(words, lo, n)
 		}
+	}
+	return out
+}
+
+// wantsBitmaps says which directions of p get a /24 bitmap.
+func wantsBitmaps(p *policy.Policy) [2]bool {
+	var v4 [2]int
+	for _, r := range p.Rules {
+		if r.Prefix.Addr().Is4() {
+			v4[r.Dir]++
+		}
+	}
+	var out [2]bool
+	for _, dir := range policy.Directions {
+		out[dir] = v4[dir] > 0 && v4[dir] >= bitmapThreshold
 	}
 	return out
 }
@@ -77,16 +86,24 @@ func (d *Datapath) newBitmap(words []uint64) (*ebpf.Map, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create bitmap: %w", err)
 	}
+	if err := fillBitmap(m, words); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// fillBitmap writes words into a bitmap map in one copy.
+func fillBitmap(m *ebpf.Map, words []uint64) error {
 	mem, err := m.Memory()
 	if err == nil {
 		// Host byte order, as the programs read the words.
 		_, err = mem.WriteAt(unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), len(words)*8), 0)
 	}
 	if err != nil {
-		m.Close()
-		return nil, fmt.Errorf("fill bitmap: %w", err)
+		return fmt.Errorf("fill bitmap: %w", err)
 	}
-	return m, nil
+	return nil
 }
 
 // markBitmap sets the bits of an IPv4 rule about to be added in the bitmap of

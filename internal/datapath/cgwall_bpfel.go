@@ -26,7 +26,7 @@ type cgwallConfig struct {
 	DenyRaw       uint8
 	Pad           uint8
 	Nlens4        [2]uint8
-	Pad2          [2]uint8
+	HasBitmap4    [2]uint8
 	Lens4         [2][32]uint8
 }
 

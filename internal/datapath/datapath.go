@@ -32,6 +32,8 @@ type Datapath struct {
 	// policy is the policy in force, as the maps hold it.
 	policy *policy.Policy
 
+	fixed bool // the policy never changes: see Fixed
+
 	// optionalErr says why an optional program (the packet guard) did not
 	// load, for policies that deny raw sockets.
 	optionalErr error
@@ -50,18 +52,25 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise memlock limit: %w", err)
 	}
-	spec, err := o.spec.take()
+	spec, err := o.takeSpec()
 	if err != nil {
 		return nil, err
 	}
 	if o.noMapBTF {
 		stripMapBTF(spec)
 	}
-	d := &Datapath{spec: spec, progs: map[string]*ebpf.Program{}}
+	d := &Datapath{spec: spec, progs: map[string]*ebpf.Program{}, fixed: o.fixed}
 	p.Renumber(1)
+	install := func() error { return d.install(p, 0, nil) }
+	if o.fixed {
+		if err := sizeFixed(spec, p); err != nil {
+			return nil, err
+		}
+		install = func() error { return d.installFixed(p) }
+	}
 	// The policy goes into the maps while the verifier checks the programs.
 	withOptional := p.DenyRaw || o.packetGuard
-	if err := d.loadObjects(programsOf(o.hooks), withOptional, func() error { return d.install(p, 0, nil) }); err != nil {
+	if err := d.loadObjects(programsOf(o.hooks), withOptional, install); err != nil {
 		return nil, err
 	}
 	d.policy = p
@@ -77,6 +86,7 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 type Option func(*options)
 
 type options struct {
+	fixed       bool
 	packetGuard bool
 	hooks       []Hook // the hooks whose programs to load
 	noMapBTF    bool
@@ -87,8 +97,16 @@ type options struct {
 // deny raw sockets, for persistent policies that a later edit may make do so.
 func WithPacketGuard() Option { return func(o *options) { o.packetGuard = true } }
 
-// WithPrepared loads the object that Prepare parsed ahead.
+// WithPrepared loads the object that Prepare parsed ahead, for a Fixed load.
 func WithPrepared(p *Prepared) Option { return func(o *options) { o.spec = p } }
+
+// takeSpec returns the object the options call for, parsed.
+func (o *options) takeSpec() (*ebpf.CollectionSpec, error) {
+	if o.fixed {
+		return o.spec.take()
+	}
+	return loadCgwall()
+}
 
 func loadError(err error) error {
 	var verr *ebpf.VerifierError

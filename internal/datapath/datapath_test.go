@@ -17,10 +17,10 @@ var (
 	local6 = netip.MustParseAddr("2001:db8::1")
 )
 
-func load(t testing.TB, p *policy.Policy) *Datapath {
+func load(t testing.TB, p *policy.Policy, opts ...Option) *Datapath {
 	t.Helper()
 	testutil.RequireBPF(t)
-	d, err := Load(p)
+	d, err := Load(p, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,16 +187,22 @@ func TestLostEventsAreCounted(t *testing.T) {
 
 // TestDifferential runs random policies and packets through the BPF programs
 // and through policy.Decide and demands the same decision and deciding rule, in
-// both directions, with either default, with and without audit mode.
+// both directions, with either default, with and without audit mode, in both
+// builds of the object (generations, and Fixed).
 func TestDifferential(t *testing.T) {
 	testutil.RequireBPF(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	const policies, packets = 120, 100 // 12,000 decisions
 	for i := 0; i < policies; i++ {
 		p := randomPolicy(rng)
-		// Every other policy gets the /24 bitmaps that only large policies get.
+		// Every other policy gets the /24 bitmaps that only large policies
+		// get; every other pair is loaded Fixed.
 		forceBitmaps(t, i%2 == 1)
-		d := load(t, p)
+		var opts []Option
+		if i%4 >= 2 {
+			opts = append(opts, Fixed())
+		}
+		d := load(t, p, opts...)
 		rd, err := d.Events()
 		if err != nil {
 			t.Fatal(err)

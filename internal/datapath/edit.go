@@ -24,6 +24,9 @@ const (
 // Set makes dir's rule for prefix have action, in the policy in force. It is in
 // force when Set returns. A rule that changes action keeps its ID and counters.
 func (d *Datapath) Set(dir policy.Direction, action policy.Action, prefix netip.Prefix) (policy.Rule, Change, error) {
+	if d.fixed {
+		return policy.Rule{}, Unchanged, errFixed
+	}
 	if r, ok := d.policy.Lookup(dir, prefix); ok {
 		if r.Action == action {
 			return r, Unchanged, nil
@@ -119,6 +122,9 @@ func (d *Datapath) putRule(r policy.Rule, v cgwallRule, flags ebpf.MapUpdateFlag
 // Remove deletes dir's rule for prefix from the policy in force. Removing a
 // rule that is not there is not an error: it reports Unchanged.
 func (d *Datapath) Remove(dir policy.Direction, prefix netip.Prefix) (policy.Rule, Change, error) {
+	if d.fixed {
+		return policy.Rule{}, Unchanged, errFixed
+	}
 	r, ok := d.policy.Lookup(dir, prefix)
 	if !ok {
 		return policy.Rule{Dir: dir, Prefix: prefix}, Unchanged, nil

@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -38,8 +39,8 @@ func (d *Datapath) install(p *policy.Policy, gen uint32, counters map[uint32]Cou
 		return err
 	}
 	for _, m := range d.maps.withRules() {
-		if err := m.outer.Put(gen, g[m.dir][m.kind]); err != nil {
-			return fmt.Errorf("install generation %d of %s: %w", gen, m.name(), err)
+		if err := d.writeSlot(m, gen, g[m.dir][m.kind]); err != nil {
+			return err
 		}
 	}
 	if err := d.installBitmaps(p, gen); err != nil {
@@ -54,8 +55,8 @@ func (d *Datapath) installBitmaps(p *policy.Policy, gen uint32) error {
 	for dir, words := range bitmaps(p) {
 		o := d.maps[dir][kindBitmap4]
 		if words == nil {
-			if err := o.outer.Delete(gen); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				return fmt.Errorf("clear generation %d of %s: %w", gen, o.name(), err)
+			if err := d.writeSlot(o, gen, nil); err != nil {
+				return err
 			}
 			continue
 		}
@@ -63,11 +64,37 @@ func (d *Datapath) installBitmaps(p *policy.Policy, gen uint32) error {
 		if err != nil {
 			return err
 		}
-		err = o.outer.Put(gen, m)
+		err = d.writeSlot(o, gen, m)
 		m.Close()
 		if err != nil {
-			return fmt.Errorf("install generation %d of %s: %w", gen, o.name(), err)
+			return err
 		}
+	}
+	return nil
+}
+
+// slotWrites counts the writes of map-in-map slots, for tests: each waits
+// for an RCU grace period in the kernel (maybe_wait_bpf_programs), the cost
+// that dominates a small load.
+var slotWrites atomic.Int64
+
+// writeSlot puts inner in generation gen of a rule map's outer map, or clears
+// the slot for a nil inner. It is the one place that writes outer maps.
+func (d *Datapath) writeSlot(m ruleMap, gen uint32, inner *ebpf.Map) error {
+	if inner == nil {
+		var id uint32
+		if err := m.outer.Lookup(gen, &id); errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil // empty already: a delete would only cost a system call
+		}
+		slotWrites.Add(1)
+		if err := m.outer.Delete(gen); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("clear generation %d of %s: %w", gen, m.name(), err)
+		}
+		return nil
+	}
+	slotWrites.Add(1)
+	if err := m.outer.Put(gen, inner); err != nil {
+		return fmt.Errorf("install generation %d of %s: %w", gen, m.name(), err)
 	}
 	return nil
 }
@@ -101,6 +128,9 @@ func (d *Datapath) newGeneration(n ruleCounts) (generation, error) {
 // hook to it. p's rules are renumbered, in place, past every ID handed out so
 // far: p is the datapath's from then on.
 func (d *Datapath) Replace(p *policy.Policy) error {
+	if d.fixed {
+		return errFixed
+	}
 	p.Renumber(d.state.NextRuleId)
 	return d.switchTo(p, nil)
 }
@@ -133,9 +163,7 @@ func (d *Datapath) switchTo(p *policy.Policy, counters map[uint32]Counter) error
 func (d *Datapath) clearGeneration(gen uint32) error {
 	var errs []error
 	for _, m := range d.maps.all() {
-		if err := m.outer.Delete(gen); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("clear generation %d of %s: %w", gen, m.name(), err))
-		}
+		errs = append(errs, d.writeSlot(m, gen, nil))
 	}
 	return errors.Join(errs...)
 }
@@ -153,6 +181,9 @@ func waitForReaders() bool {
 
 // innerMap returns the inner map of the generation in force for an outer map.
 func (d *Datapath) innerMap(outer *ebpf.Map) (*ebpf.Map, error) {
+	if d.fixed {
+		return outer.Clone() // a rule map itself
+	}
 	var inner *ebpf.Map
 	if err := outer.Lookup(d.state.Gen, &inner); err != nil {
 		return nil, fmt.Errorf("look up generation %d of %s: %w", d.state.Gen, outer, err)

@@ -11,8 +11,8 @@ import (
 // loadWithoutLineInfo parses the BPF object without its line info: the C
 // source line of every instruction, which only verifier logs and bpftool show,
 // and which is half of what parsing the object costs.
-func loadWithoutLineInfo() (*ebpf.CollectionSpec, error) {
-	obj, err := withoutLineInfo(_CgwallBytes)
+func loadWithoutLineInfo(object []byte) (*ebpf.CollectionSpec, error) {
+	obj, err := withoutLineInfo(object)
 	if err != nil {
 		return nil, fmt.Errorf("drop line info from the BPF object: %w", err)
 	}

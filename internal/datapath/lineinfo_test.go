@@ -25,7 +25,7 @@ func TestLoadWithoutLineInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lean, err := loadWithoutLineInfo()
+	lean, err := loadWithoutLineInfo(_CgwallBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestPrepareThenLoad(t *testing.T) {
 	p := mustPolicy(t, 0, "block", "198.51.100.7")
 	testutil.RequireBPF(t)
 	prep := Prepare()
-	d, err := Load(p, WithPrepared(prep))
+	d, err := Load(p, Fixed(), WithPrepared(prep))
 	if err != nil {
 		t.Fatal(err)
 	}

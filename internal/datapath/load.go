@@ -174,23 +174,23 @@ type specOrErr struct {
 	err  error
 }
 
-// Prepare starts parsing the BPF object in the background, for a Load given
-// WithPrepared to find ready. Parsing takes milliseconds that a command can
+// Prepare starts parsing the fixed BPF object (see Fixed) in the background,
+// for a Fixed Load given WithPrepared to find ready. Parsing takes milliseconds that a command can
 // spend on other work first (its flags, its cgroup). It leaves out line info,
 // half of the parsing: a verifier log of the programs loaded from it shows no
 // C source lines. A Load without it (tests, attach) keeps them.
 func Prepare() *Prepared {
 	p := &Prepared{ch: make(chan specOrErr, 1)}
 	go func() {
-		spec, err := loadWithoutLineInfo()
+		spec, err := loadWithoutLineInfo(_CgwallFixedBytes)
 		p.ch <- specOrErr{spec, err}
 	}()
 	return p
 }
 
-// take returns the object that Prepare parsed, the first time, and a fresh
-// parse after that or for a nil Prepared: each Load gets its own copy, free
-// to change.
+// take returns the fixed object that Prepare parsed, the first time, and a
+// fresh parse after that or for a nil Prepared: each Load gets its own copy,
+// free to change.
 func (p *Prepared) take() (*ebpf.CollectionSpec, error) {
 	if p != nil {
 		taken := false
@@ -202,5 +202,5 @@ func (p *Prepared) take() (*ebpf.CollectionSpec, error) {
 			return p.spec, p.err
 		}
 	}
-	return loadCgwall()
+	return loadCgwallFixed()
 }

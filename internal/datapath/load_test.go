@@ -127,3 +127,32 @@ func TestHookTable(t *testing.T) {
 		t.Errorf("the table has %d programs, the object %d", n, len(spec.Programs))
 	}
 }
+
+// TestFixedLoadWritesNoSlot counts the map-in-map writes of loads: each
+// waits for an RCU grace period, 1 to 16 ms depending on the host. A Fixed
+// load (run, exec) makes none; a load with generations makes one per rule
+// map that holds rules, and a bitmap slot only where the policy has one.
+func TestFixedLoadWritesNoSlot(t *testing.T) {
+	testutil.RequireBPF(t)
+	p := mustPolicy(t, policy.LogNone, "block", "198.51.100.7", "block", "2001:db8::/32")
+	for _, tc := range []struct {
+		name string
+		opts []Option
+		want int64
+	}{
+		{"fixed", []Option{Fixed()}, 0},
+		{"generations", nil, int64(len(policy.Directions) * 4)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := slotWrites.Load()
+			d, err := Load(p.Clone(), tc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if n := slotWrites.Load() - before; n != tc.want {
+				t.Errorf("%d map-in-map writes, want %d", n, tc.want)
+			}
+		})
+	}
+}

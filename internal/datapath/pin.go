@@ -16,6 +16,9 @@ import (
 // Pin pins every map of the datapath in dir, which must exist on a bpffs, by
 // its name in the BPF object.
 func (d *Datapath) Pin(dir string) error {
+	if d.fixed {
+		return errFixed
+	}
 	for name, m := range mapsByName(&d.objs) {
 		if err := m.Pin(filepath.Join(dir, name)); err != nil {
 			return fmt.Errorf("pin map %s: %w", name, err)

@@ -63,6 +63,11 @@ func configFor(p *policy.Policy) cgwallConfig {
 	if p.DenyRaw {
 		cfg.DenyRaw = 1
 	}
+	for dir, want := range wantsBitmaps(p) {
+		if want {
+			cfg.HasBitmap4[dir] = 1
+		}
+	}
 	var present [2][32]bool // by direction and length
 	for _, r := range p.Rules {
 		if r.Prefix.Addr().Is4() && !r.Prefix.IsSingleIP() {

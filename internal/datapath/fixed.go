@@ -1,0 +1,65 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/cgwall/cgwall/internal/policy"
+)
+
+// Fixed loads the filter for a policy that never changes (run, exec): the
+// object built with CGWALL_FIXED, whose programs reference rule maps made to
+// the policy's size, with no generations. Loading it writes no map-in-map
+// slot, and each such write waits for an RCU grace period (1 to 16 ms,
+// depending on the host; BenchmarkLoad/fixed measures both). Set, Remove,
+// Replace and Pin refuse a fixed datapath.
+func Fixed() Option { return func(o *options) { o.fixed = true } }
+
+// errFixed is the error of an edit of a fixed datapath.
+var errFixed = errors.New("the policy of this filter is fixed: it was loaded for run or exec")
+
+// sizeFixed sizes the rule maps of the fixed object for p, before they are
+// created.
+func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy) error {
+	n := countRules(p)
+	bitmaps := wantsBitmaps(p)
+	for _, dir := range policy.Directions {
+		for k := range numKinds {
+			ms := spec.Maps[mapName(dir, k)]
+			if ms == nil {
+				return fmt.Errorf("no map %s in the BPF object", mapName(dir, k))
+			}
+			switch {
+			case k == kindBitmap4 && !bitmaps[dir]:
+				ms.MaxEntries = 1 // unread: the settings say there is none
+			case n[dir][k] > MaxRules:
+				return fmt.Errorf("%d rules in %s: at most %d are supported", n[dir][k], mapName(dir, k), MaxRules)
+			case ms.Type == ebpf.Hash:
+				ms.MaxEntries = capacity(n[dir][k])
+			}
+		}
+	}
+	return nil
+}
+
+// installFixed writes p into the fixed object's maps, which are the rule
+// maps themselves.
+func (d *Datapath) installFixed(p *policy.Policy) error {
+	var g generation
+	for _, m := range d.maps.withRules() {
+		g[m.dir][m.kind] = m.outer
+	}
+	if err := fillGeneration(g, p, countRules(p), nil); err != nil {
+		return err
+	}
+	for dir, words := range bitmaps(p) {
+		if words != nil {
+			if err := fillBitmap(d.maps[dir][kindBitmap4].outer, words); err != nil {
+				return err
+			}
+		}
+	}
+	return d.writeSettings(p, 0)
+}
