@@ -28,7 +28,7 @@ func (f *targetFlags) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.container, "container", "", "the cgroup of the docker, containerd, podman or CRI-O container `ID` (or unique prefix)")
 }
 
-// given says how many target flags were given.
+// given names the target flags given on the command line, as --name.
 func (f *targetFlags) given() []string {
 	var names []string
 	for _, n := range []string{"cgroup", "pid", "unit", "container"} {
