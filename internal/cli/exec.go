@@ -57,12 +57,15 @@ signal N ended it, and removes the cgroup and everything attached to it.`,
 			if err != nil {
 				return failure(err)
 			}
-			defer removeCgroup(cg.Path, stderr)
 			f, err := attachForeground(p, cg, stderr)
 			if err != nil {
+				removeCgroup(cg.Path, stderr)
 				return err
 			}
+			// Deferred calls run last first: whatever the command left
+			// running is killed while the filter still holds it.
 			defer f.Close()
+			defer removeCgroup(cg.Path, stderr)
 			return runInCgroup(cg, path, args, sigs, newStreamer(f.d, f.rd, format, stderr, stderr))
 		},
 	}
