@@ -194,3 +194,30 @@ ingress:
 		t.Errorf("a policy rule against a list rule: %v", err)
 	}
 }
+
+// TestProblemsOneLine checks that names which would break the line of an
+// error are quoted, and names which would not are left as they are. The
+// first two cases were found with FuzzLoadFile's checks.
+func TestProblemsOneLine(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, text, want string
+	}{
+		{"repeated key with a newline", "\"a\\nb\": 1\n\"a\\nb\": 2\n", `p.yaml:2: "a\nb" is repeated (first at line 1)`},
+		{"list name with a newline", "egress:\n  block_lists: [\"x\\ny\"]\n", `p.yaml:2: egress.block_lists: list file: "` + dir + `/x\ny": no such file or directory`},
+		{"list name with a space", "egress:\n  block_lists: [\"x y\"]\n", "p.yaml:2: egress.block_lists: list file: " + dir + "/x y: no such file or directory"},
+		{"plain repeated key", "audit: true\naudit: false\n", "p.yaml:2: audit is repeated (first at line 1)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := ParseFile(filepath.Join(dir, "p.yaml"), []byte(tc.text))
+			var fe *FileError
+			if !errors.As(err, &fe) {
+				t.Fatalf("error %v is not a *FileError", err)
+			}
+			lines := fe.Lines()
+			if got := strings.TrimPrefix(lines[len(lines)-1], dir+"/"); got != tc.want {
+				t.Errorf("problem %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
