@@ -50,11 +50,17 @@ func TestParseFile(t *testing.T) {
 }
 
 func TestParseFileEmpty(t *testing.T) {
-	for _, text := range []string{"", "# nothing\n", "egress:\n  block:\n"} {
-		p, set, err := ParseFile("e.yaml", []byte(text))
-		if err != nil || len(p.Rules) != 0 || p.Default != [2]Action{Allow, Allow} || set.Log {
-			t.Errorf("%q: %v, %+v", text, err, p)
-		}
+	for name, text := range map[string]string{
+		"empty":             "",
+		"a comment":         "# nothing\n",
+		"an empty rule key": "egress:\n  block:\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			p, set, err := ParseFile("e.yaml", []byte(text))
+			if err != nil || len(p.Rules) != 0 || p.Default != [2]Action{Allow, Allow} || set.Log {
+				t.Errorf("%q: %v, %+v", text, err, p)
+			}
+		})
 	}
 }
 
