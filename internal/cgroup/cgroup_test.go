@@ -53,15 +53,19 @@ func TestResolve(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for path, want := range map[string]string{
-		filepath.Join(mnt, "cgwall-no-such-cgroup"): "does not exist",
-		filepath.Join(mnt, "cgroup.procs"):          "is not a directory",
-		file:                                        "is not a directory",
-		t.TempDir():                                 "is not in a cgroup v2 hierarchy",
-		"":                                          "empty cgroup path",
+	for _, tc := range []struct {
+		name, path, want string
+	}{
+		{"missing", filepath.Join(mnt, "cgwall-no-such-cgroup"), "does not exist"},
+		{"interface file", filepath.Join(mnt, "cgroup.procs"), "is not a directory"},
+		{"file", file, "is not a directory"},
+		{"not cgroup2", t.TempDir(), "is not in a cgroup v2 hierarchy"},
+		{"empty", "", "empty cgroup path"},
 	} {
-		if _, err := Resolve(path); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("Resolve(%q) = %v; want an error containing %q", path, err, want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := Resolve(tc.path); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Resolve(%q) = %v; want an error containing %q", tc.path, err, tc.want)
+			}
+		})
 	}
 }

@@ -77,12 +77,13 @@ rules kept in BPF maps.`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
+	root.SetFlagErrorFunc(flagError) // every flag error is bad input
 	root.AddCommand(
 		newRunCmd(prep, stdout, stderr), newCheckCmd(stdout, stderr), newExecCmd(prep, stderr),
 		newAttachCmd(stdout, stderr), newDetachCmd(stdout),
 		newEditCmd("block", stdout), newEditCmd("allow", stdout), newEditCmd("remove", stdout),
 		newListCmd(stdout), newWatchCmd(stdout, stderr), newGCCmd(stdout),
 	)
+	completeWords(root)
 	return root
 }

@@ -8,12 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
 	"github.com/cgwall/cgwall/internal/datapath"
@@ -62,12 +59,15 @@ signal N ended it, and removes the cgroup and everything attached to it.`,
 			if err != nil {
 				return failure(err)
 			}
-			defer removeCgroup(cg.Path)
 			f, err := attachForeground(*prep, p, cg, stderr)
 			if err != nil {
+				removeCgroup(cg.Path, stderr)
 				return err
 			}
+			// Deferred calls run last first: whatever the command left
+			// running is killed while the filter still holds it.
 			defer f.Close()
+			defer removeCgroup(cg.Path, stderr)
 			return runInCgroup(cg, path, args, sigs, newStreamer(f.d, f.rd, format, stderr, stderr))
 		},
 	}
@@ -91,16 +91,11 @@ func transientCgroup() (cgroup.Dir, error) {
 }
 
 // removeCgroup kills whatever the command left running in the cgroup, then
-// removes it.
-func removeCgroup(path string) {
-	os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0)
-	// cgroup.kill returns at once; rmdir fails with EBUSY until the last
-	// process is gone, which the "populated 0" line of cgroup.events reports.
-	for i := 0; i < 1000; i++ {
-		if err := os.Remove(path); err == nil || errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		waitEmpty(path)
+// removes it; a cgroup left behind is worth a warning, not a failure of the
+// command, whose status is what exec reports.
+func removeCgroup(path string, stderr io.Writer) {
+	if err := cgroup.Remove(path); err != nil {
+		fmt.Fprintf(stderr, "warning: %v\n", err)
 	}
 }
 
@@ -154,23 +149,3 @@ func exitStatus(ps *os.ProcessState) error {
 
 // errSilent marks an exit code that needs no message: the command's own.
 var errSilent = errors.New("")
-
-// waitEmpty waits, for at most a second, until cgroup.events changes, as it
-// does when the cgroup's last process exits.
-func waitEmpty(path string) {
-	fd, err := syscall.InotifyInit1(syscall.IN_CLOEXEC | syscall.IN_NONBLOCK)
-	if err != nil {
-		return
-	}
-	defer syscall.Close(fd)
-	if _, err := syscall.InotifyAddWatch(fd, filepath.Join(path, "cgroup.events"), syscall.IN_MODIFY); err != nil {
-		return
-	}
-	if data, err := os.ReadFile(filepath.Join(path, "cgroup.events")); err == nil && bytesContains(data, "populated 0") {
-		return
-	}
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	unix.Poll(pfd, 1000)
-}
-
-func bytesContains(b []byte, s string) bool { return strings.Contains(string(b), s) }

@@ -8,9 +8,11 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
 	"github.com/cgwall/cgwall/internal/datapath"
+	"github.com/cgwall/cgwall/internal/events"
 	"github.com/cgwall/cgwall/internal/store"
 )
 
@@ -49,15 +51,12 @@ type count struct {
 
 func newListCmd(stdout io.Writer) *cobra.Command {
 	var target targetFlags
-	var output string
+	format := formatFlag()
 	cmd := &cobra.Command{
-		Use:   "list [--cgroup PATH] [-o text|json]",
+		Use:   "list [--cgroup PATH] [--format text|json]",
 		Short: "Show persistent policies, their rules and counters",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			if output != "text" && output != "json" {
-				return usageErr(fmt.Errorf("-o: %q is not an output format: use text or json", output))
-			}
 			var views []policyView
 			err := withStore(func(s *store.Store) error {
 				ids, err := selectIDs(s, &target, "list")
@@ -72,7 +71,7 @@ func newListCmd(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "json" {
+			if format.val == events.JSON {
 				enc := json.NewEncoder(stdout)
 				enc.SetIndent("", "  ")
 				return enc.Encode(views)
@@ -81,8 +80,16 @@ func newListCmd(stdout io.Writer) *cobra.Command {
 			return nil
 		},
 	}
-	target.bind(cmd.Flags())
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	fs := cmd.Flags()
+	target.bind(fs)
+	fs.VarP(format, "format", "o", "output format (--output is an alias)")
+	// --output, list's name before every command took --format, is the same flag.
+	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		if name == "output" {
+			name = "format"
+		}
+		return pflag.NormalizedName(name)
+	})
 	return cmd
 }
 

@@ -19,12 +19,17 @@ type ruleFlags struct {
 	allow   []string
 	blockIn []string
 	allowIn []string
-	lists   [4][]string // --block-list, --allow-list, --block-in-list, --allow-in-list
-	def     string
-	defIn   string
+
+	blockList   []string
+	allowList   []string
+	blockInList []string
+	allowInList []string
+
+	def     *choice[policy.Action]
+	defIn   *choice[policy.Action]
+	log     *choice[policy.LogLevel]
 	audit   bool
 	denyRaw bool
-	log     string
 }
 
 func (f *ruleFlags) bind(fs *pflag.FlagSet) {
@@ -34,15 +39,19 @@ func (f *ruleFlags) bind(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&f.allow, "allow", nil, "allow egress traffic to `ADDR` (repeatable); the longest prefix decides")
 	fs.StringArrayVar(&f.blockIn, "block-in", nil, "block ingress traffic from `ADDR` (repeatable)")
 	fs.StringArrayVar(&f.allowIn, "allow-in", nil, "allow ingress traffic from `ADDR` (repeatable)")
-	fs.StringArrayVar(&f.lists[0], "block-list", nil, "block egress traffic to every address in `FILE`, one address or CIDR a line (repeatable)")
-	fs.StringArrayVar(&f.lists[1], "allow-list", nil, "allow egress traffic to every address in `FILE` (repeatable)")
-	fs.StringArrayVar(&f.lists[2], "block-in-list", nil, "block ingress traffic from every address in `FILE` (repeatable)")
-	fs.StringArrayVar(&f.lists[3], "allow-in-list", nil, "allow ingress traffic from every address in `FILE` (repeatable)")
-	fs.StringVar(&f.def, "default", "allow", "egress `ACTION` where no rule matches: allow, or block to make the rules an allowlist")
-	fs.StringVar(&f.defIn, "default-in", "allow", "ingress `ACTION` where no rule matches: allow or block")
+	fs.StringArrayVar(&f.blockList, "block-list", nil, "block egress traffic to every address in `FILE`, one address or CIDR a line (repeatable)")
+	fs.StringArrayVar(&f.allowList, "allow-list", nil, "allow egress traffic to every address in `FILE` (repeatable)")
+	fs.StringArrayVar(&f.blockInList, "block-in-list", nil, "block ingress traffic from every address in `FILE` (repeatable)")
+	fs.StringArrayVar(&f.allowInList, "allow-in-list", nil, "allow ingress traffic from every address in `FILE` (repeatable)")
+	// The defaults are an empty policy's, so that a flag left alone says
+	// what a policy without it gets.
+	empty := policy.New()
+	f.def, f.defIn, f.log = actionFlag(empty.Default[policy.Egress]), actionFlag(empty.Default[policy.Ingress]), logFlag(empty.Log)
+	fs.Var(f.def, "default", "egress action where no rule matches; block makes the rules an allowlist")
+	fs.Var(f.defIn, "default-in", "ingress action where no rule matches")
 	fs.BoolVar(&f.audit, "audit", false, "decide, count and log every packet, but drop nothing")
 	fs.BoolVar(&f.denyRaw, "deny-raw", false, "refuse raw (SOCK_RAW) and packet (AF_PACKET) sockets in the cgroup")
-	fs.StringVar(&f.log, "log", "drop", "which decisions to print: none, drop or all")
+	fs.Var(f.log, "log", "which decisions the policy logs")
 }
 
 // policy builds the policy that the file and the flags describe; every error
@@ -62,10 +71,10 @@ func (f *ruleFlags) policy() (*policy.Policy, error) {
 		addrs  []string
 		lists  []string
 	}{
-		{"--block", policy.Egress, policy.Block, f.block, f.lists[0]},
-		{"--allow", policy.Egress, policy.Allow, f.allow, f.lists[1]},
-		{"--block-in", policy.Ingress, policy.Block, f.blockIn, f.lists[2]},
-		{"--allow-in", policy.Ingress, policy.Allow, f.allowIn, f.lists[3]},
+		{"--block", policy.Egress, policy.Block, f.block, f.blockList},
+		{"--allow", policy.Egress, policy.Allow, f.allow, f.allowList},
+		{"--block-in", policy.Ingress, policy.Block, f.blockIn, f.blockInList},
+		{"--allow-in", policy.Ingress, policy.Allow, f.allowIn, f.allowInList},
 	} {
 		for _, addr := range r.addrs {
 			if err := p.Add(r.dir, r.action, addr); err != nil {
@@ -78,46 +87,24 @@ func (f *ruleFlags) policy() (*policy.Policy, error) {
 			}
 		}
 	}
-	if err := f.settings(p, fileSet); err != nil {
-		return nil, usageErr(err)
-	}
+	f.settings(p, fileSet)
 	return p, nil
 }
 
 // settings applies the setting flags: a flag given on the command line wins
 // over the file; the file wins over a flag's default.
-func (f *ruleFlags) settings(p *policy.Policy, fileSet policy.FileSettings) error {
-	var errs []error
+func (f *ruleFlags) settings(p *policy.Policy, fileSet policy.FileSettings) {
 	if f.fs.Changed("default") {
-		a, err := policy.ParseAction(f.def)
-		errs = append(errs, flagErr("--default", err))
-		p.Default[policy.Egress] = a
+		p.Default[policy.Egress] = f.def.val
 	}
 	if f.fs.Changed("default-in") {
-		a, err := policy.ParseAction(f.defIn)
-		errs = append(errs, flagErr("--default-in", err))
-		p.Default[policy.Ingress] = a
+		p.Default[policy.Ingress] = f.defIn.val
 	}
 	if f.fs.Changed("log") || !fileSet.Log {
-		level, err := policy.ParseLogLevel(f.log)
-		errs = append(errs, flagErr("--log", err))
-		p.Log = level
+		p.Log = f.log.val
 	}
 	p.Audit = p.Audit || f.audit
 	p.DenyRaw = p.DenyRaw || f.denyRaw
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func flagErr(flag string, err error) error {
-	if err == nil {
-		return nil
-	}
-	return fmt.Errorf("%s: %w", flag, err)
 }
 
 // fileProblems returns every problem of a policy file error, or nil.
@@ -131,17 +118,16 @@ func fileProblems(err error) []string {
 
 // outputFlags say how events are printed.
 type outputFlags struct {
-	format string
+	format *choice[events.Format]
 }
 
 func (f *outputFlags) bind(fs *pflag.FlagSet) {
-	fs.StringVar(&f.format, "format", "text", "event format: text or json")
+	f.format = formatFlag()
+	fs.Var(f.format, "format", "event format; json is one object a line")
 }
 
+// parse returns the event format. The flag was checked when it was parsed,
+// so the error is always nil.
 func (f *outputFlags) parse() (events.Format, error) {
-	format, err := events.ParseFormat(f.format)
-	if err != nil {
-		return 0, usageErr(fmt.Errorf("--format: %w", err))
-	}
-	return format, nil
+	return f.format.val, nil
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -33,7 +34,7 @@ func (f *targetFlags) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.container, "container", "", "the cgroup of the docker, containerd, podman or CRI-O container `ID` (or unique prefix)")
 }
 
-// given says how many target flags were given.
+// given names the target flags given on the command line, as --name.
 func (f *targetFlags) given() []string {
 	var names []string
 	for _, n := range []string{"cgroup", "pid", "unit", "container"} {
@@ -178,7 +179,7 @@ func (c *newCgroup) remove() error {
 		if errors.Is(err, syscall.EBUSY) {
 			// A process that has just exited may keep the cgroup populated
 			// for a moment; cgroup.events says when it is empty.
-			waitEmpty(d)
+			cgroup.WaitEmpty(d, time.Second)
 			err = os.Remove(d)
 		}
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -19,22 +19,25 @@ import (
 func newWatchCmd(stdout, stderr io.Writer) *cobra.Command {
 	var target targetFlags
 	var output outputFlags
-	var log string
+	show := showFlag()
 	cmd := &cobra.Command{
-		Use:   "watch [--cgroup PATH] [--log drop|all] [--format text|json]",
+		Use:   "watch [--cgroup PATH] [--show drop|all] [--format text|json]",
 		Short: "Stream the decisions of persistent policies",
 		Long: `watch prints the decisions of every persistent policy, or of one, until
-SIGINT or SIGTERM. A policy streams what its own log setting asks for; --log
-narrows that down. Each event says which cgroup it came from.`,
+SIGINT or SIGTERM. A policy streams what its own log setting asks for (attach
+--log); --show narrows down what watch prints of that. Each event says which
+cgroup it came from.
+
+--log is the old name of --show: it still works, but is deprecated, because on
+watch it never changed the policy's log setting.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("log") {
+				fmt.Fprintln(stderr, "warning: watch --log is deprecated: use --show, the same filter (--log on attach and run sets what a policy logs)")
+			}
 			format, err := output.parse()
 			if err != nil {
 				return err
-			}
-			level, err := policy.ParseLogLevel(log)
-			if err != nil {
-				return usageErr(fmt.Errorf("--log: %w", err))
 			}
 			var watched []watched
 			err = withStore(func(s *store.Store) error {
@@ -52,12 +55,17 @@ narrows that down. Each event says which cgroup it came from.`,
 				return err
 			}
 			defer closeWatched(watched)
-			return watch(cmd.Context(), watched, level, format, stdout, stderr)
+			return watch(cmd.Context(), watched, show.val, format, stdout, stderr)
 		},
 	}
-	target.bind(cmd.Flags())
-	output.bind(cmd.Flags())
-	cmd.Flags().StringVar(&log, "log", "all", "which of the streamed decisions to print: drop or all")
+	fs := cmd.Flags()
+	target.bind(fs)
+	output.bind(fs)
+	fs.Var(show, "show", "which of the streamed decisions to print (--log is a deprecated alias)")
+	// The deprecated name, hidden from --help but for the note above. Not
+	// MarkDeprecated: cobra would print its warning to stdout, into the events.
+	fs.Var(show, "log", "deprecated: use --show")
+	fs.MarkHidden("log")
 	return cmd
 }
 

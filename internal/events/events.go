@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/cgwall/cgwall/internal/datapath"
 	"golang.org/x/sys/unix"
@@ -57,7 +59,7 @@ func Write(w io.Writer, f Format, e datapath.Event) error {
 // judged src=.
 func (e event) text() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "DST %s, ACTION %d hook=%s", addrString(e.Dst), e.Action, e.Hook)
+	fmt.Fprintf(&b, "DST %s, ACTION %d hook=%s", addrString(e.Dst), e.Action, value(e.Hook.String()))
 	switch {
 	case e.Malformed:
 		b.WriteString(" reason=malformed")
@@ -74,7 +76,7 @@ func (e event) text() string {
 		if e.DstPort != 0 {
 			fmt.Fprintf(&b, " dport=%d", e.DstPort)
 		}
-		fmt.Fprintf(&b, " rule=%s", e.Rule)
+		fmt.Fprintf(&b, " rule=%s", value(e.Rule))
 	}
 	if e.Len != 0 {
 		fmt.Fprintf(&b, " len=%d", e.Len)
@@ -83,9 +85,22 @@ func (e event) text() string {
 		b.WriteString(" audit=true")
 	}
 	if e.Cgroup != "" {
-		fmt.Fprintf(&b, " cgroup=%s", e.Cgroup)
+		fmt.Fprintf(&b, " cgroup=%s", value(e.Cgroup))
 	}
 	return b.String()
+}
+
+// value quotes a field's value when it would otherwise end the line or the
+// field, as a cgroup path with a space or a control character would; the
+// hooks and rules that cgwall names never need it.
+func value(s string) string {
+	plain := utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool {
+		return r == ' ' || r == '"' || r == '=' || r == '\\' || !unicode.IsPrint(r)
+	})
+	if plain {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 func addrString(a netip.Addr) string {

@@ -11,33 +11,51 @@ import (
 
 func TestWriteText(t *testing.T) {
 	for _, tc := range []struct {
+		name string
 		e    datapath.Event
 		want string
 	}{
 		{
+			"udp blocked",
 			datapath.Event{Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddr("127.0.0.2"), Action: 0, Hook: datapath.HookEgress, Proto: 17, SrcPort: 40000, DstPort: 53, Len: 40, RuleID: 1, Rule: "127.0.0.2/32"},
 			"DST 127.0.0.2, ACTION 0 hook=egress src=127.0.0.1 proto=udp sport=40000 dport=53 rule=127.0.0.2/32 len=40\n",
 		},
 		{
+			"connect by default",
 			datapath.Event{Dst: netip.MustParseAddr("2001:db8::1"), Action: 1, Hook: datapath.HookConnect, Proto: 6, DstPort: 443, Rule: "default"},
 			"DST 2001:db8::1, ACTION 1 hook=connect proto=tcp dport=443 rule=default\n",
 		},
 		{
+			"packet socket refused",
 			datapath.Event{Action: 0, Hook: datapath.HookSockCreate, SockFamily: 17, SockType: 3},
 			"DST -, ACTION 0 hook=sock_create socket=packet/raw\n",
 		},
 		{
+			"malformed in audit mode",
 			datapath.Event{Action: 0, Hook: datapath.HookEgress, Len: 10, Malformed: true, Audit: true},
 			"DST -, ACTION 0 hook=egress reason=malformed len=10 audit=true\n",
 		},
+		{
+			"watched cgroup",
+			datapath.Event{Dst: netip.MustParseAddr("192.0.2.1"), Action: 0, Hook: datapath.HookConnect, Proto: 6, DstPort: 80, RuleID: 2, Rule: "192.0.2.1/32", Cgroup: "/sys/fs/cgroup/system.slice/web.service"},
+			"DST 192.0.2.1, ACTION 0 hook=connect proto=tcp dport=80 rule=192.0.2.1/32 cgroup=/sys/fs/cgroup/system.slice/web.service\n",
+		},
+		{
+			// FuzzWrite found that a value could end the line.
+			"values that would break the line are quoted",
+			datapath.Event{Dst: netip.MustParseAddr("192.0.2.1"), Action: 0, Hook: datapath.HookEgress, Proto: 6, Rule: "\r", Cgroup: "/sys/fs/cgroup/my app"},
+			`DST 192.0.2.1, ACTION 0 hook=egress proto=tcp rule="\r" cgroup="/sys/fs/cgroup/my app"` + "\n",
+		},
 	} {
-		var b bytes.Buffer
-		if err := Write(&b, Text, tc.e); err != nil {
-			t.Fatal(err)
-		}
-		if b.String() != tc.want {
-			t.Errorf("got  %q\nwant %q", b.String(), tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := Write(&b, Text, tc.e); err != nil {
+				t.Fatal(err)
+			}
+			if b.String() != tc.want {
+				t.Errorf("got  %q\nwant %q", b.String(), tc.want)
+			}
+		})
 	}
 }
 
@@ -62,10 +80,22 @@ func TestWriteJSON(t *testing.T) {
 }
 
 func TestParseFormat(t *testing.T) {
-	if f, err := ParseFormat("json"); err != nil || f != JSON {
-		t.Fatal(f, err)
-	}
-	if _, err := ParseFormat("yaml"); err == nil {
-		t.Fatal("yaml accepted")
+	for _, tc := range []struct {
+		in   string
+		want Format
+		ok   bool
+	}{
+		{"text", Text, true},
+		{"json", JSON, true},
+		{"yaml", 0, false},
+		{"JSON", 0, false},
+		{"", 0, false},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			f, err := ParseFormat(tc.in)
+			if (err == nil) != tc.ok || f != tc.want {
+				t.Errorf("ParseFormat(%q) = %v, %v", tc.in, f, err)
+			}
+		})
 	}
 }

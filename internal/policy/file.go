@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -42,7 +44,7 @@ type FileError struct {
 func (e *FileError) Error() string {
 	msg := e.Lines()[0]
 	if n := len(e.Problems) - 1; n > 0 {
-		msg += fmt.Sprintf(" (and %d more; 'cgwall check -f %s' lists them all)", n, e.Path)
+		msg += fmt.Sprintf(" (and %d more; 'cgwall check -f %s' lists them all)", n, oneLine(e.Path))
 	}
 	return msg
 }
@@ -51,7 +53,7 @@ func (e *FileError) Error() string {
 func (e *FileError) Lines() []string {
 	out := make([]string, len(e.Problems))
 	for i, p := range e.Problems {
-		out[i] = fmt.Sprintf("%s:%d: %s", e.Path, p.Line, p.Msg)
+		out[i] = fmt.Sprintf("%s:%d: %s", oneLine(e.Path), p.Line, p.Msg)
 	}
 	return out
 }
@@ -75,7 +77,7 @@ func LoadFile(path string) (*Policy, FileSettings, error) {
 func unwrapPathError(err error) error {
 	var pe *os.PathError
 	if errors.As(err, &pe) {
-		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
+		return fmt.Errorf("%s: %w", oneLine(pe.Path), pe.Err)
 	}
 	return err
 }
@@ -132,7 +134,7 @@ func (fp *fileParser) mapping(n *yaml.Node, where string, known []string, fn fun
 		k, v := n.Content[i], n.Content[i+1]
 		key := k.Value
 		if prev, ok := seen[key]; ok {
-			fp.problem(k.Line, "%s%s is repeated (first at line %d)", prefixed(where), key, prev)
+			fp.problem(k.Line, "%s%s is repeated (first at line %d)", prefixed(where), oneLine(key), prev)
 			continue
 		}
 		seen[key] = k.Line
@@ -142,6 +144,16 @@ func (fp *fileParser) mapping(n *yaml.Node, where string, known []string, fn fun
 		}
 		fn(key, v)
 	}
+}
+
+// oneLine quotes a name that would break the one line an error is: one with a
+// newline or another character that does not print, or not UTF-8. Every
+// other name is left as it is, so that it reads as the user wrote it.
+func oneLine(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 func prefixed(where string) string {

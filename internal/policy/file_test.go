@@ -50,11 +50,17 @@ func TestParseFile(t *testing.T) {
 }
 
 func TestParseFileEmpty(t *testing.T) {
-	for _, text := range []string{"", "# nothing\n", "egress:\n  block:\n"} {
-		p, set, err := ParseFile("e.yaml", []byte(text))
-		if err != nil || len(p.Rules) != 0 || p.Default != [2]Action{Allow, Allow} || set.Log {
-			t.Errorf("%q: %v, %+v", text, err, p)
-		}
+	for name, text := range map[string]string{
+		"empty":             "",
+		"a comment":         "# nothing\n",
+		"an empty rule key": "egress:\n  block:\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			p, set, err := ParseFile("e.yaml", []byte(text))
+			if err != nil || len(p.Rules) != 0 || p.Default != [2]Action{Allow, Allow} || set.Log {
+				t.Errorf("%q: %v, %+v", text, err, p)
+			}
+		})
 	}
 }
 
@@ -192,5 +198,32 @@ ingress:
 	_, _, err = ParseFile(filepath.Join(dir, "p.yaml"), []byte(text))
 	if err == nil || !strings.Contains(err.Error(), "p.yaml:3: egress.allow: 198.51.100.0/24 is also blocked by a list file") {
 		t.Errorf("a policy rule against a list rule: %v", err)
+	}
+}
+
+// TestProblemsOneLine checks that names which would break the line of an
+// error are quoted, and names which would not are left as they are. The
+// first two cases were found with FuzzLoadFile's checks.
+func TestProblemsOneLine(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, text, want string
+	}{
+		{"repeated key with a newline", "\"a\\nb\": 1\n\"a\\nb\": 2\n", `p.yaml:2: "a\nb" is repeated (first at line 1)`},
+		{"list name with a newline", "egress:\n  block_lists: [\"x\\ny\"]\n", `p.yaml:2: egress.block_lists: list file: "` + dir + `/x\ny": no such file or directory`},
+		{"list name with a space", "egress:\n  block_lists: [\"x y\"]\n", "p.yaml:2: egress.block_lists: list file: " + dir + "/x y: no such file or directory"},
+		{"plain repeated key", "audit: true\naudit: false\n", "p.yaml:2: audit is repeated (first at line 1)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := ParseFile(filepath.Join(dir, "p.yaml"), []byte(tc.text))
+			var fe *FileError
+			if !errors.As(err, &fe) {
+				t.Fatalf("error %v is not a *FileError", err)
+			}
+			lines := fe.Lines()
+			if got := strings.TrimPrefix(lines[len(lines)-1], dir+"/"); got != tc.want {
+				t.Errorf("problem %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -44,7 +44,7 @@ func (p *Policy) AddList(path string, dir Direction, action Action) error {
 	}
 	switch {
 	case errors.Is(err, bufio.ErrTooLong):
-		return fmt.Errorf("read list file %s: %w", path, err)
+		return fmt.Errorf("read list file %s: %w", oneLine(path), err)
 	case err != nil:
 		return fmt.Errorf("list file: %w", unwrapPathError(err))
 	}

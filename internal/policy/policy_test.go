@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -19,10 +20,12 @@ func TestParsePrefix(t *testing.T) {
 		"0.0.0.0/0":               "0.0.0.0/0",
 		"::/0":                    "::/0",
 	} {
-		got, err := ParsePrefix(in)
-		if err != nil || got.String() != want {
-			t.Errorf("ParsePrefix(%q) = %v, %v; want %s", in, got, err, want)
-		}
+		t.Run(in, func(t *testing.T) {
+			got, err := ParsePrefix(in)
+			if err != nil || got.String() != want {
+				t.Errorf("ParsePrefix(%q) = %v, %v; want %s", in, got, err, want)
+			}
+		})
 	}
 	for in, want := range map[string]string{
 		"":               "empty address",
@@ -35,9 +38,11 @@ func TestParsePrefix(t *testing.T) {
 		"example.com":    "not a valid IPv4 or IPv6 address",
 		"300.1.1.1/8":    `"300.1.1.1" is not an IPv4 or IPv6 address`,
 	} {
-		if _, err := ParsePrefix(in); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("ParsePrefix(%q) error %v; want one containing %q", in, err, want)
-		}
+		t.Run("bad "+in, func(t *testing.T) {
+			if _, err := ParsePrefix(in); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("ParsePrefix(%q) error %v; want one containing %q", in, err, want)
+			}
+		})
 	}
 }
 
@@ -73,10 +78,12 @@ func TestDecide(t *testing.T) {
 		{Ingress, "2001:db8::1", Block, 4},
 		{Ingress, "192.0.2.1", Block, 0}, // the ingress default
 	} {
-		a, id := p.Decide(tc.dir, netip.MustParseAddr(tc.addr))
-		if a != tc.action || id != tc.id {
-			t.Errorf("Decide(%s, %s) = %s by %d; want %s by %d", tc.dir, tc.addr, a, id, tc.action, tc.id)
-		}
+		t.Run(fmt.Sprintf("%s %s", tc.dir, tc.addr), func(t *testing.T) {
+			a, id := p.Decide(tc.dir, netip.MustParseAddr(tc.addr))
+			if a != tc.action || id != tc.id {
+				t.Errorf("Decide(%s, %s) = %s by %d; want %s by %d", tc.dir, tc.addr, a, id, tc.action, tc.id)
+			}
+		})
 	}
 }
 

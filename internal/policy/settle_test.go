@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -25,14 +26,16 @@ func TestSortWords(t *testing.T) {
 		{"sorted", func(i int) uint64 { return uint64(i) * 7919 }},
 	} {
 		for _, n := range []int{0, 1, 100, 1 << 12, 100_000} {
-			words := make([]uint64, n)
-			for i := range words {
-				words[i] = tc.word(i)
-			}
-			want := slices.Sorted(slices.Values(words))
-			if got := sortWords(words); !slices.Equal(got, want) {
-				t.Errorf("%s, %d words: not sorted", tc.name, n)
-			}
+			t.Run(fmt.Sprintf("%s, %d words", tc.name, n), func(t *testing.T) {
+				words := make([]uint64, n)
+				for i := range words {
+					words[i] = tc.word(i)
+				}
+				want := slices.Sorted(slices.Values(words))
+				if got := sortWords(words); !slices.Equal(got, want) {
+					t.Error("not sorted")
+				}
+			})
 		}
 	}
 }

@@ -4,7 +4,6 @@ package testutil
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -40,7 +39,7 @@ func missingBPF() string {
 }
 
 // Cgroup creates an empty cgroup v2 directory for the test and removes it at the
-// end, after moving any process still in it to the parent.
+// end, after killing any process still in it.
 func Cgroup(tb testing.TB) cgroup.Dir {
 	tb.Helper()
 	mnt, err := cgroup.Mount()
@@ -59,20 +58,11 @@ func Cgroup(tb testing.TB) cgroup.Dir {
 	return dir
 }
 
-// RemoveCgroup removes a cgroup and its children, deepest first. Test processes
-// are expected to have exited.
+// RemoveCgroup kills every process left in a cgroup and removes it and its
+// children.
 func RemoveCgroup(tb testing.TB, path string) {
 	tb.Helper()
-	var dirs []string
-	filepath.WalkDir(path, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := os.Remove(dirs[i]); err != nil && !os.IsNotExist(err) {
-			tb.Errorf("remove test cgroup: %v", err)
-		}
+	if err := cgroup.Remove(path); err != nil {
+		tb.Errorf("remove test cgroup: %v", err)
 	}
 }

@@ -1,0 +1,43 @@
+package cli_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cgwall/cgwall/internal/cgroup"
+	"github.com/cgwall/cgwall/internal/testutil"
+)
+
+// TestExec checks that exec exits with its command's status and leaves no
+// cgroup behind, even when the command leaves a process running.
+func TestExec(t *testing.T) {
+	testutil.RequireBPF(t)
+	mnt, err := cgroup.Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		script string
+		code   int
+	}{
+		{"success", "true", 0},
+		{"exit status", "exit 3", 3},
+		{"killed by a signal", "kill -TERM $$", 128 + 15},
+		{"a process left running", "sleep 1000 & exit 0", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := cgwall(t, "exec", "--block", "192.0.2.1", "--", "sh", "-c", tc.script)
+			if code != tc.code || stderr != "" {
+				t.Errorf("exit %d, stderr %q; want %d and nothing", code, stderr, tc.code)
+			}
+			left, _ := filepath.Glob(filepath.Join(mnt, fmt.Sprintf("cgwall-exec-%d-*", os.Getpid())))
+			for _, path := range left {
+				t.Errorf("cgroup %s left behind", path)
+				testutil.RemoveCgroup(t, path)
+			}
+		})
+	}
+}

@@ -1,0 +1,73 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/cgwall/cgwall/internal/datapath"
+)
+
+// FuzzWrite checks that Write prints any event, however odd, as one line:
+// text that begins with the Aya example's words, or one JSON object that
+// parses and says what the event said. The seed corpus in testdata/fuzz/ is
+// the events of these tests and of the e2e tests.
+func FuzzWrite(f *testing.F) {
+	f.Fuzz(func(t *testing.T, src, dst []byte, action uint8, hook string, proto uint8, sport, dport uint16,
+		length, ruleID uint32, rule string, audit, malformed bool, family, typ uint8, cgroup string) {
+		// The corpus names hooks; a name that is none stands for a number
+		// past the table, which Write must print too.
+		h, err := datapath.ParseHook(hook)
+		if err != nil {
+			h = datapath.Hook(len(hook))
+		}
+		e := datapath.Event{
+			Action: action, Hook: h, Proto: proto, SrcPort: sport, DstPort: dport, Len: length,
+			RuleID: ruleID, Rule: rule, Audit: audit, Malformed: malformed,
+			SockFamily: family, SockType: typ, Cgroup: cgroup,
+		}
+		e.Src, _ = netip.AddrFromSlice(src)
+		e.Dst, _ = netip.AddrFromSlice(dst)
+
+		text := write(t, Text, e)
+		if prefix := fmt.Sprintf("DST %s, ACTION %d ", addrString(e.Dst), e.Action); !strings.HasPrefix(text, prefix) {
+			t.Errorf("text %q does not begin with %q", text, prefix)
+		}
+
+		line := write(t, JSON, e)
+		var got map[string]any
+		if err := json.Unmarshal([]byte(line), &got); err != nil {
+			t.Fatalf("JSON %q: %v", line, err)
+		}
+		want := map[string]any{"dst": addrString(e.Dst), "action": float64(e.Action), "hook": e.Hook.String(), "rule_id": float64(e.RuleID)}
+		if e.Cgroup != "" {
+			want["cgroup"] = e.Cgroup
+		}
+		for k, v := range want {
+			if s, ok := v.(string); ok && !utf8.ValidString(s) {
+				continue // JSON strings are UTF-8: Marshal replaces what is not
+			}
+			if got[k] != v {
+				t.Errorf("JSON %s = %v, want %v, in %q", k, got[k], v, line)
+			}
+		}
+	})
+}
+
+// write writes one event and checks that it is one line.
+func write(t *testing.T, f Format, e datapath.Event) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := Write(&b, f, e); err != nil {
+		t.Fatalf("Write(%d, %+v): %v", f, e, err)
+	}
+	out := b.String()
+	if !strings.HasSuffix(out, "\n") || strings.ContainsAny(out[:len(out)-1], "\r\n") {
+		t.Errorf("Write(%d, %+v) = %q: not one line", f, e, out)
+	}
+	return out
+}
