@@ -67,13 +67,25 @@ func (d *Datapath) Set(dir policy.Direction, action policy.Action, prefix netip.
 }
 
 // fits says whether r can go into the generation in force as it is: a prefix
-// of a length that the generation does not look up cannot.
+// of a length that the generation does not look up cannot, nor a rule of a
+// kind that the generation has no map for.
 func (d *Datapath) fits(r policy.Rule) (bool, error) {
 	var cfg cgwallConfig
 	if err := d.objs.Settings.Lookup(d.state.Gen, &cfg); err != nil {
 		return false, fmt.Errorf("read settings: %w", err)
 	}
-	return hasLength(&cfg, r.Dir, r.Prefix), nil
+	if !hasLength(&cfg, r.Dir, r.Prefix) {
+		return false, nil
+	}
+	m, err := d.ruleMap(r.Dir, r.Prefix)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	m.Close()
+	return true, nil
 }
 
 // rebuildWith moves the whole policy, with r added and every counter kept, to

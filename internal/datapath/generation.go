@@ -26,7 +26,9 @@ func (g *generation) Close() {
 }
 
 // install builds p's inner maps and settings in generation gen, with the
-// counters given by rule ID. It does not switch to it.
+// counters given by rule ID. It does not switch to it. Kinds of rule map
+// that p has no rule for get no inner map: each slot written waits for an
+// RCU grace period, and an IPv4 blocklist needs two of the eight.
 func (d *Datapath) install(p *policy.Policy, gen uint32, counters map[uint32]Counter) error {
 	n := countRules(p)
 	g, err := d.newGeneration(n)
@@ -99,11 +101,14 @@ func (d *Datapath) writeSlot(m ruleMap, gen uint32, inner *ebpf.Map) error {
 	return nil
 }
 
-// newGeneration creates empty rule maps sized for n rules.
+// newGeneration creates empty rule maps sized for n rules, where n has any.
 func (d *Datapath) newGeneration(n ruleCounts) (generation, error) {
 	var g generation
 	for _, m := range d.maps.withRules() {
 		rules := n[m.dir][m.kind]
+		if rules == 0 {
+			continue
+		}
 		if rules > MaxRules {
 			g.Close()
 			return g, fmt.Errorf("%d rules in %s: at most %d are supported", rules, m.name(), MaxRules)

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 
@@ -48,6 +49,9 @@ func TestWithoutMapBTF(t *testing.T) {
 	}
 	for _, rm := range d.maps.withRules() {
 		inner, err := d.innerMap(rm.outer)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			continue // the policy has no rule of the kind
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

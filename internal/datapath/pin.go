@@ -101,6 +101,9 @@ func (d *Datapath) readPolicy() (*policy.Policy, error) {
 // eachRule calls fn for every rule in a rule map's generation in force.
 func (d *Datapath) eachRule(m ruleMap, fn func(policy.Rule, Counter)) error {
 	inner, err := d.innerMap(m.outer)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil // no rule of the kind
+	}
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ func fillGeneration(g generation, p *policy.Policy, n ruleCounts, counters map[u
 	var b [2][numKinds]ruleBatch
 	for _, dir := range policy.Directions {
 		for k := range numKinds {
-			if k.holdsRules() {
+			if k.holdsRules() && n[dir][k] > 0 {
 				b[dir][k] = kindTable[k].newBatch(n[dir][k])
 			}
 		}
