@@ -33,10 +33,9 @@ func TestAttachPersists(t *testing.T) {
 	if len(l) != 1 || l[0].Cgroup != cg || !l[0].Live || len(l[0].Rules) != 2 {
 		t.Fatalf("list: %+v", l)
 	}
-	for _, h := range []string{"egress", "ingress", "connect", "sendmsg", "sock_create"} {
-		if !slices.Contains(l[0].Hooks, h) {
-			t.Errorf("hook %s missing from %v", h, l[0].Hooks)
-		}
+	// The hooks the policy needs, and no other: no --deny-raw, no sock_create.
+	if want := []string{"egress", "ingress", "connect", "sendmsg"}; !slices.Equal(l[0].Hooks, want) {
+		t.Errorf("hooks %v, want %v", l[0].Hooks, want)
 	}
 	if r := l[0].Rules[0]; r.Prefix != "127.0.0.2/32" || r.Packets < 2 || r.Action != "block" {
 		t.Errorf("rule counters: %+v, want 127.0.0.2/32 with the 2 blocked sends", r)
@@ -100,6 +99,32 @@ func TestLiveEdits(t *testing.T) {
 	other := testutilCgroup(t)
 	_, stderr, code = runCgwall(t, "block", "--cgroup", other, "127.0.0.11")
 	checkOneLineError(t, stderr, code, 2, "no policy on "+other+": attach one first")
+}
+
+// TestIngressAttachedOnFirstIngressRule attaches an egress policy, which
+// attaches no ingress program (received packets pay nothing), then blocks a
+// source live: the edit attaches the ingress hook, and the source is blocked.
+func TestIngressAttachedOnFirstIngressRule(t *testing.T) {
+	cg, _ := testCgroup(t)
+	attachPolicy(t, cg, "--block", "127.0.0.2")
+	if l := list(t, "--cgroup", cg); slices.Contains(l[0].Hooks, "ingress") {
+		t.Fatalf("an egress policy attached the ingress hook: %v", l[0].Hooks)
+	}
+	cgwallOK(t, "block", "--cgroup", cg, "--in", "127.0.0.5")
+	if l := list(t, "--cgroup", cg); !slices.Contains(l[0].Hooks, "ingress") {
+		t.Fatalf("the first ingress rule did not attach the ingress hook: %v", l[0].Hooks)
+	}
+	s := serve(t, cg, "udp")
+	for _, from := range []string{"127.0.0.5", "127.0.0.6", "127.0.0.1"} {
+		label := from
+		if from == "127.0.0.1" {
+			label = "marker"
+		}
+		sendUDP(t, from, s.Port, label)
+	}
+	if got := s.received(t); !slices.Equal(got, []string{"127.0.0.6"}) {
+		t.Errorf("UDP server in the cgroup received from %v; want only 127.0.0.6", got)
+	}
 }
 
 // TestLiveEditsGrowTheMaps adds host rules one command at a time past the

@@ -44,6 +44,12 @@ or with --in to ingress rules. Removing a rule that is not there is no error.`,
 					return failure(err)
 				}
 				defer d.Close()
+				if dir == policy.Ingress && verb != "remove" {
+					// Attached on the first ingress rule, not before.
+					if err := s.AttachHooks(cg, d, false, datapath.HookIngress); err != nil {
+						return failure(err)
+					}
+				}
 				return edit(d, verb, dir, prefixes, stdout)
 			})
 		},

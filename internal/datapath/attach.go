@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
@@ -31,6 +32,36 @@ func HooksFor(p *policy.Policy) []Hook {
 		hooks = append(hooks, HookSockCreate)
 	}
 	return hooks
+}
+
+// LoadHooks loads the programs of hooks that the datapath has not loaded, for
+// a persistent policy that comes to need a hook it was not attached with:
+// Open loads no program, and Load only those it was asked for. Optional
+// programs load only withOptional; their failure is PacketGuardError's.
+func (d *Datapath) LoadHooks(withOptional bool, hooks ...Hook) error {
+	if d.progs == nil {
+		d.progs = map[string]*ebpf.Program{}
+	}
+	loaded := mapsByName(&d.objs)
+	for _, p := range programsOf(hooks) {
+		if d.progs[p.name] != nil || p.optional && !withOptional {
+			continue
+		}
+		spec := d.spec.Programs[p.name]
+		if spec == nil {
+			return fmt.Errorf("load BPF programs: no program %s in the BPF object", p.name)
+		}
+		prog, err := loadProgram(spec, loaded)
+		if err != nil && p.optional {
+			d.optionalErr = err
+			continue
+		}
+		if err != nil {
+			return loadError(err)
+		}
+		d.progs[p.name] = prog
+	}
+	return nil
 }
 
 // Attach attaches the programs of each hook to cg. Either every hook is

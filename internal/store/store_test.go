@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
+	"github.com/cgwall/cgwall/internal/datapath"
 	"github.com/cgwall/cgwall/internal/policy"
 	"github.com/cgwall/cgwall/internal/testutil"
 )
@@ -58,12 +60,18 @@ func blocking(t *testing.T, addrs ...string) *policy.Policy {
 // egressPrograms counts the programs attached at cg's egress.
 func egressPrograms(t *testing.T, cg cgroup.Dir) int {
 	t.Helper()
+	return programsAt(t, cg, ebpf.AttachCGroupInetEgress)
+}
+
+// programsAt counts the programs attached at one of cg's attach points.
+func programsAt(t *testing.T, cg cgroup.Dir, typ ebpf.AttachType) int {
+	t.Helper()
 	f, err := os.Open(cg.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: ebpf.AttachCGroupInetEgress})
+	res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: typ})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,13 +121,25 @@ func TestCreateReplaceRemove(t *testing.T) {
 		t.Fatalf("after Create: %v, live %v", got, live)
 	}
 	links, err := s.Links(cg.ID)
-	if err != nil || len(links.Hooks) != len(persistentHooks) {
-		t.Fatalf("links %+v, %v: want every hook", links, err)
+	want := []datapath.Hook{datapath.HookEgress, datapath.HookConnect, datapath.HookSendmsg}
+	if err != nil || !slices.Equal(links.Hooks, want) {
+		t.Fatalf("links %+v, %v: want %v, an egress policy's", links, err, want)
 	}
-	if _, err := s.Replace(cg, blocking(t, "198.51.100.0/24", "203.0.113.9")); err != nil {
+	if n := programsAt(t, cg, ebpf.AttachCGroupInetIngress); n != 0 {
+		t.Fatalf("an egress policy attached %d ingress programs", n)
+	}
+	// A replacement that judges ingress attaches the ingress hook.
+	next := blocking(t, "198.51.100.0/24", "203.0.113.9")
+	if err := next.Add(policy.Ingress, policy.Block, "192.0.2.9"); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := inForce(t, s, cg); len(got) != 2 {
+	if _, err := s.Replace(cg, next); err != nil {
+		t.Fatal(err)
+	}
+	if n := programsAt(t, cg, ebpf.AttachCGroupInetIngress); n != 1 {
+		t.Fatalf("%d ingress programs after a replacement with ingress rules, want 1", n)
+	}
+	if got, _ := inForce(t, s, cg); len(got) != 3 {
 		t.Fatalf("after Replace: %v", got)
 	}
 	if n := egressPrograms(t, cg); n != 1 {

@@ -4,16 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
 	"github.com/cgwall/cgwall/internal/datapath"
 	"github.com/cgwall/cgwall/internal/policy"
 )
-
-// persistentHooks are attached by every persistent policy, whatever its
-// rules: later edits may need any of them, and replacing a policy must not
-// have to attach anything.
-var persistentHooks = datapath.Hooks
 
 // Applied says how a policy was put in force.
 type Applied struct {
@@ -38,7 +34,7 @@ func crashed(step string) bool { return step == crashAt }
 // (its links die with the process); after it, a policy that lets everything
 // pass until an attach replaces it.
 func (s *Store) Create(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
-	d, err := datapath.Load(p, datapath.WithPacketGuard())
+	d, err := datapath.Load(p, datapath.WithHooks(datapath.HooksFor(p)...))
 	if err != nil {
 		return Applied{}, err
 	}
@@ -65,9 +61,11 @@ func (s *Store) Create(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
 	return applied(d, s.Dir(cg.ID), p, false), nil
 }
 
-// stage attaches d to cg and pins it, links and maps and layout, in dir.
+// stage attaches d to cg with the hooks its policy needs, and pins it, links
+// and maps and layout, in dir. A hook that a later edit needs is attached
+// then (AttachHooks): an egress policy costs received packets nothing.
 func (s *Store) stage(d *datapath.Datapath, cg cgroup.Dir, dir string) (*datapath.Attachment, error) {
-	att, err := d.Attach(cg, persistentHooks...)
+	att, err := d.Attach(cg, datapath.HooksFor(d.Policy())...)
 	if err != nil {
 		return nil, err
 	}
@@ -98,6 +96,11 @@ func (s *Store) Replace(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
 		return Applied{}, err
 	}
 	defer d.Close()
+	// The new hooks go first: until the switch, they run the policy in force,
+	// which does not need them and lets their packets pass.
+	if err := s.AttachHooks(cg, d, p.DenyRaw, datapath.HooksFor(p)...); err != nil {
+		return Applied{}, err
+	}
 	if err := d.Replace(p); err != nil {
 		return Applied{}, err
 	}
@@ -117,7 +120,7 @@ func (s *Store) Replace(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
 // is no gap. Then the old one goes. Killed at any point, recover leaves
 // exactly one of the two.
 func (s *Store) rebuild(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
-	d, err := datapath.Load(p, datapath.WithPacketGuard())
+	d, err := datapath.Load(p, datapath.WithHooks(datapath.HooksFor(p)...))
 	if err != nil {
 		return Applied{}, err
 	}
@@ -161,4 +164,34 @@ func applied(d *datapath.Datapath, dir string, p *policy.Policy, rebuilt bool) A
 		a.PacketGuard = d.PacketGuardError()
 	}
 	return a
+}
+
+// AttachHooks attaches to cg those of hooks that its persistent policy has
+// not attached yet, with d, the policy opened, and pins their links. Called
+// before an edit or a replacement that needs them, it changes no decision:
+// until then the policy in force lets everything pass at those hooks.
+func (s *Store) AttachHooks(cg cgroup.Dir, d *datapath.Datapath, withOptional bool, hooks ...datapath.Hook) error {
+	dir := s.Dir(cg.ID)
+	links, err := datapath.ReadPinnedLinks(dir)
+	if err != nil {
+		return err
+	}
+	var missing []datapath.Hook
+	for _, h := range hooks {
+		if !slices.Contains(links.Hooks, h) {
+			missing = append(missing, h)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if err := d.LoadHooks(withOptional, missing...); err != nil {
+		return err
+	}
+	att, err := d.Attach(cg, missing...)
+	if err != nil {
+		return err
+	}
+	defer att.Close() // the pinned links stay
+	return att.Pin(dir)
 }
