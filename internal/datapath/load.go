@@ -100,10 +100,11 @@ func (d *Datapath) loadObjects(o options, fill func() error) error {
 
 // smallTemplates returns spec with one-entry templates for its hash inner
 // maps, and for its array inner maps that may differ in size
-// (BPF_F_INNER_MAP: the /24 bitmaps, 2 MiB). The kernel makes an outer map from a template of its inner maps,
-// which LoadAndAssign creates from the spec and closes at once; it needs the
-// type, sizes and flags, not the capacity, and a hash map allocates its
-// buckets up front: 4096 of them took 0.3 ms, four times over.
+// (BPF_F_INNER_MAP: the /24 bitmaps, 2 MiB). The kernel makes an outer map
+// from a template of its inner maps, which LoadAndAssign creates from the
+// spec and closes at once; it needs the type, sizes and flags, not the
+// capacity, and a hash map allocates its buckets up front. Creating the
+// collection's maps, BenchmarkLoad/templates: 2.35 ms full → 1.03 ms small.
 func smallTemplates(spec *ebpf.CollectionSpec) *ebpf.CollectionSpec {
 	small := *spec
 	small.Maps = maps.Clone(spec.Maps)
