@@ -42,8 +42,9 @@ var hookPrograms = map[Hook][]string{
 
 // loadObjects creates every map, then loads the programs that o asks for
 // while fill fills the maps. The verifier checks a program in the thread that
-// loads it, so programs load side by side, on as many CPUs as Go may use.
-// On error, everything loaded is closed.
+// loads it, so programs load side by side, on as many CPUs as Go may use
+// (BenchmarkLoad/loading, a one-rule policy on 2 CPUs: 109 ms sequential →
+// 99 ms parallel). On error, everything loaded is closed.
 func (d *Datapath) loadObjects(o options, fill func() error) error {
 	if err := smallTemplates(d.spec).LoadAndAssign(&d.objs.cgwallMaps, nil); err != nil {
 		return loadError(err)
@@ -66,8 +67,9 @@ func (d *Datapath) loadObjects(o options, fill func() error) error {
 		}
 	}
 
-	// The longest programs go first, so that the CPUs finish together;
-	// filling the maps takes about as long as the longest program.
+	// The longest programs go first, so that the CPUs finish together.
+	// Filling the maps takes longer than any program, even for one rule:
+	// each Put into an outer map waits for an RCU grace period.
 	order := make([]int, len(names))
 	for i := range order {
 		order[i] = i
