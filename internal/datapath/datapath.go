@@ -75,9 +75,6 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.noMapBTF {
-		stripMapBTF(spec)
-	}
 	d := &Datapath{spec: spec}
 	p.Renumber(1)
 	// The policy goes into the maps while the verifier checks the programs.
@@ -103,7 +100,6 @@ type options struct {
 	packetGuard bool
 	hooks       []Hook // with someHooks, the hooks whose programs to load
 	someHooks   bool
-	noMapBTF    bool
 }
 
 // WithPacketGuard loads the packet-socket guard even if the policy does not

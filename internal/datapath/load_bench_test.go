@@ -16,8 +16,6 @@ import (
 //
 //   - linfo=dropped|kept: parsing the BPF object, as Prepare does
 //     (loadWithoutLineInfo) and as a Load without Prepare does (loadCgwall).
-//   - mapbtf=stripped|kept: Load of a one-rule policy with and without
-//     WithoutMapBTF, closed again.
 //   - templates=small|full: creating the collection's maps, the first step
 //     of loadObjects, from smallTemplates(spec) and from spec itself.
 //   - loading=parallel|sequential: Load of a one-rule policy with runTasks on
@@ -26,7 +24,7 @@ import (
 // The machine is shared: run it in several processes so that a slow moment
 // hits both halves of a pair alike, e.g.
 //
-//	for i in $(seq 10); do go test -run '^$' -bench BenchmarkLoad ./internal/datapath; done >load.txt
+//	for i in $(seq 40); do go test -run '^$' -bench BenchmarkLoad -benchtime 0.5s ./internal/datapath; done >load.txt
 //	benchstat -col /linfo -filter '/linfo:(kept OR dropped)' load.txt
 //
 // and the same with -col and -filter for each key. Nothing here asserts on time.
@@ -49,9 +47,6 @@ func BenchmarkLoad(b *testing.B) {
 		}
 	})
 
-	b.Run("mapbtf=kept", func(b *testing.B) { benchLoad(b, p) })
-	b.Run("mapbtf=stripped", func(b *testing.B) { benchLoad(b, p, WithoutMapBTF()) })
-
 	spec, err := loadCgwall()
 	if err != nil {
 		b.Fatal(err)
@@ -67,9 +62,9 @@ func BenchmarkLoad(b *testing.B) {
 }
 
 // benchLoad times Load of p and Close.
-func benchLoad(b *testing.B, p *policy.Policy, opts ...Option) {
+func benchLoad(b *testing.B, p *policy.Policy) {
 	for b.Loop() {
-		d, err := Load(p, opts...)
+		d, err := Load(p)
 		if err != nil {
 			b.Fatal(err)
 		}
