@@ -28,10 +28,9 @@ func attachForeground(prep *datapath.Prepared, p *policy.Policy, cg cgroup.Dir, 
 		}
 	}()
 	// The policy of a foreground filter never changes, so the programs of
-	// the hooks it needs are all that is loaded; and no tool inspects its
-	// maps, which go without BTF.
+	// the hooks it needs are all that is loaded.
 	hooks := datapath.HooksFor(p)
-	if f.d, err = datapath.Load(p, datapath.Fixed(), datapath.WithPrepared(prep), datapath.WithHooks(hooks...), datapath.WithoutMapBTF()); err != nil {
+	if f.d, err = datapath.Load(p, datapath.Fixed(), datapath.WithPrepared(prep), datapath.WithHooks(hooks...)); err != nil {
 		return nil, explainLoadError(err)
 	}
 	if err = f.d.Commit(); err != nil {

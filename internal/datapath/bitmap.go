@@ -17,10 +17,14 @@ const bitmapWords = 1 << 18
 
 // bitmapThreshold is the number of IPv4 rules in a direction from which its
 // generation gets a /24 bitmap. Below it the rule maps are small enough to
-// stay in the caches, and the bitmap, which costs one cold load of its own,
-// would only add to a decision. Measured by the bench harness (cold miss,
-// ipv4-mixed): at 10k rules 413 ns without a bitmap, 233 with one; at 1k, 211
-// without. A variable so that tests can force it.
+// stay in the caches, and the bitmap costs a cold load of its own in every
+// decision it does not answer. Measured by the bench harness, `go run ./bench
+// -only decision -decision-sizes 1k,10k`, ipv4-mixed rows, at 7ccd3ad (2 to 5
+// runs, each a median of 5 rounds): a cold miss at 10k rules costs 169–218 ns
+// with the bitmap and 449–468 ns without (this set to 1<<14); at 1k, 259–298
+// ns without. A bitmap at 1k (this set to 1) took a miss to 162–213 ns but a
+// hit from 112–184 ns to 181–247, so whether the threshold belongs below 4,096
+// is not settled. A variable so that tests can force it.
 var bitmapThreshold = 1 << 12
 
 // bitmaps returns p's IPv4 /24 bitmaps by direction; nil for a direction with

@@ -56,9 +56,6 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.noMapBTF {
-		stripMapBTF(spec)
-	}
 	d := &Datapath{spec: spec, progs: map[string]*ebpf.Program{}, fixed: o.fixed}
 	p.Renumber(1)
 	install := func() error { return d.install(p, 0, nil) }
@@ -89,7 +86,6 @@ type options struct {
 	fixed       bool
 	packetGuard bool
 	hooks       []Hook // the hooks whose programs to load
-	noMapBTF    bool
 	spec        *Prepared
 }
 

@@ -10,7 +10,8 @@ import (
 
 // loadWithoutLineInfo parses the BPF object without its line info: the C
 // source line of every instruction, which only verifier logs and bpftool show,
-// and which is half of what parsing the object costs.
+// and which is about a third of what parsing the object costs
+// (BenchmarkLoad/linfo: 1.28 ms kept → 0.91 ms dropped).
 func loadWithoutLineInfo(object []byte) (*ebpf.CollectionSpec, error) {
 	obj, err := withoutLineInfo(object)
 	if err != nil {
