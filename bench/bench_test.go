@@ -74,8 +74,6 @@ func TestQuickSmallest(t *testing.T) {
 	cfg := defaultConfig(true)
 	cfg.rounds = 1
 	cfg.decisionSizes = []int{1}
-	cfg.structSizes = []int{1}
-	cfg.structRuns = 500
 	cfg.decisionDsts = 1000
 	cfg.decisionRuns = 2000
 	cfg.warmRepeat = 10_000

@@ -37,8 +37,6 @@ type config struct {
 
 	// decision cost
 	decisionSizes []int
-	structSizes   []int // candidate structures, on ipv4-mixed
-	structRuns    int
 	decisionDsts  int // distinct destinations per kind
 	decisionRuns  int // BPF_PROG_TEST_RUN calls per cell per round
 	warmRepeat    int
@@ -67,10 +65,8 @@ func defaultConfig(quick bool) *config {
 	cfg := &config{
 		quick:         quick,
 		rounds:        5,
-		parts:         map[string]bool{"decision": true, "structures": true, "e2e": true, "log": true, "exec": true},
+		parts:         map[string]bool{"decision": true, "e2e": true, "log": true, "exec": true},
 		decisionSizes: []int{1, 1000, 100_000, 1_000_000},
-		structSizes:   []int{1, 100_000, 1_000_000},
-		structRuns:    20_000,
 		decisionDsts:  100_000,
 		decisionRuns:  50_000,
 		warmRepeat:    1_000_000,
@@ -89,8 +85,6 @@ func defaultConfig(quick bool) *config {
 	}
 	if quick {
 		cfg.decisionSizes = []int{1, 1000, 100_000}
-		cfg.structSizes = []int{1, 100_000}
-		cfg.structRuns = 5000
 		cfg.decisionDsts = 20_000
 		cfg.decisionRuns = 10_000
 		cfg.warmRepeat = 200_000
@@ -119,7 +113,7 @@ func main() {
 
 	quick := flag.Bool("quick", false, "a short run (under 2 minutes): fewer sizes, shorter windows")
 	rounds := flag.Int("rounds", 0, "rounds of every measurement (default 5)")
-	only := flag.String("only", "", "comma-separated parts to run: decision, structures, e2e, log, exec (default all)")
+	only := flag.String("only", "", "comma-separated parts to run: decision, e2e, log, exec (default all)")
 	out := flag.String("out", "", "directory for results.md, results.json and pps.png (default a new directory under /tmp)")
 	docs := flag.Bool("docs", false, "also write the results into docs/performance.md and docs/img/bench-pps.png")
 	cgwallBin := flag.String("cgwall", "", "the cgwall binary to measure (default: build ./cmd/cgwall)")
@@ -240,7 +234,7 @@ func run(ctx context.Context, cfg *config, c *cleanups, log io.Writer) error {
 
 	res := &results{Started: time.Now(), Rounds: cfg.rounds, Quick: cfg.quick, Machine: machine(), Commit: commit(repo)}
 	start := time.Now()
-	if cfg.parts["decision"] || cfg.parts["structures"] {
+	if cfg.parts["decision"] {
 		if err := runDecision(ctx, cfg, root, res, log); err != nil {
 			return fmt.Errorf("decision cost: %w", err)
 		}
@@ -283,41 +277,19 @@ func runDecision(ctx context.Context, cfg *config, root string, res *results, lo
 	}
 	fmt.Fprintf(log, "decision cost: generating rule sets\n")
 	sets := map[string]*ruleSet{}
-	if !cfg.parts["decision"] {
-		cfg.decisionSizes = nil
-	}
-	if !cfg.parts["structures"] {
-		cfg.structSizes = nil
-	}
 	for _, k := range setKinds {
 		for _, n := range cfg.decisionSizes {
 			sets[setKey(k.name, n)] = k.build(n)
 		}
 	}
-	for _, n := range cfg.structSizes {
-		if sets[setKey("ipv4-mixed", n)] == nil {
-			sets[setKey("ipv4-mixed", n)] = buildMixed4(n)
-		}
-	}
 	for r := 0; r < cfg.rounds; r++ {
 		t := time.Now()
-		if len(cfg.decisionSizes) > 0 {
-			dr, err := measureDecision(ctx, cfg, cg, sets, r)
-			if err != nil {
-				return err
-			}
-			res.Decision = append(res.Decision, dr)
-			fmt.Fprintf(log, "decision cost: round %d/%d done in %.0fs (timer overhead %.0f ns)\n", r+1, cfg.rounds, time.Since(t).Seconds(), dr.OverheadNs)
+		dr, err := measureDecision(ctx, cfg, cg, sets, r)
+		if err != nil {
+			return err
 		}
-		if len(cfg.structSizes) > 0 {
-			t = time.Now()
-			ss, err := measureStructures(ctx, cfg, sets, r)
-			if err != nil {
-				return err
-			}
-			res.Structures = append(res.Structures, ss...)
-			fmt.Fprintf(log, "structures: round %d/%d done in %.0fs\n", r+1, cfg.rounds, time.Since(t).Seconds())
-		}
+		res.Decision = append(res.Decision, dr)
+		fmt.Fprintf(log, "decision cost: round %d/%d done in %.0fs (timer overhead %.0f ns)\n", r+1, cfg.rounds, time.Since(t).Seconds(), dr.OverheadNs)
 	}
 	return nil
 }

@@ -24,7 +24,6 @@ type results struct {
 	Commit        string           `json:"commit"`
 	Settings      settings         `json:"settings"`
 	Decision      []*decisionRound `json:"decision,omitempty"`
-	Structures    []structSample   `json:"structures,omitempty"`
 	E2E           []e2eSample      `json:"e2e,omitempty"`
 	LoadBreakdown []loadBreakdown  `json:"load_breakdown,omitempty"`
 	CgwallInput   string           `json:"cgwall_input,omitempty"`
@@ -192,58 +191,6 @@ func roundTo(n int) int {
 		return n / 1000 * 1000
 	}
 	return n
-}
-
-// ---- candidate structures
-
-func (r *results) structCell(name string, rules int, kind string) cell {
-	var vals, ratios []float64
-	for _, s := range r.Structures {
-		if s.Structure != name || s.Rules != rules || s.Kind != kind {
-			continue
-		}
-		vals = append(vals, s.MeanNs)
-		for _, b := range r.Structures {
-			if b.Structure == structures[0] && b.Rules == 1 && b.Kind == kindMiss && b.Round == s.Round && b.MeanNs > 0 {
-				ratios = append(ratios, s.MeanNs/b.MeanNs)
-			}
-		}
-	}
-	return cell{median(vals), median(ratios), len(vals)}
-}
-
-func (r *results) writeStructures(w io.Writer) {
-	if len(r.Structures) == 0 {
-		return
-	}
-	var sizes []int
-	for _, s := range r.Structures {
-		if !slices.Contains(sizes, s.Rules) {
-			sizes = append(sizes, s.Rules)
-		}
-	}
-	slices.Sort(sizes)
-	fmt.Fprintf(w, "### Candidate structures, cold cache\n\n")
-	fmt.Fprintf(w, "Minimal programs assembled by the harness (parse the IPv4 destination, look up, return; no settings, counters or events), "+
-		"on the ipv4-mixed sets, timed like the decision cost above. Mean ns per packet, median of %d rounds; "+
-		"in brackets the ratio to the cold miss of %s at 1 rule: a datapath consults a bitmap only when the policy is large (cgwall: from 4,096 IPv4 rules), so that is its cost at 1 rule. "+
-		"cgwall has %s for IPv4 since these figures (%s below 4,096 rules), and hash+lpm for IPv6.\n\n", r.Rounds, structures[0], structures[3], structures[1])
-	fmt.Fprintf(w, "| structure | rules | hit | hit-prefix | miss |\n|---|---:|---:|---:|---:|\n")
-	for _, name := range structures {
-		for _, n := range sizes {
-			row := []string{name, human(n)}
-			for _, kind := range kinds {
-				c := r.structCell(name, n, kind)
-				if !c.ok() {
-					row = append(row, "—")
-					continue
-				}
-				row = append(row, fmt.Sprintf("%.0f (%.1f×)", c.med, c.ratio))
-			}
-			fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
-		}
-	}
-	fmt.Fprintln(w)
 }
 
 // ---- end to end
@@ -606,7 +553,6 @@ func (r *results) markdown() string {
 		fmt.Fprintln(&b)
 	}
 	r.writeDecision(&b)
-	r.writeStructures(&b)
 	r.writeE2E(&b)
 	if len(r.e2eSizes()) > 0 {
 		fmt.Fprintf(&b, "![Packets per second relative to no filter, best run against best run, against the number of rules](img/bench-pps.png)\n\n")
@@ -627,7 +573,6 @@ type settings struct {
 	DecisionSizes []int  `json:"decision_sizes"`
 	DecisionDsts  int    `json:"decision_dsts"`
 	DecisionRuns  int    `json:"decision_runs"`
-	StructSizes   []int  `json:"struct_sizes"`
 	E2ESizes      []int  `json:"e2e_sizes"`
 	IptablesMax   int    `json:"iptables_max"`
 	Patterns      []int  `json:"patterns"`
@@ -643,7 +588,7 @@ type settings struct {
 func report(cfg *config, r *results, log io.Writer) error {
 	r.Settings = settings{
 		DecisionSizes: cfg.decisionSizes, DecisionDsts: cfg.decisionDsts, DecisionRuns: cfg.decisionRuns,
-		StructSizes: cfg.structSizes, E2ESizes: cfg.e2eSizes, IptablesMax: cfg.iptablesMax, Patterns: cfg.patterns,
+		E2ESizes: cfg.e2eSizes, IptablesMax: cfg.iptablesMax, Patterns: cfg.patterns,
 		Payload: payloadBytes, Batch: cfg.batch, SenderCPU: cfg.senderCPU, Duration: cfg.duration.String(),
 		Warmup: cfg.warmup.String(), StatsDuration: cfg.statsDuration.String(), LogRules: cfg.logRules,
 	}
