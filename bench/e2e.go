@@ -260,6 +260,9 @@ const (
 	vIptLegacy = "iptables-legacy"
 )
 
+// e2eVariants are the filters compared with no filter, in the report's order.
+var e2eVariants = []string{vCgwall, vNft, vIpt, vIptLegacy}
+
 type ruleSetFiles struct{ cg, list, nft, ipt string }
 
 // runSender runs one sender in the sender cgroup and returns its result.

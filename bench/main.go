@@ -152,7 +152,7 @@ func main() {
 	cfg.cgwall = *cgwallBin
 
 	if *render != "" {
-		if err := rerender(cfg, *render); err != nil {
+		if err := rerender(cfg, *render, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
@@ -248,11 +248,27 @@ func run(ctx context.Context, cfg *config, c *cleanups, log io.Writer) error {
 		res.Exec = measureExec(ctx, cfg, log)
 	}
 	res.Seconds = time.Since(start).Seconds()
-	return report(cfg, res, log)
+	res.Settings = cfg.settings()
+	return publish(cfg, res, log)
+}
+
+// publish writes the report of r to cfg.out, and with -docs into docs/.
+func publish(cfg *config, r *results, log io.Writer) error {
+	rep, err := render(r)
+	if err != nil {
+		return err
+	}
+	if err := rep.write(cfg.out, log); err != nil {
+		return err
+	}
+	if cfg.docs {
+		return rep.writeDocs(cfg.repo, log)
+	}
+	return nil
 }
 
 // rerender writes the report of an earlier run again, from its JSON.
-func rerender(cfg *config, path string) error {
+func rerender(cfg *config, path string, log io.Writer) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -267,7 +283,7 @@ func rerender(cfg *config, path string) error {
 	if cfg.out == "" {
 		cfg.out = filepath.Dir(path)
 	}
-	return write(cfg, &r, os.Stdout)
+	return publish(cfg, &r, log)
 }
 
 func runDecision(ctx context.Context, cfg *config, root string, res *results, log io.Writer) error {
@@ -396,13 +412,6 @@ func e2eVariantsAt(cfg *config, n, dsts int, stopped map[string]int) []string {
 		}
 	}
 	return variants
-}
-
-func patternName(dsts int) string {
-	if dsts == 1 {
-		return "1 destination (connected)"
-	}
-	return fmt.Sprintf("%d destinations (unconnected)", dsts)
 }
 
 func summarise(round []e2eSample, base float64) string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -27,7 +28,7 @@ func TestRender(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := &config{out: out}
-	if err := rerender(cfg, filepath.Join(out, "results.json")); err != nil {
+	if err := rerender(cfg, filepath.Join(out, "results.json"), io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(filepath.Join(out, "results.md"))
