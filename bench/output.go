@@ -13,42 +13,54 @@ import (
 // report) and pps.png (the chart) in the output directory, and with -docs
 // the same report and chart in docs/.
 
-// report is what a run or -render writes.
-type report struct {
-	json, md, png []byte // png is nil when nothing was measured end to end
-}
-
-func render(r *results) (*report, error) {
+// publish writes the report of r to cfg.out, and with -docs into docs/.
+func publish(cfg *config, r *results, log io.Writer) error {
 	js, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	md, err := r.markdown()
+	ix := newIndex(r)
+	md, err := ix.markdown()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	rep := &report{json: js, md: []byte(md)}
-	if ix := newIndex(r); len(ix.Sizes) > 0 {
-		if rep.png, err = ix.chart(); err != nil {
-			return nil, err
+	files := map[string][]byte{"results.json": js, "results.md": []byte(md)}
+	var png []byte // none when nothing was measured end to end
+	if len(ix.Sizes) > 0 {
+		if png, err = ix.chart(); err != nil {
+			return err
 		}
-	}
-	return rep, nil
-}
-
-// write puts the report in dir and prints it.
-func (rep *report) write(dir string, log io.Writer) error {
-	files := map[string][]byte{"results.json": rep.json, "results.md": rep.md}
-	if rep.png != nil {
-		files["pps.png"] = rep.png
+		files["pps.png"] = png
 	}
 	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(cfg.out, name), b, 0o644); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(log, "\n%s\nresults in %s\n", rep.md, dir)
+	fmt.Fprintf(log, "\n%s\nresults in %s\n", md, cfg.out)
+	if cfg.docs {
+		return writeDocs(cfg.repo, md, png, log)
+	}
 	return nil
+}
+
+// rerender writes the report of an earlier run again, from its JSON.
+func rerender(cfg *config, path string, log io.Writer) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var r results
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if cfg.repo, err = repoRoot(); err != nil {
+		return err
+	}
+	if cfg.out == "" {
+		cfg.out = filepath.Dir(path)
+	}
+	return publish(cfg, &r, log)
 }
 
 const (
@@ -58,24 +70,21 @@ const (
 
 // writeDocs puts the report between the markers of docs/performance.md and
 // the chart in docs/img/bench-pps.png.
-func (rep *report) writeDocs(repo string, log io.Writer) error {
+func writeDocs(repo, md string, png []byte, log io.Writer) error {
 	doc := filepath.Join(repo, "docs", "performance.md")
 	old, err := os.ReadFile(doc)
 	if err != nil {
 		return err
 	}
-	updated, err := splice(string(old), string(rep.md))
+	updated, err := splice(string(old), md)
 	if err != nil {
 		return fmt.Errorf("%s: %w", doc, err)
 	}
 	if err := os.WriteFile(doc, []byte(updated), 0o644); err != nil {
 		return err
 	}
-	if rep.png != nil {
-		if err := os.MkdirAll(filepath.Join(repo, "docs", "img"), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(repo, "docs", "img", "bench-pps.png"), rep.png, 0o644); err != nil {
+	if png != nil {
+		if err := os.WriteFile(filepath.Join(repo, "docs", "img", "bench-pps.png"), png, 0o644); err != nil {
 			return err
 		}
 	}

@@ -228,9 +228,9 @@ var reportTmpl = template.Must(template.New("").Funcs(template.FuncMap{
 	"pct":     func(x float64) float64 { return 100 * x },
 }).Parse(reportText))
 
-func (r *results) markdown() (string, error) {
+func (ix *index) markdown() (string, error) {
 	var b strings.Builder
-	err := reportTmpl.ExecuteTemplate(&b, "report", newIndex(r))
+	err := reportTmpl.ExecuteTemplate(&b, "report", ix)
 	return b.String(), err
 }
 

@@ -76,3 +76,14 @@ func lineDiff(a, b []byte) string {
 	}
 	return buf.String()
 }
+
+func TestSplice(t *testing.T) {
+	doc := "# Performance\n\n" + docsBegin + "\n\nold figures\n" + docsEnd + "\n\nmore prose\n"
+	got, err := splice(doc, "new figures\n")
+	if want := "# Performance\n\n" + docsBegin + "\n\nnew figures\n" + docsEnd + "\n\nmore prose\n"; err != nil || got != want {
+		t.Errorf("splice: %q, %v; want %q", got, err, want)
+	}
+	if _, err := splice("no markers", "x"); err == nil {
+		t.Error("splice into a page without markers: no error")
+	}
+}

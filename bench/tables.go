@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"math"
+
+	"github.com/cgwall/cgwall/internal/ruleset"
 )
 
 // The tables of the report and the figures its prose quotes, in the order
@@ -56,17 +58,17 @@ func (ix *index) DecisionRuns() int {
 func (ix *index) DecisionTable() string {
 	t := table{head: []string{"set", "rules", "hit", "hit-prefix", "miss", "miss p99", "warm hit", "warm hit-prefix", "warm miss"}, left: 1}
 	warm := func(s decisionSample) float64 { return s.WarmNs }
-	for _, k := range setKinds {
+	for _, k := range ruleset.Kinds {
 		for _, n := range ix.DecisionSizes {
-			row := []string{k.name, human(n)}
+			row := []string{k.Name, human(n)}
 			for _, kind := range kinds {
-				c := ix.dec(k.name, n, kind, meanNs)
+				c := ix.dec(k.Name, n, kind, meanNs)
 				row = append(row, cellText(c, "%.0f (%.1f×)", c.Med, c.Ratio))
 			}
-			p99 := median(figure(ix.decision[cellKey{variant: k.name, rules: n, kind: kindMiss}], func(s decisionSample) float64 { return s.P99Ns }).values())
+			p99 := median(figure(ix.decision[cellKey{variant: k.Name, rules: n, kind: kindMiss}], func(s decisionSample) float64 { return s.P99Ns }).values())
 			row = append(row, orDash(p99, "%.0f"))
 			for _, kind := range kinds {
-				c := ix.dec(k.name, n, kind, warm)
+				c := ix.dec(k.Name, n, kind, warm)
 				row = append(row, cellText(c, "%.0f", c.Med))
 			}
 			t.add(row...)
