@@ -12,15 +12,6 @@ import (
 
 const dash = "—" // a cell that was not measured
 
-func (ix *index) Mode() string {
-	if ix.R.Quick {
-		return "quick (-quick)"
-	}
-	return "full"
-}
-
-func (ix *index) Date() string { return ix.R.Started.UTC().Format("2006-01-02") }
-
 // Overhead is the timer cost subtracted from every decision-cost run.
 func (ix *index) Overhead() float64 {
 	var ovs []float64
@@ -30,29 +21,18 @@ func (ix *index) Overhead() float64 {
 	return median(ovs)
 }
 
-// DecisionDsts is the largest pool of destinations of a kind.
-func (ix *index) DecisionDsts() int {
-	dsts := 0
+// DecisionPool is the largest pool of destinations of a kind, and about
+// how many runs a cell had in a round.
+func (ix *index) DecisionPool() (pool struct{ Dsts, Runs int }) {
 	for _, round := range ix.R.Decision {
 		for _, s := range round.Samples {
-			dsts = max(dsts, s.Dsts)
+			pool.Dsts, pool.Runs = max(pool.Dsts, s.Dsts), max(pool.Runs, s.Runs)
 		}
 	}
-	return dsts
-}
-
-// DecisionRuns is about how many runs a cell had in a round.
-func (ix *index) DecisionRuns() int {
-	runs := 0
-	for _, round := range ix.R.Decision {
-		for _, s := range round.Samples {
-			runs = max(runs, s.Runs)
-		}
+	if pool.Runs >= 10_000 {
+		pool.Runs = pool.Runs / 1000 * 1000
 	}
-	if runs >= 10_000 {
-		runs = runs / 1000 * 1000
-	}
-	return runs
+	return pool
 }
 
 func (ix *index) DecisionTable() string {
@@ -113,14 +93,6 @@ func (ix *index) ProgTable() string {
 	return t.String()
 }
 
-// Input is how cgwall was given its rules.
-func (ix *index) Input() string {
-	if ix.R.CgwallInput == "" {
-		return "YAML policy file (-f)"
-	}
-	return ix.R.CgwallInput
-}
-
 var loadVariants = []string{vCgwall, vNft, vIpt, vIptLegacy}
 
 func (ix *index) LoadTable() string {
@@ -158,19 +130,14 @@ func (ix *index) BreakdownTable() string {
 	return t.String()
 }
 
-// LogPattern is the traffic of the logging runs: the first pattern.
-func (ix *index) LogPattern() int {
-	if len(ix.S.Patterns) == 0 {
-		return 0
-	}
-	return ix.S.Patterns[0]
-}
-
 // LogTable is --log all against --log none, if the logging runs were made.
 func (ix *index) LogTable() string {
-	n, dsts := ix.S.LogRules, ix.LogPattern()
+	if len(ix.S.Patterns) == 0 {
+		return ""
+	}
+	n, dsts := ix.S.LogRules, ix.S.Patterns[0] // the logging pair runs on the first pattern only
 	all := ix.pps(vCgwallLog, n, dsts, vCgwall)
-	if dsts == 0 || !all.ok() {
+	if !all.ok() {
 		return ""
 	}
 	fig := func(f func(e2eSample) float64) float64 { return median(ix.e2eFig(vCgwallLog, n, dsts, f).values()) }
