@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -127,13 +128,7 @@ func measureDecision(ctx context.Context, cfg *config, cg string, sets map[strin
 		return nil, err
 	}
 	defer trivial.Close()
-	order := slices.Sorted(func(yield func(string) bool) {
-		for k := range sets {
-			if !yield(k) {
-				return
-			}
-		}
-	})
+	order := slices.Sorted(maps.Keys(sets))
 	rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 	var ovs []float64
 	for _, key := range order {

@@ -432,25 +432,22 @@ func cpuTimes(cpu int) (busy, total uint64) {
 // egress and sendmsg4 hooks, where cgwall attaches its own: what is left of
 // cgwall's cost with these is the cost of its decisions, and what these cost
 // is the floor that no program on these hooks can go below.
-func attachEmpty(cg string) (func() error, error) {
+func attachEmpty(cg string) (detach func() error, err error) {
 	var closers []io.Closer
-	detach := func() error {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i].Close()
+	detach = func() error {
+		for _, c := range slices.Backward(closers) {
+			c.Close()
 		}
 		return nil
 	}
-	for _, p := range []struct {
-		typ    ebpf.ProgramType
-		attach ebpf.AttachType
-	}{{ebpf.CGroupSKB, ebpf.AttachCGroupInetEgress}, {ebpf.CGroupSockAddr, ebpf.AttachCGroupUDP4Sendmsg}} {
-		prog, err := returnOne(p.typ, p.attach)
+	for typ, attach := range map[ebpf.ProgramType]ebpf.AttachType{ebpf.CGroupSKB: ebpf.AttachCGroupInetEgress, ebpf.CGroupSockAddr: ebpf.AttachCGroupUDP4Sendmsg} {
+		prog, err := returnOne(typ, attach)
 		if err != nil {
 			detach()
 			return nil, err
 		}
 		closers = append(closers, prog)
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: p.attach, Program: prog})
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: attach, Program: prog})
 		if err != nil {
 			detach()
 			return nil, err

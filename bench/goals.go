@@ -52,14 +52,14 @@ func decisionGoal(ix *index) [][3]string {
 	var parts []string
 	met := true
 	for _, kind := range kinds {
-		c := ix.dec(set, big, kind, meanNs)
+		c := ix.decCell(set, big, kind, meanNs)
 		if !c.ok() {
 			continue
 		}
 		parts = append(parts, fmt.Sprintf("%s %.0f ns = %.1f×", kind, c.Med, c.Ratio))
 		met = met && c.Ratio <= goal.decisionRatio
 	}
-	base := ix.dec(set, 1, kindMiss, meanNs)
+	base := ix.decCell(set, 1, kindMiss, meanNs)
 	return [][3]string{{
 		fmt.Sprintf("decision cost at %s mixed IPv4 rules, cold, ≤ %g× 1 rule", human(big), goal.decisionRatio),
 		verdict(met),
@@ -71,11 +71,11 @@ func ppsGoal(ix *index) [][3]string {
 	var rows [][3]string
 	n := goal.ppsRules
 	for _, dsts := range ix.Patterns {
-		c := ix.pps(vCgwall, n, dsts)
+		c := ix.e2eCell(vCgwall, n, dsts)
 		if !c.ok() {
 			continue
 		}
-		nft := ix.pps(vNft, n, dsts)
+		nft := ix.e2eCell(vNft, n, dsts)
 		won, total := ix.wins(vCgwall, vNft, n, dsts)
 		best := ix.best(vCgwall, n, dsts)
 		met := min(c.Ratio, best) >= goal.ppsShare && c.Med > nft.Med

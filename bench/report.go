@@ -3,6 +3,7 @@ package main
 import (
 	_ "embed"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -13,7 +14,7 @@ import (
 // markers. Samples are grouped once, by cell, into an index; every figure of
 // the report is a median over the rounds of one cell (and a ratio, the
 // median of the per-round ratios to a reference cell); the prose is
-// report.md.tmpl, and the tables are built here.
+// report.md.tmpl, the tables are tables.go and goals.go.
 
 // cellKey names a cell: what was measured, at which size, with which traffic.
 type cellKey struct {
@@ -26,13 +27,7 @@ type cellKey struct {
 // byRound is one figure of one cell, round by round.
 type byRound map[int]float64
 
-func (b byRound) values() []float64 {
-	var vs []float64
-	for _, v := range b {
-		vs = append(vs, v)
-	}
-	return vs
-}
+func (b byRound) values() []float64 { return slices.Collect(maps.Values(b)) }
 
 // cell is one aggregated figure: the median over rounds, and the median over
 // rounds of its ratio to a reference taken in the same round.
@@ -107,16 +102,16 @@ func meanNs(s decisionSample) float64 { return s.MeanNs }
 func pps(s e2eSample) float64         { return s.PPS }
 func loadSec(s e2eSample) float64     { return s.LoadSec }
 
-// dec is a decision-cost figure; its ratio is to the same set's cold miss at
+// decCell is a decision-cost figure; its ratio is to the same set's cold miss at
 // 1 rule.
-func (ix *index) dec(set string, rules int, kind string, f func(decisionSample) float64) cell {
+func (ix *index) decCell(set string, rules int, kind string, f func(decisionSample) float64) cell {
 	ref := figure(ix.decision[cellKey{variant: set, rules: 1, kind: kindMiss}], meanNs)
 	return cellOf(figure(ix.decision[cellKey{variant: set, rules: rules, kind: kind}], f), ref)
 }
 
-// pps is a variant's packets per second; its ratio is to ref (no filter,
+// e2eCell is a variant's packets per second; its ratio is to ref (no filter,
 // unless given) at the same size, with the same traffic.
-func (ix *index) pps(variant string, rules, dsts int, ref ...string) cell {
+func (ix *index) e2eCell(variant string, rules, dsts int, ref ...string) cell {
 	against := vNone
 	if len(ref) > 0 {
 		against = ref[0]
@@ -126,6 +121,10 @@ func (ix *index) pps(variant string, rules, dsts int, ref ...string) cell {
 
 func (ix *index) e2eFig(variant string, rules, dsts int, f func(e2eSample) float64) byRound {
 	return figure(ix.e2e[cellKey{variant: variant, rules: rules, dsts: dsts}], f)
+}
+
+func (ix *index) e2eMedian(variant string, rules, dsts int, f func(e2eSample) float64) float64 {
+	return median(ix.e2eFig(variant, rules, dsts, f).values())
 }
 
 // anyTraffic is the median of a figure over the rounds of every pattern: the
@@ -184,7 +183,7 @@ type floorFig struct {
 // Floor is the empty-programs variant of a pattern, at the size it ran at.
 func (ix *index) Floor(dsts int) *floorFig {
 	for _, n := range ix.Sizes {
-		if c := ix.pps(vFloor, n, dsts); c.ok() {
+		if c := ix.e2eCell(vFloor, n, dsts); c.ok() {
 			return &floorFig{c, ix.best(vFloor, n, dsts), n}
 		}
 	}

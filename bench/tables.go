@@ -42,13 +42,13 @@ func (ix *index) DecisionTable() string {
 		for _, n := range ix.DecisionSizes {
 			row := []string{k.Name, human(n)}
 			for _, kind := range kinds {
-				c := ix.dec(k.Name, n, kind, meanNs)
+				c := ix.decCell(k.Name, n, kind, meanNs)
 				row = append(row, cellText(c, "%.0f (%.1f×)", c.Med, c.Ratio))
 			}
-			p99 := median(figure(ix.decision[cellKey{variant: k.Name, rules: n, kind: kindMiss}], func(s decisionSample) float64 { return s.P99Ns }).values())
-			row = append(row, orDash(p99, "%.0f"))
+			p99 := ix.decCell(k.Name, n, kindMiss, func(s decisionSample) float64 { return s.P99Ns })
+			row = append(row, orDash(p99.Med, "%.0f"))
 			for _, kind := range kinds {
-				c := ix.dec(k.Name, n, kind, warm)
+				c := ix.decCell(k.Name, n, kind, warm)
 				row = append(row, cellText(c, "%.0f", c.Med))
 			}
 			t.add(row...)
@@ -61,13 +61,13 @@ func (ix *index) DecisionTable() string {
 func (ix *index) PPSTable(dsts int) string {
 	t := table{head: append([]string{"rules", "no filter"}, e2eVariants...)}
 	for _, n := range ix.Sizes {
-		base := ix.pps(vNone, n, dsts)
+		base := ix.e2eCell(vNone, n, dsts)
 		if !base.ok() {
 			continue
 		}
 		row := []string{human(n), fmt.Sprintf("%.0f", base.Med/1000)}
 		for _, v := range e2eVariants {
-			c := ix.pps(v, n, dsts)
+			c := ix.e2eCell(v, n, dsts)
 			row = append(row, cellText(c, "%.0f (%.1f%% / %.1f%%)", c.Med/1000, 100*c.Ratio, 100*ix.best(v, n, dsts)))
 		}
 		t.add(row...)
@@ -81,29 +81,27 @@ func (ix *index) ProgTable() string {
 	t := table{head: []string{"traffic", "rules", "egress ns/packet", "sendmsg4 ns/packet", "added ns/packet end to end"}, left: 1}
 	for _, dsts := range ix.Patterns {
 		for _, n := range ix.Sizes {
-			eg := median(ix.e2eFig(vCgwall, n, dsts, func(s e2eSample) float64 { return s.ProgNs }).values())
+			eg := ix.e2eMedian(vCgwall, n, dsts, func(s e2eSample) float64 { return s.ProgNs })
 			if math.IsNaN(eg) || eg == 0 {
 				continue
 			}
-			sm := median(ix.e2eFig(vCgwall, n, dsts, func(s e2eSample) float64 { return s.SendmsgNs }).values())
-			added := 1e9/ix.pps(vCgwall, n, dsts).Med - 1e9/ix.pps(vNone, n, dsts).Med
+			sm := ix.e2eMedian(vCgwall, n, dsts, func(s e2eSample) float64 { return s.SendmsgNs })
+			added := 1e9/ix.e2eCell(vCgwall, n, dsts).Med - 1e9/ix.e2eCell(vNone, n, dsts).Med
 			t.add(patternName(dsts), human(n), fmt.Sprintf("%.0f", eg), fmt.Sprintf("%.0f", sm), fmt.Sprintf("%.0f", added))
 		}
 	}
 	return t.String()
 }
 
-var loadVariants = []string{vCgwall, vNft, vIpt, vIptLegacy}
-
 func (ix *index) LoadTable() string {
 	t := table{head: []string{"rules"}}
-	for _, v := range loadVariants {
+	for _, v := range e2eVariants {
 		t.head = append(t.head, v+" s", v+" MiB")
 	}
 	t.head = append(t.head, "cgwall memlock MiB")
 	for _, n := range ix.Sizes {
 		row := []string{human(n)}
-		for _, v := range loadVariants {
+		for _, v := range e2eVariants {
 			s := ix.anyTraffic(v, n, loadSec)
 			if math.IsNaN(s) {
 				row = append(row, dash, dash)
@@ -136,11 +134,11 @@ func (ix *index) LogTable() string {
 		return ""
 	}
 	n, dsts := ix.S.LogRules, ix.S.Patterns[0] // the logging pair runs on the first pattern only
-	all := ix.pps(vCgwallLog, n, dsts, vCgwall)
+	all := ix.e2eCell(vCgwallLog, n, dsts, vCgwall)
 	if !all.ok() {
 		return ""
 	}
-	fig := func(f func(e2eSample) float64) float64 { return median(ix.e2eFig(vCgwallLog, n, dsts, f).values()) }
+	fig := func(f func(e2eSample) float64) float64 { return ix.e2eMedian(vCgwallLog, n, dsts, f) }
 	events := fig(func(s e2eSample) float64 { return float64(s.Events) })
 	lost := fig(func(s e2eSample) float64 { return float64(s.Lost) })
 	share := fig(func(s e2eSample) float64 {
@@ -150,7 +148,7 @@ func (ix *index) LogTable() string {
 		return float64(s.Lost) / float64(s.Events+s.Lost)
 	})
 	t := table{head: []string{"--log", "kpps", "ratio to --log none", "events printed", "events lost", "lost share"}, left: 1}
-	t.add("none", fmt.Sprintf("%.0f", ix.pps(vCgwall, n, dsts).Med/1000), "100%", dash, dash, dash)
+	t.add("none", fmt.Sprintf("%.0f", ix.e2eCell(vCgwall, n, dsts).Med/1000), "100%", dash, dash, dash)
 	t.add("all", fmt.Sprintf("%.0f", all.Med/1000), fmt.Sprintf("%.1f%%", 100*all.Ratio), fmt.Sprintf("%.0f", events), fmt.Sprintf("%.0f", lost), fmt.Sprintf("%.1f%%", 100*share))
 	return t.String()
 }

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -20,36 +19,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cleanups is a stack of undo actions: namespaces, cgroups, processes. They
-// run in reverse order on exit, on error and on Ctrl-C, each once.
-type cleanups struct {
-	mu  sync.Mutex
-	fns []cleanup
-}
-
-type cleanup struct {
-	what string
-	fn   func() error
-}
+// cleanups is a stack of undo actions: namespaces, cgroups, temporary
+// files. They run newest first, once, when the run ends, fails or is
+// interrupted.
+type cleanups []func()
 
 func (c *cleanups) add(what string, fn func() error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.fns = append(c.fns, cleanup{what, fn})
+	*c = append(*c, func() {
+		if err := fn(); err != nil {
+			fmt.Fprintf(os.Stderr, "cleanup: %s: %v\n", what, err)
+		}
+	})
 }
 
-// run undoes everything registered so far, newest first, and reports failures
-// on stderr.
 func (c *cleanups) run() {
-	c.mu.Lock()
-	fns := c.fns
-	c.fns = nil
-	c.mu.Unlock()
-	for i := len(fns) - 1; i >= 0; i-- {
-		if err := fns[i].fn(); err != nil {
-			fmt.Fprintf(os.Stderr, "cleanup: %s: %v\n", fns[i].what, err)
-		}
+	for _, fn := range slices.Backward(*c) {
+		fn()
 	}
+	*c = nil
 }
 
 // command runs a program; a failure carries the start of its stderr.
