@@ -63,8 +63,8 @@ const (
 // e2eVariants are the filters compared with no filter, in the report's order.
 var e2eVariants = []string{vCgwall, vNft, vIpt, vIptLegacy}
 
-func runE2E(ctx context.Context, cfg *config, c *cleanups, mnt, root, tmp string, res *results, log io.Writer) error {
-	e, err := newE2E(ctx, cfg, c, mnt, root, tmp)
+func runE2E(ctx context.Context, cfg *config, c *cleanups, env *runEnv, res *results, log io.Writer) error {
+	e, err := newE2E(ctx, cfg, c, env)
 	if err != nil {
 		return err
 	}
@@ -206,7 +206,7 @@ func (e *e2eEnv) measure(ctx context.Context, variant string, n, dsts int, files
 		}
 	}
 	res, err := e.runSender(ctx, pair, dsts, e.cfg.duration)
-	if err == nil && e.cfg.progStats && variant == vCgwall {
+	if err == nil && variant == vCgwall {
 		s.ProgNs, s.SendmsgNs, err = e.progCost(ctx, dsts)
 	}
 	if uerr := unload(); err == nil {

@@ -19,15 +19,18 @@ var goal = struct {
 	execMs        float64 // cgwall exec adds at most this to a command's start
 }{2, 100_000, 0.97, 1_000_000, 1, 20}
 
+// goalRow is one line of the table of goals.
+type goalRow struct{ goal, verdict, measured string }
+
 // goalChecks each give the rows of one goal: none if it was not measured.
-var goalChecks = []func(ix *index) [][3]string{decisionGoal, ppsGoal, loadGoal, execGoal}
+var goalChecks = []func(ix *index) []goalRow{decisionGoal, ppsGoal, loadGoal, execGoal}
 
 // Goals is the table of goals, verdicts and the figures behind them.
 func (ix *index) Goals() string {
 	t := table{head: []string{"goal (issue #5)", "verdict", "measured"}, left: 3}
 	for _, check := range goalChecks {
 		for _, row := range check(ix) {
-			t.add(row[0], "**"+row[1]+"**", row[2])
+			t.add(row.goal, "**"+row.verdict+"**", row.measured)
 		}
 	}
 	if len(t.rows) == 0 {
@@ -43,7 +46,7 @@ func verdict(met bool) string {
 	return "missed"
 }
 
-func decisionGoal(ix *index) [][3]string {
+func decisionGoal(ix *index) []goalRow {
 	if len(ix.R.Decision) == 0 {
 		return nil
 	}
@@ -60,15 +63,15 @@ func decisionGoal(ix *index) [][3]string {
 		met = met && c.Ratio <= goal.decisionRatio
 	}
 	base := ix.decCell(set, 1, kindMiss, meanNs)
-	return [][3]string{{
+	return []goalRow{{
 		fmt.Sprintf("decision cost at %s mixed IPv4 rules, cold, ≤ %g× 1 rule", human(big), goal.decisionRatio),
 		verdict(met),
 		fmt.Sprintf("1 rule: %.0f ns; %s: %s", base.Med, human(big), strings.Join(parts, ", ")),
 	}}
 }
 
-func ppsGoal(ix *index) [][3]string {
-	var rows [][3]string
+func ppsGoal(ix *index) []goalRow {
+	var rows []goalRow
 	n := goal.ppsRules
 	for _, dsts := range ix.Patterns {
 		c := ix.e2eCell(vCgwall, n, dsts)
@@ -86,24 +89,24 @@ func ppsGoal(ix *index) [][3]string {
 			fig += fmt.Sprintf("; empty programs on the same hooks: %.1f%% / %.1f%%", 100*fl.Ratio, 100*fl.Best)
 		}
 		name := fmt.Sprintf("pps at %s rules ≥ %.0f%% of no filter and above nftables; %s", human(n), 100*goal.ppsShare, patternName(dsts))
-		rows = append(rows, [3]string{name, verdict(met), fig})
+		rows = append(rows, goalRow{name, verdict(met), fig})
 	}
 	return rows
 }
 
-func loadGoal(ix *index) [][3]string {
+func loadGoal(ix *index) []goalRow {
 	t := ix.anyTraffic(vCgwall, goal.loadRules, loadSec)
 	if math.IsNaN(t) {
 		return nil
 	}
-	return [][3]string{{fmt.Sprintf("loading %s rules ≤ %g s", human(goal.loadRules), goal.loadSec), verdict(t <= goal.loadSec), fmt.Sprintf("cgwall run to ready: %.2f s", t)}}
+	return []goalRow{{fmt.Sprintf("loading %s rules ≤ %g s", human(goal.loadRules), goal.loadSec), verdict(t <= goal.loadSec), fmt.Sprintf("cgwall run to ready: %.2f s", t)}}
 }
 
-func execGoal(ix *index) [][3]string {
+func execGoal(ix *index) []goalRow {
 	name := fmt.Sprintf("exec adds ≤ %g ms", goal.execMs)
 	if !ix.R.Exec.Available {
-		return [][3]string{{name, "not measured", ix.R.Exec.Note}}
+		return []goalRow{{name, "not measured", ix.R.Exec.Note}}
 	}
 	d := ix.ExecMs().Added
-	return [][3]string{{name, verdict(d <= goal.execMs), fmt.Sprintf("%.1f ms", d)}}
+	return []goalRow{{name, verdict(d <= goal.execMs), fmt.Sprintf("%.1f ms", d)}}
 }

@@ -50,8 +50,7 @@ type config struct {
 	senderCPU     int
 	warmup        time.Duration
 	duration      time.Duration
-	statsDuration time.Duration
-	progStats     bool
+	statsDuration time.Duration // the window of the BPF statistics of cgwall's programs
 	logRules      int
 	loadTimeout   time.Duration
 
@@ -68,7 +67,7 @@ func defaultConfig(quick bool) *config {
 		warmRepeat: 1_000_000, benchCPU: 1,
 		e2eSizes: []int{1, 100, 1000, 10_000, 100_000, 1_000_000}, iptablesMax: 10_000, patterns: []int{1, 4096},
 		batch: 64, senderCPU: 1, warmup: 250 * time.Millisecond, duration: time.Second,
-		statsDuration: 500 * time.Millisecond, progStats: true, logRules: 1000, loadTimeout: 5 * time.Minute,
+		statsDuration: 500 * time.Millisecond, logRules: 1000, loadTimeout: 5 * time.Minute,
 	}
 	if quick {
 		cfg.decisionSizes, cfg.decisionDsts, cfg.decisionRuns, cfg.warmRepeat = []int{1, 1000, 100_000}, 20_000, 10_000, 200_000
@@ -174,7 +173,7 @@ func run(ctx context.Context, cfg *config, c *cleanups, log io.Writer) error {
 		}
 	}
 	if cfg.parts["e2e"] || cfg.parts["log"] {
-		if err := runE2E(ctx, cfg, c, env.mnt, env.root, env.tmp, res, log); err != nil {
+		if err := runE2E(ctx, cfg, c, env, res, log); err != nil {
 			return fmt.Errorf("end to end: %w", err)
 		}
 	}

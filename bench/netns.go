@@ -54,12 +54,12 @@ type e2eEnv struct {
 	rng     *rand.Rand           // the order of the variants in a slot
 }
 
-func newE2E(ctx context.Context, cfg *config, c *cleanups, mnt, root, dir string) (*e2eEnv, error) {
+func newE2E(ctx context.Context, cfg *config, c *cleanups, env *runEnv) (*e2eEnv, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	e := &e2eEnv{cfg: cfg, pairs: map[string]netnsPair{}, sendCg: filepath.Join(root, "send"), dir: dir, self: self, rng: newRand(7)}
+	e := &e2eEnv{cfg: cfg, pairs: map[string]netnsPair{}, sendCg: filepath.Join(env.root, "send"), dir: env.tmp, self: self, rng: newRand(7)}
 	// cgwall loads large rule sets fastest from a list file; a binary given
 	// with -cgwall may be older than that, and take its YAML policy file.
 	if help, err := exec.CommandContext(ctx, cfg.cgwall, "run", "--help").CombinedOutput(); err == nil {
@@ -68,7 +68,7 @@ func newE2E(ctx context.Context, cfg *config, c *cleanups, mnt, root, dir string
 	if err := os.Mkdir(e.sendCg, 0o755); err != nil {
 		return nil, err
 	}
-	rel, err := filepath.Rel(mnt, e.sendCg)
+	rel, err := filepath.Rel(env.mnt, e.sendCg)
 	if err != nil {
 		return nil, err
 	}
