@@ -102,27 +102,18 @@ func makePair(ctx context.Context, c *cleanups, p netnsPair) error {
 		c.add("delete netns "+ns, func() error { return command(context.Background(), "ip", "netns", "del", ns) })
 	}
 	noIPv6 := []string{"sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"}
-	steps := []struct {
-		ns   string
-		args []string
-	}{
-		{"", []string{"ip", "link", "add", srcDev, "address", srcMAC, "netns", p.src, "type", "veth",
-			"peer", "name", sinkDev, "address", sinkMAC, "netns", p.sink}},
-		{p.src, noIPv6},
-		{p.sink, noIPv6},
-		{p.src, []string{"ip", "addr", "add", "198.18.0.1/30", "dev", srcDev}},
-		{p.sink, []string{"ip", "addr", "add", "198.18.0.2/30", "dev", sinkDev}},
-		{p.src, []string{"ip", "link", "set", srcDev, "up"}},
-		{p.sink, []string{"ip", "link", "set", sinkDev, "up"}},
-		{p.src, []string{"ip", "neigh", "replace", "198.18.0.2", "lladdr", sinkMAC, "dev", srcDev, "nud", "permanent"}},
-		{p.src, []string{"ip", "route", "add", "198.19.0.0/16", "via", "198.18.0.2", "dev", srcDev}},
-	}
-	for _, s := range steps {
-		args := s.args
-		if s.ns != "" {
-			args = nsenter(s.ns, args...)
-		}
-		if err := command(ctx, args...); err != nil {
+	for _, argv := range [][]string{
+		{"ip", "link", "add", srcDev, "address", srcMAC, "netns", p.src, "type", "veth", "peer", "name", sinkDev, "address", sinkMAC, "netns", p.sink},
+		nsenter(p.src, noIPv6...),
+		nsenter(p.sink, noIPv6...),
+		nsenter(p.src, "ip", "addr", "add", "198.18.0.1/30", "dev", srcDev),
+		nsenter(p.sink, "ip", "addr", "add", "198.18.0.2/30", "dev", sinkDev),
+		nsenter(p.src, "ip", "link", "set", srcDev, "up"),
+		nsenter(p.sink, "ip", "link", "set", sinkDev, "up"),
+		nsenter(p.src, "ip", "neigh", "replace", "198.18.0.2", "lladdr", sinkMAC, "dev", srcDev, "nud", "permanent"),
+		nsenter(p.src, "ip", "route", "add", "198.19.0.0/16", "via", "198.18.0.2", "dev", srcDev),
+	} {
+		if err := command(ctx, argv...); err != nil {
 			return err
 		}
 	}
