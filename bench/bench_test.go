@@ -4,24 +4,21 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/features"
-
 	"github.com/cgwall/cgwall/internal/cgroup"
+	"github.com/cgwall/cgwall/internal/testutil"
 )
 
 // TestMain lets the test binary be the sender and the exec stamp, as the
 // harness re-executes itself for both.
 func TestMain(m *testing.M) {
 	switch {
-	case os.Getenv(senderEnv) == "1":
-		if err := senderMain(os.Args[1:]); err != nil {
+	case os.Getenv(senderEnv) != "":
+		if err := senderMain(os.Getenv(senderEnv)); err != nil {
 			os.Stderr.WriteString("sender: " + err.Error() + "\n")
 			os.Exit(1)
 		}
@@ -33,60 +30,26 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// requireHarness stops the test when something the harness needs is missing:
-// a skip on a developer's machine, a failure in CI (CI=true).
-func requireHarness(t *testing.T) {
-	t.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	if err := features.HaveProgramType(ebpf.CGroupSKB); err != nil {
-		missing = append(missing, "cgroup_skb BPF programs ("+err.Error()+")")
-	}
-	if _, err := cgroup.Mount(); err != nil {
-		missing = append(missing, err.Error())
-	}
-	for _, cmd := range []string{"ip", "nsenter", "sysctl", "nft", "iptables-nft-restore", "iptables-legacy-restore", "iptables-legacy", "go"} {
-		if _, err := exec.LookPath(cmd); err != nil {
-			missing = append(missing, cmd+" (apt-get install -y nftables iptables)")
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := "the benchmark harness needs " + strings.Join(missing, ", ")
-	if os.Getenv("CI") == "true" {
-		t.Fatal("CI=true and " + msg)
-	}
-	t.Skip(msg)
-}
-
 // TestQuickSmallest runs the harness end to end at its smallest
 // configuration: one round, one rule, short windows. It checks that every
 // part produces figures and that everything set up is removed again. No
-// figure is asserted on.
+// figure is asserted on. It skips without root or the tools the harness
+// needs, and fails instead when CI=true.
 func TestQuickSmallest(t *testing.T) {
-	requireHarness(t)
+	cfg := defaultConfig(true)
+	testutil.RequireBPF(t)
+	if err := prerequisites(cfg); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true and %v", err)
+		}
+		t.Skip(err)
+	}
+	cfg.rounds, cfg.decisionSizes, cfg.decisionDsts, cfg.decisionRuns, cfg.warmRepeat = 1, []int{1}, 1000, 2000, 10_000
+	cfg.e2eSizes, cfg.patterns, cfg.logRules = []int{1}, []int{1}, 1
+	cfg.warmup, cfg.duration, cfg.statsDuration = 50*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
+	cfg.out = t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-
-	cfg := defaultConfig(true)
-	cfg.rounds = 1
-	cfg.decisionSizes = []int{1}
-	cfg.structSizes = []int{1}
-	cfg.structRuns = 500
-	cfg.decisionDsts = 1000
-	cfg.decisionRuns = 2000
-	cfg.warmRepeat = 10_000
-	cfg.e2eSizes = []int{1}
-	cfg.patterns = []int{1}
-	cfg.logRules = 1
-	cfg.warmup = 50 * time.Millisecond
-	cfg.duration = 100 * time.Millisecond
-	cfg.statsDuration = 50 * time.Millisecond
-	cfg.out = t.TempDir()
-
 	var c cleanups
 	var log strings.Builder
 	err := run(ctx, cfg, &c, &log)
@@ -94,8 +57,12 @@ func TestQuickSmallest(t *testing.T) {
 	if err != nil {
 		t.Fatalf("harness: %v\n%s", err, log.String())
 	}
+	checkResults(t, cfg.out)
+	checkNothingLeft(t)
+}
 
-	b, err := os.ReadFile(filepath.Join(cfg.out, "results.json"))
+func checkResults(t *testing.T, out string) {
+	b, err := os.ReadFile(filepath.Join(out, "results.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +71,7 @@ func TestQuickSmallest(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(res.Decision) != 1 || len(res.Decision[0].Samples) == 0 {
-		t.Errorf("no decision-cost samples")
+		t.Fatalf("no decision-cost samples")
 	}
 	for _, s := range res.Decision[0].Samples {
 		if s.Runs == 0 || s.WarmNs <= 0 {
@@ -121,39 +88,34 @@ func TestQuickSmallest(t *testing.T) {
 			t.Errorf("%s: no events printed and none lost", s.Variant)
 		}
 	}
-	for _, v := range []string{vNone, vFloor, vCgwall, vCgwallLog, vNft, vIpt, vIptLegacy} {
+	for _, v := range append(e2eVariants, vNone, vFloor, vCgwallLog) {
 		if !seen[v] {
 			t.Errorf("variant %q was not measured", v)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(cfg.out, "pps.png")); err != nil {
+	if _, err := os.Stat(filepath.Join(out, "pps.png")); err != nil {
 		t.Error(err)
 	}
-	md, err := os.ReadFile(filepath.Join(cfg.out, "results.md"))
+	md, err := os.ReadFile(filepath.Join(out, "results.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Decision cost, cold cache", "Packets per second, end to end", "Control plane", "Logging"} {
+	for _, want := range []string{"Decision cost, cold cache", "Packets per second, end to end", "Control plane", "Logging", "`cgwall exec` latency"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md has no %q section", want)
 		}
 	}
+}
 
-	// Nothing of the run is left behind.
-	if ents, err := os.ReadDir("/run/netns"); err == nil {
-		for _, e := range ents {
-			if pid, ok := stalePid(e.Name(), "cgwb-"); ok && pid == os.Getpid() {
-				t.Errorf("network namespace %s left behind", e.Name())
-			}
-		}
-	}
+// checkNothingLeft looks for the namespaces and cgroup of this run.
+func checkNothingLeft(t *testing.T) {
 	mnt, _ := cgroup.Mount()
-	if ents, err := os.ReadDir(mnt); err == nil {
+	for dir, prefix := range map[string]string{"/run/netns": "cgwb-", mnt: "cgwall-bench-"} {
+		ents, _ := os.ReadDir(dir)
 		for _, e := range ents {
-			if pid, ok := stalePid(e.Name(), "cgwall-bench-"); ok && pid == os.Getpid() {
-				t.Errorf("cgroup %s left behind", e.Name())
+			if pid, ok := stalePid(e.Name(), prefix); ok && pid == os.Getpid() {
+				t.Errorf("%s left behind", filepath.Join(dir, e.Name()))
 			}
 		}
 	}
-	t.Logf("\n%s", md)
 }

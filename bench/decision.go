@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -13,12 +15,12 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
 	"github.com/cgwall/cgwall/internal/datapath"
 	"github.com/cgwall/cgwall/internal/policy"
+	"github.com/cgwall/cgwall/internal/ruleset"
 )
 
 // Decision cost, cold cache.
@@ -38,6 +40,9 @@ import (
 // returns 1, and subtracted: what is left is the cost of cgwall's program
 // itself, comparable with BenchmarkEgress's warm figures, which amortise the
 // timer over millions of runs.
+//
+// The rule sets are internal/ruleset's, which BenchmarkEgress uses too, so
+// that the cold figures here and its warm figures are for the same rules.
 
 // decisionSample is one cell of one round.
 type decisionSample struct {
@@ -64,29 +69,67 @@ type decisionRound struct {
 // IRQ, host preemption) and is left out; a cold lookup takes far less.
 const outlierNs = 20_000
 
+// Destination kinds: every rule of the sets blocks, so only misses pass.
+const (
+	kindHit       = ruleset.Hit
+	kindHitPrefix = ruleset.HitPrefix
+	kindMiss      = ruleset.Miss
+)
+
+var kinds = ruleset.DestinationKinds
+
+// ruleSet is a generated rule set and the packet pools drawn from it, kept
+// from round to round.
+type ruleSet struct {
+	*ruleset.Set
+	pools map[string]packetPool
+}
+
+func buildMixed4(n int) *ruleset.Set { return ruleset.Mixed4(n) }
+
+func setKey(name string, n int) string { return name + "/" + human(n) }
+
+func runDecision(ctx context.Context, cfg *config, root string, res *results, log io.Writer) error {
+	cg := filepath.Join(root, "decide") // the egress programs are attached here, and no process joins it
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "decision cost: generating rule sets\n")
+	sets := map[string]*ruleSet{}
+	for _, k := range ruleset.Kinds {
+		for _, n := range cfg.decisionSizes {
+			sets[setKey(k.Name, n)] = &ruleSet{k.Build(n), map[string]packetPool{}}
+		}
+	}
+	for r := 0; r < cfg.rounds; r++ {
+		t := time.Now()
+		dr, err := measureDecision(ctx, cfg, cg, sets, r)
+		if err != nil {
+			return err
+		}
+		res.Decision = append(res.Decision, dr)
+		fmt.Fprintf(log, "decision cost: round %d/%d done in %.0fs (timer overhead %.0f ns)\n", r+1, cfg.rounds, time.Since(t).Seconds(), dr.OverheadNs)
+	}
+	return nil
+}
+
+// measureDecision measures every set once, in a random order, on one pinned
+// thread.
 func measureDecision(ctx context.Context, cfg *config, cg string, sets map[string]*ruleSet, round int) (*decisionRound, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := pinThread(cfg.benchCPU); err != nil {
 		return nil, fmt.Errorf("pin to CPU %d: %w", cfg.benchCPU, err)
 	}
-
 	rng := rand.New(rand.NewPCG(uint64(round), 77))
 	res := &decisionRound{LoadSec: map[string]float64{}, MemlockMiB: map[string]float64{}}
-
-	trivial, err := trivialProgram()
+	trivial, err := returnOne(ebpf.CGroupSKB, ebpf.AttachNone)
 	if err != nil {
 		return nil, err
 	}
 	defer trivial.Close()
-	var order []string
-	for _, k := range setKinds {
-		for _, n := range cfg.decisionSizes {
-			order = append(order, setKey(k.name, n))
-		}
-	}
+	order := slices.Sorted(maps.Keys(sets))
 	rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-
 	var ovs []float64
 	for _, key := range order {
 		if err := ctx.Err(); err != nil {
@@ -94,99 +137,59 @@ func measureDecision(ctx context.Context, cfg *config, cg string, sets map[strin
 		}
 		ov := timerOverhead(trivial)
 		ovs = append(ovs, ov)
-		rs := sets[key]
-		samples, loadSec, memMiB, err := measureSet(cfg, cg, rs, ov, rng)
+		samples, loadSec, memMiB, err := measureSet(cfg, cg, sets[key], ov, rng)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", key, err)
 		}
 		res.Samples = append(res.Samples, samples...)
-		res.LoadSec[key] = loadSec
-		res.MemlockMiB[key] = memMiB
+		res.LoadSec[key], res.MemlockMiB[key] = loadSec, memMiB
 	}
 	res.OverheadNs = median(ovs)
 	return res, nil
 }
 
-func setKey(name string, n int) string { return name + "/" + human(n) }
-
-func mean(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := 0.0
-	for _, x := range xs {
-		s += x
-	}
-	return s / float64(len(xs))
-}
-
-// trivialProgram is a cgroup_skb program that returns 1: the cost of a
-// Repeat=1 BPF_PROG_TEST_RUN that is not the program's.
-func trivialProgram() (*ebpf.Program, error) {
-	return ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:         ebpf.CGroupSKB,
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()},
-		License:      "MIT",
-	})
-}
-
 // egressProgram loads p with the real datapath and returns its egress
-// program. The program is not exported by internal/datapath, so it is
-// attached to an empty cgroup and found again by querying that cgroup: it
-// is then exactly the program cgwall runs, with the maps cgwall filled.
-func egressProgram(cg string, p *policy.Policy) (*datapath.Datapath, *ebpf.Program, time.Duration, error) {
+// program: attached to an empty cgroup and found again there, it is exactly
+// the program cgwall runs, with the maps cgwall filled.
+func egressProgram(cg string, p *policy.Policy) (_ *datapath.Datapath, _ *ebpf.Program, took time.Duration, err error) {
 	start := time.Now()
 	d, err := loadDatapath(p)
-	took := time.Since(start)
+	took = time.Since(start)
 	if err != nil {
 		return nil, nil, 0, err
 	}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
 	dir, err := cgroup.Resolve(cg)
 	if err != nil {
-		d.Close()
 		return nil, nil, 0, err
 	}
 	att, err := d.Attach(dir, datapath.HookEgress)
 	if err != nil {
-		d.Close()
 		return nil, nil, 0, err
 	}
 	defer att.Close()
-	f, err := os.Open(cg)
-	if err != nil {
-		d.Close()
-		return nil, nil, 0, err
-	}
-	defer f.Close()
-	q, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: ebpf.AttachCGroupInetEgress})
-	if err != nil || len(q.Programs) != 1 {
-		d.Close()
-		return nil, nil, 0, fmt.Errorf("find the egress program on %s: %v (%d programs)", cg, err, len(q.Programs))
-	}
-	prog, err := ebpf.NewProgramFromID(q.Programs[0].ID)
-	if err != nil {
-		d.Close()
-		return nil, nil, 0, err
-	}
-	return d, prog, took, nil
+	prog, err := attachedProgram(cg, ebpf.AttachCGroupInetEgress)
+	return d, prog, took, err
 }
 
-// loadDatapath loads p and puts it in force, as cgwall run does: datapaths
-// with policy generations let everything pass until a policy is committed.
+// loadDatapath loads p and puts it in force, as cgwall run does.
 func loadDatapath(p *policy.Policy) (*datapath.Datapath, error) {
 	d, err := datapath.Load(p)
 	if err != nil {
 		return nil, err
 	}
-	if c, ok := any(d).(interface{ Commit() error }); ok {
-		if err := c.Commit(); err != nil {
-			d.Close()
-			return nil, err
-		}
+	if err := d.Commit(); err != nil {
+		d.Close()
+		return nil, err
 	}
 	return d, nil
 }
 
+// measureSet loads one set and times each kind of destination, cold and warm.
 func measureSet(cfg *config, cg string, rs *ruleSet, overhead float64, rng *rand.Rand) ([]decisionSample, float64, float64, error) {
 	p := policy.New()
 	p.Log = policy.LogNone
@@ -205,22 +208,19 @@ func measureSet(cfg *config, cg string, rs *ruleSet, overhead float64, rng *rand
 	if err != nil {
 		return nil, 0, 0, err
 	}
-
+	var out []decisionSample
 	ks := slices.Clone(kinds)
 	rng.Shuffle(len(ks), func(i, j int) { ks[i], ks[j] = ks[j], ks[i] })
-	var out []decisionSample
 	for _, kind := range ks {
 		pool := rs.pool(kind, cfg.decisionDsts)
 		if len(pool.pkts) == 0 {
 			continue
 		}
-		want := wantVerdict(kind)
-		ds, outliers, err := coldRuns(prog, pool, want, cfg.decisionRuns, overhead, rng)
+		ds, outliers, err := coldRuns(prog, pool, wantVerdict(kind), cfg.decisionRuns, overhead, rng)
 		if err != nil {
 			return nil, 0, 0, fmt.Errorf("%s: %w", kind, err)
 		}
-		// The warm figure, as BenchmarkEgress takes it.
-		_, warm, err := prog.Benchmark(pool.pkts[0], cfg.warmRepeat, nil)
+		_, warm, err := prog.Benchmark(pool.pkts[0], cfg.warmRepeat, nil) // as BenchmarkEgress times it
 		if err != nil {
 			return nil, 0, 0, err
 		}
@@ -233,20 +233,22 @@ func measureSet(cfg *config, cg string, rs *ruleSet, overhead float64, rng *rand
 	return out, took.Seconds(), float64(mem) / (1 << 20), nil
 }
 
+func wantVerdict(kind string) uint32 {
+	if kind == kindMiss {
+		return 1
+	}
+	return 0
+}
+
 // coldRuns runs prog once per packet, going over the pool in a new random
 // order each pass, until it has n runs; it checks every verdict and returns
 // the kernel-measured durations less the timer overhead, leaving out
 // interrupted runs (and counting them).
 func coldRuns(prog *ebpf.Program, pool packetPool, want uint32, n int, overhead float64, rng *rand.Rand) ([]float64, int, error) {
-	idx := make([]int, len(pool.pkts))
-	for i := range idx {
-		idx[i] = i
-	}
 	ds := make([]float64, 0, n)
 	outliers := 0
 	for len(ds)+outliers < n {
-		rng.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
-		for _, i := range idx {
+		for _, i := range rng.Perm(len(pool.pkts)) {
 			if len(ds)+outliers >= n {
 				break
 			}
@@ -273,8 +275,7 @@ func timerOverhead(trivial *ebpf.Program) float64 {
 	pkt := udpPacket(netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("198.51.100.1"))
 	var ds []float64
 	for i := 0; i < 20000; i++ {
-		_, d, err := trivial.Benchmark(pkt, 1, nil)
-		if err == nil && d < outlierNs {
+		if _, d, err := trivial.Benchmark(pkt, 1, nil); err == nil && d < outlierNs {
 			ds = append(ds, float64(d))
 		}
 	}
@@ -288,23 +289,18 @@ type packetPool struct {
 }
 
 func (rs *ruleSet) pool(kind string, n int) packetPool {
-	key := kind
-	if rs.pools == nil {
-		rs.pools = map[string]packetPool{}
-	}
-	if p, ok := rs.pools[key]; ok {
+	if p, ok := rs.pools[kind]; ok {
 		return p
 	}
-	var p packetPool
-	p.addrs = rs.Destinations(kind, n)
 	src := netip.MustParseAddr("192.0.2.1")
 	if rs.Family == 6 {
 		src = netip.MustParseAddr("2001:db8::1")
 	}
+	p := packetPool{addrs: rs.Destinations(kind, n)}
 	for _, a := range p.addrs {
 		p.pkts = append(p.pkts, udpPacket(src, a))
 	}
-	rs.pools[key] = p
+	rs.pools[kind] = p
 	return p
 }
 
@@ -312,42 +308,18 @@ func (rs *ruleSet) pool(kind string, n int) packetPool {
 // kernel takes the EtherType for skb->protocol and hands the program the
 // bytes after the Ethernet header, as on a real egress path.
 func udpPacket(src, dst netip.Addr) []byte {
-	udp := make([]byte, 8)
-	binary.BigEndian.PutUint16(udp[0:], 40000)
-	binary.BigEndian.PutUint16(udp[2:], 53)
-	binary.BigEndian.PutUint16(udp[4:], 8)
+	udp := binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, 40000), 53)
+	udp = binary.BigEndian.AppendUint16(udp, 8)
+	udp = append(udp, 0, 0) // no checksum
 	var ip []byte
-	var etherType uint16
+	etherType := uint16(unix.ETH_P_IP)
 	if dst.Is4() {
-		etherType = 0x0800
-		ip = make([]byte, 20)
-		ip[0] = 0x45
-		binary.BigEndian.PutUint16(ip[2:], 28)
-		ip[8] = 64
-		ip[9] = 17
-		s, d := src.As4(), dst.As4()
-		copy(ip[12:], s[:])
-		copy(ip[16:], d[:])
+		ip = []byte{0x45, 0, 0, 28, 0, 0, 0, 0, 64, unix.IPPROTO_UDP, 0, 0}
 	} else {
-		etherType = 0x86dd
-		ip = make([]byte, 40)
-		ip[0] = 0x60
-		binary.BigEndian.PutUint16(ip[4:], 8)
-		ip[6] = 17
-		ip[7] = 64
-		s, d := src.As16(), dst.As16()
-		copy(ip[8:], s[:])
-		copy(ip[24:], d[:])
+		etherType = unix.ETH_P_IPV6
+		ip = []byte{0x60, 0, 0, 0, 0, 8, unix.IPPROTO_UDP, 64}
 	}
-	pkt := make([]byte, 14, 14+len(ip)+8)
-	binary.BigEndian.PutUint16(pkt[12:], etherType)
-	pkt = append(pkt, ip...)
-	return append(pkt, udp...)
-}
-
-// decisionCgroup creates the empty cgroup the egress programs are attached
-// to while they are looked up; no process ever joins it.
-func decisionCgroup(root string) (string, error) {
-	cg := filepath.Join(root, "decide")
-	return cg, os.Mkdir(cg, 0o755)
+	ip = append(append(ip, src.AsSlice()...), dst.AsSlice()...)
+	pkt := binary.BigEndian.AppendUint16(make([]byte, 12), etherType)
+	return append(append(pkt, ip...), udp...)
 }

@@ -1,18 +1,16 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,212 +19,14 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/cgwall/cgwall/internal/testutil"
 )
 
-// End-to-end: UDP from a process in a cgroup, out of a veth into a namespace
-// that drops it.
-//
-// Two namespace pairs are made, each a veth from a sending namespace
-// (198.18.0.1/30) to a sink namespace (198.18.0.2/30). The sending namespace
-// routes 198.19.0.0/16 to 198.18.0.2, whose MAC is a static (permanent)
-// neighbour entry, so nothing ever has to answer ARP. The sink namespace does
-// not forward, so it drops every packet silently after routing it, and no
-// ICMP comes back. The sender runs in its own cgroup; only that cgroup is
-// filtered, and only the sending namespace holds nftables or iptables rules.
-// Pair "a" serves every variant but iptables-legacy, whose table stays
-// registered in a namespace once used; it gets pair "b".
-
-const (
-	payloadBytes = 18 // UDP payload: 64-byte frames on the wire with Ethernet's FCS
-	srcDev       = "cgwb0"
-	sinkDev      = "cgwb1"
-	srcMAC       = "02:00:00:c9:00:01"
-	sinkMAC      = "02:00:00:c9:00:02"
-)
-
-var (
-	trafficNet = netip.MustParsePrefix("198.18.0.0/15")
-	firstDst   = netip.MustParseAddr("198.19.0.1")
-)
-
-type netnsPair struct{ src, sink string }
-
-type e2eEnv struct {
-	cfg     *config
-	pairs   map[string]netnsPair // "a", "b"
-	root    string               // the harness's cgroup, absolute
-	sendCg  string               // the sender's cgroup, absolute
-	sendRel string               // the same, relative to the cgroup2 mount, with a leading /
-	nftPath string               // the same as nft's socket cgroupv2 takes it
-	level   int                  // its depth below the cgroup2 root
-	dir     string               // rule files
-	self    string               // this executable, for the sender
-	list    bool                 // cgwall takes --block-list FILE (one prefix a line)
-}
-
-func newE2E(ctx context.Context, cfg *config, c *cleanups, mnt, root, dir string) (*e2eEnv, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	e := &e2eEnv{cfg: cfg, pairs: map[string]netnsPair{}, root: root, dir: dir, self: self}
-	// cgwall loads large rule sets fastest from a list file, where it has
-	// them; otherwise from its YAML policy file.
-	if help, err := exec.CommandContext(ctx, cfg.cgwall, "run", "--help").CombinedOutput(); err == nil {
-		e.list = strings.Contains(string(help), "--block-list")
-	}
-	e.sendCg = filepath.Join(root, "send")
-	if err := os.Mkdir(e.sendCg, 0o755); err != nil {
-		return nil, err
-	}
-	rel, err := filepath.Rel(mnt, e.sendCg)
-	if err != nil {
-		return nil, err
-	}
-	e.sendRel = "/" + rel
-	e.level = len(strings.Split(rel, "/"))
-	// nft resolves a cgroupv2 path under /sys/fs/cgroup; elsewhere it takes
-	// the cgroup ID.
-	if r, err := filepath.Rel("/sys/fs/cgroup", e.sendCg); err == nil && !strings.HasPrefix(r, "..") {
-		e.nftPath = strconv.Quote(r)
-	} else {
-		var st syscall.Stat_t
-		if err := syscall.Stat(e.sendCg, &st); err != nil {
-			return nil, err
-		}
-		e.nftPath = strconv.FormatUint(st.Ino, 10)
-	}
-	for _, name := range []string{"a", "b"} {
-		p := netnsPair{
-			src:  fmt.Sprintf("cgwb-%d-%s-src", os.Getpid(), name),
-			sink: fmt.Sprintf("cgwb-%d-%s-sink", os.Getpid(), name),
-		}
-		if err := makePair(ctx, c, p); err != nil {
-			return nil, err
-		}
-		e.pairs[name] = p
-	}
-	return e, nil
-}
-
-func makePair(ctx context.Context, c *cleanups, p netnsPair) error {
-	for _, ns := range []string{p.src, p.sink} {
-		if _, err := command(ctx, "ip", "netns", "add", ns); err != nil {
-			return err
-		}
-		c.add("delete netns "+ns, func() error {
-			_, err := command(context.Background(), "ip", "netns", "del", ns)
-			return err
-		})
-	}
-	steps := []struct {
-		ns   string
-		args []string
-	}{
-		{"", []string{"ip", "link", "add", srcDev, "address", srcMAC, "netns", p.src, "type", "veth",
-			"peer", "name", sinkDev, "address", sinkMAC, "netns", p.sink}},
-		{p.src, []string{"sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"}},
-		{p.sink, []string{"sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"}},
-		{p.src, []string{"ip", "addr", "add", "198.18.0.1/30", "dev", srcDev}},
-		{p.sink, []string{"ip", "addr", "add", "198.18.0.2/30", "dev", sinkDev}},
-		{p.src, []string{"ip", "link", "set", srcDev, "up"}},
-		{p.sink, []string{"ip", "link", "set", sinkDev, "up"}},
-		{p.src, []string{"ip", "neigh", "replace", "198.18.0.2", "lladdr", sinkMAC, "dev", srcDev, "nud", "permanent"}},
-		{p.src, []string{"ip", "route", "add", "198.19.0.0/16", "via", "198.18.0.2", "dev", srcDev}},
-	}
-	for _, s := range steps {
-		var err error
-		if s.ns == "" {
-			_, err = command(ctx, s.args[0], s.args[1:]...)
-		} else {
-			_, err = inNetns(ctx, s.ns, nil, s.args[0], s.args[1:]...)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// e2ePrefixes is the ipv4-mixed set of n rules, less any prefix that overlaps
-// the benchmark range the traffic goes to, topped up with /32s outside it:
-// every packet sent misses every rule and is let through, so each filter
-// walks its whole structure (or list) for every packet.
-func e2ePrefixes(n int) []netip.Prefix {
-	rs := buildMixed4(n)
-	out := make([]netip.Prefix, 0, n)
-	for _, p := range rs.Prefixes {
-		if !p.Overlaps(trafficNet) {
-			out = append(out, p)
-		}
-	}
-	rng := rand.New(rand.NewPCG(uint64(n), 99))
-	for len(out) < n {
-		v := rng.Uint32()
-		a := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
-		p := netip.PrefixFrom(a, 32)
-		if trafficNet.Contains(a) || !rs.Add(p) {
-			continue
-		}
-		out = append(out, p)
-	}
-	return out
-}
-
-// ruleFiles writes the same prefixes as a cgwall policy, an nftables ruleset
-// and an iptables-restore file, and returns their paths.
-func (e *e2eEnv) ruleFiles(n int) (cg, list, nft, ipt string, err error) {
-	prefixes := e2ePrefixes(n)
-	base := filepath.Join(e.dir, "rules-"+human(n))
-	cg, list, nft, ipt = base+".yaml", base+".list", base+".nft", base+".iptables"
-
-	var b strings.Builder
-	for _, p := range prefixes {
-		b.WriteString(p.String() + "\n")
-	}
-	if err = os.WriteFile(list, []byte(b.String()), 0o644); err != nil {
-		return
-	}
-	b.Reset()
-	b.WriteString("egress:\n  block:\n")
-	for _, p := range prefixes {
-		fmt.Fprintf(&b, "    - %s\n", p)
-	}
-	b.WriteString("log: none\n")
-	if err = os.WriteFile(cg, []byte(b.String()), 0o644); err != nil {
-		return
-	}
-
-	b.Reset()
-	b.WriteString("table inet cgwall_bench {\n\tset blk {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\tauto-merge\n\t\telements = {\n")
-	for i, p := range prefixes {
-		sep := ",\n"
-		if i == len(prefixes)-1 {
-			sep = "\n"
-		}
-		if p.IsSingleIP() {
-			b.WriteString("\t\t\t" + p.Addr().String() + sep)
-		} else {
-			b.WriteString("\t\t\t" + p.String() + sep)
-		}
-	}
-	fmt.Fprintf(&b, "\t\t}\n\t}\n\tchain out {\n\t\ttype filter hook output priority filter; policy accept;\n"+
-		"\t\tsocket cgroupv2 level %d %s ip daddr @blk drop\n\t}\n}\n", e.level, e.nftPath)
-	if err = os.WriteFile(nft, []byte(b.String()), 0o644); err != nil {
-		return
-	}
-
-	if n <= e.cfg.iptablesMax {
-		b.Reset()
-		b.WriteString("*filter\n")
-		for _, p := range prefixes {
-			fmt.Fprintf(&b, "-A OUTPUT -d %s -m cgroup --path %s -j DROP\n", p, e.sendRel)
-		}
-		b.WriteString("COMMIT\n")
-		err = os.WriteFile(ipt, []byte(b.String()), 0o644)
-	}
-	return
-}
+// End to end: packets per second through the veth of netns.go with each
+// variant in force, the time and kernel memory each took to load, and for
+// cgwall its programs' own run time and the cost of logging.
 
 // e2eSample is one measurement of one variant at one size in one round.
 type e2eSample struct {
@@ -260,11 +60,247 @@ const (
 	vIptLegacy = "iptables-legacy"
 )
 
-type ruleSetFiles struct{ cg, list, nft, ipt string }
+// e2eVariants are the filters compared with no filter, in the report's order.
+var e2eVariants = []string{vCgwall, vNft, vIpt, vIptLegacy}
+
+func runE2E(ctx context.Context, cfg *config, c *cleanups, env *runEnv, res *results, log io.Writer) error {
+	e, err := newE2E(ctx, cfg, c, env)
+	if err != nil {
+		return err
+	}
+	var sizes []int
+	if cfg.parts["e2e"] {
+		sizes = cfg.e2eSizes
+	}
+	if cfg.parts["log"] && !slices.Contains(sizes, cfg.logRules) {
+		sizes = append(sizes, cfg.logRules)
+	}
+	files := map[int]ruleSetFiles{}
+	for _, n := range sizes {
+		if files[n], err = e.ruleFiles(n); err != nil {
+			return err
+		}
+	}
+	// iptables stops at a size once it fell below 1% of no filter there.
+	stopped := map[string]int{}
+	for r := 0; r < cfg.rounds; r++ {
+		t := time.Now()
+		for _, dsts := range cfg.patterns {
+			for _, n := range sizes {
+				variants := e2eVariantsAt(cfg, n, dsts, stopped)
+				if n == sizes[0] && cfg.parts["e2e"] {
+					variants = append(variants, vFloor)
+				}
+				round, err := e.slot(ctx, r, n, dsts, variants, files[n])
+				if err != nil {
+					return err
+				}
+				base := round[len(round)-1].PPS
+				for _, s := range round {
+					key := fmt.Sprintf("%s/%d", s.Variant, dsts)
+					if (s.Variant == vIpt || s.Variant == vIptLegacy) && base > 0 && s.PPS < 0.01*base && stopped[key] == 0 {
+						stopped[key] = n
+						fmt.Fprintf(log, "  %s fell below 1%% of no filter at %d rules: no larger sizes\n", s.Variant, n)
+					}
+				}
+				res.E2E = append(res.E2E, round...)
+				fmt.Fprintf(log, "end to end: round %d/%d, %s, %s rules:%s\n", r+1, cfg.rounds, patternName(dsts), human(n), summarise(round, base))
+			}
+		}
+		fmt.Fprintf(log, "end to end: round %d/%d done in %.0fs\n", r+1, cfg.rounds, time.Since(t).Seconds())
+	}
+	if cfg.parts["e2e"] {
+		res.LoadBreakdown = measureLoadBreakdown(ctx, cfg, files, log)
+		res.CgwallInput = map[bool]string{false: "YAML policy file (-f)", true: "list file (--block-list)"}[e.list]
+	}
+	return nil
+}
+
+// slot measures the variants at one size with one traffic pattern, in a
+// random order, with no filter first and last: the mean of those two is
+// the reference of the slot, the last sample returned.
+func (e *e2eEnv) slot(ctx context.Context, round, n, dsts int, variants []string, files ruleSetFiles) ([]e2eSample, error) {
+	e.rng.Shuffle(len(variants), func(i, j int) { variants[i], variants[j] = variants[j], variants[i] })
+	variants = append(append([]string{vNone}, variants...), vNone)
+	var out []e2eSample
+	ref := e2eSample{Variant: vNone, Rules: n, Dsts: dsts, Round: round}
+	for _, v := range variants {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		s, err := e.measure(ctx, v, n, dsts, files)
+		if err != nil {
+			return nil, fmt.Errorf("%s, %d rules, %d destinations: %w", v, n, dsts, err)
+		}
+		s.Round = round
+		if v != vNone {
+			out = append(out, s)
+			continue
+		}
+		ref.Pair = append(ref.Pair, s.PPS)
+		ref.Sent += s.Sent
+		ref.Wire += s.Wire
+	}
+	ref.PPS = mean(ref.Pair)
+	return append(out, ref), nil
+}
+
+// e2eVariantsAt lists what runs at one size and pattern: every variant, but
+// iptables only up to its maximum and until it fell below 1% of no filter,
+// and the logging pair only at its size on the first pattern.
+func e2eVariantsAt(cfg *config, n, dsts int, stopped map[string]int) []string {
+	var variants []string
+	if cfg.parts["e2e"] && slices.Contains(cfg.e2eSizes, n) {
+		variants = []string{vCgwall, vNft}
+		for _, v := range []string{vIpt, vIptLegacy} {
+			stop := stopped[fmt.Sprintf("%s/%d", v, dsts)]
+			if n <= cfg.iptablesMax && (stop == 0 || n <= stop) {
+				variants = append(variants, v)
+			}
+		}
+	}
+	if cfg.parts["log"] && n == cfg.logRules && dsts == cfg.patterns[0] {
+		for _, v := range []string{vCgwall, vCgwallLog} {
+			if !slices.Contains(variants, v) {
+				variants = append(variants, v)
+			}
+		}
+	}
+	return variants
+}
+
+func summarise(round []e2eSample, base float64) string {
+	var parts []string
+	for _, s := range round {
+		p := fmt.Sprintf(" %s %.0fk", s.Variant, s.PPS/1000)
+		if base > 0 && s.Variant != vNone {
+			p += fmt.Sprintf(" (%.1f%%)", 100*s.PPS/base)
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, ";")
+}
+
+// measure loads a variant, times and sizes the load, sends, and unloads.
+func (e *e2eEnv) measure(ctx context.Context, variant string, n, dsts int, files ruleSetFiles) (e2eSample, error) {
+	s := e2eSample{Variant: variant, Rules: n, Dsts: dsts}
+	// Let the frees of the previous variant (maps, sets, rule blobs, after
+	// an RCU grace period) finish before anything is measured.
+	s.Quiet = waitQuiet(ctx, e.cfg.senderCPU)
+	pair := e.pairs["a"]
+	if variant == vIptLegacy {
+		pair = e.pairs["b"]
+	}
+	before, start := kernelMemKiB(), time.Now()
+	unload, err := e.load(ctx, variant, pair, files, &s)
+	if err != nil {
+		return s, err
+	}
+	if variant != vNone && variant != vFloor {
+		s.LoadSec = time.Since(start).Seconds()
+		s.KernelMiB = float64(settleKernelMem()-before) / 1024
+	}
+	if variant == vCgwall || variant == vCgwallLog {
+		if m, err := e.cgwallMemlock(); err == nil {
+			s.Memlock = m
+		}
+	}
+	res, err := e.runSender(ctx, pair, dsts, e.cfg.duration)
+	if err == nil && variant == vCgwall {
+		s.ProgNs, s.SendmsgNs, err = e.progCost(ctx, dsts)
+	}
+	if uerr := unload(); err == nil {
+		err = uerr
+	}
+	if err != nil {
+		return s, err
+	}
+	if res.Errors > 0 {
+		return s, fmt.Errorf("%s with %d rules: %d sendmmsg calls failed (%s): the traffic should pass every filter", variant, n, res.Errors, res.LastErr)
+	}
+	s.PPS, s.Sent, s.Wire, s.SendErrs = res.pps(), res.Sent, res.Wire, res.Errors
+	return s, nil
+}
+
+// load puts a variant's rules in force and returns what takes them out.
+func (e *e2eEnv) load(ctx context.Context, variant string, pair netnsPair, files ruleSetFiles, s *e2eSample) (unload func() error, err error) {
+	switch variant {
+	case vNone:
+		return func() error { return nil }, nil
+	case vFloor:
+		return attachEmpty(e.sendCg)
+	case vCgwall, vCgwallLog:
+		return e.startCgwall(ctx, variant, files, s)
+	case vNft:
+		return func() error {
+			return command(context.Background(), nsenter(pair.src, "nft", "delete", "table", "inet", "cgwall_bench")...)
+		}, command(ctx, nsenter(pair.src, "nft", "-f", files.nft)...)
+	}
+	restore, flush := "iptables-nft-restore", []string{"nft", "delete", "table", "ip", "filter"}
+	if variant == vIptLegacy {
+		restore, flush = "iptables-legacy-restore", []string{"iptables-legacy", "-F", "OUTPUT"}
+	}
+	return func() error {
+		return command(context.Background(), nsenter(pair.src, flush...)...)
+	}, command(ctx, nsenter(pair.src, restore, "--noflush", files.ipt)...)
+}
+
+var lostRe = regexp.MustCompile(`^lost (\d+) events.* \(ring buffer full; (\d+) in total\)`)
+
+// startCgwall runs 'cgwall run' on the sender cgroup until its ready line;
+// what it returns interrupts it and records the events it printed and the
+// events it reported lost.
+func (e *e2eEnv) startCgwall(ctx context.Context, variant string, files ruleSetFiles, s *e2eSample) (func() error, error) {
+	args := []string{"run", "--cgroup", e.sendCg, "-f", files.cg}
+	if e.list {
+		args = []string{"run", "--cgroup", e.sendCg, "--block-list", files.list}
+	}
+	args = append(args, "--log", map[bool]string{false: "none", true: "all"}[variant == vCgwallLog])
+	cmd := exec.Command(e.cfg.cgwall, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	events := &lineCount{}
+	cmd.Stdout = events
+	wait, cancel := context.WithTimeout(ctx, e.cfg.loadTimeout)
+	defer cancel()
+	p, err := testutil.Start(wait, cmd, "attached ")
+	if err != nil {
+		return nil, fmt.Errorf("cgwall run: %w", err)
+	}
+	return func() error {
+		stop, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		code, err := p.Stop(stop)
+		s.Events = events.n
+		for _, line := range p.Stderr.All() {
+			if m := lostRe.FindStringSubmatch(line); m != nil {
+				total, _ := strconv.ParseUint(m[2], 10, 64)
+				s.Lost = max(s.Lost, total)
+			}
+		}
+		if err == nil && code != 0 {
+			err = fmt.Errorf("cgwall run exited %d on SIGINT: %s", code, p.Stderr)
+		}
+		return err
+	}, nil
+}
+
+// lineCount counts the lines written to it: cgwall's events, drained as fast
+// as they come.
+type lineCount struct{ n uint64 }
+
+func (c *lineCount) Write(b []byte) (int, error) {
+	c.n += uint64(bytes.Count(b, []byte{'\n'}))
+	return len(b), nil
+}
 
 // runSender runs one sender in the sender cgroup and returns its result.
 func (e *e2eEnv) runSender(ctx context.Context, pair netnsPair, dsts int, duration time.Duration) (senderResult, error) {
 	var res senderResult
+	job, err := json.Marshal(senderJob{Netns: netnsPath(pair.src), Dev: srcDev, Dst: firstDst, Dsts: dsts,
+		Batch: e.cfg.batch, Size: payloadBytes, CPU: e.cfg.senderCPU, Warmup: e.cfg.warmup, Duration: duration})
+	if err != nil {
+		return res, err
+	}
 	cgf, err := os.Open(e.sendCg)
 	if err != nil {
 		return res, err
@@ -272,13 +308,8 @@ func (e *e2eEnv) runSender(ctx context.Context, pair netnsPair, dsts int, durati
 	defer cgf.Close()
 	ctx, cancel := context.WithTimeout(ctx, duration+e.cfg.warmup+20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, e.self,
-		"-netns", netnsPath(pair.src), "-dev", srcDev,
-		"-dst", firstDst.String(), "-dsts", strconv.Itoa(dsts),
-		"-batch", strconv.Itoa(e.cfg.batch), "-size", strconv.Itoa(payloadBytes),
-		"-cpu", strconv.Itoa(e.cfg.senderCPU),
-		"-warmup", e.cfg.warmup.String(), "-duration", duration.String())
-	cmd.Env = append(os.Environ(), senderEnv+"=1")
+	cmd := exec.CommandContext(ctx, e.self)
+	cmd.Env = append(os.Environ(), senderEnv+"="+string(job))
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cgf.Fd()), Pdeathsig: syscall.SIGKILL}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -292,206 +323,8 @@ func (e *e2eEnv) runSender(ctx context.Context, pair netnsPair, dsts int, durati
 	return res, nil
 }
 
-// measure loads a variant, times and sizes the load, sends, and unloads.
-func (e *e2eEnv) measure(ctx context.Context, variant string, n, dsts int, files ruleSetFiles) (e2eSample, error) {
-	s := e2eSample{Variant: variant, Rules: n, Dsts: dsts}
-	// Let the frees of the previous variant (maps, sets, rule blobs, after
-	// an RCU grace period) finish before anything is measured.
-	s.Quiet = waitQuiet(ctx, e.cfg.senderCPU)
-	pair := e.pairs["a"]
-	if variant == vIptLegacy {
-		pair = e.pairs["b"]
-	}
-	before := kernelMemKiB()
-	loaded := func() { s.KernelMiB = float64(settleKernelMem()-before) / 1024 }
-
-	var res senderResult
-	var err error
-	switch variant {
-	case vNone:
-		res, err = e.runSender(ctx, pair, s.Dsts, e.cfg.duration)
-	case vFloor:
-		var detach func()
-		if detach, err = attachEmpty(e.sendCg); err != nil {
-			return s, err
-		}
-		res, err = e.runSender(ctx, pair, s.Dsts, e.cfg.duration)
-		detach()
-	case vCgwall, vCgwallLog:
-		res, err = e.withCgwall(ctx, variant, files, &s, loaded, func() (senderResult, error) {
-			return e.runSender(ctx, pair, s.Dsts, e.cfg.duration)
-		})
-	case vNft:
-		start := time.Now()
-		if _, err = inNetns(ctx, pair.src, nil, "nft", "-f", files.nft); err != nil {
-			return s, err
-		}
-		s.LoadSec = time.Since(start).Seconds()
-		unload := func() error {
-			_, err := inNetns(context.Background(), pair.src, nil, "nft", "delete", "table", "inet", "cgwall_bench")
-			return err
-		}
-		loaded()
-		res, err = e.runSender(ctx, pair, s.Dsts, e.cfg.duration)
-		if uerr := unload(); uerr != nil && err == nil {
-			err = uerr
-		}
-	case vIpt, vIptLegacy:
-		restore, flush := "iptables-nft-restore", []string{"nft", "delete", "table", "ip", "filter"}
-		if variant == vIptLegacy {
-			restore, flush = "iptables-legacy-restore", []string{"iptables-legacy", "-F", "OUTPUT"}
-		}
-		start := time.Now()
-		if _, err = inNetns(ctx, pair.src, nil, restore, "--noflush", files.ipt); err != nil {
-			return s, err
-		}
-		s.LoadSec = time.Since(start).Seconds()
-		loaded()
-		res, err = e.runSender(ctx, pair, s.Dsts, e.cfg.duration)
-		if _, uerr := inNetns(context.Background(), pair.src, nil, flush[0], flush[1:]...); uerr != nil && err == nil {
-			err = uerr
-		}
-	}
-	if err != nil {
-		return s, err
-	}
-	if res.Errors > 0 {
-		return s, fmt.Errorf("%s with %d rules: %d sendmmsg calls failed (%s): the traffic should pass every filter", variant, n, res.Errors, res.LastErr)
-	}
-	s.PPS, s.Sent, s.Wire, s.SendErrs = res.pps(), res.Sent, res.Wire, res.Errors
-	return s, nil
-}
-
-var lostRe = regexp.MustCompile(`^lost (\d+) events.* \(ring buffer full; (\d+) in total\)`)
-
-// withCgwall runs 'cgwall run' on the sender cgroup, waits for its ready
-// line, runs fn, then interrupts it and collects what it reported.
-func (e *e2eEnv) withCgwall(ctx context.Context, variant string, files ruleSetFiles, s *e2eSample, loaded func(), fn func() (senderResult, error)) (senderResult, error) {
-	log := "none"
-	if variant == vCgwallLog {
-		log = "all"
-	}
-	rules := []string{"-f", files.cg}
-	if e.list {
-		rules = []string{"--block-list", files.list}
-	}
-	args := append([]string{"run", "--cgroup", e.sendCg}, rules...)
-	cmd := exec.Command(e.cfg.cgwall, append(args, "--log", log)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return senderResult{}, err
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return senderResult{}, err
-	}
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return senderResult{}, err
-	}
-	exited := make(chan error, 1)
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	}
-	defer stop()
-
-	lines := make(chan uint64, 1)
-	go func() {
-		var n uint64
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			n++
-		}
-		io.Copy(io.Discard, stdout)
-		lines <- n
-	}()
-	ready := make(chan error, 1)
-	var errLines []string
-	errDone := make(chan struct{})
-	go func() {
-		defer close(errDone)
-		sc := bufio.NewScanner(stderr)
-		sawReady := false
-		for sc.Scan() {
-			line := sc.Text()
-			if !sawReady && strings.HasPrefix(line, "attached ") {
-				sawReady = true
-				ready <- nil
-				continue
-			}
-			if m := lostRe.FindStringSubmatch(line); m != nil {
-				total, _ := strconv.ParseUint(m[2], 10, 64)
-				s.Lost = max(s.Lost, total)
-				continue
-			}
-			errLines = append(errLines, line)
-		}
-		if !sawReady {
-			ready <- errors.New("cgwall exited before its ready line")
-		}
-	}()
-	go func() {
-		<-errDone
-		exited <- cmd.Wait()
-	}()
-
-	select {
-	case err = <-ready:
-	case <-time.After(e.cfg.loadTimeout):
-		err = fmt.Errorf("no ready line after %s", e.cfg.loadTimeout)
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	if err != nil {
-		stop()
-		return senderResult{}, fmt.Errorf("cgwall run: %w: %s", err, strings.Join(errLines, "; "))
-	}
-	s.LoadSec = time.Since(start).Seconds()
-	loaded()
-	if m, err := e.cgwallMemlock(); err == nil {
-		s.Memlock = m
-	}
-
-	res, err := fn()
-	if err == nil && e.cfg.progStats && variant == vCgwall {
-		s.ProgNs, s.SendmsgNs, err = e.progCost(ctx, s.Dsts)
-	}
-	stop()
-	s.Events = <-lines
-	return res, err
-}
-
-// attached returns the program of one attach type on the sender cgroup.
-func (e *e2eEnv) attached(typ ebpf.AttachType) (*ebpf.Program, error) {
-	f, err := os.Open(e.sendCg)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	q, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: typ})
-	if err != nil {
-		return nil, err
-	}
-	if len(q.Programs) != 1 {
-		return nil, fmt.Errorf("%d %s programs on %s, want 1", len(q.Programs), typ, e.sendCg)
-	}
-	return ebpf.NewProgramFromID(q.Programs[0].ID)
-}
-
 func (e *e2eEnv) cgwallMemlock() (float64, error) {
-	p, err := e.attached(ebpf.AttachCGroupInetEgress)
+	p, err := attachedProgram(e.sendCg, ebpf.AttachCGroupInetEgress)
 	if err != nil {
 		return 0, err
 	}
@@ -501,58 +334,52 @@ func (e *e2eEnv) cgwallMemlock() (float64, error) {
 }
 
 // progCost sends once more with the kernel's BPF run-time statistics on and
-// returns the mean run time, per packet on the wire, of cgwall's egress and
-// sendmsg4 programs, measured in the kernel on real traffic. Statistics cost
-// two clock reads per run, so they are off while packets per second are
-// measured.
+// returns the mean run time of cgwall's egress and sendmsg4 programs,
+// measured in the kernel on real traffic. Statistics cost two clock reads
+// per run, so they are off while packets per second are measured.
 func (e *e2eEnv) progCost(ctx context.Context, dsts int) (egress, sendmsg float64, err error) {
-	eg, err := e.attached(ebpf.AttachCGroupInetEgress)
+	eg, err := attachedProgram(e.sendCg, ebpf.AttachCGroupInetEgress)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer eg.Close()
-	sm, err := e.attached(ebpf.AttachCGroupUDP4Sendmsg)
+	sm, err := attachedProgram(e.sendCg, ebpf.AttachCGroupUDP4Sendmsg)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer sm.Close()
-	st, err := ebpf.EnableStats(0) // BPF_STATS_RUN_TIME
+	st, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
 	if err != nil {
 		return 0, 0, fmt.Errorf("enable BPF statistics: %w", err)
 	}
 	defer st.Close()
-	e0, err := eg.Stats()
-	if err != nil {
+	e0, s0 := runStats(eg), runStats(sm)
+	if _, err := e.runSender(ctx, e.pairs["a"], dsts, e.cfg.statsDuration); err != nil {
 		return 0, 0, err
 	}
-	s0, err := sm.Stats()
-	if err != nil {
-		return 0, 0, err
+	e1, s1 := runStats(eg), runStats(sm)
+	if e1.RunCount == e0.RunCount {
+		return 0, 0, errors.New("no runs of the egress program in its statistics")
 	}
-	res, err := e.runSender(ctx, e.pairs["a"], dsts, e.cfg.statsDuration)
-	if err != nil {
-		return 0, 0, err
-	}
-	e1, err := eg.Stats()
-	if err != nil {
-		return 0, 0, err
-	}
-	s1, err := sm.Stats()
-	if err != nil {
-		return 0, 0, err
-	}
-	runs := e1.RunCount - e0.RunCount
-	if runs == 0 {
-		return 0, 0, errors.New("the egress program did not run")
-	}
-	egress = float64((e1.Runtime - e0.Runtime).Nanoseconds()) / float64(runs)
 	// The sender's warm-up is sent with statistics on too: divide by the
 	// runs, not by the counted packets.
-	if sruns := s1.RunCount - s0.RunCount; sruns > 0 {
-		sendmsg = float64((s1.Runtime - s0.Runtime).Nanoseconds()) / float64(sruns)
+	return perRun(e0, e1), perRun(s0, s1), nil
+}
+
+// runStats is a program's run count and time; zero if the kernel cannot
+// tell.
+func runStats(p *ebpf.Program) ebpf.ProgramStats {
+	if st, err := p.Stats(); err == nil {
+		return *st
 	}
-	_ = res
-	return egress, sendmsg, nil
+	return ebpf.ProgramStats{}
+}
+
+func perRun(before, after ebpf.ProgramStats) float64 {
+	if runs := after.RunCount - before.RunCount; runs > 0 {
+		return float64((after.Runtime - before.Runtime).Nanoseconds()) / float64(runs)
+	}
+	return 0
 }
 
 // waitQuiet waits, up to 10 s, until kernel memory has stopped moving and
@@ -563,9 +390,8 @@ func waitQuiet(ctx context.Context, cpu int) float64 {
 	start := time.Now()
 	prev := kernelMemKiB()
 	busy0, total0 := cpuTimes(cpu)
-	still := 0
-	for still < 3 && time.Since(start) < 10*time.Second && ctx.Err() == nil {
-		time.Sleep(100 * time.Millisecond)
+	for still := 0; still < 3 && time.Since(start) < 10*time.Second && ctx.Err() == nil; {
+		time.Sleep(100 * time.Millisecond) // a sampling period, not a wait for an event
 		cur := kernelMemKiB()
 		busy, total := cpuTimes(cpu)
 		idle := total > total0 && float64(busy-busy0) < 0.1*float64(total-total0)
@@ -606,28 +432,22 @@ func cpuTimes(cpu int) (busy, total uint64) {
 // egress and sendmsg4 hooks, where cgwall attaches its own: what is left of
 // cgwall's cost with these is the cost of its decisions, and what these cost
 // is the floor that no program on these hooks can go below.
-func attachEmpty(cg string) (func(), error) {
-	ret1 := asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()}
+func attachEmpty(cg string) (detach func() error, err error) {
 	var closers []io.Closer
-	detach := func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i].Close()
+	detach = func() error {
+		for _, c := range slices.Backward(closers) {
+			c.Close()
 		}
+		return nil
 	}
-	for _, p := range []struct {
-		typ    ebpf.ProgramType
-		attach ebpf.AttachType
-	}{
-		{ebpf.CGroupSKB, ebpf.AttachCGroupInetEgress},
-		{ebpf.CGroupSockAddr, ebpf.AttachCGroupUDP4Sendmsg},
-	} {
-		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: p.typ, AttachType: p.attach, Instructions: ret1, License: "MIT"})
+	for typ, attach := range map[ebpf.ProgramType]ebpf.AttachType{ebpf.CGroupSKB: ebpf.AttachCGroupInetEgress, ebpf.CGroupSockAddr: ebpf.AttachCGroupUDP4Sendmsg} {
+		prog, err := returnOne(typ, attach)
 		if err != nil {
 			detach()
 			return nil, err
 		}
 		closers = append(closers, prog)
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: p.attach, Program: prog})
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: attach, Program: prog})
 		if err != nil {
 			detach()
 			return nil, err
@@ -635,4 +455,10 @@ func attachEmpty(cg string) (func(), error) {
 		closers = append(closers, l)
 	}
 	return detach, nil
+}
+
+// returnOne is a program that only returns 1: pass.
+func returnOne(typ ebpf.ProgramType, attach ebpf.AttachType) (*ebpf.Program, error) {
+	return ebpf.NewProgram(&ebpf.ProgramSpec{Type: typ, AttachType: attach, License: "MIT",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()}})
 }

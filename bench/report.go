@@ -1,317 +1,156 @@
 package main
 
 import (
-	"encoding/json"
+	_ "embed"
 	"fmt"
-	"io"
+	"maps"
 	"math"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"slices"
 	"strings"
-	"time"
+	"text/template"
 )
 
-type results struct {
-	Started       time.Time        `json:"started"`
-	Seconds       float64          `json:"seconds"`
-	Rounds        int              `json:"rounds"`
-	Quick         bool             `json:"quick"`
-	Machine       string           `json:"machine"`
-	Commit        string           `json:"commit"`
-	Settings      settings         `json:"settings"`
-	Decision      []*decisionRound `json:"decision,omitempty"`
-	Structures    []structSample   `json:"structures,omitempty"`
-	E2E           []e2eSample      `json:"e2e,omitempty"`
-	LoadBreakdown []loadBreakdown  `json:"load_breakdown,omitempty"`
-	CgwallInput   string           `json:"cgwall_input,omitempty"`
-	Exec          execResult       `json:"exec"`
+// The report: results.md, and the block of docs/performance.md between its
+// markers. Samples are grouped once, by cell, into an index; every figure of
+// the report is a median over the rounds of one cell (and a ratio, the
+// median of the per-round ratios to a reference cell); the prose is
+// report.md.tmpl, the tables are tables.go and goals.go.
+
+// cellKey names a cell: what was measured, at which size, with which traffic.
+type cellKey struct {
+	variant string // an end-to-end variant, or a decision-cost rule set
+	rules   int
+	dsts    int    // end to end: the traffic pattern (distinct destinations)
+	kind    string // decision cost: the kind of destination
 }
 
-func machine() string {
-	var parts []string
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		parts = append(parts, "Linux "+strings.TrimSpace(string(b)))
-	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "model name"); ok {
-				parts = append(parts, strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":")))
-				break
-			}
-		}
-	}
-	parts = append(parts, fmt.Sprintf("%d CPUs", runtime.NumCPU()))
-	if m, err := meminfo(); err == nil {
-		parts = append(parts, fmt.Sprintf("%.0f GiB", float64(m["MemTotal"])/(1<<20)))
-	}
-	parts = append(parts, runtime.Version())
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, d := range bi.Deps {
-			if d.Path == "github.com/cilium/ebpf" {
-				parts = append(parts, "cilium/ebpf "+d.Version)
-			}
-		}
-	}
-	return strings.Join(parts, ", ")
-}
+// byRound is one figure of one cell, round by round.
+type byRound map[int]float64
 
-func commit(repo string) string {
-	out, err := exec.Command("git", "-C", repo, "rev-parse", "--short", "HEAD").Output()
-	if err != nil {
-		return "unknown (no git)"
-	}
-	c := strings.TrimSpace(string(out))
-	st, _ := exec.Command("git", "-C", repo, "status", "--porcelain", "--", "bpf", "internal", "cmd").Output()
-	if len(strings.TrimSpace(string(st))) > 0 {
-		c += " with uncommitted changes in bpf/, internal/ or cmd/"
-	}
-	return c
-}
+func (b byRound) values() []float64 { return slices.Collect(maps.Values(b)) }
 
 // cell is one aggregated figure: the median over rounds, and the median over
 // rounds of its ratio to a reference taken in the same round.
 type cell struct {
-	med, ratio float64
+	Med, Ratio float64
 	n          int
 }
 
 func (c cell) ok() bool { return c.n > 0 }
 
-// ---- decision cost
-
-func (r *results) decisionCell(set string, rules int, kind string, warm bool) cell {
-	var vals, ratios []float64
-	for _, round := range r.Decision {
-		var v, base float64 = -1, -1
-		for _, s := range round.Samples {
-			if s.Set == set && s.Kind == kindMiss && s.Rules == 1 {
-				base = s.MeanNs
-			}
-			if s.Set == set && s.Rules == rules && s.Kind == kind {
-				v = s.MeanNs
-				if warm {
-					v = s.WarmNs
-				}
-			}
-		}
-		if v < 0 {
-			continue
-		}
-		vals = append(vals, v)
-		if base > 0 {
-			ratios = append(ratios, v/base)
+// cellOf is the one aggregation of the report.
+func cellOf(v, ref byRound) cell {
+	var ratios []float64
+	for round, x := range v {
+		if b, ok := ref[round]; ok && b > 0 {
+			ratios = append(ratios, x/b)
 		}
 	}
-	return cell{median(vals), median(ratios), len(vals)}
+	return cell{median(v.values()), median(ratios), len(v)}
 }
 
-func (r *results) decisionP99(set string, rules int, kind string) float64 {
-	var vals []float64
-	for _, round := range r.Decision {
-		for _, s := range round.Samples {
-			if s.Set == set && s.Rules == rules && s.Kind == kind {
-				vals = append(vals, s.P99Ns)
-			}
-		}
-	}
-	return median(vals)
+// index is the results grouped by cell, and the sizes and patterns they have.
+type index struct {
+	R        *results
+	S        settings
+	decision map[cellKey]map[int]decisionSample
+	e2e      map[cellKey]map[int]e2eSample
+
+	DecisionSizes []int
+	Sizes         []int // end to end, the logging runs aside
+	Patterns      []int
 }
 
-func (r *results) decisionSizes() []int {
-	var sizes []int
-	for _, round := range r.Decision {
-		for _, s := range round.Samples {
-			if !slices.Contains(sizes, s.Rules) {
-				sizes = append(sizes, s.Rules)
-			}
+func newIndex(r *results) *index {
+	ix := &index{R: r, S: r.Settings, decision: map[cellKey]map[int]decisionSample{}, e2e: map[cellKey]map[int]e2eSample{}}
+	for round, dr := range r.Decision {
+		for _, s := range dr.Samples {
+			add(ix.decision, cellKey{variant: s.Set, rules: s.Rules, kind: s.Kind}, round, s)
+			ix.DecisionSizes = append(ix.DecisionSizes, s.Rules)
 		}
 	}
-	slices.Sort(sizes)
-	return sizes
-}
-
-func (r *results) writeDecision(w io.Writer) {
-	if len(r.Decision) == 0 {
-		return
-	}
-	var ovs []float64
-	var dsts, runs int
-	for _, round := range r.Decision {
-		ovs = append(ovs, round.OverheadNs)
-		for _, s := range round.Samples {
-			dsts = max(dsts, s.Dsts)
-			runs = max(runs, s.Runs)
-		}
-	}
-	fmt.Fprintf(w, "### Decision cost, cold cache\n\n")
-	fmt.Fprintf(w, "Mean ns per packet of the egress program, net of the %.0f ns that a Repeat=1 BPF_PROG_TEST_RUN costs with an empty program; "+
-		"each run a different destination from a pool of up to %s per kind, about %s runs per cell and round; median of %d rounds. "+
-		"In brackets: the ratio to the same set's cold miss at 1 rule, per round, median. "+
-		"p99 is the 99th percentile of single runs. Warm: one packet repeated 10⁶ times (BenchmarkEgress's method).\n\n",
-		median(ovs), human(dsts), human(roundTo(runs)), len(r.Decision))
-	fmt.Fprintln(w, "| set | rules | hit | hit-prefix | miss | miss p99 | warm hit | warm hit-prefix | warm miss |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-	for _, k := range setKinds {
-		for _, n := range r.decisionSizes() {
-			rules := n
-			row := []string{k.name, human(rules)}
-			for _, kind := range kinds {
-				c := r.decisionCell(k.name, rules, kind, false)
-				if !c.ok() {
-					row = append(row, "—")
-					continue
-				}
-				row = append(row, fmt.Sprintf("%.0f (%.1f×)", c.med, c.ratio))
-			}
-			if p := r.decisionP99(k.name, rules, kindMiss); !math.IsNaN(p) {
-				row = append(row, fmt.Sprintf("%.0f", p))
-			} else {
-				row = append(row, "—")
-			}
-			for _, kind := range kinds {
-				c := r.decisionCell(k.name, rules, kind, true)
-				if !c.ok() {
-					row = append(row, "—")
-					continue
-				}
-				row = append(row, fmt.Sprintf("%.0f", c.med))
-			}
-			fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
-		}
-	}
-	fmt.Fprintln(w)
-}
-
-func roundTo(n int) int {
-	switch {
-	case n >= 10000:
-		return n / 1000 * 1000
-	}
-	return n
-}
-
-// ---- candidate structures
-
-func (r *results) structCell(name string, rules int, kind string) cell {
-	var vals, ratios []float64
-	for _, s := range r.Structures {
-		if s.Structure != name || s.Rules != rules || s.Kind != kind {
-			continue
-		}
-		vals = append(vals, s.MeanNs)
-		for _, b := range r.Structures {
-			if b.Structure == structures[0] && b.Rules == 1 && b.Kind == kindMiss && b.Round == s.Round && b.MeanNs > 0 {
-				ratios = append(ratios, s.MeanNs/b.MeanNs)
-			}
-		}
-	}
-	return cell{median(vals), median(ratios), len(vals)}
-}
-
-func (r *results) writeStructures(w io.Writer) {
-	if len(r.Structures) == 0 {
-		return
-	}
-	var sizes []int
-	for _, s := range r.Structures {
-		if !slices.Contains(sizes, s.Rules) {
-			sizes = append(sizes, s.Rules)
-		}
-	}
-	slices.Sort(sizes)
-	fmt.Fprintf(w, "### Candidate structures, cold cache\n\n")
-	fmt.Fprintf(w, "Minimal programs assembled by the harness (parse the IPv4 destination, look up, return; no settings, counters or events), "+
-		"on the ipv4-mixed sets, timed like the decision cost above. Mean ns per packet, median of %d rounds; "+
-		"in brackets the ratio to the cold miss of %s at 1 rule: a datapath consults a bitmap only when the policy is large (cgwall: from 4,096 IPv4 rules), so that is its cost at 1 rule. "+
-		"cgwall has %s for IPv4 since these figures (%s below 4,096 rules), and hash+lpm for IPv6.\n\n", r.Rounds, structures[0], structures[3], structures[1])
-	fmt.Fprintf(w, "| structure | rules | hit | hit-prefix | miss |\n|---|---:|---:|---:|---:|\n")
-	for _, name := range structures {
-		for _, n := range sizes {
-			row := []string{name, human(n)}
-			for _, kind := range kinds {
-				c := r.structCell(name, n, kind)
-				if !c.ok() {
-					row = append(row, "—")
-					continue
-				}
-				row = append(row, fmt.Sprintf("%.0f (%.1f×)", c.med, c.ratio))
-			}
-			fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
-		}
-	}
-	fmt.Fprintln(w)
-}
-
-// ---- end to end
-
-// e2eSizes lists the sizes measured end to end (the logging runs aside).
-func (r *results) e2eSizes() []int {
-	var sizes []int
 	for _, s := range r.E2E {
-		if s.Variant != vCgwallLog && !slices.Contains(sizes, s.Rules) {
-			sizes = append(sizes, s.Rules)
+		add(ix.e2e, cellKey{variant: s.Variant, rules: s.Rules, dsts: s.Dsts}, s.Round, s)
+		if s.Variant != vCgwallLog {
+			ix.Sizes = append(ix.Sizes, s.Rules)
 		}
+		ix.Patterns = append(ix.Patterns, s.Dsts)
 	}
-	slices.Sort(sizes)
-	return sizes
-}
-
-func (r *results) patterns() []int {
-	var ps []int
-	for _, s := range r.E2E {
-		if !slices.Contains(ps, s.Dsts) {
-			ps = append(ps, s.Dsts)
-		}
+	for _, xs := range []*[]int{&ix.DecisionSizes, &ix.Sizes, &ix.Patterns} {
+		slices.Sort(*xs)
+		*xs = slices.Compact(*xs)
 	}
-	slices.Sort(ps)
-	return ps
+	return ix
 }
 
-// e2eCell: packets per second, and the ratio to no filter in the same round,
-// at the same size, with the same traffic.
-func (r *results) e2eCell(variant string, rules, dsts int) cell {
-	return r.e2eCellVs(variant, vNone, rules, dsts)
-}
-
-func (r *results) e2eCellVs(variant, ref string, rules, dsts int) cell {
-	var vals, ratios []float64
-	for _, s := range r.E2E {
-		if s.Variant != variant || s.Rules != rules || s.Dsts != dsts {
-			continue
-		}
-		vals = append(vals, s.PPS)
-		for _, b := range r.E2E {
-			if b.Variant == ref && b.Rules == rules && b.Dsts == dsts && b.Round == s.Round && b.PPS > 0 {
-				ratios = append(ratios, s.PPS/b.PPS)
-			}
-		}
+func add[S any](m map[cellKey]map[int]S, k cellKey, round int, s S) {
+	if m[k] == nil {
+		m[k] = map[int]S{}
 	}
-	return cell{median(vals), median(ratios), len(vals)}
+	m[k][round] = s
 }
 
-// bestRatio is the best run of a variant against the best run of no filter
-// (the runs before and after each slot counted one by one), over all rounds
-// at a size: this host switches between a fast and a slow state every few
+func figure[S any](samples map[int]S, f func(S) float64) byRound {
+	b := byRound{}
+	for round, s := range samples {
+		b[round] = f(s)
+	}
+	return b
+}
+
+func meanNs(s decisionSample) float64 { return s.MeanNs }
+func pps(s e2eSample) float64         { return s.PPS }
+func loadSec(s e2eSample) float64     { return s.LoadSec }
+
+// decCell is a decision-cost figure; its ratio is to the same set's cold miss at
+// 1 rule.
+func (ix *index) decCell(set string, rules int, kind string, f func(decisionSample) float64) cell {
+	ref := figure(ix.decision[cellKey{variant: set, rules: 1, kind: kindMiss}], meanNs)
+	return cellOf(figure(ix.decision[cellKey{variant: set, rules: rules, kind: kind}], f), ref)
+}
+
+// e2eCell is a variant's packets per second; its ratio is to ref (no filter,
+// unless given) at the same size, with the same traffic.
+func (ix *index) e2eCell(variant string, rules, dsts int, ref ...string) cell {
+	against := vNone
+	if len(ref) > 0 {
+		against = ref[0]
+	}
+	return cellOf(ix.e2eFig(variant, rules, dsts, pps), ix.e2eFig(against, rules, dsts, pps))
+}
+
+func (ix *index) e2eFig(variant string, rules, dsts int, f func(e2eSample) float64) byRound {
+	return figure(ix.e2e[cellKey{variant: variant, rules: rules, dsts: dsts}], f)
+}
+
+func (ix *index) e2eMedian(variant string, rules, dsts int, f func(e2eSample) float64) float64 {
+	return median(ix.e2eFig(variant, rules, dsts, f).values())
+}
+
+// anyTraffic is the median of a figure over the rounds of every pattern: the
+// control plane does not depend on the traffic.
+func (ix *index) anyTraffic(variant string, rules int, f func(e2eSample) float64) float64 {
+	var vs []float64
+	for _, dsts := range ix.Patterns {
+		vs = append(vs, ix.e2eFig(variant, rules, dsts, f).values()...)
+	}
+	return median(vs)
+}
+
+// best is the best run of a variant against the best run of no filter (the
+// runs before and after each slot counted one by one), over all rounds at a
+// size: this host switches between a fast and a slow state every few
 // seconds, and a reference caught in the slow state inflates a per-round
 // ratio, while the best runs are both in the fast state.
-func (r *results) bestRatio(variant string, rules, dsts int) float64 {
+func (ix *index) best(variant string, rules, dsts int) float64 {
 	var best, ref float64
-	for _, s := range r.E2E {
-		if s.Rules != rules || s.Dsts != dsts {
-			continue
-		}
-		switch s.Variant {
-		case variant:
-			best = max(best, s.PPS)
-		case vNone:
-			ref = max(ref, s.PPS)
-			for _, p := range s.Pair {
-				ref = max(ref, p)
-			}
+	for _, s := range ix.e2e[cellKey{variant: variant, rules: rules, dsts: dsts}] {
+		best = max(best, s.PPS)
+	}
+	for _, s := range ix.e2e[cellKey{variant: vNone, rules: rules, dsts: dsts}] {
+		ref = max(ref, s.PPS)
+		for _, p := range s.Pair {
+			ref = max(ref, p)
 		}
 	}
 	if best == 0 || ref == 0 {
@@ -320,386 +159,83 @@ func (r *results) bestRatio(variant string, rules, dsts int) float64 {
 	return best / ref
 }
 
-// e2eField is the median of a field over rounds; dsts 0 takes every pattern.
-func (r *results) e2eField(variant string, rules, dsts int, f func(e2eSample) float64) float64 {
-	var vals []float64
-	for _, s := range r.E2E {
-		if s.Variant == variant && s.Rules == rules && (dsts == 0 || s.Dsts == dsts) {
-			vals = append(vals, f(s))
-		}
-	}
-	return median(vals)
-}
-
-// floor is the empty-programs variant of a pattern, and the size it ran at.
-func (r *results) floor(dsts int) (cell, int) {
-	for _, s := range r.E2E {
-		if s.Variant == vFloor && s.Dsts == dsts {
-			return r.e2eCell(vFloor, s.Rules, dsts), s.Rules
-		}
-	}
-	return cell{}, 0
-}
-
 // wins counts the rounds in which a beat b.
-func (r *results) wins(a, b string, rules, dsts int) (int, int) {
-	won, total := 0, 0
-	for _, s := range r.E2E {
-		if s.Variant != a || s.Rules != rules || s.Dsts != dsts {
-			continue
-		}
-		for _, t := range r.E2E {
-			if t.Variant == b && t.Rules == rules && t.Dsts == dsts && t.Round == s.Round {
-				total++
-				if s.PPS > t.PPS {
-					won++
-				}
+func (ix *index) wins(a, b string, rules, dsts int) (won, total int) {
+	bs := ix.e2eFig(b, rules, dsts, pps)
+	for round, x := range ix.e2eFig(a, rules, dsts, pps) {
+		if y, ok := bs[round]; ok {
+			total++
+			if x > y {
+				won++
 			}
 		}
 	}
 	return won, total
 }
 
-var e2eVariants = []string{vCgwall, vNft, vIpt, vIptLegacy}
-
-func (r *results) writeE2E(w io.Writer) {
-	cfg := r.Settings
-	sizes := r.e2eSizes()
-	if len(sizes) == 0 {
-		return
-	}
-	fmt.Fprintf(w, "### Packets per second, end to end\n\n")
-	fmt.Fprintf(w, "UDP with %d-byte payloads, sent with sendmmsg in batches of %d by one thread pinned to CPU %d, "+
-		"counted as the veth's tx_packets over %s after %s of warm-up. Every packet misses every rule and passes. "+
-		"Median of %d rounds, in thousands of packets per second; in brackets the median of the per-round ratio to no filter at the same size and pattern, "+
-		"then the best run against the best run of no filter (this host switches between a fast and a slow state every few seconds; "+
-		"a reference run caught in the slow state inflates a ratio, and the best runs are both in the fast state).\n\n",
-		cfg.Payload, cfg.Batch, cfg.SenderCPU, cfg.Duration, cfg.Warmup, r.Rounds)
-	for _, dsts := range r.patterns() {
-		fmt.Fprintf(w, "**%s**", patternName(dsts))
-		if dsts == 1 {
-			fmt.Fprintf(w, ": one flow; cgwall judges each packet once, at egress (its connect hook ran once).\n\n")
-		} else {
-			fmt.Fprintf(w, ": each datagram to the next of 198.19.0.1 … +%d; cgwall judges each packet twice, at sendmsg and at egress.\n\n", dsts-1)
-		}
-		fmt.Fprintf(w, "| rules | no filter | %s |\n", strings.Join(e2eVariants, " | "))
-		fmt.Fprintf(w, "|---:|---:|%s\n", strings.Repeat("---:|", len(e2eVariants)))
-		for _, n := range sizes {
-			base := r.e2eCell(vNone, n, dsts)
-			if !base.ok() {
-				continue
-			}
-			row := []string{human(n), fmt.Sprintf("%.0f", base.med/1000)}
-			for _, v := range e2eVariants {
-				c := r.e2eCell(v, n, dsts)
-				if !c.ok() {
-					row = append(row, "—")
-					continue
-				}
-				row = append(row, fmt.Sprintf("%.0f (%.1f%% / %.1f%%)", c.med/1000, 100*c.ratio, 100*r.bestRatio(v, n, dsts)))
-			}
-			fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
-		}
-		fmt.Fprintln(w)
-		if fl, n := r.floor(dsts); fl.ok() {
-			fmt.Fprintf(w, "The hooks' floor: with programs that only return 1 on the same hooks as cgwall (egress and sendmsg4), %.0f kpps, %.1f%% / %.1f%% of no filter (at %s rules, same rounds). "+
-				"No program on these hooks can do better; cgwall's decisions cost the difference.\n\n", fl.med/1000, 100*fl.ratio, 100*r.bestRatio(vFloor, n, dsts), human(n))
-		}
-	}
-
-	fmt.Fprintf(w, "cgwall's programs on that traffic, from the kernel's BPF statistics (`run_time_ns / run_cnt`, "+
-		"taken in a separate %s window, because statistics add two clock reads per run), against the time per packet "+
-		"that cgwall added end to end (1/pps with cgwall − 1/pps with no filter, from the medians):\n\n", cfg.StatsDuration)
-	fmt.Fprintln(w, "| traffic | rules | egress ns/packet | sendmsg4 ns/packet | added ns/packet end to end |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
-	for _, dsts := range r.patterns() {
-		for _, n := range sizes {
-			eg := r.e2eField(vCgwall, n, dsts, func(s e2eSample) float64 { return s.ProgNs })
-			if math.IsNaN(eg) || eg == 0 {
-				continue
-			}
-			sm := r.e2eField(vCgwall, n, dsts, func(s e2eSample) float64 { return s.SendmsgNs })
-			fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %.0f |\n", patternName(dsts), human(n), eg, sm,
-				1e9/r.e2eCell(vCgwall, n, dsts).med-1e9/r.e2eCell(vNone, n, dsts).med)
-		}
-	}
-	fmt.Fprintln(w)
+// floorFig is the empty-programs variant of a pattern.
+type floorFig struct {
+	cell
+	Best  float64
+	Rules int
 }
 
-// ---- control plane
-
-func (r *results) writeControl(w io.Writer) {
-	sizes := r.e2eSizes()
-	if len(sizes) == 0 {
-		return
-	}
-	fmt.Fprintf(w, "### Control plane: loading N rules\n\n")
-	input := r.CgwallInput
-	if input == "" {
-		input = "YAML policy file (-f)"
-	}
-	fmt.Fprintf(w, "cgwall read its rules from a %s. ", input)
-	fmt.Fprintf(w, "Seconds from start to rules in force (cgwall: to its `attached` line; nft and iptables-restore: to their exit, run through nsenter), "+
-		"and the kernel memory that stayed allocated (/proc/meminfo SUnreclaim + VmallocUsed + Percpu, after minus before, once settled); "+
-		"cgwall also by its maps' memlock. Every load of the end-to-end runs counts, so the median is of %d to %d loads.\n\n", r.Rounds, r.Rounds*len(r.patterns()))
-	vs := []string{vCgwall, vNft, vIpt, vIptLegacy}
-	var head []string
-	for _, v := range vs {
-		head = append(head, v+" s", v+" MiB")
-	}
-	fmt.Fprintf(w, "| rules | %s | cgwall memlock MiB |\n", strings.Join(head, " | "))
-	fmt.Fprintf(w, "|---:|%s\n", strings.Repeat("---:|", 2*len(vs)+1))
-	for _, n := range sizes {
-		row := []string{human(n)}
-		for _, v := range vs {
-			t := r.e2eField(v, n, 0, func(s e2eSample) float64 { return s.LoadSec })
-			m := r.e2eField(v, n, 0, func(s e2eSample) float64 { return s.KernelMiB })
-			if math.IsNaN(t) {
-				row = append(row, "—", "—")
-				continue
-			}
-			row = append(row, fmt.Sprintf("%.3f", t), fmt.Sprintf("%.1f", m))
+// Floor is the empty-programs variant of a pattern, at the size it ran at.
+func (ix *index) Floor(dsts int) *floorFig {
+	for _, n := range ix.Sizes {
+		if c := ix.e2eCell(vFloor, n, dsts); c.ok() {
+			return &floorFig{c, ix.best(vFloor, n, dsts), n}
 		}
-		row = append(row, fmt.Sprintf("%.2f", r.e2eField(vCgwall, n, 0, func(s e2eSample) float64 { return s.Memlock })))
-		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
 	}
-	fmt.Fprintln(w)
-	if len(r.LoadBreakdown) > 0 {
-		fmt.Fprintln(w, "Where cgwall's time goes, timed in this process (median): reading the YAML policy into a policy (`policy.LoadFile`), or reading the same prefixes from a list file (`policy.AddList`, where cgwall has it), then `datapath.Load` and `Commit` (create the maps and programs, fill the maps, put the policy in force):")
-		fmt.Fprintln(w)
-		fmt.Fprintln(w, "| rules | policy.LoadFile (YAML) s | policy.AddList (list file) s | datapath.Load + Commit s | cgwall run to ready s |")
-		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|")
-		for _, lb := range r.LoadBreakdown {
-			list := "—"
-			if len(lb.ListSec) > 0 {
-				list = fmt.Sprintf("%.3f", median(lb.ListSec))
-			}
-			fmt.Fprintf(w, "| %s | %.3f | %s | %.3f | %.3f |\n", human(lb.Rules), median(lb.ParseSec), list, median(lb.LoadSec),
-				r.e2eField(vCgwall, lb.Rules, 0, func(s e2eSample) float64 { return s.LoadSec }))
-		}
-		fmt.Fprintln(w)
-	}
+	return nil
 }
 
-// ---- logging
-
-func (r *results) writeLog(w io.Writer) {
-	cfg := r.Settings
-	if len(cfg.Patterns) == 0 {
-		return
-	}
-	dsts := cfg.Patterns[0]
-	c := r.e2eCellVs(vCgwallLog, vCgwall, cfg.LogRules, dsts)
-	if !c.ok() {
-		return
-	}
-	none := r.e2eCell(vCgwall, cfg.LogRules, dsts)
-	lost := r.e2eField(vCgwallLog, cfg.LogRules, dsts, func(s e2eSample) float64 { return float64(s.Lost) })
-	events := r.e2eField(vCgwallLog, cfg.LogRules, dsts, func(s e2eSample) float64 { return float64(s.Events) })
-	share := r.e2eField(vCgwallLog, cfg.LogRules, dsts, func(s e2eSample) float64 {
-		if s.Events+s.Lost == 0 {
-			return math.NaN()
-		}
-		return float64(s.Lost) / float64(s.Events+s.Lost)
-	})
-	fmt.Fprintf(w, "### Logging\n\n")
-	fmt.Fprintf(w, "cgwall with %s rules, %s, `--log none` against `--log all` (every packet an event, printed as text to a pipe that the harness drains). "+
-		"Events: lines printed over the whole life of `cgwall run` (warm-up and counted window); lost: the total in its last `lost N events` line. "+
-		"Median of %d rounds; the ratio is per round, against `--log none` in the same round.\n\n",
-		human(cfg.LogRules), patternName(dsts), r.Rounds)
-	fmt.Fprintln(w, "| --log | kpps | ratio to --log none | events printed | events lost | lost share |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
-	fmt.Fprintf(w, "| none | %.0f | 100%% | — | — | — |\n", none.med/1000)
-	fmt.Fprintf(w, "| all | %.0f | %.1f%% | %.0f | %.0f | %.1f%% |\n\n", c.med/1000, 100*c.ratio, events, lost, 100*share)
+// table is a Markdown table whose first left columns are aligned left and
+// the others right.
+type table struct {
+	head []string
+	left int
+	rows [][]string
 }
 
-// ---- exec
+func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
 
-func (r *results) writeExec(w io.Writer) {
-	fmt.Fprintf(w, "### `cgwall exec` latency\n\n")
-	if !r.Exec.Available {
-		fmt.Fprintf(w, "Not measured yet: %s.\n\n", r.Exec.Note)
-		return
-	}
-	p, c := median(r.Exec.PlainMs), median(r.Exec.CgwallMs)
-	fmt.Fprintf(w, "From fork to the command's `main` (a Go program that prints CLOCK_MONOTONIC), median of %d runs each, interleaved: "+
-		"plain %.1f ms, through `cgwall exec --block 192.0.2.1` %.1f ms: **%.1f ms added**.\n\n", len(r.Exec.PlainMs), p, c, c-p)
-}
-
-// ---- goals
-
-type goal struct {
-	name, verdict, figures string
-}
-
-func (r *results) goals() []goal {
-	var gs []goal
-	if len(r.Decision) > 0 {
-		big := slices.Max(r.decisionSizes())
-		var parts []string
-		met := true
-		for _, kind := range kinds {
-			c := r.decisionCell("ipv4-mixed", big, kind, false)
-			if !c.ok() {
-				continue
-			}
-			parts = append(parts, fmt.Sprintf("%s %.0f ns = %.1f×", kind, c.med, c.ratio))
-			met = met && c.ratio <= 2
-		}
-		base := r.decisionCell("ipv4-mixed", 1, kindMiss, false)
-		gs = append(gs, goal{fmt.Sprintf("decision cost at %s mixed IPv4 rules, cold, ≤ 2× 1 rule", human(big)), verdict(met),
-			fmt.Sprintf("1 rule: %.0f ns; %s: %s", base.med, human(big), strings.Join(parts, ", "))})
-	}
-	for _, dsts := range r.patterns() {
-		c := r.e2eCell(vCgwall, 100_000, dsts)
-		if !c.ok() {
-			continue
-		}
-		nft := r.e2eCell(vNft, 100_000, dsts)
-		won, total := r.wins(vCgwall, vNft, 100_000, dsts)
-		best := r.bestRatio(vCgwall, 100_000, dsts)
-		// Met only if it holds by both measures: the per-round ratio and the
-		// best run against the best run.
-		met := min(c.ratio, best) >= 0.97 && c.med > nft.med
-		fig := fmt.Sprintf("cgwall %.1f%% of no filter by the per-round median, %.1f%% best against best (%.0f kpps); nftables %.1f%% / %.1f%% (%.0f kpps); cgwall ahead in %d of %d rounds",
-			100*c.ratio, 100*best, c.med/1000, 100*nft.ratio, 100*r.bestRatio(vNft, 100_000, dsts), nft.med/1000, won, total)
-		if fl, n := r.floor(dsts); fl.ok() {
-			fig += fmt.Sprintf("; empty programs on the same hooks: %.1f%% / %.1f%%", 100*fl.ratio, 100*r.bestRatio(vFloor, n, dsts))
-		}
-		gs = append(gs, goal{"pps at 100k rules ≥ 97% of no filter and above nftables; " + patternName(dsts), verdict(met), fig})
-	}
-	if t := r.e2eField(vCgwall, 1_000_000, 0, func(s e2eSample) float64 { return s.LoadSec }); !math.IsNaN(t) {
-		gs = append(gs, goal{"loading 1M rules ≤ 1 s", verdict(t <= 1), fmt.Sprintf("cgwall run to ready: %.2f s", t)})
-	}
-	if r.Exec.Available {
-		d := median(r.Exec.CgwallMs) - median(r.Exec.PlainMs)
-		gs = append(gs, goal{"exec adds ≤ 20 ms", verdict(d <= 20), fmt.Sprintf("%.1f ms", d)})
-	} else {
-		gs = append(gs, goal{"exec adds ≤ 20 ms", "not measured", r.Exec.Note})
-	}
-	return gs
-}
-
-func verdict(met bool) string {
-	if met {
-		return "met"
-	}
-	return "missed"
-}
-
-// ---- output
-
-func (r *results) markdown() string {
+func (t *table) String() string {
 	var b strings.Builder
-	mode := "full"
-	if r.Quick {
-		mode = "quick (-quick)"
+	row := func(cells []string) { b.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
+	row(t.head)
+	b.WriteString("|")
+	for i := range t.head {
+		b.WriteString(map[bool]string{true: "---|", false: "---:|"}[i < t.left])
 	}
-	fmt.Fprintf(&b, "Generated by `go run ./bench` (%s run, %d rounds, %.0f s) on %s, %s; tree: %s.\n\n",
-		mode, r.Rounds, r.Seconds, r.Started.UTC().Format("2006-01-02"), r.Machine, r.Commit)
-	if gs := r.goals(); len(gs) > 0 {
-		fmt.Fprintln(&b, "| goal (issue #5) | verdict | measured |")
-		fmt.Fprintln(&b, "|---|---|---|")
-		for _, g := range gs {
-			fmt.Fprintf(&b, "| %s | **%s** | %s |\n", g.name, g.verdict, g.figures)
-		}
-		fmt.Fprintln(&b)
+	b.WriteString("\n")
+	for _, r := range t.rows {
+		row(r)
 	}
-	r.writeDecision(&b)
-	r.writeStructures(&b)
-	r.writeE2E(&b)
-	if len(r.e2eSizes()) > 0 {
-		fmt.Fprintf(&b, "![Packets per second relative to no filter, best run against best run, against the number of rules](img/bench-pps.png)\n\n")
-	}
-	r.writeControl(&b)
-	r.writeLog(&b)
-	r.writeExec(&b)
 	return b.String()
 }
 
-const (
-	docsBegin = "<!-- bench:begin (generated by go run ./bench -docs; edits between these markers are overwritten) -->"
-	docsEnd   = "<!-- bench:end -->"
-)
+//go:embed report.md.tmpl
+var reportText string
 
-// settings are what the report says about how the figures were taken.
-type settings struct {
-	DecisionSizes []int  `json:"decision_sizes"`
-	DecisionDsts  int    `json:"decision_dsts"`
-	DecisionRuns  int    `json:"decision_runs"`
-	StructSizes   []int  `json:"struct_sizes"`
-	E2ESizes      []int  `json:"e2e_sizes"`
-	IptablesMax   int    `json:"iptables_max"`
-	Patterns      []int  `json:"patterns"`
-	Payload       int    `json:"payload"`
-	Batch         int    `json:"batch"`
-	SenderCPU     int    `json:"sender_cpu"`
-	Duration      string `json:"duration"`
-	Warmup        string `json:"warmup"`
-	StatsDuration string `json:"stats_duration"`
-	LogRules      int    `json:"log_rules"`
+var reportTmpl = template.Must(template.New("").Funcs(template.FuncMap{
+	"human":   human,
+	"pattern": patternName,
+	"sub":     func(a, b int) int { return a - b },
+	"mul":     func(a, b int) int { return a * b },
+	"kilo":    func(x float64) float64 { return x / 1000 },
+	"pct":     func(x float64) float64 { return 100 * x },
+}).Parse(reportText))
+
+func (ix *index) markdown() (string, error) {
+	var b strings.Builder
+	err := reportTmpl.ExecuteTemplate(&b, "report", ix)
+	return b.String(), err
 }
 
-func report(cfg *config, r *results, log io.Writer) error {
-	r.Settings = settings{
-		DecisionSizes: cfg.decisionSizes, DecisionDsts: cfg.decisionDsts, DecisionRuns: cfg.decisionRuns,
-		StructSizes: cfg.structSizes, E2ESizes: cfg.e2eSizes, IptablesMax: cfg.iptablesMax, Patterns: cfg.patterns,
-		Payload: payloadBytes, Batch: cfg.batch, SenderCPU: cfg.senderCPU, Duration: cfg.duration.String(),
-		Warmup: cfg.warmup.String(), StatsDuration: cfg.statsDuration.String(), LogRules: cfg.logRules,
+func patternName(dsts int) string {
+	if dsts == 1 {
+		return "1 destination (connected)"
 	}
-	return write(cfg, r, log)
-}
-
-// write writes the report of r: results.md, results.json and pps.png in
-// cfg.out, and with cfg.docs the docs.
-func write(cfg *config, r *results, log io.Writer) error {
-	md := r.markdown()
-	js, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(cfg.out, "results.json"), js, 0o644); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(cfg.out, "results.md"), []byte(md), 0o644); err != nil {
-		return err
-	}
-	var png []byte
-	if len(r.e2eSizes()) > 0 {
-		png, err = r.chart()
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(cfg.out, "pps.png"), png, 0o644); err != nil {
-			return err
-		}
-	}
-	fmt.Fprintf(log, "\n%s\nresults in %s\n", md, cfg.out)
-	if !cfg.docs {
-		return nil
-	}
-	doc := filepath.Join(cfg.repo, "docs", "performance.md")
-	old, err := os.ReadFile(doc)
-	if err != nil {
-		return err
-	}
-	i := strings.Index(string(old), docsBegin)
-	j := strings.Index(string(old), docsEnd)
-	if i < 0 || j < i {
-		return fmt.Errorf("%s has no %q … %q markers to write between", doc, docsBegin, docsEnd)
-	}
-	updated := string(old[:i]) + docsBegin + "\n\n" + md + string(old[j:])
-	if err := os.WriteFile(doc, []byte(updated), 0o644); err != nil {
-		return err
-	}
-	if png != nil {
-		if err := os.MkdirAll(filepath.Join(cfg.repo, "docs", "img"), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(cfg.repo, "docs", "img", "bench-pps.png"), png, 0o644); err != nil {
-			return err
-		}
-	}
-	fmt.Fprintf(log, "wrote %s and docs/img/bench-pps.png\n", doc)
-	return nil
+	return fmt.Sprintf("%d destinations (unconnected)", dsts)
 }

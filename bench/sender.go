@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -17,11 +16,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The sender is this program re-executed with senderEnv set. It is started
-// directly in the cgroup under test (clone3 with CLONE_INTO_CGROUP), so every
-// socket it opens belongs to that cgroup from the first instruction on.
+// The sender is this program re-executed with senderEnv set to its job. It
+// is started directly in the cgroup under test (clone3 with
+// CLONE_INTO_CGROUP), so every socket it opens belongs to that cgroup from
+// the first instruction on.
 
-const senderEnv = "CGWALL_BENCH_SENDER"
+const (
+	senderEnv  = "CGWALL_BENCH_SENDER"
+	maxPackets = 50_000_000 // a bound on one send, whatever its duration
+	udpPort    = 9          // discard
+)
+
+// senderJob is what one sender sends.
+type senderJob struct {
+	Netns    string        // network namespace to send from (path)
+	Dev      string        // device whose tx_packets count the packets on the wire
+	Dst      netip.Addr    // first destination address
+	Dsts     int           // consecutive destination addresses; 1 uses a connected socket
+	Batch    int           // datagrams per sendmmsg call
+	Size     int           // UDP payload bytes
+	CPU      int           // CPU to pin the sending thread to
+	Warmup   time.Duration // time sent before counting
+	Duration time.Duration // time counted
+}
 
 type senderResult struct {
 	Sent    uint64  `json:"sent"`     // packets the sendmmsg calls accepted
@@ -33,124 +50,109 @@ type senderResult struct {
 
 func (r senderResult) pps() float64 { return float64(r.Wire) / r.Seconds }
 
-// senderMain sends UDP as fast as one thread can for a fixed time and prints
-// a senderResult as JSON. Bounded: it stops after -duration, or after
-// -max-packets, whichever comes first.
-func senderMain(args []string) error {
-	fs := flag.NewFlagSet("sender", flag.ContinueOnError)
-	netns := fs.String("netns", "", "network namespace to send from (path)")
-	dev := fs.String("dev", "", "device whose tx_packets count the packets on the wire")
-	dst := fs.String("dst", "", "first destination address")
-	ndst := fs.Int("dsts", 1, "number of consecutive destination addresses; 1 uses a connected socket")
-	port := fs.Int("port", 9, "destination UDP port")
-	batch := fs.Int("batch", 64, "datagrams per sendmmsg call")
-	size := fs.Int("size", 18, "UDP payload bytes")
-	cpu := fs.Int("cpu", -1, "CPU to pin the sending thread to")
-	warmup := fs.Duration("warmup", 200*time.Millisecond, "time sent before counting")
-	duration := fs.Duration("duration", time.Second, "time counted")
-	maxPackets := fs.Uint64("max-packets", 50_000_000, "stop after this many packets")
-	if err := fs.Parse(args); err != nil {
+// senderMain sends UDP as fast as one thread can for the job's duration (or
+// maxPackets) and prints a senderResult as JSON.
+func senderMain(job string) error {
+	var j senderJob
+	if err := json.Unmarshal([]byte(job), &j); err != nil {
 		return err
 	}
-
 	// Everything below runs on this one thread: it alone is in the namespace.
 	runtime.LockOSThread()
-	if *netns != "" {
-		f, err := os.Open(*netns)
-		if err != nil {
-			return err
-		}
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			return fmt.Errorf("enter %s: %w", *netns, err)
-		}
-		f.Close()
-	}
-	if *cpu >= 0 {
-		if err := pinThread(*cpu); err != nil {
-			return fmt.Errorf("pin to CPU %d: %w", *cpu, err)
-		}
-	}
-	first, err := netip.ParseAddr(*dst)
-	if err != nil || !first.Is4() {
-		return fmt.Errorf("bad -dst %q", *dst)
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	f, err := os.Open(j.Netns)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
-
-	payload := make([]byte, *size)
-	iov := unix.Iovec{Base: &payload[0]}
-	iov.SetLen(len(payload))
-	msgs := make([]unix.Mmsghdr, *batch)
-	var names []unix.RawSockaddrInet4
-	if *ndst == 1 {
-		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: *port, Addr: first.As4()}); err != nil {
-			return fmt.Errorf("connect: %w", err)
-		}
-	} else {
-		// One name per message, cycling through the destinations.
-		names = make([]unix.RawSockaddrInet4, *ndst)
-		a := first
-		for i := range names {
-			names[i] = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.As4()}
-			p := (*[2]byte)(unsafe.Pointer(&names[i].Port))
-			p[0], p[1] = byte(*port>>8), byte(*port)
-			a = a.Next()
-		}
+	if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("enter %s: %w", j.Netns, err)
 	}
-	for i := range msgs {
-		msgs[i].Hdr.Iov = &iov
-		msgs[i].Hdr.SetIovlen(1)
+	f.Close()
+	if err := pinThread(j.CPU); err != nil {
+		return fmt.Errorf("pin to CPU %d: %w", j.CPU, err)
 	}
-
-	var res senderResult
-	next := 0
-	send := func() {
-		if names != nil {
-			for i := range msgs {
-				msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&names[next]))
-				msgs[i].Hdr.Namelen = unix.SizeofSockaddrInet4
-				next++
-				if next == len(names) {
-					next = 0
-				}
-			}
-		}
-		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
-		if errno != 0 {
-			res.Errors++
-			res.LastErr = errno.Error()
-			return
-		}
-		res.Sent += uint64(n)
+	s, err := newSocket(j)
+	if err != nil {
+		return err
 	}
-
-	end := time.Now().Add(*warmup)
-	for time.Now().Before(end) {
-		send()
+	defer unix.Close(s.fd)
+	for end := time.Now().Add(j.Warmup); time.Now().Before(end); {
+		s.send()
 	}
-	res = senderResult{}
-	tx0, err := txPackets(*dev)
+	s.res = senderResult{}
+	tx0, err := txPackets(j.Dev)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	end = start.Add(*duration)
-	for i := 0; res.Sent < *maxPackets; i++ {
-		send()
+	for i, end := 0, start.Add(j.Duration); s.res.Sent < maxPackets; i++ {
+		s.send()
 		if i%16 == 0 && !time.Now().Before(end) {
 			break
 		}
 	}
-	res.Seconds = time.Since(start).Seconds()
-	tx1, err := txPackets(*dev)
+	s.res.Seconds = time.Since(start).Seconds()
+	tx1, err := txPackets(j.Dev)
+	s.res.Wire = tx1 - tx0
 	if err != nil {
 		return err
 	}
-	res.Wire = tx1 - tx0
-	return json.NewEncoder(os.Stdout).Encode(res)
+	return json.NewEncoder(os.Stdout).Encode(s.res)
+}
+
+// socket is a UDP socket and the batch of messages it sends.
+type socket struct {
+	fd    int
+	msgs  []unix.Mmsghdr
+	names []unix.RawSockaddrInet4 // one per destination, cycled through; none when connected
+	next  int
+	res   senderResult
+}
+
+func newSocket(j senderJob) (*socket, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	s := &socket{fd: fd, msgs: make([]unix.Mmsghdr, j.Batch)}
+	payload := make([]byte, j.Size)
+	iov := unix.Iovec{Base: &payload[0]}
+	iov.SetLen(len(payload))
+	for i := range s.msgs {
+		s.msgs[i].Hdr.Iov = &iov
+		s.msgs[i].Hdr.SetIovlen(1)
+	}
+	if j.Dsts == 1 {
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: udpPort, Addr: j.Dst.As4()}); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("connect: %w", err)
+		}
+		return s, nil
+	}
+	a := j.Dst
+	for range j.Dsts {
+		name := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.As4()}
+		p := (*[2]byte)(unsafe.Pointer(&name.Port)) // network order
+		p[0], p[1] = udpPort>>8, udpPort&0xff
+		s.names = append(s.names, name)
+		a = a.Next()
+	}
+	return s, nil
+}
+
+// send sends one batch; unconnected, each message to the next destination.
+func (s *socket) send() {
+	for i := 0; s.names != nil && i < len(s.msgs); i++ {
+		s.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&s.names[s.next]))
+		s.msgs[i].Hdr.Namelen = unix.SizeofSockaddrInet4
+		s.next = (s.next + 1) % len(s.names)
+	}
+	n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.msgs[0])), uintptr(len(s.msgs)), 0, 0, 0)
+	if errno != 0 {
+		s.res.Errors++
+		s.res.LastErr = errno.Error()
+		return
+	}
+	s.res.Sent += uint64(n)
 }
 
 // txPackets reads a device's transmitted packets from /proc/thread-self/net/dev,
@@ -164,15 +166,10 @@ func txPackets(dev string) (uint64, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || strings.TrimSpace(name) != dev {
-			continue
-		}
 		// rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets ...
-		f := strings.Fields(rest)
-		if len(f) < 10 {
-			break
+		if f := strings.Fields(rest); ok && strings.TrimSpace(name) == dev && len(f) >= 10 {
+			return strconv.ParseUint(f[9], 10, 64)
 		}
-		return strconv.ParseUint(f[9], 10, 64)
 	}
 	return 0, errors.New("no device " + dev + " in /proc/thread-self/net/dev")
 }

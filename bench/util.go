@@ -6,88 +6,69 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
-// cleanups is a stack of undo actions: namespaces, cgroups, processes. They
-// run in reverse order on exit, on error and on Ctrl-C, each once.
-type cleanups struct {
-	mu  sync.Mutex
-	fns []cleanup
-}
-
-type cleanup struct {
-	what string
-	fn   func() error
-}
+// cleanups is a stack of undo actions: namespaces, cgroups, temporary
+// files. They run newest first, once, when the run ends, fails or is
+// interrupted.
+type cleanups []func()
 
 func (c *cleanups) add(what string, fn func() error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.fns = append(c.fns, cleanup{what, fn})
-}
-
-// run undoes everything registered so far, newest first, and reports failures
-// on stderr.
-func (c *cleanups) run() {
-	c.mu.Lock()
-	fns := c.fns
-	c.fns = nil
-	c.mu.Unlock()
-	for i := len(fns) - 1; i >= 0; i-- {
-		if err := fns[i].fn(); err != nil {
-			fmt.Fprintf(os.Stderr, "cleanup: %s: %v\n", fns[i].what, err)
+	*c = append(*c, func() {
+		if err := fn(); err != nil {
+			fmt.Fprintf(os.Stderr, "cleanup: %s: %v\n", what, err)
 		}
-	}
+	})
 }
 
-// command runs a program and returns its stdout; a failure carries stderr.
-func command(ctx context.Context, name string, args ...string) (string, error) {
-	return commandIn(ctx, nil, name, args...)
+func (c *cleanups) run() {
+	for _, fn := range slices.Backward(*c) {
+		fn()
+	}
+	*c = nil
 }
 
-func commandIn(ctx context.Context, stdin []byte, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
+// command runs a program; a failure carries the start of its stderr.
+func command(ctx context.Context, argv ...string) error {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(errb.String())
+		msg := strings.TrimSpace(stderr.String())
 		if len(msg) > 400 {
 			msg = msg[:400] + "…"
 		}
-		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(shorten(args), " "), err, msg)
+		if len(argv) > 9 {
+			argv = append(slices.Clone(argv[:9]), "…")
+		}
+		return fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, msg)
 	}
-	return out.String(), nil
+	return nil
 }
 
-func shorten(args []string) []string {
-	if len(args) > 8 {
-		return append(slices.Clone(args[:8]), "…")
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 1)) }
+
+func mean(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
 	}
-	return args
+	s := 0.0
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
 }
-
-// inNetns runs a program in a named network namespace with nsenter, which,
-// unlike 'ip netns exec', leaves /sys alone.
-func inNetns(ctx context.Context, ns string, stdin []byte, name string, args ...string) (string, error) {
-	return commandIn(ctx, stdin, "nsenter", append([]string{"--net=" + netnsPath(ns), "--", name}, args...)...)
-}
-
-func netnsPath(ns string) string { return filepath.Join("/run/netns", ns) }
 
 // median of xs; NaN for none.
 func median(xs []float64) float64 { return quantile(xs, 0.5) }
@@ -97,10 +78,9 @@ func quantile(xs []float64, q float64) float64 {
 		return math.NaN()
 	}
 	s := slices.Clone(xs)
-	sort.Float64s(s)
+	slices.Sort(s)
 	pos := q * float64(len(s)-1)
-	lo := int(math.Floor(pos))
-	hi := int(math.Ceil(pos))
+	lo, hi := int(math.Floor(pos)), int(math.Ceil(pos))
 	return s[lo] + (s[hi]-s[lo])*(pos-float64(lo))
 }
 
@@ -114,12 +94,8 @@ func meminfo() (map[string]int64, error) {
 	m := map[string]int64{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		if err == nil {
+		k, v, _ := strings.Cut(sc.Text(), ":")
+		if n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err == nil {
 			m[k] = n
 		}
 	}
@@ -137,12 +113,13 @@ func kernelMemKiB() int64 {
 	return m["SUnreclaim"] + m["VmallocUsed"] + m["Percpu"]
 }
 
-// settleKernelMem waits for RCU-deferred frees to land (maps, sets and rule
-// blobs are freed after a grace period) and returns the kernel memory then.
+// settleKernelMem waits, up to a second, for RCU-deferred frees to land
+// (maps, sets and rule blobs are freed after a grace period) and returns the
+// kernel memory then.
 func settleKernelMem() int64 {
 	prev := kernelMemKiB()
 	for i := 0; i < 20; i++ {
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // a sampling period: nothing signals the frees
 		cur := kernelMemKiB()
 		if abs64(cur-prev) < 256 {
 			return cur
@@ -152,15 +129,27 @@ func settleKernelMem() int64 {
 	return prev
 }
 
-func abs64(x int64) int64 {
-	if x < 0 {
-		return -x
+func abs64(x int64) int64 { return max(x, -x) }
+
+// attachedProgram is the one program of an attach type on a cgroup.
+func attachedProgram(cg string, typ ebpf.AttachType) (*ebpf.Program, error) {
+	f, err := os.Open(cg)
+	if err != nil {
+		return nil, err
 	}
-	return x
+	defer f.Close()
+	q, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: typ})
+	if err != nil {
+		return nil, err
+	}
+	if len(q.Programs) != 1 {
+		return nil, fmt.Errorf("%d %s programs on %s, want 1", len(q.Programs), typ, cg)
+	}
+	return ebpf.NewProgramFromID(q.Programs[0].ID)
 }
 
-// progMemlock sums the memlock of every map a program uses, from fdinfo,
-// the inner maps of map-in-map maps included.
+// progMemlock sums the memlock of every map a program uses, the inner maps
+// of map-in-map maps included.
 func progMemlock(p *ebpf.Program) (uint64, error) {
 	info, err := p.Info()
 	if err != nil {
@@ -187,10 +176,13 @@ func progMemlock(p *ebpf.Program) (uint64, error) {
 }
 
 func mapMemlock(m *ebpf.Map) (uint64, error) {
-	total, err := fdMemlock(m.FD())
+	info, err := m.Info()
 	if err != nil {
 		return 0, err
 	}
+	// An empty LPM trie has none, which the library takes for "not
+	// reported"; every kernel cgwall runs on (5.17 and later) reports it.
+	total, _ := info.Memlock()
 	if t := m.Type(); t != ebpf.ArrayOfMaps && t != ebpf.HashOfMaps {
 		return total, nil
 	}
@@ -208,29 +200,11 @@ func mapMemlock(m *ebpf.Map) (uint64, error) {
 	return total, it.Err()
 }
 
-func fdMemlock(fd int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "memlock:"); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("no memlock in fdinfo %d", fd)
-}
-
 // pinThread pins the calling OS thread (which must be locked) to one CPU.
 func pinThread(cpu int) error {
 	var set unix.CPUSet
 	set.Set(cpu)
 	return unix.SchedSetaffinity(0, &set)
-}
-
-// alive says whether a process exists.
-func alive(pid int) bool {
-	return unix.Kill(pid, 0) == nil
 }
 
 func human(n int) string {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,114 +26,63 @@ import (
 // for a failure report, not a guess at how long things take.
 const waitTimeout = 15 * time.Second
 
-// lines collects a stream's lines and lets a test wait for one.
-type lines struct {
-	mu     sync.Mutex
-	all    []string
-	closed bool
-	change chan struct{} // closed and replaced on every new line
-}
+// lines is a stream of a process's output, read line by line.
+type lines struct{ *testutil.Lines }
 
-func collect(r io.Reader) *lines {
-	l := &lines{change: make(chan struct{})}
-	go func() {
-		s := bufio.NewScanner(r)
-		for s.Scan() {
-			l.mu.Lock()
-			l.all = append(l.all, s.Text())
-			close(l.change)
-			l.change = make(chan struct{})
-			l.mu.Unlock()
-		}
-		l.mu.Lock()
-		l.closed = true
-		close(l.change)
-		l.mu.Unlock()
-	}()
-	return l
-}
+func collect(r io.Reader) *lines { return &lines{testutil.Collect(r)} }
 
 // waitFor returns the first line containing substr, waiting for it to come.
 func (l *lines) waitFor(t testing.TB, substr string) string {
 	t.Helper()
-	deadline := time.After(waitTimeout)
-	for {
-		l.mu.Lock()
-		for _, line := range l.all {
-			if strings.Contains(line, substr) {
-				l.mu.Unlock()
-				return line
-			}
-		}
-		closed, change := l.closed, l.change
-		l.mu.Unlock()
-		if closed {
-			t.Fatalf("stream ended without a line containing %q; it had:\n%s", substr, l.String())
-		}
-		select {
-		case <-change:
-		case <-deadline:
-			t.Fatalf("no line containing %q after %v; got:\n%s", substr, waitTimeout, l.String())
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	line, err := l.WaitFor(ctx, substr)
+	if err != nil {
+		t.Fatalf("%v; got:\n%s", err, l)
 	}
+	return line
 }
 
-func (l *lines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.all, "\n")
-}
-
-func (l *lines) snapshot() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.all...)
-}
+func (l *lines) snapshot() []string { return l.All() }
 
 // proc is a running cgwall.
 type proc struct {
-	cmd    *exec.Cmd
-	stdout *lines
-	stderr *lines
-	done   chan struct{}
-	err    error
+	p              *testutil.Proc
+	cmd            *exec.Cmd
+	stdout, stderr *lines
+	done           <-chan struct{}
 }
 
 // startCgwall starts cgwall with args and waits for its ready line.
 func startCgwall(t *testing.T, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(cgwallBin, args...)
-	stdout, err := cmd.StdoutPipe()
+	return startReady(t, "attached ", args...)
+}
+
+// startReady starts cgwall with args and waits for a line of its stderr
+// that contains ready.
+func startReady(t *testing.T, ready string, args ...string) *proc {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	p, err := testutil.Start(ctx, exec.Command(cgwallBin, args...), ready)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, stdout: collect(stdout), stderr: collect(stderr), done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.done
-	})
-	p.stderr.waitFor(t, "attached ")
-	return p
+	t.Cleanup(p.Kill)
+	return &proc{p: p, cmd: p.Cmd, stdout: &lines{p.Stdout}, stderr: &lines{p.Stderr}, done: p.Done()}
 }
 
 // stop sends SIGINT and returns the exit code.
 func (p *proc) stop(t *testing.T) int {
 	t.Helper()
-	p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(waitTimeout):
-		t.Fatalf("cgwall did not exit on SIGINT; stderr:\n%s", p.stderr)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	code, err := p.p.Stop(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return p.cmd.ProcessState.ExitCode()
+	return code
 }
 
 // runCgwall runs cgwall to completion.

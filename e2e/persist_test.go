@@ -448,17 +448,7 @@ func TestWatch(t *testing.T) {
 
 func startWatch(t *testing.T, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(cgwallBin, args...)
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, stdout: collect(stdout), stderr: collect(stderr), done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
-	p.stderr.waitFor(t, "watching ")
-	return p
+	return startReady(t, "watching ", args...)
 }
 
 // TestAttachMountsBPFFS runs attach where bpffs is not mounted (in a private

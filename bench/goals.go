@@ -1,0 +1,112 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+)
+
+// The goals of issue #5, and how the report checks each against the
+// figures. A goal counts as met only if it holds by every measure the run
+// gives.
+var goal = struct {
+	decisionRatio float64 // cold decision cost at the largest size, at most this × 1 rule
+	ppsRules      int     // end to end, at this many rules:
+	ppsShare      float64 // at least this share of no filter, and above nftables
+	loadRules     int     // cgwall run reaches its ready line with this many rules
+	loadSec       float64 // in at most this many seconds
+	execMs        float64 // cgwall exec adds at most this to a command's start
+}{2, 100_000, 0.97, 1_000_000, 1, 20}
+
+// goalRow is one line of the table of goals.
+type goalRow struct{ goal, verdict, measured string }
+
+// goalChecks each give the rows of one goal: none if it was not measured.
+var goalChecks = []func(ix *index) []goalRow{decisionGoal, ppsGoal, loadGoal, execGoal}
+
+// Goals is the table of goals, verdicts and the figures behind them.
+func (ix *index) Goals() string {
+	t := table{head: []string{"goal (issue #5)", "verdict", "measured"}, left: 3}
+	for _, check := range goalChecks {
+		for _, row := range check(ix) {
+			t.add(row.goal, "**"+row.verdict+"**", row.measured)
+		}
+	}
+	if len(t.rows) == 0 {
+		return ""
+	}
+	return t.String()
+}
+
+func verdict(met bool) string {
+	if met {
+		return "met"
+	}
+	return "missed"
+}
+
+func decisionGoal(ix *index) []goalRow {
+	if len(ix.R.Decision) == 0 {
+		return nil
+	}
+	const set = "ipv4-mixed"
+	big := slices.Max(ix.DecisionSizes)
+	var parts []string
+	met := true
+	for _, kind := range kinds {
+		c := ix.decCell(set, big, kind, meanNs)
+		if !c.ok() {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %.0f ns = %.1f×", kind, c.Med, c.Ratio))
+		met = met && c.Ratio <= goal.decisionRatio
+	}
+	base := ix.decCell(set, 1, kindMiss, meanNs)
+	return []goalRow{{
+		fmt.Sprintf("decision cost at %s mixed IPv4 rules, cold, ≤ %g× 1 rule", human(big), goal.decisionRatio),
+		verdict(met),
+		fmt.Sprintf("1 rule: %.0f ns; %s: %s", base.Med, human(big), strings.Join(parts, ", ")),
+	}}
+}
+
+func ppsGoal(ix *index) []goalRow {
+	var rows []goalRow
+	n := goal.ppsRules
+	for _, dsts := range ix.Patterns {
+		c := ix.e2eCell(vCgwall, n, dsts)
+		if !c.ok() {
+			continue
+		}
+		nft := ix.e2eCell(vNft, n, dsts)
+		won, total := ix.wins(vCgwall, vNft, n, dsts)
+		best := ix.best(vCgwall, n, dsts)
+		met := min(c.Ratio, best) >= goal.ppsShare && c.Med > nft.Med
+		fig := fmt.Sprintf("cgwall %.1f%% of no filter by the per-round median, %.1f%% best against best (%.0f kpps); "+
+			"nftables %.1f%% / %.1f%% (%.0f kpps); cgwall ahead in %d of %d rounds",
+			100*c.Ratio, 100*best, c.Med/1000, 100*nft.Ratio, 100*ix.best(vNft, n, dsts), nft.Med/1000, won, total)
+		if fl := ix.Floor(dsts); fl != nil {
+			fig += fmt.Sprintf("; empty programs on the same hooks: %.1f%% / %.1f%%", 100*fl.Ratio, 100*fl.Best)
+		}
+		name := fmt.Sprintf("pps at %s rules ≥ %.0f%% of no filter and above nftables; %s", human(n), 100*goal.ppsShare, patternName(dsts))
+		rows = append(rows, goalRow{name, verdict(met), fig})
+	}
+	return rows
+}
+
+func loadGoal(ix *index) []goalRow {
+	t := ix.anyTraffic(vCgwall, goal.loadRules, loadSec)
+	if math.IsNaN(t) {
+		return nil
+	}
+	return []goalRow{{fmt.Sprintf("loading %s rules ≤ %g s", human(goal.loadRules), goal.loadSec), verdict(t <= goal.loadSec), fmt.Sprintf("cgwall run to ready: %.2f s", t)}}
+}
+
+func execGoal(ix *index) []goalRow {
+	name := fmt.Sprintf("exec adds ≤ %g ms", goal.execMs)
+	if !ix.R.Exec.Available {
+		return []goalRow{{name, "not measured", ix.R.Exec.Note}}
+	}
+	d := ix.ExecMs().Added
+	return []goalRow{{name, verdict(d <= goal.execMs), fmt.Sprintf("%.1f ms", d)}}
+}

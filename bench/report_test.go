@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/results.md from testdata/results.json")
+
+// TestRender is a golden test of -render: testdata/results.json, the results
+// of a real quick run (go run ./bench -quick -rounds 2 -only
+// decision,e2e,log,exec -e2e-sizes 1,1k,100k,1M -patterns 1,4096), must give
+// testdata/results.md byte for byte, and results.json back unchanged. After a
+// change to the report that is meant, go test ./bench -run TestRender -update
+// rewrites the golden file; the diff shows what the change did.
+func TestRender(t *testing.T) {
+	out := t.TempDir()
+	in, err := os.ReadFile(filepath.Join("testdata", "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "results.json"), in, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config{out: out}
+	if err := rerender(cfg, filepath.Join(out, "results.json"), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(out, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "results.md")
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("the report of testdata/results.json differs from %s (go test ./bench -run TestRender -update rewrites it):\n%s", golden, lineDiff(want, got))
+	}
+	if back, _ := os.ReadFile(filepath.Join(out, "results.json")); !bytes.Equal(back, in) {
+		t.Errorf("results.json did not survive a read and a write unchanged")
+	}
+	if _, err := os.Stat(filepath.Join(out, "pps.png")); err != nil {
+		t.Error(err)
+	}
+}
+
+// lineDiff shows the first lines where a and b differ.
+func lineDiff(a, b []byte) string {
+	al, bl := bytes.Split(a, []byte("\n")), bytes.Split(b, []byte("\n"))
+	var buf bytes.Buffer
+	shown := 0
+	for i := 0; i < max(len(al), len(bl)) && shown < 5; i++ {
+		var x, y []byte
+		if i < len(al) {
+			x = al[i]
+		}
+		if i < len(bl) {
+			y = bl[i]
+		}
+		if !bytes.Equal(x, y) {
+			fmt.Fprintf(&buf, "line %d:\n- %s\n+ %s\n", i+1, x, y)
+			shown++
+		}
+	}
+	return buf.String()
+}
+
+func TestSplice(t *testing.T) {
+	doc := "# Performance\n\n" + docsBegin + "\n\nold figures\n" + docsEnd + "\n\nmore prose\n"
+	got, err := splice(doc, "new figures\n")
+	if want := "# Performance\n\n" + docsBegin + "\n\nnew figures\n" + docsEnd + "\n\nmore prose\n"; err != nil || got != want {
+		t.Errorf("splice: %q, %v; want %q", got, err, want)
+	}
+	if _, err := splice("no markers", "x"); err == nil {
+		t.Error("splice into a page without markers: no error")
+	}
+}

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cgwall/cgwall/internal/cgroup"
+)
+
+// What a run sets up before it measures. Everything is named after the
+// harness's process ID, so that a later run can tell what a killed run left
+// behind: network namespaces cgwb-PID-*, the cgroup cgwall-bench-PID.
+
+type runEnv struct {
+	tmp  string // rule files and the cgwall binary
+	mnt  string // the cgroup2 mount
+	root string // the harness's cgroup, absolute
+}
+
+func setup(ctx context.Context, cfg *config, c *cleanups, log io.Writer) (*runEnv, error) {
+	if err := prerequisites(cfg); err != nil {
+		return nil, err
+	}
+	var err error
+	if cfg.repo, err = repoRoot(); err != nil {
+		return nil, err
+	}
+	removeStale()
+	env := &runEnv{}
+	if env.tmp, err = os.MkdirTemp("", "cgwall-bench-"); err != nil {
+		return nil, err
+	}
+	c.add("remove "+env.tmp, func() error { return os.RemoveAll(env.tmp) })
+	if cfg.out == "" {
+		cfg.out, err = os.MkdirTemp("", "cgwall-bench-results-")
+	} else {
+		err = os.MkdirAll(cfg.out, 0o755)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if cfg.cgwall == "" {
+		cfg.cgwall = filepath.Join(env.tmp, "cgwall")
+		fmt.Fprintln(log, "building cgwall")
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", cfg.cgwall, "./cmd/cgwall")
+		cmd.Dir = cfg.repo
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build ./cmd/cgwall: %w: %s", err, b)
+		}
+	}
+	if env.mnt, err = cgroup.Mount(); err != nil {
+		return nil, err
+	}
+	env.root = filepath.Join(env.mnt, fmt.Sprintf("cgwall-bench-%d", os.Getpid()))
+	if err := os.Mkdir(env.root, 0o755); err != nil {
+		return nil, fmt.Errorf("create cgroup: %w", err)
+	}
+	c.add("remove cgroup "+env.root, func() error { return removeCgroupTree(env.root) })
+	return env, nil
+}
+
+// prerequisites names the first thing missing.
+func prerequisites(cfg *config) error {
+	if os.Geteuid() != 0 {
+		return errors.New("run as root: the harness loads BPF programs, creates network namespaces and cgroups")
+	}
+	if _, err := cgroup.Mount(); err != nil {
+		return err
+	}
+	need := []string{"ip", "nsenter", "sysctl"}
+	if cfg.parts["e2e"] {
+		need = append(need, "iptables-nft-restore", "iptables-legacy-restore", "iptables-legacy")
+	}
+	if cfg.parts["e2e"] || cfg.parts["log"] {
+		need = append(need, "nft")
+	}
+	if cfg.cgwall == "" {
+		need = append(need, "go")
+	}
+	var missing []string
+	for _, n := range need {
+		if _, err := exec.LookPath(n); err != nil {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing %s: apt-get install -y nftables iptables iproute2 util-linux procps", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// repoRoot finds the module root from the working directory.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.Contains(string(b), "module github.com/cgwall/cgwall") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run from inside the cgwall repository")
+		}
+		dir = parent
+	}
+}
+
+// removeStale removes the namespaces and cgroups of earlier runs that were
+// killed before they could clean up (their process is gone).
+func removeStale() {
+	stale := func(dir, prefix string, remove func(name string)) {
+		ents, _ := os.ReadDir(dir)
+		for _, ent := range ents {
+			if pid, ok := stalePid(ent.Name(), prefix); ok && syscall.Kill(pid, 0) != nil {
+				remove(ent.Name())
+			}
+		}
+	}
+	stale("/run/netns", "cgwb-", func(ns string) { command(context.Background(), "ip", "netns", "del", ns) })
+	if mnt, err := cgroup.Mount(); err == nil {
+		stale(mnt, "cgwall-bench-", func(cg string) { removeCgroupTree(filepath.Join(mnt, cg)) })
+	}
+}
+
+// stalePid is the process ID in the name of something a run set up.
+func stalePid(name, prefix string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, prefix)
+	if !ok {
+		return 0, false
+	}
+	digits, _, _ := strings.Cut(rest, "-")
+	pid, err := strconv.Atoi(digits)
+	return pid, err == nil && pid > 0
+}
+
+// removeCgroupTree removes a cgroup and its children, deepest first, after
+// killing anything left in them.
+func removeCgroupTree(root string) error {
+	var dirs []string
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	var errs []error
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if b, err := os.ReadFile(filepath.Join(dirs[i], "cgroup.procs")); err == nil {
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+		errs = append(errs, removeDir(dirs[i]))
+	}
+	return errors.Join(errs...)
+}
+
+// removeDir removes an empty cgroup, which the kernel refuses with EBUSY
+// until the processes just killed are gone: it retries for up to a second.
+func removeDir(dir string) error {
+	var err error
+	for try := 0; try < 50; try++ {
+		if err = os.Remove(dir); err == nil || os.IsNotExist(err) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond) // nothing signals that a killed process has left its cgroup
+	}
+	return err
+}

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/cgwall/cgwall/internal/ruleset"
+)
+
+// The tables of the report and the figures its prose quotes, in the order
+// of report.md.tmpl. Every figure comes from the index.
+
+const dash = "—" // a cell that was not measured
+
+// Overhead is the timer cost subtracted from every decision-cost run.
+func (ix *index) Overhead() float64 {
+	var ovs []float64
+	for _, round := range ix.R.Decision {
+		ovs = append(ovs, round.OverheadNs)
+	}
+	return median(ovs)
+}
+
+// DecisionPool is the largest pool of destinations of a kind, and about
+// how many runs a cell had in a round.
+func (ix *index) DecisionPool() (pool struct{ Dsts, Runs int }) {
+	for _, round := range ix.R.Decision {
+		for _, s := range round.Samples {
+			pool.Dsts, pool.Runs = max(pool.Dsts, s.Dsts), max(pool.Runs, s.Runs)
+		}
+	}
+	if pool.Runs >= 10_000 {
+		pool.Runs = pool.Runs / 1000 * 1000
+	}
+	return pool
+}
+
+func (ix *index) DecisionTable() string {
+	t := table{head: []string{"set", "rules", "hit", "hit-prefix", "miss", "miss p99", "warm hit", "warm hit-prefix", "warm miss"}, left: 1}
+	warm := func(s decisionSample) float64 { return s.WarmNs }
+	for _, k := range ruleset.Kinds {
+		for _, n := range ix.DecisionSizes {
+			row := []string{k.Name, human(n)}
+			for _, kind := range kinds {
+				c := ix.decCell(k.Name, n, kind, meanNs)
+				row = append(row, cellText(c, "%.0f (%.1f×)", c.Med, c.Ratio))
+			}
+			p99 := ix.decCell(k.Name, n, kindMiss, func(s decisionSample) float64 { return s.P99Ns })
+			row = append(row, orDash(p99.Med, "%.0f"))
+			for _, kind := range kinds {
+				c := ix.decCell(k.Name, n, kind, warm)
+				row = append(row, cellText(c, "%.0f", c.Med))
+			}
+			t.add(row...)
+		}
+	}
+	return t.String()
+}
+
+// PPSTable is one traffic pattern's packets per second at every size.
+func (ix *index) PPSTable(dsts int) string {
+	t := table{head: append([]string{"rules", "no filter"}, e2eVariants...)}
+	for _, n := range ix.Sizes {
+		base := ix.e2eCell(vNone, n, dsts)
+		if !base.ok() {
+			continue
+		}
+		row := []string{human(n), fmt.Sprintf("%.0f", base.Med/1000)}
+		for _, v := range e2eVariants {
+			c := ix.e2eCell(v, n, dsts)
+			row = append(row, cellText(c, "%.0f (%.1f%% / %.1f%%)", c.Med/1000, 100*c.Ratio, 100*ix.best(v, n, dsts)))
+		}
+		t.add(row...)
+	}
+	return t.String()
+}
+
+// ProgTable sets cgwall's programs' own run time against what cgwall added
+// end to end.
+func (ix *index) ProgTable() string {
+	t := table{head: []string{"traffic", "rules", "egress ns/packet", "sendmsg4 ns/packet", "added ns/packet end to end"}, left: 1}
+	for _, dsts := range ix.Patterns {
+		for _, n := range ix.Sizes {
+			eg := ix.e2eMedian(vCgwall, n, dsts, func(s e2eSample) float64 { return s.ProgNs })
+			if math.IsNaN(eg) || eg == 0 {
+				continue
+			}
+			sm := ix.e2eMedian(vCgwall, n, dsts, func(s e2eSample) float64 { return s.SendmsgNs })
+			added := 1e9/ix.e2eCell(vCgwall, n, dsts).Med - 1e9/ix.e2eCell(vNone, n, dsts).Med
+			t.add(patternName(dsts), human(n), fmt.Sprintf("%.0f", eg), fmt.Sprintf("%.0f", sm), fmt.Sprintf("%.0f", added))
+		}
+	}
+	return t.String()
+}
+
+func (ix *index) LoadTable() string {
+	t := table{head: []string{"rules"}}
+	for _, v := range e2eVariants {
+		t.head = append(t.head, v+" s", v+" MiB")
+	}
+	t.head = append(t.head, "cgwall memlock MiB")
+	for _, n := range ix.Sizes {
+		row := []string{human(n)}
+		for _, v := range e2eVariants {
+			s := ix.anyTraffic(v, n, loadSec)
+			if math.IsNaN(s) {
+				row = append(row, dash, dash)
+				continue
+			}
+			row = append(row, fmt.Sprintf("%.3f", s), fmt.Sprintf("%.1f", ix.anyTraffic(v, n, func(s e2eSample) float64 { return s.KernelMiB })))
+		}
+		row = append(row, fmt.Sprintf("%.2f", ix.anyTraffic(vCgwall, n, func(s e2eSample) float64 { return s.Memlock })))
+		t.add(row...)
+	}
+	return t.String()
+}
+
+// BreakdownTable is where cgwall's load time goes, if it was measured.
+func (ix *index) BreakdownTable() string {
+	if len(ix.R.LoadBreakdown) == 0 {
+		return ""
+	}
+	t := table{head: []string{"rules", "policy.LoadFile (YAML) s", "policy.AddList (list file) s", "datapath.Load + Commit s", "cgwall run to ready s"}}
+	for _, lb := range ix.R.LoadBreakdown {
+		t.add(human(lb.Rules), fmt.Sprintf("%.3f", median(lb.ParseSec)), orDash(median(lb.ListSec), "%.3f"),
+			fmt.Sprintf("%.3f", median(lb.LoadSec)), fmt.Sprintf("%.3f", ix.anyTraffic(vCgwall, lb.Rules, loadSec)))
+	}
+	return t.String()
+}
+
+// LogTable is --log all against --log none, if the logging runs were made.
+func (ix *index) LogTable() string {
+	if len(ix.S.Patterns) == 0 {
+		return ""
+	}
+	n, dsts := ix.S.LogRules, ix.S.Patterns[0] // the logging pair runs on the first pattern only
+	all := ix.e2eCell(vCgwallLog, n, dsts, vCgwall)
+	if !all.ok() {
+		return ""
+	}
+	fig := func(f func(e2eSample) float64) float64 { return ix.e2eMedian(vCgwallLog, n, dsts, f) }
+	events := fig(func(s e2eSample) float64 { return float64(s.Events) })
+	lost := fig(func(s e2eSample) float64 { return float64(s.Lost) })
+	share := fig(func(s e2eSample) float64 {
+		if s.Events+s.Lost == 0 {
+			return math.NaN()
+		}
+		return float64(s.Lost) / float64(s.Events+s.Lost)
+	})
+	t := table{head: []string{"--log", "kpps", "ratio to --log none", "events printed", "events lost", "lost share"}, left: 1}
+	t.add("none", fmt.Sprintf("%.0f", ix.e2eCell(vCgwall, n, dsts).Med/1000), "100%", dash, dash, dash)
+	t.add("all", fmt.Sprintf("%.0f", all.Med/1000), fmt.Sprintf("%.1f%%", 100*all.Ratio), fmt.Sprintf("%.0f", events), fmt.Sprintf("%.0f", lost), fmt.Sprintf("%.1f%%", 100*share))
+	return t.String()
+}
+
+// ExecMs is the median exec latency, plain and through cgwall exec.
+func (ix *index) ExecMs() struct{ Plain, Cgwall, Added float64 } {
+	p, c := median(ix.R.Exec.PlainMs), median(ix.R.Exec.CgwallMs)
+	return struct{ Plain, Cgwall, Added float64 }{p, c, c - p}
+}
+
+// cellText formats a cell's figures, or a dash for a cell that was not
+// measured.
+func cellText(c cell, layout string, args ...any) string {
+	if !c.ok() {
+		return dash
+	}
+	return fmt.Sprintf(layout, args...)
+}
+
+func orDash(x float64, layout string) string {
+	if math.IsNaN(x) {
+		return dash
+	}
+	return fmt.Sprintf(layout, x)
+}
