@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
 )
@@ -64,7 +63,7 @@ func setup(ctx context.Context, cfg *config, c *cleanups, log io.Writer) (*runEn
 	if err := os.Mkdir(env.root, 0o755); err != nil {
 		return nil, fmt.Errorf("create cgroup: %w", err)
 	}
-	c.add("remove cgroup "+env.root, func() error { return removeCgroupTree(env.root) })
+	c.add("remove cgroup "+env.root, func() error { return cgroup.Remove(env.root) })
 	return env, nil
 }
 
@@ -130,7 +129,7 @@ func removeStale() {
 	}
 	stale("/run/netns", "cgwb-", func(ns string) { command(context.Background(), "ip", "netns", "del", ns) })
 	if mnt, err := cgroup.Mount(); err == nil {
-		stale(mnt, "cgwall-bench-", func(cg string) { removeCgroupTree(filepath.Join(mnt, cg)) })
+		stale(mnt, "cgwall-bench-", func(cg string) { cgroup.Remove(filepath.Join(mnt, cg)) })
 	}
 }
 
@@ -143,41 +142,4 @@ func stalePid(name, prefix string) (int, bool) {
 	digits, _, _ := strings.Cut(rest, "-")
 	pid, err := strconv.Atoi(digits)
 	return pid, err == nil && pid > 0
-}
-
-// removeCgroupTree removes a cgroup and its children, deepest first, after
-// killing anything left in them.
-func removeCgroupTree(root string) error {
-	var dirs []string
-	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	var errs []error
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if b, err := os.ReadFile(filepath.Join(dirs[i], "cgroup.procs")); err == nil {
-			for _, f := range strings.Fields(string(b)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-		}
-		errs = append(errs, removeDir(dirs[i]))
-	}
-	return errors.Join(errs...)
-}
-
-// removeDir removes an empty cgroup, which the kernel refuses with EBUSY
-// until the processes just killed are gone: it retries for up to a second.
-func removeDir(dir string) error {
-	var err error
-	for try := 0; try < 50; try++ {
-		if err = os.Remove(dir); err == nil || os.IsNotExist(err) {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond) // nothing signals that a killed process has left its cgroup
-	}
-	return err
 }
