@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/cgwall/cgwall/internal/testutil"
 )
@@ -172,23 +171,11 @@ func testCgroup(t *testing.T) (parent, child string) {
 	return cg.Path, child
 }
 
-// attachedCount says how many programs are attached to a cgroup's egress hook.
+// attachedCount says how many programs are attached to a cgroup's egress and
+// ingress hooks.
 func attachedCount(t *testing.T, cgPath string) int {
 	t.Helper()
-	f, err := os.Open(cgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	n := 0
-	for _, typ := range []ebpf.AttachType{ebpf.AttachCGroupInetEgress, ebpf.AttachCGroupInetIngress} {
-		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: typ})
-		if err != nil {
-			t.Fatalf("query programs of %s: %v", cgPath, err)
-		}
-		n += len(res.Programs)
-	}
-	return n
+	return testutil.Attached(t, cgPath, ebpf.AttachCGroupInetEgress) + testutil.Attached(t, cgPath, ebpf.AttachCGroupInetIngress)
 }
 
 // netns creates a network namespace for one test, with loopback up and

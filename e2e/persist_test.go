@@ -115,13 +115,7 @@ func TestIngressAttachedOnFirstIngressRule(t *testing.T) {
 		t.Fatalf("the first ingress rule did not attach the ingress hook: %v", l[0].Hooks)
 	}
 	s := serve(t, cg, "udp")
-	for _, from := range []string{"127.0.0.5", "127.0.0.6", "127.0.0.1"} {
-		label := from
-		if from == "127.0.0.1" {
-			label = "marker"
-		}
-		sendUDP(t, from, s.Port, label)
-	}
+	sendUDPFrom(t, s, "127.0.0.5", "127.0.0.6")
 	if got := s.received(t); !slices.Equal(got, []string{"127.0.0.6"}) {
 		t.Errorf("UDP server in the cgroup received from %v; want only 127.0.0.6", got)
 	}

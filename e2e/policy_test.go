@@ -33,6 +33,16 @@ func TestAllowlist(t *testing.T) {
 	p.stdout.waitFor(t, "DST 127.0.0.2, ACTION 0 hook=connect")
 }
 
+// sendUDPFrom sends a datagram to the server from each source, labelled with
+// the source, then the marker from 127.0.0.1 that ends what it receives.
+func sendUDPFrom(t *testing.T, s *server, sources ...string) {
+	t.Helper()
+	for _, from := range sources {
+		sendUDP(t, from, s.Port, from)
+	}
+	sendUDP(t, "127.0.0.1", s.Port, "marker")
+}
+
 // TestIngress runs a server in the cgroup and sends to it from outside, from a
 // blocked source and from an allowed one.
 func TestIngress(t *testing.T) {
@@ -43,13 +53,7 @@ func TestIngress(t *testing.T) {
 	}
 
 	s := serve(t, cg, "udp")
-	for _, from := range []string{"127.0.0.5", "127.0.1.9", "127.0.0.6", "127.0.0.1"} {
-		label := from
-		if from == "127.0.0.1" {
-			label = "marker"
-		}
-		sendUDP(t, from, s.Port, label)
-	}
+	sendUDPFrom(t, s, "127.0.0.5", "127.0.1.9", "127.0.0.6")
 	if got := s.received(t); !slices.Equal(got, []string{"127.0.0.6"}) {
 		t.Errorf("UDP server in the cgroup received from %v; want only 127.0.0.6", got)
 	}

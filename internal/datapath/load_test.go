@@ -2,31 +2,14 @@ package datapath
 
 import (
 	"net/netip"
-	"os"
 	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/cgwall/cgwall/internal/policy"
 	"github.com/cgwall/cgwall/internal/testutil"
 )
-
-// attached counts the programs attached to cg at one attach point.
-func attached(t *testing.T, path string, typ ebpf.AttachType) int {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: typ})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(res.Programs)
-}
 
 func TestWithHooksLoadsAndAttachesOnlyThose(t *testing.T) {
 	testutil.RequireBPF(t)
@@ -54,7 +37,7 @@ func TestWithHooksLoadsAndAttachesOnlyThose(t *testing.T) {
 		a.Close()
 		t.Fatal("attached the ingress hook, which was not loaded")
 	}
-	if n := attached(t, cg.Path, ebpf.AttachCGroupInetEgress); n != 0 {
+	if n := testutil.Attached(t, cg.Path, ebpf.AttachCGroupInetEgress); n != 0 {
 		t.Fatalf("a failed Attach left %d egress programs attached", n)
 	}
 	a, err := d.Attach(cg, hooks...)
@@ -69,7 +52,7 @@ func TestWithHooksLoadsAndAttachesOnlyThose(t *testing.T) {
 		ebpf.AttachCGroupInetIngress:    0,
 		ebpf.AttachCGroupInetSockCreate: 0,
 	} {
-		if n := attached(t, cg.Path, typ); n != want {
+		if n := testutil.Attached(t, cg.Path, typ); n != want {
 			t.Errorf("%d programs attached at %v, want %d", n, typ, want)
 		}
 	}

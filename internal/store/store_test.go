@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
 	"github.com/cgwall/cgwall/internal/datapath"
@@ -60,22 +59,7 @@ func blocking(t *testing.T, addrs ...string) *policy.Policy {
 // egressPrograms counts the programs attached at cg's egress.
 func egressPrograms(t *testing.T, cg cgroup.Dir) int {
 	t.Helper()
-	return programsAt(t, cg, ebpf.AttachCGroupInetEgress)
-}
-
-// programsAt counts the programs attached at one of cg's attach points.
-func programsAt(t *testing.T, cg cgroup.Dir, typ ebpf.AttachType) int {
-	t.Helper()
-	f, err := os.Open(cg.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: typ})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(res.Programs)
+	return testutil.Attached(t, cg.Path, ebpf.AttachCGroupInetEgress)
 }
 
 // inForce returns the prefixes of the cgroup's persistent policy and whether
@@ -125,7 +109,7 @@ func TestCreateReplaceRemove(t *testing.T) {
 	if err != nil || !slices.Equal(links.Hooks, want) {
 		t.Fatalf("links %+v, %v: want %v, an egress policy's", links, err, want)
 	}
-	if n := programsAt(t, cg, ebpf.AttachCGroupInetIngress); n != 0 {
+	if n := testutil.Attached(t, cg.Path, ebpf.AttachCGroupInetIngress); n != 0 {
 		t.Fatalf("an egress policy attached %d ingress programs", n)
 	}
 	// A replacement that judges ingress attaches the ingress hook.
@@ -136,7 +120,7 @@ func TestCreateReplaceRemove(t *testing.T) {
 	if _, err := s.Replace(cg, next); err != nil {
 		t.Fatal(err)
 	}
-	if n := programsAt(t, cg, ebpf.AttachCGroupInetIngress); n != 1 {
+	if n := testutil.Attached(t, cg.Path, ebpf.AttachCGroupInetIngress); n != 1 {
 		t.Fatalf("%d ingress programs after a replacement with ingress rules, want 1", n)
 	}
 	if got, _ := inForce(t, s, cg); len(got) != 3 {

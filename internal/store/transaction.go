@@ -34,16 +34,11 @@ func crashed(step string) bool { return step == crashAt }
 // (its links die with the process); after it, a policy that lets everything
 // pass until an attach replaces it.
 func (s *Store) Create(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
-	d, err := datapath.Load(p, datapath.WithHooks(datapath.HooksFor(p)...))
+	d, att, staging, err := s.stage(cg, p)
 	if err != nil {
 		return Applied{}, err
 	}
 	defer d.Close()
-	staging := s.transient(stagingPrefix, cg.ID)
-	att, err := s.stage(d, cg, staging)
-	if err != nil {
-		return Applied{}, err
-	}
 	defer att.Close() // the pinned links stay
 	if crashed("staged") {
 		return Applied{}, errCrashed
@@ -61,24 +56,32 @@ func (s *Store) Create(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
 	return applied(d, s.Dir(cg.ID), p, false), nil
 }
 
-// stage attaches d to cg with the hooks its policy needs, and pins it, links
-// and maps and layout, in dir. A hook that a later edit needs is attached
-// then (AttachHooks): an egress policy costs received packets nothing.
-func (s *Store) stage(d *datapath.Datapath, cg cgroup.Dir, dir string) (*datapath.Attachment, error) {
-	att, err := d.Attach(cg, datapath.HooksFor(d.Policy())...)
+// stage loads p, attaches it inert to cg with the hooks it needs, and pins
+// it, links and maps and layout, in a new staging folder. A hook that a later
+// edit needs is attached then (AttachHooks): an egress policy costs received
+// packets nothing. On error it leaves nothing behind.
+func (s *Store) stage(cg cgroup.Dir, p *policy.Policy) (_ *datapath.Datapath, _ *datapath.Attachment, dir string, err error) {
+	d, err := datapath.Load(p, datapath.WithHooks(datapath.HooksFor(p)...))
 	if err != nil {
-		return nil, err
+		return nil, nil, "", err
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
+	att, err := d.Attach(cg, datapath.HooksFor(p)...)
+	if err != nil {
+		d.Close()
+		return nil, nil, "", err
+	}
+	dir = s.transient(stagingPrefix, cg.ID)
+	if err = os.Mkdir(dir, 0o700); err == nil {
+		if err = errors.Join(d.Pin(dir), att.Pin(dir), pinLayout(dir)); err != nil {
+			remove(dir)
+		}
+	}
+	if err != nil {
 		att.Close()
-		return nil, err
+		d.Close()
+		return nil, nil, "", err
 	}
-	if err := errors.Join(d.Pin(dir), att.Pin(dir), pinLayout(dir)); err != nil {
-		att.Close()
-		remove(dir)
-		return nil, err
-	}
-	return att, nil
+	return d, att, dir, nil
 }
 
 // Replace puts p in force in place of a cgroup's persistent policy, all hooks
@@ -120,16 +123,11 @@ func (s *Store) Replace(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
 // is no gap. Then the old one goes. Killed at any point, recover leaves
 // exactly one of the two.
 func (s *Store) rebuild(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
-	d, err := datapath.Load(p, datapath.WithHooks(datapath.HooksFor(p)...))
+	d, att, staging, err := s.stage(cg, p)
 	if err != nil {
 		return Applied{}, err
 	}
 	defer d.Close()
-	staging := s.transient(stagingPrefix, cg.ID)
-	att, err := s.stage(d, cg, staging)
-	if err != nil {
-		return Applied{}, err
-	}
 	defer att.Close()
 	if err := d.Commit(); err != nil {
 		remove(staging)

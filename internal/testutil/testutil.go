@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
 )
@@ -65,4 +66,20 @@ func RemoveCgroup(tb testing.TB, path string) {
 	if err := cgroup.Remove(path); err != nil {
 		tb.Errorf("remove test cgroup: %v", err)
 	}
+}
+
+// Attached counts the programs attached to the cgroup at path at one attach
+// point.
+func Attached(tb testing.TB, path string, typ ebpf.AttachType) int {
+	tb.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: typ})
+	if err != nil {
+		tb.Fatalf("query the programs attached to %s: %v", path, err)
+	}
+	return len(res.Programs)
 }
