@@ -8,62 +8,9 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
-	"structs"
 
 	"github.com/cilium/ebpf"
 )
-
-type cgwallFixedAddr6 struct {
-	_    structs.HostLayout
-	Addr [16]uint8
-}
-
-type cgwallFixedConfig struct {
-	_             structs.HostLayout
-	DefaultAction [2]uint8
-	Audit         uint8
-	LogLevel      uint8
-	DenyRaw       uint8
-	Pad           uint8
-	Nlens4        [2]uint8
-	HasBitmap4    [2]uint8
-	Lens4         [2][32]uint8
-}
-
-type cgwallFixedCounter struct {
-	_       structs.HostLayout
-	Packets uint64
-	Bytes   uint64
-}
-
-type cgwallFixedPrefixKey4 struct {
-	_         structs.HostLayout
-	Prefixlen uint32
-	Addr      uint32
-}
-
-type cgwallFixedPrefixKey6 struct {
-	_         structs.HostLayout
-	Prefixlen uint32
-	Addr      [16]uint8
-}
-
-type cgwallFixedRule struct {
-	_       structs.HostLayout
-	Id      uint32
-	Action  uint8
-	Pad     [3]uint8
-	Packets uint64
-	Bytes   uint64
-}
-
-type cgwallFixedState struct {
-	_          structs.HostLayout
-	Gen        uint32
-	Live       uint32
-	NextRuleId uint32
-	Pad        uint32
-}
 
 // Names of all BPF objects in the ELF.
 //

@@ -10,4 +10,4 @@ package datapath
 // The same source built for filters whose policy never changes (run, exec):
 // rule maps referenced directly, without generations. Its types are the
 // object's above.
-//go:generate go tool bpf2go -cc clang-19 -strip llvm-strip-19 -target bpfel -cflags "-O2 -g -Wall -Werror -DCGWALL_FIXED -I/usr/include/x86_64-linux-gnu -I/usr/include/aarch64-linux-gnu" cgwallFixed ../../bpf/cgwall.c
+//go:generate go tool bpf2go -cc clang-19 -strip llvm-strip-19 -target bpfel -no-global-types -cflags "-O2 -g -Wall -Werror -DCGWALL_FIXED -I/usr/include/x86_64-linux-gnu -I/usr/include/aarch64-linux-gnu" cgwallFixed ../../bpf/cgwall.c
