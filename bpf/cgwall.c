@@ -86,7 +86,13 @@ struct config {
 	__u8 deny_raw;  // refuse raw and packet sockets
 	__u8 pad;
 	__u8 nlens4[DIR_MAX];
-	__u8 has_bitmap4[DIR_MAX]; // the direction has a /24 bitmap
+	// The direction's bitmap has a bit per 2^bitmap4_shift addresses: 8 for
+	// /24s, 16 for /16s; 0 means it has none.
+	__u8 bitmap4_shift[DIR_MAX];
+	// The direction's IPv6 bitmap hashes the first bitmap6_len bits of an
+	// address, the length of its shortest IPv6 rule; 0 means it has none.
+	__u8 bitmap6_len[DIR_MAX];
+	__u8 pad2[2];
 	__u8 lens4[DIR_MAX][LENS4];
 };
 
@@ -198,12 +204,11 @@ struct prefix6_map {
 	__type(value, struct rule);
 };
 
-// One bit per IPv4 /24, set when some rule of the direction overlaps that /24:
-// a clear bit answers "no rule" with one load, whatever the policy's size.
-// Only large IPv4 policies have one (a generation without it leaves its slot
-// empty): 2 MiB costs a cold load more than it saves on a small policy.
-// Userspace sets a rule's bits before it inserts the rule, and clears bits
-// only by building a new generation.
+// One bit per IPv4 /24 (large policies: 2 MiB) or /16 (small ones: 8 KiB),
+// set when some rule of the direction overlaps it: a clear bit answers "no
+// rule" with one load, whatever the policy's size (struct config says which
+// granularity a generation has). Userspace sets a rule's bits before it
+// inserts the rule, and clears bits only by building a new generation.
 #define BITMAP4_WORDS (1 << 18)
 
 struct bitmap4_map {
@@ -212,6 +217,21 @@ struct bitmap4_map {
 	// template be small: creating a 2 MiB one costs 1-2 ms of every load.
 	__uint(map_flags, BPF_F_MMAPABLE | BPF_F_INNER_MAP);
 	__uint(max_entries, BITMAP4_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+};
+
+// IPv6 rules spread over too many lengths for a bitmap of units; instead, one
+// of 2^16 bits (8 KiB) over a hash of each address's first bitmap6_len bits
+// (struct config): a rule can only match an address whose first bits, as
+// many as the shortest rule has, are its own, so a clear bit answers "no
+// rule" with one load. Userspace sets bits as for the IPv4 bitmap.
+#define BITMAP6_WORDS (1 << 10)
+
+struct bitmap6_map {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE | BPF_F_INNER_MAP);
+	__uint(max_entries, BITMAP6_WORDS);
 	__type(key, __u32);
 	__type(value, __u64);
 };
@@ -243,6 +263,8 @@ GENERATIONS(ingress_host6, host6_map)
 GENERATIONS(ingress_prefix6, prefix6_map)
 GENERATIONS(egress_bitmap4, bitmap4_map)
 GENERATIONS(ingress_bitmap4, bitmap4_map)
+GENERATIONS(egress_bitmap6, bitmap6_map)
+GENERATIONS(ingress_bitmap6, bitmap6_map)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -388,14 +410,16 @@ static __always_inline int is_v4_mapped(const __u8 *a)
 // every rule for addr.
 static __always_inline int no_rule4(int dir, const struct policy *pol, __u32 addr)
 {
-	if (!pol->cfg->has_bitmap4[dir & 1])
+	__u32 shift = pol->cfg->bitmap4_shift[dir & 1];
+
+	if (!shift)
 		return 0;
 	void *bm = inner(dir == DIR_EGRESS ? (void *)&egress_bitmap4 : (void *)&ingress_bitmap4, pol->gen);
 	if (!bm)
 		return 0;
-	__u32 slash24 = bpf_ntohl(addr) >> 8, word = slash24 >> 6;
+	__u32 unit = bpf_ntohl(addr) >> (shift & 31), word = unit >> 6;
 	__u64 *bits = bpf_map_lookup_elem(bm, &word);
-	return bits && !(*bits & (1ULL << (slash24 & 63)));
+	return bits && !(*bits & (1ULL << (unit & 63)));
 }
 
 static __always_inline void match4(int dir, const struct policy *pol, __u32 addr, __u32 len,
@@ -419,10 +443,48 @@ static __always_inline void match4(int dir, const struct policy *pol, __u32 addr
 	*m = w.m;
 }
 
+// hash6 hashes the first bits bits (1 to 128) of an IPv6 address to 16 bits.
+// Its Go twin is datapath.hash6.
+static __always_inline __u32 hash6(const __u8 *addr, __u32 bits)
+{
+	__u64 hi, lo;
+
+	__builtin_memcpy(&hi, addr, 8);
+	__builtin_memcpy(&lo, addr + 8, 8);
+	hi = __builtin_bswap64(hi);
+	lo = __builtin_bswap64(lo);
+	if (bits <= 64) {
+		hi &= ~0ULL << ((64 - bits) & 63);
+		lo = 0;
+	} else {
+		lo &= ~0ULL << ((128 - bits) & 63);
+	}
+	return ((hi ^ lo * 0x9e3779b97f4a7c15ULL) * 0xc2b2ae3d27d4eb4fULL) >> 48;
+}
+
+// no_rule6 says whether the IPv6 bitmap, where the generation has one, rules
+// out every rule for addr.
+static __always_inline int no_rule6(int dir, const struct policy *pol, const __u8 *addr)
+{
+	__u32 bits = pol->cfg->bitmap6_len[dir & 1];
+
+	if (!bits)
+		return 0;
+	void *bm = inner(dir == DIR_EGRESS ? (void *)&egress_bitmap6 : (void *)&ingress_bitmap6, pol->gen);
+	if (!bm)
+		return 0;
+	__u32 h = hash6(addr, bits), word = h >> 6;
+	__u64 *w = bpf_map_lookup_elem(bm, &word);
+	return w && !(*w & (1ULL << (h & 63)));
+}
+
 static __always_inline void match6(int dir, const struct policy *pol, const __u8 *addr, __u32 len,
 				   struct match *m)
 {
 	__u32 gen = pol->gen;
+
+	if (no_rule6(dir, pol, addr))
+		return;
 	void *host = inner(dir == DIR_EGRESS ? (void *)&egress_host6 : (void *)&ingress_host6, gen);
 	struct rule *r = host ? bpf_map_lookup_elem(host, addr) : 0;
 

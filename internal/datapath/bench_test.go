@@ -135,7 +135,7 @@ var ipv6Range = netip.MustParsePrefix("2001:db8::/32")
 
 // ruleMapMemlock returns the kernel memory, in bytes, charged to the
 // datapath's rule maps (both directions: host hash maps, IPv4 prefix hash
-// maps, IPv6 prefix LPM tries) and /24 bitmaps where the policy has them, as
+// maps, IPv6 prefix LPM tries) and IPv4 bitmaps where the policy has them, as
 // the memlock line of each map's fdinfo states it.
 func ruleMapMemlock(d *Datapath) (uint64, error) {
 	var total uint64

@@ -26,7 +26,9 @@ type cgwallConfig struct {
 	DenyRaw       uint8
 	Pad           uint8
 	Nlens4        [2]uint8
-	HasBitmap4    [2]uint8
+	Bitmap4Shift  [2]uint8
+	Bitmap6Len    [2]uint8
+	Pad2          [2]uint8
 	Lens4         [2][32]uint8
 }
 
@@ -141,12 +143,14 @@ const (
 const (
 	cgwallMapCurrent             = "current"
 	cgwallMapEgressBitmap4       = "egress_bitmap4"
+	cgwallMapEgressBitmap6       = "egress_bitmap6"
 	cgwallMapEgressHost4         = "egress_host4"
 	cgwallMapEgressHost6         = "egress_host6"
 	cgwallMapEgressPrefix4       = "egress_prefix4"
 	cgwallMapEgressPrefix6       = "egress_prefix6"
 	cgwallMapEvents              = "events"
 	cgwallMapIngressBitmap4      = "ingress_bitmap4"
+	cgwallMapIngressBitmap6      = "ingress_bitmap6"
 	cgwallMapIngressHost4        = "ingress_host4"
 	cgwallMapIngressHost6        = "ingress_host6"
 	cgwallMapIngressPrefix4      = "ingress_prefix4"
@@ -235,12 +239,14 @@ type cgwallProgramSpecs struct {
 type cgwallMapSpecs struct {
 	Current        *ebpf.MapSpec `ebpf:"current"`
 	EgressBitmap4  *ebpf.MapSpec `ebpf:"egress_bitmap4"`
+	EgressBitmap6  *ebpf.MapSpec `ebpf:"egress_bitmap6"`
 	EgressHost4    *ebpf.MapSpec `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.MapSpec `ebpf:"egress_host6"`
 	EgressPrefix4  *ebpf.MapSpec `ebpf:"egress_prefix4"`
 	EgressPrefix6  *ebpf.MapSpec `ebpf:"egress_prefix6"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	IngressBitmap4 *ebpf.MapSpec `ebpf:"ingress_bitmap4"`
+	IngressBitmap6 *ebpf.MapSpec `ebpf:"ingress_bitmap6"`
 	IngressHost4   *ebpf.MapSpec `ebpf:"ingress_host4"`
 	IngressHost6   *ebpf.MapSpec `ebpf:"ingress_host6"`
 	IngressPrefix4 *ebpf.MapSpec `ebpf:"ingress_prefix4"`
@@ -291,12 +297,14 @@ func (o *cgwallObjects) Close() error {
 type cgwallMaps struct {
 	Current        *ebpf.Map `ebpf:"current"`
 	EgressBitmap4  *ebpf.Map `ebpf:"egress_bitmap4"`
+	EgressBitmap6  *ebpf.Map `ebpf:"egress_bitmap6"`
 	EgressHost4    *ebpf.Map `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.Map `ebpf:"egress_host6"`
 	EgressPrefix4  *ebpf.Map `ebpf:"egress_prefix4"`
 	EgressPrefix6  *ebpf.Map `ebpf:"egress_prefix6"`
 	Events         *ebpf.Map `ebpf:"events"`
 	IngressBitmap4 *ebpf.Map `ebpf:"ingress_bitmap4"`
+	IngressBitmap6 *ebpf.Map `ebpf:"ingress_bitmap6"`
 	IngressHost4   *ebpf.Map `ebpf:"ingress_host4"`
 	IngressHost6   *ebpf.Map `ebpf:"ingress_host6"`
 	IngressPrefix4 *ebpf.Map `ebpf:"ingress_prefix4"`
@@ -309,12 +317,14 @@ func (m *cgwallMaps) Close() error {
 	return _CgwallClose(
 		m.Current,
 		m.EgressBitmap4,
+		m.EgressBitmap6,
 		m.EgressHost4,
 		m.EgressHost6,
 		m.EgressPrefix4,
 		m.EgressPrefix6,
 		m.Events,
 		m.IngressBitmap4,
+		m.IngressBitmap6,
 		m.IngressHost4,
 		m.IngressHost6,
 		m.IngressPrefix4,

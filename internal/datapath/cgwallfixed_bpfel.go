@@ -18,12 +18,14 @@ import (
 const (
 	cgwallFixedMapCurrent             = "current"
 	cgwallFixedMapEgressBitmap4       = "egress_bitmap4"
+	cgwallFixedMapEgressBitmap6       = "egress_bitmap6"
 	cgwallFixedMapEgressHost4         = "egress_host4"
 	cgwallFixedMapEgressHost6         = "egress_host6"
 	cgwallFixedMapEgressPrefix4       = "egress_prefix4"
 	cgwallFixedMapEgressPrefix6       = "egress_prefix6"
 	cgwallFixedMapEvents              = "events"
 	cgwallFixedMapIngressBitmap4      = "ingress_bitmap4"
+	cgwallFixedMapIngressBitmap6      = "ingress_bitmap6"
 	cgwallFixedMapIngressHost4        = "ingress_host4"
 	cgwallFixedMapIngressHost6        = "ingress_host6"
 	cgwallFixedMapIngressPrefix4      = "ingress_prefix4"
@@ -112,12 +114,14 @@ type cgwallFixedProgramSpecs struct {
 type cgwallFixedMapSpecs struct {
 	Current        *ebpf.MapSpec `ebpf:"current"`
 	EgressBitmap4  *ebpf.MapSpec `ebpf:"egress_bitmap4"`
+	EgressBitmap6  *ebpf.MapSpec `ebpf:"egress_bitmap6"`
 	EgressHost4    *ebpf.MapSpec `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.MapSpec `ebpf:"egress_host6"`
 	EgressPrefix4  *ebpf.MapSpec `ebpf:"egress_prefix4"`
 	EgressPrefix6  *ebpf.MapSpec `ebpf:"egress_prefix6"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	IngressBitmap4 *ebpf.MapSpec `ebpf:"ingress_bitmap4"`
+	IngressBitmap6 *ebpf.MapSpec `ebpf:"ingress_bitmap6"`
 	IngressHost4   *ebpf.MapSpec `ebpf:"ingress_host4"`
 	IngressHost6   *ebpf.MapSpec `ebpf:"ingress_host6"`
 	IngressPrefix4 *ebpf.MapSpec `ebpf:"ingress_prefix4"`
@@ -168,12 +172,14 @@ func (o *cgwallFixedObjects) Close() error {
 type cgwallFixedMaps struct {
 	Current        *ebpf.Map `ebpf:"current"`
 	EgressBitmap4  *ebpf.Map `ebpf:"egress_bitmap4"`
+	EgressBitmap6  *ebpf.Map `ebpf:"egress_bitmap6"`
 	EgressHost4    *ebpf.Map `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.Map `ebpf:"egress_host6"`
 	EgressPrefix4  *ebpf.Map `ebpf:"egress_prefix4"`
 	EgressPrefix6  *ebpf.Map `ebpf:"egress_prefix6"`
 	Events         *ebpf.Map `ebpf:"events"`
 	IngressBitmap4 *ebpf.Map `ebpf:"ingress_bitmap4"`
+	IngressBitmap6 *ebpf.Map `ebpf:"ingress_bitmap6"`
 	IngressHost4   *ebpf.Map `ebpf:"ingress_host4"`
 	IngressHost6   *ebpf.Map `ebpf:"ingress_host6"`
 	IngressPrefix4 *ebpf.Map `ebpf:"ingress_prefix4"`
@@ -186,12 +192,14 @@ func (m *cgwallFixedMaps) Close() error {
 	return _CgwallFixedClose(
 		m.Current,
 		m.EgressBitmap4,
+		m.EgressBitmap6,
 		m.EgressHost4,
 		m.EgressHost6,
 		m.EgressPrefix4,
 		m.EgressPrefix6,
 		m.Events,
 		m.IngressBitmap4,
+		m.IngressBitmap6,
 		m.IngressHost4,
 		m.IngressHost6,
 		m.IngressPrefix4,

@@ -196,7 +196,7 @@ func TestDifferential(t *testing.T) {
 	for i := 0; i < policies; i++ {
 		p := randomPolicy(rng)
 		// Every other policy gets the /24 bitmaps that only large policies
-		// get; every other pair is loaded Fixed.
+		// get (the others a /16 one); every other pair is loaded Fixed.
 		forceBitmaps(t, i%2 == 1)
 		var opts []Option
 		if i%4 >= 2 {
@@ -225,8 +225,8 @@ func TestDifferential(t *testing.T) {
 	}
 }
 
-// forceBitmaps makes every IPv4 policy loaded from now on get its /24
-// bitmaps, or only large policies, as in production.
+// forceBitmaps makes every IPv4 policy loaded from now on get /24 bitmaps,
+// or only large policies, as in production (small ones get /16 bitmaps).
 func forceBitmaps(t *testing.T, on bool) {
 	saved := bitmapThreshold
 	t.Cleanup(func() { bitmapThreshold = saved })

@@ -24,7 +24,7 @@ var errFixed = errors.New("the policy of this filter is fixed: it was loaded for
 // created.
 func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy) error {
 	n := countRules(p)
-	bitmaps := wantsBitmaps(p)
+	shifts, lens6 := bitmapShifts(p), bitmap6Lens(p)
 	for _, dir := range policy.Directions {
 		for k := range numKinds {
 			ms := spec.Maps[mapName(dir, k)]
@@ -32,8 +32,12 @@ func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy) error {
 				return fmt.Errorf("no map %s in the BPF object", mapName(dir, k))
 			}
 			switch {
-			case k == kindBitmap4 && !bitmaps[dir]:
+			case k == kindBitmap4 && shifts[dir] == 0:
 				ms.MaxEntries = 1 // unread: the settings say there is none
+			case k == kindBitmap4:
+				ms.MaxEntries = uint32(bitmapWords(shifts[dir]))
+			case k == kindBitmap6 && lens6[dir] == 0:
+				ms.MaxEntries = 1
 			case n[dir][k] > MaxRules:
 				return fmt.Errorf("%d rules in %s: at most %d are supported", n[dir][k], mapName(dir, k), MaxRules)
 			case ms.Type == ebpf.Hash:
@@ -54,10 +58,12 @@ func (d *Datapath) installFixed(p *policy.Policy) error {
 	if err := fillGeneration(g, p, countRules(p), nil); err != nil {
 		return err
 	}
-	for dir, words := range bitmaps(p) {
-		if words != nil {
-			if err := fillBitmap(d.maps[dir][kindBitmap4].outer, words); err != nil {
-				return err
+	for k, all := range map[kind][2][]uint64{kindBitmap4: bitmaps(p), kindBitmap6: bitmaps6(p)} {
+		for dir, words := range all {
+			if words != nil {
+				if err := fillBitmap(d.maps[dir][k].outer, words); err != nil {
+					return err
+				}
 			}
 		}
 	}

@@ -57,20 +57,22 @@ func (d *Datapath) install(p *policy.Policy, gen uint32, counters map[uint32]Cou
 // installBitmaps makes the bitmaps p calls for and adds the writes of
 // generation gen's bitmap slots, which put them there or clear them.
 func (d *Datapath) installBitmaps(p *policy.Policy, gen uint32, writes *[]func() error) error {
-	for dir, words := range bitmaps(p) {
-		o := d.maps[dir][kindBitmap4]
-		if words == nil {
-			*writes = append(*writes, func() error { return d.writeSlot(o, gen, nil) })
-			continue
+	for k, all := range map[kind][2][]uint64{kindBitmap4: bitmaps(p), kindBitmap6: bitmaps6(p)} {
+		for dir, words := range all {
+			o := d.maps[dir][k]
+			if words == nil {
+				*writes = append(*writes, func() error { return d.writeSlot(o, gen, nil) })
+				continue
+			}
+			m, err := d.newBitmap(k, words)
+			if err != nil {
+				return err
+			}
+			*writes = append(*writes, func() error {
+				defer m.Close() // the outer map holds its own reference
+				return d.writeSlot(o, gen, m)
+			})
 		}
-		m, err := d.newBitmap(words)
-		if err != nil {
-			return err
-		}
-		*writes = append(*writes, func() error {
-			defer m.Close() // the outer map holds its own reference
-			return d.writeSlot(o, gen, m)
-		})
 	}
 	return nil
 }

@@ -19,7 +19,8 @@ const (
 	kindPrefix4             // shorter IPv4 prefixes, a hash map keyed by length and address
 	kindHost6               // /128 rules, a hash map
 	kindPrefix6             // shorter IPv6 prefixes, an LPM trie
-	kindBitmap4             // the /24 bitmap of large IPv4 policies; holds no rules
+	kindBitmap4             // the IPv4 bitmap of /24s or /16s; holds no rules
+	kindBitmap6             // the IPv6 bitmap of hashed prefixes; holds no rules
 	numKinds
 )
 
@@ -46,6 +47,7 @@ var kindTable = [numKinds]kindInfo{
 			return netip.PrefixFrom(netip.AddrFrom16(k.Addr), int(k.Prefixlen))
 		}),
 	kindBitmap4: {name: "bitmap4"},
+	kindBitmap6: {name: "bitmap6"},
 }
 
 // kindInfo describes a kind of rule map. The functions are nil for the

@@ -63,11 +63,7 @@ func configFor(p *policy.Policy) cgwallConfig {
 	if p.DenyRaw {
 		cfg.DenyRaw = 1
 	}
-	for dir, want := range wantsBitmaps(p) {
-		if want {
-			cfg.HasBitmap4[dir] = 1
-		}
-	}
+	cfg.Bitmap4Shift, cfg.Bitmap6Len = bitmapShifts(p), bitmap6Lens(p)
 	var present [2][32]bool // by direction and length
 	for _, r := range p.Rules {
 		if r.Prefix.Addr().Is4() && !r.Prefix.IsSingleIP() {
@@ -93,10 +89,14 @@ func longestFirst(present []bool, lens []uint8) uint8 {
 	return uint8(n)
 }
 
-// hasLength says whether cfg's prefix lengths include prefix's. Host rules
-// and IPv6 prefixes (in an LPM trie) need none.
+// hasLength says whether a generation of settings cfg can take a rule for
+// prefix in place: an IPv4 prefix of a length its lookups try, an IPv6 one
+// no shorter than its IPv6 bitmap hashes. IPv4 host rules always fit.
 func hasLength(cfg *cgwallConfig, dir policy.Direction, prefix netip.Prefix) bool {
-	if prefix.IsSingleIP() || !prefix.Addr().Is4() {
+	if !prefix.Addr().Is4() {
+		return cfg.Bitmap6Len[dir] == 0 || prefix.Bits() >= int(cfg.Bitmap6Len[dir])
+	}
+	if prefix.IsSingleIP() {
 		return true
 	}
 	return slices.Contains(cfg.Lens4[dir][:cfg.Nlens4[dir]], uint8(prefix.Bits()))
