@@ -57,8 +57,8 @@ func Write(w io.Writer, f Format, e datapath.Event) error {
 
 // text begins with the Aya example's words, "DST <addr>, ACTION <n>", then adds
 // key=value fields. DST is always the packet's destination; on ingress the rules
-// judged src=. time= comes last, so that what a reader matches on (the words,
-// hook=) stays at the start of the line.
+// judged src=. time= comes late, before cgroup= alone, so that what readers
+// match on stays where it was: the words and hook= first, cgroup= last.
 func (e event) text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "DST %s, ACTION %d hook=%s", addrString(e.Dst), e.Action, value(e.Hook.String()))
@@ -86,11 +86,11 @@ func (e event) text() string {
 	if e.Audit {
 		b.WriteString(" audit=true")
 	}
-	if e.Cgroup != "" {
-		fmt.Fprintf(&b, " cgroup=%s", value(e.Cgroup))
-	}
 	if !e.Time.IsZero() {
 		fmt.Fprintf(&b, " time=%s", timeString(e.Time))
+	}
+	if e.Cgroup != "" {
+		fmt.Fprintf(&b, " cgroup=%s", value(e.Cgroup))
 	}
 	return b.String()
 }

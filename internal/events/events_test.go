@@ -42,9 +42,9 @@ func TestWriteText(t *testing.T) {
 			"DST 192.0.2.1, ACTION 0 hook=connect proto=tcp dport=80 rule=192.0.2.1/32 cgroup=/sys/fs/cgroup/system.slice/web.service\n",
 		},
 		{
-			"dated, to the millisecond in UTC, last",
-			datapath.Event{Time: time.Date(2026, 1, 2, 3, 4, 5, 678_901_234, time.FixedZone("CET", 3600)), Dst: netip.MustParseAddr("192.0.2.1"), Action: 0, Hook: datapath.HookConnect, Proto: 6, DstPort: 80, Rule: "default"},
-			"DST 192.0.2.1, ACTION 0 hook=connect proto=tcp dport=80 rule=default time=2026-01-02T02:04:05.678Z\n",
+			"dated, to the millisecond in UTC, before the cgroup",
+			datapath.Event{Time: time.Date(2026, 1, 2, 3, 4, 5, 678_901_234, time.FixedZone("CET", 3600)), Dst: netip.MustParseAddr("192.0.2.1"), Action: 0, Hook: datapath.HookConnect, Proto: 6, DstPort: 80, Rule: "default", Cgroup: "/sys/fs/cgroup/web"},
+			"DST 192.0.2.1, ACTION 0 hook=connect proto=tcp dport=80 rule=default time=2026-01-02T02:04:05.678Z cgroup=/sys/fs/cgroup/web\n",
 		},
 		{
 			// FuzzWrite found that a value could end the line.
