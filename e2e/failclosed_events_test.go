@@ -67,3 +67,33 @@ func TestWatchSkipsStaleEvents(t *testing.T) {
 	eventTime(t, e.Time, start, end)
 	j.stop(t)
 }
+
+// TestReplaceResetsTotals checks that list's totals, like its rule counters,
+// count the policy in force: replacing a policy starts both from zero.
+func TestReplaceResetsTotals(t *testing.T) {
+	cg, _ := testCgroup(t)
+	attachPolicy(t, cg, "--block", "127.0.0.2")
+	mustEPERM(t, "UDP to a blocked address", probe(t, cg, "", "udp", "127.0.0.2", "127.0.0.1"))
+	before := list(t, "--cgroup", cg)[0]
+	if before.Totals["drop"].Packets == 0 || before.Totals["pass"].Packets == 0 || before.Rules[0].Packets == 0 {
+		t.Fatalf("before the replace: totals %+v, rules %+v; want drops and passes counted", before.Totals, before.Rules)
+	}
+
+	cgwallOK(t, "attach", "--cgroup", cg, "--block", "127.0.0.2", "--block", "127.0.0.4")
+	after := list(t, "--cgroup", cg)[0]
+	for verdict, c := range after.Totals {
+		if c.Packets != 0 {
+			t.Errorf("after the replace, totals[%s] = %d, want 0", verdict, c.Packets)
+		}
+	}
+	for _, r := range after.Rules {
+		if r.Packets != 0 {
+			t.Errorf("after the replace, rule %s counts %d, want 0", r.Prefix, r.Packets)
+		}
+	}
+
+	mustEPERM(t, "UDP to a blocked address, again", probe(t, cg, "", "udp", "127.0.0.2", "127.0.0.1"))
+	if again := list(t, "--cgroup", cg)[0]; again.Totals["drop"].Packets != before.Totals["drop"].Packets {
+		t.Errorf("the same traffic under the new policy: %d drops, want %d as under the old one", again.Totals["drop"].Packets, before.Totals["drop"].Packets)
+	}
+}
