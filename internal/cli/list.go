@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -215,9 +216,9 @@ func denyRaw(v policyView) string {
 	case !v.DenyRaw:
 		return "off"
 	case !v.PacketGuard:
-		return "on (raw sockets refused; packet sockets NOT refused: this kernel refused the BPF LSM guard)"
+		return "on (" + socketsRefused(v.Audit, errors.New("this kernel refused the BPF LSM guard when the policy was attached")) + ")"
 	}
-	return "on"
+	return "on (" + socketsRefused(v.Audit, nil) + ")"
 }
 
 func hookNames(hooks []datapath.Hook) []string {

@@ -10,6 +10,7 @@ package seccomp
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os/exec"
 	"runtime"
@@ -42,6 +43,11 @@ var lowHalf = func() uint32 {
 	}
 	return 4
 }()
+
+// ErrUnavailable marks the errors of Start that leave the command unstarted
+// because the filter could not be had: a machine whose system calls this
+// package does not know, or a kernel that refuses the filter.
+var ErrUnavailable = errors.New("no seccomp filter")
 
 // Return values of the filter.
 const (
@@ -95,7 +101,7 @@ const sysSocket = 1
 func Filter() ([]bpf.Instruction, error) {
 	conventions, ok := abis[runtime.GOARCH]
 	if !ok {
-		return nil, fmt.Errorf("no seccomp filter for %s: cgwall knows the system calls of amd64 and arm64", runtime.GOARCH)
+		return nil, fmt.Errorf("%w for %s: cgwall knows the system calls of amd64 and arm64", ErrUnavailable, runtime.GOARCH)
 	}
 	prog := []bpf.Instruction{bpf.LoadAbsolute{Off: offArch, Size: 4}}
 	for _, a := range conventions {
@@ -137,7 +143,8 @@ func refuseIfArg(nr, arg uint32) []bpf.Instruction {
 	}
 }
 
-// Start starts c with the filter in place from its first instruction.
+// Start starts c with the filter in place from its first instruction. Its
+// errors are c.Start's, as they are, or wrap ErrUnavailable.
 //
 // Go cannot run code in a child between fork and exec, but a child inherits
 // the seccomp filters of the thread that forks it. So Start installs the
@@ -203,12 +210,12 @@ func install(raw []bpf.RawInstruction) error {
 	err := setFilter(&prog)
 	if err == unix.EACCES {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("set no_new_privs for the seccomp filter: %w", err)
+			return fmt.Errorf("%w: set no_new_privs: %w", ErrUnavailable, err)
 		}
 		err = setFilter(&prog)
 	}
 	if err != nil {
-		return fmt.Errorf("install the seccomp filter: %w", err)
+		return fmt.Errorf("%w: the kernel refused it: %w", ErrUnavailable, err)
 	}
 	return nil
 }
