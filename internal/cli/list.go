@@ -208,7 +208,13 @@ func printViews(w io.Writer, views []policyView) {
 		fmt.Fprintf(w, "  totals: pass %d packets (%d bytes), drop %d (%d bytes), audit-drop %d, malformed %d; events lost %d\n",
 			t["pass"].Packets, t["pass"].Bytes, t["drop"].Packets, t["drop"].Bytes, t["audit_drop"].Packets, t["malformed"].Packets, v.LostEvents)
 	}
+	fmt.Fprintln(w, "\n"+countersNote)
 }
+
+// countersNote says what list's counters count, once under the policies.
+const countersNote = `Packet counts include the socket calls judged at connect(), sendto() and
+socket(), which count no bytes: bytes are those of IP packets alone. Totals
+and rule counters start from zero when a policy is replaced.`
 
 // denyRaw says what a policy refuses of raw sockets, exactly.
 func denyRaw(v policyView) string {

@@ -36,10 +36,14 @@ func socketsRefused(audit bool, packetGap error) string {
 // packetGuardGap says why a loaded filter whose policy denies raw sockets
 // does not refuse packet sockets, or nil when it does (or need not).
 func packetGuardGap(d *datapath.Datapath) error {
-	err := d.PacketGuardError()
-	if err == nil || !d.Policy().DenyRaw {
+	if !d.Policy().DenyRaw {
 		return nil
 	}
+	return explainPacketGuard(d.PacketGuardError())
+}
+
+// explainPacketGuard words why the kernel refused the packet-socket guard.
+func explainPacketGuard(err error) error {
 	if errors.Is(err, unix.EPERM) {
 		// The library's own hint for EPERM (the memlock limit) is no help:
 		// cgwall lifts that limit before it loads anything.
