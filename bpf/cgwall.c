@@ -131,6 +131,10 @@ struct addr6 {
 
 // One decision, as streamed to userspace.
 struct event {
+	// When the decision was made: CLOCK_BOOTTIME, which, unlike the
+	// monotonic clock, keeps counting through suspend, so that userspace turns
+	// it into wall-clock time with one offset read once.
+	__u64 boot_ns;
 	__u8 src[16]; // IPv4 in the first 4 bytes; zero when the hook does not know it
 	__u8 dst[16];
 	__u32 rule_id;
@@ -144,7 +148,7 @@ struct event {
 	__u8 flags;  // enum event_flag
 	__u8 sock_family; // HOOK_SOCK_CREATE: AF_* of the refused socket
 	__u8 sock_type;   // HOOK_SOCK_CREATE: SOCK_* of the refused socket
-	__u8 pad;
+	__u8 pad[5];
 };
 
 // Force bpf2go to emit Go types for these.
@@ -539,6 +543,7 @@ static __always_inline struct event *event_for(const struct config *cfg, int hoo
 		return 0;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
+	e->boot_ns = bpf_ktime_get_boot_ns();
 	e->action = action;
 	e->hook = hook;
 	e->len = len;

@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
-	"github.com/cgwall/cgwall/internal/datapath"
 	"github.com/cgwall/cgwall/internal/policy"
 	"github.com/cgwall/cgwall/internal/store"
 )
@@ -71,7 +70,7 @@ func attach(s *store.Store, cg cgroup.Dir, p *policy.Policy, stdout, stderr io.W
 		return failure(err)
 	}
 	if a.PacketGuard != nil {
-		fmt.Fprintf(stderr, "warning: --deny-raw refuses raw sockets but not packet sockets: %v\n", a.PacketGuard)
+		fmt.Fprintf(stderr, "warning: --deny-raw refuses raw sockets but not packet sockets: %v\n", explainPacketGuard(a.PacketGuard))
 	}
 	switch {
 	case a.Rebuilt:
@@ -82,12 +81,6 @@ func attach(s *store.Store, cg cgroup.Dir, p *policy.Policy, stdout, stderr io.W
 		fmt.Fprintf(stdout, "attached policy to %s (%s), pinned in %s\n", cg.Path, plural(len(p.Rules), "rule"), a.Dir)
 	}
 	return nil
-}
-
-func warnPacketGuard(d *datapath.Datapath, p *policy.Policy, stderr io.Writer) {
-	if err := d.PacketGuardError(); err != nil && p.DenyRaw {
-		fmt.Fprintf(stderr, "warning: --deny-raw refuses raw sockets but not packet sockets: %v\n", err)
-	}
 }
 
 func newDetachCmd(stdout io.Writer) *cobra.Command {

@@ -110,7 +110,7 @@ func runInCgroup(cg cgroup.Dir, path string, args []string, sigs chan os.Signal,
 	c.Args[0] = args[0]
 	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
 	c.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	err = c.Start()
+	err = startCommand(c, s.d, s.stderr)
 	syscall.Close(fd)
 	if err != nil {
 		return failure(fmt.Errorf("start %s: %w", args[0], err))

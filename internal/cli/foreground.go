@@ -42,7 +42,6 @@ func attachForeground(prep *datapath.Prepared, p *policy.Policy, cg cgroup.Dir, 
 	if f.att, err = f.d.Attach(cg, hooks...); err != nil {
 		return nil, failure(err)
 	}
-	warnPacketGuard(f.d, p, stderr)
 	return f, nil
 }
 

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -207,7 +208,13 @@ func printViews(w io.Writer, views []policyView) {
 		fmt.Fprintf(w, "  totals: pass %d packets (%d bytes), drop %d (%d bytes), audit-drop %d, malformed %d; events lost %d\n",
 			t["pass"].Packets, t["pass"].Bytes, t["drop"].Packets, t["drop"].Bytes, t["audit_drop"].Packets, t["malformed"].Packets, v.LostEvents)
 	}
+	fmt.Fprintln(w, "\n"+countersNote)
 }
+
+// countersNote says what list's counters count, once under the policies.
+const countersNote = `Packet counts include the socket calls judged at connect(), sendto() and
+socket(), which count no bytes: bytes are those of IP packets alone. Totals
+and rule counters start from zero when a policy is replaced.`
 
 // denyRaw says what a policy refuses of raw sockets, exactly.
 func denyRaw(v policyView) string {
@@ -215,9 +222,9 @@ func denyRaw(v policyView) string {
 	case !v.DenyRaw:
 		return "off"
 	case !v.PacketGuard:
-		return "on (raw sockets refused; packet sockets NOT refused: this kernel refused the BPF LSM guard)"
+		return "on (" + socketsRefused(v.Audit, errors.New("this kernel refused the BPF LSM guard when the policy was attached")) + ")"
 	}
-	return "on"
+	return "on (" + socketsRefused(v.Audit, nil) + ")"
 }
 
 func hookNames(hooks []datapath.Hook) []string {

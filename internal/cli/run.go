@@ -88,7 +88,10 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) (err err
 		return err
 	}
 	defer f.Close()
-	fmt.Fprintf(stderr, "attached %s to %s (%s)\n", describeHooks(f.att.Hooks, p), cg.Path, plural(len(p.Rules), "rule"))
+	if gap := packetGuardGap(f.d); gap != nil {
+		fmt.Fprintf(stderr, "warning: --deny-raw refuses raw sockets but not packet sockets: %v\n", gap)
+	}
+	fmt.Fprintf(stderr, "attached %s to %s (%s)%s\n", describeHooks(f.att.Hooks, p), cg.Path, plural(len(p.Rules), "rule"), describeSockets(f.d))
 	s := newStreamer(f.d, f.rd, format, stdout, stderr)
 	if err := s.stream(ctx, f.att.Close); err != nil {
 		return failure(err)
@@ -116,12 +119,22 @@ func describeHooks(hooks []datapath.Hook, p *policy.Policy) string {
 		what = "egress and ingress filters"
 	}
 	if slices.Contains(hooks, datapath.HookSockCreate) {
-		what += " and raw-socket guard"
+		what += " and socket guard"
 	}
 	if p.Audit {
 		what += " in audit mode"
 	}
 	return what
+}
+
+// describeSockets ends the ready line of a policy that denies raw sockets
+// with what is refused of them, exactly.
+func describeSockets(d *datapath.Datapath) string {
+	p := d.Policy()
+	if !p.DenyRaw {
+		return ""
+	}
+	return "; " + socketsRefused(p.Audit, packetGuardGap(d))
 }
 
 func plural(n int, word string) string {

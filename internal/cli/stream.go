@@ -26,6 +26,8 @@ type streamer struct {
 	out    *bufio.Writer
 	stderr io.Writer
 	lost   uint64 // lost events reported so far
+	// skipped is how many stale events (see Reader.SkipOlder) were reported.
+	skipped uint64
 
 	filter policy.LogLevel // print only what this level asks for
 	cgroup string          // when set, name it in every event
@@ -49,6 +51,7 @@ func (s *streamer) stream(ctx context.Context, stop func() error) error {
 	for {
 		select {
 		case <-tick.C:
+			s.reportSkipped()
 			if err := s.reportLost(); err != nil {
 				return err
 			}
@@ -63,6 +66,7 @@ func (s *streamer) stream(ctx context.Context, stop func() error) error {
 			if err := <-done; !errors.Is(err, ringbuf.ErrFlushed) {
 				return errors.Join(stopErr, err)
 			}
+			s.reportSkipped()
 			return errors.Join(stopErr, s.reportLost())
 		}
 	}
@@ -110,6 +114,23 @@ func (s *streamer) resolve(e *datapath.Event) {
 	}
 }
 
+// reportSkipped says how many events the reader skipped for their age since
+// the last report.
+func (s *streamer) reportSkipped() {
+	if n := s.rd.Skipped(); n > s.skipped {
+		fmt.Fprintf(s.stderr, "skipped %d events%s decided before watch started\n", n-s.skipped, s.where())
+		s.skipped = n
+	}
+}
+
+// where names the streamer's cgroup, for its messages.
+func (s *streamer) where() string {
+	if s.cgroup == "" {
+		return ""
+	}
+	return " on " + s.cgroup
+}
+
 // reportLost says how many events the datapath dropped since the last report.
 func (s *streamer) reportLost() error {
 	n, err := s.d.EventsLost()
@@ -117,11 +138,7 @@ func (s *streamer) reportLost() error {
 		return err
 	}
 	if n > s.lost {
-		where := ""
-		if s.cgroup != "" {
-			where = " on " + s.cgroup
-		}
-		fmt.Fprintf(s.stderr, "lost %d events%s (ring buffer full; %d in total)\n", n-s.lost, where, n)
+		fmt.Fprintf(s.stderr, "lost %d events%s (ring buffer full; %d in total)\n", n-s.lost, s.where(), n)
 		s.lost = n
 	}
 	return nil

@@ -26,7 +26,11 @@ func newWatchCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `watch prints the decisions of every persistent policy, or of one, until
 SIGINT or SIGTERM. A policy streams what its own log setting asks for (attach
 --log); --show narrows down what watch prints of that. Each event says which
-cgroup it came from.
+cgroup it came from, and when it was decided (time=, RFC 3339 in UTC).
+
+watch prints only what is decided after it starts: the events that waited in
+a policy's ring buffer for a reader (up to some 3,600, perhaps minutes old and
+from a policy since replaced) are skipped, and stderr says how many.
 
 --log is the old name of --show: it still works, but is deprecated, because on
 watch it never changed the policy's log setting.`,
@@ -109,6 +113,9 @@ func watch(ctx context.Context, ws []watched, level policy.LogLevel, format even
 			return failure(err)
 		}
 		defer rd.Close()
+		if err := rd.SkipOlder(); err != nil {
+			return failure(err)
+		}
 		s := newStreamer(w.d, rd, format, out, stderr)
 		s.filter, s.cgroup, s.refresh = level, w.path, true
 		if s.lost, err = w.d.EventsLost(); err != nil { // report only what is lost from now on

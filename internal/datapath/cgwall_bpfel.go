@@ -48,6 +48,7 @@ const (
 
 type cgwallEvent struct {
 	_          structs.HostLayout
+	BootNs     uint64
 	Src        [16]uint8
 	Dst        [16]uint8
 	RuleId     uint32
@@ -61,7 +62,7 @@ type cgwallEvent struct {
 	Flags      uint8
 	SockFamily uint8
 	SockType   uint8
-	Pad        uint8
+	Pad        [5]uint8
 }
 
 type cgwallEventFlag uint32

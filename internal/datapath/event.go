@@ -4,10 +4,14 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Event is one decision of the datapath, as the programs stream it.
 type Event struct {
+	Time       time.Time  // when the datapath decided, in UTC
 	Src        netip.Addr // invalid when the hook does not know it
 	Dst        netip.Addr // invalid for a malformed packet or a socket creation
 	Action     uint8      // 0 dropped (or would have been, in audit mode), 1 passed
@@ -25,9 +29,9 @@ type Event struct {
 	Cgroup     string     // the cgroup whose policy decided, when several are watched
 }
 
-// decodeEvent reads one ring buffer record. The rule is left for the reader
-// to name from its policy.
-func decodeEvent(sample []byte) (Event, error) {
+// decodeEvent reads one ring buffer record, dating it with clock. The rule is
+// left for the reader to name from its policy.
+func decodeEvent(sample []byte, clock bootClock) (Event, error) {
 	var raw cgwallEvent
 	if _, err := binary.Decode(sample, binary.NativeEndian, &raw); err != nil {
 		return Event{}, fmt.Errorf("decode event: %w", err)
@@ -36,6 +40,7 @@ func decodeEvent(sample []byte) (Event, error) {
 		return Event{}, fmt.Errorf("decode event: unknown hook %d", raw.Hook)
 	}
 	e := Event{
+		Time:       clock.wall(raw.BootNs),
 		Action:     raw.Action,
 		Hook:       Hook(raw.Hook),
 		Proto:      raw.Proto,
@@ -60,4 +65,38 @@ func decodeEvent(sample []byte) (Event, error) {
 		e.Src = netip.Addr{} // the socket hooks see only the destination
 	}
 	return e, nil
+}
+
+// bootClock turns readings of CLOCK_BOOTTIME, the clock events are stamped
+// with (bpf_ktime_get_boot_ns), into wall-clock time.
+type bootClock struct {
+	offset int64 // CLOCK_REALTIME minus CLOCK_BOOTTIME, in ns
+}
+
+// newBootClock reads the offset between the two clocks once: a stream's
+// events are dated on one scale, even if the wall clock is set meanwhile.
+func newBootClock() (bootClock, error) {
+	boot, err := bootNow()
+	if err != nil {
+		return bootClock{}, err
+	}
+	var real unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &real); err != nil {
+		return bootClock{}, fmt.Errorf("read the wall clock: %w", err)
+	}
+	return bootClock{offset: real.Nano() - int64(boot)}, nil
+}
+
+// wall returns the wall-clock time of a CLOCK_BOOTTIME reading.
+func (c bootClock) wall(bootNS uint64) time.Time {
+	return time.Unix(0, int64(bootNS)+c.offset).UTC()
+}
+
+// bootNow reads CLOCK_BOOTTIME, in ns.
+func bootNow() (uint64, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0, fmt.Errorf("read CLOCK_BOOTTIME: %w", err)
+	}
+	return uint64(ts.Nano()), nil
 }

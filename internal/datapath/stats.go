@@ -2,9 +2,13 @@ package datapath
 
 import (
 	"fmt"
+
+	"github.com/cilium/ebpf"
 )
 
-// Counter is a number of packets (or socket calls) and their bytes.
+// Counter is a number of packets (or socket calls) and their bytes. Only
+// the packet hooks (egress, ingress) know bytes: the socket hooks (connect,
+// sendmsg, sock_create) count calls, and 0 bytes.
 type Counter struct {
 	Packets uint64
 	Bytes   uint64
@@ -53,4 +57,25 @@ func (d *Datapath) EventsLost() (uint64, error) {
 		n += s.EventsLost.Packets
 	}
 	return n, nil
+}
+
+// totals are the stats that ResetTotals resets.
+var totals = []cgwallStat{cgwallStatSTAT_PASS, cgwallStatSTAT_DROP, cgwallStatSTAT_AUDIT_DROP, cgwallStatSTAT_MALFORMED}
+
+// ResetTotals zeroes every hook's verdict counters, for a policy that
+// replaces another: its totals start from nothing, as its rules' counters do.
+// A packet judged between the switch and the reset goes uncounted. Lost
+// events are not reset: they count the losses of the ring buffer, which
+// outlives a policy, and watch reports them as they grow.
+func (d *Datapath) ResetTotals() error {
+	zero := make([]cgwallCounter, ebpf.MustPossibleCPU())
+	for _, hook := range Hooks {
+		for _, stat := range totals {
+			key := uint32(hook)*uint32(cgwallStatSTAT_MAX) + uint32(stat)
+			if err := d.objs.Stats.Update(key, zero, ebpf.UpdateExist); err != nil {
+				return fmt.Errorf("reset %s counters: %w", hook, err)
+			}
+		}
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -56,7 +57,8 @@ func Write(w io.Writer, f Format, e datapath.Event) error {
 
 // text begins with the Aya example's words, "DST <addr>, ACTION <n>", then adds
 // key=value fields. DST is always the packet's destination; on ingress the rules
-// judged src=.
+// judged src=. time= comes late, before cgroup= alone, so that what readers
+// match on stays where it was: the words and hook= first, cgroup= last.
 func (e event) text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "DST %s, ACTION %d hook=%s", addrString(e.Dst), e.Action, value(e.Hook.String()))
@@ -84,11 +86,20 @@ func (e event) text() string {
 	if e.Audit {
 		b.WriteString(" audit=true")
 	}
+	if !e.Time.IsZero() {
+		fmt.Fprintf(&b, " time=%s", timeString(e.Time))
+	}
 	if e.Cgroup != "" {
 		fmt.Fprintf(&b, " cgroup=%s", value(e.Cgroup))
 	}
 	return b.String()
 }
+
+// timeLayout is how events print their time: RFC 3339 in UTC, to the
+// millisecond.
+const timeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+func timeString(t time.Time) string { return t.UTC().Format(timeLayout) }
 
 // value quotes a field's value when it would otherwise end the line or the
 // field, as a cgroup path with a space or a control character would; the
@@ -126,6 +137,7 @@ type record struct {
 	Malformed bool   `json:"malformed,omitempty"`
 	Socket    string `json:"socket,omitempty"`
 	Cgroup    string `json:"cgroup,omitempty"`
+	Time      string `json:"time,omitempty"`
 }
 
 func (e event) record() record {
@@ -136,6 +148,9 @@ func (e event) record() record {
 	}
 	if e.Action == 1 {
 		r.Verdict = "pass"
+	}
+	if !e.Time.IsZero() {
+		r.Time = timeString(e.Time)
 	}
 	if e.Src.IsValid() {
 		r.Src = e.Src.String()

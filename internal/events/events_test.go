@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/cgwall/cgwall/internal/datapath"
 )
@@ -41,6 +42,11 @@ func TestWriteText(t *testing.T) {
 			"DST 192.0.2.1, ACTION 0 hook=connect proto=tcp dport=80 rule=192.0.2.1/32 cgroup=/sys/fs/cgroup/system.slice/web.service\n",
 		},
 		{
+			"dated, to the millisecond in UTC, before the cgroup",
+			datapath.Event{Time: time.Date(2026, 1, 2, 3, 4, 5, 678_901_234, time.FixedZone("CET", 3600)), Dst: netip.MustParseAddr("192.0.2.1"), Action: 0, Hook: datapath.HookConnect, Proto: 6, DstPort: 80, Rule: "default", Cgroup: "/sys/fs/cgroup/web"},
+			"DST 192.0.2.1, ACTION 0 hook=connect proto=tcp dport=80 rule=default time=2026-01-02T02:04:05.678Z cgroup=/sys/fs/cgroup/web\n",
+		},
+		{
 			// FuzzWrite found that a value could end the line.
 			"values that would break the line are quoted",
 			datapath.Event{Dst: netip.MustParseAddr("192.0.2.1"), Action: 0, Hook: datapath.HookEgress, Proto: 6, Rule: "\r", Cgroup: "/sys/fs/cgroup/my app"},
@@ -61,7 +67,7 @@ func TestWriteText(t *testing.T) {
 
 func TestWriteJSON(t *testing.T) {
 	var b bytes.Buffer
-	e := datapath.Event{Dst: netip.MustParseAddr("192.0.2.7"), Action: 0, Hook: datapath.HookEgress, Proto: 6, SrcPort: 1, DstPort: 443, Len: 60, RuleID: 3, Rule: "192.0.2.0/24"}
+	e := datapath.Event{Time: time.Date(2026, 1, 2, 3, 4, 5, 6_000_000, time.UTC), Dst: netip.MustParseAddr("192.0.2.7"), Action: 0, Hook: datapath.HookEgress, Proto: 6, SrcPort: 1, DstPort: 443, Len: 60, RuleID: 3, Rule: "192.0.2.0/24"}
 	if err := Write(&b, JSON, e); err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +75,7 @@ func TestWriteJSON(t *testing.T) {
 	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
 		t.Fatalf("not one JSON object: %q: %v", b.String(), err)
 	}
-	for k, v := range map[string]any{"dst": "192.0.2.7", "action": 0.0, "verdict": "drop", "proto": "tcp", "dport": 443.0, "rule": "192.0.2.0/24", "rule_id": 3.0} {
+	for k, v := range map[string]any{"dst": "192.0.2.7", "action": 0.0, "verdict": "drop", "proto": "tcp", "dport": 443.0, "rule": "192.0.2.0/24", "rule_id": 3.0, "time": "2026-01-02T03:04:05.006Z"} {
 		if got[k] != v {
 			t.Errorf("%s = %v, want %v (in %s)", k, got[k], v, b.String())
 		}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/cgwall/cgwall/internal/datapath"
@@ -15,7 +16,9 @@ import (
 // FuzzWrite checks that Write prints any event, however odd, as one line:
 // text that begins with the Aya example's words, or one JSON object that
 // parses and says what the event said. The seed corpus in testdata/fuzz/ is
-// the events of these tests and of the e2e tests.
+// the events of these tests and of the e2e tests. The time comes from the
+// rule ID (seconds) and the length (nanoseconds), and is unknown (zero) with
+// rule ID 0, so that the corpus keeps its shape.
 func FuzzWrite(f *testing.F) {
 	f.Fuzz(func(t *testing.T, src, dst []byte, action uint8, hook string, proto uint8, sport, dport uint16,
 		length, ruleID uint32, rule string, audit, malformed bool, family, typ uint8, cgroup string) {
@@ -30,12 +33,22 @@ func FuzzWrite(f *testing.F) {
 			RuleID: ruleID, Rule: rule, Audit: audit, Malformed: malformed,
 			SockFamily: family, SockType: typ, Cgroup: cgroup,
 		}
+		if ruleID != 0 {
+			e.Time = time.Unix(int64(ruleID), int64(length))
+		}
 		e.Src, _ = netip.AddrFromSlice(src)
 		e.Dst, _ = netip.AddrFromSlice(dst)
 
 		text := write(t, Text, e)
 		if prefix := fmt.Sprintf("DST %s, ACTION %d ", addrString(e.Dst), e.Action); !strings.HasPrefix(text, prefix) {
 			t.Errorf("text %q does not begin with %q", text, prefix)
+		}
+		wantTime := ""
+		if !e.Time.IsZero() {
+			wantTime = e.Time.UTC().Truncate(time.Millisecond).Format(time.RFC3339Nano)
+			if !strings.Contains(text, " time="+timeString(e.Time)+" cgroup=") && !strings.HasSuffix(text, " time="+timeString(e.Time)+"\n") {
+				t.Errorf("text %q does not end with its time %s (before cgroup=, if any)", text, timeString(e.Time))
+			}
 		}
 
 		line := write(t, JSON, e)
@@ -54,6 +67,17 @@ func FuzzWrite(f *testing.F) {
 			if got[k] != v {
 				t.Errorf("JSON %s = %v, want %v, in %q", k, got[k], v, line)
 			}
+		}
+		gotTime := ""
+		if s, ok := got["time"].(string); ok {
+			parsed, err := time.Parse(time.RFC3339, s)
+			if err != nil || !strings.HasSuffix(s, "Z") || len(s) != len("2006-01-02T15:04:05.000Z") {
+				t.Errorf("JSON time %q is not RFC 3339 in UTC to the millisecond: %v", s, err)
+			}
+			gotTime = parsed.Format(time.RFC3339Nano)
+		}
+		if gotTime != wantTime {
+			t.Errorf("JSON time %q, want %q, in %q", gotTime, wantTime, line)
 		}
 	})
 }

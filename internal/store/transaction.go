@@ -110,6 +110,10 @@ func (s *Store) Replace(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
 	if err := d.Commit(); err != nil { // a policy left uncommitted by a killed attach
 		return Applied{}, err
 	}
+	// The new policy's totals start from nothing, as its rules' counters do.
+	if err := d.ResetTotals(); err != nil {
+		return Applied{}, fmt.Errorf("the new policy is in force, but its totals still count the old one's: %w", err)
+	}
 	a := Applied{Dir: dir}
 	if links, err := datapath.ReadPinnedLinks(dir); err == nil && p.DenyRaw && !links.PacketGuard {
 		a.PacketGuard = errors.New("this kernel refused the BPF LSM program when the policy was first attached")
