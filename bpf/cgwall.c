@@ -129,6 +129,13 @@ struct addr6 {
 	__u8 addr[16];
 };
 
+// The process behind a decision: its PID (the thread group's, in the initial
+// PID namespace) and its thread's command name.
+struct owner {
+	__u32 pid;
+	char comm[16];
+};
+
 // One decision, as streamed to userspace.
 struct event {
 	// When the decision was made: CLOCK_BOOTTIME, which, unlike the
@@ -148,11 +155,13 @@ struct event {
 	__u8 flags;  // enum event_flag
 	__u8 sock_family; // HOOK_SOCK_CREATE: AF_* of the refused socket
 	__u8 sock_type;   // HOOK_SOCK_CREATE: SOCK_* of the refused socket
-	__u8 pad[5];
+	__u8 pad;
+	struct owner owner; // pid 0 when the hook cannot know it
 };
 
 // Force bpf2go to emit Go types for these.
 const struct event *unused_event __attribute__((unused));
+const struct owner *unused_owner __attribute__((unused));
 const struct rule *unused_rule __attribute__((unused));
 const struct config *unused_config __attribute__((unused));
 const struct state *unused_state __attribute__((unused));
@@ -296,6 +305,18 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
+// The process that connected a socket, or last sent from it unconnected, as
+// the socket hooks saw it, kept with the socket while logging is on. Packets
+// of the socket judged at egress and ingress run where the kernel happens to
+// be (softirq for TCP's ACKs and retransmits, another task's context for a
+// delivered packet): only this names their process, and never wrongly.
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct owner);
+} owners SEC(".maps");
+
 // The policy in force for one decision: its generation, read once, and its
 // settings.
 struct policy {
@@ -325,6 +346,7 @@ struct flow {
 	__u16 dport;
 	__u8 family;
 	__u8 proto;
+	struct owner owner; // for the event; pid 0 when unknown
 };
 
 static __always_inline void count(int hook, enum stat stat, __u32 len)
@@ -566,7 +588,30 @@ static __always_inline void emit(const struct config *cfg, int hook, const struc
 	e->family = f->family;
 	e->proto = f->proto;
 	e->flags |= flags;
+	e->owner = f->owner;
 	bpf_ringbuf_submit(e, 0);
+}
+
+// current_owner returns the process the hook runs in: the socket hooks run in
+// the system call of the process that makes it.
+static __always_inline void current_owner(struct owner *o)
+{
+	o->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(o->comm, sizeof(o->comm));
+}
+
+// skb_owner copies the recorded owner of the packet's socket, if it has one.
+static __always_inline void skb_owner(struct __sk_buff *skb, struct owner *o)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return;
+	struct owner *rec = bpf_sk_storage_get(&owners, sk, 0, 0);
+	if (rec)
+		*o = *rec;
 }
 
 // enforce counts and logs a decision and turns it into the program's return
@@ -670,8 +715,12 @@ static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 		return enforce(&pol, hook, &f, &m, skb->len, EVENT_F_MALFORMED);
 	}
 	decide(dir, &f, &pol, skb->len, &m);
-	if (l4 && logs(pol.cfg, m.action))
-		load_ports(skb, l4, &f);
+	// What only the event needs is read only for an event.
+	if (logs(pol.cfg, m.action)) {
+		if (l4)
+			load_ports(skb, l4, &f);
+		skb_owner(skb, &f.owner);
+	}
 	return enforce(&pol, hook, &f, &m, skb->len, 0);
 }
 
@@ -713,6 +762,13 @@ static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int 
 
 	struct match m;
 	decide(DIR_EGRESS, &f, &pol, 0, &m);
+	if (pol.cfg->log_level != LOG_NONE) {
+		current_owner(&f.owner);
+		// For the packets that egress and ingress judge later.
+		struct owner *rec = bpf_sk_storage_get(&owners, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (rec)
+			*rec = f.owner;
+	}
 	return enforce(&pol, hook, &f, &m, 0, 0);
 }
 
@@ -758,6 +814,7 @@ static __always_inline int refuse_socket(__u32 family, __u32 type, __u32 protoco
 		e->sock_family = family;
 		e->sock_type = type;
 		e->proto = protocol;
+		current_owner(&e->owner);
 		bpf_ringbuf_submit(e, 0);
 	}
 	if (cfg->audit) {

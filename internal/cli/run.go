@@ -15,11 +15,12 @@ import (
 )
 
 type runOptions struct {
-	prep   **datapath.Prepared
-	target targetFlags
-	create bool
-	rules  ruleFlags
-	output outputFlags
+	process processFilter
+	prep    **datapath.Prepared
+	target  targetFlags
+	create  bool
+	rules   ruleFlags
+	output  outputFlags
 }
 
 func newRunCmd(prep **datapath.Prepared, stdout, stderr io.Writer) *cobra.Command {
@@ -48,6 +49,7 @@ leaves it in place.`,
 	fs.BoolVar(&o.create, "create", false, "make the --cgroup PATH if it does not exist, and remove it on exit; an existing one is used and left in place")
 	o.rules.bind(fs)
 	o.output.bind(fs)
+	o.process.bind(fs)
 	return cmd
 }
 
@@ -93,6 +95,7 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) (err err
 	}
 	fmt.Fprintf(stderr, "attached %s to %s (%s)%s\n", describeHooks(f.att.Hooks, p), cg.Path, plural(len(p.Rules), "rule"), describeSockets(f.d))
 	s := newStreamer(f.d, f.rd, format, stdout, stderr)
+	s.process = o.process
 	if err := s.stream(ctx, f.att.Close); err != nil {
 		return failure(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/spf13/pflag"
 
 	"github.com/cgwall/cgwall/internal/datapath"
 	"github.com/cgwall/cgwall/internal/events"
@@ -29,8 +30,9 @@ type streamer struct {
 	// skipped is how many stale events (see Reader.SkipOlder) were reported.
 	skipped uint64
 
-	filter policy.LogLevel // print only what this level asks for
-	cgroup string          // when set, name it in every event
+	filter  policy.LogLevel // print only what this level asks for
+	process processFilter   // and only the decisions about this process
+	cgroup  string          // when set, name it in every event
 	// refresh reads the policy back from the maps when an event names a rule
 	// the reader does not know: another cgwall edited the policy.
 	refresh bool
@@ -98,7 +100,25 @@ func (s *streamer) print() error {
 
 // wanted says whether the filter lets an event through.
 func (s *streamer) wanted(e datapath.Event) bool {
-	return s.filter == policy.LogAll || (s.filter == policy.LogDrop && e.Action == uint8(policy.Block))
+	return (s.filter == policy.LogAll || s.filter == policy.LogDrop && e.Action == uint8(policy.Block)) &&
+		s.process.matches(e)
+}
+
+// processFilter keeps the decisions about one process, by command name or
+// PID or both. An event that names no process matches neither.
+type processFilter struct {
+	comm string
+	pid  uint32
+}
+
+func (f *processFilter) bind(fs *pflag.FlagSet) {
+	fs.StringVar(&f.comm, "comm", "", "print only the decisions about processes whose command name is `NAME` (as in comm=)")
+	// --pid already names a target cgroup, by a process in it.
+	fs.Uint32Var(&f.pid, "from-pid", 0, "print only the decisions about process `PID` (as in pid=)")
+}
+
+func (f processFilter) matches(e datapath.Event) bool {
+	return (f.comm == "" || e.Comm == f.comm) && (f.pid == 0 || e.Pid == f.pid)
 }
 
 // resolve names an event's rule that the reader's policy does not have, by

@@ -19,6 +19,7 @@ import (
 func newWatchCmd(stdout, stderr io.Writer) *cobra.Command {
 	var target targetFlags
 	var output outputFlags
+	var process processFilter
 	show := showFlag()
 	cmd := &cobra.Command{
 		Use:   "watch [--cgroup PATH] [--show drop|all] [--format text|json]",
@@ -59,12 +60,13 @@ watch it never changed the policy's log setting.`,
 				return err
 			}
 			defer closeWatched(watched)
-			return watch(cmd.Context(), watched, show.val, format, stdout, stderr)
+			return watch(cmd.Context(), watched, show.val, process, format, stdout, stderr)
 		},
 	}
 	fs := cmd.Flags()
 	target.bind(fs)
 	output.bind(fs)
+	process.bind(fs)
 	fs.Var(show, "show", "which of the streamed decisions to print (--log is a deprecated alias)")
 	// The deprecated name, hidden from --help but for the note above. Not
 	// MarkDeprecated: cobra would print its warning to stdout, into the events.
@@ -104,7 +106,7 @@ func closeWatched(ws []watched) {
 	}
 }
 
-func watch(ctx context.Context, ws []watched, level policy.LogLevel, format events.Format, stdout, stderr io.Writer) error {
+func watch(ctx context.Context, ws []watched, level policy.LogLevel, process processFilter, format events.Format, stdout, stderr io.Writer) error {
 	out := &lockedWriter{w: stdout}
 	var streamers []*streamer
 	for _, w := range ws {
@@ -117,7 +119,7 @@ func watch(ctx context.Context, ws []watched, level policy.LogLevel, format even
 			return failure(err)
 		}
 		s := newStreamer(w.d, rd, format, out, stderr)
-		s.filter, s.cgroup, s.refresh = level, w.path, true
+		s.filter, s.process, s.cgroup, s.refresh = level, process, w.path, true
 		if s.lost, err = w.d.EventsLost(); err != nil { // report only what is lost from now on
 			return failure(err)
 		}

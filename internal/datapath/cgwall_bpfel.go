@@ -62,7 +62,8 @@ type cgwallEvent struct {
 	Flags      uint8
 	SockFamily uint8
 	SockType   uint8
-	Pad        [5]uint8
+	Pad        uint8
+	Owner      cgwallOwner
 }
 
 type cgwallEventFlag uint32
@@ -90,6 +91,12 @@ const (
 	cgwallLogLevelLOG_DROP cgwallLogLevel = 1
 	cgwallLogLevelLOG_ALL  cgwallLogLevel = 2
 )
+
+type cgwallOwner struct {
+	_    structs.HostLayout
+	Pid  uint32
+	Comm [16]int8
+}
 
 type cgwallPrefixKey4 struct {
 	_         structs.HostLayout
@@ -156,6 +163,7 @@ const (
 	cgwallMapIngressHost6        = "ingress_host6"
 	cgwallMapIngressPrefix4      = "ingress_prefix4"
 	cgwallMapIngressPrefix6      = "ingress_prefix6"
+	cgwallMapOwners              = "owners"
 	cgwallMapSettings            = "settings"
 	cgwallMapStats               = "stats"
 	cgwallProgCgwallConnect4     = "cgwall_connect4"
@@ -174,6 +182,7 @@ const (
 	cgwallVarUnusedEventFlag     = "unused_event_flag"
 	cgwallVarUnusedHook          = "unused_hook"
 	cgwallVarUnusedLogLevel      = "unused_log_level"
+	cgwallVarUnusedOwner         = "unused_owner"
 	cgwallVarUnusedPrefixKey4    = "unused_prefix_key4"
 	cgwallVarUnusedPrefixKey6    = "unused_prefix_key6"
 	cgwallVarUnusedRule          = "unused_rule"
@@ -252,6 +261,7 @@ type cgwallMapSpecs struct {
 	IngressHost6   *ebpf.MapSpec `ebpf:"ingress_host6"`
 	IngressPrefix4 *ebpf.MapSpec `ebpf:"ingress_prefix4"`
 	IngressPrefix6 *ebpf.MapSpec `ebpf:"ingress_prefix6"`
+	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	Settings       *ebpf.MapSpec `ebpf:"settings"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -268,6 +278,7 @@ type cgwallVariableSpecs struct {
 	UnusedEventFlag  *ebpf.VariableSpec `ebpf:"unused_event_flag"`
 	UnusedHook       *ebpf.VariableSpec `ebpf:"unused_hook"`
 	UnusedLogLevel   *ebpf.VariableSpec `ebpf:"unused_log_level"`
+	UnusedOwner      *ebpf.VariableSpec `ebpf:"unused_owner"`
 	UnusedPrefixKey4 *ebpf.VariableSpec `ebpf:"unused_prefix_key4"`
 	UnusedPrefixKey6 *ebpf.VariableSpec `ebpf:"unused_prefix_key6"`
 	UnusedRule       *ebpf.VariableSpec `ebpf:"unused_rule"`
@@ -310,6 +321,7 @@ type cgwallMaps struct {
 	IngressHost6   *ebpf.Map `ebpf:"ingress_host6"`
 	IngressPrefix4 *ebpf.Map `ebpf:"ingress_prefix4"`
 	IngressPrefix6 *ebpf.Map `ebpf:"ingress_prefix6"`
+	Owners         *ebpf.Map `ebpf:"owners"`
 	Settings       *ebpf.Map `ebpf:"settings"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 }
@@ -330,6 +342,7 @@ func (m *cgwallMaps) Close() error {
 		m.IngressHost6,
 		m.IngressPrefix4,
 		m.IngressPrefix6,
+		m.Owners,
 		m.Settings,
 		m.Stats,
 	)
@@ -347,6 +360,7 @@ type cgwallVariables struct {
 	UnusedEventFlag  *ebpf.Variable `ebpf:"unused_event_flag"`
 	UnusedHook       *ebpf.Variable `ebpf:"unused_hook"`
 	UnusedLogLevel   *ebpf.Variable `ebpf:"unused_log_level"`
+	UnusedOwner      *ebpf.Variable `ebpf:"unused_owner"`
 	UnusedPrefixKey4 *ebpf.Variable `ebpf:"unused_prefix_key4"`
 	UnusedPrefixKey6 *ebpf.Variable `ebpf:"unused_prefix_key6"`
 	UnusedRule       *ebpf.Variable `ebpf:"unused_rule"`

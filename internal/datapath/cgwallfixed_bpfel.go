@@ -30,6 +30,7 @@ const (
 	cgwallFixedMapIngressHost6        = "ingress_host6"
 	cgwallFixedMapIngressPrefix4      = "ingress_prefix4"
 	cgwallFixedMapIngressPrefix6      = "ingress_prefix6"
+	cgwallFixedMapOwners              = "owners"
 	cgwallFixedMapSettings            = "settings"
 	cgwallFixedMapStats               = "stats"
 	cgwallFixedProgCgwallConnect4     = "cgwall_connect4"
@@ -48,6 +49,7 @@ const (
 	cgwallFixedVarUnusedEventFlag     = "unused_event_flag"
 	cgwallFixedVarUnusedHook          = "unused_hook"
 	cgwallFixedVarUnusedLogLevel      = "unused_log_level"
+	cgwallFixedVarUnusedOwner         = "unused_owner"
 	cgwallFixedVarUnusedPrefixKey4    = "unused_prefix_key4"
 	cgwallFixedVarUnusedPrefixKey6    = "unused_prefix_key6"
 	cgwallFixedVarUnusedRule          = "unused_rule"
@@ -126,6 +128,7 @@ type cgwallFixedMapSpecs struct {
 	IngressHost6   *ebpf.MapSpec `ebpf:"ingress_host6"`
 	IngressPrefix4 *ebpf.MapSpec `ebpf:"ingress_prefix4"`
 	IngressPrefix6 *ebpf.MapSpec `ebpf:"ingress_prefix6"`
+	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	Settings       *ebpf.MapSpec `ebpf:"settings"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -142,6 +145,7 @@ type cgwallFixedVariableSpecs struct {
 	UnusedEventFlag  *ebpf.VariableSpec `ebpf:"unused_event_flag"`
 	UnusedHook       *ebpf.VariableSpec `ebpf:"unused_hook"`
 	UnusedLogLevel   *ebpf.VariableSpec `ebpf:"unused_log_level"`
+	UnusedOwner      *ebpf.VariableSpec `ebpf:"unused_owner"`
 	UnusedPrefixKey4 *ebpf.VariableSpec `ebpf:"unused_prefix_key4"`
 	UnusedPrefixKey6 *ebpf.VariableSpec `ebpf:"unused_prefix_key6"`
 	UnusedRule       *ebpf.VariableSpec `ebpf:"unused_rule"`
@@ -184,6 +188,7 @@ type cgwallFixedMaps struct {
 	IngressHost6   *ebpf.Map `ebpf:"ingress_host6"`
 	IngressPrefix4 *ebpf.Map `ebpf:"ingress_prefix4"`
 	IngressPrefix6 *ebpf.Map `ebpf:"ingress_prefix6"`
+	Owners         *ebpf.Map `ebpf:"owners"`
 	Settings       *ebpf.Map `ebpf:"settings"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 }
@@ -204,6 +209,7 @@ func (m *cgwallFixedMaps) Close() error {
 		m.IngressHost6,
 		m.IngressPrefix4,
 		m.IngressPrefix6,
+		m.Owners,
 		m.Settings,
 		m.Stats,
 	)
@@ -221,6 +227,7 @@ type cgwallFixedVariables struct {
 	UnusedEventFlag  *ebpf.Variable `ebpf:"unused_event_flag"`
 	UnusedHook       *ebpf.Variable `ebpf:"unused_hook"`
 	UnusedLogLevel   *ebpf.Variable `ebpf:"unused_log_level"`
+	UnusedOwner      *ebpf.Variable `ebpf:"unused_owner"`
 	UnusedPrefixKey4 *ebpf.Variable `ebpf:"unused_prefix_key4"`
 	UnusedPrefixKey6 *ebpf.Variable `ebpf:"unused_prefix_key6"`
 	UnusedRule       *ebpf.Variable `ebpf:"unused_rule"`

@@ -27,6 +27,12 @@ type Event struct {
 	SockFamily uint8      // sock_create: the refused socket's AF_*
 	SockType   uint8      // sock_create: the refused socket's SOCK_*
 	Cgroup     string     // the cgroup whose policy decided, when several are watched
+	// Pid and Comm name the process behind the decision where the kernel
+	// knows it: the caller of a socket hook, or the process that connected
+	// (or last sent unconnected from) the socket of a packet. Pid is 0, and
+	// Comm empty, where it does not.
+	Pid  uint32
+	Comm string
 }
 
 // decodeEvent reads one ring buffer record, dating it with clock. The rule is
@@ -52,6 +58,10 @@ func decodeEvent(sample []byte, clock bootClock) (Event, error) {
 		Malformed:  raw.Flags&uint8(cgwallEventFlagEVENT_F_MALFORMED) != 0,
 		SockFamily: raw.SockFamily,
 		SockType:   raw.SockType,
+		Pid:        raw.Owner.Pid,
+	}
+	if e.Pid != 0 {
+		e.Comm = comm(raw.Owner.Comm)
 	}
 	switch raw.Family {
 	case 4:
@@ -99,4 +109,16 @@ func bootNow() (uint64, error) {
 		return 0, fmt.Errorf("read CLOCK_BOOTTIME: %w", err)
 	}
 	return uint64(ts.Nano()), nil
+}
+
+// comm reads a task's command name, NUL-terminated unless it fills the array.
+func comm(c [16]int8) string {
+	b := make([]byte, 0, len(c))
+	for _, ch := range c {
+		if ch == 0 {
+			break
+		}
+		b = append(b, byte(ch))
+	}
+	return string(b)
 }

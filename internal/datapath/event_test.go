@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"encoding/binary"
+	"strings"
 	"net/netip"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ func FuzzDecodeEvent(f *testing.F) {
 		{BootNs: 12_345_678_901, Family: 4, Hook: uint8(HookEgress), Proto: 17, Sport: 40000, Dport: 53, Len: 35, RuleId: 1,
 			Src: [16]byte{127, 0, 0, 1}, Dst: [16]byte{127, 0, 0, 2}},
 		{Family: 6, Hook: uint8(HookConnect), Proto: 6, Dport: 443, Action: 1,
-			Dst: [16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 1}},
+			Dst: [16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 1}, Owner: cgwallOwner{Pid: 4242, Comm: [16]int8{'c', 'u', 'r', 'l'}}},
 		{Hook: uint8(HookSockCreate), SockFamily: 17, SockType: 3},
 		{Hook: uint8(HookIngress), Flags: uint8(cgwallEventFlagEVENT_F_MALFORMED | cgwallEventFlagEVENT_F_AUDIT), Len: 26},
 	} {
@@ -36,6 +37,9 @@ func FuzzDecodeEvent(f *testing.F) {
 		}
 		if int(e.Hook) >= len(hookTable) {
 			t.Fatalf("accepted hook %d", e.Hook)
+		}
+		if e.Pid == 0 && e.Comm != "" || strings.ContainsRune(e.Comm, 0) {
+			t.Fatalf("comm %q with pid %d", e.Comm, e.Pid)
 		}
 		if e.Hook.Socket() && e.Src.IsValid() {
 			t.Fatalf("a socket hook's event has a source address: %+v", e)

@@ -80,6 +80,9 @@ func (e event) text() string {
 		}
 		fmt.Fprintf(&b, " rule=%s", value(e.Rule))
 	}
+	if e.Pid != 0 {
+		fmt.Fprintf(&b, " pid=%d comm=%s", e.Pid, value(e.Comm))
+	}
 	if e.Len != 0 {
 		fmt.Fprintf(&b, " len=%d", e.Len)
 	}
@@ -138,6 +141,8 @@ type record struct {
 	Socket    string `json:"socket,omitempty"`
 	Cgroup    string `json:"cgroup,omitempty"`
 	Time      string `json:"time,omitempty"`
+	Pid       uint32 `json:"pid,omitempty"`
+	Comm      string `json:"comm,omitempty"`
 }
 
 func (e event) record() record {
@@ -145,6 +150,7 @@ func (e event) record() record {
 		Dst: addrString(e.Dst), Action: e.Action, Verdict: "drop", Hook: e.Hook.String(),
 		SrcPort: e.SrcPort, DstPort: e.DstPort, Rule: e.Rule, RuleID: e.RuleID,
 		Len: e.Len, Audit: e.Audit, Malformed: e.Malformed, Cgroup: e.Cgroup,
+		Pid: e.Pid, Comm: e.Comm,
 	}
 	if e.Action == 1 {
 		r.Verdict = "pass"

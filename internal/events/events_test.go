@@ -22,6 +22,11 @@ func TestWriteText(t *testing.T) {
 			"DST 127.0.0.2, ACTION 0 hook=egress src=127.0.0.1 proto=udp sport=40000 dport=53 rule=127.0.0.2/32 len=40\n",
 		},
 		{
+			"connect by a process",
+			datapath.Event{Dst: netip.MustParseAddr("192.0.2.7"), Action: 0, Hook: datapath.HookConnect, Proto: 6, DstPort: 443, Rule: "192.0.2.7/32", Pid: 4242, Comm: "curl"},
+			"DST 192.0.2.7, ACTION 0 hook=connect proto=tcp dport=443 rule=192.0.2.7/32 pid=4242 comm=curl\n",
+		},
+		{
 			"connect by default",
 			datapath.Event{Dst: netip.MustParseAddr("2001:db8::1"), Action: 1, Hook: datapath.HookConnect, Proto: 6, DstPort: 443, Rule: "default"},
 			"DST 2001:db8::1, ACTION 1 hook=connect proto=tcp dport=443 rule=default\n",

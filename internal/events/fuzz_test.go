@@ -18,7 +18,8 @@ import (
 // parses and says what the event said. The seed corpus in testdata/fuzz/ is
 // the events of these tests and of the e2e tests. The time comes from the
 // rule ID (seconds) and the length (nanoseconds), and is unknown (zero) with
-// rule ID 0, so that the corpus keeps its shape.
+// rule ID 0; the process's PID from the ports, and its name from the rule:
+// so that the corpus keeps its shape.
 func FuzzWrite(f *testing.F) {
 	f.Fuzz(func(t *testing.T, src, dst []byte, action uint8, hook string, proto uint8, sport, dport uint16,
 		length, ruleID uint32, rule string, audit, malformed bool, family, typ uint8, cgroup string) {
@@ -35,6 +36,9 @@ func FuzzWrite(f *testing.F) {
 		}
 		if ruleID != 0 {
 			e.Time = time.Unix(int64(ruleID), int64(length))
+		}
+		if e.Pid = uint32(sport)<<16 | uint32(dport); e.Pid != 0 {
+			e.Comm = rule
 		}
 		e.Src, _ = netip.AddrFromSlice(src)
 		e.Dst, _ = netip.AddrFromSlice(dst)
@@ -59,6 +63,12 @@ func FuzzWrite(f *testing.F) {
 		want := map[string]any{"dst": addrString(e.Dst), "action": float64(e.Action), "hook": e.Hook.String(), "rule_id": float64(e.RuleID)}
 		if e.Cgroup != "" {
 			want["cgroup"] = e.Cgroup
+		}
+		if e.Pid != 0 {
+			want["pid"] = float64(e.Pid)
+			if e.Comm != "" {
+				want["comm"] = e.Comm
+			}
 		}
 		for k, v := range want {
 			if s, ok := v.(string); ok && !utf8.ValidString(s) {
