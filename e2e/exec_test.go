@@ -2,12 +2,15 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
 	"github.com/cgwall/cgwall/internal/testutil"
@@ -192,4 +195,244 @@ func TestExecDenyRaw(t *testing.T) {
 	if got := strings.TrimSpace(execProbe(t, nil, "socket", "raw")); got != "ok" {
 		t.Errorf("raw socket under exec without --deny-raw: %q, want ok", got)
 	}
+}
+
+// TestExecKilledTakesItsCommand kills cgwall exec with SIGKILL while its
+// command sends UDP without pause to an address the policy blocks. Not one
+// datagram may arrive, and the command, its child and its cgroup must go.
+func TestExecKilledTakesItsCommand(t *testing.T) {
+	testutil.RequireBPF(t)
+	recv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recv.Close()
+	arrived, sentinel := countDatagrams(recv)
+	port := recv.LocalAddr().(*net.UDPAddr).Port
+
+	// bash's /dev/udp connects a UDP socket and writes to it; the loop paces
+	// itself with read -t on a stdin that never gets a line.
+	send := fmt.Sprintf("echo x >/dev/udp/127.0.0.2/%d", port)
+	script := fmt.Sprintf(`exec 2>/dev/null; sleep 1000 & if %s; then r=sent; else r=blocked; fi; echo "pid $$ $r"; while :; do %s; read -t 0.001; done`, send, send)
+	p := startExec(t, "--block", "127.0.0.2", "--log", "none", "--", "bash", "-c", script)
+	cg := p.cgroupOf(t, p.commandPID(t))
+	if first := p.stdout.waitFor(t, "pid "); !strings.HasSuffix(first, " blocked") {
+		t.Fatalf("the first send under --block 127.0.0.2: %q", first)
+	}
+
+	p.cmd.Process.Kill()
+	p.wait(t)
+	// Every process of the command holds its stdout: at EOF, all are gone.
+	select {
+	case <-closed(p.stdout):
+	case <-arrived:
+		t.Fatalf("a datagram arrived after cgwall exec was killed: its command ran on unfiltered")
+	case <-time.After(waitTimeout):
+		t.Fatalf("the command still runs %v after cgwall exec was killed", waitTimeout)
+	}
+	if n := sentinel(t); n != 0 {
+		t.Errorf("%d datagrams arrived after cgwall exec was killed", n)
+	}
+	// The guard holds exec's stderr until it has removed the cgroup.
+	p.waitClosed(t, p.stderr, "stderr")
+	if _, err := os.Stat(cg); !os.IsNotExist(err) {
+		t.Errorf("the cgroup %s outlived cgwall exec and its command: %v", cg, err)
+	}
+	if want := "ended and left its command's cgroup " + cg; !strings.Contains(p.stderr.String(), want) {
+		t.Errorf("stderr %q: want the guard to say %q", p.stderr, want)
+	}
+}
+
+// TestExecGuardKilled kills exec's guard: exec must not let its command run
+// on without one, and stops it with exit 1.
+func TestExecGuardKilled(t *testing.T) {
+	testutil.RequireBPF(t)
+	p := startExec(t, "--block", "192.0.2.1", "--", "sh", "-c", `sleep 1000 & echo "pid $$"; read x`)
+	cg := p.cgroupOf(t, p.commandPID(t))
+	guard := guardOf(t, p.cmd.Process.Pid)
+	if err := syscall.Kill(guard, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t); code != 1 {
+		t.Errorf("exit %d, want 1; stderr %s", code, p.stderr)
+	}
+	p.waitClosed(t, p.stdout, "stdout")
+	if _, err := os.Stat(cg); !os.IsNotExist(err) {
+		t.Errorf("the cgroup %s outlived cgwall exec: %v", cg, err)
+	}
+	if want := fmt.Sprintf("the exec guard (pid %d) ended (signal: killed) while sh ran: stopping sh", guard); !strings.Contains(p.stderr.String(), want) {
+		t.Errorf("stderr %q: want %q", p.stderr, want)
+	}
+}
+
+// guardOf returns the PID of exec's guard: its child running "exec __guard".
+func guardOf(t *testing.T, execPID int) int {
+	t.Helper()
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", execPID))
+	for _, task := range tasks {
+		children, _ := os.ReadFile(task)
+		for _, child := range strings.Fields(string(children)) {
+			cmdline, _ := os.ReadFile("/proc/" + child + "/cmdline")
+			if strings.Contains(string(cmdline), "\x00exec\x00__guard\x00") {
+				var pid int
+				fmt.Sscan(child, &pid)
+				return pid
+			}
+		}
+	}
+	t.Fatalf("cgwall exec (pid %d) has no guard", execPID)
+	return 0
+}
+
+// execProc is a running cgwall exec, its stdin a pipe the test holds.
+type execProc struct {
+	cmd            *exec.Cmd
+	stdin          *os.File
+	stdout, stderr *lines
+	done           chan struct{}
+}
+
+// startExec starts cgwall exec with args. Its stdout and stderr are pipes
+// read as lines; unlike a buffer, they let the test wait for exec alone, or
+// for every process that holds them.
+func startExec(t *testing.T, args ...string) *execProc {
+	t.Helper()
+	testutil.RequireBPF(t)
+	cmd := exec.Command(cgwallBin, append([]string{"exec"}, args...)...)
+	stdin, stdinW := pipe(t)
+	stdout, stdoutW := pipe(t)
+	stderr, stderrW := pipe(t)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdoutW, stderrW
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stdin.Close()
+	stdoutW.Close()
+	stderrW.Close()
+	p := &execProc{cmd: cmd, stdin: stdinW, stdout: collect(stdout), stderr: collect(stderr), done: make(chan struct{})}
+	go func() { cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
+	return p
+}
+
+// wait waits for exec to exit and returns its exit code.
+func (p *execProc) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(waitTimeout):
+		t.Fatalf("cgwall exec still runs after %v; stderr:\n%s", waitTimeout, p.stderr)
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// waitClosed waits until every process holding a stream has closed it.
+func (p *execProc) waitClosed(t *testing.T, l *lines, name string) {
+	t.Helper()
+	select {
+	case <-closed(l):
+	case <-time.After(waitTimeout):
+		t.Fatalf("%s still open %v after cgwall exec exited", name, waitTimeout)
+	}
+}
+
+// commandPID returns the PID that the command prints as "pid N".
+func (p *execProc) commandPID(t *testing.T) int {
+	t.Helper()
+	var pid int
+	if _, err := fmt.Sscanf(p.stdout.waitFor(t, "pid "), "pid %d", &pid); err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// cgroupOf returns the cgroup of a process, as seen from outside its cgroup
+// namespace, and removes it at the end of the test should it still be there.
+func (p *execProc) cgroupOf(t *testing.T, pid int) string {
+	t.Helper()
+	procCgroup, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt, _ := cgroup.Mount()
+	cg := filepath.Join(mnt, strings.TrimPrefix(v2Line(string(procCgroup)), "0::"))
+	if !strings.HasPrefix(filepath.Base(cg), "cgwall-exec-") {
+		t.Fatalf("the command's cgroup: %q", procCgroup)
+	}
+	// Whatever the test finds, nothing it started outlives it.
+	t.Cleanup(func() { testutil.RemoveCgroup(t, cg) })
+	return cg
+}
+
+// countDatagrams reads conn until it closes. arrived is closed at the first
+// datagram; sentinel sends one from outside any filter, waits for it and
+// returns how many others came before it. Loopback delivers in order, so
+// once the sentinel is in, a datagram sent before it has arrived.
+func countDatagrams(conn *net.UDPConn) (arrived <-chan struct{}, sentinel func(testing.TB) int) {
+	first := make(chan struct{})
+	seen := make(chan int, 1)
+	go func() {
+		buf := make([]byte, 64)
+		n := 0
+		for {
+			m, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			if string(buf[:m]) == "sentinel" {
+				seen <- n
+				return
+			}
+			if n++; n == 1 {
+				close(first)
+			}
+		}
+	}()
+	return first, func(t testing.TB) int {
+		t.Helper()
+		c, err := net.DialUDP("udp4", nil, conn.LocalAddr().(*net.UDPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte("sentinel")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case n := <-seen:
+			return n
+		case <-time.After(waitTimeout):
+			t.Fatalf("the sentinel did not arrive in %v", waitTimeout)
+			return 0
+		}
+	}
+}
+
+// closed returns a channel closed when the stream has ended.
+func closed(l *lines) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		for {
+			l.mu.Lock()
+			ended, change := l.closed, l.change
+			l.mu.Unlock()
+			if ended {
+				close(done)
+				return
+			}
+			<-change
+		}
+	}()
+	return done
+}
+
+// pipe makes a pipe whose two ends close at the end of the test.
+func pipe(t *testing.T) (r, w *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	return r, w
 }

@@ -28,7 +28,12 @@ func newExecCmd(prep **datapath.Prepared, stderr io.Writer) *cobra.Command {
 		Long: `exec creates a transient cgroup, attaches the policy to it and starts CMD
 inside it from its first instruction (cloned into the cgroup). Decisions go to
 stderr. Signals are forwarded to CMD; exec exits with CMD's status, or 128+N if
-signal N ended it, and removes the cgroup and everything attached to it.`,
+signal N ended it, and removes the cgroup and everything attached to it.
+
+If exec itself is killed, even with SIGKILL, its guard (a second cgwall
+process, outside the cgroup, which holds the filter) kills every process left
+in the cgroup, waits until the last is gone and only then lets the filter go:
+no process of CMD runs on unfiltered.`,
 		Args:        cobra.MinimumNArgs(1),
 		Annotations: map[string]string{preparesObject: "yes"},
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -64,15 +69,23 @@ signal N ended it, and removes the cgroup and everything attached to it.`,
 				removeCgroup(cg.Path, stderr)
 				return err
 			}
-			// Deferred calls run last first: whatever the command left
-			// running is killed while the filter still holds it.
 			defer f.Close()
+			g, err := startGuard(cg, f.att, stderr)
+			if err != nil {
+				removeCgroup(cg.Path, stderr)
+				return failure(err)
+			}
+			// Deferred calls run last first: whatever the command left
+			// running is killed while the filter still holds it; then the
+			// guard learns that exec is done, and finds nothing left to do.
+			defer g.release()
 			defer removeCgroup(cg.Path, stderr)
-			return runInCgroup(cg, path, args, sigs, newStreamer(f.d, f.rd, format, stderr, stderr))
+			return runInCgroup(cg, path, args, sigs, g, newStreamer(f.d, f.rd, format, stderr, stderr))
 		},
 	}
 	rules.bind(cmd.Flags())
 	output.bind(cmd.Flags())
+	cmd.AddCommand(newGuardCmd(stderr))
 	return cmd
 }
 
@@ -101,7 +114,7 @@ func removeCgroup(path string, stderr io.Writer) {
 
 // runInCgroup starts the command cloned into the cgroup, streams decisions
 // while it runs, relays signals and returns its exit status as an exitError.
-func runInCgroup(cg cgroup.Dir, path string, args []string, sigs chan os.Signal, s *streamer) error {
+func runInCgroup(cg cgroup.Dir, path string, args []string, sigs chan os.Signal, g *guardProc, s *streamer) error {
 	fd, err := syscall.Open(cg.Path, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return failure(err)
@@ -130,6 +143,12 @@ func runInCgroup(cg cgroup.Dir, path string, args []string, sigs chan os.Signal,
 			stopStream()
 			<-streamDone
 			return exitStatus(c.ProcessState)
+		case err := <-g.died:
+			// Without its guard, exec killed would leave the command
+			// unfiltered: it does not run on (the deferred removal kills it).
+			stopStream()
+			<-streamDone
+			return failure(fmt.Errorf("the exec guard (pid %d) ended (%v) while %s ran: stopping %s, which must not outlive its filter", g.cmd.Process.Pid, err, args[0], args[0]))
 		}
 	}
 }

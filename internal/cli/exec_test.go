@@ -1,14 +1,25 @@
 package cli_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
+	"github.com/cgwall/cgwall/internal/cli"
 	"github.com/cgwall/cgwall/internal/testutil"
 )
+
+// TestMain runs exec's guard, which exec starts as /proc/self/exe, that is
+// this test binary, as cgwall's command line rather than as the tests.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 2 && os.Args[1] == "exec" && os.Args[2] == "__guard" {
+		os.Exit(cli.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
 
 // TestExec checks that exec exits with its command's status and leaves no
 // cgroup behind, even when the command leaves a process running.
