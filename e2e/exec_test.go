@@ -112,21 +112,59 @@ func TestExecCleansUp(t *testing.T) {
 	}
 }
 
-func TestExecBadInput(t *testing.T) {
+// TestExecExitCodes checks the codes exec adds to its command's: 125 for
+// cgwall's own errors, bad flags included; 126 for a command found but not
+// runnable; 127 for one not found. Each is one line, and leaves nothing
+// behind, even when the command fails only once its cgroup is made.
+func TestExecExitCodes(t *testing.T) {
+	testutil.RequireBPF(t)
+	dir := t.TempDir()
+	file := func(name, text string, mode os.FileMode) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	notExecutable := file("not-executable", "#!/bin/sh\n", 0o644)
+	badFormat := file("bad-format", "\x7fELF nothing runnable\n", 0o755)
+	noInterpreter := file("no-interpreter", "#!/cgwall-no-such-interpreter\n", 0o755)
 	for _, tc := range []struct {
 		name string
 		args []string
+		code int
 		want string
 	}{
-		{"no such command", []string{"--", "cgwall-no-such-command"}, `command cgwall-no-such-command: exec: "cgwall-no-such-command": executable file not found`},
-		{"bad address", []string{"--block", "nope", "--", "true"}, `--block: "nope" is not a valid`},
-		{"no --", []string{"true"}, "put the command after --"},
-		{"no command", []string{}, "requires at least 1 arg"},
+		{"unknown flag", []string{"--blok", "192.0.2.1", "--", "true"}, 125, "unknown flag: --blok"},
+		{"bad address", []string{"--block", "nope", "--", "true"}, 125, `--block: "nope" is not a valid`},
+		{"bad log level", []string{"--log", "some", "--", "true"}, 125, `--log: "some" is not a log level`},
+		{"missing policy file", []string{"-f", filepath.Join(dir, "nope.yaml"), "--", "true"}, 125, "nope.yaml"},
+		{"no --", []string{"true"}, 125, "put the command after --"},
+		{"no command", []string{}, 125, "requires at least 1 arg"},
+		{"not executable", []string{"--", notExecutable}, 126, "permission denied"},
+		{"a directory", []string{"--", dir}, 126, "is a directory"},
+		{"not a format the kernel runs", []string{"--", badFormat}, 126, "exec format error"},
+		{"no such command", []string{"--", "cgwall-no-such-command"}, 127, `command cgwall-no-such-command: exec: "cgwall-no-such-command": executable file not found`},
+		{"no such file", []string{"--", filepath.Join(dir, "nope")}, 127, "no such file or directory"},
+		{"no such interpreter", []string{"--", noInterpreter}, 127, "its interpreter /cgwall-no-such-interpreter was not found"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, stderr, code := execCgwall(t, tc.args...)
-			checkOneLineError(t, stderr, code, 2, tc.want)
+			p := startExec(t, tc.args...)
+			code := p.wait(t)
+			p.waitClosed(t, p.stderr, "stderr")
+			checkOneLineError(t, p.stderr.String()+"\n", code, tc.code, tc.want)
+			if out := p.stdout.String(); out != "" {
+				t.Errorf("stdout %q", out)
+			}
+			p.noCgroupLeft(t)
 		})
+	}
+	// The command's own codes pass through, 125 to 127 included.
+	for _, status := range []int{1, 2, 125, 126, 127} {
+		_, stderr, code := execCgwall(t, "--", "sh", "-c", fmt.Sprintf("exit %d", status))
+		if code != status || stderr != "" {
+			t.Errorf("exec sh -c 'exit %d': exit %d, stderr %q", status, code, stderr)
+		}
 	}
 }
 
@@ -244,7 +282,7 @@ func TestExecKilledTakesItsCommand(t *testing.T) {
 }
 
 // TestExecGuardKilled kills exec's guard: exec must not let its command run
-// on without one, and stops it with exit 1.
+// on without one, and stops it with exit 125.
 func TestExecGuardKilled(t *testing.T) {
 	testutil.RequireBPF(t)
 	p := startExec(t, "--block", "192.0.2.1", "--", "sh", "-c", `sleep 1000 & echo "pid $$"; read x`)
@@ -253,8 +291,8 @@ func TestExecGuardKilled(t *testing.T) {
 	if err := syscall.Kill(guard, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	if code := p.wait(t); code != 1 {
-		t.Errorf("exit %d, want 1; stderr %s", code, p.stderr)
+	if code := p.wait(t); code != 125 {
+		t.Errorf("exit %d, want 125; stderr %s", code, p.stderr)
 	}
 	p.waitClosed(t, p.stdout, "stdout")
 	if _, err := os.Stat(cg); !os.IsNotExist(err) {
@@ -362,6 +400,17 @@ func (p *execProc) cgroupOf(t *testing.T, pid int) string {
 	// Whatever the test finds, nothing it started outlives it.
 	t.Cleanup(func() { testutil.RemoveCgroup(t, cg) })
 	return cg
+}
+
+// noCgroupLeft checks that exec left no cgroup of its behind.
+func (p *execProc) noCgroupLeft(t *testing.T) {
+	t.Helper()
+	mnt, _ := cgroup.Mount()
+	left, _ := filepath.Glob(filepath.Join(mnt, fmt.Sprintf("cgwall-exec-%d-*", p.cmd.Process.Pid)))
+	for _, cg := range left {
+		t.Errorf("cgroup %s left behind", cg)
+		testutil.RemoveCgroup(t, cg)
+	}
 }
 
 // countDatagrams reads conn until it closes. arrived is closed at the first

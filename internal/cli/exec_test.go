@@ -52,3 +52,13 @@ func TestExec(t *testing.T) {
 		})
 	}
 }
+
+// usageCode is the exit code of bad input: 2, but 125 for exec, whose own
+// errors must not look like its command's (TestExecExitCodes in e2e has
+// them all).
+func usageCode(args []string) int {
+	if args[0] == "exec" {
+		return 125
+	}
+	return 2
+}
