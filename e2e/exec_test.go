@@ -7,10 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
 	"github.com/cgwall/cgwall/internal/testutil"
@@ -46,16 +50,28 @@ func TestExecExitStatus(t *testing.T) {
 }
 
 // TestExecRunsInItsCgroup checks that the command starts in a fresh cgroup,
-// under the policy, and that the cgroup is gone afterwards.
+// in a cgroup namespace rooted there, under the policy, and that the cgroup
+// is gone afterwards.
 func TestExecRunsInItsCgroup(t *testing.T) {
-	stdout, _, code := execCgwall(t, "--", "cat", "/proc/self/cgroup")
-	line := v2Line(stdout)
-	if code != 0 || !strings.HasPrefix(line, "0::/cgwall-exec-") {
-		t.Fatalf("the command's cgroup: %q (exit %d)", line, code)
+	p := startExec(t, "--", "sh", "-c", `echo "pid $$"; cat /proc/self/cgroup; read x; exit 0`)
+	pid := p.commandPID(t)
+	cg := p.cgroupOf(t, pid)
+	if want := fmt.Sprintf("cgwall-exec-%d-", p.cmd.Process.Pid); !strings.HasPrefix(filepath.Base(cg), want) {
+		t.Errorf("the command's cgroup is %s, want a fresh %s*", cg, want)
 	}
-	mnt, _ := cgroup.Mount()
-	if _, err := os.Stat(filepath.Join(mnt, strings.TrimPrefix(line, "0::"))); !os.IsNotExist(err) {
-		t.Errorf("the transient cgroup %s is still there: %v", line, err)
+	// Inside its namespace, the command's cgroup is the root.
+	if inside := p.stdout.waitFor(t, "0::"); inside != "0::/" {
+		t.Errorf("the command sees its cgroup as %q, want 0::/ (the root of its own cgroup namespace)", inside)
+	}
+	if ns, mine := nsOf(t, fmt.Sprint(pid)), nsOf(t, "self"); ns == mine {
+		t.Errorf("the command shares the test's cgroup namespace %s", ns)
+	}
+	p.stdin.Close()
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit %d; stderr %s", code, p.stderr)
+	}
+	if _, err := os.Stat(cg); !os.IsNotExist(err) {
+		t.Errorf("the transient cgroup %s is still there: %v", cg, err)
 	}
 
 	self, _ := os.Executable()
@@ -95,20 +111,80 @@ func TestExecForwardsSignals(t *testing.T) {
 	}
 }
 
+// TestExecCannotLeaveItsCgroup has the command try to move itself into the
+// cgroup above its own (the cgroup2 root), directly and after setns(2) back
+// into exec's cgroup namespace, as root, as root without CAP_SYS_ADMIN and as
+// nobody. Where cgroup2 is mounted with nsdelegate, its cgroup namespace
+// stops the direct move; only CAP_SYS_ADMIN, which setns takes, gets out.
+// Without nsdelegate, any uid 0 can leave. docs/security.md says the same.
+func TestExecCannotLeaveItsCgroup(t *testing.T) {
+	testutil.RequireBPF(t)
+	mnt, err := cgroup.Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	delegate := nsdelegate(t, mnt)
+	if !delegate {
+		t.Logf("cgroup2 at %s is mounted without nsdelegate: here uid 0 in the command can leave its cgroup", mnt)
+	}
+	// $0 is the mount; $PPID, exec, is outside the command's namespace.
+	try := `if nsenter --cgroup=/proc/$PPID/ns/cgroup sh -c 'echo $$ >"$0/cgroup.procs"' "$0" 2>/dev/null; then echo setns:left; else echo setns:stayed; fi
+if echo $$ 2>/dev/null >"$0/cgroup.procs"; then echo direct:left; else echo direct:stayed; fi`
+	direct := map[bool]string{true: "direct:stayed", false: "direct:left"}[delegate]
+	for _, tc := range []struct {
+		who  string
+		as   []string
+		want []string
+	}{
+		{"root", nil, []string{"setns:left", direct}},
+		{"root without CAP_SYS_ADMIN", []string{"setpriv", "--bounding-set=-sys_admin"}, []string{"setns:stayed", direct}},
+		{"nobody", []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}, []string{"setns:stayed", "direct:stayed"}},
+	} {
+		t.Run(tc.who, func(t *testing.T) {
+			args := append(append([]string{"--"}, tc.as...), "sh", "-c", try, mnt)
+			stdout, stderr, code := execCgwall(t, args...)
+			if got := strings.Fields(stdout); code != 0 || !slices.Equal(got, tc.want) {
+				t.Errorf("exit %d, the command: %q (stderr %q); want %q (cgroup2 at %s, nsdelegate %v)", code, got, stderr, tc.want, mnt, delegate)
+			}
+		})
+	}
+}
+
+// nsdelegate says whether the cgroup2 mount at mnt has the nsdelegate option,
+// which makes cgroup namespaces delegation boundaries.
+func nsdelegate(t *testing.T, mnt string) bool {
+	t.Helper()
+	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(mountinfo), "\n") {
+		// id parent dev root mountpoint options [optional...] - fstype source super-options
+		fields := strings.Fields(line)
+		sep := slices.Index(fields, "-")
+		if sep < 5 || len(fields) < sep+4 || fields[sep+1] != "cgroup2" || fields[4] != mnt {
+			continue
+		}
+		return slices.Contains(strings.Split(fields[sep+3], ","), "nsdelegate")
+	}
+	t.Fatalf("no cgroup2 mount at %s in /proc/self/mountinfo", mnt)
+	return false
+}
+
 // TestExecCleansUp kills the command while it has a child of its own: exec
 // still ends with 128+9 and leaves no cgroup behind.
 func TestExecCleansUp(t *testing.T) {
-	stdout, _, code := execCgwall(t, "--", "sh", "-c", `sleep 1000 & cat /proc/self/cgroup; kill -KILL $$`)
-	if code != 137 {
+	testutil.RequireBPF(t)
+	p := startExec(t, "--", "sh", "-c", `sleep 1000 & echo "pid $$"; read x; kill -KILL $$`)
+	cg := p.cgroupOf(t, p.commandPID(t))
+	p.stdin.Close()
+	if code := p.wait(t); code != 137 {
 		t.Errorf("exit %d, want 137", code)
 	}
-	mnt, _ := cgroup.Mount()
-	path := filepath.Join(mnt, strings.TrimPrefix(v2Line(stdout), "0::"))
-	if !strings.Contains(path, "cgwall-exec-") {
-		t.Fatalf("the command's cgroup: %q", stdout)
-	}
-	if _, err := os.Stat(path); !os.IsNotExist(err) {
-		t.Errorf("the cgroup %s outlived its command: %v", path, err)
+	// The sleep holds the command's stdout: at EOF, it is gone too.
+	p.waitClosed(t, p.stdout, "stdout")
+	if _, err := os.Stat(cg); !os.IsNotExist(err) {
+		t.Errorf("the cgroup %s outlived its command: %v", cg, err)
 	}
 }
 
@@ -195,6 +271,30 @@ func execProbe(t *testing.T, flags []string, probeArgs ...string) string {
 	return string(out)
 }
 
+// programsAt counts the programs attached to a cgroup at each attach point
+// that cgwall uses.
+func programsAt(t *testing.T, cg string) map[string]int {
+	t.Helper()
+	f, err := os.Open(cg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	counts := map[string]int{}
+	for name, typ := range map[string]ebpf.AttachType{
+		"egress": ebpf.AttachCGroupInetEgress, "ingress": ebpf.AttachCGroupInetIngress,
+		"connect4": ebpf.AttachCGroupInet4Connect, "sendmsg6": ebpf.AttachCGroupUDP6Sendmsg,
+		"sock_create": ebpf.AttachCGroupInetSockCreate,
+	} {
+		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: typ})
+		if err != nil {
+			t.Fatalf("query the %s programs of %s: %v", name, cg, err)
+		}
+		counts[name] = len(res.Programs)
+	}
+	return counts
+}
+
 // TestExecAttachesTheHooksItNeeds checks that exec attaches only the programs
 // its policy needs, and that they are in force from the command's start.
 func TestExecAttachesTheHooksItNeeds(t *testing.T) {
@@ -207,9 +307,13 @@ func TestExecAttachesTheHooksItNeeds(t *testing.T) {
 		{[]string{"--deny-raw"}, map[string]int{"egress": 1, "connect4": 1, "sendmsg6": 1, "ingress": 0, "sock_create": 1}},
 	} {
 		t.Run(strings.Join(tc.flags, " "), func(t *testing.T) {
-			var got map[string]int
-			if err := json.Unmarshal([]byte(execProbe(t, tc.flags, "hooks")), &got); err != nil {
-				t.Fatal(err)
+			// Counted from outside: inside its cgroup namespace, the command
+			// sees its cgroup as the root and cannot name it.
+			p := startExec(t, append(tc.flags, "--", "sh", "-c", `echo "pid $$"; read x; exit 0`)...)
+			got := programsAt(t, p.cgroupOf(t, p.commandPID(t)))
+			p.stdin.Close()
+			if code := p.wait(t); code != 0 {
+				t.Fatalf("exit %d; stderr %s", code, p.stderr)
 			}
 			for hook, n := range tc.want {
 				if got[hook] != n {
@@ -411,6 +515,16 @@ func (p *execProc) noCgroupLeft(t *testing.T) {
 		t.Errorf("cgroup %s left behind", cg)
 		testutil.RemoveCgroup(t, cg)
 	}
+}
+
+// nsOf names the cgroup namespace of a process ("self" for this one).
+func nsOf(t *testing.T, pid string) string {
+	t.Helper()
+	ns, err := os.Readlink("/proc/" + pid + "/ns/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns
 }
 
 // countDatagrams reads conn until it closes. arrived is closed at the first

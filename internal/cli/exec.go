@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
 	"github.com/cgwall/cgwall/internal/datapath"
@@ -32,14 +33,19 @@ const (
 )
 
 const execLong = `exec creates a transient cgroup, attaches the policy to it and starts CMD
-inside it from its first instruction (cloned into the cgroup). Decisions go to
-stderr. Signals are forwarded to CMD; when it ends, exec kills whatever it left
-running and removes the cgroup and everything attached to it.
+inside it from its first instruction (cloned into the cgroup), in a new cgroup
+namespace rooted at that cgroup. Decisions go to stderr. Signals are forwarded
+to CMD; when it ends, exec kills whatever it left running and removes the
+cgroup and everything attached to it.
 
 If exec itself is killed, even with SIGKILL, its guard (a second cgwall
 process, outside the cgroup, which holds the filter) kills every process left
 in the cgroup, waits until the last is gone and only then lets the filter go:
 no process of CMD runs on unfiltered.
+
+Where cgroup2 is mounted with nsdelegate (systemd's default), the namespace
+stops CMD, even as root, from moving itself out of its cgroup; without it, a
+root CMD can. See docs/security.md for what cgwall stops and what it cannot.
 
 Exit status:
   CMD's own status, or 128+N if signal N ended it
@@ -107,6 +113,9 @@ func runExec(prep *datapath.Prepared, rules *ruleFlags, output *outputFlags, arg
 	if err := checkPrivileges(); err != nil {
 		return err
 	}
+	if err := checkNamespacePrivilege(); err != nil {
+		return err
+	}
 	// Signals are the command's from here on; exec only relays them.
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwarded...)
@@ -150,6 +159,20 @@ func lookCommand(name string) (string, error) {
 	return "", &exitError{code: code, err: fmt.Errorf("command %s: %w", name, err)}
 }
 
+// checkNamespacePrivilege checks, before anything is made, for the
+// capability that the command's new cgroup namespace takes.
+func checkNamespacePrivilege() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return failure(fmt.Errorf("read capabilities: %w", err))
+	}
+	if data[unix.CAP_SYS_ADMIN/32].Effective&(1<<(unix.CAP_SYS_ADMIN%32)) == 0 {
+		return failure(errors.New("missing privilege CAP_SYS_ADMIN: exec starts its command in a new cgroup namespace, which takes it: run cgwall exec as root"))
+	}
+	return nil
+}
+
 // transientCgroup creates an empty cgroup for one command, at the top of the
 // cgroup2 hierarchy, where cgwall as root may always create one.
 func transientCgroup() (cgroup.Dir, error) {
@@ -183,7 +206,10 @@ func runInCgroup(cg cgroup.Dir, path string, args []string, sigs chan os.Signal,
 	c := exec.Command(path, args[1:]...)
 	c.Args[0] = args[0]
 	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
-	c.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	// clone3 puts the child in the cgroup; unshare, in the child before it
+	// runs CMD, then roots the new namespace at that cgroup, whichever cgroup
+	// a kernel's clone3 would have rooted it at.
+	c.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Unshareflags: syscall.CLONE_NEWCGROUP}
 	err = c.Start()
 	syscall.Close(fd)
 	if err != nil {
