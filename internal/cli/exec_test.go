@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
@@ -61,4 +62,31 @@ func usageCode(args []string) int {
 		return 125
 	}
 	return 2
+}
+
+// TestOwnHelp checks that exec's usage line puts its flags before the
+// command, that its help lists its exit codes, and that each edit verb has
+// help of its own, with examples.
+func TestOwnHelp(t *testing.T) {
+	for _, tc := range []struct {
+		cmd  string
+		want []string
+	}{
+		{"exec", []string{"Usage:\n  cgwall exec [flags] -- CMD [ARG...]\n", "\n  125  cgwall's own error", "\n  126  CMD was found but cannot be run", "\n  127  CMD, or the interpreter", "nsdelegate", "Examples:\n  cgwall exec --block 192.0.2.1 -- "}},
+		{"block", []string{"block adds a block rule for each ADDR", "Examples:\n  cgwall block --cgroup myapp 192.0.2.1", "The change is in force when the command returns."}},
+		{"allow", []string{"allow adds an allow rule for each ADDR", "Examples:\n  cgwall allow --cgroup myapp 192.0.2.10", "The change is in force when the command returns."}},
+		{"remove", []string{"remove takes away the rule for each ADDR", "Examples:\n  cgwall remove --cgroup myapp 192.0.2.1", "The change is in force when the command returns."}},
+	} {
+		t.Run(tc.cmd, func(t *testing.T) {
+			stdout, stderr, code := cgwall(t, tc.cmd, "--help")
+			if code != 0 || stderr != "" {
+				t.Fatalf("exit %d, stderr %q", code, stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("no %q in\n%s", w, stdout)
+				}
+			}
+		})
+	}
 }
