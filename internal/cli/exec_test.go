@@ -89,4 +89,8 @@ func TestOwnHelp(t *testing.T) {
 			}
 		})
 	}
+	stdout, _, code := cgwall(t, "--version")
+	if code != 0 || !strings.HasPrefix(stdout, "cgwall ") || !strings.Contains(stdout, "\nbuilt with go") {
+		t.Errorf("cgwall --version: exit %d, %q", code, stdout)
+	}
 }
