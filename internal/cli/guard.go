@@ -96,9 +96,6 @@ func startGuard(cg cgroup.Dir, att *datapath.Attachment, stderr io.Writer) (*gua
 		w.Close()
 		return nil, fmt.Errorf("start the exec guard: %w", err)
 	}
-	// Until exec ends, the guard has nothing to do but start up: at the
-	// lowest priority, so that its start takes no CPU from the command's.
-	unix.Setpriority(unix.PRIO_PROCESS, c.Process.Pid, 19)
 	g := &guardProc{cmd: c, pipe: w, died: make(chan error, 1)}
 	go func() { g.died <- c.Wait() }()
 	return g, nil
@@ -185,7 +182,6 @@ func guard(path, execPID string, pipe *os.File, stderr io.Writer) error {
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE, syscall.SIGTTOU, syscall.SIGTTIN)
 	io.Copy(io.Discard, pipe) // EOF: exec is gone, or done
-	unix.Setpriority(unix.PRIO_PROCESS, 0, 0)
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil // exec removed it: the normal end
 	}
