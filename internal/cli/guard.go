@@ -23,13 +23,13 @@ import (
 
 // The guard is what keeps exec's promise when exec is killed: that nothing the
 // command does escapes the filter. It is cgwall itself, run again as
-// "cgwall exec __guard CGROUP EXEC-PID", and holds copies of the filter's links, so the
-// programs stay attached for as long as it lives, and the read end of a pipe
-// whose only write end is exec's. The pipe reaches EOF when exec exits, however
-// it ends; if the command's cgroup is still there then, the guard kills what is
-// in it, waits until the last process is gone, removes the cgroup and only then
-// exits, dropping the links. There is no moment when a process of the command
-// runs and no link holds the filter.
+// "cgwall exec __guard CGROUP EXEC-PID". It holds copies of the filter's
+// links, so the programs stay attached for as long as it lives, and the read
+// end of a pipe whose only write end is exec's. The pipe reaches EOF when exec
+// exits, however it ends; if the command's cgroup is still there then, the
+// guard kills what is in it, waits until the last process is gone, removes the
+// cgroup and only then exits, dropping the links. There is no moment when a
+// process of the command runs and no link holds the filter.
 //
 // It runs in its own session and in the root of the cgroup2 mount, so that
 // neither a signal to exec's process group or session (Ctrl-C, a closed
