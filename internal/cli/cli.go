@@ -72,9 +72,11 @@ func newRoot(prep **datapath.Prepared, stdout, stderr io.Writer) *cobra.Command 
 		Long: `cgwall attaches eBPF programs to a cgroup v2 and decides, for every packet that
 a process in it (or in any cgroup below it) sends, whether it may pass, from
 rules kept in BPF maps.`,
+		Version:       version(),
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
+	root.SetVersionTemplate("cgwall {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(flagError) // every flag error is bad input

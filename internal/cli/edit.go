@@ -16,12 +16,13 @@ import (
 func newEditCmd(verb string, stdout io.Writer) *cobra.Command {
 	var target targetFlags
 	var ingress bool
+	help := editHelp[verb]
 	cmd := &cobra.Command{
-		Use:   verb + " --cgroup PATH [--in] ADDR...",
-		Short: map[string]string{"block": "Block addresses in a persistent policy", "allow": "Allow addresses in a persistent policy", "remove": "Remove rules from a persistent policy"}[verb],
-		Long: `The change is in force when the command returns. Edits apply to egress rules,
-or with --in to ingress rules. Removing a rule that is not there is no error.`,
-		Args: cobra.MinimumNArgs(1),
+		Use:     verb + " --cgroup PATH [--in] ADDR...",
+		Short:   help.short,
+		Long:    help.long + editCommon,
+		Example: help.example,
+		Args:    cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			prefixes, err := parsePrefixes(args)
 			if err != nil {
@@ -58,6 +59,49 @@ or with --in to ingress rules. Removing a rule that is not there is no error.`,
 	cmd.Flags().BoolVar(&ingress, "in", false, "edit ingress rules (matched against the source address)")
 	return cmd
 }
+
+// editHelp is the help of each edit verb.
+var editHelp = map[string]struct{ short, long, example string }{
+	"block": {
+		short: "Block addresses in a persistent policy",
+		long: `block adds a block rule for each ADDR (an IPv4 or IPv6 address or CIDR) to
+the policy that 'cgwall attach' pinned on the cgroup, or turns an allow rule
+for it into a block rule, keeping its ID and counters. Traffic to ADDR (from
+ADDR, with --in) is then dropped, unless a more specific rule allows it.`,
+		example: `  cgwall block --cgroup myapp 192.0.2.1 198.51.100.0/24
+  cgwall block --cgroup myapp --in 2001:db8::/32
+  cgwall block --unit nginx 203.0.113.7`,
+	},
+	"allow": {
+		short: "Allow addresses in a persistent policy",
+		long: `allow adds an allow rule for each ADDR (an IPv4 or IPv6 address or CIDR) to
+the policy that 'cgwall attach' pinned on the cgroup, or turns a block rule
+for it into an allow rule, keeping its ID and counters. Under --default block
+this is how an allowlist grows; under the default allow, an allow rule opens
+a hole in a wider block rule (the most specific prefix decides).`,
+		example: `  cgwall allow --cgroup myapp 192.0.2.10
+  cgwall allow --cgroup myapp 198.51.100.0/24 2001:db8::1
+  cgwall allow --cgroup myapp --in 192.0.2.0/24`,
+	},
+	"remove": {
+		short: "Remove rules from a persistent policy",
+		long: `remove takes away the rule for each ADDR (an IPv4 or IPv6 address or CIDR,
+written as when it was added) from the policy that 'cgwall attach' pinned on
+the cgroup, whether it blocks or allows. Traffic to ADDR is then judged by
+the next most specific rule, or the default. A rule that is not there is
+reported, and is no error.`,
+		example: `  cgwall remove --cgroup myapp 192.0.2.1
+  cgwall remove --cgroup myapp --in 2001:db8::/32`,
+	},
+}
+
+// editCommon ends the help of every edit verb.
+const editCommon = `
+
+The change is in force when the command returns. Edits apply to egress rules,
+or with --in to ingress rules; 'cgwall list --cgroup PATH' shows the result.
+Every ADDR is checked before anything changes, so one bad address leaves the
+policy as it was.`
 
 // parsePrefixes parses every address before anything changes, so that one bad
 // address leaves the policy as it was.

@@ -76,6 +76,9 @@ func (l *Lines) WaitFor(ctx context.Context, substr string) (string, error) {
 	}
 }
 
+// Ended is closed when the stream has ended.
+func (l *Lines) Ended() <-chan struct{} { return l.end }
+
 // All returns the lines so far.
 func (l *Lines) All() []string {
 	l.mu.Lock()
