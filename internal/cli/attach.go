@@ -40,7 +40,7 @@ policy to the new one at the same instant.`,
 			})
 		},
 	}
-	target.bind(cmd.Flags())
+	target.bind(cmd)
 	rules.bind(cmd.Flags())
 	return cmd
 }
@@ -119,7 +119,7 @@ func newDetachCmd(stdout io.Writer) *cobra.Command {
 			})
 		},
 	}
-	target.bind(cmd.Flags())
+	target.bind(cmd)
 	cmd.Flags().BoolVar(&all, "all", false, "remove every persistent policy")
 	return cmd
 }

@@ -48,7 +48,7 @@ or with --in to ingress rules. Removing a rule that is not there is no error.`,
 			})
 		},
 	}
-	target.bind(cmd.Flags())
+	target.bind(cmd)
 	cmd.Flags().BoolVar(&ingress, "in", false, "edit ingress rules (matched against the source address)")
 	return cmd
 }

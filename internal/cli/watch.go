@@ -59,7 +59,7 @@ watch it never changed the policy's log setting.`,
 		},
 	}
 	fs := cmd.Flags()
-	target.bind(fs)
+	target.bind(cmd)
 	output.bind(fs)
 	fs.Var(show, "show", "which of the streamed decisions to print (--log is a deprecated alias)")
 	// The deprecated name, hidden from --help but for the note above. Not
