@@ -89,17 +89,27 @@ func TestTargetByContainer(t *testing.T) {
 	if !strings.HasPrefix(out, "attached policy to "+dirs[2]+" ") {
 		t.Errorf("attach --container said %q", out)
 	}
-	if out := cgwallOK(t, "list", "--container", ids[2][:20]); !strings.Contains(out, dirs[2]) {
-		t.Errorf("list --container: %q", out)
+	for _, id := range []string{ids[2][:20], strings.ToUpper(ids[2][:20]), ids[2]} {
+		if out := cgwallOK(t, "list", "--container", id); !strings.Contains(out, dirs[2]) {
+			t.Errorf("list --container %s: %q", id, out)
+		}
+	}
+	mnt, err := cgroup.Mount()
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		name string
 		id   string
 		want string
 	}{
-		{"ambiguous", "c0ffee" + pid, fmt.Sprintf("--container: container c0ffee%s is ambiguous: it matches 2 cgroups: %s, %s", pid, dirs[0], dirs[1])},
-		{"no such container", "c0ffee" + pid + "3", "--container: no cgroup found for container c0ffee" + pid + "3"},
-		{"not hex", "not-hex!", `--container: "not-hex!" is not a container ID`},
+		{"ambiguous", "c0ffee" + pid, fmt.Sprintf("--container: container c0ffee%s is ambiguous: 2 containers have an ID that starts with it, in cgroups %s, %s: give more of the ID", pid, dirs[0], dirs[1])},
+		{"ambiguous in upper case", "C0FFEE" + pid, fmt.Sprintf("--container: container C0FFEE%s is ambiguous: 2 containers have an ID that starts with it", pid)},
+		// What the runtimes' sockets answered comes first; that depends on
+		// which of them run here.
+		{"no such container", "c0ffee" + pid + "3", fmt.Sprintf("no cgroup under %s is named for an ID that starts with c0ffee%s3): is it running?", mnt, pid)},
+		{"no such name", "cgwall-no-such-container", "--container: no container cgwall-no-such-container (/run/docker.sock "},
+		{"not a name", "not-hex!", `--container: "not-hex!" is not a container name or ID: give its name, its ID or a unique prefix of the ID`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, stderr, code := runCgwall(t, "list", "--container", tc.id)

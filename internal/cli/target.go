@@ -35,7 +35,7 @@ func (f *targetFlags) bind(cmd *cobra.Command) {
 	fs.StringVarP(&f.cgroup, "cgroup", "c", "", "cgroup v2 `PATH`, absolute or relative to the cgroup2 mount; / is the root cgroup, every process on the host")
 	fs.StringVar(&f.pid, "pid", "", "the cgroup of process `PID`")
 	fs.StringVar(&f.unit, "unit", "", "the cgroup of systemd unit `NAME` (.service if no suffix)")
-	fs.StringVar(&f.container, "container", "", "the cgroup of the docker, containerd, podman or CRI-O container `ID` (or unique prefix)")
+	fs.StringVar(&f.container, "container", "", "the cgroup of the docker, podman, containerd or CRI-O container `NAME` or ID (or unique ID prefix)")
 }
 
 // given names the target flags given on the command line, as --name.
@@ -70,7 +70,7 @@ func (f *targetFlags) resolve(cmd string) (cgroup.Dir, error) {
 		dir, err = cgroup.OfUnit(f.unit)
 	case f.fs.Changed("container"):
 		flag = "--container"
-		dir, err = cgroup.OfContainer(f.container)
+		dir, err = cgroup.OfContainer(f.cmd.Context(), f.container)
 	case !f.fs.Changed("cgroup"):
 		return cgroup.Dir{}, missingCgroup(cmd)
 	default:
