@@ -48,7 +48,7 @@ policy to the new one at the same instant.`,
 // withStore runs fn with the store open and locked, after checking
 // privileges.
 func withStore(fn func(*store.Store) error) error {
-	if err := checkPrivileges(); err != nil {
+	if err := checkPrivileges(needStore); err != nil {
 		return err
 	}
 	s, err := store.Open()

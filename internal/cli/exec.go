@@ -47,7 +47,7 @@ signal N ended it, and removes the cgroup and everything attached to it.`,
 			if err != nil {
 				return usageErr(fmt.Errorf("command %s: %w", args[0], err))
 			}
-			if err := checkPrivileges(); err != nil {
+			if err := checkPrivileges(needCgroupMount); err != nil {
 				return err
 			}
 			// Signals are the command's from here on; exec only relays them.
