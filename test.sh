@@ -38,9 +38,9 @@ PACKAGES=(
 )
 
 # The services the tests need, each started by its start_NAME function when
-# it is not running. No test needs dockerd yet; the first that does adds it:
-# SERVICES=(dockerd).
-SERVICES=()
+# it is not running. dockerd: e2e TestContainerByNameAndID, a real container
+# filtered by name and ID.
+SERVICES=(dockerd)
 
 # The fuzz targets, "PACKAGE FuzzName", each run for FUZZTIME after the tests.
 # Every func Fuzz in the tree belongs here: test.sh fails while one is missing.
@@ -113,20 +113,20 @@ mount_bpffs() {
 # running, and waits until it answers on its socket; cleanup stops it when
 # test.sh ends. A dockerd already running is used only if its bridge is
 # DOCKER_BIP's network: the tests send traffic to documentation and
-# benchmarking ranges only.
+# benchmarking ranges only. The one started here also leaves the host's
+# firewall and forwarding alone (--iptables=false --ip-forward=false): the
+# tests' containers talk to the host only, and so cannot reach further.
 DOCKERD_PID=
 start_dockerd() {
-	local pidfile=/run/docker.pid subnet
+	local pidfile=/run/docker.pid
 	if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-		subnet=$(docker network inspect bridge -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}')
-		[ "$subnet" = "${DOCKER_BIP%.*}.0/${DOCKER_BIP#*/}" ] ||
-			die "dockerd is running with its bridge on $subnet: restart it with --bip $DOCKER_BIP"
+		check_docker_bridge "restart it with --bip $DOCKER_BIP"
 		return
 	fi
 	echo "--- start dockerd --bip $DOCKER_BIP"
 	local log=/tmp/cgwall-test-dockerd.log
 	catch_exit
-	dockerd --bip "$DOCKER_BIP" --pidfile "$pidfile" >"$log" 2>&1 &
+	dockerd --bip "$DOCKER_BIP" --iptables=false --ip-forward=false --pidfile "$pidfile" >"$log" 2>&1 &
 	DOCKERD_PID=$!
 	# Poll the socket until dockerd answers; fail at once if it exits.
 	local deadline=$((SECONDS + 60))
@@ -135,6 +135,18 @@ start_dockerd() {
 		[ $SECONDS -lt $deadline ] || die "dockerd did not answer within 60 s; the end of $log: $(tail -n 3 "$log")"
 		sleep 0.2
 	done
+	# Whatever answers on the socket must be the dockerd started here, or
+	# one just as safe (a socket-activated docker.service would not be).
+	check_docker_bridge "stop the dockerd that answers on /run/docker.sock, then run test.sh again"
+}
+
+# check_docker_bridge dies, saying what to do, unless dockerd's bridge is on
+# DOCKER_BIP's network.
+check_docker_bridge() {
+	local subnet
+	subnet=$(docker network inspect bridge -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}')
+	[ "$subnet" = "${DOCKER_BIP%.*}.0/${DOCKER_BIP#*/}" ] ||
+		die "dockerd is running with its bridge on $subnet, not $DOCKER_BIP's network: $1"
 }
 
 # cleanup undoes what test.sh set up for its own run: its policy-rc.d, and

@@ -1,12 +1,16 @@
 package e2e
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cgwall/cgwall/internal/cgroup"
 )
 
 func TestTargetByPID(t *testing.T) {
@@ -85,22 +89,144 @@ func TestTargetByContainer(t *testing.T) {
 	if !strings.HasPrefix(out, "attached policy to "+dirs[2]+" ") {
 		t.Errorf("attach --container said %q", out)
 	}
-	if out := cgwallOK(t, "list", "--container", ids[2][:20]); !strings.Contains(out, dirs[2]) {
-		t.Errorf("list --container: %q", out)
+	for _, id := range []string{ids[2][:20], strings.ToUpper(ids[2][:20]), ids[2]} {
+		if out := cgwallOK(t, "list", "--container", id); !strings.Contains(out, dirs[2]) {
+			t.Errorf("list --container %s: %q", id, out)
+		}
+	}
+	mnt, err := cgroup.Mount()
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		name string
 		id   string
 		want string
 	}{
-		{"ambiguous", "c0ffee" + pid, fmt.Sprintf("--container: container c0ffee%s is ambiguous: it matches 2 cgroups: %s, %s", pid, dirs[0], dirs[1])},
-		{"no such container", "c0ffee" + pid + "3", "--container: no cgroup found for container c0ffee" + pid + "3"},
-		{"not hex", "not-hex!", `--container: "not-hex!" is not a container ID`},
+		{"ambiguous", "c0ffee" + pid, fmt.Sprintf("--container: container c0ffee%s is ambiguous: 2 containers have an ID that starts with it, in cgroups %s, %s: give more of the ID", pid, dirs[0], dirs[1])},
+		{"ambiguous in upper case", "C0FFEE" + pid, fmt.Sprintf("--container: container C0FFEE%s is ambiguous: 2 containers have an ID that starts with it", pid)},
+		// What the runtimes' sockets answered comes first; that depends on
+		// which of them run here.
+		{"no such container", "c0ffee" + pid + "3", fmt.Sprintf("no cgroup under %s is named for an ID that starts with c0ffee%s3): is it running?", mnt, pid)},
+		{"no such name", "cgwall-no-such-container", "--container: no container cgwall-no-such-container (/run/docker.sock "},
+		{"not a name", "not-hex!", `--container: "not-hex!" is not a container name or ID: give its name, its ID or a unique prefix of the ID`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, stderr, code := runCgwall(t, "list", "--container", tc.id)
 			checkOneLineError(t, stderr, code, 2, tc.want)
 		})
+	}
+}
+
+// TestTargetRootRefused checks that no target reaches the root cgroup, which
+// holds every process on the host, but --cgroup /: each other way is refused
+// in one line, exit 2, with nothing attached to the root.
+func TestTargetRootRefused(t *testing.T) {
+	cg, _ := testCgroup(t)
+	mnt, err := cgroup.Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A process of the test's own, cloned into the root cgroup.
+	sleeper := exec.Command("sleep", "1000")
+	closeFD := inCgroup(t, sleeper, mnt)
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	closeFD()
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	link := filepath.Join(t.TempDir(), "root")
+	if err := os.Symlink(mnt, link); err != nil {
+		t.Fatal(err)
+	}
+	rootIs := func(arg string) string {
+		return "--cgroup " + arg + " is the root cgroup, " + mnt + ", which holds every process on the host: give --cgroup / if that is really meant"
+	}
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"dot", []string{"attach", "-c", "."}, rootIs(".")},
+		{"dot slash", []string{"attach", "-c", "./"}, rootIs("./")},
+		{"empty", []string{"attach", "-c", ""}, `--cgroup "": an empty path names no cgroup: give a cgroup's path, or --cgroup / if the root cgroup, which holds every process on the host, is really meant`},
+		{"the mount", []string{"attach", "-c", mnt}, "--cgroup " + mnt + " is the root cgroup, which holds every process on the host: give --cgroup / if that is really meant"},
+		{"the mount with a slash", []string{"attach", "-c", mnt + "/"}, rootIs(mnt + "/")},
+		{"up from a cgroup", []string{"attach", "-c", cg + "/.."}, rootIs(cg + "/..")},
+		{"up from a relative cgroup", []string{"attach", "-c", filepath.Base(cg) + "/.."}, rootIs(filepath.Base(cg) + "/..")},
+		{"a symlink to the mount", []string{"attach", "-c", link}, rootIs(link)},
+		{"run --create of the mount", []string{"run", "--create", "-c", "."}, rootIs(".")},
+		{"block", []string{"block", "-c", ".", "192.0.2.123"}, rootIs(".")},
+		{"a process in the root cgroup", []string{"attach", "--pid", fmt.Sprint(sleeper.Process.Pid)},
+			fmt.Sprintf("--pid: process %d (sleep) is in the root cgroup, %s, which holds every process on the host: give --cgroup / if that is really meant", sleeper.Process.Pid, mnt)},
+	}
+	if comm, _ := os.ReadFile("/proc/2/comm"); string(comm) == "kthreadd\n" {
+		cases = append(cases, struct {
+			name string
+			args []string
+			want string
+		}{"a kernel thread", []string{"attach", "--pid", "2"}, "--pid: process 2 (kthreadd, a kernel thread) is in the root cgroup, " + mnt + ", which holds every process on the host"})
+	}
+	before := attachedCount(t, mnt)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// Should the refusal fail, the policy blocks only a
+			// documentation address nothing uses, run is ended in
+			// waitTimeout and a persistent policy is detached at once.
+			args := tc.args
+			if args[0] != "block" {
+				args = append(args, "--block", "192.0.2.123")
+			}
+			stdout, stderr, code := runCgwallBounded(t, args...)
+			if n := attachedCount(t, mnt); n != before {
+				// "/" where it names the root, the mount where it did before.
+				runCgwall(t, "detach", "--cgroup", "/")
+				runCgwall(t, "detach", "--cgroup", mnt)
+				t.Errorf("%d programs attached to the root cgroup after a refused command, %d before", n, before)
+			}
+			checkOneLineError(t, stderr, code, 2, tc.want)
+			if stdout != "" {
+				t.Errorf("stdout %q", stdout)
+			}
+		})
+	}
+}
+
+// runCgwallBounded runs cgwall like runCgwall, but kills it if it has not
+// exited after waitTimeout: for commands that must fail at once and, if they
+// did not, would run until interrupted.
+func runCgwallBounded(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	var out, errb strings.Builder
+	cmd := exec.CommandContext(ctx, cgwallBin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Errorf("cgwall %s did not exit within %v: killed", strings.Join(args, " "), waitTimeout)
+	}
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
+
+// TestTargetRootByName checks that --cgroup / names the root cgroup, with a
+// warning that says what that means. list resolves the target and stops
+// before changing anything; no policy is on the root, so it says so.
+func TestTargetRootByName(t *testing.T) {
+	testCgroup(t)
+	mnt, err := cgroup.Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runCgwall(t, "list", "--cgroup", "/")
+	want := "warning: --cgroup / is the root cgroup, " + mnt + ": a policy there governs every process on the host\n" +
+		"cgwall: no policy on " + mnt + "\n"
+	if code != 2 || stdout != "" || stderr != want {
+		t.Errorf("list --cgroup /: exit %d, stdout %q, stderr %q; want exit 2 and stderr %q", code, stdout, stderr, want)
 	}
 }
 

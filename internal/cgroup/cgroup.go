@@ -17,6 +17,17 @@ import (
 // ErrNoCgroup2 says that no cgroup v2 hierarchy is mounted.
 var ErrNoCgroup2 = errors.New("no cgroup2 filesystem is mounted: mount one with 'mount -t cgroup2 none /sys/fs/cgroup' or boot with systemd.unified_cgroup_hierarchy=1")
 
+// ErrRoot marks an error that refuses the root cgroup: it holds every process
+// on the host, so a target that reaches it by accident (a process in it, a
+// path that cleans to the mount) must not be taken for it.
+var ErrRoot = errors.New("the root cgroup")
+
+// rootError says how a target came to name the root cgroup; it is ErrRoot.
+type rootError struct{ msg string }
+
+func (e *rootError) Error() string        { return e.msg }
+func (e *rootError) Is(target error) bool { return target == ErrRoot }
+
 // Dir is a cgroup v2 directory.
 type Dir struct {
 	Path string // absolute, cleaned
@@ -79,6 +90,23 @@ func unescape(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// Root returns the root of the cgroup v2 hierarchy, the cgroup2 mount itself:
+// the cgroup that holds every process on the host.
+func Root() (Dir, error) {
+	mnt, err := Mount()
+	if err != nil {
+		return Dir{}, err
+	}
+	return Resolve(mnt)
+}
+
+// IsRoot says whether d is the root cgroup. It compares cgroup IDs, so every
+// path to the root counts: ".", the mount's path, a symlink to it.
+func IsRoot(d Dir) bool {
+	root, err := Root()
+	return err == nil && root.ID == d.ID
 }
 
 // Resolve turns a --cgroup argument into a cgroup v2 directory. A relative path

@@ -1,41 +1,89 @@
 package cgroup
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
-// OfPID returns the cgroup v2 of a process, from /proc/PID/cgroup.
+// OfPID returns the cgroup v2 of a process, from /proc/PID/cgroup. A process
+// in the root cgroup (every kernel thread is) is refused with ErrRoot: its
+// cgroup is every process on the host.
 func OfPID(pid int) (Dir, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/cgroup", pid))
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if errors.Is(err, os.ErrNotExist) {
 		return Dir{}, fmt.Errorf("no process with PID %d", pid)
 	}
 	if err != nil {
 		return Dir{}, fmt.Errorf("read cgroup of PID %d: %w", pid, err)
 	}
-	defer f.Close()
 	mnt, err := Mount()
 	if err != nil {
 		return Dir{}, err
 	}
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		// The cgroup v2 line is "0::/path".
-		if rest, ok := strings.CutPrefix(s.Text(), "0::"); ok {
-			return Resolve(filepath.Join(mnt, rest))
+	for _, line := range strings.Split(string(data), "\n") {
+		// The cgroup v2 line is "0::/path", the path relative to the root
+		// of this cgroup namespace.
+		rest, ok := strings.CutPrefix(line, "0::")
+		if !ok {
+			continue
 		}
+		switch {
+		case rest == "/":
+			return Dir{}, &rootError{fmt.Sprintf("process %d (%s) is in the root cgroup, %s, which holds every process on the host",
+				pid, describeProcess(pid), mnt)}
+		case slices.Contains(strings.Split(rest, "/"), ".."):
+			return Dir{}, fmt.Errorf("process %d (%s) is in cgroup %s, outside this cgroup namespace: run cgwall in the process's cgroup namespace",
+				pid, describeProcess(pid), rest)
+		}
+		return Resolve(filepath.Join(mnt, rest))
 	}
 	return Dir{}, fmt.Errorf("PID %d is in no cgroup v2 (its /proc/%d/cgroup has no 0:: line)", pid, pid)
+}
+
+// pfKthread is the kernel's PF_KTHREAD flag, in /proc/PID/stat's ninth field.
+const pfKthread = 0x00200000
+
+// describeProcess names a process for a message: its command name, quoted
+// if it holds what would break the line, and whether it is a kernel thread.
+func describeProcess(pid int) string {
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	name := strings.TrimSuffix(string(comm), "\n")
+	if err != nil {
+		name = "command unknown"
+	} else if q := strconv.Quote(name); q[1:len(q)-1] != name {
+		name = q
+	}
+	if isKernelThread(pid) {
+		return name + ", a kernel thread"
+	}
+	return name
+}
+
+func isKernelThread(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The command name, in parentheses, may hold anything: the fields that
+	// follow start after the last ')'. Flags is the seventh of them.
+	i := strings.LastIndexByte(string(stat), ')')
+	if i < 0 {
+		return false
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	if len(fields) < 7 {
+		return false
+	}
+	flags, err := strconv.ParseUint(fields[6], 10, 64)
+	return err == nil && flags&pfKthread != 0
 }
 
 // walk calls fn for every cgroup directory under the cgroup2 mount.
@@ -74,46 +122,6 @@ func OfUnit(name string) (Dir, error) {
 		return Dir{}, err
 	}
 	return one(found, fmt.Sprintf("unit %s", want), "is it running? 'systemctl status "+want+"' tells")
-}
-
-// containerRE takes the 64-hex container ID out of the cgroup folder names
-// that docker, containerd, CRI-O and podman create: docker-ID.scope,
-// cri-containerd-ID.scope, crio-ID.scope, libpod-ID.scope, or a bare ID.
-var containerRE = regexp.MustCompile(`^(?:[a-z-]+-)?([0-9a-f]{64})(?:\.scope)?$`)
-
-// OfContainer returns the cgroup of the container whose ID starts with prefix.
-func OfContainer(prefix string) (Dir, error) {
-	if len(prefix) == 0 || strings.Trim(prefix, "0123456789abcdef") != "" {
-		return Dir{}, fmt.Errorf("%q is not a container ID: give hex digits, a unique prefix of the ID", prefix)
-	}
-	var found []string
-	if err := walk(func(path string, d fs.DirEntry) {
-		if m := containerRE.FindStringSubmatch(d.Name()); m != nil && strings.HasPrefix(m[1], prefix) {
-			found = append(found, path)
-		}
-	}); err != nil {
-		return Dir{}, err
-	}
-	// A container's own cgroup may hold sub-cgroups named like it (podman's
-	// libpod-ID.scope/container); the outermost is the container's.
-	found = outermost(found)
-	return one(found, fmt.Sprintf("container %s", prefix), "is it running?")
-}
-
-func outermost(paths []string) []string {
-	var out []string
-	for _, p := range paths {
-		nested := false
-		for _, q := range paths {
-			if q != p && strings.HasPrefix(p, q+"/") {
-				nested = true
-			}
-		}
-		if !nested {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func one(found []string, what, hint string) (Dir, error) {

@@ -39,7 +39,7 @@ policy to the new one at the same instant.`,
 			})
 		},
 	}
-	target.bind(cmd.Flags())
+	target.bind(cmd)
 	rules.bind(cmd.Flags())
 	return cmd
 }
@@ -47,7 +47,7 @@ policy to the new one at the same instant.`,
 // withStore runs fn with the store open and locked, after checking
 // privileges.
 func withStore(fn func(*store.Store) error) error {
-	if err := checkPrivileges(); err != nil {
+	if err := checkPrivileges(needStore); err != nil {
 		return err
 	}
 	s, err := store.Open()
@@ -112,7 +112,7 @@ func newDetachCmd(stdout io.Writer) *cobra.Command {
 			})
 		},
 	}
-	target.bind(cmd.Flags())
+	target.bind(cmd)
 	cmd.Flags().BoolVar(&all, "all", false, "remove every persistent policy")
 	return cmd
 }

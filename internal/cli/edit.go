@@ -55,7 +55,7 @@ func newEditCmd(verb string, stdout io.Writer) *cobra.Command {
 			})
 		},
 	}
-	target.bind(cmd.Flags())
+	target.bind(cmd)
 	cmd.Flags().BoolVar(&ingress, "in", false, "edit ingress rules (matched against the source address)")
 	return cmd
 }

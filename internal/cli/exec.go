@@ -110,7 +110,7 @@ func runExec(prep *datapath.Prepared, rules *ruleFlags, output *outputFlags, arg
 	if err != nil {
 		return err
 	}
-	if err := checkPrivileges(); err != nil {
+	if err := checkPrivileges(needCgroupMount); err != nil {
 		return err
 	}
 	if err := checkNamespacePrivilege(); err != nil {

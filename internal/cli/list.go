@@ -82,7 +82,7 @@ func newListCmd(stdout io.Writer) *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	target.bind(fs)
+	target.bind(cmd)
 	fs.VarP(format, "format", "o", "output format (--output is an alias)")
 	// --output, list's name before every command took --format, is the same flag.
 	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {

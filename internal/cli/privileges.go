@@ -3,31 +3,80 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
+
+	"github.com/cgwall/cgwall/internal/cgroup"
+	"github.com/cgwall/cgwall/internal/store"
 )
 
-// checkPrivileges names the capabilities cgwall lacks. Loading cgroup_skb
-// programs takes CAP_BPF and CAP_NET_ADMIN; CAP_SYS_ADMIN stands in for both.
-func checkPrivileges() error {
+// need is what a command needs beyond loading and attaching programs, which
+// every command that touches the kernel needs.
+type need int
+
+const (
+	// needStore: the persistent commands pin policies in the store, a
+	// folder of root's with mode 0700, and reopen them. Reopening a policy
+	// opens its inner maps by ID (BPF_MAP_GET_FD_BY_ID, which takes
+	// CAP_SYS_ADMIN), and the verifier accepts the full object's map-in-map
+	// pointer arithmetic only with CAP_PERFMON, which CAP_SYS_ADMIN covers.
+	needStore need = iota + 1
+	// needCgroupMount: exec makes its command's cgroup at the top of the
+	// cgroup2 hierarchy, whose root directory is mode 0555.
+	needCgroupMount
+)
+
+// checkPrivileges names the privileges cgwall lacks for a command: what run
+// needs, and what needs adds. Loading cgroup_skb programs takes CAP_BPF and
+// CAP_NET_ADMIN; CAP_SYS_ADMIN stands in for both.
+func checkPrivileges(needs ...need) error {
+	caps, err := effectiveCaps()
+	if err != nil {
+		return failure(fmt.Errorf("read capabilities: %w", err))
+	}
+	if slices.Contains(needs, needStore) {
+		if err := checkStore(caps); err != nil {
+			return err
+		}
+	} else if err := checkBPF(caps); err != nil {
+		return err
+	}
+	if slices.Contains(needs, needCgroupMount) {
+		return checkCgroupMount()
+	}
+	return nil
+}
+
+// capSet is a set of capabilities, by number.
+type capSet [2]uint32
+
+func (c capSet) has(capability int) bool { return c[capability/32]&(1<<(capability%32)) != 0 }
+
+func effectiveCaps() (capSet, error) {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return failure(fmt.Errorf("read capabilities: %w", err))
+		return capSet{}, err
 	}
-	has := func(c int) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
-	if has(unix.CAP_SYS_ADMIN) {
+	return capSet{data[0].Effective, data[1].Effective}, nil
+}
+
+func checkBPF(caps capSet) error {
+	if caps.has(unix.CAP_SYS_ADMIN) {
 		return nil
 	}
 	var missing []string
-	if !has(unix.CAP_BPF) {
+	if !caps.has(unix.CAP_BPF) {
 		missing = append(missing, "CAP_BPF")
 	}
-	if !has(unix.CAP_NET_ADMIN) {
+	if !caps.has(unix.CAP_NET_ADMIN) {
 		missing = append(missing, "CAP_NET_ADMIN")
 	}
 	if len(missing) == 0 {
@@ -35,6 +84,49 @@ func checkPrivileges() error {
 	}
 	return failure(fmt.Errorf("missing privilege %s: run cgwall as root (sudo cgwall ...) or grant it CAP_BPF and CAP_NET_ADMIN",
 		strings.Join(missing, " and ")))
+}
+
+// persistentCommands are the commands that use the store.
+const persistentCommands = "the persistent commands (attach, detach, block, allow, remove, list, watch, gc)"
+
+// checkStore checks what the persistent commands need: root, whose folder
+// the store is, with CAP_SYS_ADMIN, and access to that folder (or to bpffs,
+// where the folder is still to be made). faccessat with AT_EACCESS asks the
+// kernel with the effective credentials, capabilities included.
+func checkStore(caps capSet) error {
+	if os.Geteuid() != 0 {
+		return failure(fmt.Errorf("%s need root: they keep policies in %s, a folder of root's with mode 0700, and reopen them with CAP_SYS_ADMIN: "+
+			"run cgwall as root (sudo cgwall ...); run needs only CAP_BPF and CAP_NET_ADMIN", persistentCommands, store.DefaultRoot))
+	}
+	if !caps.has(unix.CAP_SYS_ADMIN) {
+		return failure(fmt.Errorf("missing privilege CAP_SYS_ADMIN: %s need it: the kernel opens a pinned policy's inner maps and verifies its full program only with it; "+
+			"run cgwall as root with all its capabilities (sudo cgwall ...); run needs only CAP_BPF and CAP_NET_ADMIN", persistentCommands))
+	}
+	dir := store.DefaultRoot
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		dir = store.BPFFS
+		if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+			return nil // the store makes it and mounts bpffs there, as CAP_SYS_ADMIN may
+		}
+	}
+	if err := unix.Faccessat(unix.AT_FDCWD, dir, unix.R_OK|unix.W_OK|unix.X_OK, unix.AT_EACCESS); err != nil {
+		return failure(fmt.Errorf("no access to %s (%v): %s keep policies in %s: run cgwall as root with all its capabilities (sudo cgwall ...)",
+			dir, err, persistentCommands, store.DefaultRoot))
+	}
+	return nil
+}
+
+// checkCgroupMount checks that exec may make its command's cgroup.
+func checkCgroupMount() error {
+	mnt, err := cgroup.Mount()
+	if err != nil {
+		return failure(err)
+	}
+	if err := unix.Faccessat(unix.AT_FDCWD, mnt, unix.W_OK|unix.X_OK, unix.AT_EACCESS); err != nil {
+		return failure(fmt.Errorf("exec makes a cgroup for its command in %s and may not write there (%v): run cgwall as root (sudo cgwall exec ...) or grant it CAP_DAC_OVERRIDE; "+
+			"or run the command in a cgroup you may write and filter that with cgwall run, which needs only CAP_BPF and CAP_NET_ADMIN", mnt, err))
+	}
+	return nil
 }
 
 // kernelFeatures are the kernel features cgwall needs, with their probes.

@@ -45,7 +45,7 @@ leaves it in place.`,
 		},
 	}
 	fs := cmd.Flags()
-	o.target.bind(fs)
+	o.target.bind(cmd)
 	fs.BoolVar(&o.create, "create", false, "make the --cgroup PATH if it does not exist, and remove it on exit; an existing one is used and left in place")
 	o.rules.bind(fs)
 	o.output.bind(fs)

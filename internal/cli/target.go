@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
@@ -19,6 +20,7 @@ import (
 // targetFlags name a cgroup: by path, by a process in it, by systemd unit or
 // by container.
 type targetFlags struct {
+	cmd       *cobra.Command
 	fs        *pflag.FlagSet
 	cgroup    string
 	pid       string
@@ -26,12 +28,14 @@ type targetFlags struct {
 	container string
 }
 
-func (f *targetFlags) bind(fs *pflag.FlagSet) {
-	f.fs = fs
-	fs.StringVarP(&f.cgroup, "cgroup", "c", "", "cgroup v2 `PATH`, absolute or relative to the cgroup2 mount")
+func (f *targetFlags) bind(cmd *cobra.Command) {
+	f.cmd = cmd
+	f.fs = cmd.Flags()
+	fs := f.fs
+	fs.StringVarP(&f.cgroup, "cgroup", "c", "", "cgroup v2 `PATH`, absolute or relative to the cgroup2 mount; / is the root cgroup, every process on the host")
 	fs.StringVar(&f.pid, "pid", "", "the cgroup of process `PID`")
 	fs.StringVar(&f.unit, "unit", "", "the cgroup of systemd unit `NAME` (.service if no suffix)")
-	fs.StringVar(&f.container, "container", "", "the cgroup of the docker, containerd, podman or CRI-O container `ID` (or unique prefix)")
+	fs.StringVar(&f.container, "container", "", "the cgroup of the docker, podman, containerd or CRI-O container `NAME` or ID (or unique ID prefix)")
 }
 
 // given names the target flags given on the command line, as --name.
@@ -66,17 +70,50 @@ func (f *targetFlags) resolve(cmd string) (cgroup.Dir, error) {
 		dir, err = cgroup.OfUnit(f.unit)
 	case f.fs.Changed("container"):
 		flag = "--container"
-		dir, err = cgroup.OfContainer(f.container)
-	case f.cgroup == "":
+		dir, err = cgroup.OfContainer(f.cmd.Context(), f.container)
+	case !f.fs.Changed("cgroup"):
 		return cgroup.Dir{}, missingCgroup(cmd)
 	default:
-		dir, err = cgroup.Resolve(f.cgroup)
-		if errors.Is(err, cgroup.ErrNoCgroup2) {
-			return cgroup.Dir{}, usageErr(fmt.Errorf("--cgroup %s: %w", f.cgroup, err))
-		}
+		return f.resolvePath()
+	}
+	if errors.Is(err, cgroup.ErrRoot) {
+		err = fmt.Errorf("%w: give --cgroup / if that is really meant", err)
 	}
 	if err != nil {
 		return cgroup.Dir{}, usageErr(fmt.Errorf("%s: %w", flag, err))
+	}
+	return dir, nil
+}
+
+// resolvePath resolves --cgroup. The root cgroup holds every process on the
+// host, so only "/" names it, and with a warning; any other path that reaches
+// it (".", the mount's own path, a path that cleans to it) is refused as the
+// slip it most likely is.
+func (f *targetFlags) resolvePath() (cgroup.Dir, error) {
+	if f.cgroup == "" {
+		return cgroup.Dir{}, usageErr(errors.New(`--cgroup "": an empty path names no cgroup: give a cgroup's path, or --cgroup / if the root cgroup, which holds every process on the host, is really meant`))
+	}
+	if filepath.Clean(f.cgroup) == "/" {
+		root, err := cgroup.Root()
+		if err != nil {
+			return cgroup.Dir{}, usageErr(fmt.Errorf("--cgroup %s: %w", f.cgroup, err))
+		}
+		fmt.Fprintf(f.cmd.ErrOrStderr(), "warning: --cgroup / is the root cgroup, %s: a policy there governs every process on the host\n", root.Path)
+		return root, nil
+	}
+	dir, err := cgroup.Resolve(f.cgroup)
+	switch {
+	case errors.Is(err, cgroup.ErrNoCgroup2):
+		return cgroup.Dir{}, usageErr(fmt.Errorf("--cgroup %s: %w", f.cgroup, err))
+	case err != nil:
+		return cgroup.Dir{}, usageErr(fmt.Errorf("--cgroup: %w", err))
+	case cgroup.IsRoot(dir):
+		mnt, _ := cgroup.Mount()
+		what := "the root cgroup,"
+		if f.cgroup != mnt {
+			what += " " + mnt + ","
+		}
+		return cgroup.Dir{}, usageErr(fmt.Errorf("--cgroup %s is %s which holds every process on the host: give --cgroup / if that is really meant", f.cgroup, what))
 	}
 	return dir, nil
 }
@@ -119,6 +156,15 @@ func (f *targetFlags) planCreate(cmd string) (*newCgroup, error) {
 		path = filepath.Join(mnt, path)
 	}
 	path = filepath.Clean(path)
+	if _, err := os.Lstat(path); err == nil {
+		// It exists, so there is nothing to make: resolve checks it as
+		// it would without --create, the root cgroup's rules included.
+		dir, err := f.resolve(cmd)
+		if err != nil {
+			return nil, err
+		}
+		return &newCgroup{path: dir.Path}, nil
+	}
 	if strings.Contains(path, "\n") {
 		return nil, usageErr(fmt.Errorf("--cgroup %q: a cgroup name cannot hold a newline", f.cgroup))
 	}

@@ -64,7 +64,7 @@ watch it never changed the policy's log setting.`,
 		},
 	}
 	fs := cmd.Flags()
-	target.bind(fs)
+	target.bind(cmd)
 	output.bind(fs)
 	process.bind(fs)
 	fs.Var(show, "show", "which of the streamed decisions to print (--log is a deprecated alias)")
