@@ -13,7 +13,6 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
 	"github.com/cgwall/cgwall/internal/datapath"
@@ -113,9 +112,6 @@ func runExec(prep *datapath.Prepared, rules *ruleFlags, output *outputFlags, arg
 	if err := checkPrivileges(needCgroupMount); err != nil {
 		return err
 	}
-	if err := checkNamespacePrivilege(); err != nil {
-		return err
-	}
 	// Signals are the command's from here on; exec only relays them.
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwarded...)
@@ -157,20 +153,6 @@ func lookCommand(name string) (string, error) {
 		code = exitNotFound
 	}
 	return "", &exitError{code: code, err: fmt.Errorf("command %s: %w", name, err)}
-}
-
-// checkNamespacePrivilege checks, before anything is made, for the
-// capability that the command's new cgroup namespace takes.
-func checkNamespacePrivilege() error {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return failure(fmt.Errorf("read capabilities: %w", err))
-	}
-	if data[unix.CAP_SYS_ADMIN/32].Effective&(1<<(unix.CAP_SYS_ADMIN%32)) == 0 {
-		return failure(errors.New("missing privilege CAP_SYS_ADMIN: exec starts its command in a new cgroup namespace, which takes it: run cgwall exec as root"))
-	}
-	return nil
 }
 
 // transientCgroup creates an empty cgroup for one command, at the top of the

@@ -49,7 +49,13 @@ func checkPrivileges(needs ...need) error {
 		return err
 	}
 	if slices.Contains(needs, needCgroupMount) {
-		return checkCgroupMount()
+		if err := checkCgroupMount(); err != nil {
+			return err
+		}
+		// exec starts its command in a new cgroup namespace.
+		if !caps.has(unix.CAP_SYS_ADMIN) {
+			return failure(errors.New("missing privilege CAP_SYS_ADMIN: exec starts its command in a new cgroup namespace, which takes it: run cgwall exec as root"))
+		}
 	}
 	return nil
 }
