@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"text/template"
+
+	"github.com/cgwall/cgwall/internal/ruleset"
 )
 
 // The report: results.md, and the block of docs/performance.md between its
@@ -105,7 +107,7 @@ func loadSec(s e2eSample) float64     { return s.LoadSec }
 // decCell is a decision-cost figure; its ratio is to the same set's cold miss at
 // 1 rule.
 func (ix *index) decCell(set string, rules int, kind string, f func(decisionSample) float64) cell {
-	ref := figure(ix.decision[cellKey{variant: set, rules: 1, kind: kindMiss}], meanNs)
+	ref := figure(ix.decision[cellKey{variant: set, rules: 1, kind: ruleset.Miss}], meanNs)
 	return cellOf(figure(ix.decision[cellKey{variant: set, rules: rules, kind: kind}], f), ref)
 }
 

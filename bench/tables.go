@@ -41,13 +41,13 @@ func (ix *index) DecisionTable() string {
 	for _, k := range ruleset.Kinds {
 		for _, n := range ix.DecisionSizes {
 			row := []string{k.Name, human(n)}
-			for _, kind := range kinds {
+			for _, kind := range ruleset.DestinationKinds {
 				c := ix.decCell(k.Name, n, kind, meanNs)
 				row = append(row, cellText(c, "%.0f (%.1f×)", c.Med, c.Ratio))
 			}
-			p99 := ix.decCell(k.Name, n, kindMiss, func(s decisionSample) float64 { return s.P99Ns })
+			p99 := ix.decCell(k.Name, n, ruleset.Miss, func(s decisionSample) float64 { return s.P99Ns })
 			row = append(row, orDash(p99.Med, "%.0f"))
-			for _, kind := range kinds {
+			for _, kind := range ruleset.DestinationKinds {
 				c := ix.decCell(k.Name, n, kind, warm)
 				row = append(row, cellText(c, "%.0f", c.Med))
 			}
