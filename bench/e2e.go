@@ -340,49 +340,53 @@ func (e *e2eEnv) progCost(ctx context.Context, dsts int) (egress, sendmsg float6
 		return 0, 0, fmt.Errorf("enable BPF statistics: %w", err)
 	}
 	defer st.Close()
-	var progs []*ebpf.Program
-	var before []*ebpf.ProgramStats
-	for _, typ := range []ebpf.AttachType{ebpf.AttachCGroupInetEgress, ebpf.AttachCGroupUDP4Sendmsg} {
-		p, err := attachedProgram(e.cg.Path, typ)
-		if err != nil {
-			return 0, 0, err
-		}
-		defer p.Close()
-		s, err := p.Stats()
-		if err != nil {
-			return 0, 0, err
-		}
-		progs, before = append(progs, p), append(before, s)
+	eg, err := attachedProgram(e.cg.Path, ebpf.AttachCGroupInetEgress)
+	if err != nil {
+		return 0, 0, err
 	}
+	defer eg.Close()
+	sm, err := attachedProgram(e.cg.Path, ebpf.AttachCGroupUDP4Sendmsg)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer sm.Close()
+	eg0, sm0 := runStats(eg), runStats(sm)
 	if _, err := e.runSender(ctx, e.pairs["a"], dsts, e.cfg.StatsDuration.Duration); err != nil {
 		return 0, 0, err
 	}
-	// The sender's warm-up is sent with statistics on too: divide by the
-	// runs, not by the counted packets.
-	ns := make([]float64, len(progs))
-	for i, p := range progs {
-		after, err := p.Stats()
-		if err != nil {
-			return 0, 0, err
-		}
-		if runs := after.RunCount - before[i].RunCount; runs > 0 {
-			ns[i] = float64((after.Runtime - before[i].Runtime).Nanoseconds()) / float64(runs)
-		}
-	}
-	if ns[0] == 0 {
+	if egress = perRun(eg, eg0); egress == 0 {
 		return 0, 0, errors.New("no runs of the egress program in its statistics")
 	}
-	return ns[0], ns[1], nil
+	return egress, perRun(sm, sm0), nil
+}
+
+// runStats is a program's run count and time; zero if the kernel cannot
+// tell.
+func runStats(p *ebpf.Program) ebpf.ProgramStats {
+	if st, err := p.Stats(); err == nil {
+		return *st
+	}
+	return ebpf.ProgramStats{}
+}
+
+// perRun is p's mean run time since before. The sender's warm-up is sent
+// with statistics on too: this divides by the runs, not by the packets
+// counted.
+func perRun(p *ebpf.Program, before ebpf.ProgramStats) float64 {
+	if after := runStats(p); after.RunCount > before.RunCount {
+		return float64((after.Runtime - before.Runtime).Nanoseconds()) / float64(after.RunCount-before.RunCount)
+	}
+	return 0
 }
 
 // attachEmpty attaches programs that only return 1 to the sender cgroup's
 // egress and sendmsg4 hooks, where cgwall attaches its own: what these cost
 // is the floor that no program on these hooks can go below.
 func attachEmpty(cg string) (detach func() error, err error) {
-	var closers []io.Closer
+	var links []link.Link
 	detach = func() error {
-		for _, c := range slices.Backward(closers) {
-			c.Close()
+		for _, l := range links {
+			l.Close()
 		}
 		return nil
 	}
@@ -392,13 +396,13 @@ func attachEmpty(cg string) (detach func() error, err error) {
 			detach()
 			return nil, err
 		}
-		closers = append(closers, prog)
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: attach, Program: prog})
+		prog.Close() // an attached program stays loaded as long as its link
 		if err != nil {
 			detach()
 			return nil, err
 		}
-		closers = append(closers, l)
+		links = append(links, l)
 	}
 	return detach, nil
 }

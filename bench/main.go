@@ -11,8 +11,8 @@
 //	go run ./bench -docs      # and write the results into docs/
 //
 // A run sets up (setup.go), measures (decision.go; e2e.go with netns.go and
-// sender.go; control.go) and publishes its report (output.go: report.go,
-// tables.go, goals.go, report.md.tmpl, chart.go).
+// sender.go; control.go) and publishes its results (results.go) and report
+// (report.go, tables.go, goals.go, report.md.tmpl, chart.go).
 package main
 
 import (
@@ -145,18 +145,11 @@ func parseFlags(args []string) (cfg *config, render string, err error) {
 func parseSizes(s string) ([]int, error) {
 	var out []int
 	for f := range strings.SplitSeq(s, ",") {
-		f = strings.TrimSpace(f)
-		mult := 1
-		if n, ok := strings.CutSuffix(f, "k"); ok {
-			mult, f = 1000, n
-		} else if n, ok := strings.CutSuffix(f, "M"); ok {
-			mult, f = 1_000_000, n
-		}
-		n, err := strconv.Atoi(f)
-		if err != nil || n < 1 || n*mult > 1_000_000 {
+		n, err := strconv.Atoi(strings.NewReplacer("k", "000", "M", "000000").Replace(strings.TrimSpace(f)))
+		if err != nil || n < 1 || n > 1_000_000 {
 			return nil, fmt.Errorf("bad count %q: use numbers from 1 to 1M, like 1,1k,100k,1M", f)
 		}
-		out = append(out, n*mult)
+		out = append(out, n)
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil

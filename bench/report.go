@@ -32,23 +32,20 @@ type byRound map[int]float64
 func (b byRound) values() []float64 { return slices.Collect(maps.Values(b)) }
 
 // cell is one aggregated figure: the median over rounds, and the median over
-// rounds of its ratio to a reference taken in the same round.
-type cell struct {
-	Med, Ratio float64
-	n          int
-}
+// rounds of its ratio to a reference taken in the same round; NaN for none.
+type cell struct{ Med, Ratio float64 }
 
-func (c cell) ok() bool { return c.n > 0 }
+func (c cell) ok() bool { return !math.IsNaN(c.Med) }
 
 // cellOf is the one aggregation of the report.
 func cellOf(v, ref byRound) cell {
 	var ratios []float64
 	for round, x := range v {
-		if b, ok := ref[round]; ok && b > 0 {
+		if b := ref[round]; b > 0 {
 			ratios = append(ratios, x/b)
 		}
 	}
-	return cell{median(v.values()), median(ratios), len(v)}
+	return cell{median(v.values()), median(ratios)}
 }
 
 // index is the results grouped by cell, and the sizes and patterns they have.
@@ -206,11 +203,14 @@ func (t *table) String() string {
 	var b strings.Builder
 	row := func(cells []string) { b.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
 	row(t.head)
-	b.WriteString("|")
 	for i := range t.head {
-		b.WriteString(map[bool]string{true: "---|", false: "---:|"}[i < t.left])
+		if i < t.left {
+			b.WriteString("|---")
+		} else {
+			b.WriteString("|---:")
+		}
 	}
-	b.WriteString("\n")
+	b.WriteString("|\n")
 	for _, r := range t.rows {
 		row(r)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -77,16 +78,16 @@ func prerequisites(cfg *config) error {
 	}
 	need := []string{"ip", "nsenter", "sysctl"}
 	if cfg.parts["e2e"] {
-		need = append(need, "iptables-nft-restore", "iptables-legacy-restore", "iptables-legacy")
-	}
-	if cfg.parts["e2e"] || cfg.parts["log"] {
-		need = append(need, "nft")
+		for _, nf := range netfilter {
+			need = append(need, nf.load[0], nf.unload[0])
+		}
 	}
 	if cfg.cgwall == "" {
 		need = append(need, "go")
 	}
+	slices.Sort(need)
 	var missing []string
-	for _, n := range need {
+	for _, n := range slices.Compact(need) {
 		if _, err := exec.LookPath(n); err != nil {
 			missing = append(missing, n)
 		}
