@@ -108,14 +108,10 @@ func (ix *index) decCell(set string, rules int, kind string, f func(decisionSamp
 	return cellOf(figure(ix.decision[cellKey{variant: set, rules: rules, kind: kind}], f), ref)
 }
 
-// e2eCell is a variant's packets per second; its ratio is to ref (no filter,
-// unless given) at the same size, with the same traffic.
-func (ix *index) e2eCell(variant string, rules, dsts int, ref ...string) cell {
-	against := vNone
-	if len(ref) > 0 {
-		against = ref[0]
-	}
-	return cellOf(ix.e2eFig(variant, rules, dsts, pps), ix.e2eFig(against, rules, dsts, pps))
+// e2eCell is a variant's packets per second; its ratio is to no filter at
+// the same size, with the same traffic.
+func (ix *index) e2eCell(variant string, rules, dsts int) cell {
+	return cellOf(ix.e2eFig(variant, rules, dsts, pps), ix.e2eFig(vNone, rules, dsts, pps))
 }
 
 func (ix *index) e2eFig(variant string, rules, dsts int, f func(e2eSample) float64) byRound {

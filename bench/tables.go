@@ -134,7 +134,8 @@ func (ix *index) LogTable() string {
 		return ""
 	}
 	n, dsts := ix.S.LogRules, ix.S.Patterns[0] // the logging pair runs on the first pattern only
-	all := ix.e2eCell(vCgwallLog, n, dsts, vCgwall)
+	// The ratio is to --log none, in the same round.
+	all := cellOf(ix.e2eFig(vCgwallLog, n, dsts, pps), ix.e2eFig(vCgwall, n, dsts, pps))
 	if !all.ok() {
 		return ""
 	}
