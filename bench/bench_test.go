@@ -16,16 +16,8 @@ import (
 // TestMain lets the test binary be the sender and the exec stamp, as the
 // harness re-executes itself for both.
 func TestMain(m *testing.M) {
-	switch {
-	case os.Getenv(senderEnv) != "":
-		if err := senderMain(os.Getenv(senderEnv)); err != nil {
-			os.Stderr.WriteString("sender: " + err.Error() + "\n")
-			os.Exit(1)
-		}
-		os.Exit(0)
-	case os.Getenv(stampEnv) == "1":
-		stampMain()
-		os.Exit(0)
+	if code, ok := child(); ok {
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }
@@ -44,9 +36,9 @@ func TestQuickSmallest(t *testing.T) {
 		}
 		t.Skip(err)
 	}
-	cfg.rounds, cfg.decisionSizes, cfg.decisionDsts, cfg.decisionRuns, cfg.warmRepeat = 1, []int{1}, 1000, 2000, 10_000
-	cfg.e2eSizes, cfg.patterns, cfg.logRules = []int{1}, []int{1}, 1
-	cfg.warmup, cfg.duration, cfg.statsDuration = 50*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
+	cfg.rounds, cfg.DecisionSizes, cfg.DecisionDsts, cfg.DecisionRuns, cfg.warmRepeat = 1, []int{1}, 1000, 2000, 10_000
+	cfg.E2ESizes, cfg.Patterns, cfg.LogRules = []int{1}, []int{1}, 1
+	cfg.Warmup, cfg.Duration, cfg.StatsDuration = ms(50), ms(100), ms(50)
 	cfg.out = t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -18,69 +18,41 @@ import (
 // the rule count on a log scale; one panel per traffic pattern, one line per
 // variant.
 
-var (
-	grey        = color.Gray{0x80}
-	seriesColor = map[string]color.Color{
-		vCgwall:    color.RGBA{0x1f, 0x77, 0xb4, 0xff},
-		vNft:       color.RGBA{0xff, 0x7f, 0x0e, 0xff},
-		vIpt:       color.RGBA{0xd6, 0x27, 0x28, 0xff},
-		vIptLegacy: color.RGBA{0x94, 0x67, 0xbd, 0xff},
-	}
-)
-
-// chartPanel is one traffic pattern's lines: per variant, rules against
-// percent of no filter.
-type chartPanel struct {
-	dsts  int
-	lines map[string]plotter.XYs
+var seriesColor = map[string]color.Color{
+	vCgwall:    color.RGBA{0x1f, 0x77, 0xb4, 0xff},
+	vNft:       color.RGBA{0xff, 0x7f, 0x0e, 0xff},
+	vIpt:       color.RGBA{0xd6, 0x27, 0x28, 0xff},
+	vIptLegacy: color.RGBA{0x94, 0x67, 0xbd, 0xff},
 }
 
+// chart draws the panels side by side, the legend in the first.
 func (ix *index) chart() ([]byte, error) {
-	var panels []chartPanel
-	for _, dsts := range ix.Patterns {
-		p := chartPanel{dsts: dsts, lines: map[string]plotter.XYs{}}
-		for _, v := range e2eVariants {
-			for _, n := range ix.Sizes {
-				if br := ix.best(v, n, dsts); !math.IsNaN(br) {
-					p.lines[v] = append(p.lines[v], plotter.XY{X: float64(n), Y: 100 * br})
-				}
-			}
-		}
-		panels = append(panels, p)
-	}
-	return drawChart(panels, ix.R.Rounds)
-}
-
-// drawChart draws the panels side by side, with the legend in the first.
-func drawChart(panels []chartPanel, rounds int) ([]byte, error) {
 	const panelW, h = 600, 560 // pixels
-	row := make([]*plot.Plot, len(panels))
-	for i, p := range panels {
+	row := make([]*plot.Plot, len(ix.Patterns))
+	for i, dsts := range ix.Patterns {
 		var err error
-		if row[i], err = panelPlot(p, rounds, i == 0); err != nil {
+		if row[i], err = ix.panel(dsts, i == 0); err != nil {
 			return nil, err
 		}
 	}
 	px := func(n int) vg.Length { return vg.Length(n) * vg.Inch / 96 }
-	img := vgimg.NewWith(vgimg.UseWH(px(panelW*len(panels)), px(h)), vgimg.UseDPI(96))
-	dc := draw.New(img)
-	tiles := draw.Tiles{Rows: 1, Cols: len(panels), PadX: px(30), PadTop: px(10), PadBottom: px(10), PadLeft: px(10), PadRight: px(20)}
-	canvases := plot.Align([][]*plot.Plot{row}, tiles, dc)
+	img := vgimg.NewWith(vgimg.UseWH(px(panelW*len(row)), px(h)), vgimg.UseDPI(96))
+	tiles := draw.Tiles{Rows: 1, Cols: len(row), PadX: px(30), PadTop: px(10), PadBottom: px(10), PadLeft: px(10), PadRight: px(20)}
+	canvases := plot.Align([][]*plot.Plot{row}, tiles, draw.New(img))
 	for i, p := range row {
 		p.Draw(canvases[0][i])
 	}
 	var buf bytes.Buffer
-	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(&buf); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	_, err := vgimg.PngCanvas{Canvas: img}.WriteTo(&buf)
+	return buf.Bytes(), err
 }
 
-func panelPlot(p chartPanel, rounds int, legend bool) (*plot.Plot, error) {
+// panel is one traffic pattern's plot, with the legend if asked.
+func (ix *index) panel(dsts int, legend bool) (*plot.Plot, error) {
 	pl := plot.New()
-	pl.Title.Text = "UDP packets/s vs no filter\n" + patternName(p.dsts)
+	pl.Title.Text = "UDP packets/s vs no filter\n" + patternName(dsts)
 	pl.X.Label.Text = "rules (log scale)"
-	pl.Y.Label.Text = fmt.Sprintf("%% of no filter (best of %d rounds against no filter's best)", rounds)
+	pl.Y.Label.Text = fmt.Sprintf("%% of no filter (best of %d rounds against no filter's best)", ix.R.Rounds)
 	pl.X.Scale = plot.LogScale{}
 	pl.X.Min, pl.X.Max, pl.Y.Min, pl.Y.Max = 1, 1e6, 0, 110
 	var xt, yt plot.ConstantTicks
@@ -93,7 +65,7 @@ func panelPlot(p chartPanel, rounds int, legend bool) (*plot.Plot, error) {
 	pl.X.Tick.Marker, pl.Y.Tick.Marker = xt, yt
 	pl.Add(plotter.NewGrid())
 
-	ref := level(100, grey, 2, nil)
+	ref := level(100, color.Gray{0x80}, 2, nil)
 	goalLine := level(100*goal.ppsShare, color.Black, 1, []vg.Length{vg.Points(4), vg.Points(4)})
 	pl.Add(ref, goalLine)
 	key := func(name string, thumbs ...plot.Thumbnailer) {
@@ -103,10 +75,16 @@ func panelPlot(p chartPanel, rounds int, legend bool) (*plot.Plot, error) {
 	}
 	key(vNone, ref)
 	for _, v := range e2eVariants {
-		if len(p.lines[v]) == 0 {
+		var xys plotter.XYs
+		for _, n := range ix.Sizes {
+			if br := ix.best(v, n, dsts); !math.IsNaN(br) {
+				xys = append(xys, plotter.XY{X: float64(n), Y: 100 * br})
+			}
+		}
+		if len(xys) == 0 {
 			continue
 		}
-		l, s, err := plotter.NewLinePoints(p.lines[v])
+		l, s, err := plotter.NewLinePoints(xys)
 		if err != nil {
 			return nil, fmt.Errorf("chart of %s: %w", v, err)
 		}

@@ -28,9 +28,9 @@ type loadBreakdown struct {
 	RulesRead int       `json:"rules_read"`
 }
 
-func measureLoadBreakdown(ctx context.Context, cfg *config, files map[int]ruleSetFiles, log io.Writer) []loadBreakdown {
+func measureLoadBreakdown(ctx context.Context, cfg *config, files map[int]ruleFiles, log io.Writer) []loadBreakdown {
 	var out []loadBreakdown
-	for _, n := range cfg.e2eSizes {
+	for _, n := range cfg.E2ESizes {
 		lb := loadBreakdown{Rules: n}
 		for r := 0; r < cfg.rounds && ctx.Err() == nil; r++ {
 			if err := lb.measure(files[n]); err != nil {
@@ -43,16 +43,16 @@ func measureLoadBreakdown(ctx context.Context, cfg *config, files map[int]ruleSe
 	return out
 }
 
-func (lb *loadBreakdown) measure(f ruleSetFiles) error {
+func (lb *loadBreakdown) measure(f ruleFiles) error {
 	t := time.Now()
-	p, _, err := policy.LoadFile(f.cg)
+	p, _, err := policy.LoadFile(f["yaml"])
 	if err != nil {
 		return err
 	}
 	lb.ParseSec = append(lb.ParseSec, time.Since(t).Seconds())
 	lb.RulesRead = len(p.Rules)
 	t = time.Now()
-	if err := policy.New().AddList(f.list, policy.Egress, policy.Block); err != nil {
+	if err := policy.New().AddList(f["list"], policy.Egress, policy.Block); err != nil {
 		return err
 	}
 	lb.ListSec = append(lb.ListSec, time.Since(t).Seconds())
@@ -70,8 +70,6 @@ func (lb *loadBreakdown) measure(f ruleSetFiles) error {
 // command is this program with stampEnv set: it prints CLOCK_MONOTONIC.
 
 const stampEnv = "CGWALL_BENCH_STAMP"
-
-func stampMain() { fmt.Println(monoNow()) }
 
 func monoNow() int64 {
 	var ts unix.Timespec
@@ -96,20 +94,21 @@ func measureExec(ctx context.Context, cfg *config, log io.Writer) execResult {
 	if err != nil {
 		return execResult{Note: err.Error()}
 	}
-	res := execResult{Available: true}
-	for r := 0; r < cfg.rounds*4; r++ {
-		p, err := stampLatency(ctx, self)
+	var res execResult
+	for range cfg.rounds * 4 {
+		plain, err := stampLatency(ctx, self)
 		if err != nil {
 			res.Note = err.Error()
 			return res
 		}
-		c, err := stampLatency(ctx, cfg.cgwall, "exec", "--block", "192.0.2.1", "--log", "none", "--", self)
+		through, err := stampLatency(ctx, cfg.cgwall, "exec", "--block", "192.0.2.1", "--log", "none", "--", self)
 		if err != nil {
-			return execResult{Note: err.Error(), PlainMs: res.PlainMs, CgwallMs: res.CgwallMs}
+			res.Note = err.Error()
+			return res
 		}
-		res.PlainMs = append(res.PlainMs, p)
-		res.CgwallMs = append(res.CgwallMs, c)
+		res.PlainMs, res.CgwallMs = append(res.PlainMs, plain), append(res.CgwallMs, through)
 	}
+	res.Available = true
 	fmt.Fprintf(log, "exec latency: plain %.1f ms, cgwall exec %.1f ms (medians)\n", median(res.PlainMs), median(res.CgwallMs))
 	return res
 }
@@ -129,8 +128,5 @@ func stampLatency(ctx context.Context, name string, args ...string) (float64, er
 		return 0, fmt.Errorf("%s printed no stamp", strings.Join(cmd.Args, " "))
 	}
 	stamp, err := strconv.ParseInt(fields[len(fields)-1], 10, 64)
-	if err != nil {
-		return 0, err
-	}
-	return float64(stamp-t0) / 1e6, nil
+	return float64(stamp-t0) / 1e6, err
 }

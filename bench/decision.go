@@ -23,26 +23,14 @@ import (
 	"github.com/cgwall/cgwall/internal/ruleset"
 )
 
-// Decision cost, cold cache.
-//
-// BPF_PROG_TEST_RUN runs a program on one packet, Repeat times, and returns
-// the mean time per run measured in the kernel around the program alone
-// (ktime before and after the run loop). Repeating one packet keeps
-// everything it touches in L1, so here every run is a separate
-// BPF_PROG_TEST_RUN with Repeat=1 on the next of a large pool of distinct
-// destinations, in random order: the kernel-measured duration of each run is
-// one lookup path, walked once per pass over the pool. Between two runs the
-// syscall itself (skb allocation, copies) runs too, as real traffic's stack
-// would.
-//
-// A Repeat=1 duration includes the timer's own cost (two ktime reads and the
-// indirect call). That is measured in the same way with a program that only
-// returns 1, and subtracted: what is left is the cost of cgwall's program
-// itself, comparable with BenchmarkEgress's warm figures, which amortise the
-// timer over millions of runs.
-//
-// The rule sets are internal/ruleset's, which BenchmarkEgress uses too, so
-// that the cold figures here and its warm figures are for the same rules.
+// Decision cost, cold cache. Repeating one packet (BPF_PROG_TEST_RUN's
+// Repeat, BenchmarkEgress's method) keeps all it touches in L1, so here every
+// run is its own BPF_PROG_TEST_RUN with Repeat=1, on the next of a pool of
+// distinct destinations in random order. Such a run's duration also holds
+// the timer's own cost (two clock reads and the indirect call): that is
+// measured with a program that only returns 1 and subtracted, so that what
+// is left compares with BenchmarkEgress's figures, on the same rule sets
+// (internal/ruleset).
 
 // decisionSample is one cell of one round.
 type decisionSample struct {
@@ -69,25 +57,34 @@ type decisionRound struct {
 // IRQ, host preemption) and is left out; a cold lookup takes far less.
 const outlierNs = 20_000
 
-// Destination kinds: every rule of the sets blocks, so only misses pass.
-const (
-	kindHit       = ruleset.Hit
-	kindHitPrefix = ruleset.HitPrefix
-	kindMiss      = ruleset.Miss
-)
-
-var kinds = ruleset.DestinationKinds
-
-// ruleSet is a generated rule set and the packet pools drawn from it, kept
-// from round to round.
+// ruleSet is a generated rule set and its pools of destinations, kept from
+// round to round.
 type ruleSet struct {
 	*ruleset.Set
-	pools map[string]packetPool
+	pools map[string]packetPool // by kind of destination
 }
 
-func buildMixed4(n int) *ruleset.Set { return ruleset.Mixed4(n) }
+// packetPool is distinct destinations of one kind and their packets.
+type packetPool struct {
+	addrs []netip.Addr
+	pkts  [][]byte
+}
 
-func setKey(name string, n int) string { return name + "/" + human(n) }
+func newRuleSet(s *ruleset.Set, dsts int) *ruleSet {
+	src := netip.MustParseAddr("192.0.2.1")
+	if s.Family == 6 {
+		src = netip.MustParseAddr("2001:db8::1")
+	}
+	rs := &ruleSet{s, map[string]packetPool{}}
+	for _, kind := range ruleset.DestinationKinds {
+		p := packetPool{addrs: s.Destinations(kind, dsts)}
+		for _, a := range p.addrs {
+			p.pkts = append(p.pkts, udpPacket(src, a))
+		}
+		rs.pools[kind] = p
+	}
+	return rs
+}
 
 func runDecision(ctx context.Context, cfg *config, root string, res *results, log io.Writer) error {
 	cg := filepath.Join(root, "decide") // the egress programs are attached here, and no process joins it
@@ -95,13 +92,13 @@ func runDecision(ctx context.Context, cfg *config, root string, res *results, lo
 		return err
 	}
 	fmt.Fprintf(log, "decision cost: generating rule sets\n")
-	sets := map[string]*ruleSet{}
+	sets := map[string]*ruleSet{} // by name/size
 	for _, k := range ruleset.Kinds {
-		for _, n := range cfg.decisionSizes {
-			sets[setKey(k.Name, n)] = &ruleSet{k.Build(n), map[string]packetPool{}}
+		for _, n := range cfg.DecisionSizes {
+			sets[k.Name+"/"+human(n)] = newRuleSet(k.Build(n), cfg.DecisionDsts)
 		}
 	}
-	for r := 0; r < cfg.rounds; r++ {
+	for r := range cfg.rounds {
 		t := time.Now()
 		dr, err := measureDecision(ctx, cfg, cg, sets, r)
 		if err != nil {
@@ -122,7 +119,7 @@ func measureDecision(ctx context.Context, cfg *config, cg string, sets map[strin
 		return nil, fmt.Errorf("pin to CPU %d: %w", cfg.benchCPU, err)
 	}
 	rng := rand.New(rand.NewPCG(uint64(round), 77))
-	res := &decisionRound{LoadSec: map[string]float64{}, MemlockMiB: map[string]float64{}}
+	dr := &decisionRound{LoadSec: map[string]float64{}, MemlockMiB: map[string]float64{}}
 	trivial, err := returnOne(ebpf.CGroupSKB, ebpf.AttachNone)
 	if err != nil {
 		return nil, err
@@ -135,45 +132,66 @@ func measureDecision(ctx context.Context, cfg *config, cg string, sets map[strin
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		ov := timerOverhead(trivial)
-		ovs = append(ovs, ov)
-		samples, loadSec, memMiB, err := measureSet(cfg, cg, sets[key], ov, rng)
-		if err != nil {
+		ovs = append(ovs, timerOverhead(trivial))
+		if err := measureSet(cfg, cg, key, sets[key], ovs[len(ovs)-1], rng, dr); err != nil {
 			return nil, fmt.Errorf("%s: %w", key, err)
 		}
-		res.Samples = append(res.Samples, samples...)
-		res.LoadSec[key], res.MemlockMiB[key] = loadSec, memMiB
 	}
-	res.OverheadNs = median(ovs)
-	return res, nil
+	dr.OverheadNs = median(ovs)
+	return dr, nil
 }
 
-// egressProgram loads p with the real datapath and returns its egress
-// program: attached to an empty cgroup and found again there, it is exactly
-// the program cgwall runs, with the maps cgwall filled.
-func egressProgram(cg string, p *policy.Policy) (_ *datapath.Datapath, _ *ebpf.Program, took time.Duration, err error) {
+// measureSet loads one set as cgwall would and times each kind of
+// destination, cold and warm, into dr.
+func measureSet(cfg *config, cg, key string, rs *ruleSet, overhead float64, rng *rand.Rand, dr *decisionRound) error {
+	p := policy.New()
+	p.Log = policy.LogNone
+	for _, prefix := range rs.Prefixes {
+		if err := p.AddPrefix(policy.Egress, policy.Block, prefix); err != nil {
+			return err
+		}
+	}
 	start := time.Now()
 	d, err := loadDatapath(p)
-	took = time.Since(start)
 	if err != nil {
-		return nil, nil, 0, err
+		return err
 	}
-	defer func() {
-		if err != nil {
-			d.Close()
+	defer d.Close()
+	dr.LoadSec[key] = time.Since(start).Seconds()
+	prog, err := egressProgram(d, cg)
+	if err != nil {
+		return err
+	}
+	defer prog.Close()
+	if dr.MemlockMiB[key], err = memlockMiB(prog); err != nil {
+		return err
+	}
+	kinds := slices.Clone(ruleset.DestinationKinds)
+	rng.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
+	for _, kind := range kinds {
+		pool := rs.pools[kind]
+		if len(pool.pkts) == 0 {
+			continue
 		}
-	}()
-	dir, err := cgroup.Resolve(cg)
-	if err != nil {
-		return nil, nil, 0, err
+		want := uint32(0) // every rule blocks: only a miss passes
+		if kind == ruleset.Miss {
+			want = 1
+		}
+		ds, outliers, err := coldRuns(prog, pool, want, cfg.DecisionRuns, overhead, rng)
+		if err != nil {
+			return fmt.Errorf("%s: %w", kind, err)
+		}
+		_, warm, err := prog.Benchmark(pool.pkts[0], cfg.warmRepeat, nil) // as BenchmarkEgress times it
+		if err != nil {
+			return err
+		}
+		dr.Samples = append(dr.Samples, decisionSample{
+			Set: rs.Name, Rules: len(rs.Prefixes), Kind: kind, Dsts: len(pool.pkts), Runs: len(ds),
+			MeanNs: mean(ds), P50Ns: median(ds), P99Ns: quantile(ds, 0.99),
+			WarmNs: float64(warm.Nanoseconds()), Outlie: outliers,
+		})
 	}
-	att, err := d.Attach(dir, datapath.HookEgress)
-	if err != nil {
-		return nil, nil, 0, err
-	}
-	defer att.Close()
-	prog, err := attachedProgram(cg, ebpf.AttachCGroupInetEgress)
-	return d, prog, took, err
+	return nil
 }
 
 // loadDatapath loads p and puts it in force, as cgwall run does.
@@ -189,55 +207,20 @@ func loadDatapath(p *policy.Policy) (*datapath.Datapath, error) {
 	return d, nil
 }
 
-// measureSet loads one set and times each kind of destination, cold and warm.
-func measureSet(cfg *config, cg string, rs *ruleSet, overhead float64, rng *rand.Rand) ([]decisionSample, float64, float64, error) {
-	p := policy.New()
-	p.Log = policy.LogNone
-	for _, prefix := range rs.Prefixes {
-		if err := p.AddPrefix(policy.Egress, policy.Block, prefix); err != nil {
-			return nil, 0, 0, err
-		}
-	}
-	d, prog, took, err := egressProgram(cg, p)
+// egressProgram attaches d's egress program to an empty cgroup and finds it
+// there again: it is exactly the program cgwall runs, with the maps cgwall
+// filled.
+func egressProgram(d *datapath.Datapath, cg string) (*ebpf.Program, error) {
+	dir, err := cgroup.Resolve(cg)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, err
 	}
-	defer d.Close()
-	defer prog.Close()
-	mem, err := progMemlock(prog)
+	att, err := d.Attach(dir, datapath.HookEgress)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, err
 	}
-	var out []decisionSample
-	ks := slices.Clone(kinds)
-	rng.Shuffle(len(ks), func(i, j int) { ks[i], ks[j] = ks[j], ks[i] })
-	for _, kind := range ks {
-		pool := rs.pool(kind, cfg.decisionDsts)
-		if len(pool.pkts) == 0 {
-			continue
-		}
-		ds, outliers, err := coldRuns(prog, pool, wantVerdict(kind), cfg.decisionRuns, overhead, rng)
-		if err != nil {
-			return nil, 0, 0, fmt.Errorf("%s: %w", kind, err)
-		}
-		_, warm, err := prog.Benchmark(pool.pkts[0], cfg.warmRepeat, nil) // as BenchmarkEgress times it
-		if err != nil {
-			return nil, 0, 0, err
-		}
-		out = append(out, decisionSample{
-			Set: rs.Name, Rules: len(rs.Prefixes), Kind: kind, Dsts: len(pool.pkts), Runs: len(ds),
-			MeanNs: mean(ds), P50Ns: median(ds), P99Ns: quantile(ds, 0.99),
-			WarmNs: float64(warm.Nanoseconds()), Outlie: outliers,
-		})
-	}
-	return out, took.Seconds(), float64(mem) / (1 << 20), nil
-}
-
-func wantVerdict(kind string) uint32 {
-	if kind == kindMiss {
-		return 1
-	}
-	return 0
+	defer att.Close()
+	return attachedProgram(cg, ebpf.AttachCGroupInetEgress)
 }
 
 // coldRuns runs prog once per packet, going over the pool in a new random
@@ -274,7 +257,7 @@ func coldRuns(prog *ebpf.Program, pool packetPool, want uint32, n int, overhead 
 func timerOverhead(trivial *ebpf.Program) float64 {
 	pkt := udpPacket(netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("198.51.100.1"))
 	var ds []float64
-	for i := 0; i < 20000; i++ {
+	for range 20000 {
 		if _, d, err := trivial.Benchmark(pkt, 1, nil); err == nil && d < outlierNs {
 			ds = append(ds, float64(d))
 		}
@@ -282,44 +265,17 @@ func timerOverhead(trivial *ebpf.Program) float64 {
 	return mean(ds)
 }
 
-// packetPool is a kind's distinct destinations and their packets.
-type packetPool struct {
-	addrs []netip.Addr
-	pkts  [][]byte
-}
-
-func (rs *ruleSet) pool(kind string, n int) packetPool {
-	if p, ok := rs.pools[kind]; ok {
-		return p
-	}
-	src := netip.MustParseAddr("192.0.2.1")
-	if rs.Family == 6 {
-		src = netip.MustParseAddr("2001:db8::1")
-	}
-	p := packetPool{addrs: rs.Destinations(kind, n)}
-	for _, a := range p.addrs {
-		p.pkts = append(p.pkts, udpPacket(src, a))
-	}
-	rs.pools[kind] = p
-	return p
-}
-
 // udpPacket is an Ethernet + IP + UDP packet: for cgroup_skb programs the
 // kernel takes the EtherType for skb->protocol and hands the program the
 // bytes after the Ethernet header, as on a real egress path.
 func udpPacket(src, dst netip.Addr) []byte {
-	udp := binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, 40000), 53)
-	udp = binary.BigEndian.AppendUint16(udp, 8)
-	udp = append(udp, 0, 0) // no checksum
-	var ip []byte
 	etherType := uint16(unix.ETH_P_IP)
-	if dst.Is4() {
-		ip = []byte{0x45, 0, 0, 28, 0, 0, 0, 0, 64, unix.IPPROTO_UDP, 0, 0}
-	} else {
+	ip := []byte{0x45, 0, 0, 28, 0, 0, 0, 0, 64, unix.IPPROTO_UDP, 0, 0}
+	if dst.Is6() {
 		etherType = unix.ETH_P_IPV6
 		ip = []byte{0x60, 0, 0, 0, 0, 8, unix.IPPROTO_UDP, 64}
 	}
-	ip = append(append(ip, src.AsSlice()...), dst.AsSlice()...)
 	pkt := binary.BigEndian.AppendUint16(make([]byte, 12), etherType)
-	return append(append(pkt, ip...), udp...)
+	pkt = append(append(append(pkt, ip...), src.AsSlice()...), dst.AsSlice()...)
+	return append(pkt, 0x9c, 0x40, 0, 53, 0, 8, 0, 0) // UDP from 40000 to 53, 8 bytes, no checksum
 }

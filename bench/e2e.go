@@ -63,6 +63,17 @@ const (
 // e2eVariants are the filters compared with no filter, in the report's order.
 var e2eVariants = []string{vCgwall, vNft, vIpt, vIptLegacy}
 
+// netfilter is how each netfilter variant loads its rule file in the
+// sending namespace, and removes it again.
+var netfilter = map[string]struct {
+	format       string
+	load, unload []string
+}{
+	vNft:       {"nft", []string{"nft", "-f"}, []string{"nft", "delete", "table", "inet", "cgwall_bench"}},
+	vIpt:       {"iptables", []string{"iptables-nft-restore", "--noflush"}, []string{"nft", "delete", "table", "ip", "filter"}},
+	vIptLegacy: {"iptables", []string{"iptables-legacy-restore", "--noflush"}, []string{"iptables-legacy", "-F", "OUTPUT"}},
+}
+
 func runE2E(ctx context.Context, cfg *config, c *cleanups, env *runEnv, res *results, log io.Writer) error {
 	e, err := newE2E(ctx, cfg, c, env)
 	if err != nil {
@@ -70,61 +81,77 @@ func runE2E(ctx context.Context, cfg *config, c *cleanups, env *runEnv, res *res
 	}
 	var sizes []int
 	if cfg.parts["e2e"] {
-		sizes = cfg.e2eSizes
+		sizes = slices.Clone(cfg.E2ESizes)
 	}
-	if cfg.parts["log"] && !slices.Contains(sizes, cfg.logRules) {
-		sizes = append(sizes, cfg.logRules)
+	if cfg.parts["log"] && !slices.Contains(sizes, cfg.LogRules) {
+		sizes = append(sizes, cfg.LogRules)
 	}
-	files := map[int]ruleSetFiles{}
+	files := map[int]ruleFiles{}
 	for _, n := range sizes {
-		if files[n], err = e.ruleFiles(n); err != nil {
+		if files[n], err = e.writeRules(n); err != nil {
 			return err
 		}
 	}
-	// iptables stops at a size once it fell below 1% of no filter there.
-	stopped := map[string]int{}
-	for r := 0; r < cfg.rounds; r++ {
+	for r := range cfg.rounds {
 		t := time.Now()
-		for _, dsts := range cfg.patterns {
+		for _, dsts := range cfg.Patterns {
 			for _, n := range sizes {
-				variants := e2eVariantsAt(cfg, n, dsts, stopped)
-				if n == sizes[0] && cfg.parts["e2e"] {
-					variants = append(variants, vFloor)
-				}
-				round, err := e.slot(ctx, r, n, dsts, variants, files[n])
+				slot, err := e.slot(ctx, r, n, dsts, e.variantsAt(n, dsts), files[n])
 				if err != nil {
 					return err
 				}
-				base := round[len(round)-1].PPS
-				for _, s := range round {
-					key := fmt.Sprintf("%s/%d", s.Variant, dsts)
-					if (s.Variant == vIpt || s.Variant == vIptLegacy) && base > 0 && s.PPS < 0.01*base && stopped[key] == 0 {
-						stopped[key] = n
-						fmt.Fprintf(log, "  %s fell below 1%% of no filter at %d rules: no larger sizes\n", s.Variant, n)
-					}
-				}
-				res.E2E = append(res.E2E, round...)
-				fmt.Fprintf(log, "end to end: round %d/%d, %s, %s rules:%s\n", r+1, cfg.rounds, patternName(dsts), human(n), summarise(round, base))
+				res.E2E = append(res.E2E, slot...)
+				fmt.Fprintf(log, "end to end: round %d/%d, %s, %s rules:%s\n", r+1, cfg.rounds, patternName(dsts), human(n), e.review(slot, log))
 			}
 		}
 		fmt.Fprintf(log, "end to end: round %d/%d done in %.0fs\n", r+1, cfg.rounds, time.Since(t).Seconds())
 	}
 	if cfg.parts["e2e"] {
 		res.LoadBreakdown = measureLoadBreakdown(ctx, cfg, files, log)
-		res.CgwallInput = map[bool]string{false: "YAML policy file (-f)", true: "list file (--block-list)"}[e.list]
+		res.CgwallInput = "YAML policy file (-f)"
+		if e.list {
+			res.CgwallInput = "list file (--block-list)"
+		}
 	}
 	return nil
+}
+
+// variantsAt lists what runs at one size and pattern besides no filter:
+// every variant, but iptables only up to its maximum and until it fell below
+// 1% of no filter, the logging pair only at its size on the first pattern,
+// and the empty programs only at the smallest size.
+func (e *e2eEnv) variantsAt(n, dsts int) []string {
+	cfg := e.cfg
+	var variants []string
+	if cfg.parts["e2e"] && slices.Contains(cfg.E2ESizes, n) {
+		variants = []string{vCgwall, vNft}
+		for _, v := range []string{vIpt, vIptLegacy} {
+			if stop := e.stopped[stop{v, dsts}]; n <= cfg.IptablesMax && (stop == 0 || n <= stop) {
+				variants = append(variants, v)
+			}
+		}
+		if n == cfg.E2ESizes[0] {
+			variants = append(variants, vFloor)
+		}
+	}
+	if cfg.parts["log"] && n == cfg.LogRules && dsts == cfg.Patterns[0] {
+		for _, v := range []string{vCgwall, vCgwallLog} {
+			if !slices.Contains(variants, v) {
+				variants = append(variants, v)
+			}
+		}
+	}
+	return variants
 }
 
 // slot measures the variants at one size with one traffic pattern, in a
 // random order, with no filter first and last: the mean of those two is
 // the reference of the slot, the last sample returned.
-func (e *e2eEnv) slot(ctx context.Context, round, n, dsts int, variants []string, files ruleSetFiles) ([]e2eSample, error) {
+func (e *e2eEnv) slot(ctx context.Context, round, n, dsts int, variants []string, files ruleFiles) ([]e2eSample, error) {
 	e.rng.Shuffle(len(variants), func(i, j int) { variants[i], variants[j] = variants[j], variants[i] })
-	variants = append(append([]string{vNone}, variants...), vNone)
 	var out []e2eSample
 	ref := e2eSample{Variant: vNone, Rules: n, Dsts: dsts, Round: round}
-	for _, v := range variants {
+	for _, v := range slices.Concat([]string{vNone}, variants, []string{vNone}) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -145,54 +172,37 @@ func (e *e2eEnv) slot(ctx context.Context, round, n, dsts int, variants []string
 	return append(out, ref), nil
 }
 
-// e2eVariantsAt lists what runs at one size and pattern: every variant, but
-// iptables only up to its maximum and until it fell below 1% of no filter,
-// and the logging pair only at its size on the first pattern.
-func e2eVariantsAt(cfg *config, n, dsts int, stopped map[string]int) []string {
-	var variants []string
-	if cfg.parts["e2e"] && slices.Contains(cfg.e2eSizes, n) {
-		variants = []string{vCgwall, vNft}
-		for _, v := range []string{vIpt, vIptLegacy} {
-			stop := stopped[fmt.Sprintf("%s/%d", v, dsts)]
-			if n <= cfg.iptablesMax && (stop == 0 || n <= stop) {
-				variants = append(variants, v)
-			}
-		}
-	}
-	if cfg.parts["log"] && n == cfg.logRules && dsts == cfg.patterns[0] {
-		for _, v := range []string{vCgwall, vCgwallLog} {
-			if !slices.Contains(variants, v) {
-				variants = append(variants, v)
-			}
-		}
-	}
-	return variants
-}
-
-func summarise(round []e2eSample, base float64) string {
+// review summarises a slot, and notes the iptables variants that fell below
+// 1% of no filter in it: they are not measured at larger sizes.
+func (e *e2eEnv) review(slot []e2eSample, log io.Writer) string {
+	base := slot[len(slot)-1].PPS
 	var parts []string
-	for _, s := range round {
+	for _, s := range slot {
 		p := fmt.Sprintf(" %s %.0fk", s.Variant, s.PPS/1000)
 		if base > 0 && s.Variant != vNone {
 			p += fmt.Sprintf(" (%.1f%%)", 100*s.PPS/base)
 		}
 		parts = append(parts, p)
+		if k := (stop{s.Variant, s.Dsts}); (s.Variant == vIpt || s.Variant == vIptLegacy) && s.PPS < 0.01*base && e.stopped[k] == 0 {
+			e.stopped[k] = s.Rules
+			fmt.Fprintf(log, "  %s fell below 1%% of no filter at %d rules: no larger sizes\n", s.Variant, s.Rules)
+		}
 	}
 	return strings.Join(parts, ";")
 }
 
 // measure loads a variant, times and sizes the load, sends, and unloads.
-func (e *e2eEnv) measure(ctx context.Context, variant string, n, dsts int, files ruleSetFiles) (e2eSample, error) {
+func (e *e2eEnv) measure(ctx context.Context, variant string, n, dsts int, files ruleFiles) (e2eSample, error) {
 	s := e2eSample{Variant: variant, Rules: n, Dsts: dsts}
 	// Let the frees of the previous variant (maps, sets, rule blobs, after
 	// an RCU grace period) finish before anything is measured.
-	s.Quiet = waitQuiet(ctx, e.cfg.senderCPU)
+	s.Quiet = waitQuiet(ctx, e.cfg.SenderCPU)
 	pair := e.pairs["a"]
 	if variant == vIptLegacy {
 		pair = e.pairs["b"]
 	}
 	before, start := kernelMemKiB(), time.Now()
-	unload, err := e.load(ctx, variant, pair, files, &s)
+	unload, err := e.load(ctx, variant, pair.src, files, &s)
 	if err != nil {
 		return s, err
 	}
@@ -201,11 +211,12 @@ func (e *e2eEnv) measure(ctx context.Context, variant string, n, dsts int, files
 		s.KernelMiB = float64(settleKernelMem()-before) / 1024
 	}
 	if variant == vCgwall || variant == vCgwallLog {
-		if m, err := e.cgwallMemlock(); err == nil {
-			s.Memlock = m
+		if p, err := attachedProgram(e.cg.Path, ebpf.AttachCGroupInetEgress); err == nil {
+			s.Memlock, _ = memlockMiB(p) // a figure of its own: the run goes on without it
+			p.Close()
 		}
 	}
-	res, err := e.runSender(ctx, pair, dsts, e.cfg.duration)
+	res, err := e.runSender(ctx, pair, dsts, e.cfg.Duration.Duration)
 	if err == nil && variant == vCgwall {
 		s.ProgNs, s.SendmsgNs, err = e.progCost(ctx, dsts)
 	}
@@ -223,40 +234,36 @@ func (e *e2eEnv) measure(ctx context.Context, variant string, n, dsts int, files
 }
 
 // load puts a variant's rules in force and returns what takes them out.
-func (e *e2eEnv) load(ctx context.Context, variant string, pair netnsPair, files ruleSetFiles, s *e2eSample) (unload func() error, err error) {
+func (e *e2eEnv) load(ctx context.Context, variant, ns string, files ruleFiles, s *e2eSample) (unload func() error, err error) {
 	switch variant {
 	case vNone:
 		return func() error { return nil }, nil
 	case vFloor:
-		return attachEmpty(e.sendCg)
+		return attachEmpty(e.cg.Path)
 	case vCgwall, vCgwallLog:
-		return e.startCgwall(ctx, variant, files, s)
-	case vNft:
-		return func() error {
-			return command(context.Background(), nsenter(pair.src, "nft", "delete", "table", "inet", "cgwall_bench")...)
-		}, command(ctx, nsenter(pair.src, "nft", "-f", files.nft)...)
+		return e.startCgwall(ctx, variant == vCgwallLog, files, s)
 	}
-	restore, flush := "iptables-nft-restore", []string{"nft", "delete", "table", "ip", "filter"}
-	if variant == vIptLegacy {
-		restore, flush = "iptables-legacy-restore", []string{"iptables-legacy", "-F", "OUTPUT"}
+	nf := netfilter[variant]
+	if err := command(ctx, append(nsenter(ns, nf.load...), files[nf.format])...); err != nil {
+		return nil, err
 	}
-	return func() error {
-		return command(context.Background(), nsenter(pair.src, flush...)...)
-	}, command(ctx, nsenter(pair.src, restore, "--noflush", files.ipt)...)
+	return func() error { return command(context.Background(), nsenter(ns, nf.unload...)...) }, nil
 }
 
-var lostRe = regexp.MustCompile(`^lost (\d+) events.* \(ring buffer full; (\d+) in total\)`)
+var lostRe = regexp.MustCompile(`^lost \d+ events.* \(ring buffer full; (\d+) in total\)`)
 
 // startCgwall runs 'cgwall run' on the sender cgroup until its ready line;
 // what it returns interrupts it and records the events it printed and the
 // events it reported lost.
-func (e *e2eEnv) startCgwall(ctx context.Context, variant string, files ruleSetFiles, s *e2eSample) (func() error, error) {
-	args := []string{"run", "--cgroup", e.sendCg, "-f", files.cg}
+func (e *e2eEnv) startCgwall(ctx context.Context, logAll bool, files ruleFiles, s *e2eSample) (func() error, error) {
+	rules, logMode := []string{"-f", files["yaml"]}, "none"
 	if e.list {
-		args = []string{"run", "--cgroup", e.sendCg, "--block-list", files.list}
+		rules = []string{"--block-list", files["list"]}
 	}
-	args = append(args, "--log", map[bool]string{false: "none", true: "all"}[variant == vCgwallLog])
-	cmd := exec.Command(e.cfg.cgwall, args...)
+	if logAll {
+		logMode = "all"
+	}
+	cmd := exec.Command(e.cfg.cgwall, slices.Concat([]string{"run", "--cgroup", e.cg.Path}, rules, []string{"--log", logMode})...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	events := &lineCount{}
 	cmd.Stdout = events
@@ -273,7 +280,7 @@ func (e *e2eEnv) startCgwall(ctx context.Context, variant string, files ruleSetF
 		s.Events = events.n
 		for _, line := range p.Stderr.All() {
 			if m := lostRe.FindStringSubmatch(line); m != nil {
-				total, _ := strconv.ParseUint(m[2], 10, 64)
+				total, _ := strconv.ParseUint(m[1], 10, 64)
 				s.Lost = max(s.Lost, total)
 			}
 		}
@@ -296,17 +303,17 @@ func (c *lineCount) Write(b []byte) (int, error) {
 // runSender runs one sender in the sender cgroup and returns its result.
 func (e *e2eEnv) runSender(ctx context.Context, pair netnsPair, dsts int, duration time.Duration) (senderResult, error) {
 	var res senderResult
-	job, err := json.Marshal(senderJob{Netns: netnsPath(pair.src), Dev: srcDev, Dst: firstDst, Dsts: dsts,
-		Batch: e.cfg.batch, Size: payloadBytes, CPU: e.cfg.senderCPU, Warmup: e.cfg.warmup, Duration: duration})
+	job, err := json.Marshal(senderJob{Netns: netnsPath(pair.src), Dsts: dsts, Batch: e.cfg.Batch, CPU: e.cfg.SenderCPU,
+		Warmup: e.cfg.Warmup.Duration, Duration: duration})
 	if err != nil {
 		return res, err
 	}
-	cgf, err := os.Open(e.sendCg)
+	cgf, err := os.Open(e.cg.Path)
 	if err != nil {
 		return res, err
 	}
 	defer cgf.Close()
-	ctx, cancel := context.WithTimeout(ctx, duration+e.cfg.warmup+20*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, duration+e.cfg.Warmup.Duration+20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e.self)
 	cmd.Env = append(os.Environ(), senderEnv+"="+string(job))
@@ -323,47 +330,34 @@ func (e *e2eEnv) runSender(ctx context.Context, pair netnsPair, dsts int, durati
 	return res, nil
 }
 
-func (e *e2eEnv) cgwallMemlock() (float64, error) {
-	p, err := attachedProgram(e.sendCg, ebpf.AttachCGroupInetEgress)
-	if err != nil {
-		return 0, err
-	}
-	defer p.Close()
-	m, err := progMemlock(p)
-	return float64(m) / (1 << 20), err
-}
-
 // progCost sends once more with the kernel's BPF run-time statistics on and
 // returns the mean run time of cgwall's egress and sendmsg4 programs,
 // measured in the kernel on real traffic. Statistics cost two clock reads
 // per run, so they are off while packets per second are measured.
 func (e *e2eEnv) progCost(ctx context.Context, dsts int) (egress, sendmsg float64, err error) {
-	eg, err := attachedProgram(e.sendCg, ebpf.AttachCGroupInetEgress)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer eg.Close()
-	sm, err := attachedProgram(e.sendCg, ebpf.AttachCGroupUDP4Sendmsg)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer sm.Close()
 	st, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
 	if err != nil {
 		return 0, 0, fmt.Errorf("enable BPF statistics: %w", err)
 	}
 	defer st.Close()
-	e0, s0 := runStats(eg), runStats(sm)
-	if _, err := e.runSender(ctx, e.pairs["a"], dsts, e.cfg.statsDuration); err != nil {
+	eg, err := attachedProgram(e.cg.Path, ebpf.AttachCGroupInetEgress)
+	if err != nil {
 		return 0, 0, err
 	}
-	e1, s1 := runStats(eg), runStats(sm)
-	if e1.RunCount == e0.RunCount {
+	defer eg.Close()
+	sm, err := attachedProgram(e.cg.Path, ebpf.AttachCGroupUDP4Sendmsg)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer sm.Close()
+	eg0, sm0 := runStats(eg), runStats(sm)
+	if _, err := e.runSender(ctx, e.pairs["a"], dsts, e.cfg.StatsDuration.Duration); err != nil {
+		return 0, 0, err
+	}
+	if egress = perRun(eg, eg0); egress == 0 {
 		return 0, 0, errors.New("no runs of the egress program in its statistics")
 	}
-	// The sender's warm-up is sent with statistics on too: divide by the
-	// runs, not by the counted packets.
-	return perRun(e0, e1), perRun(s0, s1), nil
+	return egress, perRun(sm, sm0), nil
 }
 
 // runStats is a program's run count and time; zero if the kernel cannot
@@ -375,68 +369,24 @@ func runStats(p *ebpf.Program) ebpf.ProgramStats {
 	return ebpf.ProgramStats{}
 }
 
-func perRun(before, after ebpf.ProgramStats) float64 {
-	if runs := after.RunCount - before.RunCount; runs > 0 {
-		return float64((after.Runtime - before.Runtime).Nanoseconds()) / float64(runs)
+// perRun is p's mean run time since before. The sender's warm-up is sent
+// with statistics on too: this divides by the runs, not by the packets
+// counted.
+func perRun(p *ebpf.Program, before ebpf.ProgramStats) float64 {
+	if after := runStats(p); after.RunCount > before.RunCount {
+		return float64((after.Runtime - before.Runtime).Nanoseconds()) / float64(after.RunCount-before.RunCount)
 	}
 	return 0
 }
 
-// waitQuiet waits, up to 10 s, until kernel memory has stopped moving and
-// the sender's CPU has been idle for 300 ms, and returns how long it waited:
-// the frees of the previous variant (maps, sets, rule blobs, namespaces'
-// work) run after an RCU grace period, in the background.
-func waitQuiet(ctx context.Context, cpu int) float64 {
-	start := time.Now()
-	prev := kernelMemKiB()
-	busy0, total0 := cpuTimes(cpu)
-	for still := 0; still < 3 && time.Since(start) < 10*time.Second && ctx.Err() == nil; {
-		time.Sleep(100 * time.Millisecond) // a sampling period, not a wait for an event
-		cur := kernelMemKiB()
-		busy, total := cpuTimes(cpu)
-		idle := total > total0 && float64(busy-busy0) < 0.1*float64(total-total0)
-		if abs64(cur-prev) < 512 && idle {
-			still++
-		} else {
-			still = 0
-		}
-		prev, busy0, total0 = cur, busy, total
-	}
-	return time.Since(start).Seconds()
-}
-
-// cpuTimes returns one CPU's busy and total time from /proc/stat, in ticks.
-func cpuTimes(cpu int) (busy, total uint64) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0
-	}
-	name := fmt.Sprintf("cpu%d", cpu)
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 || f[0] != name {
-			continue
-		}
-		for i, v := range f[1:min(len(f), 9)] { // user … steal; guest is in user already
-			n, _ := strconv.ParseUint(v, 10, 64)
-			total += n
-			if i != 3 && i != 4 { // idle, iowait
-				busy += n
-			}
-		}
-	}
-	return busy, total
-}
-
 // attachEmpty attaches programs that only return 1 to the sender cgroup's
-// egress and sendmsg4 hooks, where cgwall attaches its own: what is left of
-// cgwall's cost with these is the cost of its decisions, and what these cost
+// egress and sendmsg4 hooks, where cgwall attaches its own: what these cost
 // is the floor that no program on these hooks can go below.
 func attachEmpty(cg string) (detach func() error, err error) {
-	var closers []io.Closer
+	var links []link.Link
 	detach = func() error {
-		for _, c := range slices.Backward(closers) {
-			c.Close()
+		for _, l := range links {
+			l.Close()
 		}
 		return nil
 	}
@@ -446,13 +396,13 @@ func attachEmpty(cg string) (detach func() error, err error) {
 			detach()
 			return nil, err
 		}
-		closers = append(closers, prog)
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: attach, Program: prog})
+		prog.Close() // an attached program stays loaded as long as its link
 		if err != nil {
 			detach()
 			return nil, err
 		}
-		closers = append(closers, l)
+		links = append(links, l)
 	}
 	return detach, nil
 }

@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/cgwall/cgwall/internal/ruleset"
 )
 
 // The goals of issue #5, and how the report checks each against the
@@ -54,7 +56,7 @@ func decisionGoal(ix *index) []goalRow {
 	big := slices.Max(ix.DecisionSizes)
 	var parts []string
 	met := true
-	for _, kind := range kinds {
+	for _, kind := range ruleset.DestinationKinds {
 		c := ix.decCell(set, big, kind, meanNs)
 		if !c.ok() {
 			continue
@@ -62,7 +64,7 @@ func decisionGoal(ix *index) []goalRow {
 		parts = append(parts, fmt.Sprintf("%s %.0f ns = %.1f×", kind, c.Med, c.Ratio))
 		met = met && c.Ratio <= goal.decisionRatio
 	}
-	base := ix.decCell(set, 1, kindMiss, meanNs)
+	base := ix.decCell(set, 1, ruleset.Miss, meanNs)
 	return []goalRow{{
 		fmt.Sprintf("decision cost at %s mixed IPv4 rules, cold, ≤ %g× 1 rule", human(big), goal.decisionRatio),
 		verdict(met),

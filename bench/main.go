@@ -1,7 +1,8 @@
 // Command bench measures cgwall against no filter, nftables and iptables, side
 // by side, on this machine: decision cost in the kernel with a cold cache,
 // end-to-end packets per second through a veth, control-plane load time and
-// kernel memory, and the cost of logging. See docs/performance.md.
+// kernel memory, and the cost of logging. docs/performance.md says how, and
+// holds the results.
 //
 // Run it as root from the repository root:
 //
@@ -9,10 +10,9 @@
 //	go run ./bench -quick     # under 2 minutes
 //	go run ./bench -docs      # and write the results into docs/
 //
-// A reader can follow a run from here: run sets up (setup.go) and measures
-// (decision.go; e2e.go with netns.go and sender.go; control.go), and
-// publish writes the report (output.go: report.go, tables.go, goals.go,
-// report.md.tmpl, chart.go).
+// A run sets up (setup.go), measures (decision.go; e2e.go with netns.go and
+// sender.go; control.go) and publishes its results (results.go) and report
+// (report.go, tables.go, goals.go, report.md.tmpl, chart.go).
 package main
 
 import (
@@ -30,64 +30,44 @@ import (
 	"time"
 )
 
+// config is what a run measures, and how. Its settings go into
+// results.json, for the report to quote.
 type config struct {
-	quick  bool
-	rounds int
-	parts  map[string]bool // decision, e2e, log, exec
-
-	// decision cost
-	decisionSizes []int
-	decisionDsts  int // distinct destinations per kind
-	decisionRuns  int // BPF_PROG_TEST_RUN calls per cell per round
-	warmRepeat    int
-	benchCPU      int
-
-	// end to end
-	e2eSizes      []int
-	iptablesMax   int
-	patterns      []int // distinct destinations of each traffic pattern
-	batch         int
-	senderCPU     int
-	warmup        time.Duration
-	duration      time.Duration
-	statsDuration time.Duration // the window of the BPF statistics of cgwall's programs
-	logRules      int
-	loadTimeout   time.Duration
-
-	cgwall string
-	out    string
-	docs   bool
-	repo   string
+	settings
+	quick       bool
+	rounds      int
+	parts       map[string]bool // decision, e2e, log, exec
+	warmRepeat  int             // runs of the one packet of a warm decision cost
+	benchCPU    int             // the CPU the decision cost is measured on
+	loadTimeout time.Duration   // for cgwall run to be ready
+	cgwall      string          // the binary measured
+	out         string          // the directory of the results
+	docs        bool
+	repo        string
 }
 
 func defaultConfig(quick bool) *config {
 	cfg := &config{
+		settings: settings{
+			DecisionSizes: []int{1, 1000, 100_000, 1_000_000}, DecisionDsts: 100_000, DecisionRuns: 50_000,
+			E2ESizes: []int{1, 100, 1000, 10_000, 100_000, 1_000_000}, IptablesMax: 10_000, Patterns: []int{1, 4096},
+			Payload: payloadBytes, Batch: 64, SenderCPU: 1, LogRules: 1000,
+			Warmup: ms(250), Duration: ms(1000), StatsDuration: ms(500),
+		},
 		quick: quick, rounds: 5, parts: map[string]bool{"decision": true, "e2e": true, "log": true, "exec": true},
-		decisionSizes: []int{1, 1000, 100_000, 1_000_000}, decisionDsts: 100_000, decisionRuns: 50_000,
-		warmRepeat: 1_000_000, benchCPU: 1,
-		e2eSizes: []int{1, 100, 1000, 10_000, 100_000, 1_000_000}, iptablesMax: 10_000, patterns: []int{1, 4096},
-		batch: 64, senderCPU: 1, warmup: 250 * time.Millisecond, duration: time.Second,
-		statsDuration: 500 * time.Millisecond, logRules: 1000, loadTimeout: 5 * time.Minute,
+		warmRepeat: 1_000_000, benchCPU: 1, loadTimeout: 5 * time.Minute,
 	}
 	if quick {
-		cfg.decisionSizes, cfg.decisionDsts, cfg.decisionRuns, cfg.warmRepeat = []int{1, 1000, 100_000}, 20_000, 10_000, 200_000
-		cfg.e2eSizes, cfg.patterns, cfg.logRules = []int{1, 10_000}, []int{1}, 1
-		cfg.warmup, cfg.duration, cfg.statsDuration = 100*time.Millisecond, 250*time.Millisecond, 200*time.Millisecond
+		cfg.DecisionSizes, cfg.DecisionDsts, cfg.DecisionRuns, cfg.warmRepeat = []int{1, 1000, 100_000}, 20_000, 10_000, 200_000
+		cfg.E2ESizes, cfg.Patterns, cfg.LogRules = []int{1, 10_000}, []int{1}, 1
+		cfg.Warmup, cfg.Duration, cfg.StatsDuration = ms(100), ms(250), ms(200)
 	}
 	return cfg
 }
 
 func main() {
-	switch {
-	case os.Getenv(senderEnv) != "":
-		if err := senderMain(os.Getenv(senderEnv)); err != nil {
-			fmt.Fprintln(os.Stderr, "sender:", err)
-			os.Exit(1)
-		}
-		return
-	case os.Getenv(stampEnv) == "1":
-		stampMain()
-		return
+	if code, ok := child(); ok {
+		os.Exit(code)
 	}
 	cfg, render, err := parseFlags(os.Args[1:])
 	if err != nil {
@@ -106,6 +86,23 @@ func main() {
 		}
 		os.Exit(1)
 	}
+}
+
+// child runs this program as one of the harness's own children, the sender
+// or the exec stamp, if it was started as one.
+func child() (code int, ok bool) {
+	switch {
+	case os.Getenv(senderEnv) != "":
+		if err := senderMain(os.Getenv(senderEnv)); err != nil {
+			fmt.Fprintln(os.Stderr, "sender:", err)
+			return 1, true
+		}
+		return 0, true
+	case os.Getenv(stampEnv) == "1":
+		fmt.Println(monoNow())
+		return 0, true
+	}
+	return 0, false
 }
 
 func parseFlags(args []string) (cfg *config, render string, err error) {
@@ -130,11 +127,11 @@ func parseFlags(args []string) (cfg *config, render string, err error) {
 	}
 	if *only != "" {
 		cfg.parts = map[string]bool{}
-		for _, p := range strings.Split(*only, ",") {
+		for p := range strings.SplitSeq(*only, ",") {
 			cfg.parts[strings.TrimSpace(p)] = true
 		}
 	}
-	for s, dst := range map[string]*[]int{*e2eSizes: &cfg.e2eSizes, *decisionSizes: &cfg.decisionSizes, *patterns: &cfg.patterns} {
+	for s, dst := range map[string]*[]int{*e2eSizes: &cfg.E2ESizes, *decisionSizes: &cfg.DecisionSizes, *patterns: &cfg.Patterns} {
 		if s != "" {
 			if *dst, err = parseSizes(s); err != nil {
 				return nil, "", err
@@ -142,6 +139,20 @@ func parseFlags(args []string) (cfg *config, render string, err error) {
 		}
 	}
 	return cfg, render, nil
+}
+
+// parseSizes reads "1,1k,100k,1M".
+func parseSizes(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.NewReplacer("k", "000", "M", "000000").Replace(strings.TrimSpace(f)))
+		if err != nil || n < 1 || n > 1_000_000 {
+			return nil, fmt.Errorf("bad count %q: use numbers from 1 to 1M, like 1,1k,100k,1M", f)
+		}
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // measure runs the harness once, and removes all it set up when it ends,
@@ -181,27 +192,6 @@ func run(ctx context.Context, cfg *config, c *cleanups, log io.Writer) error {
 		res.Exec = measureExec(ctx, cfg, log)
 	}
 	res.Seconds = time.Since(res.Started).Seconds()
-	res.Settings = cfg.settings()
+	res.Settings = cfg.settings
 	return publish(cfg, res, log)
-}
-
-// parseSizes reads "1,1k,100k,1M".
-func parseSizes(s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		mult := 1
-		if n, ok := strings.CutSuffix(f, "k"); ok {
-			mult, f = 1000, n
-		} else if n, ok := strings.CutSuffix(f, "M"); ok {
-			mult, f = 1_000_000, n
-		}
-		n, err := strconv.Atoi(f)
-		if err != nil || n < 1 || n*mult > 1_000_000 {
-			return nil, fmt.Errorf("bad count %q: use numbers from 1 to 1M, like 1,1k,100k,1M", f)
-		}
-		out = append(out, n*mult)
-	}
-	slices.Sort(out)
-	return slices.Compact(out), nil
 }

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"text/template"
+
+	"github.com/cgwall/cgwall/internal/ruleset"
 )
 
 // The report: results.md, and the block of docs/performance.md between its
@@ -30,23 +32,20 @@ type byRound map[int]float64
 func (b byRound) values() []float64 { return slices.Collect(maps.Values(b)) }
 
 // cell is one aggregated figure: the median over rounds, and the median over
-// rounds of its ratio to a reference taken in the same round.
-type cell struct {
-	Med, Ratio float64
-	n          int
-}
+// rounds of its ratio to a reference taken in the same round; NaN for none.
+type cell struct{ Med, Ratio float64 }
 
-func (c cell) ok() bool { return c.n > 0 }
+func (c cell) ok() bool { return !math.IsNaN(c.Med) }
 
 // cellOf is the one aggregation of the report.
 func cellOf(v, ref byRound) cell {
 	var ratios []float64
 	for round, x := range v {
-		if b, ok := ref[round]; ok && b > 0 {
+		if b := ref[round]; b > 0 {
 			ratios = append(ratios, x/b)
 		}
 	}
-	return cell{median(v.values()), median(ratios), len(v)}
+	return cell{median(v.values()), median(ratios)}
 }
 
 // index is the results grouped by cell, and the sizes and patterns they have.
@@ -105,18 +104,14 @@ func loadSec(s e2eSample) float64     { return s.LoadSec }
 // decCell is a decision-cost figure; its ratio is to the same set's cold miss at
 // 1 rule.
 func (ix *index) decCell(set string, rules int, kind string, f func(decisionSample) float64) cell {
-	ref := figure(ix.decision[cellKey{variant: set, rules: 1, kind: kindMiss}], meanNs)
+	ref := figure(ix.decision[cellKey{variant: set, rules: 1, kind: ruleset.Miss}], meanNs)
 	return cellOf(figure(ix.decision[cellKey{variant: set, rules: rules, kind: kind}], f), ref)
 }
 
-// e2eCell is a variant's packets per second; its ratio is to ref (no filter,
-// unless given) at the same size, with the same traffic.
-func (ix *index) e2eCell(variant string, rules, dsts int, ref ...string) cell {
-	against := vNone
-	if len(ref) > 0 {
-		against = ref[0]
-	}
-	return cellOf(ix.e2eFig(variant, rules, dsts, pps), ix.e2eFig(against, rules, dsts, pps))
+// e2eCell is a variant's packets per second; its ratio is to no filter at
+// the same size, with the same traffic.
+func (ix *index) e2eCell(variant string, rules, dsts int) cell {
+	return cellOf(ix.e2eFig(variant, rules, dsts, pps), ix.e2eFig(vNone, rules, dsts, pps))
 }
 
 func (ix *index) e2eFig(variant string, rules, dsts int, f func(e2eSample) float64) byRound {
@@ -204,11 +199,14 @@ func (t *table) String() string {
 	var b strings.Builder
 	row := func(cells []string) { b.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
 	row(t.head)
-	b.WriteString("|")
 	for i := range t.head {
-		b.WriteString(map[bool]string{true: "---|", false: "---:|"}[i < t.left])
+		if i < t.left {
+			b.WriteString("|---")
+		} else {
+			b.WriteString("|---:")
+		}
 	}
-	b.WriteString("\n")
+	b.WriteString("|\n")
 	for _, r := range t.rows {
 		row(r)
 	}

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -27,50 +30,47 @@ type results struct {
 	Exec          execResult       `json:"exec"`
 }
 
-// settings are what the report says about how the figures were taken.
+// settings are how the figures were taken, as the report says.
 type settings struct {
-	DecisionSizes []int  `json:"decision_sizes"`
-	DecisionDsts  int    `json:"decision_dsts"`
-	DecisionRuns  int    `json:"decision_runs"`
-	E2ESizes      []int  `json:"e2e_sizes"`
-	IptablesMax   int    `json:"iptables_max"`
-	Patterns      []int  `json:"patterns"`
-	Payload       int    `json:"payload"`
-	Batch         int    `json:"batch"`
-	SenderCPU     int    `json:"sender_cpu"`
-	Duration      string `json:"duration"`
-	Warmup        string `json:"warmup"`
-	StatsDuration string `json:"stats_duration"`
-	LogRules      int    `json:"log_rules"`
+	DecisionSizes []int    `json:"decision_sizes"`
+	DecisionDsts  int      `json:"decision_dsts"` // distinct destinations per kind
+	DecisionRuns  int      `json:"decision_runs"` // BPF_PROG_TEST_RUN calls per cell per round
+	E2ESizes      []int    `json:"e2e_sizes"`
+	IptablesMax   int      `json:"iptables_max"`
+	Patterns      []int    `json:"patterns"` // distinct destinations of each traffic pattern
+	Payload       int      `json:"payload"`
+	Batch         int      `json:"batch"`
+	SenderCPU     int      `json:"sender_cpu"`
+	Duration      duration `json:"duration"`
+	Warmup        duration `json:"warmup"`
+	StatsDuration duration `json:"stats_duration"` // the window of the BPF statistics of cgwall's programs
+	LogRules      int      `json:"log_rules"`
 }
 
-func (cfg *config) settings() settings {
-	return settings{
-		DecisionSizes: cfg.decisionSizes, DecisionDsts: cfg.decisionDsts, DecisionRuns: cfg.decisionRuns,
-		E2ESizes: cfg.e2eSizes, IptablesMax: cfg.iptablesMax, Patterns: cfg.patterns,
-		Payload: payloadBytes, Batch: cfg.batch, SenderCPU: cfg.senderCPU, Duration: cfg.duration.String(),
-		Warmup: cfg.warmup.String(), StatsDuration: cfg.statsDuration.String(), LogRules: cfg.logRules,
-	}
+// duration is a time.Duration that results.json spells as "250ms".
+type duration struct{ time.Duration }
+
+func ms(n int) duration { return duration{time.Duration(n) * time.Millisecond} }
+
+func (d duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+func (d *duration) UnmarshalText(b []byte) (err error) {
+	d.Duration, err = time.ParseDuration(string(b))
+	return err
 }
 
+// machine is the kernel, CPU, memory and toolchain the figures were taken on.
 func machine() string {
-	var parts []string
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		parts = append(parts, "Linux "+strings.TrimSpace(string(b)))
-	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "model name"); ok {
-				parts = append(parts, strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":")))
-				break
-			}
+	osr, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	parts := []string{"Linux " + strings.TrimSpace(string(osr))}
+	cpuinfo, _ := os.ReadFile("/proc/cpuinfo")
+	for line := range strings.Lines(string(cpuinfo)) {
+		if k, v, _ := strings.Cut(line, ":"); strings.TrimSpace(k) == "model name" {
+			parts = append(parts, strings.TrimSpace(v))
+			break
 		}
 	}
-	parts = append(parts, fmt.Sprintf("%d CPUs", runtime.NumCPU()))
-	if m, err := meminfo(); err == nil {
-		parts = append(parts, fmt.Sprintf("%.0f GiB", float64(m["MemTotal"])/(1<<20)))
-	}
-	parts = append(parts, runtime.Version())
+	parts = append(parts, fmt.Sprintf("%d CPUs", runtime.NumCPU()), fmt.Sprintf("%.0f GiB", float64(meminfo()["MemTotal"])/(1<<20)), runtime.Version())
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, d := range bi.Deps {
 			if d.Path == "github.com/cilium/ebpf" {
@@ -87,9 +87,99 @@ func commit(repo string) string {
 		return "unknown (no git)"
 	}
 	c := strings.TrimSpace(string(out))
-	st, _ := exec.Command("git", "-C", repo, "status", "--porcelain", "--", "bpf", "internal", "cmd").Output()
-	if len(strings.TrimSpace(string(st))) > 0 {
+	if st, _ := exec.Command("git", "-C", repo, "status", "--porcelain", "--", "bpf", "internal", "cmd").Output(); len(st) > 0 {
 		c += " with uncommitted changes in bpf/, internal/ or cmd/"
 	}
 	return c
+}
+
+// The outputs of a run: results.json (every sample), results.md (the
+// report) and pps.png (the chart) in the output directory, and with -docs
+// the same report and chart in docs/.
+
+// publish writes the report of r to cfg.out, and with -docs into docs/.
+func publish(cfg *config, r *results, log io.Writer) error {
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	ix := newIndex(r)
+	md, err := ix.markdown()
+	if err != nil {
+		return err
+	}
+	files := map[string][]byte{"results.json": js, "results.md": []byte(md)}
+	if len(ix.Sizes) > 0 { // something was measured end to end
+		if files["pps.png"], err = ix.chart(); err != nil {
+			return err
+		}
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(cfg.out, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(log, "\n%s\nresults in %s\n", md, cfg.out)
+	if !cfg.docs {
+		return nil
+	}
+	return writeDocs(cfg.repo, md, files["pps.png"], log)
+}
+
+// rerender writes the report of an earlier run again, from its JSON.
+func rerender(cfg *config, path string, log io.Writer) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var r results
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if cfg.repo, err = repoRoot(); err != nil {
+		return err
+	}
+	if cfg.out == "" {
+		cfg.out = filepath.Dir(path)
+	}
+	return publish(cfg, &r, log)
+}
+
+const (
+	docsBegin = "<!-- bench:begin (generated by go run ./bench -docs; edits between these markers are overwritten) -->"
+	docsEnd   = "<!-- bench:end -->"
+)
+
+// writeDocs puts the report between the markers of docs/performance.md and
+// the chart in docs/img/bench-pps.png.
+func writeDocs(repo, md string, png []byte, log io.Writer) error {
+	doc := filepath.Join(repo, "docs", "performance.md")
+	old, err := os.ReadFile(doc)
+	if err != nil {
+		return err
+	}
+	updated, err := splice(string(old), md)
+	if err != nil {
+		return fmt.Errorf("%s: %w", doc, err)
+	}
+	if err := os.WriteFile(doc, []byte(updated), 0o644); err != nil {
+		return err
+	}
+	if png != nil {
+		if err := os.WriteFile(filepath.Join(repo, "docs", "img", "bench-pps.png"), png, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(log, "wrote %s and docs/img/bench-pps.png\n", doc)
+	return nil
+}
+
+// splice replaces what doc has between the markers with md.
+func splice(doc, md string) (string, error) {
+	i := strings.Index(doc, docsBegin)
+	j := strings.Index(doc, docsEnd)
+	if i < 0 || j < i {
+		return "", fmt.Errorf("no %q … %q markers to write between", docsBegin, docsEnd)
+	}
+	return doc[:i] + docsBegin + "\n\n" + md + doc[j:], nil
 }

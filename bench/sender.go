@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -27,14 +26,12 @@ const (
 	udpPort    = 9          // discard
 )
 
-// senderJob is what one sender sends.
+// senderJob is what one sender sends: payloadBytes of UDP, from srcDev to
+// Dsts consecutive destinations from firstDst.
 type senderJob struct {
 	Netns    string        // network namespace to send from (path)
-	Dev      string        // device whose tx_packets count the packets on the wire
-	Dst      netip.Addr    // first destination address
-	Dsts     int           // consecutive destination addresses; 1 uses a connected socket
+	Dsts     int           // 1 uses a connected socket
 	Batch    int           // datagrams per sendmmsg call
-	Size     int           // UDP payload bytes
 	CPU      int           // CPU to pin the sending thread to
 	Warmup   time.Duration // time sent before counting
 	Duration time.Duration // time counted
@@ -79,7 +76,7 @@ func senderMain(job string) error {
 		s.send()
 	}
 	s.res = senderResult{}
-	tx0, err := txPackets(j.Dev)
+	tx0, err := txPackets(srcDev)
 	if err != nil {
 		return err
 	}
@@ -91,7 +88,7 @@ func senderMain(job string) error {
 		}
 	}
 	s.res.Seconds = time.Since(start).Seconds()
-	tx1, err := txPackets(j.Dev)
+	tx1, err := txPackets(srcDev)
 	s.res.Wire = tx1 - tx0
 	if err != nil {
 		return err
@@ -114,7 +111,7 @@ func newSocket(j senderJob) (*socket, error) {
 		return nil, err
 	}
 	s := &socket{fd: fd, msgs: make([]unix.Mmsghdr, j.Batch)}
-	payload := make([]byte, j.Size)
+	payload := make([]byte, payloadBytes)
 	iov := unix.Iovec{Base: &payload[0]}
 	iov.SetLen(len(payload))
 	for i := range s.msgs {
@@ -122,13 +119,13 @@ func newSocket(j senderJob) (*socket, error) {
 		s.msgs[i].Hdr.SetIovlen(1)
 	}
 	if j.Dsts == 1 {
-		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: udpPort, Addr: j.Dst.As4()}); err != nil {
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: udpPort, Addr: firstDst.As4()}); err != nil {
 			unix.Close(fd)
 			return nil, fmt.Errorf("connect: %w", err)
 		}
 		return s, nil
 	}
-	a := j.Dst
+	a := firstDst
 	for range j.Dsts {
 		name := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.As4()}
 		p := (*[2]byte)(unsafe.Pointer(&name.Port)) // network order

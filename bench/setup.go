@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,8 +34,11 @@ func setup(ctx context.Context, cfg *config, c *cleanups, log io.Writer) (*runEn
 	if cfg.repo, err = repoRoot(); err != nil {
 		return nil, err
 	}
-	removeStale()
 	env := &runEnv{}
+	if env.mnt, err = cgroup.Mount(); err != nil {
+		return nil, err
+	}
+	removeStale(env.mnt)
 	if env.tmp, err = os.MkdirTemp("", "cgwall-bench-"); err != nil {
 		return nil, err
 	}
@@ -56,9 +60,6 @@ func setup(ctx context.Context, cfg *config, c *cleanups, log io.Writer) (*runEn
 			return nil, fmt.Errorf("go build ./cmd/cgwall: %w: %s", err, b)
 		}
 	}
-	if env.mnt, err = cgroup.Mount(); err != nil {
-		return nil, err
-	}
 	env.root = filepath.Join(env.mnt, fmt.Sprintf("cgwall-bench-%d", os.Getpid()))
 	if err := os.Mkdir(env.root, 0o755); err != nil {
 		return nil, fmt.Errorf("create cgroup: %w", err)
@@ -77,16 +78,16 @@ func prerequisites(cfg *config) error {
 	}
 	need := []string{"ip", "nsenter", "sysctl"}
 	if cfg.parts["e2e"] {
-		need = append(need, "iptables-nft-restore", "iptables-legacy-restore", "iptables-legacy")
-	}
-	if cfg.parts["e2e"] || cfg.parts["log"] {
-		need = append(need, "nft")
+		for _, nf := range netfilter {
+			need = append(need, nf.load[0], nf.unload[0])
+		}
 	}
 	if cfg.cgwall == "" {
 		need = append(need, "go")
 	}
+	slices.Sort(need)
 	var missing []string
-	for _, n := range need {
+	for _, n := range slices.Compact(need) {
 		if _, err := exec.LookPath(n); err != nil {
 			missing = append(missing, n)
 		}
@@ -97,39 +98,32 @@ func prerequisites(cfg *config) error {
 	return nil
 }
 
-// repoRoot finds the module root from the working directory.
+// repoRoot finds the module root at or above the working directory.
 func repoRoot() (string, error) {
 	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.Contains(string(b), "module github.com/cgwall/cgwall") {
+	for ; err == nil && dir != filepath.Dir(dir); dir = filepath.Dir(dir) {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/cgwall/cgwall") {
 			return dir, nil
 		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run from inside the cgwall repository")
-		}
-		dir = parent
 	}
+	return "", errors.New("run from inside the cgwall repository")
 }
 
 // removeStale removes the namespaces and cgroups of earlier runs that were
-// killed before they could clean up (their process is gone).
-func removeStale() {
-	stale := func(dir, prefix string, remove func(name string)) {
+// killed before they could clean up: their process is gone.
+func removeStale(mnt string) {
+	for dir, prefix := range map[string]string{"/run/netns": "cgwb-", mnt: "cgwall-bench-"} {
 		ents, _ := os.ReadDir(dir)
 		for _, ent := range ents {
-			if pid, ok := stalePid(ent.Name(), prefix); ok && syscall.Kill(pid, 0) != nil {
-				remove(ent.Name())
+			if pid, ok := stalePid(ent.Name(), prefix); !ok || syscall.Kill(pid, 0) == nil {
+				continue
+			}
+			if dir == mnt {
+				cgroup.Remove(filepath.Join(mnt, ent.Name()))
+			} else {
+				command(context.Background(), "ip", "netns", "del", ent.Name())
 			}
 		}
-	}
-	stale("/run/netns", "cgwb-", func(ns string) { command(context.Background(), "ip", "netns", "del", ns) })
-	if mnt, err := cgroup.Mount(); err == nil {
-		stale(mnt, "cgwall-bench-", func(cg string) { cgroup.Remove(filepath.Join(mnt, cg)) })
 	}
 }
 

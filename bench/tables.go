@@ -41,13 +41,13 @@ func (ix *index) DecisionTable() string {
 	for _, k := range ruleset.Kinds {
 		for _, n := range ix.DecisionSizes {
 			row := []string{k.Name, human(n)}
-			for _, kind := range kinds {
+			for _, kind := range ruleset.DestinationKinds {
 				c := ix.decCell(k.Name, n, kind, meanNs)
 				row = append(row, cellText(c, "%.0f (%.1f×)", c.Med, c.Ratio))
 			}
-			p99 := ix.decCell(k.Name, n, kindMiss, func(s decisionSample) float64 { return s.P99Ns })
+			p99 := ix.decCell(k.Name, n, ruleset.Miss, func(s decisionSample) float64 { return s.P99Ns })
 			row = append(row, orDash(p99.Med, "%.0f"))
-			for _, kind := range kinds {
+			for _, kind := range ruleset.DestinationKinds {
 				c := ix.decCell(k.Name, n, kind, warm)
 				row = append(row, cellText(c, "%.0f", c.Med))
 			}
@@ -134,7 +134,8 @@ func (ix *index) LogTable() string {
 		return ""
 	}
 	n, dsts := ix.S.LogRules, ix.S.Patterns[0] // the logging pair runs on the first pattern only
-	all := ix.e2eCell(vCgwallLog, n, dsts, vCgwall)
+	// The ratio is to --log none, in the same round.
+	all := cellOf(ix.e2eFig(vCgwallLog, n, dsts, pps), ix.e2eFig(vCgwall, n, dsts, pps))
 	if !all.ok() {
 		return ""
 	}

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"slices"
@@ -46,19 +44,15 @@ func command(ctx context.Context, argv ...string) error {
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
 		msg := strings.TrimSpace(stderr.String())
-		if len(msg) > 400 {
+		if len(msg) > 400 { // nft repeats a whole set on some errors
 			msg = msg[:400] + "…"
-		}
-		if len(argv) > 9 {
-			argv = append(slices.Clone(argv[:9]), "…")
 		}
 		return fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, msg)
 	}
 	return nil
 }
 
-func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 1)) }
-
+// mean of xs; 0 for none.
 func mean(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
@@ -77,39 +71,29 @@ func quantile(xs []float64, q float64) float64 {
 	if len(xs) == 0 {
 		return math.NaN()
 	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
+	s := slices.Sorted(slices.Values(xs))
 	pos := q * float64(len(s)-1)
 	lo, hi := int(math.Floor(pos)), int(math.Ceil(pos))
 	return s[lo] + (s[hi]-s[lo])*(pos-float64(lo))
 }
 
-// meminfo reads /proc/meminfo in KiB.
-func meminfo() (map[string]int64, error) {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
+// meminfo reads /proc/meminfo, in KiB.
+func meminfo() map[string]int64 {
+	b, _ := os.ReadFile("/proc/meminfo")
 	m := map[string]int64{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), ":")
-		if n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err == nil {
-			m[k] = n
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) >= 2 {
+			m[strings.TrimSuffix(f[0], ":")], _ = strconv.ParseInt(f[1], 10, 64)
 		}
 	}
-	return m, sc.Err()
+	return m
 }
 
 // kernelMemKiB is the kernel memory that rule storage can take: unreclaimable
 // slab, vmalloc and per-CPU allocations. BPF maps, nftables sets and x_tables
 // blobs all live there.
 func kernelMemKiB() int64 {
-	m, err := meminfo()
-	if err != nil {
-		return 0
-	}
+	m := meminfo()
 	return m["SUnreclaim"] + m["VmallocUsed"] + m["Percpu"]
 }
 
@@ -118,10 +102,10 @@ func kernelMemKiB() int64 {
 // kernel memory then.
 func settleKernelMem() int64 {
 	prev := kernelMemKiB()
-	for i := 0; i < 20; i++ {
+	for range 20 {
 		time.Sleep(50 * time.Millisecond) // a sampling period: nothing signals the frees
 		cur := kernelMemKiB()
-		if abs64(cur-prev) < 256 {
+		if abs(cur-prev) < 256 {
 			return cur
 		}
 		prev = cur
@@ -129,7 +113,48 @@ func settleKernelMem() int64 {
 	return prev
 }
 
-func abs64(x int64) int64 { return max(x, -x) }
+// waitQuiet waits, up to 10 s, until kernel memory has stopped moving and
+// the sender's CPU has been idle for 300 ms, and returns how long it waited:
+// the frees of the previous variant (maps, sets, rule blobs, namespaces'
+// work) run after an RCU grace period, in the background.
+func waitQuiet(ctx context.Context, cpu int) float64 {
+	start := time.Now()
+	prev := kernelMemKiB()
+	busy0, total0 := cpuTimes(cpu)
+	for still := 0; still < 3 && time.Since(start) < 10*time.Second && ctx.Err() == nil; {
+		time.Sleep(100 * time.Millisecond) // a sampling period, not a wait for an event
+		cur := kernelMemKiB()
+		busy, total := cpuTimes(cpu)
+		if idle := total > total0 && float64(busy-busy0) < 0.1*float64(total-total0); abs(cur-prev) < 512 && idle {
+			still++
+		} else {
+			still = 0
+		}
+		prev, busy0, total0 = cur, busy, total
+	}
+	return time.Since(start).Seconds()
+}
+
+// cpuTimes returns one CPU's busy and total time from /proc/stat, in ticks.
+func cpuTimes(cpu int) (busy, total uint64) {
+	b, _ := os.ReadFile("/proc/stat")
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[0] != fmt.Sprintf("cpu%d", cpu) {
+			continue
+		}
+		for i, v := range f[1:min(len(f), 9)] { // user … steal; guest is in user already
+			n, _ := strconv.ParseUint(v, 10, 64)
+			total += n
+			if i != 3 && i != 4 { // idle, iowait
+				busy += n
+			}
+		}
+	}
+	return busy, total
+}
+
+func abs(x int64) int64 { return max(x, -x) }
 
 // attachedProgram is the one program of an attach type on a cgroup.
 func attachedProgram(cg string, typ ebpf.AttachType) (*ebpf.Program, error) {
@@ -148,9 +173,9 @@ func attachedProgram(cg string, typ ebpf.AttachType) (*ebpf.Program, error) {
 	return ebpf.NewProgramFromID(q.Programs[0].ID)
 }
 
-// progMemlock sums the memlock of every map a program uses, the inner maps
+// memlockMiB sums the memlock of every map a program uses, the inner maps
 // of map-in-map maps included.
-func progMemlock(p *ebpf.Program) (uint64, error) {
+func memlockMiB(p *ebpf.Program) (float64, error) {
 	info, err := p.Info()
 	if err != nil {
 		return 0, err
@@ -172,7 +197,7 @@ func progMemlock(p *ebpf.Program) (uint64, error) {
 		}
 		total += n
 	}
-	return total, nil
+	return float64(total) / (1 << 20), nil
 }
 
 func mapMemlock(m *ebpf.Map) (uint64, error) {
