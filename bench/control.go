@@ -82,6 +82,9 @@ type execResult struct {
 	Note      string    `json:"note,omitempty"`
 	PlainMs   []float64 `json:"plain_ms,omitempty"`
 	CgwallMs  []float64 `json:"cgwall_ms,omitempty"`
+	// GraceMs is the host's RCU grace period, timed in the same rounds: a
+	// load that writes map-in-map slots waits for it once per batch of writes.
+	GraceMs []float64 `json:"grace_ms,omitempty"`
 }
 
 func measureExec(ctx context.Context, cfg *config, log io.Writer) execResult {
@@ -107,10 +110,20 @@ func measureExec(ctx context.Context, cfg *config, log io.Writer) execResult {
 			return res
 		}
 		res.PlainMs, res.CgwallMs = append(res.PlainMs, plain), append(res.CgwallMs, through)
+		res.GraceMs = append(res.GraceMs, gracePeriodMs())
 	}
 	res.Available = true
 	fmt.Fprintf(log, "exec latency: plain %.1f ms, cgwall exec %.1f ms (medians)\n", median(res.PlainMs), median(res.CgwallMs))
 	return res
+}
+
+// gracePeriodMs times one RCU grace period: membarrier's global command is
+// synchronize_rcu(), what the kernel waits for after a write to a map-in-map.
+func gracePeriodMs() float64 {
+	t := monoNow()
+	const membarrierCmdGlobal = 1 // MEMBARRIER_CMD_GLOBAL, from linux/membarrier.h
+	unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0)
+	return float64(monoNow()-t) / 1e6
 }
 
 // stampLatency runs a command that ends in this program as the stamp, and

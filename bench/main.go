@@ -49,8 +49,8 @@ type config struct {
 func defaultConfig(quick bool) *config {
 	cfg := &config{
 		settings: settings{
-			DecisionSizes: []int{1, 1000, 100_000, 1_000_000}, DecisionDsts: 100_000, DecisionRuns: 50_000,
-			E2ESizes: []int{1, 100, 1000, 10_000, 100_000, 1_000_000}, IptablesMax: 10_000, Patterns: []int{1, 4096},
+			DecisionSizes: []int{1, 10, 100, 1000, 4000, 100_000, 1_000_000}, DecisionDsts: 100_000, DecisionRuns: 50_000,
+			E2ESizes: []int{1, 10, 100, 1000, 4000, 10_000, 100_000, 1_000_000}, IptablesMax: 10_000, Patterns: []int{1, 4096},
 			Payload: payloadBytes, Batch: 64, SenderCPU: 1, LogRules: 1000,
 			Warmup: ms(250), Duration: ms(1000), StatsDuration: ms(500),
 		},
@@ -114,8 +114,8 @@ func parseFlags(args []string) (cfg *config, render string, err error) {
 	docs := fs.Bool("docs", false, "also write the results into docs/performance.md and docs/img/bench-pps.png")
 	cgwallBin := fs.String("cgwall", "", "the cgwall binary to measure (default: build ./cmd/cgwall)")
 	patterns := fs.String("patterns", "", "end-to-end traffic patterns, as numbers of distinct destinations: 1 sends on a connected socket, more send unconnected to each in turn (default 1,4096; -quick 1)")
-	e2eSizes := fs.String("e2e-sizes", "", "comma-separated rule counts for the end-to-end and control-plane runs (default 1,100,1k,10k,100k,1M; -quick 1,10k)")
-	decisionSizes := fs.String("decision-sizes", "", "comma-separated rule counts for the decision cost (default 1,1k,100k,1M; -quick 1,1k,100k)")
+	e2eSizes := fs.String("e2e-sizes", "", "comma-separated rule counts for the end-to-end and control-plane runs (default 1,10,100,1k,4k,10k,100k,1M; -quick 1,10k)")
+	decisionSizes := fs.String("decision-sizes", "", "comma-separated rule counts for the decision cost (default 1,10,100,1k,4k,100k,1M; -quick 1,1k,100k)")
 	fs.StringVar(&render, "render", "", "write the report of an earlier run from its results.json, measuring nothing")
 	if err := fs.Parse(args); err != nil {
 		return nil, "", err

@@ -154,10 +154,14 @@ func (ix *index) LogTable() string {
 	return t.String()
 }
 
+// execMs are the medians of the exec latency, plain and through cgwall exec,
+// and of the host's grace period, NaN where it was not timed.
+type execMs struct{ Plain, Cgwall, Added, Grace float64 }
+
 // ExecMs is the median exec latency, plain and through cgwall exec.
-func (ix *index) ExecMs() struct{ Plain, Cgwall, Added float64 } {
+func (ix *index) ExecMs() execMs {
 	p, c := median(ix.R.Exec.PlainMs), median(ix.R.Exec.CgwallMs)
-	return struct{ Plain, Cgwall, Added float64 }{p, c, c - p}
+	return execMs{p, c, c - p, median(ix.R.Exec.GraceMs)}
 }
 
 // cellText formats a cell's figures, or a dash for a cell that was not
