@@ -219,7 +219,9 @@ main() {
 
 	export CI=true
 	echo "--- go test -count=1 ./..."
-	go test -count=1 ./...
+	# Through .ci/summary.py: the packages' lines as go test prints them, the
+	# output of what failed, and the count of tests passed, failed, skipped.
+	go test -count=1 -json ./... | python3 .ci/summary.py
 
 	run_fuzz
 	echo "--- all tests passed in ${SECONDS}s"
