@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -83,19 +85,43 @@ func unwrapPathError(err error) error {
 }
 
 // ParseFile parses the text of a policy file; path only names it in errors.
+// The text is one YAML document, and not an empty one.
 func ParseFile(path string, data []byte) (*Policy, FileSettings, error) {
 	fp := &fileParser{p: New(), path: path}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		line, msg := yamlErrorLine(err)
-		fp.problem(line, "%s", msg)
-	} else if len(doc.Content) > 0 {
-		fp.root(doc.Content[0])
+	if root, ok := fp.document(data); ok {
+		fp.root(root)
 	}
 	if len(fp.problems) > 0 {
 		return nil, FileSettings{}, &FileError{Path: path, Problems: fp.problems}
 	}
 	return fp.p, fp.set, nil
+}
+
+// document returns the root node of the one YAML document of a policy file.
+// A file without one (nothing but comments and blank space, or null) is an
+// error: allowing everything is too much to read into a file that says
+// nothing, which is more likely a mistake than a wish. A second document is
+// an error at the line where it starts, as yaml.Unmarshal would ignore it.
+func (fp *fileParser) document(data []byte) (*yaml.Node, bool) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc, next yaml.Node
+	err := dec.Decode(&doc)
+	if err == nil {
+		err = dec.Decode(&next)
+	}
+	switch {
+	case err == nil:
+		fp.problem(next.Line, "a second YAML document starts here: a policy file is one document; merge them, or remove the '---' or '...' that splits them")
+		return nil, false
+	case !errors.Is(err, io.EOF):
+		line, msg := yamlErrorLine(err)
+		fp.problem(line, "%s", msg)
+		return nil, false
+	case len(doc.Content) == 0 || doc.Content[0].Kind == yaml.ScalarNode && doc.Content[0].Tag == "!!null":
+		fp.problem(1, "the policy file is empty: it has no keys, only comments or blank space; give at least one key (see docs/policy.md), or {} for a policy with no rules")
+		return nil, false
+	}
+	return doc.Content[0], true
 }
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -185,9 +211,6 @@ func describe(n *yaml.Node) string {
 }
 
 func (fp *fileParser) root(n *yaml.Node) {
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-		return // an empty file is an empty policy
-	}
 	fp.mapping(n, "the policy", []string{"egress", "ingress", "audit", "log", "deny_raw"}, func(key string, v *yaml.Node) {
 		switch key {
 		case "egress":

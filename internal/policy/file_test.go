@@ -49,11 +49,29 @@ func TestParseFile(t *testing.T) {
 	}
 }
 
+// TestParseFileEmpty checks that a file that says nothing is an error, not a
+// policy that allows everything: an empty file is more likely a mistake (a
+// truncated copy, a template never filled in) than a wish to drop every
+// rule. A policy with no rules is written {}, or with a key.
 func TestParseFileEmpty(t *testing.T) {
 	for name, text := range map[string]string{
 		"empty":             "",
 		"a comment":         "# nothing\n",
+		"blank lines":       "\n   \n\n",
+		"a document marker": "---\n# nothing\n",
+		"an explicit null":  "~\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := ParseFile("e.yaml", []byte(text))
+			if err == nil || !strings.HasPrefix(err.Error(), "e.yaml:1: the policy file is empty") {
+				t.Errorf("%q: %v", text, err)
+			}
+		})
+	}
+	for name, text := range map[string]string{
+		"an empty mapping":  "{}\n",
 		"an empty rule key": "egress:\n  block:\n",
+		"a setting":         "# audit everything\naudit: true\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			p, set, err := ParseFile("e.yaml", []byte(text))
@@ -61,6 +79,33 @@ func TestParseFileEmpty(t *testing.T) {
 				t.Errorf("%q: %v, %+v", text, err, p)
 			}
 		})
+	}
+}
+
+// TestParseFileDocuments checks that a second YAML document is an error at the
+// line where it starts, rather than ignored.
+func TestParseFileDocuments(t *testing.T) {
+	for _, tc := range []struct{ name, text, want string }{
+		{"two documents", "egress:\n  block: [192.0.2.1]\n---\negress:\n  block: [192.0.2.2]\n", "m.yaml:3: a second YAML document starts here"},
+		{"a leading marker, then two", "---\naudit: true\n# the next one\n---\nlog: all\n", "m.yaml:4: a second YAML document starts here"},
+		{"an empty second document", "audit: true\n---\n", "m.yaml:2: a second YAML document starts here"},
+		{"after a document end", "audit: true\n...\n---\nlog: all\n", "m.yaml:3: a second YAML document starts here"},
+		{"a bad second document", "audit: true\n---\n[\n", "m.yaml:3: invalid YAML"},
+		{"an empty first document", "---\n---\naudit: true\n", "m.yaml:2: a second YAML document starts here"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := ParseFile("m.yaml", []byte(tc.text))
+			var fe *FileError
+			if !errors.As(err, &fe) || len(fe.Problems) != 1 || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Errorf("%q: %v; want one problem, %q", tc.text, err, tc.want)
+			}
+		})
+	}
+	// One document, with its optional markers, is a policy.
+	for _, text := range []string{"---\naudit: true\n", "audit: true\n...\n", "---\naudit: true\n...\n# the end\n"} {
+		if p, _, err := ParseFile("m.yaml", []byte(text)); err != nil || !p.Audit {
+			t.Errorf("%q: %v", text, err)
+		}
 	}
 }
 
