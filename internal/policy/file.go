@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -69,11 +70,22 @@ type FileSettings struct {
 // LoadFile reads a policy file. A file with problems returns a *FileError that
 // lists all of them.
 func LoadFile(path string) (*Policy, FileSettings, error) {
-	data, err := os.ReadFile(path)
+	return LoadFileContext(context.Background(), path)
+}
+
+// LoadFileContext is LoadFile that stops reading the file and its list files
+// when ctx is done. Only a regular file of at most MaxFileSize bytes is read.
+func LoadFileContext(ctx context.Context, path string) (*Policy, FileSettings, error) {
+	f, err := openFile("policy file", path)
 	if err != nil {
-		return nil, FileSettings{}, fmt.Errorf("policy file: %w", unwrapPathError(err))
+		return nil, FileSettings{}, err
 	}
-	return ParseFile(path, data)
+	data, err := readFile(ctx, "policy file", path, f)
+	f.Close()
+	if err != nil {
+		return nil, FileSettings{}, err
+	}
+	return parseFile(ctx, path, data)
 }
 
 func unwrapPathError(err error) error {
@@ -87,7 +99,11 @@ func unwrapPathError(err error) error {
 // ParseFile parses the text of a policy file; path only names it in errors.
 // The text is one YAML document, and not an empty one.
 func ParseFile(path string, data []byte) (*Policy, FileSettings, error) {
-	fp := &fileParser{p: New(), path: path}
+	return parseFile(context.Background(), path, data)
+}
+
+func parseFile(ctx context.Context, path string, data []byte) (*Policy, FileSettings, error) {
+	fp := &fileParser{ctx: ctx, p: New(), path: path}
 	if root, ok := fp.document(data); ok {
 		fp.root(root)
 	}
@@ -137,6 +153,7 @@ func yamlErrorLine(err error) (int, string) {
 }
 
 type fileParser struct {
+	ctx      context.Context // for the list files it reads
 	path     string
 	p        *Policy
 	set      FileSettings
@@ -279,7 +296,7 @@ func (fp *fileParser) lists(n *yaml.Node, dir Direction, action Action) {
 		if !filepath.IsAbs(name) {
 			name = filepath.Join(filepath.Dir(fp.path), name)
 		}
-		if err := fp.p.AddList(name, dir, action); err != nil {
+		if err := fp.p.AddListContext(fp.ctx, name, dir, action); err != nil {
 			fp.problem(item.Line, "%s: %v", where, err)
 		}
 	}

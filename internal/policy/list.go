@@ -4,10 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"unsafe"
@@ -27,17 +27,26 @@ const listBuffer = bufio.MaxScanTokenSize
 // YAML for hundreds of thousands of rules. A file with problems returns a
 // *FileError listing them (the first 20).
 func (p *Policy) AddList(path string, dir Direction, action Action) error {
-	f, err := os.Open(path)
+	return p.AddListContext(context.Background(), path, dir, action)
+}
+
+// AddListContext is AddList that stops reading when ctx is done. Only a
+// regular file of at most MaxFileSize bytes is read.
+func (p *Policy) AddListContext(ctx context.Context, path string, dir Direction, action Action) error {
+	f, err := openFile("list file", path)
 	if err != nil {
-		return fmt.Errorf("list file: %w", unwrapPathError(err))
+		return err
 	}
 	defer f.Close()
-	n, err := countLines(f)
+	n, err := countLines(newFileReader(ctx, f))
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
 	if err != nil {
-		return fmt.Errorf("list file: %w", unwrapPathError(err))
+		return readError("list file", path, err)
 	}
 	from := len(p.Rules)
-	lines, problems, err := p.appendList(bufio.NewReaderSize(f, listBuffer), n, dir, action)
+	lines, problems, err := p.appendList(bufio.NewReaderSize(newFileReader(ctx, f), listBuffer), n, dir, action)
 	for _, c := range p.settle(from) {
 		problems = append(problems, Problem{Line: int(lines[c.pos-from]),
 			Msg: fmt.Sprintf("%s is both blocked and allowed for %s", c.rule.Prefix, c.rule.Dir)})
@@ -46,7 +55,7 @@ func (p *Policy) AddList(path string, dir Direction, action Action) error {
 	case errors.Is(err, bufio.ErrTooLong):
 		return fmt.Errorf("read list file %s: %w", oneLine(path), err)
 	case err != nil:
-		return fmt.Errorf("list file: %w", unwrapPathError(err))
+		return readError("list file", path, err)
 	}
 	if len(problems) > 0 {
 		slices.SortStableFunc(problems, func(a, b Problem) int { return cmp.Compare(a.Line, b.Line) })
@@ -55,29 +64,23 @@ func (p *Policy) AddList(path string, dir Direction, action Action) error {
 	return nil
 }
 
-// countLines counts the lines of a regular file and rewinds it, so that room
-// for its rules can be made at once: growing a million-rule policy step by
-// step costs more than parsing it. The file is read twice, through the page
-// cache, rather than held in memory. A file that cannot be read twice (a
-// pipe) counts 0.
-func countLines(f *os.File) (int, error) {
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return 0, nil
-	}
+// countLines counts the lines of a file, so that room for its rules can be
+// made at once: growing a million-rule policy step by step costs more than
+// parsing it. The file is read twice, through the page cache, rather than
+// held in memory.
+func countLines(r io.Reader) (int, error) {
 	buf := make([]byte, listBuffer)
 	n := 1
 	for {
-		k, err := f.Read(buf)
+		k, err := r.Read(buf)
 		n += bytes.Count(buf[:k], []byte("\n"))
 		if err == io.EOF {
-			break
+			return n, nil
 		}
 		if err != nil {
 			return 0, err
 		}
 	}
-	_, err := f.Seek(0, io.SeekStart)
-	return n, err
 }
 
 // appendList appends a rule for every address of a list to Rules, unsettled
