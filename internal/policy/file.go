@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,17 +38,22 @@ type Problem struct {
 	Msg  string
 }
 
-// FileError lists every problem of a policy file.
+// FileError lists every problem of a policy file or a list file.
 type FileError struct {
 	Path     string
 	Problems []Problem
+	// CheckFlag is the flag that makes 'cgwall check' read the file as
+	// what it is, to list all its problems: "-f" for a policy file (the
+	// default), "--block-list" and the like for a list file.
+	CheckFlag string
 }
 
 // Error gives the first problem on one line and says how many more there are.
 func (e *FileError) Error() string {
 	msg := e.Lines()[0]
 	if n := len(e.Problems) - 1; n > 0 {
-		msg += fmt.Sprintf(" (and %d more; 'cgwall check -f %s' lists them all)", n, oneLine(e.Path))
+		flag := cmp.Or(e.CheckFlag, "-f")
+		msg += fmt.Sprintf(" (and %d more; 'cgwall check %s %s' lists them all)", n, flag, oneLine(e.Path))
 	}
 	return msg
 }
@@ -177,12 +183,12 @@ func (fp *fileParser) mapping(n *yaml.Node, where string, known []string, fn fun
 		k, v := n.Content[i], n.Content[i+1]
 		key := k.Value
 		if prev, ok := seen[key]; ok {
-			fp.problem(k.Line, "%s%s is repeated (first at line %d)", prefixed(where), oneLine(key), prev)
+			fp.problem(k.Line, "%s%s is repeated (first at line %d)", prefixed(where), shortName(key), prev)
 			continue
 		}
 		seen[key] = k.Line
 		if !contains(known, key) {
-			fp.problem(k.Line, "unknown key %q in %s: known keys are %s", key, where, strings.Join(known, ", "))
+			fp.problem(k.Line, "unknown key %s in %s: known keys are %s", quote(key), where, strings.Join(known, ", "))
 			continue
 		}
 		fn(key, v)
@@ -197,6 +203,14 @@ func oneLine(s string) string {
 		return s
 	}
 	return strconv.Quote(s)
+}
+
+// shortName is a name as oneLine gives it, or quoted in part if it is long.
+func shortName(s string) string {
+	if len(s) > maxQuoted {
+		return quote(s)
+	}
+	return oneLine(s)
 }
 
 func prefixed(where string) string {
@@ -222,13 +236,29 @@ func describe(n *yaml.Node) string {
 	case yaml.SequenceNode:
 		return "a list"
 	case yaml.ScalarNode:
-		return strconv.Quote(n.Value)
+		return quote(n.Value)
 	}
 	return "an alias"
 }
 
+// policyKeys are the keys of a policy file's mapping.
+var policyKeys = []string{"egress", "ingress", "audit", "log", "deny_raw"}
+
 func (fp *fileParser) root(n *yaml.Node) {
-	fp.mapping(n, "the policy", []string{"egress", "ingress", "audit", "log", "deny_raw"}, func(key string, v *yaml.Node) {
+	if n.Kind != yaml.MappingNode {
+		// Not a policy at all: what it holds is not quoted, as it could be
+		// any file (/etc/shadow is one string in YAML).
+		kind := map[yaml.Kind]string{yaml.SequenceNode: "a list", yaml.ScalarNode: "a single value"}[n.Kind]
+		fp.problem(n.Line, "the policy must be a mapping with keys %s, not %s: is this a policy file?", strings.Join(policyKeys, ", "), cmp.Or(kind, "an alias"))
+		return
+	}
+	if !policyLike(n) {
+		// Not a policy either (/etc/shadow is a mapping in YAML, for the
+		// colon that ends each line), and its keys could be anything.
+		fp.problem(n.Line, "the policy has none of the keys %s, and keys that are not names: is this a policy file? (none of it is shown)", strings.Join(policyKeys, ", "))
+		return
+	}
+	fp.mapping(n, "the policy", policyKeys, func(key string, v *yaml.Node) {
 		switch key {
 		case "egress":
 			fp.direction(v, Egress)
@@ -248,6 +278,25 @@ func (fp *fileParser) root(n *yaml.Node) {
 		}
 	})
 }
+
+// policyLike says whether a mapping could be a policy, and its keys may be
+// quoted: it has a policy's key, or keys that are all names, as misspelt
+// ones are.
+func policyLike(n *yaml.Node) bool {
+	for i := 0; i < len(n.Content); i += 2 {
+		if contains(policyKeys, n.Content[i].Value) {
+			return true
+		}
+	}
+	for i := 0; i < len(n.Content); i += 2 {
+		if !keyNameRE.MatchString(n.Content[i].Value) {
+			return false
+		}
+	}
+	return true
+}
+
+var keyNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]{0,31}$`)
 
 func (fp *fileParser) boolean(n *yaml.Node, key string) bool {
 	var b bool
@@ -279,6 +328,9 @@ func (fp *fileParser) direction(n *yaml.Node, dir Direction) {
 	})
 }
 
+// maxPath is PATH_MAX: a longer name is no file's, and is not echoed whole.
+const maxPath = 4096
+
 // lists reads list files named in the policy; a relative name is taken from
 // the policy file's folder.
 func (fp *fileParser) lists(n *yaml.Node, dir Direction, action Action) {
@@ -289,7 +341,7 @@ func (fp *fileParser) lists(n *yaml.Node, dir Direction, action Action) {
 	}
 	for _, item := range n.Content {
 		name := item.Value
-		if item.Kind != yaml.ScalarNode || name == "" {
+		if item.Kind != yaml.ScalarNode || name == "" || len(name) >= maxPath {
 			fp.problem(item.Line, "%s: %s is not a file name", where, describe(item))
 			continue
 		}

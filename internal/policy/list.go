@@ -59,9 +59,17 @@ func (p *Policy) AddListContext(ctx context.Context, path string, dir Direction,
 	}
 	if len(problems) > 0 {
 		slices.SortStableFunc(problems, func(a, b Problem) int { return cmp.Compare(a.Line, b.Line) })
-		return &FileError{Path: path, Problems: problems[:min(len(problems), maxListProblems)]}
+		return &FileError{Path: path, Problems: problems[:min(len(problems), maxListProblems)], CheckFlag: listFlag(dir, action)}
 	}
 	return nil
+}
+
+// listFlag is the flag that gives a list file for dir and action.
+func listFlag(dir Direction, action Action) string {
+	if dir == Ingress {
+		return "--" + action.String() + "-in-list"
+	}
+	return "--" + action.String() + "-list"
 }
 
 // countLines counts the lines of a file, so that room for its rules can be
@@ -83,11 +91,18 @@ func countLines(r io.Reader) (int, error) {
 	}
 }
 
+// notAList is the one problem of a file whose first entry is not an address:
+// it is more likely some other file (block_lists: [/etc/shadow]) than a list
+// with a typo, so none of it is quoted.
+const notAList = "not a list file: its first entry is not an IPv4 or IPv6 address or CIDR, so no line of it is shown; a list file has one address or CIDR a line"
+
 // appendList appends a rule for every address of a list to Rules, unsettled
-// (see settle), and returns the line of each and the first problems.
+// (see settle), and returns the line of each and the first problems. A list
+// whose first entry is not an address stops there, with notAList.
 func (p *Policy) appendList(r *bufio.Reader, n int, dir Direction, action Action) (lines []int32, problems []Problem, err error) {
 	p.Grow(n)
 	lines = make([]int32, 0, n)
+	listed := false
 	for line := 1; ; line++ {
 		b, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) { // not a list: fail as the line scanner did
@@ -108,6 +123,10 @@ func (p *Policy) appendList(r *bufio.Reader, n int, dir Direction, action Action
 			continue
 		}
 		prefix, err := ParsePrefix(l)
+		if err != nil && !listed {
+			return lines, []Problem{{Line: line, Msg: notAList}}, nil
+		}
+		listed = true
 		if err != nil {
 			if len(problems) < maxListProblems {
 				problems = append(problems, Problem{Line: line, Msg: err.Error()})
