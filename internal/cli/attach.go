@@ -23,8 +23,8 @@ so that it stays in force after cgwall exits, and exits. On a cgroup that
 already has a policy it replaces it atomically: every hook moves from the old
 policy to the new one at the same instant.`,
 		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			p, err := rules.policy()
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := rules.policy(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -35,7 +35,7 @@ signal N ended it, and removes the cgroup and everything attached to it.`,
 			if cmd.ArgsLenAtDash() != 0 {
 				return usageErr(errors.New("put the command after --: cgwall exec [flags] -- CMD [ARG...]"))
 			}
-			p, err := rules.policy()
+			p, err := rules.policy(cmd.Context())
 			if err != nil {
 				return err
 			}
