@@ -22,7 +22,7 @@ func newEditCmd(verb string, stdout io.Writer) *cobra.Command {
 		Long: `The change is in force when the command returns. Edits apply to egress rules,
 or with --in to ingress rules. Removing a rule that is not there is no error.`,
 		Args: cobra.MinimumNArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			prefixes, err := parsePrefixes(args)
 			if err != nil {
 				return err
@@ -35,7 +35,7 @@ or with --in to ingress rules. Removing a rule that is not there is no error.`,
 			if ingress {
 				dir = policy.Ingress
 			}
-			return withStore(func(s *store.Store) error {
+			return withStore(cmd, func(s *store.Store) error {
 				if !s.Exists(cg.ID) {
 					return usageErr(fmt.Errorf("no policy on %s: attach one first with 'cgwall attach --cgroup %s'", cg.Path, cg.Path))
 				}
