@@ -54,6 +54,7 @@ func newPrivateStore(t *testing.T, cg string) *privateStore {
 		read y`
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-ec", script)
 	cmd.Env = append(cmd.Environ(), "CGWALL="+cgwallBin, "CG="+cg)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // to end flock(1) and its shell with it
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +72,7 @@ func newPrivateStore(t *testing.T, cg string) *privateStore {
 	go func() { cmd.Wait(); close(ps.done) }()
 	t.Cleanup(func() {
 		// The namespace goes with its last process, and the store with it.
-		cmd.Process.Kill()
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-ps.done
 	})
 	ps.stdout.waitFor(t, "locked")
