@@ -1,14 +1,25 @@
 package e2e
 
 import (
+	"cmp"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/cgwall/cgwall/internal/policy"
 )
 
-// TestBadPolicies feeds bad policy files and flags to run: each is named in one
-// line, exits 2 and attaches nothing. check reports the same problem.
+// execUsageExit is what exec exits with for bad input of its own, as opposed
+// to its command's exit status.
+const execUsageExit = 125
+
+// TestBadPolicies feeds bad policy files and flags to run and attach: each is
+// named in one line, exits 2 and attaches nothing. check and exec report the
+// same problem. A case that would have hung (a FIFO) fails instead; what a
+// file holds that is not a policy's or list's (dontWant) is never printed.
 func TestBadPolicies(t *testing.T) {
 	cg, _ := testCgroup(t)
 	dir := t.TempDir()
@@ -19,47 +30,106 @@ func TestBadPolicies(t *testing.T) {
 		}
 		return path
 	}
-	for _, tc := range []struct {
-		name string
-		args []string
-		want string
-	}{
-		{"file: bad address", []string{"-f", file("addr.yaml", "egress:\n  block: [1.1.1.300]\n")}, `addr.yaml:2: egress.block: "1.1.1.300" is not a valid IPv4 or IPv6 address`},
-		{"file: bad CIDR", []string{"-f", file("cidr.yaml", "egress:\n  block:\n    - 10.0.0.0/33\n")}, `cidr.yaml:3: egress.block: "10.0.0.0/33" is not a valid CIDR`},
-		{"file: empty address", []string{"-f", file("empty.yaml", "ingress:\n  allow: [\"\"]\n")}, "empty.yaml:2: ingress.allow: empty address"},
-		{"file: blocked and allowed", []string{"-f", file("both.yaml", "egress:\n  block: [192.0.2.0/24]\n  allow: [192.0.2.0/24]\n")}, "both.yaml:3: egress.allow: 192.0.2.0/24 is also blocked at line 2"},
-		{"file: unknown key", []string{"-f", file("key.yaml", "egress:\n  blocks: [192.0.2.1]\n")}, `key.yaml:2: unknown key "blocks" in egress`},
-		{"file: unknown top-level key", []string{"-f", file("top.yaml", "firewall: on\n")}, `top.yaml:1: unknown key "firewall" in the policy`},
-		{"file: bad default", []string{"-f", file("def.yaml", "egress:\n  default: deny\n")}, `def.yaml:2: egress.default: "deny" is not an action`},
-		{"file: bad log", []string{"-f", file("log.yaml", "log: verbose\n")}, `log.yaml:1: log: "verbose" is not a log level`},
-		{"file: audit not a boolean", []string{"-f", file("audit.yaml", "audit: sometimes\n")}, `audit.yaml:1: audit: "sometimes" is not a boolean`},
-		{"file: list where a mapping belongs", []string{"-f", file("list.yaml", "egress: [192.0.2.1]\n")}, "list.yaml:1: egress must be a mapping"},
-		{"file: address list is a string", []string{"-f", file("str.yaml", "egress:\n  block: 192.0.2.1\n")}, `str.yaml:2: egress.block must be a list of addresses, not "192.0.2.1"`},
-		{"file: repeated key", []string{"-f", file("rep.yaml", "audit: true\naudit: false\n")}, "rep.yaml:2: audit is repeated (first at line 1)"},
-		{"file: YAML syntax", []string{"-f", file("syntax.yaml", "egress:\n  block: [192.0.2.1\n")}, "syntax.yaml:"},
-		{"file: not a policy at all", []string{"-f", file("scalar.yaml", "just words\n")}, "scalar.yaml:1: the policy must be a mapping"},
-		{"file: missing", []string{"-f", filepath.Join(dir, "nope.yaml")}, "policy file: " + filepath.Join(dir, "nope.yaml") + ": no such file or directory"},
-		{"file: a directory", []string{"-f", dir}, "policy file: " + dir + ": is a directory"},
-		{"flag conflicts with file", []string{"-f", file("ok.yaml", "egress:\n  block: [192.0.2.1]\n"), "--allow", "192.0.2.1"}, "--allow: 192.0.2.1/32 is both blocked and allowed for egress"},
-		{"flags conflict", []string{"--block-in", "2001:db8::/32", "--allow-in", "2001:db8::/32"}, "--allow-in: 2001:db8::/32 is both blocked and allowed for ingress"},
-		{"bad --allow", []string{"--allow", "10.0.0.0/8/8"}, `--allow: "10.0.0.0/8/8" is not a valid CIDR`},
-		{"bad --block-in", []string{"--block-in", "2001:db8::zz"}, `--block-in: "2001:db8::zz" is not a valid`},
-		{"bad --default", []string{"--default", "deny"}, `--default: "deny" is not an action: use allow or block`},
-		{"bad --default-in", []string{"--default-in", ""}, `--default-in: "" is not an action`},
-		{"--audit with a value", []string{"--audit=maybe"}, `invalid argument "maybe" for "--audit"`},
-	} {
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := file("big.yaml", "")
+	if err := os.Truncate(big, policy.MaxFileSize+1); err != nil { // sparse: no disk
+		t.Fatal(err)
+	}
+	long := strings.Repeat("x", 5<<20)
+	secret := "root:$y$j9T$e2eSecretHash:19000:0:99999:7:::"
+	file("secret.txt", secret+"\n192.0.2.1\n")
+	badList := file("bad.txt", "192.0.2.1\nbad-1\nbad-2\n")
+	type badCase struct {
+		name      string
+		args      []string
+		want      string
+		checkWant string // what check says, where it differs from want
+		dontWant  string
+	}
+	cases := []badCase{
+		{name: "file: empty", args: []string{"-f", file("blank.yaml", "")}, want: "blank.yaml:1: the policy file is empty: it has no keys, only comments or blank space; give at least one key (see docs/policy.md), or {} for a policy with no rules"},
+		{name: "file: only comments", args: []string{"-f", file("comments.yaml", "# to do\n\n")}, want: "comments.yaml:1: the policy file is empty"},
+		{name: "file: only a document marker", args: []string{"-f", file("marker.yaml", "---\n")}, want: "marker.yaml:1: the policy file is empty"},
+		{name: "file: empty name", args: []string{"-f", ""}, want: "policy file: empty file name: give the path of a file"},
+		{name: "file: two documents", args: []string{"-f", file("multi.yaml", "egress:\n  block: [192.0.2.1]\n# and then\n---\negress:\n  block: [192.0.2.2]\n")}, want: "multi.yaml:4: a second YAML document starts here: a policy file is one document; merge them, or remove the '---' or '...' that splits them"},
+		{name: "file: a FIFO", args: []string{"-f", fifo}, want: "policy file: " + fifo + ": is a pipe (FIFO), not a regular file: write what it gives to a file, and name that"},
+		{name: "file: /dev/zero", args: []string{"-f", "/dev/zero"}, want: "policy file: /dev/zero: is a character device, not a regular file"},
+		{name: "file: over the size limit", args: []string{"-f", big}, want: fmt.Sprintf("policy file: %s: is %d bytes, more than 512 MiB, the most cgwall reads of one file", big, policy.MaxFileSize+1)},
+		{name: "file: a FIFO as a list", args: []string{"-f", file("fifolist.yaml", "egress:\n  block_lists: [fifo]\n")}, want: "fifolist.yaml:2: egress.block_lists: list file: " + fifo + ": is a pipe (FIFO), not a regular file"},
+		{name: "file: a secret as a list", args: []string{"-f", file("secretlist.yaml", "egress:\n  block_lists: [secret.txt]\n")}, want: "secretlist.yaml:2: egress.block_lists: " + filepath.Join(dir, "secret.txt") + ":1: not a list file: its first entry is not an IPv4 or IPv6 address or CIDR, so no line of it is shown", dontWant: "e2eSecretHash"},
+		{name: "file: a secret as the policy", args: []string{"-f", file("secret.conf", secret+"\nbin:*:19000:0:99999:7:::\n")}, want: "secret.conf:1: the policy has none of the keys egress, ingress, audit, log, deny_raw, and keys that are not names: is this a policy file? (none of it is shown)", dontWant: "e2eSecretHash"},
+		{name: "file: a 5 MB value", args: []string{"-f", file("long.yaml", "log: "+long+"\n")}, want: `long.yaml:1: log: "` + long[:80] + `"… (5242880 bytes) is not a log level: use none, drop or all`, dontWant: long[:81]},
+		{name: "file: a zone", args: []string{"-f", file("zone.yaml", "egress:\n  block: [\"fe80::%lo/64\"]\n")}, want: `zone.yaml:2: egress.block: "fe80::%lo/64" is not a valid CIDR: an IPv6 zone (%name) is not allowed in a rule`},
+		{name: "--block-list: a FIFO", args: []string{"--block-list", fifo}, want: "--block-list: list file: " + fifo + ": is a pipe (FIFO), not a regular file"},
+		{name: "--block-list: /dev/zero", args: []string{"--block-list", "/dev/zero"}, want: "--block-list: list file: /dev/zero: is a character device, not a regular file"},
+		{name: "--allow-list: over the size limit", args: []string{"--allow-list", big}, want: fmt.Sprintf("--allow-list: list file: %s: is %d bytes, more than 512 MiB", big, policy.MaxFileSize+1)},
+		{name: "--block-in-list: a secret", args: []string{"--block-in-list", filepath.Join(dir, "secret.txt")}, want: "secret.txt:1: not a list file", dontWant: "e2eSecretHash"},
+		{name: "--block-in-list: the hint", args: []string{"--block-in-list", badList}, want: `bad.txt:2: "bad-1" is not a valid IPv4 or IPv6 address (and 1 more; 'cgwall check --block-in-list ` + badList + "' lists them all)", checkWant: `bad.txt:3: "bad-2" is not a valid IPv4 or IPv6 address (2 problems)`},
+		{name: "--block: a zone", args: []string{"--block", "fe80::%lo/64"}, want: `--block: "fe80::%lo/64" is not a valid CIDR: an IPv6 zone (%name) is not allowed in a rule`},
+		{name: "--block: an address with a zone", args: []string{"--block", "fe80::1%lo"}, want: `--block: "fe80::1%lo" is not a valid IPv4 or IPv6 address: an IPv6 zone (%name) is not allowed in a rule`},
+	}
+	// The machine's own shadow file, where it has one: read as a list or as
+	// a policy, none of it is printed.
+	if shadow, err := os.ReadFile("/etc/shadow"); err == nil && len(shadow) > 0 {
+		first, _, _ := strings.Cut(string(shadow), "\n")
+		cases = append(cases,
+			badCase{name: "file: /etc/shadow as a list", args: []string{"-f", file("shadow.yaml", "egress:\n  block_lists: [/etc/shadow]\n")}, want: "shadow.yaml:2: egress.block_lists: /etc/shadow:1: not a list file", dontWant: first},
+			badCase{name: "--block-list: /etc/shadow", args: []string{"--block-list", "/etc/shadow"}, want: "--block-list: /etc/shadow:1: not a list file", dontWant: first},
+		)
+	}
+	for _, tc := range append([]badCase{
+		{"file: bad address", []string{"-f", file("addr.yaml", "egress:\n  block: [1.1.1.300]\n")}, `addr.yaml:2: egress.block: "1.1.1.300" is not a valid IPv4 or IPv6 address`, "", ""},
+		{"file: bad CIDR", []string{"-f", file("cidr.yaml", "egress:\n  block:\n    - 10.0.0.0/33\n")}, `cidr.yaml:3: egress.block: "10.0.0.0/33" is not a valid CIDR`, "", ""},
+		{"file: empty address", []string{"-f", file("empty.yaml", "ingress:\n  allow: [\"\"]\n")}, "empty.yaml:2: ingress.allow: empty address", "", ""},
+		{"file: blocked and allowed", []string{"-f", file("both.yaml", "egress:\n  block: [192.0.2.0/24]\n  allow: [192.0.2.0/24]\n")}, "both.yaml:3: egress.allow: 192.0.2.0/24 is also blocked at line 2", "", ""},
+		{"file: unknown key", []string{"-f", file("key.yaml", "egress:\n  blocks: [192.0.2.1]\n")}, `key.yaml:2: unknown key "blocks" in egress`, "", ""},
+		{"file: unknown top-level key", []string{"-f", file("top.yaml", "firewall: on\n")}, `top.yaml:1: unknown key "firewall" in the policy`, "", ""},
+		{"file: bad default", []string{"-f", file("def.yaml", "egress:\n  default: deny\n")}, `def.yaml:2: egress.default: "deny" is not an action`, "", ""},
+		{"file: bad log", []string{"-f", file("log.yaml", "log: verbose\n")}, `log.yaml:1: log: "verbose" is not a log level`, "", ""},
+		{"file: audit not a boolean", []string{"-f", file("audit.yaml", "audit: sometimes\n")}, `audit.yaml:1: audit: "sometimes" is not a boolean`, "", ""},
+		{"file: list where a mapping belongs", []string{"-f", file("list.yaml", "egress: [192.0.2.1]\n")}, "list.yaml:1: egress must be a mapping", "", ""},
+		{"file: address list is a string", []string{"-f", file("str.yaml", "egress:\n  block: 192.0.2.1\n")}, `str.yaml:2: egress.block must be a list of addresses, not "192.0.2.1"`, "", ""},
+		{"file: repeated key", []string{"-f", file("rep.yaml", "audit: true\naudit: false\n")}, "rep.yaml:2: audit is repeated (first at line 1)", "", ""},
+		{"file: YAML syntax", []string{"-f", file("syntax.yaml", "egress:\n  block: [192.0.2.1\n")}, "syntax.yaml:", "", ""},
+		{"file: not a policy at all", []string{"-f", file("scalar.yaml", "just words\n")}, "scalar.yaml:1: the policy must be a mapping", "", "just words"},
+		{"file: missing", []string{"-f", filepath.Join(dir, "nope.yaml")}, "policy file: " + filepath.Join(dir, "nope.yaml") + ": no such file or directory", "", ""},
+		{"file: a directory", []string{"-f", dir}, "policy file: " + dir + ": is a directory", "", ""},
+		{"flag conflicts with file", []string{"-f", file("ok.yaml", "egress:\n  block: [192.0.2.1]\n"), "--allow", "192.0.2.1"}, "--allow: 192.0.2.1/32 is both blocked and allowed for egress", "", ""},
+		{"flags conflict", []string{"--block-in", "2001:db8::/32", "--allow-in", "2001:db8::/32"}, "--allow-in: 2001:db8::/32 is both blocked and allowed for ingress", "", ""},
+		{"bad --allow", []string{"--allow", "10.0.0.0/8/8"}, `--allow: "10.0.0.0/8/8" is not a valid CIDR`, "", ""},
+		{"bad --block-in", []string{"--block-in", "2001:db8::zz"}, `--block-in: "2001:db8::zz" is not a valid`, "", ""},
+		{"bad --default", []string{"--default", "deny"}, `--default: "deny" is not an action: use allow or block`, "", ""},
+		{"bad --default-in", []string{"--default-in", ""}, `--default-in: "" is not an action`, "", ""},
+		{"--audit with a value", []string{"--audit=maybe"}, `invalid argument "maybe" for "--audit"`, "", ""},
+	}, cases...) {
 		t.Run(tc.name, func(t *testing.T) {
-			stdout, stderr, code := runCgwall(t, append([]string{"run", "--cgroup", cg}, tc.args...)...)
-			checkOneLineError(t, stderr, code, 2, tc.want)
-			if stdout != "" {
-				t.Errorf("stdout %q", stdout)
+			for _, cmd := range []string{"run", "attach"} {
+				stdout, stderr, code := runCgwallWithin(t, append([]string{cmd, "--cgroup", cg}, tc.args...)...)
+				if code == 0 && cmd == "attach" {
+					t.Cleanup(func() { runCgwall(t, "detach", "--cgroup", cg) })
+				}
+				checkOneLineError(t, stderr, code, 2, tc.want)
+				if stdout != "" {
+					t.Errorf("%s: stdout %q", cmd, stdout)
+				}
+				if tc.dontWant != "" && strings.Contains(stderr, tc.dontWant) {
+					t.Errorf("%s: stderr %.300q has %.100q", cmd, stderr, tc.dontWant)
+				}
+				if n := attachedCount(t, cg); n != 0 {
+					t.Errorf("%d programs attached after a failed %s", n, cmd)
+				}
 			}
-			if n := attachedCount(t, cg); n != 0 {
-				t.Errorf("%d programs attached after a failed run", n)
+			checkWant := cmp.Or(tc.checkWant, tc.want)
+			_, stderr, code := runCgwallWithin(t, append([]string{"check"}, tc.args...)...)
+			if code != 2 || !strings.Contains(stderr, checkWant) || tc.dontWant != "" && strings.Contains(stderr, tc.dontWant) {
+				t.Errorf("check: exit %d, stderr %.500q; want 2 and %q", code, stderr, checkWant)
 			}
-			_, stderr, code = runCgwall(t, append([]string{"check"}, tc.args...)...)
-			if code != 2 || !strings.Contains(stderr, tc.want) {
-				t.Errorf("check: exit %d, stderr %q; want 2 and %q", code, stderr, tc.want)
+			_, stderr, code = runCgwallWithin(t, append(append([]string{"exec"}, tc.args...), "--", "true")...)
+			if code != execUsageExit || !strings.Contains(stderr, tc.want) || tc.dontWant != "" && strings.Contains(stderr, tc.dontWant) {
+				t.Errorf("exec: exit %d, stderr %.500q; want %d and %q", code, stderr, execUsageExit, tc.want)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 
@@ -22,8 +23,8 @@ so that it stays in force after cgwall exits, and exits. On a cgroup that
 already has a policy it replaces it atomically: every hook moves from the old
 policy to the new one at the same instant.`,
 		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			p, err := rules.policy()
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := rules.policy(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -31,7 +32,7 @@ policy to the new one at the same instant.`,
 			if err != nil {
 				return err
 			}
-			return withStore(func(s *store.Store) error {
+			return withStore(cmd, func(s *store.Store) error {
 				if err := checkKernel(); err != nil {
 					return err
 				}
@@ -45,17 +46,30 @@ policy to the new one at the same instant.`,
 }
 
 // withStore runs fn with the store open and locked, after checking
-// privileges.
-func withStore(fn func(*store.Store) error) error {
+// privileges. Waiting for the lock, it says so on stderr, and gives up when
+// the command's context is done (Ctrl-C, SIGTERM): then nothing was changed,
+// and it exits 1. Once the lock is held, fn runs to the end, and a signal
+// that came meanwhile is answered by saying that the command completed.
+func withStore(cmd *cobra.Command, fn func(*store.Store) error) error {
 	if err := checkPrivileges(needStore); err != nil {
 		return err
 	}
-	s, err := store.Open()
+	ctx, stderr := cmd.Context(), cmd.ErrOrStderr()
+	s, err := store.Open(ctx, func() {
+		fmt.Fprintf(stderr, "cgwall: waiting for the lock on %s: another command is changing persistent policies (Ctrl-C gives up)\n", store.DefaultRoot)
+	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return interrupted(ctx, "while waiting for the lock on "+store.DefaultRoot)
+		}
 		return failure(err)
 	}
 	defer s.Close()
-	return fn(s)
+	err = fn(s)
+	if err == nil && ctx.Err() != nil {
+		fmt.Fprintf(stderr, "cgwall: %v after the lock was taken: the command completed, and what it printed stands\n", context.Cause(ctx))
+	}
+	return err
 }
 
 // attach creates the cgroup's persistent policy, or replaces the one it has.
@@ -90,7 +104,7 @@ func newDetachCmd(stdout io.Writer) *cobra.Command {
 		Use:   "detach --cgroup PATH | --all",
 		Short: "Remove a persistent policy: its programs, links and pins",
 		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			if all && len(target.given()) > 0 {
 				return usageErr(fmt.Errorf("--all and %s: give one", target.given()[0]))
 			}
@@ -102,7 +116,7 @@ func newDetachCmd(stdout io.Writer) *cobra.Command {
 				}
 				ids = []uint64{cg.ID}
 			}
-			return withStore(func(s *store.Store) (err error) {
+			return withStore(cmd, func(s *store.Store) (err error) {
 				if all {
 					if ids, err = s.List(); err != nil {
 						return failure(err)

@@ -17,8 +17,8 @@ func newCheckCmd(stdout, stderr io.Writer) *cobra.Command {
 and attaches nothing. It lists every problem with its file:line and exits 2, or
 prints a summary of the policy and exits 0.`,
 		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			p, err := rules.policy()
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := rules.policy(cmd.Context())
 			if lines := fileProblems(err); len(lines) > 1 {
 				// Each problem on its line; the last one is the command's error.
 				fmt.Fprintln(stderr, "cgwall: "+strings.Join(lines[:len(lines)-1], "\ncgwall: "))

@@ -23,7 +23,7 @@ func newEditCmd(verb string, stdout io.Writer) *cobra.Command {
 		Long:    help.long + editCommon,
 		Example: help.example,
 		Args:    cobra.MinimumNArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			prefixes, err := parsePrefixes(args)
 			if err != nil {
 				return err
@@ -36,7 +36,7 @@ func newEditCmd(verb string, stdout io.Writer) *cobra.Command {
 			if ingress {
 				dir = policy.Ingress
 			}
-			return withStore(func(s *store.Store) error {
+			return withStore(cmd, func(s *store.Store) error {
 				if !s.Exists(cg.ID) {
 					return usageErr(fmt.Errorf("no policy on %s: attach one first with 'cgwall attach --cgroup %s'", cg.Path, cg.Path))
 				}

@@ -72,7 +72,7 @@ func newExecCmd(prep **datapath.Prepared, stderr io.Writer) *cobra.Command {
 			if cmd.ArgsLenAtDash() != 0 {
 				return execExit(usageErr(errors.New("put the command after --: cgwall exec [flags] -- CMD [ARG...]")))
 			}
-			return execExit(runExec(*prep, &rules, &output, args, stderr))
+			return execExit(runExec(cmd.Context(), *prep, &rules, &output, args, stderr))
 		},
 	}
 	rules.bind(cmd.Flags())
@@ -96,8 +96,8 @@ func execExit(err error) error {
 	return &exitError{code: exitExecFailed, err: err}
 }
 
-func runExec(prep *datapath.Prepared, rules *ruleFlags, output *outputFlags, args []string, stderr io.Writer) error {
-	p, err := rules.policy()
+func runExec(ctx context.Context, prep *datapath.Prepared, rules *ruleFlags, output *outputFlags, args []string, stderr io.Writer) error {
+	p, err := rules.policy(ctx)
 	if err != nil {
 		return err
 	}

@@ -57,9 +57,9 @@ func newListCmd(stdout io.Writer) *cobra.Command {
 		Use:   "list [--cgroup PATH] [--format text|json]",
 		Short: "Show persistent policies, their rules and counters",
 		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			var views []policyView
-			err := withStore(func(s *store.Store) error {
+			err := withStore(cmd, func(s *store.Store) error {
 				ids, err := selectIDs(s, &target, "list")
 				if err != nil {
 					return err
@@ -247,8 +247,8 @@ func newGCCmd(stdout io.Writer) *cobra.Command {
 		Use:   "gc",
 		Short: "Remove the policies of cgroups that no longer exist",
 		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			return withStore(func(s *store.Store) error { return gc(s, stdout) })
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withStore(cmd, func(s *store.Store) error { return gc(s, stdout) })
 		},
 	}
 }

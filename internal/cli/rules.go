@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -55,12 +56,44 @@ func (f *ruleFlags) bind(fs *pflag.FlagSet) {
 }
 
 // policy builds the policy that the file and the flags describe; every error
-// is bad input.
-func (f *ruleFlags) policy() (*policy.Policy, error) {
+// is bad input. It gives up when ctx is done (Ctrl-C, SIGTERM): parsing a
+// large file takes seconds, and a read can block where no check of ctx
+// reaches (a hung network mount), so the policy is built aside and left to
+// finish on its own, nothing having been changed.
+func (f *ruleFlags) policy(ctx context.Context) (*policy.Policy, error) {
+	type built struct {
+		p   *policy.Policy
+		err error
+	}
+	done := make(chan built, 1)
+	go func() {
+		p, err := f.build(ctx)
+		done <- built{p, err}
+	}()
+	select {
+	case b := <-done:
+		if b.err != nil && ctx.Err() != nil {
+			return nil, interrupted(ctx, "while reading the policy")
+		}
+		return b.p, b.err
+	case <-ctx.Done():
+		return nil, interrupted(ctx, "while reading the policy")
+	}
+}
+
+// interrupted is the error of a command that gave up when ctx was done,
+// before it changed anything. It exits 1: the input was not at fault.
+func interrupted(ctx context.Context, while string) error {
+	return failure(fmt.Errorf("%v %s: nothing was changed", context.Cause(ctx), while))
+}
+
+func (f *ruleFlags) build(ctx context.Context) (*policy.Policy, error) {
 	p, fileSet := policy.New(), policy.FileSettings{}
-	if f.file != "" {
+	// -f '' is an error, not "no file": an unset variable in -f "$POLICY"
+	// would otherwise attach a policy that allows everything.
+	if f.fs.Changed("file") {
 		var err error
-		if p, fileSet, err = policy.LoadFile(f.file); err != nil {
+		if p, fileSet, err = policy.LoadFileContext(ctx, f.file); err != nil {
 			return nil, usageErr(err)
 		}
 	}
@@ -82,7 +115,7 @@ func (f *ruleFlags) policy() (*policy.Policy, error) {
 			}
 		}
 		for _, file := range r.lists {
-			if err := p.AddList(file, r.dir, r.action); err != nil {
+			if err := p.AddListContext(ctx, file, r.dir, r.action); err != nil {
 				return nil, usageErr(fmt.Errorf("%s-list: %w", r.flag, err))
 			}
 		}

@@ -54,7 +54,7 @@ leaves it in place.`,
 }
 
 func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) (err error) {
-	p, err := o.rules.policy()
+	p, err := o.rules.policy(ctx)
 	if err != nil {
 		return err
 	}

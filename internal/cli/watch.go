@@ -45,7 +45,7 @@ watch it never changed the policy's log setting.`,
 				return err
 			}
 			var watched []watched
-			err = withStore(func(s *store.Store) error {
+			err = withStore(cmd, func(s *store.Store) error {
 				ids, err := selectIDs(s, &target, "watch")
 				if err != nil {
 					return err

@@ -1,8 +1,12 @@
 package policy
 
 import (
+	"bytes"
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -34,17 +38,22 @@ type Problem struct {
 	Msg  string
 }
 
-// FileError lists every problem of a policy file.
+// FileError lists every problem of a policy file or a list file.
 type FileError struct {
 	Path     string
 	Problems []Problem
+	// CheckFlag is the flag that makes 'cgwall check' read the file as
+	// what it is, to list all its problems: "-f" for a policy file (the
+	// default), "--block-list" and the like for a list file.
+	CheckFlag string
 }
 
 // Error gives the first problem on one line and says how many more there are.
 func (e *FileError) Error() string {
 	msg := e.Lines()[0]
 	if n := len(e.Problems) - 1; n > 0 {
-		msg += fmt.Sprintf(" (and %d more; 'cgwall check -f %s' lists them all)", n, oneLine(e.Path))
+		flag := cmp.Or(e.CheckFlag, "-f")
+		msg += fmt.Sprintf(" (and %d more; 'cgwall check %s %s' lists them all)", n, flag, oneLine(e.Path))
 	}
 	return msg
 }
@@ -67,11 +76,22 @@ type FileSettings struct {
 // LoadFile reads a policy file. A file with problems returns a *FileError that
 // lists all of them.
 func LoadFile(path string) (*Policy, FileSettings, error) {
-	data, err := os.ReadFile(path)
+	return LoadFileContext(context.Background(), path)
+}
+
+// LoadFileContext is LoadFile that stops reading the file and its list files
+// when ctx is done. Only a regular file of at most MaxFileSize bytes is read.
+func LoadFileContext(ctx context.Context, path string) (*Policy, FileSettings, error) {
+	f, err := openFile("policy file", path)
 	if err != nil {
-		return nil, FileSettings{}, fmt.Errorf("policy file: %w", unwrapPathError(err))
+		return nil, FileSettings{}, err
 	}
-	return ParseFile(path, data)
+	data, err := readFile(ctx, "policy file", path, f)
+	f.Close()
+	if err != nil {
+		return nil, FileSettings{}, err
+	}
+	return parseFile(ctx, path, data)
 }
 
 func unwrapPathError(err error) error {
@@ -83,19 +103,47 @@ func unwrapPathError(err error) error {
 }
 
 // ParseFile parses the text of a policy file; path only names it in errors.
+// The text is one YAML document, and not an empty one.
 func ParseFile(path string, data []byte) (*Policy, FileSettings, error) {
-	fp := &fileParser{p: New(), path: path}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		line, msg := yamlErrorLine(err)
-		fp.problem(line, "%s", msg)
-	} else if len(doc.Content) > 0 {
-		fp.root(doc.Content[0])
+	return parseFile(context.Background(), path, data)
+}
+
+func parseFile(ctx context.Context, path string, data []byte) (*Policy, FileSettings, error) {
+	fp := &fileParser{ctx: ctx, p: New(), path: path}
+	if root, ok := fp.document(data); ok {
+		fp.root(root)
 	}
 	if len(fp.problems) > 0 {
 		return nil, FileSettings{}, &FileError{Path: path, Problems: fp.problems}
 	}
 	return fp.p, fp.set, nil
+}
+
+// document returns the root node of the one YAML document of a policy file.
+// A file without one (nothing but comments and blank space, or null) is an
+// error: allowing everything is too much to read into a file that says
+// nothing, which is more likely a mistake than a wish. A second document is
+// an error at the line where it starts, as yaml.Unmarshal would ignore it.
+func (fp *fileParser) document(data []byte) (*yaml.Node, bool) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc, next yaml.Node
+	err := dec.Decode(&doc)
+	if err == nil {
+		err = dec.Decode(&next)
+	}
+	switch {
+	case err == nil:
+		fp.problem(next.Line, "a second YAML document starts here: a policy file is one document; merge them, or remove the '---' or '...' that splits them")
+		return nil, false
+	case !errors.Is(err, io.EOF):
+		line, msg := yamlErrorLine(err)
+		fp.problem(line, "%s", msg)
+		return nil, false
+	case len(doc.Content) == 0 || doc.Content[0].Kind == yaml.ScalarNode && doc.Content[0].Tag == "!!null":
+		fp.problem(1, "the policy file is empty: it has no keys, only comments or blank space; give at least one key (see docs/policy.md), or {} for a policy with no rules")
+		return nil, false
+	}
+	return doc.Content[0], true
 }
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -111,6 +159,7 @@ func yamlErrorLine(err error) (int, string) {
 }
 
 type fileParser struct {
+	ctx      context.Context // for the list files it reads
 	path     string
 	p        *Policy
 	set      FileSettings
@@ -134,12 +183,12 @@ func (fp *fileParser) mapping(n *yaml.Node, where string, known []string, fn fun
 		k, v := n.Content[i], n.Content[i+1]
 		key := k.Value
 		if prev, ok := seen[key]; ok {
-			fp.problem(k.Line, "%s%s is repeated (first at line %d)", prefixed(where), oneLine(key), prev)
+			fp.problem(k.Line, "%s%s is repeated (first at line %d)", prefixed(where), shortName(key), prev)
 			continue
 		}
 		seen[key] = k.Line
 		if !contains(known, key) {
-			fp.problem(k.Line, "unknown key %q in %s: known keys are %s", key, where, strings.Join(known, ", "))
+			fp.problem(k.Line, "unknown key %s in %s: known keys are %s", quote(key), where, strings.Join(known, ", "))
 			continue
 		}
 		fn(key, v)
@@ -154,6 +203,14 @@ func oneLine(s string) string {
 		return s
 	}
 	return strconv.Quote(s)
+}
+
+// shortName is a name as oneLine gives it, or quoted in part if it is long.
+func shortName(s string) string {
+	if len(s) > maxQuoted {
+		return quote(s)
+	}
+	return oneLine(s)
 }
 
 func prefixed(where string) string {
@@ -179,16 +236,29 @@ func describe(n *yaml.Node) string {
 	case yaml.SequenceNode:
 		return "a list"
 	case yaml.ScalarNode:
-		return strconv.Quote(n.Value)
+		return quote(n.Value)
 	}
 	return "an alias"
 }
 
+// policyKeys are the keys of a policy file's mapping.
+var policyKeys = []string{"egress", "ingress", "audit", "log", "deny_raw"}
+
 func (fp *fileParser) root(n *yaml.Node) {
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-		return // an empty file is an empty policy
+	if n.Kind != yaml.MappingNode {
+		// Not a policy at all: what it holds is not quoted, as it could be
+		// any file (/etc/shadow is one string in YAML).
+		kind := map[yaml.Kind]string{yaml.SequenceNode: "a list", yaml.ScalarNode: "a single value"}[n.Kind]
+		fp.problem(n.Line, "the policy must be a mapping with keys %s, not %s: is this a policy file?", strings.Join(policyKeys, ", "), cmp.Or(kind, "an alias"))
+		return
 	}
-	fp.mapping(n, "the policy", []string{"egress", "ingress", "audit", "log", "deny_raw"}, func(key string, v *yaml.Node) {
+	if !policyLike(n) {
+		// Not a policy either (/etc/shadow is a mapping in YAML, for the
+		// colon that ends each line), and its keys could be anything.
+		fp.problem(n.Line, "the policy has none of the keys %s, and keys that are not names: is this a policy file? (none of it is shown)", strings.Join(policyKeys, ", "))
+		return
+	}
+	fp.mapping(n, "the policy", policyKeys, func(key string, v *yaml.Node) {
 		switch key {
 		case "egress":
 			fp.direction(v, Egress)
@@ -208,6 +278,25 @@ func (fp *fileParser) root(n *yaml.Node) {
 		}
 	})
 }
+
+// policyLike says whether a mapping could be a policy, and its keys may be
+// quoted: it has a policy's key, or keys that are all names, as misspelt
+// ones are.
+func policyLike(n *yaml.Node) bool {
+	for i := 0; i < len(n.Content); i += 2 {
+		if contains(policyKeys, n.Content[i].Value) {
+			return true
+		}
+	}
+	for i := 0; i < len(n.Content); i += 2 {
+		if !keyNameRE.MatchString(n.Content[i].Value) {
+			return false
+		}
+	}
+	return true
+}
+
+var keyNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]{0,31}$`)
 
 func (fp *fileParser) boolean(n *yaml.Node, key string) bool {
 	var b bool
@@ -239,6 +328,9 @@ func (fp *fileParser) direction(n *yaml.Node, dir Direction) {
 	})
 }
 
+// maxPath is PATH_MAX: a longer name is no file's, and is not echoed whole.
+const maxPath = 4096
+
 // lists reads list files named in the policy; a relative name is taken from
 // the policy file's folder.
 func (fp *fileParser) lists(n *yaml.Node, dir Direction, action Action) {
@@ -249,14 +341,14 @@ func (fp *fileParser) lists(n *yaml.Node, dir Direction, action Action) {
 	}
 	for _, item := range n.Content {
 		name := item.Value
-		if item.Kind != yaml.ScalarNode || name == "" {
+		if item.Kind != yaml.ScalarNode || name == "" || len(name) >= maxPath {
 			fp.problem(item.Line, "%s: %s is not a file name", where, describe(item))
 			continue
 		}
 		if !filepath.IsAbs(name) {
 			name = filepath.Join(filepath.Dir(fp.path), name)
 		}
-		if err := fp.p.AddList(name, dir, action); err != nil {
+		if err := fp.p.AddListContext(fp.ctx, name, dir, action); err != nil {
 			fp.problem(item.Line, "%s: %v", where, err)
 		}
 	}

@@ -49,11 +49,29 @@ func TestParseFile(t *testing.T) {
 	}
 }
 
+// TestParseFileEmpty checks that a file that says nothing is an error, not a
+// policy that allows everything: an empty file is more likely a mistake (a
+// truncated copy, a template never filled in) than a wish to drop every
+// rule. A policy with no rules is written {}, or with a key.
 func TestParseFileEmpty(t *testing.T) {
 	for name, text := range map[string]string{
 		"empty":             "",
 		"a comment":         "# nothing\n",
+		"blank lines":       "\n   \n\n",
+		"a document marker": "---\n# nothing\n",
+		"an explicit null":  "~\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := ParseFile("e.yaml", []byte(text))
+			if err == nil || !strings.HasPrefix(err.Error(), "e.yaml:1: the policy file is empty") {
+				t.Errorf("%q: %v", text, err)
+			}
+		})
+	}
+	for name, text := range map[string]string{
+		"an empty mapping":  "{}\n",
 		"an empty rule key": "egress:\n  block:\n",
+		"a setting":         "# audit everything\naudit: true\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			p, set, err := ParseFile("e.yaml", []byte(text))
@@ -61,6 +79,33 @@ func TestParseFileEmpty(t *testing.T) {
 				t.Errorf("%q: %v, %+v", text, err, p)
 			}
 		})
+	}
+}
+
+// TestParseFileDocuments checks that a second YAML document is an error at the
+// line where it starts, rather than ignored.
+func TestParseFileDocuments(t *testing.T) {
+	for _, tc := range []struct{ name, text, want string }{
+		{"two documents", "egress:\n  block: [192.0.2.1]\n---\negress:\n  block: [192.0.2.2]\n", "m.yaml:3: a second YAML document starts here"},
+		{"a leading marker, then two", "---\naudit: true\n# the next one\n---\nlog: all\n", "m.yaml:4: a second YAML document starts here"},
+		{"an empty second document", "audit: true\n---\n", "m.yaml:2: a second YAML document starts here"},
+		{"after a document end", "audit: true\n...\n---\nlog: all\n", "m.yaml:3: a second YAML document starts here"},
+		{"a bad second document", "audit: true\n---\n[\n", "m.yaml:3: invalid YAML"},
+		{"an empty first document", "---\n---\naudit: true\n", "m.yaml:2: a second YAML document starts here"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := ParseFile("m.yaml", []byte(tc.text))
+			var fe *FileError
+			if !errors.As(err, &fe) || len(fe.Problems) != 1 || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Errorf("%q: %v; want one problem, %q", tc.text, err, tc.want)
+			}
+		})
+	}
+	// One document, with its optional markers, is a policy.
+	for _, text := range []string{"---\naudit: true\n", "audit: true\n...\n", "---\naudit: true\n...\n# the end\n"} {
+		if p, _, err := ParseFile("m.yaml", []byte(text)); err != nil || !p.Audit {
+			t.Errorf("%q: %v", text, err)
+		}
 	}
 }
 
@@ -209,7 +254,7 @@ func TestProblemsOneLine(t *testing.T) {
 	for _, tc := range []struct {
 		name, text, want string
 	}{
-		{"repeated key with a newline", "\"a\\nb\": 1\n\"a\\nb\": 2\n", `p.yaml:2: "a\nb" is repeated (first at line 1)`},
+		{"repeated key with a newline", "audit: true\n\"a\\nb\": 1\n\"a\\nb\": 2\n", `p.yaml:3: "a\nb" is repeated (first at line 2)`},
 		{"list name with a newline", "egress:\n  block_lists: [\"x\\ny\"]\n", `p.yaml:2: egress.block_lists: list file: "` + dir + `/x\ny": no such file or directory`},
 		{"list name with a space", "egress:\n  block_lists: [\"x y\"]\n", "p.yaml:2: egress.block_lists: list file: " + dir + "/x y: no such file or directory"},
 		{"plain repeated key", "audit: true\naudit: false\n", "p.yaml:2: audit is repeated (first at line 1)"},
@@ -225,5 +270,52 @@ func TestProblemsOneLine(t *testing.T) {
 				t.Errorf("problem %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestProblemsQuoteLittle checks that no problem echoes more than maxQuoted
+// bytes of a value, wherever it is in the file, and that a file which is not
+// a policy at all (a single value, as /etc/shadow is in YAML) is not quoted.
+func TestProblemsQuoteLittle(t *testing.T) {
+	dir := t.TempDir()
+	long := strings.Repeat("x", 5<<20)
+	for _, tc := range []struct{ name, text, want string }{
+		{"an address", "egress:\n  block: [" + long + "]\n", `egress.block: "xxxx`},
+		{"a log level", "log: " + long + "\n", `log: "xxxx`},
+		{"a boolean", "audit: " + long + "\n", `audit: "xxxx`},
+		{"a default", "ingress:\n  default: " + long + "\n", `ingress.default: "xxxx`},
+		{"an unknown key", "audit: true\n? " + long + "\n: 1\n", `unknown key "xxxx`},
+		{"a repeated key", "? " + long + "\n: 1\n? " + long + "\n: 2\naudit: true\n", `"xxxx`},
+		{"a list where a string belongs", "egress:\n  block: " + long + "\n", `egress.block must be a list of addresses, not "xxxx`},
+		{"a list file name", "egress:\n  block_lists: [" + long + "]\n", `egress.block_lists: "xxxx`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := ParseFile(filepath.Join(dir, "p.yaml"), []byte(tc.text))
+			var fe *FileError
+			if !errors.As(err, &fe) {
+				t.Fatalf("error %.300v is not a *FileError", err)
+			}
+			for _, line := range fe.Lines() {
+				if len(line) > len(dir)+300 || !strings.Contains(line, tc.want) || !strings.Contains(line, `"… (5242880 bytes)`) {
+					t.Errorf("problem %.400q: want at most %d bytes of the value, in %q", line, maxQuoted, tc.want)
+				}
+			}
+		})
+	}
+	for text, want := range map[string]string{
+		// The last colon of each line makes it a mapping key.
+		"root:$y$j9T$secrethash:19000:0:99999:7:::\nbin:*:19000:0:99999:7:::\n": "shadow:1: the policy has none of the keys egress, ingress, audit, log, deny_raw, and keys that are not names: is this a policy file? (none of it is shown)",
+		"password=secret\n":            "shadow:1: the policy must be a mapping with keys egress, ingress, audit, log, deny_raw, not a single value: is this a policy file?",
+		"- secret one\n- secret two\n": "shadow:1: the policy must be a mapping with keys egress, ingress, audit, log, deny_raw, not a list: is this a policy file?",
+	} {
+		_, _, err := ParseFile("shadow", []byte(text))
+		if err == nil || err.Error() != want {
+			t.Errorf("%q: %v\nwant %s", text, err, want)
+		}
+	}
+	// Keys that are names are a policy's, misspelt, and are shown.
+	_, _, err := ParseFile("p.yaml", []byte("egres:\n  block: [192.0.2.1]\n"))
+	if err == nil || !strings.HasPrefix(err.Error(), `p.yaml:1: unknown key "egres" in the policy`) {
+		t.Errorf("a misspelt key: %v", err)
 	}
 }

@@ -4,10 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"unsafe"
@@ -27,17 +27,26 @@ const listBuffer = bufio.MaxScanTokenSize
 // YAML for hundreds of thousands of rules. A file with problems returns a
 // *FileError listing them (the first 20).
 func (p *Policy) AddList(path string, dir Direction, action Action) error {
-	f, err := os.Open(path)
+	return p.AddListContext(context.Background(), path, dir, action)
+}
+
+// AddListContext is AddList that stops reading when ctx is done. Only a
+// regular file of at most MaxFileSize bytes is read.
+func (p *Policy) AddListContext(ctx context.Context, path string, dir Direction, action Action) error {
+	f, err := openFile("list file", path)
 	if err != nil {
-		return fmt.Errorf("list file: %w", unwrapPathError(err))
+		return err
 	}
 	defer f.Close()
-	n, err := countLines(f)
+	n, err := countLines(newFileReader(ctx, f))
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
 	if err != nil {
-		return fmt.Errorf("list file: %w", unwrapPathError(err))
+		return readError("list file", path, err)
 	}
 	from := len(p.Rules)
-	lines, problems, err := p.appendList(bufio.NewReaderSize(f, listBuffer), n, dir, action)
+	lines, problems, err := p.appendList(bufio.NewReaderSize(newFileReader(ctx, f), listBuffer), n, dir, action)
 	for _, c := range p.settle(from) {
 		problems = append(problems, Problem{Line: int(lines[c.pos-from]),
 			Msg: fmt.Sprintf("%s is both blocked and allowed for %s", c.rule.Prefix, c.rule.Dir)})
@@ -46,45 +55,54 @@ func (p *Policy) AddList(path string, dir Direction, action Action) error {
 	case errors.Is(err, bufio.ErrTooLong):
 		return fmt.Errorf("read list file %s: %w", oneLine(path), err)
 	case err != nil:
-		return fmt.Errorf("list file: %w", unwrapPathError(err))
+		return readError("list file", path, err)
 	}
 	if len(problems) > 0 {
 		slices.SortStableFunc(problems, func(a, b Problem) int { return cmp.Compare(a.Line, b.Line) })
-		return &FileError{Path: path, Problems: problems[:min(len(problems), maxListProblems)]}
+		return &FileError{Path: path, Problems: problems[:min(len(problems), maxListProblems)], CheckFlag: listFlag(dir, action)}
 	}
 	return nil
 }
 
-// countLines counts the lines of a regular file and rewinds it, so that room
-// for its rules can be made at once: growing a million-rule policy step by
-// step costs more than parsing it. The file is read twice, through the page
-// cache, rather than held in memory. A file that cannot be read twice (a
-// pipe) counts 0.
-func countLines(f *os.File) (int, error) {
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return 0, nil
+// listFlag is the flag that gives a list file for dir and action.
+func listFlag(dir Direction, action Action) string {
+	if dir == Ingress {
+		return "--" + action.String() + "-in-list"
 	}
+	return "--" + action.String() + "-list"
+}
+
+// countLines counts the lines of a file, so that room for its rules can be
+// made at once: growing a million-rule policy step by step costs more than
+// parsing it. The file is read twice, through the page cache, rather than
+// held in memory.
+func countLines(r io.Reader) (int, error) {
 	buf := make([]byte, listBuffer)
 	n := 1
 	for {
-		k, err := f.Read(buf)
+		k, err := r.Read(buf)
 		n += bytes.Count(buf[:k], []byte("\n"))
 		if err == io.EOF {
-			break
+			return n, nil
 		}
 		if err != nil {
 			return 0, err
 		}
 	}
-	_, err := f.Seek(0, io.SeekStart)
-	return n, err
 }
 
+// notAList is the one problem of a file whose first entry is not an address:
+// it is more likely some other file (block_lists: [/etc/shadow]) than a list
+// with a typo, so none of it is quoted.
+const notAList = "not a list file: its first entry is not an IPv4 or IPv6 address or CIDR, so no line of it is shown; a list file has one address or CIDR a line"
+
 // appendList appends a rule for every address of a list to Rules, unsettled
-// (see settle), and returns the line of each and the first problems.
+// (see settle), and returns the line of each and the first problems. A list
+// whose first entry is not an address stops there, with notAList.
 func (p *Policy) appendList(r *bufio.Reader, n int, dir Direction, action Action) (lines []int32, problems []Problem, err error) {
 	p.Grow(n)
 	lines = make([]int32, 0, n)
+	listed := false
 	for line := 1; ; line++ {
 		b, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) { // not a list: fail as the line scanner did
@@ -105,6 +123,10 @@ func (p *Policy) appendList(r *bufio.Reader, n int, dir Direction, action Action
 			continue
 		}
 		prefix, err := ParsePrefix(l)
+		if err != nil && !listed {
+			return lines, []Problem{{Line: line, Msg: notAList}}, nil
+		}
+		listed = true
 		if err != nil {
 			if len(problems) < maxListProblems {
 				problems = append(problems, Problem{Line: line, Msg: err.Error()})

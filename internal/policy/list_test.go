@@ -99,14 +99,21 @@ func TestAddListLikeAdd(t *testing.T) {
 }
 
 // addLines adds a list's lines one at a time, as AddList did before it
-// settled them in bulk, and returns the first 20 problems.
+// settled them in bulk, and returns the first 20 problems. A list whose first
+// entry is not an address is not a list: nothing of it is added, and its one
+// problem quotes none of it.
 func addLines(p *Policy, text string, dir Direction, action Action) []string {
 	var problems []string
+	listed := false
 	for i, line := range strings.Split(text, "\n") {
 		line, _, _ = strings.Cut(line, "#")
 		if line = strings.TrimSpace(line); line == "" {
 			continue
 		}
+		if _, err := ParsePrefix(line); err != nil && !listed {
+			return []string{fmt.Sprintf("%d: %s", i+1, notAList)}
+		}
+		listed = true
 		if err := p.Add(dir, action, line); err != nil && len(problems) < maxListProblems {
 			problems = append(problems, fmt.Sprintf("%d: %s", i+1, err))
 		}
@@ -120,31 +127,13 @@ func TestAddListErrors(t *testing.T) {
 	if err := p.AddList(filepath.Join(dir, "missing"), Egress, Block); err == nil || err.Error() != "list file: "+filepath.Join(dir, "missing")+": no such file or directory" {
 		t.Errorf("missing file: %v", err)
 	}
-	if err := p.AddList(dir, Egress, Block); err == nil || err.Error() != "list file: "+dir+": is a directory" {
+	if err := p.AddList(dir, Egress, Block); err == nil || err.Error() != "list file: "+dir+": is a directory, not a regular file" {
 		t.Errorf("directory: %v", err)
 	}
 	long := filepath.Join(dir, "long")
 	os.WriteFile(long, []byte("192.0.2.1\n"+strings.Repeat("x", 1<<17)+"\n"), 0o600)
 	if err := p.AddList(long, Egress, Block); err == nil || !strings.Contains(err.Error(), "token too long") {
 		t.Errorf("a line of 128 KiB: %v", err)
-	}
-}
-
-// TestAddListPipe reads a list that cannot be read twice, as from
-// --block-list <(curl ...).
-func TestAddListPipe(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	go func() {
-		w.WriteString("192.0.2.1\n198.51.100.0/24\n# done\n2001:db8::/32")
-		w.Close()
-	}()
-	p := New()
-	if err := p.AddList(fmt.Sprintf("/proc/self/fd/%d", r.Fd()), Egress, Block); err != nil || len(p.Rules) != 3 {
-		t.Fatalf("AddList from a pipe: %v, %v", err, p.Rules)
 	}
 }
 
@@ -192,5 +181,54 @@ func TestAddListLong(t *testing.T) {
 	}
 	if !slices.Equal(got.Rules, want.Rules) || got.NextID() != want.NextID() {
 		t.Errorf("%d rules, next ID %d; want %d, %d", len(got.Rules), got.NextID(), len(want.Rules), want.NextID())
+	}
+}
+
+// TestAddListNotAList checks that a file whose first entry is not an address
+// is taken for what it probably is, a file that is not a list: one problem,
+// and none of its lines quoted. A list file's later bad lines are quoted, in
+// part.
+func TestAddListNotAList(t *testing.T) {
+	dir := t.TempDir()
+	shadow := filepath.Join(dir, "shadow")
+	os.WriteFile(shadow, []byte("# comments and blank lines come first\n\nroot:$y$j9T$secrethash:19000:0:99999:7:::\n192.0.2.1\nbin:*:secret:0:99999:7:::\n"), 0o600)
+	p := New()
+	err := p.AddList(shadow, Egress, Block)
+	var fe *FileError
+	if !errors.As(err, &fe) || len(fe.Problems) != 1 || strings.Contains(err.Error(), "secret") || len(p.Rules) != 0 {
+		t.Fatalf("AddList of a file that is not a list: %v, %d rules", err, len(p.Rules))
+	}
+	if want := shadow + ":3: not a list file: its first entry is not an IPv4 or IPv6 address or CIDR, so no line of it is shown; a list file has one address or CIDR a line"; err.Error() != want {
+		t.Errorf("error %q\nwant  %q", err, want)
+	}
+
+	list := filepath.Join(dir, "list")
+	os.WriteFile(list, []byte("192.0.2.1\n"+strings.Repeat("y", 1000)+"\n"), 0o600)
+	err = p.AddList(list, Egress, Block)
+	if want := list + `:2: "` + strings.Repeat("y", maxQuoted) + `"… (1000 bytes) is not a valid IPv4 or IPv6 address`; err == nil || err.Error() != want {
+		t.Errorf("a long bad line: %v", err)
+	}
+}
+
+// TestListFileHint checks that a list file's error points at the check that
+// lists all of its problems: check --block-list, not check -f, which would
+// read it as YAML.
+func TestListFileHint(t *testing.T) {
+	list := filepath.Join(t.TempDir(), "list")
+	os.WriteFile(list, []byte("192.0.2.1\nbad-1\nbad-2\n"), 0o600)
+	for _, tc := range []struct {
+		dir    Direction
+		action Action
+		flag   string
+	}{
+		{Egress, Block, "--block-list"},
+		{Egress, Allow, "--allow-list"},
+		{Ingress, Block, "--block-in-list"},
+		{Ingress, Allow, "--allow-in-list"},
+	} {
+		err := New().AddList(list, tc.dir, tc.action)
+		if want := "(and 1 more; 'cgwall check " + tc.flag + " " + list + "' lists them all)"; err == nil || !strings.HasSuffix(err.Error(), want) {
+			t.Errorf("%s %s: %v; want it to end with %q", tc.dir, tc.action, err, want)
+		}
 	}
 }

@@ -34,7 +34,7 @@ func ParseAction(s string) (Action, error) {
 	case "block":
 		return Block, nil
 	}
-	return 0, fmt.Errorf("%q is not an action: use allow or block", s)
+	return 0, fmt.Errorf("%s is not an action: use allow or block", quote(s))
 }
 
 // Direction says which address of a packet a rule matches: the destination of

@@ -34,7 +34,9 @@ func TestParsePrefix(t *testing.T) {
 		"10.0.0.0/33":    "prefix length \"33\" must be a number from 0 to 32",
 		"2001:db8::/129": "from 0 to 128",
 		"10.0.0.1/8":     "did you mean 10.0.0.0/8?",
-		"fe80::1%eth0":   "not a valid IPv4 or IPv6 address",
+		"fe80::1%eth0":   `"fe80::1%eth0" is not a valid IPv4 or IPv6 address: an IPv6 zone (%name) is not allowed in a rule`,
+		"fe80::%lo/64":   `"fe80::%lo/64" is not a valid CIDR: an IPv6 zone (%name) is not allowed in a rule`,
+		"fe80::%/64":     `"fe80::%/64" is not a valid CIDR: an IPv6 zone (%name) is not allowed in a rule`,
 		"example.com":    "not a valid IPv4 or IPv6 address",
 		"300.1.1.1/8":    `"300.1.1.1" is not an IPv4 or IPv6 address`,
 	} {
@@ -43,6 +45,12 @@ func TestParsePrefix(t *testing.T) {
 				t.Errorf("ParsePrefix(%q) error %v; want one containing %q", in, err, want)
 			}
 		})
+	}
+	// A long value is quoted in part, and its length said.
+	long := "192.0.2." + strings.Repeat("1", 5<<20)
+	_, err := ParsePrefix(long)
+	if want := `"192.0.2.` + strings.Repeat("1", maxQuoted-8) + `"… (5242888 bytes) is not a valid IPv4 or IPv6 address`; err == nil || err.Error() != want {
+		t.Errorf("a 5 MiB address: %.200v", err)
 	}
 }
 

@@ -7,6 +7,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -41,11 +42,18 @@ type Store struct {
 }
 
 // Open mounts bpffs if needed, creates or checks the store's folder, takes
-// its lock and finishes or undoes what interrupted transactions left.
-func Open() (*Store, error) { return OpenAt(DefaultRoot) }
+// its lock and finishes or undoes what interrupted transactions left. It
+// gives up waiting for the lock when ctx is done; waiting, if not nil, is
+// called once if it has to wait.
+func Open(ctx context.Context, waiting func()) (*Store, error) {
+	return OpenAt(ctx, DefaultRoot, waiting)
+}
 
 // OpenAt opens the store at root, a folder on a bpffs (tests use their own).
-func OpenAt(root string) (*Store, error) {
+func OpenAt(ctx context.Context, root string, waiting func()) (*Store, error) {
+	if ctx.Err() != nil {
+		return nil, gaveUp(ctx, root)
+	}
 	if root == DefaultRoot {
 		if err := mountBPFFS(); err != nil {
 			return nil, err
@@ -58,8 +66,10 @@ func OpenAt(root string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
+	if err := lock(ctx, f, waiting); err != nil {
+		if ctx.Err() != nil {
+			return nil, gaveUp(ctx, root)
+		}
 		return nil, fmt.Errorf("lock %s: %w", root, err)
 	}
 	s := &Store{root: root, lock: f}
@@ -68,6 +78,61 @@ func OpenAt(root string) (*Store, error) {
 		return nil, fmt.Errorf("finish an interrupted attach: %w", err)
 	}
 	return s, nil
+}
+
+// lock takes the store's lock, an flock on f, waiting for it until ctx is
+// done. flock cannot be interrupted, so a goroutine waits in it; if the caller
+// has given up by the time the lock comes, the goroutine lets go of it at
+// once, so that a command that gave up never changes anything. Unless lock
+// succeeds, f is closed (by the goroutine, if it is still waiting). Where ctx
+// is done as the lock comes, lock gives up too: it is done either way.
+func lock(ctx context.Context, f *os.File, waiting func()) error {
+	fd := int(f.Fd())
+	err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+	if !errors.Is(err, unix.EWOULDBLOCK) {
+		if err != nil {
+			f.Close()
+		}
+		return err
+	}
+	if waiting != nil {
+		waiting()
+	}
+	got := make(chan error) // unsent if the caller gave up
+	go func() {
+		err := flock(fd, unix.LOCK_EX)
+		select {
+		case got <- err:
+		case <-ctx.Done():
+			f.Close()
+		}
+	}()
+	select {
+	case err = <-got:
+		if err == nil && ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		if err != nil {
+			f.Close()
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// flock is unix.Flock, resumed when a signal interrupts it.
+func flock(fd, how int) error {
+	for {
+		if err := unix.Flock(fd, how); !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+// gaveUp is the error of an open that ctx ended before the lock was taken.
+func gaveUp(ctx context.Context, root string) error {
+	return fmt.Errorf("gave up waiting for the lock on %s: %w", root, context.Cause(ctx))
 }
 
 // Close releases the lock.

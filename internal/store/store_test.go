@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -37,7 +39,7 @@ func testRoot(t *testing.T) string {
 
 func open(t *testing.T, root string) *Store {
 	t.Helper()
-	s, err := OpenAt(root)
+	s, err := OpenAt(context.Background(), root, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,8 +276,82 @@ func TestRootNotMadeByCgwall(t *testing.T) {
 	if err := os.Mkdir(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	_, err := OpenAt(root)
+	_, err := OpenAt(context.Background(), root, nil)
 	if err == nil || !strings.Contains(err.Error(), "refusing to use") {
 		t.Fatalf("OpenAt of a folder with mode 0755: %v", err)
 	}
+}
+
+// openTimeout bounds a wait for the lock in these tests: a deadline for a
+// failure report, not a guess at how long anything takes.
+const openTimeout = 15 * time.Second
+
+// openAsync opens the store at root in a goroutine, calling waiting if it
+// has to wait for the lock.
+func openAsync(ctx context.Context, root string, waiting func()) <-chan error {
+	result := make(chan error, 1)
+	go func() {
+		s, err := OpenAt(ctx, root, waiting)
+		if s != nil {
+			s.Close()
+		}
+		result <- err
+	}()
+	return result
+}
+
+func within(t *testing.T, result <-chan error, what string) error {
+	t.Helper()
+	select {
+	case err := <-result:
+		return err
+	case <-time.After(openTimeout):
+		t.Fatalf("%s: still waiting after %v", what, openTimeout)
+		return nil
+	}
+}
+
+// TestOpenGivesUp checks that a command waiting for the lock gives up when
+// its context is done, says why, and does not take the lock afterwards: once
+// the holder lets go, the store opens at once.
+func TestOpenGivesUp(t *testing.T) {
+	root := testRoot(t)
+	holder := open(t, root)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	waiting := make(chan struct{})
+	result := openAsync(ctx, root, func() { close(waiting) })
+	select {
+	case <-waiting:
+	case err := <-result:
+		t.Fatalf("OpenAt did not wait for the lock: %v", err)
+	case <-time.After(openTimeout):
+		t.Fatalf("OpenAt did not say that it waits after %v", openTimeout)
+	}
+	cancel(fmt.Errorf("interrupt signal received: %w", context.Canceled))
+	err := within(t, result, "OpenAt after its context was cancelled")
+	if want := "gave up waiting for the lock on " + root + ": interrupt signal received"; err == nil || !errors.Is(err, context.Canceled) || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("OpenAt cancelled while waiting: %v; want %q", err, want)
+	}
+	// The abandoned wait gets the lock when the holder lets go, and lets go
+	// of it at once.
+	holder.Close()
+	if err := within(t, openAsync(context.Background(), root, nil), "OpenAt after the holder let go"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOpenDone checks that a context done before OpenAt makes it give up even
+// where the lock is free, and that a free lock is taken without waiting.
+func TestOpenDone(t *testing.T) {
+	root := testRoot(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := OpenAt(ctx, root, nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("OpenAt with a done context: %v", err)
+	}
+	s, err := OpenAt(context.Background(), root, func() { t.Error("OpenAt waited for a free lock") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
 }
