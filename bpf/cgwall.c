@@ -592,10 +592,18 @@ static __always_inline void emit(const struct config *cfg, int hook, const struc
 	bpf_ringbuf_submit(e, 0);
 }
 
+// name_processes is set by userspace before load: the helpers that name the
+// current process need CAP_PERFMON in the socket hooks, and a loader without
+// it gets programs that name none (the verifier skips the branches it knows
+// dead, helpers and all).
+volatile const __u8 name_processes = 1;
+
 // current_owner returns the process the hook runs in: the socket hooks run in
 // the system call of the process that makes it.
 static __always_inline void current_owner(struct owner *o)
 {
+	if (!name_processes)
+		return;
 	o->pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
 }
@@ -605,6 +613,8 @@ static __always_inline void skb_owner(struct __sk_buff *skb, struct owner *o)
 {
 	struct bpf_sock *sk = skb->sk;
 
+	if (!name_processes)
+		return;
 	if (sk)
 		sk = bpf_sk_fullsock(sk);
 	if (!sk)
@@ -762,7 +772,7 @@ static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int 
 
 	struct match m;
 	decide(DIR_EGRESS, &f, &pol, 0, &m);
-	if (pol.cfg->log_level != LOG_NONE) {
+	if (name_processes && pol.cfg->log_level != LOG_NONE) {
 		current_owner(&f.owner);
 		// For the packets that egress and ingress judge later.
 		struct owner *rec = bpf_sk_storage_get(&owners, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);

@@ -42,7 +42,10 @@ func (d *Datapath) LoadHooks(withOptional bool, hooks ...Hook) error {
 	if d.progs == nil {
 		d.progs = map[string]*ebpf.Program{}
 	}
-	loaded := mapsByName(&d.objs)
+	loaded, err := d.programMaps()
+	if err != nil {
+		return err
+	}
 	for _, p := range programsOf(hooks) {
 		if d.progs[p.name] != nil || p.optional && !withOptional {
 			continue

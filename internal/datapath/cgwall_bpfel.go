@@ -174,6 +174,7 @@ const (
 	cgwallProgCgwallSendmsg4     = "cgwall_sendmsg4"
 	cgwallProgCgwallSendmsg6     = "cgwall_sendmsg6"
 	cgwallProgCgwallSockCreate   = "cgwall_sock_create"
+	cgwallVarNameProcesses       = "name_processes"
 	cgwallVarUnusedAddr6         = "unused_addr6"
 	cgwallVarUnusedConfig        = "unused_config"
 	cgwallVarUnusedCounter       = "unused_counter"
@@ -270,6 +271,7 @@ type cgwallMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallVariableSpecs struct {
+	NameProcesses    *ebpf.VariableSpec `ebpf:"name_processes"`
 	UnusedAddr6      *ebpf.VariableSpec `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.VariableSpec `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
@@ -352,6 +354,7 @@ func (m *cgwallMaps) Close() error {
 //
 // It can be passed to loadCgwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallVariables struct {
+	NameProcesses    *ebpf.Variable `ebpf:"name_processes"`
 	UnusedAddr6      *ebpf.Variable `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.Variable `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`

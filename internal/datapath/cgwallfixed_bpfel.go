@@ -41,6 +41,7 @@ const (
 	cgwallFixedProgCgwallSendmsg4     = "cgwall_sendmsg4"
 	cgwallFixedProgCgwallSendmsg6     = "cgwall_sendmsg6"
 	cgwallFixedProgCgwallSockCreate   = "cgwall_sock_create"
+	cgwallFixedVarNameProcesses       = "name_processes"
 	cgwallFixedVarUnusedAddr6         = "unused_addr6"
 	cgwallFixedVarUnusedConfig        = "unused_config"
 	cgwallFixedVarUnusedCounter       = "unused_counter"
@@ -137,6 +138,7 @@ type cgwallFixedMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallFixedVariableSpecs struct {
+	NameProcesses    *ebpf.VariableSpec `ebpf:"name_processes"`
 	UnusedAddr6      *ebpf.VariableSpec `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.VariableSpec `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
@@ -219,6 +221,7 @@ func (m *cgwallFixedMaps) Close() error {
 //
 // It can be passed to loadCgwallFixedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallFixedVariables struct {
+	NameProcesses    *ebpf.Variable `ebpf:"name_processes"`
 	UnusedAddr6      *ebpf.Variable `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.Variable `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`

@@ -32,7 +32,8 @@ type Datapath struct {
 	// policy is the policy in force, as the maps hold it.
 	policy *policy.Policy
 
-	fixed bool // the policy never changes: see Fixed
+	fixed  bool      // the policy never changes: see Fixed
+	rodata *ebpf.Map // the programs' constants, made when a program is loaded
 
 	// optionalErr says why an optional program (the packet guard) did not
 	// load, for policies that deny raw sockets.
@@ -144,6 +145,9 @@ func (d *Datapath) writeState() error {
 func (d *Datapath) Close() error {
 	for _, p := range d.progs {
 		p.Close()
+	}
+	if d.rodata != nil {
+		d.rodata.Close()
 	}
 	return d.objs.Close()
 }

@@ -32,10 +32,14 @@ func (d *Datapath) loadObjects(progs []program, withOptional bool, fill func() e
 	if err := smallTemplates(d.spec).LoadAndAssign(&d.objs, nil); err != nil {
 		return loadError(err)
 	}
-	objMaps := mapsByName(&d.objs)
 	var err error
-	if d.maps, err = newRuleMaps(objMaps); err != nil {
+	if d.maps, err = newRuleMaps(mapsByName(&d.objs)); err != nil {
 		d.objs.Close()
+		return err
+	}
+	objMaps, err := d.programMaps()
+	if err != nil {
+		d.Close()
 		return err
 	}
 	progs = slices.DeleteFunc(slices.Clone(progs), func(p program) bool { return p.optional && !withOptional })
@@ -85,6 +89,46 @@ func (d *Datapath) keepPrograms(progs []program, loaded []*ebpf.Program, errs []
 		}
 	}
 	return nil
+}
+
+// programMaps returns the maps that programs reference, by name: the
+// object's maps and its constants (.rodata), which it makes the first time,
+// with name_processes set to what this process's privileges allow.
+func (d *Datapath) programMaps() (map[string]*ebpf.Map, error) {
+	byName := mapsByName(&d.objs)
+	if d.rodata == nil {
+		var name uint8
+		if mayNameProcesses() {
+			name = 1
+		}
+		if err := d.spec.Variables[cgwallVarNameProcesses].Set(name); err != nil {
+			return nil, fmt.Errorf("set name_processes: %w", err)
+		}
+		// LoadAndAssign writes the variables into the map and freezes it,
+		// so that the verifier prunes the branches the constants rule out.
+		var consts struct {
+			Rodata *ebpf.Map `ebpf:".rodata"`
+		}
+		if err := d.spec.LoadAndAssign(&consts, nil); err != nil {
+			return nil, fmt.Errorf("create the programs' constants: %w", err)
+		}
+		d.rodata = consts.Rodata
+	}
+	byName[".rodata"] = d.rodata
+	return byName, nil
+}
+
+// mayNameProcesses says whether the programs may name the process behind a
+// decision: the helpers that read it take CAP_PERFMON (or CAP_SYS_ADMIN) in
+// the socket hooks, which run with only CAP_BPF and CAP_NET_ADMIN refuse.
+func mayNameProcesses() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	has := func(c int) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	return has(unix.CAP_PERFMON) || has(unix.CAP_SYS_ADMIN)
 }
 
 // smallTemplates returns spec with one-entry templates for its hash inner
