@@ -571,7 +571,6 @@ func countDatagrams(conn *net.UDPConn) (arrived <-chan struct{}, sentinel func(t
 	}
 }
 
-
 // pipe makes a pipe whose two ends close at the end of the test.
 func pipe(t *testing.T) (r, w *os.File) {
 	t.Helper()

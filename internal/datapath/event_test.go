@@ -2,8 +2,8 @@ package datapath
 
 import (
 	"encoding/binary"
-	"strings"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
