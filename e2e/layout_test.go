@@ -53,3 +53,32 @@ func TestOldLayoutIsReplacedWithoutAGap(t *testing.T) {
 	}
 	cgwallOK(t, "detach", "--cgroup", cg)
 }
+
+// TestHostileBPFFS mounts a world-writable bpffs in a private mount namespace,
+// as some hosts have it, lets an unprivileged user make /sys/fs/bpf/cgwall
+// first, and checks that root's commands refuse it, saying what to check,
+// and attach nothing: before, attach pinned its policy where that user could
+// hide it from list and detach.
+func TestHostileBPFFS(t *testing.T) {
+	cg, _ := testCgroup(t)
+	for _, tc := range []struct{ name, make string }{
+		{"a folder of another user", `setpriv --reuid=65534 --regid=65534 --clear-groups mkdir /sys/fs/bpf/cgwall`},
+		{"a folder of root's, mode 0777", `mkdir -m 0777 /sys/fs/bpf/cgwall`},
+		{"a symlink", `setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'mkdir /sys/fs/bpf/decoy && ln -s decoy /sys/fs/bpf/cgwall'`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stderr, code := inMountNamespace(t, `
+				while grep -q ' /sys/fs/bpf ' /proc/self/mountinfo; do umount -l /sys/fs/bpf; done
+				mount -t bpf -o mode=1777 bpf /sys/fs/bpf
+				`+tc.make+`
+				exec "$CGWALL" attach --cgroup `+cg+` --block 127.0.0.2`)
+			checkOneLineError(t, stderr, code, 1, "refusing to use /sys/fs/bpf/cgwall")
+			if !strings.Contains(stderr, "cgwall did not make it: check who did, then remove it") {
+				t.Errorf("the refusal does not say what to do: %q", stderr)
+			}
+			if n := attachedCount(t, cg); n != 0 {
+				t.Errorf("%d programs attached through a store folder cgwall did not make", n)
+			}
+		})
+	}
+}

@@ -184,6 +184,8 @@ func TestUsageErrors(t *testing.T) {
 		{"host bits set", []string{"check", "--allow-in", "10.0.0.1/8"}, "--allow-in: \"10.0.0.1/8\" has bits set after the /8 prefix: did you mean 10.0.0.0/8?"},
 		{"run without a cgroup", []string{"run", "--block", "192.0.2.1"}, "--cgroup is required"},
 		{"attach without a cgroup", []string{"attach", "--block", "192.0.2.1"}, "--cgroup is required"},
+		{"detach without a cgroup", []string{"detach"}, "myapp (or every policy: cgwall detach --all)"},
+		{"block without a cgroup", []string{"block", "192.0.2.9"}, "/myapp 192.0.2.1;"},
 		{"two cgroups", []string{"run", "--cgroup", "/", "--pid", "1"}, "--cgroup and --pid both name a cgroup: give one"},
 		{"bad pid", []string{"run", "--pid", "init"}, `--pid: "init" is not a process ID`},
 		{"cgroup that is not there", []string{"run", "--cgroup", "/cgwall-no-such-cgroup"}, "cgroup /cgwall-no-such-cgroup does not exist"},

@@ -123,8 +123,17 @@ func missingCgroup(cmd string) error {
 	if err != nil {
 		return usageErr(fmt.Errorf("--cgroup is required, and %w", err))
 	}
-	return usageErr(fmt.Errorf("--cgroup is required: cgroup2 is mounted at %s; for example: cgwall %s --cgroup %s --block 192.0.2.1 (or name it with --pid, --unit or --container)",
-		mnt, cmd, filepath.Join(mnt, "myapp")))
+	example := fmt.Sprintf("cgwall %s --cgroup %s", cmd, filepath.Join(mnt, "myapp"))
+	switch cmd {
+	case "detach":
+		example += " (or every policy: cgwall detach --all)"
+	case "block", "allow", "remove":
+		example += " 192.0.2.1"
+	case "run", "attach":
+		example += " --block 192.0.2.1"
+	}
+	return usageErr(fmt.Errorf("--cgroup is required: cgroup2 is mounted at %s; for example: %s; or name it with --pid, --unit or --container",
+		mnt, example))
 }
 
 // newCgroup is the cgroup that run --create names: made if it is missing,

@@ -76,5 +76,5 @@ func checkLayout(dir string) error {
 	if v == 0 {
 		made = "a layout before versions (1 or 2)"
 	}
-	return fmt.Errorf("%s: %w (%s; this cgwall reads layout %d): attach the policy again to replace it without a gap, or detach it", dir, ErrLayout, made, Layout)
+	return fmt.Errorf("%w (%s; this cgwall reads layout %d): attach the policy again to replace it without a gap, or detach it", ErrLayout, made, Layout)
 }

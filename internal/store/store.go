@@ -37,8 +37,9 @@ const (
 // open: every command that reads or changes persistent policies holds it, so
 // that concurrent edits serialize instead of racing.
 type Store struct {
-	root string
-	lock *os.File
+	root string   // the folder's name, for messages
+	at   string   // the folder as opened and checked, for every path
+	lock *os.File // the folder opened, and locked
 }
 
 // Open mounts bpffs if needed, creates or checks the store's folder, takes
@@ -59,10 +60,7 @@ func OpenAt(ctx context.Context, root string, waiting func()) (*Store, error) {
 			return nil, err
 		}
 	}
-	if err := makeRoot(root); err != nil {
-		return nil, err
-	}
-	f, err := os.Open(root)
+	f, err := openRoot(root)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +70,9 @@ func OpenAt(ctx context.Context, root string, waiting func()) (*Store, error) {
 		}
 		return nil, fmt.Errorf("lock %s: %w", root, err)
 	}
-	s := &Store{root: root, lock: f}
+	// Every path below goes through the folder as opened and checked, not
+	// through its name, which another process could make point elsewhere.
+	s := &Store{root: root, at: fmt.Sprintf("/proc/self/fd/%d", f.Fd()), lock: f}
 	if err := s.recover(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("finish an interrupted attach: %w", err)
@@ -153,67 +153,106 @@ func mountBPFFS() error {
 	return nil
 }
 
-// makeRoot creates the store's folder, or checks that the one there is a
-// folder that cgwall could have made: not a symlink, owned by this user, mode
-// 0700. Where bpffs is world-writable, anybody could have made it first.
-func makeRoot(root string) error {
+// openRoot creates the store's folder, or opens the one there, and checks on
+// the folder opened that it is one cgwall could have made: not a symlink,
+// owned by this user, mode 0700. Where bpffs is world-writable, anybody could
+// have made it first.
+func openRoot(root string) (*os.File, error) {
 	if err := os.Mkdir(root, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("create %s: %w", root, err)
+		return nil, fmt.Errorf("create %s: %w", root, err)
+	}
+	f, err := os.OpenFile(root, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("refusing to use %s: %w; cgwall did not make it: check who did, then remove it", root, err)
 	}
 	var st unix.Stat_t
-	if err := unix.Lstat(root, &st); err != nil {
-		return fmt.Errorf("check %s: %w", root, err)
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("check %s: %w", root, err)
 	}
+	if err := madeByUs(root, &st); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// madeByUs refuses a folder of the store that this user did not make as
+// cgwall makes them: a directory it owns, mode 0700.
+func madeByUs(path string, st *unix.Stat_t) error {
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != uint32(os.Geteuid()) || st.Mode&0o777 != 0o700 {
-		return fmt.Errorf("refusing to use %s: it is not a folder owned by uid %d with mode 0700 (found mode %o, uid %d); cgwall did not make it: check who did, then remove it", root, os.Geteuid(), st.Mode, st.Uid)
+		return fmt.Errorf("refusing to use %s: it is not a folder owned by uid %d with mode 0700 (found mode %o, uid %d); cgwall did not make it: check who did, then remove it", path, os.Geteuid(), st.Mode, st.Uid)
 	}
 	return nil
 }
 
-// Dir is the folder of the policy of a cgroup.
+// Dir names the folder of the policy of a cgroup, for messages.
 func (s *Store) Dir(cgroupID uint64) string {
 	return filepath.Join(s.root, strconv.FormatUint(cgroupID, 10))
 }
 
+// path is the folder of the policy of a cgroup, through the store's folder
+// as opened.
+func (s *Store) path(cgroupID uint64) string {
+	return filepath.Join(s.at, strconv.FormatUint(cgroupID, 10))
+}
+
 // Exists says whether a cgroup has a persistent policy.
 func (s *Store) Exists(cgroupID uint64) bool {
-	_, err := os.Stat(s.Dir(cgroupID))
+	_, err := os.Lstat(s.path(cgroupID))
 	return err == nil
 }
 
 // List returns the cgroup IDs that have a persistent policy.
 func (s *Store) List() ([]uint64, error) {
-	entries, err := os.ReadDir(s.root)
+	entries, err := os.ReadDir(s.at)
 	if err != nil {
 		return nil, err
 	}
 	var ids []uint64
 	for _, e := range entries {
-		if id, err := strconv.ParseUint(e.Name(), 10, 64); err == nil && e.IsDir() {
-			ids = append(ids, id)
+		id, err := strconv.ParseUint(e.Name(), 10, 64)
+		if err != nil {
+			continue
 		}
+		if err := s.checkEntry(e.Name()); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
 	}
 	return ids, nil
+}
+
+// checkEntry refuses a policy folder that cgwall did not make.
+func (s *Store) checkEntry(name string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(s.at, name), &st); err != nil {
+		return fmt.Errorf("check %s: %w", filepath.Join(s.root, name), err)
+	}
+	return madeByUs(filepath.Join(s.root, name), &st)
 }
 
 // Open opens a cgroup's persistent policy, refusing a folder of a layout this
 // cgwall does not know.
 func (s *Store) Open(cgroupID uint64) (*datapath.Datapath, error) {
-	dir := s.Dir(cgroupID)
-	if err := checkLayout(dir); err != nil {
+	if err := s.checkEntry(strconv.FormatUint(cgroupID, 10)); err != nil {
 		return nil, err
+	}
+	dir := s.path(cgroupID)
+	if err := checkLayout(dir); err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Dir(cgroupID), err)
 	}
 	return datapath.Open(dir)
 }
 
 // Links says which hooks a cgroup's persistent policy has attached.
 func (s *Store) Links(cgroupID uint64) (datapath.PinnedLinks, error) {
-	return datapath.ReadPinnedLinks(s.Dir(cgroupID))
+	return datapath.ReadPinnedLinks(s.path(cgroupID))
 }
 
 // Remove detaches a cgroup's persistent policy and removes its folder. A
 // policy that is not there is no error.
-func (s *Store) Remove(cgroupID uint64) error { return remove(s.Dir(cgroupID)) }
+func (s *Store) Remove(cgroupID uint64) error { return remove(s.path(cgroupID)) }
 
 // remove detaches the links pinned in dir, then removes it with its maps.
 func remove(dir string) error {
@@ -226,7 +265,7 @@ func remove(dir string) error {
 // empty. A retired folder is a policy that a rebuild replaced: it goes once
 // its successor is in place, and comes back if none is.
 func (s *Store) recover() error {
-	entries, err := os.ReadDir(s.root)
+	entries, err := os.ReadDir(s.at)
 	if err != nil {
 		return err
 	}
@@ -237,7 +276,7 @@ func (s *Store) recover() error {
 			if !ok {
 				continue
 			}
-			errs = append(errs, s.settle(filepath.Join(s.root, e.Name()), id, prefix == stagingPrefix))
+			errs = append(errs, s.settle(filepath.Join(s.at, e.Name()), id, prefix == stagingPrefix))
 		}
 	}
 	return errors.Join(errs...)
@@ -248,7 +287,7 @@ func (s *Store) settle(path string, id uint64, staging bool) error {
 	if s.Exists(id) || staging && !committed(path) {
 		return remove(path)
 	}
-	return os.Rename(path, s.Dir(id))
+	return os.Rename(path, s.path(id))
 }
 
 // interrupted reads the cgroup ID out of a name <prefix><id>-<pid>.
@@ -276,5 +315,5 @@ func committed(dir string) bool {
 }
 
 func (s *Store) transient(prefix string, cgroupID uint64) string {
-	return filepath.Join(s.root, fmt.Sprintf("%s%d-%d", prefix, cgroupID, os.Getpid()))
+	return filepath.Join(s.at, fmt.Sprintf("%s%d-%d", prefix, cgroupID, os.Getpid()))
 }

@@ -43,7 +43,7 @@ func (s *Store) Create(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
 	if crashed("staged") {
 		return Applied{}, errCrashed
 	}
-	if err := os.Rename(staging, s.Dir(cg.ID)); err != nil {
+	if err := os.Rename(staging, s.path(cg.ID)); err != nil {
 		remove(staging)
 		return Applied{}, fmt.Errorf("move policy into place: %w", err)
 	}
@@ -88,11 +88,11 @@ func (s *Store) stage(cg cgroup.Dir, p *policy.Policy) (_ *datapath.Datapath, _ 
 // at once. A policy of this layout switches generations in one write; one of
 // another layout is rebuilt.
 func (s *Store) Replace(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
-	dir := s.Dir(cg.ID)
+	dir := s.path(cg.ID)
 	if err := checkLayout(dir); errors.Is(err, ErrLayout) {
 		return s.rebuild(cg, p)
 	} else if err != nil {
-		return Applied{}, err
+		return Applied{}, fmt.Errorf("%s: %w", s.Dir(cg.ID), err)
 	}
 	d, err := datapath.Open(dir)
 	if err != nil {
@@ -114,7 +114,7 @@ func (s *Store) Replace(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
 	if err := d.ResetTotals(); err != nil {
 		return Applied{}, fmt.Errorf("the new policy is in force, but its totals still count the old one's: %w", err)
 	}
-	a := Applied{Dir: dir}
+	a := Applied{Dir: s.Dir(cg.ID)}
 	if links, err := datapath.ReadPinnedLinks(dir); err == nil && p.DenyRaw && !links.PacketGuard {
 		a.PacketGuard = errors.New("this kernel refused the BPF LSM program when the policy was first attached")
 	}
@@ -140,7 +140,7 @@ func (s *Store) rebuild(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
 	if crashed("committed") {
 		return Applied{}, errCrashed
 	}
-	dir, retired := s.Dir(cg.ID), s.transient(retiredPrefix, cg.ID)
+	dir, retired := s.path(cg.ID), s.transient(retiredPrefix, cg.ID)
 	if err := os.Rename(dir, retired); err != nil {
 		remove(staging)
 		return Applied{}, fmt.Errorf("retire the old policy: %w", err)
@@ -157,7 +157,7 @@ func (s *Store) rebuild(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
 	if err := remove(retired); err != nil {
 		return Applied{}, fmt.Errorf("remove the old policy: %w", err)
 	}
-	return applied(d, dir, p, true), nil
+	return applied(d, s.Dir(cg.ID), p, true), nil
 }
 
 func applied(d *datapath.Datapath, dir string, p *policy.Policy, rebuilt bool) Applied {
@@ -173,7 +173,7 @@ func applied(d *datapath.Datapath, dir string, p *policy.Policy, rebuilt bool) A
 // before an edit or a replacement that needs them, it changes no decision:
 // until then the policy in force lets everything pass at those hooks.
 func (s *Store) AttachHooks(cg cgroup.Dir, d *datapath.Datapath, withOptional bool, hooks ...datapath.Hook) error {
-	dir := s.Dir(cg.ID)
+	dir := s.path(cg.ID)
 	links, err := datapath.ReadPinnedLinks(dir)
 	if err != nil {
 		return err
