@@ -29,7 +29,8 @@ func (g *generation) Close() {
 // install builds p's inner maps and settings in generation gen, with the
 // counters given by rule ID. It does not switch to it. Kinds of rule map
 // that p has no rule for get no inner map: each slot written waits for an
-// RCU grace period, and an IPv4 blocklist needs two of the eight.
+// RCU grace period (the writes go side by side, so that they share one), and
+// an IPv4 blocklist needs two of the eight rule maps, and its bitmap.
 func (d *Datapath) install(p *policy.Policy, gen uint32, counters map[uint32]Counter) error {
 	n := countRules(p)
 	g, err := d.newGeneration(n)

@@ -133,7 +133,7 @@ func mayNameProcesses() bool {
 
 // smallTemplates returns spec with one-entry templates for its hash inner
 // maps, and for its array inner maps that may differ in size
-// (BPF_F_INNER_MAP: the /24 bitmaps, 2 MiB). The kernel makes an outer map
+// (BPF_F_INNER_MAP: the bitmaps, up to 2 MiB). The kernel makes an outer map
 // from a template of its inner maps, which LoadAndAssign creates from the
 // spec and closes at once; it needs the type, sizes and flags, not the
 // capacity, and a hash map allocates its buckets up front. Creating the
