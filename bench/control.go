@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cgwall/cgwall/internal/datapath"
 	"github.com/cgwall/cgwall/internal/policy"
 )
 
@@ -117,12 +118,11 @@ func measureExec(ctx context.Context, cfg *config, log io.Writer) execResult {
 	return res
 }
 
-// gracePeriodMs times one RCU grace period: membarrier's global command is
-// synchronize_rcu(), what the kernel waits for after a write to a map-in-map.
+// gracePeriodMs times one RCU grace period, what the kernel waits for after a
+// write to a map-in-map.
 func gracePeriodMs() float64 {
 	t := monoNow()
-	const membarrierCmdGlobal = 1 // MEMBARRIER_CMD_GLOBAL, from linux/membarrier.h
-	unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0)
+	datapath.WaitForReaders()
 	return float64(monoNow()-t) / 1e6
 }
 

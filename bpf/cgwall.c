@@ -305,8 +305,9 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
-// The process that connected a socket, or last sent from it unconnected, as
-// the socket hooks saw it, kept with the socket while logging is on. Packets
+// The process that last connected a socket or sent from it unconnected, as
+// the socket hooks saw it (see note_owner), kept with the socket while logging
+// is on. Packets
 // of the socket judged at egress and ingress run where the kernel happens to
 // be (softirq for TCP's ACKs and retransmits, another task's context for a
 // delivered packet): only this names their process, and never wrongly.
@@ -432,20 +433,27 @@ static __always_inline int is_v4_mapped(const __u8 *a)
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
 }
 
+// bit_clear says whether bit i of a generation's bitmap (an outer map of
+// bitmaps) is clear, which rules out every rule; not where it has none.
+static __always_inline int bit_clear(void *outer, __u32 gen, __u32 i)
+{
+	void *bm = inner(outer, gen);
+
+	if (!bm)
+		return 0;
+	__u32 word = i >> 6;
+	__u64 *w = bpf_map_lookup_elem(bm, &word);
+	return w && !(*w & (1ULL << (i & 63)));
+}
+
 // no_rule4 says whether the bitmap, where the generation has one, rules out
 // every rule for addr.
 static __always_inline int no_rule4(int dir, const struct policy *pol, __u32 addr)
 {
 	__u32 shift = pol->cfg->bitmap4_shift[dir & 1];
 
-	if (!shift)
-		return 0;
-	void *bm = inner(dir == DIR_EGRESS ? (void *)&egress_bitmap4 : (void *)&ingress_bitmap4, pol->gen);
-	if (!bm)
-		return 0;
-	__u32 unit = bpf_ntohl(addr) >> (shift & 31), word = unit >> 6;
-	__u64 *bits = bpf_map_lookup_elem(bm, &word);
-	return bits && !(*bits & (1ULL << (unit & 63)));
+	return shift && bit_clear(dir == DIR_EGRESS ? (void *)&egress_bitmap4 : (void *)&ingress_bitmap4,
+				  pol->gen, bpf_ntohl(addr) >> (shift & 31));
 }
 
 static __always_inline void match4(int dir, const struct policy *pol, __u32 addr, __u32 len,
@@ -494,14 +502,8 @@ static __always_inline int no_rule6(int dir, const struct policy *pol, const __u
 {
 	__u32 bits = pol->cfg->bitmap6_len[dir & 1];
 
-	if (!bits)
-		return 0;
-	void *bm = inner(dir == DIR_EGRESS ? (void *)&egress_bitmap6 : (void *)&ingress_bitmap6, pol->gen);
-	if (!bm)
-		return 0;
-	__u32 h = hash6(addr, bits), word = h >> 6;
-	__u64 *w = bpf_map_lookup_elem(bm, &word);
-	return w && !(*w & (1ULL << (h & 63)));
+	return bits && bit_clear(dir == DIR_EGRESS ? (void *)&egress_bitmap6 : (void *)&ingress_bitmap6,
+				 pol->gen, hash6(addr, bits));
 }
 
 static __always_inline void match6(int dir, const struct policy *pol, const __u8 *addr, __u32 len,
@@ -606,6 +608,26 @@ static __always_inline void current_owner(struct owner *o)
 		return;
 	o->pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
+}
+
+// note_owner names the calling process in o, where this decision's event
+// needs it, and keeps it with the socket for the events of its packets at
+// egress and ingress. It writes the socket's record only when a process
+// other than the recorded one calls, so that an unconnected sender pays a
+// lookup a datagram, not a name and a write.
+static __always_inline void note_owner(struct bpf_sock *sk, struct owner *o, int logged)
+{
+	o->pid = bpf_get_current_pid_tgid() >> 32;
+	if (logged)
+		bpf_get_current_comm(o->comm, sizeof(o->comm));
+	struct owner *rec = bpf_sk_storage_get(&owners, sk, 0, 0);
+	if (rec && rec->pid == o->pid)
+		return;
+	if (!logged)
+		bpf_get_current_comm(o->comm, sizeof(o->comm));
+	rec = bpf_sk_storage_get(&owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (rec)
+		*rec = *o;
 }
 
 // skb_owner copies the recorded owner of the packet's socket, if it has one.
@@ -772,13 +794,8 @@ static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int 
 
 	struct match m;
 	decide(DIR_EGRESS, &f, &pol, 0, &m);
-	if (name_processes && pol.cfg->log_level != LOG_NONE) {
-		current_owner(&f.owner);
-		// For the packets that egress and ingress judge later.
-		struct owner *rec = bpf_sk_storage_get(&owners, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (rec)
-			*rec = f.owner;
-	}
+	if (name_processes && pol.cfg->log_level != LOG_NONE)
+		note_owner(ctx->sk, &f.owner, logs(pol.cfg, m.action));
 	return enforce(&pol, hook, &f, &m, 0, 0);
 }
 

@@ -107,7 +107,7 @@ func TestBadPolicies(t *testing.T) {
 	}, cases...) {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, cmd := range []string{"run", "attach"} {
-				stdout, stderr, code := runCgwallWithin(t, append([]string{cmd, "--cgroup", cg}, tc.args...)...)
+				stdout, stderr, code := runCgwall(t, append([]string{cmd, "--cgroup", cg}, tc.args...)...)
 				if code == 0 && cmd == "attach" {
 					t.Cleanup(func() { runCgwall(t, "detach", "--cgroup", cg) })
 				}
@@ -123,11 +123,11 @@ func TestBadPolicies(t *testing.T) {
 				}
 			}
 			checkWant := cmp.Or(tc.checkWant, tc.want)
-			_, stderr, code := runCgwallWithin(t, append([]string{"check"}, tc.args...)...)
+			_, stderr, code := runCgwall(t, append([]string{"check"}, tc.args...)...)
 			if code != 2 || !strings.Contains(stderr, checkWant) || tc.dontWant != "" && strings.Contains(stderr, tc.dontWant) {
 				t.Errorf("check: exit %d, stderr %.500q; want 2 and %q", code, stderr, checkWant)
 			}
-			_, stderr, code = runCgwallWithin(t, append(append([]string{"exec"}, tc.args...), "--", "true")...)
+			_, stderr, code = runCgwall(t, append(append([]string{"exec"}, tc.args...), "--", "true")...)
 			if code != execUsageExit || !strings.Contains(stderr, tc.want) || tc.dontWant != "" && strings.Contains(stderr, tc.dontWant) {
 				t.Errorf("exec: exit %d, stderr %.500q; want %d and %q", code, stderr, execUsageExit, tc.want)
 			}

@@ -50,38 +50,28 @@ func TestContainerByNameAndID(t *testing.T) {
 	mustReach(t, name, blocked, "before")
 	mustReach(t, name, passing, "before")
 
-	t.Run("by name", func(t *testing.T) {
-		out := cgwallOK(t, "attach", "--container", name, "--block", gateway)
-		t.Cleanup(func() { runCgwall(t, "detach", "--cgroup", cg) })
-		if want := "attached policy to " + cg + " "; !strings.HasPrefix(out, want) {
-			t.Fatalf("attach --container %s said %q; want it to begin %q", name, out, want)
-		}
-		mustNotReach(t, name, blocked, "blocked by name")
-		mustReach(t, name, passing, "passes by name")
-		if l := list(t, "--container", name); len(l) != 1 || l[0].Cgroup != cg || len(l[0].Rules) != 1 || l[0].Rules[0].Prefix != gateway+"/32" {
-			t.Errorf("list --container %s: %+v", name, l)
-		}
-		if out := cgwallOK(t, "detach", "--container", id[:12]); out != "detached from "+cg+"\n" {
-			t.Errorf("detach --container %s said %q", id[:12], out)
-		}
-		// The next to arrive is this one: nothing of the blocked try did.
-		mustReach(t, name, blocked, "after detach by ID prefix")
-	})
-
-	t.Run("by ID prefix in upper case", func(t *testing.T) {
-		prefix := strings.ToUpper(id[:12])
-		out := cgwallOK(t, "attach", "--container", prefix, "--block", gateway)
-		t.Cleanup(func() { runCgwall(t, "detach", "--cgroup", cg) })
-		if want := "attached policy to " + cg + " "; !strings.HasPrefix(out, want) {
-			t.Fatalf("attach --container %s said %q; want it to begin %q", prefix, out, want)
-		}
-		mustNotReach(t, name, blocked, "blocked by ID")
-		mustReach(t, name, passing, "passes by ID")
-		if out := cgwallOK(t, "detach", "--container", name); out != "detached from "+cg+"\n" {
-			t.Errorf("detach --container %s said %q", name, out)
-		}
-		mustReach(t, name, blocked, "after detach by name")
-	})
+	for _, tc := range []struct{ name, attachBy, detachBy string }{
+		{"by name", name, id[:12]},
+		{"by ID prefix in upper case", strings.ToUpper(id[:12]), name},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := cgwallOK(t, "attach", "--container", tc.attachBy, "--block", gateway)
+			t.Cleanup(func() { runCgwall(t, "detach", "--cgroup", cg) })
+			if want := "attached policy to " + cg + " "; !strings.HasPrefix(out, want) {
+				t.Fatalf("attach --container %s said %q; want it to begin %q", tc.attachBy, out, want)
+			}
+			mustNotReach(t, name, blocked, "blocked "+tc.name)
+			mustReach(t, name, passing, "passes "+tc.name)
+			if l := list(t, "--container", tc.attachBy); len(l) != 1 || l[0].Cgroup != cg || len(l[0].Rules) != 1 || l[0].Rules[0].Prefix != gateway+"/32" {
+				t.Errorf("list --container %s: %+v", tc.attachBy, l)
+			}
+			if out := cgwallOK(t, "detach", "--container", tc.detachBy); out != "detached from "+cg+"\n" {
+				t.Errorf("detach --container %s said %q", tc.detachBy, out)
+			}
+			// The next to arrive is this one: nothing of the blocked try did.
+			mustReach(t, name, blocked, "after detach by "+tc.detachBy)
+		})
+	}
 
 	t.Run("errors", func(t *testing.T) {
 		_, stderr, code := runCgwall(t, "list", "--container", name+"-gone")

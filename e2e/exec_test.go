@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/cgwall/cgwall/internal/cgroup"
 	"github.com/cgwall/cgwall/internal/testutil"
@@ -275,22 +274,13 @@ func execProbe(t *testing.T, flags []string, probeArgs ...string) string {
 // that cgwall uses.
 func programsAt(t *testing.T, cg string) map[string]int {
 	t.Helper()
-	f, err := os.Open(cg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	counts := map[string]int{}
 	for name, typ := range map[string]ebpf.AttachType{
 		"egress": ebpf.AttachCGroupInetEgress, "ingress": ebpf.AttachCGroupInetIngress,
 		"connect4": ebpf.AttachCGroupInet4Connect, "sendmsg6": ebpf.AttachCGroupUDP6Sendmsg,
 		"sock_create": ebpf.AttachCGroupInetSockCreate,
 	} {
-		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: typ})
-		if err != nil {
-			t.Fatalf("query the %s programs of %s: %v", name, cg, err)
-		}
-		counts[name] = len(res.Programs)
+		counts[name] = testutil.Attached(t, cg, typ)
 	}
 	return counts
 }

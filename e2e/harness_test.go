@@ -87,10 +87,17 @@ func (p *proc) stop(t *testing.T) int {
 // runCgwall runs cgwall to completion.
 func runCgwall(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	// A command that hangs (reading a FIFO, say) is killed, and the test
+	// failed, after waitTimeout.
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
 	var out, errb bytes.Buffer
-	cmd := exec.Command(cgwallBin, args...)
+	cmd := exec.CommandContext(ctx, cgwallBin, args...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("cgwall %s: still running after %v, killed; stderr %q", strings.Join(args, " "), waitTimeout, errb.String())
+	}
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
 		t.Fatal(err)
@@ -208,6 +215,27 @@ func inCgroup(t *testing.T, cmd *exec.Cmd, path string) func() {
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 	return func() { syscall.Close(fd) }
+}
+
+// startPiped starts cmd in the cgroup at path with pipes to its stdin and
+// from its stdout, and kills it at the end of the test.
+func startPiped(t *testing.T, cmd *exec.Cmd, path string) (io.WriteCloser, *bufio.Reader) {
+	t.Helper()
+	closeFD := inCgroup(t, cmd, path)
+	defer closeFD()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return stdin, bufio.NewReader(stdout)
 }
 
 // server is a serve probe running in a cgroup.

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,26 +10,6 @@ import (
 	"syscall"
 	"testing"
 )
-
-// runCgwallWithin is runCgwall for a command that could hang (reading a FIFO):
-// it is killed, and the test failed, if it has not exited in waitTimeout.
-func runCgwallWithin(t *testing.T, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	var out, errb bytes.Buffer
-	cmd := exec.CommandContext(ctx, cgwallBin, args...)
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		t.Fatalf("cgwall %s: still running after %v, killed; stderr %q", strings.Join(args, " "), waitTimeout, errb.String())
-	}
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		t.Fatal(err)
-	}
-	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
-}
 
 // privateStore holds the lock of a store of its own: a bpffs mounted at
 // /sys/fs/bpf in a private mount namespace, so that the test waits on no one

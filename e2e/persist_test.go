@@ -264,15 +264,8 @@ func startFlood(t *testing.T, cg, target string, port int) *flood {
 	cmd := exec.Command(self, "flood", target, fmt.Sprint(port))
 	cmd.Env = append(os.Environ(), probeEnv+"=1")
 	cmd.Stderr = os.Stderr
-	closeFD := inCgroup(t, cmd, cg)
-	defer closeFD()
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	f := &flood{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
+	stdin, out := startPiped(t, cmd, cg)
+	f := &flood{cmd: cmd, stdin: stdin, out: out}
 	if line, err := f.out.ReadString('\n'); err != nil || line != "ready\n" {
 		t.Fatalf("flood probe: %q, %v", line, err)
 	}

@@ -12,11 +12,6 @@ import (
 	"strconv"
 	"syscall"
 	"time"
-
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
-
-	"github.com/cgwall/cgwall/internal/cgroup"
 )
 
 // probeEnv switches the test binary into probe mode.
@@ -31,7 +26,7 @@ type probeResult struct {
 
 // probeMain is the probe binary: this test binary run with probeEnv set, as
 // PROBE SUBCOMMAND ARGS. Its subcommands, each documented at its function:
-// udp|tcp (sendMain), serve, socket, mapped, flood, burst, icmp and hooks.
+// udp|tcp (sendMain), serve, socket, mapped, flood, burst and icmp.
 func probeMain(args []string) int {
 	switch {
 	case len(args) == 2 && args[0] == "serve":
@@ -46,8 +41,6 @@ func probeMain(args []string) int {
 		return burstMain(args[1], args[2])
 	case len(args) == 2 && args[0] == "icmp":
 		return icmpMain(args[1])
-	case len(args) == 1 && args[0] == "hooks":
-		return hooksMain()
 	}
 	return sendMain(args)
 }
@@ -250,37 +243,6 @@ func socketMain(kind string) int {
 	}
 	syscall.Close(fd)
 	fmt.Println("ok")
-	return 0
-}
-
-// hooksMain runs as: PROBE hooks. It prints, as JSON, how many programs are
-// attached to its own cgroup at each attach point cgwall uses.
-func hooksMain() int {
-	own, err := cgroup.OfPID(os.Getpid())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	f, err := os.Open(own.Path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer f.Close()
-	counts := map[string]int{}
-	for name, typ := range map[string]ebpf.AttachType{
-		"egress": ebpf.AttachCGroupInetEgress, "ingress": ebpf.AttachCGroupInetIngress,
-		"connect4": ebpf.AttachCGroupInet4Connect, "sendmsg6": ebpf.AttachCGroupUDP6Sendmsg,
-		"sock_create": ebpf.AttachCGroupInetSockCreate,
-	} {
-		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: typ})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		counts[name] = len(res.Programs)
-	}
-	json.NewEncoder(os.Stdout).Encode(counts)
 	return 0
 }
 

@@ -95,15 +95,8 @@ type owner struct {
 func startOwner(t *testing.T, cg string, port int) *owner {
 	t.Helper()
 	cmd := exec.Command("python3", "-c", ownerScript, fmt.Sprint(port))
-	closeFD := inCgroup(t, cmd, cg)
-	defer closeFD()
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stdin.Close(); cmd.Wait() })
-	o := &owner{pid: cmd.Process.Pid, stdin: stdin, out: bufio.NewReader(stdout)}
+	stdin, out := startPiped(t, cmd, cg)
+	o := &owner{pid: cmd.Process.Pid, stdin: stdin, out: out}
 	if _, err := fmt.Fscan(o.out, &o.port); err != nil {
 		t.Fatalf("owner probe: %v", err)
 	}

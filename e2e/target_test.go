@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -177,40 +175,23 @@ func TestTargetRootRefused(t *testing.T) {
 			if args[0] != "block" {
 				args = append(args, "--block", "192.0.2.123")
 			}
-			stdout, stderr, code := runCgwallBounded(t, args...)
-			if n := attachedCount(t, mnt); n != before {
-				// "/" where it names the root, the mount where it did before.
-				runCgwall(t, "detach", "--cgroup", "/")
-				runCgwall(t, "detach", "--cgroup", mnt)
-				t.Errorf("%d programs attached to the root cgroup after a refused command, %d before", n, before)
-			}
+			// In a cleanup, so that it runs even if runCgwall ends the
+			// test on a command that did not exit.
+			t.Cleanup(func() {
+				if n := attachedCount(t, mnt); n != before {
+					// "/" where it names the root, the mount where it did before.
+					runCgwall(t, "detach", "--cgroup", "/")
+					runCgwall(t, "detach", "--cgroup", mnt)
+					t.Errorf("%d programs attached to the root cgroup after a refused command, %d before", n, before)
+				}
+			})
+			stdout, stderr, code := runCgwall(t, args...)
 			checkOneLineError(t, stderr, code, 2, tc.want)
 			if stdout != "" {
 				t.Errorf("stdout %q", stdout)
 			}
 		})
 	}
-}
-
-// runCgwallBounded runs cgwall like runCgwall, but kills it if it has not
-// exited after waitTimeout: for commands that must fail at once and, if they
-// did not, would run until interrupted.
-func runCgwallBounded(t *testing.T, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	var out, errb strings.Builder
-	cmd := exec.CommandContext(ctx, cgwallBin, args...)
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		t.Errorf("cgwall %s did not exit within %v: killed", strings.Join(args, " "), waitTimeout)
-	}
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		t.Fatal(err)
-	}
-	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
 }
 
 // TestTargetRootByName checks that --cgroup / names the root cgroup, with a

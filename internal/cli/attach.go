@@ -84,7 +84,7 @@ func attach(s *store.Store, cg cgroup.Dir, p *policy.Policy, stdout, stderr io.W
 		return failure(err)
 	}
 	if a.PacketGuard != nil {
-		fmt.Fprintf(stderr, "warning: --deny-raw refuses raw sockets but not packet sockets: %v\n", explainPacketGuard(a.PacketGuard))
+		fmt.Fprintf(stderr, "warning: --deny-raw refuses raw sockets but not packet sockets: %v\n", a.PacketGuard)
 	}
 	switch {
 	case a.Rebuilt:

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
 
+	"github.com/cgwall/cgwall/internal/caps"
 	"github.com/cgwall/cgwall/internal/cgroup"
 	"github.com/cgwall/cgwall/internal/store"
 )
@@ -37,15 +38,15 @@ const (
 // needs, and what needs adds. Loading cgroup_skb programs takes CAP_BPF and
 // CAP_NET_ADMIN; CAP_SYS_ADMIN stands in for both.
 func checkPrivileges(needs ...need) error {
-	caps, err := effectiveCaps()
+	have, err := caps.Effective()
 	if err != nil {
 		return failure(fmt.Errorf("read capabilities: %w", err))
 	}
 	if slices.Contains(needs, needStore) {
-		if err := checkStore(caps); err != nil {
+		if err := checkStore(have); err != nil {
 			return err
 		}
-	} else if err := checkBPF(caps); err != nil {
+	} else if err := checkBPF(have); err != nil {
 		return err
 	}
 	if slices.Contains(needs, needCgroupMount) {
@@ -53,36 +54,22 @@ func checkPrivileges(needs ...need) error {
 			return err
 		}
 		// exec starts its command in a new cgroup namespace.
-		if !caps.has(unix.CAP_SYS_ADMIN) {
+		if !have.Has(unix.CAP_SYS_ADMIN) {
 			return failure(errors.New("missing privilege CAP_SYS_ADMIN: exec starts its command in a new cgroup namespace, which takes it: run cgwall exec as root"))
 		}
 	}
 	return nil
 }
 
-// capSet is a set of capabilities, by number.
-type capSet [2]uint32
-
-func (c capSet) has(capability int) bool { return c[capability/32]&(1<<(capability%32)) != 0 }
-
-func effectiveCaps() (capSet, error) {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return capSet{}, err
-	}
-	return capSet{data[0].Effective, data[1].Effective}, nil
-}
-
-func checkBPF(caps capSet) error {
-	if caps.has(unix.CAP_SYS_ADMIN) {
+func checkBPF(have caps.Set) error {
+	if have.Has(unix.CAP_SYS_ADMIN) {
 		return nil
 	}
 	var missing []string
-	if !caps.has(unix.CAP_BPF) {
+	if !have.Has(unix.CAP_BPF) {
 		missing = append(missing, "CAP_BPF")
 	}
-	if !caps.has(unix.CAP_NET_ADMIN) {
+	if !have.Has(unix.CAP_NET_ADMIN) {
 		missing = append(missing, "CAP_NET_ADMIN")
 	}
 	if len(missing) == 0 {
@@ -99,12 +86,12 @@ const persistentCommands = "the persistent commands (attach, detach, block, allo
 // the store is, with CAP_SYS_ADMIN, and access to that folder (or to bpffs,
 // where the folder is still to be made). faccessat with AT_EACCESS asks the
 // kernel with the effective credentials, capabilities included.
-func checkStore(caps capSet) error {
+func checkStore(have caps.Set) error {
 	if os.Geteuid() != 0 {
 		return failure(fmt.Errorf("%s need root: they keep policies in %s, a folder of root's with mode 0700, and reopen them with CAP_SYS_ADMIN: "+
 			"run cgwall as root (sudo cgwall ...); run needs only CAP_BPF and CAP_NET_ADMIN", persistentCommands, store.DefaultRoot))
 	}
-	if !caps.has(unix.CAP_SYS_ADMIN) {
+	if !have.Has(unix.CAP_SYS_ADMIN) {
 		return failure(fmt.Errorf("missing privilege CAP_SYS_ADMIN: %s need it: the kernel opens a pinned policy's inner maps and verifies its full program only with it; "+
 			"run cgwall as root with all its capabilities (sudo cgwall ...); run needs only CAP_BPF and CAP_NET_ADMIN", persistentCommands))
 	}

@@ -6,8 +6,6 @@ import (
 	"io"
 	"os/exec"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/cgwall/cgwall/internal/datapath"
 	"github.com/cgwall/cgwall/internal/seccomp"
 )
@@ -39,17 +37,7 @@ func packetGuardGap(d *datapath.Datapath) error {
 	if !d.Policy().DenyRaw {
 		return nil
 	}
-	return explainPacketGuard(d.PacketGuardError())
-}
-
-// explainPacketGuard words why the kernel refused the packet-socket guard.
-func explainPacketGuard(err error) error {
-	if errors.Is(err, unix.EPERM) {
-		// The library's own hint for EPERM (the memlock limit) is no help:
-		// cgwall lifts that limit before it loads anything.
-		return errors.New(`this kernel refused the BPF LSM program (operation not permitted), which needs CONFIG_BPF_LSM, "bpf" in the lsm= boot list, and no lockdown`)
-	}
-	return err
+	return d.PacketGuardError()
 }
 
 // startCommand starts exec's command. Where its policy denies raw sockets

@@ -122,10 +122,12 @@ func (f processFilter) matches(e datapath.Event) bool {
 }
 
 // resolve names an event's rule that the reader's policy does not have, by
-// reading the policy back where another cgwall may have edited it, or as
-// removed.
+// reading the policy back where another cgwall may have added it, or as
+// removed. IDs are never handed out twice, so an unknown ID below the
+// datapath's next one is a removed rule, and only a newer one is worth
+// reading a policy of any size back for.
 func (s *streamer) resolve(e *datapath.Event) {
-	if e.Rule == "" && s.refresh && s.d.Refresh() == nil {
+	if e.Rule == "" && s.refresh && e.RuleID >= s.d.NextRuleID() && s.d.Refresh() == nil {
 		s.rd.Use(s.d.Policy())
 		s.rd.Resolve(e)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"github.com/cgwall/cgwall/internal/policy"
 )
@@ -67,7 +68,7 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 		install = func() error { return d.installFixed(p) }
 	}
 	// The policy goes into the maps while the verifier checks the programs.
-	withOptional := p.DenyRaw || o.packetGuard
+	withOptional := p.DenyRaw
 	if err := d.loadObjects(programsOf(o.hooks), withOptional, install); err != nil {
 		return nil, err
 	}
@@ -84,15 +85,10 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 type Option func(*options)
 
 type options struct {
-	fixed       bool
-	packetGuard bool
-	hooks       []Hook // the hooks whose programs to load
-	spec        *Prepared
+	fixed bool
+	hooks []Hook // the hooks whose programs to load
+	spec  *Prepared
 }
-
-// WithPacketGuard loads the packet-socket guard even if the policy does not
-// deny raw sockets, for persistent policies that a later edit may make do so.
-func WithPacketGuard() Option { return func(o *options) { o.packetGuard = true } }
 
 // WithPrepared loads the object that Prepare parsed ahead, for a Fixed load.
 func WithPrepared(p *Prepared) Option { return func(o *options) { o.spec = p } }
@@ -120,7 +116,18 @@ func (d *Datapath) PacketGuardError() error {
 	if d.optionalErr == nil {
 		return nil
 	}
-	return fmt.Errorf("this kernel refused the BPF LSM program that refuses packet sockets (%w); it needs CONFIG_BPF_LSM, \"bpf\" in the lsm= boot list, and no lockdown", d.optionalErr)
+	return guardRefused(d.optionalErr)
+}
+
+// guardRefused words why the kernel refused the packet-socket guard.
+func guardRefused(err error) error {
+	const needs = `CONFIG_BPF_LSM, "bpf" in the lsm= boot list, and no lockdown`
+	if errors.Is(err, unix.EPERM) {
+		// The library's own hint for EPERM (the memlock limit) is no help:
+		// Load lifts that limit before it loads anything.
+		return fmt.Errorf("this kernel refused the BPF LSM program (%w), which needs %s", unix.EPERM, needs)
+	}
+	return fmt.Errorf("this kernel refused the BPF LSM program that refuses packet sockets (%w); it needs %s", err, needs)
 }
 
 // Commit puts the installed policy in force. Before it, attached programs let
@@ -151,6 +158,10 @@ func (d *Datapath) Close() error {
 	}
 	return d.objs.Close()
 }
+
+// NextRuleID is the ID the datapath hands out next, as it last read or wrote
+// its state: every rule with a lower ID is, or was, in its policy.
+func (d *Datapath) NextRuleID() uint32 { return d.state.NextRuleId }
 
 // Policy returns the policy in force.
 func (d *Datapath) Policy() *policy.Policy { return d.policy }

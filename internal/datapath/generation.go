@@ -182,7 +182,7 @@ func (d *Datapath) switchTo(p *policy.Policy, counters map[uint32]Counter) error
 	// running; after an RCU grace period none is, and its maps can go. Where
 	// the grace period cannot be waited for, they stay until the next Replace
 	// overwrites them, which is safe, only wasteful.
-	if !waitForReaders() {
+	if !WaitForReaders() {
 		return nil
 	}
 	return d.clearGeneration(old)
@@ -200,10 +200,10 @@ func (d *Datapath) clearGeneration(gen uint32) error {
 // membarrierCmdGlobal is MEMBARRIER_CMD_GLOBAL from linux/membarrier.h.
 const membarrierCmdGlobal = 1
 
-// waitForReaders waits for an RCU grace period: BPF programs run inside RCU
+// WaitForReaders waits for an RCU grace period: BPF programs run inside RCU
 // read-side sections, and membarrier's global command is synchronize_rcu(). It
 // reports whether it could (kernels with nohz_full CPUs refuse the command).
-func waitForReaders() bool {
+func WaitForReaders() bool {
 	_, _, errno := unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0)
 	return errno == 0
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/cgwall/cgwall/internal/caps"
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
@@ -122,13 +123,8 @@ func (d *Datapath) programMaps() (map[string]*ebpf.Map, error) {
 // decision: the helpers that read it take CAP_PERFMON (or CAP_SYS_ADMIN) in
 // the socket hooks, which run with only CAP_BPF and CAP_NET_ADMIN refuse.
 func mayNameProcesses() bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false
-	}
-	has := func(c int) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
-	return has(unix.CAP_PERFMON) || has(unix.CAP_SYS_ADMIN)
+	c, err := caps.Effective()
+	return err == nil && (c.Has(unix.CAP_PERFMON) || c.Has(unix.CAP_SYS_ADMIN))
 }
 
 // smallTemplates returns spec with one-entry templates for its hash inner

@@ -24,7 +24,7 @@ import (
 type data struct {
 	nr   int32
 	arch uint32
-	ip   uint64
+	_    uint64 // instruction_pointer, which no filter here reads
 	args [6]uint64
 }
 
