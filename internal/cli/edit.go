@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"io"
-	"net/netip"
 
 	"github.com/spf13/cobra"
 
@@ -24,7 +23,7 @@ func newEditCmd(verb string, stdout io.Writer) *cobra.Command {
 		Example: help.example,
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			prefixes, err := parsePrefixes(args)
+			prefixes, err := parseRules(args)
 			if err != nil {
 				return err
 			}
@@ -103,22 +102,23 @@ or with --in to ingress rules; 'cgwall list --cgroup PATH' shows the result.
 Every ADDR is checked before anything changes, so one bad address leaves the
 policy as it was.`
 
-// parsePrefixes parses every address before anything changes, so that one bad
-// address leaves the policy as it was.
-func parsePrefixes(args []string) ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, len(args))
-	for i, a := range args {
-		p, err := policy.ParsePrefix(a)
+// parseRules parses every rule before anything changes, so that one bad
+// rule leaves the policy as it was. One token can stand for several rules
+// (ADDR:PORT is a TCP and a UDP rule, any both families).
+func parseRules(args []string) ([]policy.Match, error) {
+	var out []policy.Match
+	for _, a := range args {
+		m, err := policy.ParseRule(a)
 		if err != nil {
 			return nil, usageErr(err)
 		}
-		out[i] = p
+		out = append(out, m...)
 	}
 	return out, nil
 }
 
-func edit(d *datapath.Datapath, verb string, dir policy.Direction, prefixes []netip.Prefix, stdout io.Writer) error {
-	for _, prefix := range prefixes {
+func edit(d *datapath.Datapath, verb string, dir policy.Direction, matches []policy.Match, stdout io.Writer) error {
+	for _, prefix := range matches {
 		var r policy.Rule
 		var change datapath.Change
 		var err error
@@ -141,16 +141,16 @@ func edit(d *datapath.Datapath, verb string, dir policy.Direction, prefixes []ne
 func describeChange(r policy.Rule, c datapath.Change) string {
 	switch c {
 	case datapath.Added:
-		return fmt.Sprintf("%sed %s %s (rule %d)", r.Action, r.Dir, r.Prefix, r.ID)
+		return fmt.Sprintf("%sed %s %s (rule %d)", r.Action, r.Dir, r.Match(), r.ID)
 	case datapath.Updated:
-		return fmt.Sprintf("%sed %s %s (rule %d, was %s)", r.Action, r.Dir, r.Prefix, r.ID, other(r.Action))
+		return fmt.Sprintf("%sed %s %s (rule %d, was %s)", r.Action, r.Dir, r.Match(), r.ID, other(r.Action))
 	case datapath.Removed:
-		return fmt.Sprintf("removed %s rule %s (rule %d)", r.Dir, r.Prefix, r.ID)
+		return fmt.Sprintf("removed %s rule %s (rule %d)", r.Dir, r.Match(), r.ID)
 	}
 	if r.ID == 0 {
-		return fmt.Sprintf("no %s rule for %s: nothing to remove", r.Dir, r.Prefix)
+		return fmt.Sprintf("no %s rule for %s: nothing to remove", r.Dir, r.Match())
 	}
-	return fmt.Sprintf("%s %s already %sed (rule %d)", r.Dir, r.Prefix, r.Action, r.ID)
+	return fmt.Sprintf("%s %s already %sed (rule %d)", r.Dir, r.Match(), r.Action, r.ID)
 }
 
 func other(a policy.Action) policy.Action {

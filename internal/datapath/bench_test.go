@@ -69,7 +69,7 @@ func BenchmarkEgress(b *testing.B) {
 						if !dst.dst.IsValid() {
 							continue // e.g. no prefix rules in a set of one
 						}
-						if got, _ := p.Decide(policy.Egress, dst.dst); got != dst.want {
+						if got, _ := p.DecideAddr(policy.Egress, dst.dst); got != dst.want {
 							b.Fatalf("%s: %s: reference says %s, want %s", dst.name, dst.dst, got, dst.want)
 						}
 						src := local4

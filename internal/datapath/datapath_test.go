@@ -98,7 +98,7 @@ func TestEgressDecisions(t *testing.T) {
 				src = local4
 			}
 			got := run(t, d.progs[cgwallProgCgwallEgress], packet(src, dst))
-			ref, _ := p.Decide(policy.Egress, dst)
+			ref, _ := p.DecideAddr(policy.Egress, dst)
 			if got != tc.want || ref != tc.want {
 				t.Fatalf("verdict %v, reference %v, want %v", got, ref, tc.want)
 			}
@@ -211,7 +211,7 @@ func TestDifferential(t *testing.T) {
 		for j := 0; j < packets; j++ {
 			dir := policy.Directions[rng.IntN(2)]
 			remote := randomAddr(rng)
-			want, wantID := p.Decide(dir, remote)
+			want, wantID := p.DecideAddr(dir, remote)
 			got, e := decideInKernel(t, d, rd, dir, remote)
 			if e.Action != uint8(want) || e.RuleID != wantID || e.Audit != p.Audit {
 				t.Fatalf("policy %d %v (defaults %v, audit %v), %s %s: datapath decided %d by rule %d, reference %v by rule %d",
@@ -262,9 +262,9 @@ func TestDifferentialEdits(t *testing.T) {
 			}
 			r := edit.Rules[0]
 			if rng.IntN(4) == 0 {
-				_, _, err = d.Remove(r.Dir, r.Prefix)
+				_, _, err = d.Remove(r.Dir, r.Match())
 			} else {
-				_, _, err = d.Set(r.Dir, r.Action, r.Prefix)
+				_, _, err = d.Set(r.Dir, r.Action, r.Match())
 			}
 			if err != nil {
 				t.Fatalf("policy %d, edit %d (%v): %v", i, j, r, err)
@@ -273,7 +273,7 @@ func TestDifferentialEdits(t *testing.T) {
 			for k := 0; k < packets; k++ {
 				dir := policy.Directions[rng.IntN(2)]
 				remote := randomAddr(rng)
-				want, wantID := p.Decide(dir, remote)
+				want, wantID := p.DecideAddr(dir, remote)
 				_, e := decideInKernel(t, d, rd, dir, remote)
 				if e.Action != uint8(want) || e.RuleID != wantID {
 					t.Fatalf("policy %d after edit %d (%v) %v, %s %s: datapath decided %d by rule %d, reference %v by rule %d",

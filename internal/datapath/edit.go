@@ -23,11 +23,12 @@ const (
 
 // Set makes dir's rule for prefix have action, in the policy in force. It is in
 // force when Set returns. A rule that changes action keeps its ID and counters.
-func (d *Datapath) Set(dir policy.Direction, action policy.Action, prefix netip.Prefix) (policy.Rule, Change, error) {
+func (d *Datapath) Set(dir policy.Direction, action policy.Action, m policy.Match) (policy.Rule, Change, error) {
 	if d.fixed {
 		return policy.Rule{}, Unchanged, errFixed
 	}
-	if r, ok := d.policy.Lookup(dir, prefix); ok {
+	prefix := m.Prefix
+	if r, ok := d.policy.Lookup(dir, m); ok {
 		if r.Action == action {
 			return r, Unchanged, nil
 		}
@@ -39,7 +40,7 @@ func (d *Datapath) Set(dir policy.Direction, action policy.Action, prefix netip.
 		return r, Updated, nil
 	}
 
-	r := policy.Rule{ID: d.state.NextRuleId, Dir: dir, Prefix: prefix, Action: action}
+	r := policy.Rule{ID: d.state.NextRuleId, Dir: dir, Prefix: prefix, Ports: m.Ports, Action: action}
 	// Hand out the ID first, so that no crash can give it twice.
 	d.state.NextRuleId++
 	if err := d.writeState(); err != nil {
@@ -133,13 +134,14 @@ func (d *Datapath) putRule(r policy.Rule, v cgwallRule, flags ebpf.MapUpdateFlag
 
 // Remove deletes dir's rule for prefix from the policy in force. Removing a
 // rule that is not there is not an error: it reports Unchanged.
-func (d *Datapath) Remove(dir policy.Direction, prefix netip.Prefix) (policy.Rule, Change, error) {
+func (d *Datapath) Remove(dir policy.Direction, mt policy.Match) (policy.Rule, Change, error) {
 	if d.fixed {
 		return policy.Rule{}, Unchanged, errFixed
 	}
-	r, ok := d.policy.Lookup(dir, prefix)
+	prefix := mt.Prefix
+	r, ok := d.policy.Lookup(dir, mt)
 	if !ok {
-		return policy.Rule{Dir: dir, Prefix: prefix}, Unchanged, nil
+		return policy.Rule{Dir: dir, Prefix: prefix, Ports: mt.Ports}, Unchanged, nil
 	}
 	m, err := d.ruleMap(dir, prefix)
 	if err != nil {
@@ -149,7 +151,7 @@ func (d *Datapath) Remove(dir policy.Direction, prefix netip.Prefix) (policy.Rul
 	if err := m.Delete(ruleKey(prefix)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return r, Unchanged, fmt.Errorf("delete rule %s: %w", r, err)
 	}
-	d.policy.Delete(dir, prefix)
+	d.policy.Delete(dir, mt)
 	return r, Removed, nil
 }
 

@@ -91,7 +91,7 @@ func (r *Reader) Resolve(e *Event) {
 	case e.RuleID == 0:
 		e.Rule = "default"
 	case ok:
-		e.Rule = rule.Prefix.String()
+		e.Rule = rule.Match().String()
 	default:
 		e.Rule = ""
 	}

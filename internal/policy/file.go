@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -369,30 +368,36 @@ func (fp *fileParser) rules(n *yaml.Node, dir Direction, action Action) {
 			fp.problem(item.Line, "%s: %s is not an address", where, describe(item))
 			continue
 		}
-		prefix, err := ParsePrefix(item.Value)
+		matches, err := ParseRule(item.Value)
 		if err != nil {
 			fp.problem(item.Line, "%s: %v", where, err)
 			continue
 		}
-		fp.add(item.Line, where, dir, action, prefix)
+		for _, m := range matches {
+			fp.add(item.Line, where, dir, action, m)
+		}
 	}
 }
 
 // add adds a rule unless the policy has its prefix already: with the same
 // action, the rule is kept once; with the other, which was first is said.
-func (fp *fileParser) add(line int, where string, dir Direction, action Action, prefix netip.Prefix) {
-	prev, ok := fp.p.Lookup(dir, prefix)
+func (fp *fileParser) add(line int, where string, dir Direction, action Action, m Match) {
+	prev, ok := fp.p.Lookup(dir, m)
 	switch {
 	case !ok:
-		r := Rule{ID: fp.p.NextID(), Dir: dir, Prefix: prefix, Action: action}
+		r := Rule{ID: fp.p.NextID(), Dir: dir, Prefix: m.Prefix, Ports: m.Ports, Action: action}
+		if msg := overlap(r, fp.p.Rules); msg != "" {
+			fp.problem(line, "%s: %s", where, msg)
+			return
+		}
 		fp.p.AddRule(r)
 		fp.setLine(r.ID, line)
 	case prev.Action == action:
 		fp.setLine(prev.ID, line)
 	case fp.line(prev.ID) == 0:
-		fp.problem(line, "%s: %s is also %sed by a list file: a prefix is either blocked or allowed", where, prefix, prev.Action)
+		fp.problem(line, "%s: %s is also %sed by a list file: a rule is either blocked or allowed", where, m, prev.Action)
 	default:
-		fp.problem(line, "%s: %s is also %sed at line %d: a prefix is either blocked or allowed", where, prefix, prev.Action, fp.line(prev.ID))
+		fp.problem(line, "%s: %s is also %sed at line %d: a rule is either blocked or allowed", where, m, prev.Action, fp.line(prev.ID))
 	}
 }
 

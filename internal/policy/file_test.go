@@ -44,7 +44,7 @@ func TestParseFile(t *testing.T) {
 			t.Errorf("rule %d = %s (id %d), want %s", i, r, r.ID, want[i])
 		}
 	}
-	if a, _ := p.Decide(Egress, netip.MustParseAddr("198.51.100.7")); a != Allow {
+	if a, _ := p.DecideAddr(Egress, netip.MustParseAddr("198.51.100.7")); a != Allow {
 		t.Error("the allowed host inside a blocked /24 is not allowed")
 	}
 }

@@ -157,12 +157,12 @@ func checkRules(t *testing.T, p *Policy) {
 	seen := map[ruleKey]bool{}
 	ids := map[uint32]bool{}
 	for _, r := range p.Rules {
-		k := keyOf(r.Dir, r.Prefix)
+		k := keyOf(r.Dir, r.Match())
 		if r.Prefix != r.Prefix.Masked() || seen[k] || ids[r.ID] || r.ID == 0 {
 			t.Fatalf("rule %v (id %d) is not canonical, or not the only one of its prefix or ID", r, r.ID)
 		}
 		seen[k], ids[r.ID] = true, true
-		if got, ok := p.Lookup(r.Dir, r.Prefix); !ok || got != r {
+		if got, ok := p.Lookup(r.Dir, r.Match()); !ok || got != r {
 			t.Fatalf("Lookup(%s) = %v, %v; want %v", r.Prefix, got, ok, r)
 		}
 		if got, ok := p.Rule(r.ID); !ok || got != r {

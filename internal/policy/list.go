@@ -48,8 +48,7 @@ func (p *Policy) AddListContext(ctx context.Context, path string, dir Direction,
 	from := len(p.Rules)
 	lines, problems, err := p.appendList(bufio.NewReaderSize(newFileReader(ctx, f), listBuffer), n, dir, action)
 	for _, c := range p.settle(from) {
-		problems = append(problems, Problem{Line: int(lines[c.pos-from]),
-			Msg: fmt.Sprintf("%s is both blocked and allowed for %s", c.rule.Prefix, c.rule.Dir)})
+		problems = append(problems, Problem{Line: int(lines[c.pos-from]), Msg: c.msg})
 	}
 	switch {
 	case errors.Is(err, bufio.ErrTooLong):
@@ -122,7 +121,7 @@ func (p *Policy) appendList(r *bufio.Reader, n int, dir Direction, action Action
 		if l = strings.TrimSpace(l); l == "" {
 			continue
 		}
-		prefix, err := ParsePrefix(l)
+		matches, err := parseListed(l)
 		if err != nil && !listed {
 			return lines, []Problem{{Line: line, Msg: notAList}}, nil
 		}
@@ -133,7 +132,22 @@ func (p *Policy) appendList(r *bufio.Reader, n int, dir Direction, action Action
 			}
 			continue
 		}
-		p.Rules = append(p.Rules, Rule{Dir: dir, Prefix: prefix, Action: action})
-		lines = append(lines, int32(line))
+		for _, m := range matches {
+			p.Rules = append(p.Rules, Rule{Dir: dir, Prefix: m.Prefix, Ports: m.Ports, Action: action})
+			lines = append(lines, int32(line))
+		}
 	}
+}
+
+// parseListed reads one entry of a list. Most entries of most lists are a
+// bare IPv4 address or CIDR: those skip ParseRule's allocation.
+func parseListed(l string) ([]Match, error) {
+	if strings.ContainsAny(l, ":[") || strings.EqualFold(l, anyTarget) {
+		return ParseRule(l)
+	}
+	prefix, err := ParsePrefix(l)
+	if err != nil {
+		return nil, err
+	}
+	return []Match{{Prefix: prefix}}, nil
 }

@@ -88,7 +88,7 @@ func TestAddListLikeAdd(t *testing.T) {
 			t.Fatalf("list %q:\nrules %v\nwant  %v", text.String(), got.Rules, want.Rules)
 		}
 		for _, r := range want.Rules {
-			if g, ok := got.Lookup(r.Dir, r.Prefix); !ok || g != r {
+			if g, ok := got.Lookup(r.Dir, r.Match()); !ok || g != r {
 				t.Fatalf("Lookup(%s) = %v, %v; want %v", r.Prefix, g, ok, r)
 			}
 			if g, ok := got.Rule(r.ID); !ok || g != r {

@@ -87,7 +87,7 @@ func TestDecide(t *testing.T) {
 		{Ingress, "192.0.2.1", Block, 0}, // the ingress default
 	} {
 		t.Run(fmt.Sprintf("%s %s", tc.dir, tc.addr), func(t *testing.T) {
-			a, id := p.Decide(tc.dir, netip.MustParseAddr(tc.addr))
+			a, id := p.DecideAddr(tc.dir, netip.MustParseAddr(tc.addr))
 			if a != tc.action || id != tc.id {
 				t.Errorf("Decide(%s, %s) = %s by %d; want %s by %d", tc.dir, tc.addr, a, id, tc.action, tc.id)
 			}
@@ -127,7 +127,7 @@ func TestEdits(t *testing.T) {
 	pfx := netip.MustParsePrefix
 	has := func(p *Policy, prefix string, want Rule) {
 		t.Helper()
-		if r, ok := p.Lookup(Egress, pfx(prefix)); !ok || r != want {
+		if r, ok := p.Lookup(Egress, Match{Prefix: pfx(prefix)}); !ok || r != want {
 			t.Errorf("Lookup(%s) = %v, %v; want %v", prefix, r, ok, want)
 		}
 		if r, ok := p.Rule(want.ID); !ok || r != want {
@@ -135,8 +135,8 @@ func TestEdits(t *testing.T) {
 		}
 	}
 	c := p.Clone()
-	p.Delete(Egress, pfx("198.51.100.0/24")) // the last rule takes its place
-	if _, ok := p.Lookup(Egress, pfx("198.51.100.0/24")); ok || len(p.Rules) != 3 {
+	p.Delete(Egress, Match{Prefix: pfx("198.51.100.0/24")}) // the last rule takes its place
+	if _, ok := p.Lookup(Egress, Match{Prefix: pfx("198.51.100.0/24")}); ok || len(p.Rules) != 3 {
 		t.Errorf("deleted rule still there: %v", p.Rules)
 	}
 	has(p, "203.0.113.7/32", Rule{ID: 4, Dir: Egress, Prefix: pfx("203.0.113.7/32"), Action: Block})
@@ -150,7 +150,7 @@ func TestEdits(t *testing.T) {
 	// The clone kept what p had when it was made.
 	has(c, "198.51.100.0/24", Rule{ID: 2, Dir: Egress, Prefix: pfx("198.51.100.0/24"), Action: Block})
 	has(c, "203.0.113.7/32", Rule{ID: 4, Dir: Egress, Prefix: pfx("203.0.113.7/32"), Action: Block})
-	if _, ok := c.Lookup(Egress, pfx("192.0.2.9/32")); ok {
+	if _, ok := c.Lookup(Egress, Match{Prefix: pfx("192.0.2.9/32")}); ok {
 		t.Error("a rule added to the original shows in its clone")
 	}
 	// A list after the index was built; the index is rebuilt after it.
@@ -161,10 +161,10 @@ func TestEdits(t *testing.T) {
 	}
 	has(p, "192.0.2.10/32", Rule{ID: 10, Dir: Egress, Prefix: pfx("192.0.2.10/32"), Action: Allow})
 	has(p, "203.0.113.7/32", Rule{ID: 4, Dir: Egress, Prefix: pfx("203.0.113.7/32"), Action: Allow})
-	if _, ok := p.Lookup(Ingress, pfx("192.0.2.10/32")); ok {
+	if _, ok := p.Lookup(Ingress, Match{Prefix: pfx("192.0.2.10/32")}); ok {
 		t.Error("an egress rule found for ingress")
 	}
-	if _, ok := p.Lookup(Egress, pfx("::ffff:192.0.2.10/128")); ok {
+	if _, ok := p.Lookup(Egress, Match{Prefix: pfx("::ffff:192.0.2.10/128")}); ok {
 		t.Error("an IPv4 rule found under its IPv6-mapped prefix, which ParsePrefix never returns")
 	}
 }

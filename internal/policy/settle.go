@@ -3,14 +3,17 @@ package policy
 import (
 	"cmp"
 	"encoding/binary"
+	"fmt"
 	"slices"
 )
 
 // conflict is a rule that settle dropped because an earlier rule has its
-// direction and prefix with the other action.
+// direction and match with the other action, or a port range of its prefix
+// and protocol that it overlaps partly.
 type conflict struct {
 	pos  int // where it was in Rules
 	rule Rule
+	msg  string
 }
 
 // settle makes the rules appended to Rules since from what AddPrefix would
@@ -29,9 +32,13 @@ func (p *Policy) settle(from int) []conflict {
 		r := p.Rules[i]
 		if len(repeats) > 0 && repeats[0].pos == i {
 			if p.Rules[repeats[0].first].Action != r.Action {
-				conflicts = append(conflicts, conflict{i, r})
+				conflicts = append(conflicts, conflict{i, r, fmt.Sprintf("%s is both blocked and allowed for %s", r.Match(), r.Dir)})
 			}
 			repeats = repeats[1:]
+			continue
+		}
+		if msg := overlap(r, p.Rules[:kept]); msg != "" {
+			conflicts = append(conflicts, conflict{i, r, msg})
 			continue
 		}
 		r.ID = p.nextID
@@ -44,6 +51,21 @@ func (p *Policy) settle(from int) []conflict {
 	// Both are rebuilt on first use.
 	p.index, p.byID = nil, nil
 	return conflicts
+}
+
+// overlap says why r cannot join the rules kept: a port range that overlaps
+// partly with one of theirs. Ranges are rare, so a range is compared with
+// every kept rule.
+func overlap(r Rule, kept []Rule) string {
+	if r.Ports.Width() < 2 {
+		return ""
+	}
+	for _, o := range kept {
+		if o.Dir == r.Dir && o.Prefix == r.Prefix && overlapsPartly(o.Ports, r.Ports) {
+			return overlapMessage(r, o)
+		}
+	}
+	return ""
 }
 
 // repeat is a rule whose direction and prefix an earlier rule has.
@@ -63,7 +85,7 @@ func (p *Policy) repeats(from int) []repeat {
 	// only if every position fits one.
 	fits := len(p.Rules) <= wordRules
 	for i, r := range p.Rules {
-		if fits && r.Prefix.Addr().Is4() {
+		if fits && r.Prefix.Addr().Is4() && r.Ports.Any() {
 			words = append(words, wordKeyOf(r, i))
 		} else {
 			wide = append(wide, wideKeyOf(r, i))
@@ -112,14 +134,15 @@ func wordKeyOf(r Rule, pos int) uint64 {
 // its position in Rules, which orders the rules of the same prefix.
 type wideKey struct {
 	hi, lo uint64 // the address, IPv4 in its IPv6-mapped form
-	tag    uint32 // family, direction and prefix length
+	tag    uint64 // ports, family, direction and prefix length
 	pos    uint32
 }
 
 func wideKeyOf(r Rule, pos int) wideKey {
 	a := r.Prefix.Addr()
 	b := a.As16()
-	tag := uint32(r.Dir)<<8 | uint32(r.Prefix.Bits())
+	tag := uint64(r.Ports.Proto)<<56 | uint64(r.Ports.Lo)<<40 | uint64(r.Ports.Hi)<<24 |
+		uint64(r.Dir)<<8 | uint64(r.Prefix.Bits())
 	if a.Is4() {
 		tag |= 1 << 16
 	}

@@ -88,16 +88,16 @@ func unsettledRules(n int) []Rule {
 func settleByMap(p *Policy, from int) []conflict {
 	index := make(map[ruleKey]int32, len(p.Rules))
 	for i, r := range p.Rules[:from] {
-		index[keyOf(r.Dir, r.Prefix)] = int32(i)
+		index[keyOf(r.Dir, r.Match())] = int32(i)
 	}
 	var conflicts []conflict
 	kept := from
 	for i := from; i < len(p.Rules); i++ {
 		r := p.Rules[i]
-		k := keyOf(r.Dir, r.Prefix)
+		k := keyOf(r.Dir, r.Match())
 		if j, ok := index[k]; ok {
 			if p.Rules[j].Action != r.Action {
-				conflicts = append(conflicts, conflict{i, r})
+				conflicts = append(conflicts, conflict{i, r, ""})
 			}
 			continue
 		}
