@@ -61,15 +61,65 @@ enum event_flag {
 	EVENT_F_MALFORMED = 1 << 1,
 };
 
+// What else a prefix has besides its address-only rule: rules of a protocol,
+// of single ports, or of port ranges, kept in the port maps under the
+// prefix's address (struct port_key). A prefix with none costs no port lookup.
+enum site_flag {
+	SITE_F_PROTO = 1 << 0, // protocol rules (tcp, icmp): in ports, port 0
+	SITE_F_PORT = 1 << 1,  // single-port rules: in ports
+	SITE_F_RANGE = 1 << 2, // port-range rules: in ranges
+};
+
 // A rule as stored in every rule map. id ties events to the rule userspace
-// knows; 0 means "no rule, the default decided". The counters live in the rule
-// itself, added to atomically, so counting costs no extra lookup.
+// knows; 0 means "no rule, the default decided" (in an address map, a prefix
+// that only has port rules). The counters live in the rule itself, added to
+// atomically, so counting costs no extra lookup.
 struct rule {
 	__u32 id;
 	__u8 action; // enum verdict
-	__u8 pad[3];
+	__u8 flags;  // enum site_flag, in an address map
+	__u8 bits;   // the prefix length, in an address map
+	__u8 pad;
 	__u64 packets;
 	__u64 bytes;
+};
+
+// The key of a protocol or single-port rule: the prefix it belongs to, its
+// protocol, and its port, 0 for every port of the protocol.
+struct port_key {
+	__u8 addr[16]; // the prefix's address, masked; IPv4 in the first 4 bytes
+	__u8 bits;     // the prefix length
+	__u8 family;   // 4 or 6
+	__u8 proto;
+	// 1 for a range rule that narrower ones cover whole, so that it has no
+	// block in the ranges map: kept here for userspace, never looked up.
+	__u8 shadowed;
+	__u16 port; // host order; with shadowed, the range's first port
+	__u16 hi;   // with shadowed, the range's last port
+};
+
+// The key of a port-range rule in an LPM trie: a range is stored as the
+// aligned blocks of ports where it is the narrowest rule, so that the longest
+// match is the narrowest range. Everything before port is matched whole.
+struct range_key {
+	__u32 prefixlen; // RANGE_FIXED_BITS + the block's bits
+	__u8 bits;
+	__u8 family;
+	__u8 proto;
+	__u8 pad;
+	__u8 addr[16];
+	__be16 port; // network order: the trie compares bits from the top
+};
+
+#define RANGE_FIXED_BITS (8 * (4 + 16))
+
+// A range rule keeps its range, for userspace to read back: its blocks do not
+// show it where a narrower range cuts into it.
+struct range_rule {
+	struct rule r;
+	__u16 lo;
+	__u16 hi;
+	__u32 pad;
 };
 
 // Lengths an IPv4 prefix rule can have; host rules (/32) are kept apart.
@@ -163,6 +213,10 @@ struct event {
 const struct event *unused_event __attribute__((unused));
 const struct owner *unused_owner __attribute__((unused));
 const struct rule *unused_rule __attribute__((unused));
+const struct port_key *unused_port_key __attribute__((unused));
+const struct range_key *unused_range_key __attribute__((unused));
+const struct range_rule *unused_range_rule __attribute__((unused));
+const enum site_flag *unused_site_flag __attribute__((unused));
 const struct config *unused_config __attribute__((unused));
 const struct state *unused_state __attribute__((unused));
 const struct counter *unused_counter __attribute__((unused));
@@ -215,6 +269,24 @@ struct prefix6_map {
 	__uint(max_entries, 1 << 24);
 	__type(key, struct prefix_key6);
 	__type(value, struct rule);
+};
+
+// Protocol and single-port rules of every prefix of a direction, both
+// families, and port ranges (see struct range_key).
+struct ports_map {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, struct port_key);
+	__type(value, struct rule);
+};
+
+struct ranges_map {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 24);
+	__type(key, struct range_key);
+	__type(value, struct range_rule);
 };
 
 // One bit per IPv4 /24 (large policies: 2 MiB) or /16 (small ones: 8 KiB),
@@ -278,6 +350,10 @@ GENERATIONS(egress_bitmap4, bitmap4_map)
 GENERATIONS(ingress_bitmap4, bitmap4_map)
 GENERATIONS(egress_bitmap6, bitmap6_map)
 GENERATIONS(ingress_bitmap6, bitmap6_map)
+GENERATIONS(egress_ports, ports_map)
+GENERATIONS(ingress_ports, ports_map)
+GENERATIONS(egress_ranges, ranges_map)
+GENERATIONS(ingress_ranges, ranges_map)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -344,9 +420,11 @@ struct flow {
 	__u8 src[16]; // IPv4 in the first 4 bytes
 	__u8 dst[16];
 	__u16 sport;
-	__u16 dport;
+	__u16 dport; // 0 when the packet has none: rules of ports do not match it
 	__u8 family;
 	__u8 proto;
+	__u8 l4_known; // proto and ports are read (the socket hooks know them)
+	__u8 pad;
 	struct owner owner; // for the event; pid 0 when unknown
 };
 
@@ -375,7 +453,11 @@ static __always_inline void *inner(void *outer, __u32 gen)
 struct match {
 	__u32 rule_id; // 0: no rule matched, the default decides
 	__u8 action;   // enum verdict; set when rule_id is
-	__u8 pad[3];
+	// The longest prefix containing the address has port rules, and the
+	// packet's protocol and ports are not read yet: read them and decide
+	// again. Nothing was counted.
+	__u8 need_l4;
+	__u8 pad[2];
 };
 
 // hit takes a matching rule's verdict and counts the packet against it.
@@ -387,6 +469,96 @@ static __always_inline void hit(struct match *m, struct rule *r, __u32 len)
 	__sync_fetch_and_add(&r->bytes, len);
 }
 
+// port_rules is set by userspace before load: whether the policy can have
+// port rules. A filter whose policy never changes and has none gets programs
+// without the port lookups (the verifier skips the branches it knows dead),
+// which verify in a tenth of the time.
+volatile const __u8 port_rules = 1;
+
+// What judging a packet at one prefix that contains its address found.
+enum site_outcome {
+	SITE_NONE = 0, // no rule of the prefix matches: shorter prefixes decide
+	SITE_HIT,      // a rule matched, and counted the packet
+	SITE_NEED_L4,  // the prefix has port rules and the packet's are not read
+};
+
+// port_match looks for the rule of a prefix that matches a packet's protocol
+// and port, most specific first: a single port, the narrowest range, the
+// protocol. k is the prefix's key in the port maps with the packet's
+// protocol and port; flags are the prefix's (enum site_flag). It returns 1
+// when a rule matched, and counted the packet in m. A global function, so
+// that the verifier checks it once rather than at every prefix lookup; its
+// scalars share words so that every argument is one the body uses (the
+// fixed object has no generations).
+__noinline int port_match(__u32 dir_gen, struct port_key *k, __u32 flags_len, struct match *m)
+{
+	__u32 dir = dir_gen >> 1, gen = dir_gen & 1;
+	__u32 flags = flags_len >> 24, len = flags_len & 0xffffff;
+	__u16 port;
+
+	if (!k || !m)
+		return 0;
+	port = k->port;
+	void *ports = inner(dir == DIR_EGRESS ? (void *)&egress_ports : (void *)&ingress_ports, gen);
+	struct rule *pr;
+	if (port && (flags & SITE_F_PORT) && ports) {
+		pr = bpf_map_lookup_elem(ports, k);
+		if (pr) {
+			hit(m, pr, len);
+			return 1;
+		}
+	}
+	void *ranges = inner(dir == DIR_EGRESS ? (void *)&egress_ranges : (void *)&ingress_ranges, gen);
+	if (port && (flags & SITE_F_RANGE) && ranges) {
+		struct range_key rk = {
+			.prefixlen = RANGE_FIXED_BITS + 16,
+			.bits = k->bits,
+			.family = k->family,
+			.proto = k->proto,
+			.port = bpf_htons(port),
+		};
+		__builtin_memcpy(rk.addr, k->addr, sizeof(rk.addr));
+		struct range_rule *rr = bpf_map_lookup_elem(ranges, &rk);
+		if (rr) {
+			hit(m, &rr->r, len);
+			return 1;
+		}
+	}
+	if ((flags & SITE_F_PROTO) && ports) {
+		k->port = 0;
+		pr = bpf_map_lookup_elem(ports, k);
+		if (pr) {
+			hit(m, pr, len);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+// site judges a packet at a prefix that contains its address, whose rule in
+// the address map is r and whose port maps' key is k (address and length
+// set): a port rule beats a protocol rule beats the address-only rule. Only a
+// prefix with port rules looks at the packet's protocol and port. Packets
+// are at most 64 KiB, so len and the flags share a word.
+static __always_inline int site(int dir, __u32 gen, struct rule *r, struct port_key *k, __u8 proto,
+				__u16 port, __u8 l4_known, __u32 len, struct match *m)
+{
+	if (port_rules && r->flags) {
+		if (!l4_known) {
+			m->need_l4 = 1;
+			return SITE_NEED_L4;
+		}
+		k->proto = proto;
+		k->port = port;
+		if (port_match((__u32)dir << 1 | (gen & 1), k, (__u32)r->flags << 24 | (len & 0xffffff), m))
+			return SITE_HIT;
+	}
+	if (!r->id)
+		return SITE_NONE;
+	hit(m, r, len);
+	return SITE_HIT;
+}
+
 // A walk over the IPv4 prefix lengths of a generation, with bpf_loop: its
 // callback is verified once, however many lengths a policy has.
 struct walk {
@@ -394,6 +566,9 @@ struct walk {
 	__u32 dir;
 	__u32 len;     // the packet's, for the rule's counters
 	__u32 addr;    // network order
+	__u16 port;
+	__u8 proto;
+	__u8 l4_known;
 	struct match m;
 };
 
@@ -422,8 +597,9 @@ static long walk4(__u32 i, struct walk *w)
 	struct rule *r = bpf_map_lookup_elem(prefix, &key);
 	if (!r)
 		return 0;
-	hit(&w->m, r, w->len);
-	return 1;
+	struct port_key pk = {.bits = key.prefixlen, .family = 4};
+	*(__u32 *)pk.addr = key.addr;
+	return site(dir, gen, r, &pk, w->proto, w->port, w->l4_known, w->len, &w->m) != SITE_NONE;
 }
 
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are judged by the IPv4 rules.
@@ -456,8 +632,8 @@ static __always_inline int no_rule4(int dir, const struct policy *pol, __u32 add
 				  pol->gen, bpf_ntohl(addr) >> (shift & 31));
 }
 
-static __always_inline void match4(int dir, const struct policy *pol, __u32 addr, __u32 len,
-				   struct match *m)
+static __always_inline void match4(int dir, const struct policy *pol, const struct flow *f, __u32 addr,
+				   __u32 len, struct match *m)
 {
 	__u32 gen = pol->gen;
 
@@ -466,15 +642,45 @@ static __always_inline void match4(int dir, const struct policy *pol, __u32 addr
 	void *host = inner(dir == DIR_EGRESS ? (void *)&egress_host4 : (void *)&ingress_host4, gen);
 	struct rule *r = host ? bpf_map_lookup_elem(host, &addr) : 0;
 	if (r) {
-		hit(m, r, len);
-		return;
+		struct port_key pk = {.bits = 32, .family = 4};
+		*(__u32 *)pk.addr = addr;
+		if (site(dir, gen, r, &pk, f->proto, f->dport, f->l4_known, len, m) != SITE_NONE)
+			return;
 	}
 	__u8 n = pol->cfg->nlens4[dir];
 	if (!n)
 		return;
-	struct walk w = {.gen = gen, .dir = dir, .len = len, .addr = addr, .m = *m};
+	struct walk w = {
+		.gen = gen,
+		.dir = dir,
+		.len = len,
+		.addr = addr,
+		.port = f->dport,
+		.proto = f->proto,
+		.l4_known = f->l4_known,
+		.m = *m,
+	};
 	bpf_loop(n, walk4, &w, 0);
 	*m = w.m;
+}
+
+// masked6 returns the first bits bits (0 to 128) of an IPv6 address, as two
+// host-order words.
+static __always_inline void masked6(const __u8 *addr, __u32 bits, __u64 *hi, __u64 *lo)
+{
+	__builtin_memcpy(hi, addr, 8);
+	__builtin_memcpy(lo, addr + 8, 8);
+	*hi = __builtin_bswap64(*hi);
+	*lo = __builtin_bswap64(*lo);
+	if (!bits) {
+		*hi = 0;
+		*lo = 0;
+	} else if (bits <= 64) {
+		*hi &= ~0ULL << ((64 - bits) & 63);
+		*lo = 0;
+	} else {
+		*lo &= ~0ULL << ((128 - bits) & 63);
+	}
 }
 
 // hash6 hashes the first bits bits (1 to 128) of an IPv6 address to 16 bits.
@@ -483,17 +689,53 @@ static __always_inline __u32 hash6(const __u8 *addr, __u32 bits)
 {
 	__u64 hi, lo;
 
-	__builtin_memcpy(&hi, addr, 8);
-	__builtin_memcpy(&lo, addr + 8, 8);
+	masked6(addr, bits, &hi, &lo);
+	return ((hi ^ lo * 0x9e3779b97f4a7c15ULL) * 0xc2b2ae3d27d4eb4fULL) >> 48;
+}
+
+// A walk up the IPv6 prefixes that contain an address, longest first, for
+// as long as each has port rules and none matches the packet.
+struct walk6 {
+	__u32 gen;
+	__u32 dir;
+	__u32 len;
+	__u32 bits; // the next lookup's: the trie's longest prefix up to bits
+	__u8 addr[16];
+	__u16 port;
+	__u8 proto;
+	__u8 l4_known;
+	struct match m;
+};
+
+// step6 takes one step of the walk and says whether the walk is over.
+static __always_inline long step6(struct walk6 *w)
+{
+	__u32 gen = w->gen, dir = w->dir & 1;
+	void *prefix = inner(dir == DIR_EGRESS ? (void *)&egress_prefix6 : (void *)&ingress_prefix6, gen);
+
+	if (!prefix)
+		return 1;
+	struct prefix_key6 key = {.prefixlen = w->bits};
+	__builtin_memcpy(key.addr, w->addr, 16);
+	struct rule *r = bpf_map_lookup_elem(prefix, &key);
+	if (!r)
+		return 1;
+	struct port_key pk = {.bits = r->bits, .family = 6};
+	__u64 hi, lo;
+	masked6(w->addr, r->bits, &hi, &lo);
 	hi = __builtin_bswap64(hi);
 	lo = __builtin_bswap64(lo);
-	if (bits <= 64) {
-		hi &= ~0ULL << ((64 - bits) & 63);
-		lo = 0;
-	} else {
-		lo &= ~0ULL << ((128 - bits) & 63);
-	}
-	return ((hi ^ lo * 0x9e3779b97f4a7c15ULL) * 0xc2b2ae3d27d4eb4fULL) >> 48;
+	__builtin_memcpy(pk.addr, &hi, 8);
+	__builtin_memcpy(pk.addr + 8, &lo, 8);
+	if (site(dir, gen, r, &pk, w->proto, w->port, w->l4_known, w->len, &w->m) != SITE_NONE || !r->bits)
+		return 1;
+	w->bits = r->bits - 1;
+	return 0;
+}
+
+static long walk6(__u32 i, struct walk6 *w)
+{
+	return step6(w);
 }
 
 // no_rule6 says whether the IPv6 bitmap, where the generation has one, rules
@@ -506,8 +748,8 @@ static __always_inline int no_rule6(int dir, const struct policy *pol, const __u
 				 pol->gen, hash6(addr, bits));
 }
 
-static __always_inline void match6(int dir, const struct policy *pol, const __u8 *addr, __u32 len,
-				   struct match *m)
+static __always_inline void match6(int dir, const struct policy *pol, const struct flow *f, const __u8 *addr,
+				   __u32 len, struct match *m)
 {
 	__u32 gen = pol->gen;
 
@@ -517,23 +759,35 @@ static __always_inline void match6(int dir, const struct policy *pol, const __u8
 	struct rule *r = host ? bpf_map_lookup_elem(host, addr) : 0;
 
 	if (r) {
-		hit(m, r, len);
-		return;
+		struct port_key pk = {.bits = 128, .family = 6};
+		__builtin_memcpy(pk.addr, addr, 16);
+		if (site(dir, gen, r, &pk, f->proto, f->dport, f->l4_known, len, m) != SITE_NONE)
+			return;
 	}
-	void *prefix = inner(dir == DIR_EGRESS ? (void *)&egress_prefix6 : (void *)&ingress_prefix6, gen);
-	if (!prefix)
-		return;
-	struct prefix_key6 key = {.prefixlen = 128};
-	__builtin_memcpy(key.addr, addr, 16);
-	r = bpf_map_lookup_elem(prefix, &key);
-	if (r)
-		hit(m, r, len);
+	struct walk6 w = {
+		.gen = gen,
+		.dir = dir,
+		.len = len,
+		.bits = 128,
+		.port = f->dport,
+		.proto = f->proto,
+		.l4_known = f->l4_known,
+		.m = *m,
+	};
+	__builtin_memcpy(w.addr, addr, 16);
+	// The first step inline: only a prefix with port rules that none
+	// matched sends the walk further up.
+	if (!step6(&w))
+		bpf_loop(128, walk6, &w, 0);
+	*m = w.m;
 }
 
-// decide is the decision rule: the most specific prefix that contains the
-// remote address (the destination on egress, the source on ingress) decides;
-// no match means the direction's default. The matching rule, if any, counts
-// the packet.
+// decide is the decision rule: the longest prefix that contains the remote
+// address (the destination on egress, the source on ingress) and has a rule
+// matching the packet decides, by its most specific rule (see site); no match
+// means the direction's default. The matching rule, if any, counts the packet.
+// A prefix with port rules met before the packet's ports are read stops the
+// decision with need_l4 set.
 static __always_inline void decide(int dir, const struct flow *f, const struct policy *pol,
 				   __u32 len, struct match *m)
 {
@@ -541,11 +795,12 @@ static __always_inline void decide(int dir, const struct flow *f, const struct p
 
 	m->rule_id = 0;
 	m->action = pol->cfg->default_action[dir];
+	m->need_l4 = 0;
 	// One call site for the IPv4 lookup, so that the verifier walks it once.
 	if (f->family == 4 || is_v4_mapped(addr))
-		match4(dir, pol, f->family == 4 ? *(__u32 *)addr : *(__u32 *)&addr[12], len, m);
+		match4(dir, pol, f, f->family == 4 ? *(__u32 *)addr : *(__u32 *)&addr[12], len, m);
 	else
-		match6(dir, pol, addr, len, m);
+		match6(dir, pol, f, addr, len, m);
 }
 
 // logs says whether the log level asks for an event about a decision.
@@ -681,19 +936,82 @@ static __always_inline int load(struct __sk_buff *skb, void *to, __u32 size)
 	return bpf_skb_load_bytes(skb, 0, to, size);
 }
 
-// load_ports reads the ports of a TCP or UDP packet whose transport header
-// starts at off. Ports only feed the log, so they are read only for an event,
-// and a packet too short for them is judged all the same.
-static __always_inline void load_ports(struct __sk_buff *skb, __u32 off, struct flow *f)
+// has_ports says whether a protocol's header begins with the two ports that
+// rules match: TCP, UDP and SCTP (policy.HasPorts).
+static __always_inline int has_ports(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
+}
+
+// The IPv6 extension headers that the transport header can follow.
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_DEST 60
+#define EXT_HEADERS_MAX 8
+
+// skip_ext6 walks an IPv6 packet's extension headers from off to its
+// transport header: it sets f->proto, and returns where the transport header
+// starts, 0 for a fragment after the first (no ports), or -1 when the chain
+// cannot be read or is longer than EXT_HEADERS_MAX: such a packet cannot be
+// judged by its protocol, and is dropped as malformed.
+static __always_inline int skip_ext6(struct __sk_buff *skb, __u32 off, struct flow *f)
+{
+	for (int i = 0; i < EXT_HEADERS_MAX; i++) {
+		__u8 h[4];
+
+		switch (f->proto) {
+		case NEXTHDR_HOP:
+		case NEXTHDR_ROUTING:
+		case NEXTHDR_DEST:
+		case NEXTHDR_AUTH:
+			if (bpf_skb_load_bytes(skb, off, h, 2))
+				return -1;
+			off += f->proto == NEXTHDR_AUTH ? (h[1] + 2) * 4 : (h[1] + 1) * 8;
+			f->proto = h[0];
+			break;
+		case NEXTHDR_FRAGMENT:
+			if (bpf_skb_load_bytes(skb, off, h, 4))
+				return -1;
+			f->proto = h[0];
+			if ((h[2] << 8 | h[3]) & 0xfff8)
+				return 0;
+			off += 8;
+			break;
+		default:
+			return off;
+		}
+	}
+	return -1;
+}
+
+// load_l4 reads a packet's transport protocol (through IPv6 extension
+// headers) and ports, from its transport header at off (0 for a fragment
+// after the first, which has none). It returns -1 for a packet too short for
+// them. Only a decision at a prefix with port rules, or an event, needs them.
+// A global function, so that the verifier checks it once, not at each call
+// with every offset the caller could have.
+__noinline int load_l4(struct __sk_buff *skb, __u32 off, struct flow *f)
 {
 	__be16 ports[2];
 
-	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP)
-		return;
+	if (!skb || !f)
+		return -1;
+	f->l4_known = 1;
+	if (f->family == 6 && off) {
+		int at = skip_ext6(skb, off, f);
+		if (at < 0)
+			return -1;
+		off = at;
+	}
+	if (!off || !has_ports(f->proto))
+		return 0;
 	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
-		return;
+		return -1;
 	f->sport = bpf_ntohs(ports[0]);
 	f->dport = bpf_ntohs(ports[1]);
+	return 0;
 }
 
 // parse reads the addresses of an skb that starts at its IP header, and where
@@ -746,11 +1064,24 @@ static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 		count(hook, STAT_MALFORMED, skb->len);
 		return enforce(&pol, hook, &f, &m, skb->len, EVENT_F_MALFORMED);
 	}
-	decide(dir, &f, &pol, skb->len, &m);
+	// Decided once by address; again, with the protocol and ports read,
+	// where the prefix that decides has port rules. One call site, so that
+	// the verifier walks the lookups once.
+	for (int pass = 0; pass < 2; pass++) {
+		decide(dir, &f, &pol, skb->len, &m);
+		if (!port_rules || !m.need_l4)
+			break;
+		if (load_l4(skb, l4, &f)) {
+			m.action = VERDICT_DROP;
+			m.rule_id = 0;
+			count(hook, STAT_MALFORMED, skb->len);
+			return enforce(&pol, hook, &f, &m, skb->len, EVENT_F_MALFORMED);
+		}
+	}
 	// What only the event needs is read only for an event.
 	if (logs(pol.cfg, m.action)) {
-		if (l4)
-			load_ports(skb, l4, &f);
+		if (!f.l4_known)
+			load_l4(skb, l4, &f);
 		skb_owner(skb, &f.owner);
 	}
 	return enforce(&pol, hook, &f, &m, skb->len, 0);
@@ -790,7 +1121,9 @@ static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int 
 		*(__u32 *)f.dst = ctx->user_ip4;
 	}
 	f.proto = ctx->protocol;
-	f.dport = bpf_ntohs((__u16)ctx->user_port);
+	if (has_ports(f.proto))
+		f.dport = bpf_ntohs((__u16)ctx->user_port);
+	f.l4_known = 1;
 
 	struct match m;
 	decide(DIR_EGRESS, &f, &pol, 0, &m);

@@ -130,7 +130,7 @@ ingress:
 		{"every problem of a file", []string{"-f", bad}, []string{
 			"cgwall: " + bad + `:2: egress.default: "maybe" is not an action: use allow or block`,
 			"cgwall: " + bad + `:3: egress.block: "1.1.1.300" is not a valid IPv4 or IPv6 address`,
-			"cgwall: " + bad + ":4: egress.allow: 10.0.0.0/8 is also blocked at line 3: a prefix is either blocked or allowed",
+			"cgwall: " + bad + ":4: egress.allow: 10.0.0.0/8 is also blocked at line 3: a rule is either blocked or allowed",
 			"cgwall: " + bad + `:6: unknown key "bloc" in ingress: known keys are default, block, allow, block_lists, allow_lists (4 problems)`,
 		}},
 		{"one problem", []string{"-f", write(t, dir, "one.yaml", "log: verbose\n")}, []string{

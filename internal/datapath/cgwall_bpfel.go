@@ -98,6 +98,17 @@ type cgwallOwner struct {
 	Comm [16]int8
 }
 
+type cgwallPortKey struct {
+	_        structs.HostLayout
+	Addr     [16]uint8
+	Bits     uint8
+	Family   uint8
+	Proto    uint8
+	Shadowed uint8
+	Port     uint16
+	Hi       uint16
+}
+
 type cgwallPrefixKey4 struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -110,14 +121,44 @@ type cgwallPrefixKey6 struct {
 	Addr      [16]uint8
 }
 
+type cgwallRangeKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Bits      uint8
+	Family    uint8
+	Proto     uint8
+	Pad       uint8
+	Addr      [16]uint8
+	Port      uint16
+	_         [2]byte
+}
+
+type cgwallRangeRule struct {
+	_   structs.HostLayout
+	R   cgwallRule
+	Lo  uint16
+	Hi  uint16
+	Pad uint32
+}
+
 type cgwallRule struct {
 	_       structs.HostLayout
 	Id      uint32
 	Action  uint8
-	Pad     [3]uint8
+	Flags   uint8
+	Bits    uint8
+	Pad     uint8
 	Packets uint64
 	Bytes   uint64
 }
+
+type cgwallSiteFlag uint32
+
+const (
+	cgwallSiteFlagSITE_F_PROTO cgwallSiteFlag = 1
+	cgwallSiteFlagSITE_F_PORT  cgwallSiteFlag = 2
+	cgwallSiteFlagSITE_F_RANGE cgwallSiteFlag = 4
+)
 
 type cgwallStat uint32
 
@@ -154,15 +195,19 @@ const (
 	cgwallMapEgressBitmap6       = "egress_bitmap6"
 	cgwallMapEgressHost4         = "egress_host4"
 	cgwallMapEgressHost6         = "egress_host6"
+	cgwallMapEgressPorts         = "egress_ports"
 	cgwallMapEgressPrefix4       = "egress_prefix4"
 	cgwallMapEgressPrefix6       = "egress_prefix6"
+	cgwallMapEgressRanges        = "egress_ranges"
 	cgwallMapEvents              = "events"
 	cgwallMapIngressBitmap4      = "ingress_bitmap4"
 	cgwallMapIngressBitmap6      = "ingress_bitmap6"
 	cgwallMapIngressHost4        = "ingress_host4"
 	cgwallMapIngressHost6        = "ingress_host6"
+	cgwallMapIngressPorts        = "ingress_ports"
 	cgwallMapIngressPrefix4      = "ingress_prefix4"
 	cgwallMapIngressPrefix6      = "ingress_prefix6"
+	cgwallMapIngressRanges       = "ingress_ranges"
 	cgwallMapOwners              = "owners"
 	cgwallMapSettings            = "settings"
 	cgwallMapStats               = "stats"
@@ -175,6 +220,7 @@ const (
 	cgwallProgCgwallSendmsg6     = "cgwall_sendmsg6"
 	cgwallProgCgwallSockCreate   = "cgwall_sock_create"
 	cgwallVarNameProcesses       = "name_processes"
+	cgwallVarPortRules           = "port_rules"
 	cgwallVarUnusedAddr6         = "unused_addr6"
 	cgwallVarUnusedConfig        = "unused_config"
 	cgwallVarUnusedCounter       = "unused_counter"
@@ -184,9 +230,13 @@ const (
 	cgwallVarUnusedHook          = "unused_hook"
 	cgwallVarUnusedLogLevel      = "unused_log_level"
 	cgwallVarUnusedOwner         = "unused_owner"
+	cgwallVarUnusedPortKey       = "unused_port_key"
 	cgwallVarUnusedPrefixKey4    = "unused_prefix_key4"
 	cgwallVarUnusedPrefixKey6    = "unused_prefix_key6"
+	cgwallVarUnusedRangeKey      = "unused_range_key"
+	cgwallVarUnusedRangeRule     = "unused_range_rule"
 	cgwallVarUnusedRule          = "unused_rule"
+	cgwallVarUnusedSiteFlag      = "unused_site_flag"
 	cgwallVarUnusedStat          = "unused_stat"
 	cgwallVarUnusedState         = "unused_state"
 	cgwallVarUnusedVerdict       = "unused_verdict"
@@ -253,15 +303,19 @@ type cgwallMapSpecs struct {
 	EgressBitmap6  *ebpf.MapSpec `ebpf:"egress_bitmap6"`
 	EgressHost4    *ebpf.MapSpec `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.MapSpec `ebpf:"egress_host6"`
+	EgressPorts    *ebpf.MapSpec `ebpf:"egress_ports"`
 	EgressPrefix4  *ebpf.MapSpec `ebpf:"egress_prefix4"`
 	EgressPrefix6  *ebpf.MapSpec `ebpf:"egress_prefix6"`
+	EgressRanges   *ebpf.MapSpec `ebpf:"egress_ranges"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	IngressBitmap4 *ebpf.MapSpec `ebpf:"ingress_bitmap4"`
 	IngressBitmap6 *ebpf.MapSpec `ebpf:"ingress_bitmap6"`
 	IngressHost4   *ebpf.MapSpec `ebpf:"ingress_host4"`
 	IngressHost6   *ebpf.MapSpec `ebpf:"ingress_host6"`
+	IngressPorts   *ebpf.MapSpec `ebpf:"ingress_ports"`
 	IngressPrefix4 *ebpf.MapSpec `ebpf:"ingress_prefix4"`
 	IngressPrefix6 *ebpf.MapSpec `ebpf:"ingress_prefix6"`
+	IngressRanges  *ebpf.MapSpec `ebpf:"ingress_ranges"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	Settings       *ebpf.MapSpec `ebpf:"settings"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
@@ -272,6 +326,7 @@ type cgwallMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallVariableSpecs struct {
 	NameProcesses    *ebpf.VariableSpec `ebpf:"name_processes"`
+	PortRules        *ebpf.VariableSpec `ebpf:"port_rules"`
 	UnusedAddr6      *ebpf.VariableSpec `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.VariableSpec `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
@@ -281,9 +336,13 @@ type cgwallVariableSpecs struct {
 	UnusedHook       *ebpf.VariableSpec `ebpf:"unused_hook"`
 	UnusedLogLevel   *ebpf.VariableSpec `ebpf:"unused_log_level"`
 	UnusedOwner      *ebpf.VariableSpec `ebpf:"unused_owner"`
+	UnusedPortKey    *ebpf.VariableSpec `ebpf:"unused_port_key"`
 	UnusedPrefixKey4 *ebpf.VariableSpec `ebpf:"unused_prefix_key4"`
 	UnusedPrefixKey6 *ebpf.VariableSpec `ebpf:"unused_prefix_key6"`
+	UnusedRangeKey   *ebpf.VariableSpec `ebpf:"unused_range_key"`
+	UnusedRangeRule  *ebpf.VariableSpec `ebpf:"unused_range_rule"`
 	UnusedRule       *ebpf.VariableSpec `ebpf:"unused_rule"`
+	UnusedSiteFlag   *ebpf.VariableSpec `ebpf:"unused_site_flag"`
 	UnusedStat       *ebpf.VariableSpec `ebpf:"unused_stat"`
 	UnusedState      *ebpf.VariableSpec `ebpf:"unused_state"`
 	UnusedVerdict    *ebpf.VariableSpec `ebpf:"unused_verdict"`
@@ -314,15 +373,19 @@ type cgwallMaps struct {
 	EgressBitmap6  *ebpf.Map `ebpf:"egress_bitmap6"`
 	EgressHost4    *ebpf.Map `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.Map `ebpf:"egress_host6"`
+	EgressPorts    *ebpf.Map `ebpf:"egress_ports"`
 	EgressPrefix4  *ebpf.Map `ebpf:"egress_prefix4"`
 	EgressPrefix6  *ebpf.Map `ebpf:"egress_prefix6"`
+	EgressRanges   *ebpf.Map `ebpf:"egress_ranges"`
 	Events         *ebpf.Map `ebpf:"events"`
 	IngressBitmap4 *ebpf.Map `ebpf:"ingress_bitmap4"`
 	IngressBitmap6 *ebpf.Map `ebpf:"ingress_bitmap6"`
 	IngressHost4   *ebpf.Map `ebpf:"ingress_host4"`
 	IngressHost6   *ebpf.Map `ebpf:"ingress_host6"`
+	IngressPorts   *ebpf.Map `ebpf:"ingress_ports"`
 	IngressPrefix4 *ebpf.Map `ebpf:"ingress_prefix4"`
 	IngressPrefix6 *ebpf.Map `ebpf:"ingress_prefix6"`
+	IngressRanges  *ebpf.Map `ebpf:"ingress_ranges"`
 	Owners         *ebpf.Map `ebpf:"owners"`
 	Settings       *ebpf.Map `ebpf:"settings"`
 	Stats          *ebpf.Map `ebpf:"stats"`
@@ -335,15 +398,19 @@ func (m *cgwallMaps) Close() error {
 		m.EgressBitmap6,
 		m.EgressHost4,
 		m.EgressHost6,
+		m.EgressPorts,
 		m.EgressPrefix4,
 		m.EgressPrefix6,
+		m.EgressRanges,
 		m.Events,
 		m.IngressBitmap4,
 		m.IngressBitmap6,
 		m.IngressHost4,
 		m.IngressHost6,
+		m.IngressPorts,
 		m.IngressPrefix4,
 		m.IngressPrefix6,
+		m.IngressRanges,
 		m.Owners,
 		m.Settings,
 		m.Stats,
@@ -355,6 +422,7 @@ func (m *cgwallMaps) Close() error {
 // It can be passed to loadCgwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallVariables struct {
 	NameProcesses    *ebpf.Variable `ebpf:"name_processes"`
+	PortRules        *ebpf.Variable `ebpf:"port_rules"`
 	UnusedAddr6      *ebpf.Variable `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.Variable `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
@@ -364,9 +432,13 @@ type cgwallVariables struct {
 	UnusedHook       *ebpf.Variable `ebpf:"unused_hook"`
 	UnusedLogLevel   *ebpf.Variable `ebpf:"unused_log_level"`
 	UnusedOwner      *ebpf.Variable `ebpf:"unused_owner"`
+	UnusedPortKey    *ebpf.Variable `ebpf:"unused_port_key"`
 	UnusedPrefixKey4 *ebpf.Variable `ebpf:"unused_prefix_key4"`
 	UnusedPrefixKey6 *ebpf.Variable `ebpf:"unused_prefix_key6"`
+	UnusedRangeKey   *ebpf.Variable `ebpf:"unused_range_key"`
+	UnusedRangeRule  *ebpf.Variable `ebpf:"unused_range_rule"`
 	UnusedRule       *ebpf.Variable `ebpf:"unused_rule"`
+	UnusedSiteFlag   *ebpf.Variable `ebpf:"unused_site_flag"`
 	UnusedStat       *ebpf.Variable `ebpf:"unused_stat"`
 	UnusedState      *ebpf.Variable `ebpf:"unused_state"`
 	UnusedVerdict    *ebpf.Variable `ebpf:"unused_verdict"`

@@ -21,15 +21,19 @@ const (
 	cgwallFixedMapEgressBitmap6       = "egress_bitmap6"
 	cgwallFixedMapEgressHost4         = "egress_host4"
 	cgwallFixedMapEgressHost6         = "egress_host6"
+	cgwallFixedMapEgressPorts         = "egress_ports"
 	cgwallFixedMapEgressPrefix4       = "egress_prefix4"
 	cgwallFixedMapEgressPrefix6       = "egress_prefix6"
+	cgwallFixedMapEgressRanges        = "egress_ranges"
 	cgwallFixedMapEvents              = "events"
 	cgwallFixedMapIngressBitmap4      = "ingress_bitmap4"
 	cgwallFixedMapIngressBitmap6      = "ingress_bitmap6"
 	cgwallFixedMapIngressHost4        = "ingress_host4"
 	cgwallFixedMapIngressHost6        = "ingress_host6"
+	cgwallFixedMapIngressPorts        = "ingress_ports"
 	cgwallFixedMapIngressPrefix4      = "ingress_prefix4"
 	cgwallFixedMapIngressPrefix6      = "ingress_prefix6"
+	cgwallFixedMapIngressRanges       = "ingress_ranges"
 	cgwallFixedMapOwners              = "owners"
 	cgwallFixedMapSettings            = "settings"
 	cgwallFixedMapStats               = "stats"
@@ -42,6 +46,7 @@ const (
 	cgwallFixedProgCgwallSendmsg6     = "cgwall_sendmsg6"
 	cgwallFixedProgCgwallSockCreate   = "cgwall_sock_create"
 	cgwallFixedVarNameProcesses       = "name_processes"
+	cgwallFixedVarPortRules           = "port_rules"
 	cgwallFixedVarUnusedAddr6         = "unused_addr6"
 	cgwallFixedVarUnusedConfig        = "unused_config"
 	cgwallFixedVarUnusedCounter       = "unused_counter"
@@ -51,9 +56,13 @@ const (
 	cgwallFixedVarUnusedHook          = "unused_hook"
 	cgwallFixedVarUnusedLogLevel      = "unused_log_level"
 	cgwallFixedVarUnusedOwner         = "unused_owner"
+	cgwallFixedVarUnusedPortKey       = "unused_port_key"
 	cgwallFixedVarUnusedPrefixKey4    = "unused_prefix_key4"
 	cgwallFixedVarUnusedPrefixKey6    = "unused_prefix_key6"
+	cgwallFixedVarUnusedRangeKey      = "unused_range_key"
+	cgwallFixedVarUnusedRangeRule     = "unused_range_rule"
 	cgwallFixedVarUnusedRule          = "unused_rule"
+	cgwallFixedVarUnusedSiteFlag      = "unused_site_flag"
 	cgwallFixedVarUnusedStat          = "unused_stat"
 	cgwallFixedVarUnusedState         = "unused_state"
 	cgwallFixedVarUnusedVerdict       = "unused_verdict"
@@ -120,15 +129,19 @@ type cgwallFixedMapSpecs struct {
 	EgressBitmap6  *ebpf.MapSpec `ebpf:"egress_bitmap6"`
 	EgressHost4    *ebpf.MapSpec `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.MapSpec `ebpf:"egress_host6"`
+	EgressPorts    *ebpf.MapSpec `ebpf:"egress_ports"`
 	EgressPrefix4  *ebpf.MapSpec `ebpf:"egress_prefix4"`
 	EgressPrefix6  *ebpf.MapSpec `ebpf:"egress_prefix6"`
+	EgressRanges   *ebpf.MapSpec `ebpf:"egress_ranges"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	IngressBitmap4 *ebpf.MapSpec `ebpf:"ingress_bitmap4"`
 	IngressBitmap6 *ebpf.MapSpec `ebpf:"ingress_bitmap6"`
 	IngressHost4   *ebpf.MapSpec `ebpf:"ingress_host4"`
 	IngressHost6   *ebpf.MapSpec `ebpf:"ingress_host6"`
+	IngressPorts   *ebpf.MapSpec `ebpf:"ingress_ports"`
 	IngressPrefix4 *ebpf.MapSpec `ebpf:"ingress_prefix4"`
 	IngressPrefix6 *ebpf.MapSpec `ebpf:"ingress_prefix6"`
+	IngressRanges  *ebpf.MapSpec `ebpf:"ingress_ranges"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	Settings       *ebpf.MapSpec `ebpf:"settings"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
@@ -139,6 +152,7 @@ type cgwallFixedMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallFixedVariableSpecs struct {
 	NameProcesses    *ebpf.VariableSpec `ebpf:"name_processes"`
+	PortRules        *ebpf.VariableSpec `ebpf:"port_rules"`
 	UnusedAddr6      *ebpf.VariableSpec `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.VariableSpec `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
@@ -148,9 +162,13 @@ type cgwallFixedVariableSpecs struct {
 	UnusedHook       *ebpf.VariableSpec `ebpf:"unused_hook"`
 	UnusedLogLevel   *ebpf.VariableSpec `ebpf:"unused_log_level"`
 	UnusedOwner      *ebpf.VariableSpec `ebpf:"unused_owner"`
+	UnusedPortKey    *ebpf.VariableSpec `ebpf:"unused_port_key"`
 	UnusedPrefixKey4 *ebpf.VariableSpec `ebpf:"unused_prefix_key4"`
 	UnusedPrefixKey6 *ebpf.VariableSpec `ebpf:"unused_prefix_key6"`
+	UnusedRangeKey   *ebpf.VariableSpec `ebpf:"unused_range_key"`
+	UnusedRangeRule  *ebpf.VariableSpec `ebpf:"unused_range_rule"`
 	UnusedRule       *ebpf.VariableSpec `ebpf:"unused_rule"`
+	UnusedSiteFlag   *ebpf.VariableSpec `ebpf:"unused_site_flag"`
 	UnusedStat       *ebpf.VariableSpec `ebpf:"unused_stat"`
 	UnusedState      *ebpf.VariableSpec `ebpf:"unused_state"`
 	UnusedVerdict    *ebpf.VariableSpec `ebpf:"unused_verdict"`
@@ -181,15 +199,19 @@ type cgwallFixedMaps struct {
 	EgressBitmap6  *ebpf.Map `ebpf:"egress_bitmap6"`
 	EgressHost4    *ebpf.Map `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.Map `ebpf:"egress_host6"`
+	EgressPorts    *ebpf.Map `ebpf:"egress_ports"`
 	EgressPrefix4  *ebpf.Map `ebpf:"egress_prefix4"`
 	EgressPrefix6  *ebpf.Map `ebpf:"egress_prefix6"`
+	EgressRanges   *ebpf.Map `ebpf:"egress_ranges"`
 	Events         *ebpf.Map `ebpf:"events"`
 	IngressBitmap4 *ebpf.Map `ebpf:"ingress_bitmap4"`
 	IngressBitmap6 *ebpf.Map `ebpf:"ingress_bitmap6"`
 	IngressHost4   *ebpf.Map `ebpf:"ingress_host4"`
 	IngressHost6   *ebpf.Map `ebpf:"ingress_host6"`
+	IngressPorts   *ebpf.Map `ebpf:"ingress_ports"`
 	IngressPrefix4 *ebpf.Map `ebpf:"ingress_prefix4"`
 	IngressPrefix6 *ebpf.Map `ebpf:"ingress_prefix6"`
+	IngressRanges  *ebpf.Map `ebpf:"ingress_ranges"`
 	Owners         *ebpf.Map `ebpf:"owners"`
 	Settings       *ebpf.Map `ebpf:"settings"`
 	Stats          *ebpf.Map `ebpf:"stats"`
@@ -202,15 +224,19 @@ func (m *cgwallFixedMaps) Close() error {
 		m.EgressBitmap6,
 		m.EgressHost4,
 		m.EgressHost6,
+		m.EgressPorts,
 		m.EgressPrefix4,
 		m.EgressPrefix6,
+		m.EgressRanges,
 		m.Events,
 		m.IngressBitmap4,
 		m.IngressBitmap6,
 		m.IngressHost4,
 		m.IngressHost6,
+		m.IngressPorts,
 		m.IngressPrefix4,
 		m.IngressPrefix6,
+		m.IngressRanges,
 		m.Owners,
 		m.Settings,
 		m.Stats,
@@ -222,6 +248,7 @@ func (m *cgwallFixedMaps) Close() error {
 // It can be passed to loadCgwallFixedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallFixedVariables struct {
 	NameProcesses    *ebpf.Variable `ebpf:"name_processes"`
+	PortRules        *ebpf.Variable `ebpf:"port_rules"`
 	UnusedAddr6      *ebpf.Variable `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.Variable `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
@@ -231,9 +258,13 @@ type cgwallFixedVariables struct {
 	UnusedHook       *ebpf.Variable `ebpf:"unused_hook"`
 	UnusedLogLevel   *ebpf.Variable `ebpf:"unused_log_level"`
 	UnusedOwner      *ebpf.Variable `ebpf:"unused_owner"`
+	UnusedPortKey    *ebpf.Variable `ebpf:"unused_port_key"`
 	UnusedPrefixKey4 *ebpf.Variable `ebpf:"unused_prefix_key4"`
 	UnusedPrefixKey6 *ebpf.Variable `ebpf:"unused_prefix_key6"`
+	UnusedRangeKey   *ebpf.Variable `ebpf:"unused_range_key"`
+	UnusedRangeRule  *ebpf.Variable `ebpf:"unused_range_rule"`
 	UnusedRule       *ebpf.Variable `ebpf:"unused_rule"`
+	UnusedSiteFlag   *ebpf.Variable `ebpf:"unused_site_flag"`
 	UnusedStat       *ebpf.Variable `ebpf:"unused_stat"`
 	UnusedState      *ebpf.Variable `ebpf:"unused_state"`
 	UnusedVerdict    *ebpf.Variable `ebpf:"unused_verdict"`

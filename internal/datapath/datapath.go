@@ -58,14 +58,15 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Datapath{spec: spec, progs: map[string]*ebpf.Program{}, fixed: o.fixed}
+	d := &Datapath{spec: spec, progs: map[string]*ebpf.Program{}, fixed: o.fixed, policy: p}
 	p.Renumber(1)
 	install := func() error { return d.install(p, 0, nil) }
 	if o.fixed {
-		if err := sizeFixed(spec, p); err != nil {
+		e := entriesOf(p, nil)
+		if err := sizeFixed(spec, p, e); err != nil {
 			return nil, err
 		}
-		install = func() error { return d.installFixed(p) }
+		install = func() error { return d.installFixed(p, e) }
 	}
 	// The policy goes into the maps while the verifier checks the programs.
 	withOptional := p.DenyRaw

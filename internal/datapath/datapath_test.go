@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -209,16 +210,15 @@ func TestDifferential(t *testing.T) {
 			t.Fatal(err)
 		}
 		for j := 0; j < packets; j++ {
-			dir := policy.Directions[rng.IntN(2)]
-			remote := randomAddr(rng)
-			want, wantID := p.DecideAddr(dir, remote)
-			got, e := decideInKernel(t, d, rd, dir, remote)
+			pr := randomProbe(rng)
+			want, wantID := p.Decide(pr.dir, pr.reference())
+			got, e := decideInKernel(t, d, rd, pr)
 			if e.Action != uint8(want) || e.RuleID != wantID || e.Audit != p.Audit {
-				t.Fatalf("policy %d %v (defaults %v, audit %v), %s %s: datapath decided %d by rule %d, reference %v by rule %d",
-					i, p.Rules, p.Default, p.Audit, dir, remote, e.Action, e.RuleID, want, wantID)
+				t.Fatalf("policy %d %v (defaults %v, audit %v), %v: datapath decided %d by rule %d, reference %v by rule %d",
+					i, p.Rules, p.Default, p.Audit, pr, e.Action, e.RuleID, want, wantID)
 			}
 			if wantVerdict := want == policy.Allow || p.Audit; (got == policy.Allow) != wantVerdict {
-				t.Fatalf("policy %d, %s %s: verdict %v with decision %v and audit %v", i, dir, remote, got, want, p.Audit)
+				t.Fatalf("policy %d, %v: verdict %v with decision %v and audit %v", i, pr, got, want, p.Audit)
 			}
 		}
 		rd.Close()
@@ -271,13 +271,12 @@ func TestDifferentialEdits(t *testing.T) {
 			}
 			p := d.Policy()
 			for k := 0; k < packets; k++ {
-				dir := policy.Directions[rng.IntN(2)]
-				remote := randomAddr(rng)
-				want, wantID := p.DecideAddr(dir, remote)
-				_, e := decideInKernel(t, d, rd, dir, remote)
+				pr := randomProbe(rng)
+				want, wantID := p.Decide(pr.dir, pr.reference())
+				_, e := decideInKernel(t, d, rd, pr)
 				if e.Action != uint8(want) || e.RuleID != wantID {
-					t.Fatalf("policy %d after edit %d (%v) %v, %s %s: datapath decided %d by rule %d, reference %v by rule %d",
-						i, j, r, p.Rules, dir, remote, e.Action, e.RuleID, want, wantID)
+					t.Fatalf("policy %d after edit %d (%v) %v, %v: datapath decided %d by rule %d, reference %v by rule %d",
+						i, j, r, p.Rules, pr, e.Action, e.RuleID, want, wantID)
 				}
 			}
 		}
@@ -286,17 +285,17 @@ func TestDifferentialEdits(t *testing.T) {
 	}
 }
 
-// decideInKernel runs the program of a direction on a packet whose remote
-// address is remote and returns its verdict and the event it logged.
-func decideInKernel(t *testing.T, d *Datapath, rd *Reader, dir policy.Direction, remote netip.Addr) (policy.Action, Event) {
+// decideInKernel runs the program of a direction on a probe's packet and
+// returns its verdict and the event it logged.
+func decideInKernel(t *testing.T, d *Datapath, rd *Reader, pr probe) (policy.Action, Event) {
 	t.Helper()
 	local := local6
-	if remote.Is4() {
+	if pr.remote.Is4() {
 		local = local4
 	}
-	prog, pkt := d.progs[cgwallProgCgwallEgress], packet(local, remote)
-	if dir == policy.Ingress {
-		prog, pkt = d.progs[cgwallProgCgwallIngress], packet(remote, local)
+	prog, pkt := d.progs[cgwallProgCgwallEgress], pr.packet(local, pr.remote)
+	if pr.dir == policy.Ingress {
+		prog, pkt = d.progs[cgwallProgCgwallIngress], pr.packet(pr.remote, local)
 	}
 	got := run(t, prog, pkt)
 	e, err := rd.Read()
@@ -329,10 +328,115 @@ func randomPolicy(rng *rand.Rand) *policy.Policy {
 			bits = []int{0, 32, 48, 64, 112, 127, 128}[rng.IntN(7)]
 		}
 		prefix := netip.PrefixFrom(base, bits).Masked()
-		// A conflicting rule is refused and the first action kept; fine here.
-		p.AddPrefix(policy.Directions[rng.IntN(2)], policy.Action(rng.IntN(2)), prefix)
+		// A conflicting rule, or a range that overlaps another partly, is
+		// refused and the first kept; fine here.
+		p.AddMatch(policy.Directions[rng.IntN(2)], policy.Action(rng.IntN(2)),
+			policy.Match{Prefix: prefix, Ports: randomPorts(rng, prefix.Addr().Is4())})
 	}
 	return p
+}
+
+// testProtos are the protocols of random rules and packets: with ports, and
+// the family's ICMP, which has none.
+func testProtos(v4 bool) []uint8 {
+	icmp := policy.ProtoICMPv6
+	if v4 {
+		icmp = policy.ProtoICMP
+	}
+	return []uint8{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoSCTP, icmp}
+}
+
+// testRanges nest, so that the narrowest range decides, and some overlap
+// partly, which the policy refuses.
+var testRanges = [][2]uint16{{1, 65535}, {1, 1024}, {80, 443}, {8000, 8999}, {8000, 8099}, {8050, 8059}, {8090, 8200}, {8055, 8056}}
+
+// testPorts are the single ports of rules and the ports of packets.
+var testPorts = []uint16{53, 80, 443, 8000, 8055, 8080, 8095, 8500, 9000}
+
+// randomPorts makes half of the rules address-only and the others protocol,
+// single-port and range rules.
+func randomPorts(rng *rand.Rand, v4 bool) policy.Ports {
+	protos := testProtos(v4)
+	proto := protos[rng.IntN(len(protos))]
+	switch n := rng.IntN(8); {
+	case n < 4:
+		return policy.Ports{}
+	case n == 4 || !policy.HasPorts(proto):
+		return policy.Ports{Proto: proto}
+	case n == 5:
+		port := testPorts[rng.IntN(len(testPorts))]
+		return policy.Ports{Proto: proto, Lo: port, Hi: port}
+	}
+	r := testRanges[rng.IntN(len(testRanges))]
+	return policy.Ports{Proto: proto, Lo: r[0], Hi: r[1]}
+}
+
+// probe is a packet for the differential tests.
+type probe struct {
+	dir    policy.Direction
+	remote netip.Addr
+	proto  uint8
+	dport  uint16 // the destination port: the remote's on egress, the local one on ingress
+	shape  shape
+}
+
+// shape is how a probe's transport header is reached, if it is.
+type shape int
+
+const (
+	plain        shape = iota
+	nonFirstFrag       // a fragment after the first: no transport header
+	firstFrag          // the first fragment: IPv4 with more-fragments set, IPv6 through a fragment header
+	hopByHop           // IPv6 only: through a hop-by-hop options header
+)
+
+func (pr probe) String() string {
+	return fmt.Sprintf("%s %s proto %d dport %d shape %d", pr.dir, pr.remote, pr.proto, pr.dport, pr.shape)
+}
+
+func randomProbe(rng *rand.Rand) probe {
+	pr := probe{dir: policy.Directions[rng.IntN(2)], remote: randomAddr(rng)}
+	protos := testProtos(pr.remote.Unmap().Is4())
+	pr.proto = protos[rng.IntN(len(protos))]
+	pr.dport = testPorts[rng.IntN(len(testPorts))]
+	if rng.IntN(4) == 0 {
+		pr.dport = uint16(1 + rng.IntN(65535))
+	}
+	switch n := rng.IntN(10); {
+	case n == 0:
+		pr.shape = nonFirstFrag
+	case n == 1:
+		pr.shape = firstFrag
+	case n == 2 && !pr.remote.Is4():
+		pr.shape = hopByHop
+	}
+	return pr
+}
+
+// reference is what policy.Decide sees of the probe: no port for a protocol
+// without ports or for a fragment after the first.
+func (pr probe) reference() policy.Packet {
+	pkt := policy.Packet{Addr: pr.remote, Proto: pr.proto}
+	if policy.HasPorts(pr.proto) && pr.shape != nonFirstFrag {
+		pkt.Port = pr.dport
+	}
+	return pkt
+}
+
+// packet builds the probe's packet from src to dst.
+func (pr probe) packet(src, dst netip.Addr) []byte {
+	payload := l4(40000, pr.dport)
+	if !dst.Is4() {
+		return ipv6Shaped(src, dst, pr.proto, pr.shape, payload)
+	}
+	pkt := ipv4(src, dst, pr.proto, payload)
+	switch pr.shape {
+	case nonFirstFrag:
+		binary.BigEndian.PutUint16(pkt[14+6:], 1) // fragment offset 8 bytes
+	case firstFrag:
+		binary.BigEndian.PutUint16(pkt[14+6:], 1<<13) // more fragments
+	}
+	return pkt
 }
 
 // randomAddr picks addresses near the policy's prefixes, a quarter of the IPv4

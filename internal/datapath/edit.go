@@ -21,8 +21,14 @@ const (
 	Removed
 )
 
-// Set makes dir's rule for prefix have action, in the policy in force. It is in
+// Set makes dir's rule for m have action, in the policy in force. It is in
 // force when Set returns. A rule that changes action keeps its ID and counters.
+//
+// An address-only rule of a prefix without port rules is written in place.
+// A port rule, or an address rule of a prefix that has port rules, moves the
+// policy to the other generation (rebuildWith): the entries of a prefix's
+// port rules hang together (see ports.go), and a switch changes them all at
+// once.
 func (d *Datapath) Set(dir policy.Direction, action policy.Action, m policy.Match) (policy.Rule, Change, error) {
 	if d.fixed {
 		return policy.Rule{}, Unchanged, errFixed
@@ -33,11 +39,17 @@ func (d *Datapath) Set(dir policy.Direction, action policy.Action, m policy.Matc
 			return r, Unchanged, nil
 		}
 		r.Action = action
-		if err := d.setAction(r); err != nil {
-			return r, Unchanged, err
+		if !m.Ports.Any() {
+			if err := d.setAction(r); err != nil {
+				return r, Unchanged, err
+			}
+			d.policy.SetAction(r.ID, action)
+			return r, Updated, nil
 		}
-		d.policy.SetAction(r.ID, action)
-		return r, Updated, nil
+		return r, Updated, d.rebuild(func(next *policy.Policy) { next.SetAction(r.ID, action) })
+	}
+	if err := d.policy.Check(dir, action, m); err != nil {
+		return policy.Rule{}, Unchanged, err
 	}
 
 	r := policy.Rule{ID: d.state.NextRuleId, Dir: dir, Prefix: prefix, Ports: m.Ports, Action: action}
@@ -50,14 +62,16 @@ func (d *Datapath) Set(dir policy.Direction, action policy.Action, m policy.Matc
 	if err != nil {
 		return r, Unchanged, err
 	}
-	if !fits {
+	if !fits || !m.Ports.Any() {
 		return r, Added, d.rebuildWith(r)
 	}
 	if err := d.markBitmap(r); err != nil {
 		return r, Unchanged, err
 	}
-	err = d.putRule(r, cgwallRule{Id: r.ID, Action: uint8(action)}, ebpf.UpdateNoExist)
-	if errors.Is(err, unix.E2BIG) {
+	err = d.putRule(r, cgwallRule{Id: r.ID, Action: uint8(action), Bits: uint8(prefix.Bits())}, ebpf.UpdateNoExist)
+	// E2BIG: the map is full. EEXIST: the prefix has port rules, and an
+	// entry for them.
+	if errors.Is(err, unix.E2BIG) || errors.Is(err, ebpf.ErrKeyExist) {
 		return r, Added, d.rebuildWith(r)
 	}
 	if err != nil {
@@ -99,6 +113,18 @@ func (d *Datapath) rebuildWith(r policy.Rule) error {
 	}
 	next := d.policy.Clone()
 	next.AddRule(r)
+	return d.switchTo(next, counters)
+}
+
+// rebuild moves the policy, changed by change and every counter kept, to the
+// other generation.
+func (d *Datapath) rebuild(change func(next *policy.Policy)) error {
+	counters, err := d.RuleCounters()
+	if err != nil {
+		return err
+	}
+	next := d.policy.Clone()
+	change(next)
 	return d.switchTo(next, counters)
 }
 
@@ -148,6 +174,14 @@ func (d *Datapath) Remove(dir policy.Direction, mt policy.Match) (policy.Rule, C
 		return r, Unchanged, err
 	}
 	defer m.Close()
+	var v cgwallRule
+	if err := m.Lookup(ruleKey(prefix), &v); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return r, Unchanged, fmt.Errorf("read rule %s: %w", r, err)
+	}
+	if !mt.Ports.Any() || v.Flags != 0 {
+		// The prefix keeps an entry for its other port rules.
+		return r, Removed, d.rebuild(func(next *policy.Policy) { next.Delete(dir, mt) })
+	}
 	if err := m.Delete(ruleKey(prefix)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return r, Unchanged, fmt.Errorf("delete rule %s: %w", r, err)
 	}

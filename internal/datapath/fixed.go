@@ -22,8 +22,8 @@ var errFixed = errors.New("the policy of this filter is fixed: it was loaded for
 
 // sizeFixed sizes the rule maps of the fixed object for p, before they are
 // created.
-func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy) error {
-	n := countRules(p)
+func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy, e *entries) error {
+	n := e.counts()
 	shifts, lens6 := bitmapShifts(p), bitmap6Lens(p)
 	for _, dir := range policy.Directions {
 		for k := range numKinds {
@@ -50,12 +50,12 @@ func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy) error {
 
 // installFixed writes p into the fixed object's maps, which are the rule
 // maps themselves.
-func (d *Datapath) installFixed(p *policy.Policy) error {
+func (d *Datapath) installFixed(p *policy.Policy, e *entries) error {
 	var g generation
 	for _, m := range d.maps.withRules() {
 		g[m.dir][m.kind] = m.outer
 	}
-	if err := fillGeneration(g, p, countRules(p), nil); err != nil {
+	if err := e.fill(g); err != nil {
 		return err
 	}
 	for k, all := range map[kind][2][]uint64{kindBitmap4: bitmaps(p), kindBitmap6: bitmaps6(p)} {

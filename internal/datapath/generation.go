@@ -32,14 +32,14 @@ func (g *generation) Close() {
 // RCU grace period (the writes go side by side, so that they share one), and
 // an IPv4 blocklist needs two of the eight rule maps, and its bitmap.
 func (d *Datapath) install(p *policy.Policy, gen uint32, counters map[uint32]Counter) error {
-	n := countRules(p)
-	g, err := d.newGeneration(n)
+	e := entriesOf(p, counters)
+	g, err := d.newGeneration(e.counts())
 	if err != nil {
 		return err
 	}
 	// The outer maps hold their own references; ours go when install returns.
 	defer g.Close()
-	if err := fillGeneration(g, p, n, counters); err != nil {
+	if err := e.fill(g); err != nil {
 		return err
 	}
 	var writes []func() error

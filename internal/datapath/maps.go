@@ -21,25 +21,27 @@ const (
 	kindPrefix6             // shorter IPv6 prefixes, an LPM trie
 	kindBitmap4             // the IPv4 bitmap of /24s or /16s; holds no rules
 	kindBitmap6             // the IPv6 bitmap of hashed prefixes; holds no rules
+	kindPorts               // protocol and single-port rules of every prefix, a hash map
+	kindRanges              // port-range rules, an LPM trie of blocks of ports
 	numKinds
 )
 
 // kindTable is everything about each kind of rule map: its name and how a
-// rule's prefix is encoded as its key and read back. Adding a kind is one row
-// here and one GENERATIONS line in the C.
+// rule is encoded as its key and value and read back. Adding a kind is one
+// row here and one GENERATIONS line in the C.
 var kindTable = [numKinds]kindInfo{
-	kindHost4: ruleKind("host4", func(p netip.Prefix) [4]byte { return p.Addr().As4() },
+	kindHost4: addressKind("host4", func(p netip.Prefix) [4]byte { return p.Addr().As4() },
 		func(k *[4]byte) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom4(*k), 32) }),
-	kindPrefix4: ruleKind("prefix4",
+	kindPrefix4: addressKind("prefix4",
 		func(p netip.Prefix) cgwallPrefixKey4 {
 			return cgwallPrefixKey4{Prefixlen: uint32(p.Bits()), Addr: be32(p.Addr().As4())}
 		},
 		func(k *cgwallPrefixKey4) netip.Prefix {
 			return netip.PrefixFrom(netip.AddrFrom4(fromBE32(k.Addr)), int(k.Prefixlen))
 		}),
-	kindHost6: ruleKind("host6", func(p netip.Prefix) cgwallAddr6 { return cgwallAddr6{Addr: p.Addr().As16()} },
+	kindHost6: addressKind("host6", func(p netip.Prefix) cgwallAddr6 { return cgwallAddr6{Addr: p.Addr().As16()} },
 		func(k *cgwallAddr6) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom16(k.Addr), 128) }),
-	kindPrefix6: ruleKind("prefix6",
+	kindPrefix6: addressKind("prefix6",
 		func(p netip.Prefix) cgwallPrefixKey6 {
 			return cgwallPrefixKey6{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As16()}
 		},
@@ -48,38 +50,66 @@ var kindTable = [numKinds]kindInfo{
 		}),
 	kindBitmap4: {name: "bitmap4"},
 	kindBitmap6: {name: "bitmap6"},
+	kindPorts: ruleKind("ports", func(k *cgwallPortKey, v *cgwallRule) (policy.Rule, Counter) {
+		ports := policy.Ports{Proto: k.Proto, Lo: k.Port, Hi: k.Port}
+		if k.Shadowed != 0 {
+			ports.Hi = k.Hi
+		}
+		return policy.Rule{ID: v.Id, Prefix: portPrefix(k.Family, k.Addr, k.Bits), Action: policy.Action(v.Action),
+			Ports: ports}, counterOf(v)
+	}),
+	kindRanges: ruleKind("ranges", func(k *cgwallRangeKey, v *cgwallRangeRule) (policy.Rule, Counter) {
+		return policy.Rule{ID: v.R.Id, Prefix: portPrefix(k.Family, k.Addr, k.Bits), Action: policy.Action(v.R.Action),
+			Ports: policy.Ports{Proto: k.Proto, Lo: v.Lo, Hi: v.Hi}}, counterOf(&v.R)
+	}),
 }
 
 // kindInfo describes a kind of rule map. The functions are nil for the
-// bitmap, which holds no rules.
+// bitmaps, which hold no rules; key and newBatch are nil for the port maps,
+// whose entries ports.go makes.
 type kindInfo struct {
-	name     string
-	key      func(netip.Prefix) any     // a rule's key, for single edits
-	newKey   func() any                 // a pointer to a zero key, to read into
-	prefix   func(key any) netip.Prefix // reads newKey's pointer back
-	newBatch func(n int) ruleBatch      // gathers n rules for one batch write
+	name string
+	// each reads every entry of a map of the kind: its rule (ID 0 for an
+	// address that only has port rules) and counters.
+	each     func(m *ebpf.Map, fn func(policy.Rule, Counter)) error
+	key      func(netip.Prefix) any   // an address rule's key, for single edits
+	newBatch func(n int) addressBatch // gathers n address rules for one batch write
 }
 
-// ruleKind derives a kind's functions from one encoding of its key, so that
-// batch fills and single edits cannot disagree on it.
-func ruleKind[K any](name string, encode func(netip.Prefix) K, decode func(*K) netip.Prefix) kindInfo {
-	return kindInfo{
-		name:   name,
-		key:    func(p netip.Prefix) any { return encode(p) },
-		newKey: func() any { return new(K) },
-		prefix: func(k any) netip.Prefix { return decode(k.(*K)) },
-		newBatch: func(n int) ruleBatch {
-			return &batch[K]{encode: encode, keys: make([]K, 0, n), values: make([]cgwallRule, 0, n)}
-		},
+// addressKind derives an address kind's functions from one encoding of its
+// key, so that batch fills, single edits and reading back cannot disagree.
+func addressKind[K any](name string, encode func(netip.Prefix) K, decode func(*K) netip.Prefix) kindInfo {
+	k := ruleKind(name, func(k *K, v *cgwallRule) (policy.Rule, Counter) {
+		return policy.Rule{ID: v.Id, Prefix: decode(k), Action: policy.Action(v.Action)}, counterOf(v)
+	})
+	k.key = func(p netip.Prefix) any { return encode(p) }
+	k.newBatch = func(n int) addressBatch {
+		return &encoded[K]{encode: encode, batch: batch[K, cgwallRule]{keys: make([]K, 0, n), values: make([]cgwallRule, 0, n)}}
 	}
+	return k
 }
+
+// ruleKind makes a kind whose entries decode reads back.
+func ruleKind[K, V any](name string, decode func(*K, *V) (policy.Rule, Counter)) kindInfo {
+	return kindInfo{name: name, each: func(m *ebpf.Map, fn func(policy.Rule, Counter)) error {
+		var k K
+		var v V
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			fn(decode(&k, &v))
+		}
+		return it.Err()
+	}}
+}
+
+func counterOf(v *cgwallRule) Counter { return Counter{Packets: v.Packets, Bytes: v.Bytes} }
 
 func (k kind) String() string { return kindTable[k].name }
 
 // holdsRules says whether maps of the kind hold rules.
-func (k kind) holdsRules() bool { return kindTable[k].key != nil }
+func (k kind) holdsRules() bool { return kindTable[k].each != nil }
 
-// kindOf returns the kind of map that holds a prefix's rule.
+// kindOf returns the kind of address map that holds a prefix's rule.
 func kindOf(prefix netip.Prefix) kind {
 	k := kindHost4
 	if !prefix.IsSingleIP() {
@@ -146,16 +176,8 @@ func (t *ruleMaps) of(dir policy.Direction, prefix netip.Prefix) ruleMap {
 	return t[dir][kindOf(prefix)]
 }
 
-// ruleCounts counts a policy's rules by direction and kind.
+// ruleCounts counts a policy's map entries by direction and kind.
 type ruleCounts [2][numKinds]int
-
-func countRules(p *policy.Policy) ruleCounts {
-	var n ruleCounts
-	for _, r := range p.Rules {
-		n[r.Dir][kindOf(r.Prefix)]++
-	}
-	return n
-}
 
 // be32 reinterprets an address's bytes as the datapath's __u32 in network order.
 func be32(b [4]byte) uint32 {
@@ -166,30 +188,45 @@ func fromBE32(v uint32) [4]byte {
 	return [4]byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)}
 }
 
-// ruleBatch gathers the rules bound for one map.
+// ruleBatch gathers the entries bound for one map.
 type ruleBatch interface {
-	add(prefix netip.Prefix, v cgwallRule)
+	len() int
 	writes(m *ebpf.Map) []func() error
 }
 
-// batch gathers the keys and values bound for one map.
-type batch[K any] struct {
-	encode func(netip.Prefix) K
-	keys   []K
-	values []cgwallRule
+// addressBatch gathers the rules of an address map, by prefix.
+type addressBatch interface {
+	ruleBatch
+	add(prefix netip.Prefix, v cgwallRule)
 }
 
-func (b *batch[K]) add(prefix netip.Prefix, v cgwallRule) {
-	b.keys = append(b.keys, b.encode(prefix))
+// batch gathers the keys and values bound for one map.
+type batch[K, V any] struct {
+	keys   []K
+	values []V
+}
+
+func (b *batch[K, V]) put(k K, v V) {
+	b.keys = append(b.keys, k)
 	b.values = append(b.values, v)
 }
+
+func (b *batch[K, V]) len() int { return len(b.keys) }
+
+// encoded is a batch of an address kind, which encodes its keys from prefixes.
+type encoded[K any] struct {
+	batch[K, cgwallRule]
+	encode func(netip.Prefix) K
+}
+
+func (b *encoded[K]) add(prefix netip.Prefix, v cgwallRule) { b.put(b.encode(prefix), v) }
 
 // chunk is the most rules one system call writes: small enough to spread a
 // large map over the CPUs, large enough that the calls cost nothing.
 const chunk = 1 << 16
 
 // writes returns the writes that put the batch into m, a chunk each.
-func (b *batch[K]) writes(m *ebpf.Map) []func() error {
+func (b *batch[K, V]) writes(m *ebpf.Map) []func() error {
 	var out []func() error
 	for lo := 0; lo < len(b.keys); lo += chunk {
 		hi := min(lo+chunk, len(b.keys))
@@ -205,7 +242,7 @@ func (b *batch[K]) writes(m *ebpf.Map) []func() error {
 
 // writeRules writes rules in one system call where the map type allows it
 // (LPM tries do not).
-func writeRules[K any](m *ebpf.Map, keys []K, values []cgwallRule) error {
+func writeRules[K, V any](m *ebpf.Map, keys []K, values []V) error {
 	_, err := m.BatchUpdate(keys, values, nil)
 	if !errors.Is(err, ebpf.ErrNotSupported) {
 		return err

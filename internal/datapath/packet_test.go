@@ -58,3 +58,25 @@ func ipv6(src, dst netip.Addr, proto uint8, payload []byte) []byte {
 	copy(h[24:], d[:])
 	return ethernet(0x86dd, append(h, payload...))
 }
+
+// ipv6Shaped builds an IPv6 packet whose transport header follows the
+// extension headers a shape calls for.
+func ipv6Shaped(src, dst netip.Addr, proto uint8, s shape, payload []byte) []byte {
+	const hopByHopHdr, fragmentHdr = 0, 44
+	switch s {
+	case nonFirstFrag, firstFrag:
+		ext := make([]byte, 8)
+		ext[0] = proto
+		if s == nonFirstFrag {
+			binary.BigEndian.PutUint16(ext[2:], 1<<3) // offset 8 bytes
+		} else {
+			binary.BigEndian.PutUint16(ext[2:], 1) // more fragments
+		}
+		return ipv6(src, dst, fragmentHdr, append(ext, payload...))
+	case hopByHop:
+		ext := make([]byte, 8) // next header, length 0 (8 bytes), padding
+		ext[0] = proto
+		return ipv6(src, dst, hopByHopHdr, append(ext, payload...))
+	}
+	return ipv6(src, dst, proto, payload)
+}

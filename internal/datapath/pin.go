@@ -90,8 +90,15 @@ func (d *Datapath) readPolicy() (*policy.Policy, error) {
 	}
 	p.Audit, p.DenyRaw, p.Log = cfg.Audit != 0, cfg.DenyRaw != 0, policy.LogLevel(cfg.LogLevel)
 
+	seen := map[uint32]bool{} // a range rule has an entry per block
 	for _, m := range d.maps.withRules() {
-		if err := d.eachRule(m, func(r policy.Rule, _ Counter) { p.AddRule(r) }); err != nil {
+		err := d.eachRule(m, func(r policy.Rule, _ Counter) {
+			if !seen[r.ID] {
+				seen[r.ID] = m.kind == kindRanges
+				p.AddRule(r)
+			}
+		})
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -108,15 +115,13 @@ func (d *Datapath) eachRule(m ruleMap, fn func(policy.Rule, Counter)) error {
 		return err
 	}
 	defer inner.Close()
-	k := kindTable[m.kind]
-	key := k.newKey()
-	var val cgwallRule
-	it := inner.Iterate()
-	for it.Next(key, &val) {
-		fn(policy.Rule{ID: val.Id, Dir: m.dir, Prefix: k.prefix(key), Action: policy.Action(val.Action)},
-			Counter{Packets: val.Packets, Bytes: val.Bytes})
-	}
-	if err := it.Err(); err != nil {
+	err = kindTable[m.kind].each(inner, func(r policy.Rule, c Counter) {
+		if r.ID != 0 { // not a prefix that only has port rules
+			r.Dir = m.dir
+			fn(r, c)
+		}
+	})
+	if err != nil {
 		return fmt.Errorf("read rules of %s: %w", m.name(), err)
 	}
 	return nil
@@ -127,7 +132,12 @@ func (d *Datapath) eachRule(m ruleMap, fn func(policy.Rule, Counter)) error {
 func (d *Datapath) RuleCounters() (map[uint32]Counter, error) {
 	out := map[uint32]Counter{}
 	for _, m := range d.maps.withRules() {
-		if err := d.eachRule(m, func(r policy.Rule, c Counter) { out[r.ID] = c }); err != nil {
+		// A range rule's counts are spread over its blocks.
+		err := d.eachRule(m, func(r policy.Rule, c Counter) {
+			sum := out[r.ID]
+			out[r.ID] = Counter{Packets: sum.Packets + c.Packets, Bytes: sum.Bytes + c.Bytes}
+		})
+		if err != nil {
 			return nil, err
 		}
 	}

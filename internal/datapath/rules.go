@@ -9,30 +9,148 @@ import (
 	"github.com/cgwall/cgwall/internal/policy"
 )
 
-// fillGeneration writes every rule of p, with its counters if given, into a
-// generation's fresh rule maps. Most of the time of a large load is the
-// kernel inserting elements, so the maps are written in chunks by one worker
-// per CPU.
-func fillGeneration(g generation, p *policy.Policy, n ruleCounts, counters map[uint32]Counter) error {
-	// Sized up front: on a VM, fresh memory costs time, and growing slices
-	// by appending touches about twice as much.
-	var b [2][numKinds]ruleBatch
-	for _, dir := range policy.Directions {
-		for k := range numKinds {
-			if k.holdsRules() && n[dir][k] > 0 {
-				b[dir][k] = kindTable[k].newBatch(n[dir][k])
+// entries are the keys and values that a policy puts into each rule map of a
+// generation, by direction and kind; nil where it puts none.
+type entries [2][numKinds]ruleBatch
+
+// counts returns how many entries each map gets.
+func (e *entries) counts() ruleCounts {
+	var n ruleCounts
+	for dir := range e {
+		for k, b := range e[dir] {
+			if b != nil {
+				n[dir][k] = b.len()
 			}
 		}
 	}
+	return n
+}
+
+// site is a prefix of a direction, the unit that port rules hang from.
+type site struct {
+	dir    policy.Direction
+	prefix netip.Prefix
+}
+
+// entriesOf encodes p's rules, with their counters if given (by rule ID), as
+// the entries of the rule maps: each address-only rule in its address map
+// with the flags of its prefix's port rules, a placeholder for a prefix that
+// only has port rules, and the port rules in the port maps.
+func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
+	var e entries
+	// Sized up front: on a VM, fresh memory costs time, and growing slices
+	// by appending touches about twice as much.
+	var n ruleCounts
+	flags := map[site]uint8{} // the prefixes that have port rules
+	for _, r := range p.Rules {
+		if r.Ports.Any() {
+			n[r.Dir][kindOf(r.Prefix)]++
+		} else {
+			flags[site{r.Dir, r.Prefix}] |= siteFlags(r.Ports)
+		}
+	}
+	address := func(dir policy.Direction, prefix netip.Prefix) addressBatch {
+		k := kindOf(prefix)
+		if e[dir][k] == nil {
+			e[dir][k] = kindTable[k].newBatch(n[dir][k] + len(flags))
+		}
+		return e[dir][k].(addressBatch)
+	}
+	var ports [2]*batch[cgwallPortKey, cgwallRule]
+	ranges := map[rangeGroup][]policy.Rule{}
 	for _, r := range p.Rules {
 		c := counters[r.ID]
-		b[r.Dir][kindOf(r.Prefix)].add(r.Prefix, cgwallRule{Id: r.ID, Action: uint8(r.Action), Packets: c.Packets, Bytes: c.Bytes})
+		v := cgwallRule{Id: r.ID, Action: uint8(r.Action), Bits: uint8(r.Prefix.Bits()), Packets: c.Packets, Bytes: c.Bytes}
+		switch {
+		case r.Ports.Any():
+			if len(flags) > 0 {
+				s := site{r.Dir, r.Prefix}
+				if f, ok := flags[s]; ok {
+					v.Flags = f
+					delete(flags, s) // has its entry
+				}
+			}
+			address(r.Dir, r.Prefix).add(r.Prefix, v)
+		case r.Ports.Width() >= 2:
+			g := rangeGroup{r.Dir, r.Prefix, r.Ports.Proto}
+			ranges[g] = append(ranges[g], r)
+		default:
+			if ports[r.Dir] == nil {
+				ports[r.Dir] = &batch[cgwallPortKey, cgwallRule]{}
+				e[r.Dir][kindPorts] = ports[r.Dir]
+			}
+			v.Bits = 0
+			ports[r.Dir].put(portKeyOf(r.Prefix, r.Ports.Proto, r.Ports.Lo), v)
+		}
 	}
+	// The prefixes left have port rules and no address-only rule.
+	for s, f := range flags {
+		address(s.dir, s.prefix).add(s.prefix, cgwallRule{Flags: f, Bits: uint8(s.prefix.Bits())})
+	}
+	e.addRanges(ranges, counters, &ports)
+	return &e
+}
+
+// rangeGroup is the range rules of one direction, prefix and protocol.
+type rangeGroup struct {
+	dir    policy.Direction
+	prefix netip.Prefix
+	proto  uint8
+}
+
+// addRanges adds each group's blocks to the ranges maps, with a rule's
+// counters on its first block; a range that narrower ones cover whole goes
+// into the ports map, marked as never looked up.
+func (e *entries) addRanges(groups map[rangeGroup][]policy.Rule, counters map[uint32]Counter, ports *[2]*batch[cgwallPortKey, cgwallRule]) {
+	for g, rules := range groups {
+		all := make([]policy.Ports, len(rules))
+		for i, r := range rules {
+			all[i] = r.Ports
+		}
+		b, _ := e[g.dir][kindRanges].(*batch[cgwallRangeKey, cgwallRangeRule])
+		if b == nil {
+			b = &batch[cgwallRangeKey, cgwallRangeRule]{}
+			e[g.dir][kindRanges] = b
+		}
+		counted := make([]bool, len(rules))
+		for _, rb := range segment(all) {
+			r := rules[rb.rule]
+			v := cgwallRangeRule{R: cgwallRule{Id: r.ID, Action: uint8(r.Action)}, Lo: r.Ports.Lo, Hi: r.Ports.Hi}
+			if !counted[rb.rule] {
+				c := counters[r.ID]
+				v.R.Packets, v.R.Bytes = c.Packets, c.Bytes
+				counted[rb.rule] = true
+			}
+			b.put(rangeKeyOf(g.prefix, g.proto, rb.lo, rb.bits), v)
+		}
+		for i, r := range rules {
+			if counted[i] {
+				continue
+			}
+			if ports[g.dir] == nil {
+				ports[g.dir] = &batch[cgwallPortKey, cgwallRule]{}
+				e[g.dir][kindPorts] = ports[g.dir]
+			}
+			k := portKeyOf(r.Prefix, r.Ports.Proto, r.Ports.Lo)
+			k.Shadowed, k.Hi = 1, r.Ports.Hi
+			c := counters[r.ID]
+			ports[g.dir].put(k, cgwallRule{Id: r.ID, Action: uint8(r.Action), Packets: c.Packets, Bytes: c.Bytes})
+		}
+		if b.len() == 0 {
+			e[g.dir][kindRanges] = nil
+		}
+	}
+}
+
+// fill writes the entries into a generation's fresh rule maps. Most of the
+// time of a large load is the kernel inserting elements, so the maps are
+// written in chunks by one worker per CPU.
+func (e *entries) fill(g generation) error {
 	var writes []func() error
 	for _, dir := range policy.Directions {
-		for k, batch := range b[dir] {
-			if batch != nil {
-				writes = append(writes, batch.writes(g[dir][k])...)
+		for k, b := range e[dir] {
+			if b != nil {
+				writes = append(writes, b.writes(g[dir][k])...)
 			}
 		}
 	}

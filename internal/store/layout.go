@@ -16,7 +16,9 @@ import (
 //	1  rule maps and links (no version pin)
 //	2  /24 bitmaps added (no version pin)
 //	3  the version pin itself
-const Layout = 3
+//	4  port maps (ports, ranges); rule values carry their prefix's port flags
+//	   and length
+const Layout = 4
 
 // layoutPin names the pin that records a folder's layout: a one-element
 // array of the version, which no program reads.

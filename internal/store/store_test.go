@@ -213,7 +213,7 @@ func TestOldLayoutIsRefused(t *testing.T) {
 	if !errors.Is(err, ErrLayout) {
 		t.Fatalf("Open of an old layout: %v", err)
 	}
-	for _, want := range []string{"before versions", "layout 3", "attach the policy again"} {
+	for _, want := range []string{"before versions", fmt.Sprintf("layout %d", Layout), "attach the policy again"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("message %q does not say %q", err, want)
 		}

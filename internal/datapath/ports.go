@@ -1,0 +1,150 @@
+package datapath
+
+import (
+	"cmp"
+	"math/bits"
+	"net/netip"
+	"slices"
+
+	"github.com/cgwall/cgwall/internal/policy"
+)
+
+// Port rules live apart from the address maps (bpf/cgwall.c: site): a prefix
+// that has any keeps an entry in its address map, the address-only rule or a
+// placeholder of ID 0, whose flags say which port maps to look in. Protocol
+// and single-port rules sit in the ports hash map, keyed by the prefix, the
+// protocol and the port (0 for a protocol rule); port ranges sit in the
+// ranges LPM trie as aligned blocks of ports.
+
+// portAddr is a prefix's address as the port maps key it: IPv4 in the first
+// four bytes.
+func portAddr(prefix netip.Prefix) (family uint8, addr [16]byte) {
+	a := prefix.Addr()
+	if a.Is4() {
+		b := a.As4()
+		copy(addr[:], b[:])
+		return 4, addr
+	}
+	return 6, a.As16()
+}
+
+// portPrefix reads portAddr's encoding back.
+func portPrefix(family uint8, addr [16]byte, bits uint8) netip.Prefix {
+	if family == 4 {
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte(addr[:4])), int(bits))
+	}
+	return netip.PrefixFrom(netip.AddrFrom16(addr), int(bits))
+}
+
+func portKeyOf(prefix netip.Prefix, proto uint8, port uint16) cgwallPortKey {
+	family, addr := portAddr(prefix)
+	return cgwallPortKey{Addr: addr, Bits: uint8(prefix.Bits()), Family: family, Proto: proto, Port: port}
+}
+
+// rangeFixedBits is the C's RANGE_FIXED_BITS: the bits of a range key before
+// its port.
+const rangeFixedBits = 8 * (4 + 16)
+
+// rangeKeyOf is the key of a block of 2^(16-blockBits) ports from lo.
+func rangeKeyOf(prefix netip.Prefix, proto uint8, lo uint16, blockBits int) cgwallRangeKey {
+	family, addr := portAddr(prefix)
+	return cgwallRangeKey{
+		Prefixlen: uint32(rangeFixedBits + blockBits),
+		Bits:      uint8(prefix.Bits()),
+		Family:    family,
+		Proto:     proto,
+		Addr:      addr,
+		Port:      lo<<8 | lo>>8, // network order
+	}
+}
+
+// siteFlags says which port maps a prefix's port rules are in.
+func siteFlags(ports policy.Ports) uint8 {
+	switch {
+	case !ports.HasRange():
+		return uint8(cgwallSiteFlagSITE_F_PROTO)
+	case ports.Lo == ports.Hi:
+		return uint8(cgwallSiteFlagSITE_F_PORT)
+	}
+	return uint8(cgwallSiteFlagSITE_F_RANGE)
+}
+
+// block is an aligned block of ports: 2^(16-bits) of them from lo.
+type block struct {
+	lo   uint16
+	bits int
+}
+
+// blocks splits lo..hi into the fewest aligned blocks, at most 30.
+func blocks(lo, hi uint16) []block {
+	var out []block
+	for l, h := uint32(lo), uint32(hi); l <= h; {
+		size := uint32(1) << min(bits.TrailingZeros32(l|1<<16), 16)
+		for l+size-1 > h {
+			size >>= 1
+		}
+		out = append(out, block{uint16(l), 16 - bits.TrailingZeros32(size)})
+		l += size
+	}
+	return out
+}
+
+// rangeBlock is a block of ports and the range rule that owns it.
+type rangeBlock struct {
+	block
+	rule int // index into the group's rules
+}
+
+// segment gives every port of a group of range rules of one prefix and
+// protocol, which nest but never overlap partly (policy.Check), to the
+// narrowest range holding it, as aligned blocks: the longest block matching a
+// port is then its narrowest range's, and a trie lookup finds it.
+func segment(ranges []policy.Ports) []rangeBlock {
+	// Widest first, so that each narrower range takes its ports from the
+	// wider ones it nests in.
+	order := make([]int, len(ranges))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(ranges[b].Width(), ranges[a].Width()) })
+	type piece struct {
+		lo, hi uint16
+		rule   int
+	}
+	var pieces []piece
+	for _, i := range order {
+		r := ranges[i]
+		var next []piece
+		for _, p := range pieces {
+			// Cut r out of p: what is left lies before and after it.
+			if p.hi < r.Lo || r.Hi < p.lo {
+				next = append(next, p)
+				continue
+			}
+			if p.lo < r.Lo {
+				next = append(next, piece{p.lo, r.Lo - 1, p.rule})
+			}
+			if r.Hi < p.hi {
+				next = append(next, piece{r.Hi + 1, p.hi, p.rule})
+			}
+		}
+		pieces = append(next, piece{r.Lo, r.Hi, i})
+	}
+	var out []rangeBlock
+	for _, p := range pieces {
+		for _, b := range blocks(p.lo, p.hi) {
+			out = append(out, rangeBlock{b, p.rule})
+		}
+	}
+	return out
+}
+
+// hasPortRules says whether p has a rule that names a protocol or ports.
+func hasPortRules(p *policy.Policy) bool {
+	for _, r := range p.Rules {
+		if !r.Ports.Any() {
+			return true
+		}
+	}
+	return false
+}
