@@ -109,6 +109,8 @@ struct range_key {
 	__u8 pad;
 	__u8 addr[16];
 	__be16 port; // network order: the trie compares bits from the top
+	__u16 pad2;  // named, so that initializers zero it: loaders without
+		     // CAP_PERFMON may not pass unwritten stack to a helper
 };
 
 #define RANGE_FIXED_BITS (8 * (4 + 16))
@@ -949,32 +951,32 @@ static __always_inline int has_ports(__u8 proto)
 #define NEXTHDR_FRAGMENT 44
 #define NEXTHDR_AUTH 51
 #define NEXTHDR_DEST 60
-#define EXT_HEADERS_MAX 8
+#define EXT_HEADERS_MAX 3
 
 // skip_ext6 walks an IPv6 packet's extension headers from off to its
-// transport header: it sets f->proto, and returns where the transport header
+// transport header: it sets *proto, and returns where the transport header
 // starts, 0 for a fragment after the first (no ports), or -1 when the chain
 // cannot be read or is longer than EXT_HEADERS_MAX: such a packet cannot be
 // judged by its protocol, and is dropped as malformed.
-static __always_inline int skip_ext6(struct __sk_buff *skb, __u32 off, struct flow *f)
+static __always_inline int skip_ext6(struct __sk_buff *skb, __u32 off, __u8 *proto)
 {
 	for (int i = 0; i < EXT_HEADERS_MAX; i++) {
 		__u8 h[4];
 
-		switch (f->proto) {
+		switch (*proto) {
 		case NEXTHDR_HOP:
 		case NEXTHDR_ROUTING:
 		case NEXTHDR_DEST:
 		case NEXTHDR_AUTH:
 			if (bpf_skb_load_bytes(skb, off, h, 2))
 				return -1;
-			off += f->proto == NEXTHDR_AUTH ? (h[1] + 2) * 4 : (h[1] + 1) * 8;
-			f->proto = h[0];
+			off += *proto == NEXTHDR_AUTH ? (h[1] + 2) * 4 : (h[1] + 1) * 8;
+			*proto = h[0];
 			break;
 		case NEXTHDR_FRAGMENT:
 			if (bpf_skb_load_bytes(skb, off, h, 4))
 				return -1;
-			f->proto = h[0];
+			*proto = h[0];
 			if ((h[2] << 8 | h[3]) & 0xfff8)
 				return 0;
 			off += 8;
@@ -986,31 +988,45 @@ static __always_inline int skip_ext6(struct __sk_buff *skb, __u32 off, struct fl
 	return -1;
 }
 
-// load_l4 reads a packet's transport protocol (through IPv6 extension
-// headers) and ports, from its transport header at off (0 for a fragment
-// after the first, which has none). It returns -1 for a packet too short for
-// them. Only a decision at a prefix with port rules, or an event, needs them.
-// A global function, so that the verifier checks it once, not at each call
-// with every offset the caller could have.
-__noinline int load_l4(struct __sk_buff *skb, __u32 off, struct flow *f)
+// l4_of reads a packet's transport protocol (through IPv6 extension headers,
+// from off, for family_proto = family << 8 | the IP header's protocol) and
+// ports, from its transport header at off (0 for a fragment after the first,
+// which has none). It returns the protocol in bits 32-39, the source port in
+// bits 16-31 and the destination port in bits 0-15, or -1 for a packet too
+// short for them. A global function, so that the verifier checks it once, not
+// at each call with every offset the caller could have; it takes scalars
+// only, which loaders without CAP_PERFMON need.
+static __always_inline long l4_of(struct __sk_buff *skb, __u32 off, __u32 family_proto)
 {
+	__u8 proto = family_proto & 0xff;
 	__be16 ports[2];
 
-	if (!skb || !f)
-		return -1;
-	f->l4_known = 1;
-	if (f->family == 6 && off) {
-		int at = skip_ext6(skb, off, f);
+	if (family_proto >> 8 == 6 && off) {
+		int at = skip_ext6(skb, off, &proto);
 		if (at < 0)
 			return -1;
 		off = at;
 	}
-	if (!off || !has_ports(f->proto))
-		return 0;
+	long out = (long)proto << 32;
+	if (!off || !has_ports(proto))
+		return out;
 	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
 		return -1;
-	f->sport = bpf_ntohs(ports[0]);
-	f->dport = bpf_ntohs(ports[1]);
+	return out | (long)bpf_ntohs(ports[0]) << 16 | bpf_ntohs(ports[1]);
+}
+
+// load_l4 sets the flow's protocol and ports from the packet (see l4_of).
+// Only a decision at a prefix with port rules, or an event, needs them.
+static __always_inline int load_l4(struct __sk_buff *skb, __u32 off, struct flow *f)
+{
+	long l4 = l4_of(skb, off, (__u32)f->family << 8 | f->proto);
+
+	f->l4_known = 1;
+	if (l4 < 0)
+		return -1;
+	f->proto = l4 >> 32;
+	f->sport = l4 >> 16;
+	f->dport = l4;
 	return 0;
 }
 
@@ -1125,7 +1141,7 @@ static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int 
 		f.dport = bpf_ntohs((__u16)ctx->user_port);
 	f.l4_known = 1;
 
-	struct match m;
+	struct match m = {};
 	decide(DIR_EGRESS, &f, &pol, 0, &m);
 	if (name_processes && pol.cfg->log_level != LOG_NONE)
 		note_owner(ctx->sk, &f.owner, logs(pol.cfg, m.action));

@@ -130,7 +130,7 @@ type cgwallRangeKey struct {
 	Pad       uint8
 	Addr      [16]uint8
 	Port      uint16
-	_         [2]byte
+	Pad2      uint16
 }
 
 type cgwallRangeRule struct {
