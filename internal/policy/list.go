@@ -142,7 +142,7 @@ func (p *Policy) appendList(r *bufio.Reader, n int, dir Direction, action Action
 // parseListed reads one entry of a list. Most entries of most lists are a
 // bare IPv4 address or CIDR: those skip ParseRule's allocation.
 func parseListed(l string) ([]Match, error) {
-	if strings.ContainsAny(l, ":[") || strings.EqualFold(l, anyTarget) {
+	if strings.ContainsAny(l, ":[") || equalFoldASCII(l, anyTarget) {
 		return ParseRule(l)
 	}
 	prefix, err := ParsePrefix(l)
