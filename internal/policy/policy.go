@@ -113,14 +113,21 @@ func New() *Policy {
 	return &Policy{Default: [2]Action{Allow, Allow}, Log: LogDrop, nextID: 1}
 }
 
-// Add parses a rule token (see ParseRule) and adds the rules it stands for.
-// The same rule twice is kept once; the same match with both actions is an
-// error, since neither could be said to win, and so are port ranges of one
-// prefix and protocol that overlap partly.
+// Add parses a rule token (see ParseRule) and adds the rules it stands for,
+// all of them or, on an error, none. The same rule twice is kept once; the
+// same match with both actions is an error, since neither could be said to
+// win, and so are port ranges of one prefix and protocol that overlap partly.
 func (p *Policy) Add(dir Direction, action Action, rule string) error {
 	matches, err := ParseRule(rule)
 	if err != nil {
 		return err
+	}
+	// The rules of one token differ in protocol or family, so none can
+	// conflict with another: checking each against the policy is enough.
+	for _, m := range matches {
+		if err := p.Check(dir, action, m); err != nil {
+			return err
+		}
 	}
 	for _, m := range matches {
 		if err := p.AddMatch(dir, action, m); err != nil {
