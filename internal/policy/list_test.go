@@ -198,7 +198,7 @@ func TestAddListNotAList(t *testing.T) {
 	if !errors.As(err, &fe) || len(fe.Problems) != 1 || strings.Contains(err.Error(), "secret") || len(p.Rules) != 0 {
 		t.Fatalf("AddList of a file that is not a list: %v, %d rules", err, len(p.Rules))
 	}
-	if want := shadow + ":3: not a list file: its first entry is not an IPv4 or IPv6 address or CIDR, so no line of it is shown; a list file has one address or CIDR a line"; err.Error() != want {
+	if want := shadow + ":3: not a list file: its first entry is not an IPv4 or IPv6 address or CIDR, so no line of it is shown; a list file has one rule a line, an address or CIDR with ports or without (192.0.2.0/24, 192.0.2.1:tcp/443)"; err.Error() != want {
 		t.Errorf("error %q\nwant  %q", err, want)
 	}
 
