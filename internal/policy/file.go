@@ -408,7 +408,7 @@ func (fp *fileParser) add(line int, where string, dir Direction, action Action, 
 	case !ok:
 		r := Rule{ID: fp.p.NextID(), Dir: dir, Prefix: m.Prefix, Ports: m.Ports, Action: action}
 		if o, ok := overlapping(fp.p.rangeIndex(), r); ok {
-			fp.overlapProblem(line, where, r, o)
+			fp.problem(line, "%s: %s", where, overlapMessage(r, o))
 			return
 		}
 		fp.p.AddRule(r)
@@ -419,18 +419,6 @@ func (fp *fileParser) add(line int, where string, dir Direction, action Action, 
 		fp.problem(line, "%s: %s is also %sed by a list file: a rule is either blocked or allowed", where, m, prev.Action)
 	default:
 		fp.problem(line, "%s: %s is also %sed at line %d: a rule is either blocked or allowed", where, m, prev.Action, fp.line(prev.ID))
-	}
-}
-
-// overlapProblem says that r's port range overlaps o's partly, and where o
-// came from.
-func (fp *fileParser) overlapProblem(line int, where string, r Rule, o Ports) {
-	m := Match{r.Prefix, o}
-	prev, _ := fp.p.Lookup(r.Dir, m)
-	if at := fp.line(prev.ID); at != 0 {
-		fp.problem(line, "%s: %s overlaps %s, %sed at line %d: %s", where, r.Match(), m, prev.Action, at, nestHelp)
-	} else {
-		fp.problem(line, "%s: %s overlaps %s, %sed by a list file: %s", where, r.Match(), m, prev.Action, nestHelp)
 	}
 }
 

@@ -394,8 +394,8 @@ ingress:
 }
 
 // TestParseFilePortProblems checks that bad port rules, conflicts of one
-// half of ADDR:PORT and partial range overlaps are reported each at its
-// line, naming the line, or the list file, that gave the other rule.
+// half of ADDR:PORT and partial range overlaps, with the policy's rules or a
+// list file's, are reported each at its line.
 func TestParseFilePortProblems(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "ranges.txt"), "# ranges\n192.0.2.1:tcp/5000-5999\n")
@@ -425,7 +425,7 @@ ingress:
 		`p.yaml:3: egress.block: "192.0.2.1:tcp/0": "0" is not a port: use a number from 1 to 65535`,
 		`p.yaml:6: egress.block: "192.0.2.1:icmp/8": icmp has no ports: write icmp alone`,
 		`p.yaml:9: egress.allow: 192.0.2.1/32:udp/53 is also blocked at line 4: a rule is either blocked or allowed`,
-		`p.yaml:10: egress.allow: 192.0.2.1/32:tcp/8500-9500 overlaps 192.0.2.1/32:tcp/8000-8999, blocked at line 5: port ranges of one address and protocol may nest but not overlap partly`,
+		`p.yaml:10: egress.allow: 192.0.2.1/32:tcp/8500-9500 overlaps 192.0.2.1/32:tcp/8000-8999 for egress: port ranges of one address and protocol may nest but not overlap partly`,
 		`p.yaml:11: egress.allow: "[2001:db8::1]:icmp": icmp is IPv4's: write icmpv6 for IPv6`,
 		`p.yaml:13: egress.block_lists: ` + filepath.Join(dir, "ranges.txt") + `:2: 192.0.2.1/32:tcp/5000-5999 overlaps 192.0.2.1/32:tcp/5500-6500 for egress: port ranges of one address and protocol may nest but not overlap partly`,
 	}
@@ -441,7 +441,7 @@ ingress:
 	// it.
 	text = "egress:\n  block_lists: [ranges.txt]\n  allow: [192.0.2.1:tcp/5500-6500]\n"
 	_, _, err = ParseFile(path, []byte(text))
-	if want := path + ":3: egress.allow: 192.0.2.1/32:tcp/5500-6500 overlaps 192.0.2.1/32:tcp/5000-5999, blocked by a list file: port ranges of one address and protocol may nest but not overlap partly"; err == nil || err.Error() != want {
+	if want := path + ":3: egress.allow: 192.0.2.1/32:tcp/5500-6500 overlaps 192.0.2.1/32:tcp/5000-5999 for egress: port ranges of one address and protocol may nest but not overlap partly"; err == nil || err.Error() != want {
 		t.Errorf("a range against a list's:\n got %v\nwant %s", err, want)
 	}
 }

@@ -178,11 +178,8 @@ func (p *Policy) Check(dir Direction, action Action, m Match) error {
 
 // overlapMessage says that r's port range overlaps o's partly.
 func overlapMessage(r Rule, o Ports) string {
-	return fmt.Sprintf("%s overlaps %s for %s: %s", r.Match(), Match{r.Prefix, o}, r.Dir, nestHelp)
+	return fmt.Sprintf("%s overlaps %s for %s: port ranges of one address and protocol may nest but not overlap partly", r.Match(), Match{r.Prefix, o}, r.Dir)
 }
-
-// nestHelp ends the errors about port ranges that overlap partly.
-const nestHelp = "port ranges of one address and protocol may nest but not overlap partly"
 
 // rangeKey is the key of a rule's port range in Policy.ranges: its
 // direction, prefix and protocol, whose ranges must nest.

@@ -282,7 +282,7 @@ func parsePorts(rule, s string) ([]Ports, error) {
 			return nil, fmt.Errorf("%s: %s is not a protocol number: use 1 to 255", quote(rule), quote(rng))
 		}
 		if leadingZero(rng) {
-			return nil, fmt.Errorf("%s: %s has a leading zero: write %s/%d", quote(rule), quote(rng), protoNumber, n)
+			return nil, fmt.Errorf("%s: %s is not a protocol number: write %s/%d, without the leading zero", quote(rule), quote(rng), protoNumber, n)
 		}
 		return []Ports{{Proto: uint8(n)}}, nil
 	}
@@ -303,7 +303,7 @@ func parsePorts(rule, s string) ([]Ports, error) {
 	}
 	if rng == "" {
 		n := ProtoName(proto)
-		return nil, fmt.Errorf("%s names no port after %s/: write %s/443, a range %s/8000-8999, or %s alone for every port", quote(rule), n, n, n, n)
+		return nil, fmt.Errorf(`%s: "" is not a port: write one after %s/ (%s/443), a range (%s/8000-8999), or %s alone for every port`, quote(rule), n, n, n, n)
 	}
 	lo, hi, err := parseRange(rule, rng)
 	if err != nil {
@@ -379,7 +379,7 @@ func parsePort(rule, s string) (uint16, error) {
 		return 0, fmt.Errorf("%s: %s is not a port: use a number from 1 to 65535", quote(rule), quote(s))
 	}
 	if leadingZero(s) {
-		return 0, fmt.Errorf("%s: port %s has a leading zero: write %d", quote(rule), quote(s), n)
+		return 0, fmt.Errorf("%s: %s is not a port: write %d, without the leading zero", quote(rule), quote(s), n)
 	}
 	return uint16(n), nil
 }
