@@ -266,7 +266,7 @@ func parsePorts(rule, s string) ([]Ports, error) {
 	if slash && name == "" {
 		return nil, fmt.Errorf("%s names no protocol before the slash: write tcp/PORT, udp/PORT or sctp/PORT, or PORT alone for TCP and UDP", quote(rule))
 	}
-	if !slash && startsWithDigit(s) {
+	if !slash && (startsWithDigit(s) || s[0] == '-') {
 		lo, hi, err := parseRange(rule, s)
 		if err != nil {
 			return nil, err
@@ -355,8 +355,11 @@ func protoNames() string {
 // parseRange reads PORT or LOW-HIGH, each from 1 to 65535, LOW at most HIGH.
 func parseRange(rule, s string) (lo, hi uint16, err error) {
 	a, b, isRange := strings.Cut(s, "-")
-	if isRange && (a == "" || b == "" || strings.Contains(b, "-")) {
-		return 0, 0, fmt.Errorf("%s: %s is not a port range: write LOW-HIGH, as in 8000-8999, with ports from 1 to 65535", quote(rule), quote(s))
+	switch {
+	case isRange && (a == "" || b == ""):
+		return 0, 0, fmt.Errorf(`%s: "" is not a port: the range %s needs both ends, as in 8000-8999`, quote(rule), quote(s))
+	case strings.Contains(b, "-"):
+		return 0, 0, fmt.Errorf("%s: %s is not a port range: write LOW-HIGH, as in 8000-8999", quote(rule), quote(s))
 	}
 	if lo, err = parsePort(rule, a); err != nil {
 		return 0, 0, err
