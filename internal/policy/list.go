@@ -26,8 +26,8 @@ const listBuffer = bufio.MaxScanTokenSize
 // blank lines and everything after a '#' are ignored. This is the format of
 // public blocklists, and reading it is far quicker than YAML for hundreds of
 // thousands of rules. A line that stands for several rules (ADDR:PORT, any)
-// is several rules for conflicts, each reported. A file with problems returns a
-// *FileError listing them (the first 20).
+// is several rules for conflicts, each reported. A file with problems
+// returns a *FileError listing them (the first 20).
 func (p *Policy) AddList(path string, dir Direction, action Action) error {
 	return p.AddListContext(context.Background(), path, dir, action)
 }

@@ -403,7 +403,8 @@ func (p *Policy) Delete(dir Direction, m Match) {
 	}
 	delete(p.index, keyOf(dir, m))
 	p.byID = nil // rebuilt on next use: positions change below
-	if k := rangeKey(p.Rules[i]); p.ranges != nil && m.Ports.Width() >= 2 {
+	if p.ranges != nil && m.Ports.Width() >= 2 {
+		k := rangeKey(p.Rules[i])
 		p.ranges[k] = slices.DeleteFunc(p.ranges[k], func(o Ports) bool { return o == m.Ports })
 	}
 	last := len(p.Rules) - 1
