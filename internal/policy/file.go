@@ -22,8 +22,8 @@ import (
 //
 //	egress:
 //	  default: allow          # or block
-//	  block: [192.0.2.1, 198.51.100.0/24, "2001:db8::/32"]
-//	  allow: [198.51.100.7]
+//	  block: [192.0.2.1, 198.51.100.0/24, "2001:db8::/32", any:udp/53]
+//	  allow: [198.51.100.7, 192.0.2.1:tcp/443, "[2001:db8::1]:tcp/443"]
 //	ingress:
 //	  default: allow
 //	  block: [203.0.113.0/24]
@@ -136,6 +136,11 @@ func (fp *fileParser) document(data []byte) (*yaml.Node, bool) {
 		return nil, false
 	case !errors.Is(err, io.EOF):
 		line, msg := yamlErrorLine(err)
+		if at := unquotedBracket(data); at > 0 {
+			// YAML reads the brackets as a list, and fails a line or two
+			// away from them.
+			line, msg = at, msg+`; an IPv6 rule in brackets takes quotes in YAML: "[2001:db8::1]:tcp/443"`
+		}
 		fp.problem(line, "%s", msg)
 		return nil, false
 	case len(doc.Content) == 0 || doc.Content[0].Kind == yaml.ScalarNode && doc.Content[0].Tag == "!!null":
@@ -146,6 +151,20 @@ func (fp *fileParser) document(data []byte) (*yaml.Node, bool) {
 }
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// unquotedBracketRE is an item of a block list that is an IPv6 rule with
+// ports in brackets, unquoted: - [2001:db8::1]:tcp/443.
+var unquotedBracketRE = regexp.MustCompile(`^\s*-\s+\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:./]*\]:`)
+
+// unquotedBracket returns the line of the first such item, 0 if none.
+func unquotedBracket(data []byte) int {
+	for i, l := range bytes.Split(data, []byte("\n")) {
+		if unquotedBracketRE.Match(l) {
+			return i + 1
+		}
+	}
+	return 0
+}
 
 // yamlErrorLine takes the line number out of a YAML syntax error.
 func yamlErrorLine(err error) (int, string) {
@@ -365,7 +384,9 @@ func (fp *fileParser) rules(n *yaml.Node, dir Direction, action Action) {
 	fp.p.Grow(len(n.Content))
 	for _, item := range n.Content {
 		if item.Kind != yaml.ScalarNode {
-			fp.problem(item.Line, "%s: %s is not an address", where, describe(item))
+			// [2001:db8::1]:tcp/443 unquoted is a mapping in a flow
+			// list, and [2001:db8::1] a list.
+			fp.problem(item.Line, "%s: %s is not a rule: quote a rule that YAML reads as something else, as in \"[2001:db8::1]:tcp/443\"", where, describe(item))
 			continue
 		}
 		matches, err := ParseRule(item.Value)
@@ -386,8 +407,8 @@ func (fp *fileParser) add(line int, where string, dir Direction, action Action, 
 	switch {
 	case !ok:
 		r := Rule{ID: fp.p.NextID(), Dir: dir, Prefix: m.Prefix, Ports: m.Ports, Action: action}
-		if msg := overlap(r, fp.p.Rules); msg != "" {
-			fp.problem(line, "%s: %s", where, msg)
+		if o, ok := overlapping(fp.p.rangeIndex(), r); ok {
+			fp.problem(line, "%s: %s", where, overlapMessage(r, o))
 			return
 		}
 		fp.p.AddRule(r)

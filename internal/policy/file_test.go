@@ -319,3 +319,151 @@ func TestProblemsQuoteLittle(t *testing.T) {
 		t.Errorf("a misspelt key: %v", err)
 	}
 }
+
+// TestParseFilePorts reads a policy file with every form of rule, in block
+// and flow lists, IPv6 with brackets quoted.
+func TestParseFilePorts(t *testing.T) {
+	text := `egress:
+  default: block
+  allow:
+    - 192.0.2.10:tcp/443
+    - "[2001:db8::1]:tcp/443"
+    - "[2001:db8::/32]:udp/53"
+    - 198.51.100.0/24:tcp/8000-8999
+    - any:udp/53
+    - 10.0.0.0/8:icmp
+    - 192.0.2.20:443
+    - 192.0.2.30:TCP
+    - 192.0.2.40:proto/47
+    - 2001:db8::1:443
+  block: [198.51.100.0/24:tcp/8080-8089, "[2001:db8::1]:icmpv6"]
+ingress:
+  default: block
+  allow: [198.51.100.0/24:tcp/22, any:icmp]
+`
+	p, _, err := ParseFile("p.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"egress allow 192.0.2.10/32:tcp/443",
+		"egress allow [2001:db8::1/128]:tcp/443",
+		"egress allow [2001:db8::/32]:udp/53",
+		"egress allow 198.51.100.0/24:tcp/8000-8999",
+		"egress allow 0.0.0.0/0:udp/53",
+		"egress allow [::/0]:udp/53",
+		"egress allow 10.0.0.0/8:icmp",
+		"egress allow 192.0.2.20/32:tcp/443",
+		"egress allow 192.0.2.20/32:udp/443",
+		"egress allow 192.0.2.30/32:tcp",
+		"egress allow 192.0.2.40/32:gre",
+		"egress allow 2001:db8::1:443/128",
+		"egress block 198.51.100.0/24:tcp/8080-8089",
+		"egress block [2001:db8::1/128]:icmpv6",
+		"ingress allow 198.51.100.0/24:tcp/22",
+		"ingress allow 0.0.0.0/0:icmp",
+	}
+	var got []string
+	for i, r := range p.Rules {
+		got = append(got, r.String())
+		if r.ID != uint32(i+1) {
+			t.Errorf("rule %s has ID %d, want %d", r, r.ID, i+1)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, tc := range []struct {
+		dir  Direction
+		pkt  Packet
+		want Action
+	}{
+		{Egress, Packet{netip.MustParseAddr("192.0.2.10"), ProtoTCP, 443}, Allow},
+		{Egress, Packet{netip.MustParseAddr("192.0.2.10"), ProtoTCP, 80}, Block},
+		{Egress, Packet{netip.MustParseAddr("198.51.100.1"), ProtoTCP, 8000}, Allow},
+		{Egress, Packet{netip.MustParseAddr("198.51.100.1"), ProtoTCP, 8085}, Block},
+		{Egress, Packet{netip.MustParseAddr("2001:db8::1"), ProtoICMPv6, 0}, Block},
+		{Egress, Packet{netip.MustParseAddr("2001:db8::2"), ProtoUDP, 53}, Allow},
+		{Ingress, Packet{netip.MustParseAddr("198.51.100.1"), ProtoTCP, 22}, Allow},
+		{Ingress, Packet{netip.MustParseAddr("198.51.100.1"), ProtoTCP, 23}, Block},
+	} {
+		if got, _ := p.Decide(tc.dir, tc.pkt); got != tc.want {
+			t.Errorf("%s %+v: %s, want %s", tc.dir, tc.pkt, got, tc.want)
+		}
+	}
+}
+
+// TestParseFilePortProblems checks that bad port rules, conflicts of one
+// half of ADDR:PORT and partial range overlaps, with the policy's rules or a
+// list file's, are reported each at its line.
+func TestParseFilePortProblems(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "ranges.txt"), "# ranges\n192.0.2.1:tcp/5000-5999\n")
+	text := `egress:
+  block:
+    - 192.0.2.1:tcp/0
+    - 192.0.2.1:udp/53
+    - 192.0.2.1:tcp/8000-8999
+    - 192.0.2.1:icmp/8
+    - 192.0.2.1:tcp/8080-8089
+  allow:
+    - 192.0.2.1:53
+    - 192.0.2.1:tcp/8500-9500
+    - "[2001:db8::1]:icmp"
+    - 192.0.2.1:tcp/5500-6500
+  block_lists: [ranges.txt]
+ingress:
+  allow: [192.0.2.1:tcp/8500-9500]
+`
+	path := filepath.Join(dir, "p.yaml")
+	_, _, err := ParseFile(path, []byte(text))
+	var fe *FileError
+	if !errors.As(err, &fe) {
+		t.Fatalf("error %v is not a *FileError", err)
+	}
+	want := []string{
+		`p.yaml:3: egress.block: "192.0.2.1:tcp/0": "0" is not a port: use a number from 1 to 65535`,
+		`p.yaml:6: egress.block: "192.0.2.1:icmp/8": icmp has no ports: write icmp alone`,
+		`p.yaml:9: egress.allow: 192.0.2.1/32:udp/53 is also blocked at line 4: a rule is either blocked or allowed`,
+		`p.yaml:10: egress.allow: 192.0.2.1/32:tcp/8500-9500 overlaps 192.0.2.1/32:tcp/8000-8999 for egress: port ranges of one address and protocol may nest but not overlap partly`,
+		`p.yaml:11: egress.allow: "[2001:db8::1]:icmp": icmp is IPv4's: write icmpv6 for IPv6`,
+		`p.yaml:13: egress.block_lists: ` + filepath.Join(dir, "ranges.txt") + `:2: 192.0.2.1/32:tcp/5000-5999 overlaps 192.0.2.1/32:tcp/5500-6500 for egress: port ranges of one address and protocol may nest but not overlap partly`,
+	}
+	lines := fe.Lines()
+	for i := range lines {
+		lines[i] = strings.TrimPrefix(lines[i], dir+"/")
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+
+	// A range from a list file first, then one in the policy that overlaps
+	// it.
+	text = "egress:\n  block_lists: [ranges.txt]\n  allow: [192.0.2.1:tcp/5500-6500]\n"
+	_, _, err = ParseFile(path, []byte(text))
+	if want := path + ":3: egress.allow: 192.0.2.1/32:tcp/5500-6500 overlaps 192.0.2.1/32:tcp/5000-5999 for egress: port ranges of one address and protocol may nest but not overlap partly"; err == nil || err.Error() != want {
+		t.Errorf("a range against a list's:\n got %v\nwant %s", err, want)
+	}
+}
+
+// TestParseFileBrackets checks that an IPv6 rule in brackets that YAML reads
+// as something else is reported at its line, saying to quote it.
+func TestParseFileBrackets(t *testing.T) {
+	for _, tc := range []struct{ name, text, want string }{
+		{"a block list item", "egress:\n  block:\n    - 192.0.2.1\n    - [2001:db8::1]:tcp/443\n",
+			`p.yaml:4: invalid YAML: did not find expected '-' indicator; an IPv6 rule in brackets takes quotes in YAML: "[2001:db8::1]:tcp/443"`},
+		{"a flow list item", "egress:\n  block: [[2001:db8::1]:tcp/443]\n",
+			`p.yaml:2: egress.block: a mapping is not a rule: quote a rule that YAML reads as something else, as in "[2001:db8::1]:tcp/443"`},
+		{"brackets alone", "egress:\n  block:\n    - [2001:db8::1]\n",
+			`p.yaml:3: egress.block: a list is not a rule: quote a rule that YAML reads as something else, as in "[2001:db8::1]:tcp/443"`},
+		{"a space after the colon", "egress:\n  block:\n    - 192.0.2.1: tcp\n",
+			`p.yaml:3: egress.block: a mapping is not a rule: quote a rule that YAML reads as something else, as in "[2001:db8::1]:tcp/443"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := ParseFile("p.yaml", []byte(tc.text))
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("%q:\n got %v\nwant %s", tc.text, err, tc.want)
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,9 +19,13 @@ import (
 
 // FuzzParsePrefix checks that what ParsePrefix accepts is canonical (masked,
 // no zone, IPv4-mapped prefixes unmapped) and parses back to itself, and that
-// what it refuses it names on one line.
+// what it refuses it names on one line. It checks ParseRule on the same
+// input: every rule it reads is canonical and its String reads back as that
+// rule alone, an address is a rule of every port, and what it refuses it
+// names on one line.
 func FuzzParsePrefix(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
+		fuzzParseRule(t, s)
 		p, err := ParsePrefix(s)
 		if err != nil {
 			if strings.ContainsAny(err.Error(), "\r\n") {
@@ -28,26 +33,79 @@ func FuzzParsePrefix(f *testing.F) {
 			}
 			return
 		}
-		a := p.Addr()
-		if !p.IsValid() || p != p.Masked() || a.Zone() != "" || (a.Is4In6() && p.Bits() >= 96) {
-			t.Fatalf("ParsePrefix(%q) = %s, not canonical", s, p)
-		}
+		checkPrefix(t, p)
 		if q, err := ParsePrefix(p.String()); err != nil || q != p {
 			t.Fatalf("ParsePrefix(%q) = %s, which parses back as %s, %v", s, p, q, err)
+		}
+		if ms, err := ParseRule(s); err != nil || !slices.Equal(ms, []Match{{Prefix: p}}) {
+			t.Fatalf("ParsePrefix(%q) = %s, but ParseRule gives %v, %v", s, p, ms, err)
 		}
 	})
 }
 
+func fuzzParseRule(t *testing.T, s string) {
+	ms, err := ParseRule(s)
+	if err != nil {
+		if strings.ContainsAny(err.Error(), "\r\n") {
+			t.Errorf("ParseRule(%q): the error %q is not one line", s, err)
+		}
+		return
+	}
+	if len(ms) == 0 {
+		t.Fatalf("ParseRule(%q) accepted it as no rule", s)
+	}
+	for i, m := range ms {
+		checkMatch(t, m)
+		if slices.Contains(ms[:i], m) {
+			t.Fatalf("ParseRule(%q) = %v: %s twice", s, ms, m)
+		}
+		if back, err := ParseRule(m.String()); err != nil || !slices.Equal(back, []Match{m}) {
+			t.Fatalf("ParseRule(%q) has %s, which parses back as %v, %v", s, m, back, err)
+		}
+	}
+}
+
+// checkPrefix checks that a prefix is canonical: masked, no zone, and not
+// IPv4-mapped at a length that maps an IPv4 prefix.
+func checkPrefix(t *testing.T, p netip.Prefix) {
+	t.Helper()
+	a := p.Addr()
+	if !p.IsValid() || p != p.Masked() || a.Zone() != "" || (a.Is4In6() && p.Bits() >= 96) {
+		t.Fatalf("prefix %s is not canonical", p)
+	}
+}
+
+// checkMatch checks that a match is one ParseRule could return: a canonical
+// prefix; ports of no protocol, of a protocol, or a range 1 to 65535 of a
+// protocol with ports; icmp for IPv4 only and icmpv6 for IPv6 only.
+func checkMatch(t *testing.T, m Match) {
+	t.Helper()
+	checkPrefix(t, m.Prefix)
+	p := m.Ports
+	valid := true
+	switch {
+	case p.Proto == 0:
+		valid = p == Ports{}
+	case p.Lo != 0 || p.Hi != 0:
+		valid = HasPorts(p.Proto) && 1 <= p.Lo && p.Lo <= p.Hi
+	}
+	is6 := m.Prefix.Addr().Is6()
+	if !valid || (p.Proto == ProtoICMP && is6) || (p.Proto == ProtoICMPv6 && !is6) {
+		t.Fatalf("match %s (%+v) is not one a rule can be", m, m)
+	}
+}
+
 // FuzzLoadFile checks that LoadFile returns a policy of canonical, distinct
 // rules or a *FileError whose every problem is at a line and on one line. The
-// folder of the file holds two list files that policies may name; names that
-// could leave the folder are skipped, so that no input reads the machine's
-// files (or blocks on /dev/stdin).
+// folder of the file holds three list files that policies may name; names
+// that could leave the folder are skipped, so that no input reads the
+// machine's files (or blocks on /dev/stdin).
 func FuzzLoadFile(f *testing.F) {
 	dir := f.TempDir()
 	for name, text := range map[string]string{
-		"good.txt": "# a blocklist\n192.0.2.1\n198.51.100.0/24  # a comment\n2001:db8::/32\n",
-		"bad.txt":  "192.0.2.1\n192.0.2.300\nnot-an-address\n",
+		"good.txt":  "# a blocklist\n192.0.2.1\n198.51.100.0/24  # a comment\n2001:db8::/32\n",
+		"bad.txt":   "192.0.2.1\n192.0.2.300\nnot-an-address\n",
+		"ports.txt": "192.0.2.1:tcp/443\nany:udp/53\n[2001:db8::1]:tcp/8000-8999\n192.0.2.0/24:icmp\n",
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
 			f.Fatal(err)
@@ -151,14 +209,16 @@ func checkFileError(t *testing.T, err error) {
 }
 
 // checkRules checks that every rule is canonical, found by Lookup and by
-// Rule, and that no two have the same direction and prefix or the same ID.
+// Rule, that no two have the same direction and match or the same ID, and
+// that no two ranges of one direction, prefix and protocol overlap partly.
 func checkRules(t *testing.T, p *Policy) {
 	t.Helper()
 	seen := map[ruleKey]bool{}
 	ids := map[uint32]bool{}
 	for _, r := range p.Rules {
+		checkMatch(t, r.Match())
 		k := keyOf(r.Dir, r.Match())
-		if r.Prefix != r.Prefix.Masked() || seen[k] || ids[r.ID] || r.ID == 0 {
+		if seen[k] || ids[r.ID] || r.ID == 0 {
 			t.Fatalf("rule %v (id %d) is not canonical, or not the only one of its prefix or ID", r, r.ID)
 		}
 		seen[k], ids[r.ID] = true, true
@@ -168,5 +228,18 @@ func checkRules(t *testing.T, p *Policy) {
 		if got, ok := p.Rule(r.ID); !ok || got != r {
 			t.Fatalf("Rule(%d) = %v, %v; want %v", r.ID, got, ok, r)
 		}
+	}
+	ranges := map[ruleKey][]Rule{}
+	for _, r := range p.Rules {
+		if !r.Ports.HasRange() {
+			continue
+		}
+		k := rangeKey(r)
+		for _, o := range ranges[k] {
+			if overlapsPartly(o.Ports, r.Ports) {
+				t.Fatalf("rules %s and %s overlap partly", o, r)
+			}
+		}
+		ranges[k] = append(ranges[k], r)
 	}
 }

@@ -21,11 +21,13 @@ const maxListProblems = 20
 // line, as bufio.Scanner did before.
 const listBuffer = bufio.MaxScanTokenSize
 
-// AddList adds a rule for every address in a list file: one IPv4 or IPv6
-// address or CIDR a line; blank lines and everything after a '#' are ignored.
-// This is the format of public blocklists, and reading it is far quicker than
-// YAML for hundreds of thousands of rules. A file with problems returns a
-// *FileError listing them (the first 20).
+// AddList adds the rules of a list file: one rule a line, in any form
+// ParseRule reads (most lists have an IPv4 or IPv6 address or CIDR a line);
+// blank lines and everything after a '#' are ignored. This is the format of
+// public blocklists, and reading it is far quicker than YAML for hundreds of
+// thousands of rules. A line that stands for several rules (ADDR:PORT, any)
+// is several rules for conflicts, each reported. A file with problems
+// returns a *FileError listing them (the first 20).
 func (p *Policy) AddList(path string, dir Direction, action Action) error {
 	return p.AddListContext(context.Background(), path, dir, action)
 }
@@ -90,14 +92,14 @@ func countLines(r io.Reader) (int, error) {
 	}
 }
 
-// notAList is the one problem of a file whose first entry is not an address:
+// notAList is the one problem of a file whose first entry is not a rule:
 // it is more likely some other file (block_lists: [/etc/shadow]) than a list
 // with a typo, so none of it is quoted.
-const notAList = "not a list file: its first entry is not an IPv4 or IPv6 address or CIDR, so no line of it is shown; a list file has one address or CIDR a line"
+const notAList = "not a list file: its first entry is not an IPv4 or IPv6 address or CIDR, so no line of it is shown; a list file has one rule a line, an address or CIDR with ports or without (192.0.2.0/24, 192.0.2.1:tcp/443)"
 
-// appendList appends a rule for every address of a list to Rules, unsettled
-// (see settle), and returns the line of each and the first problems. A list
-// whose first entry is not an address stops there, with notAList.
+// appendList appends the rules of a list to Rules, unsettled (see settle),
+// and returns the line of each and the first problems. A list whose first
+// entry is not a rule stops there, with notAList.
 func (p *Policy) appendList(r *bufio.Reader, n int, dir Direction, action Action) (lines []int32, problems []Problem, err error) {
 	p.Grow(n)
 	lines = make([]int32, 0, n)
@@ -142,7 +144,7 @@ func (p *Policy) appendList(r *bufio.Reader, n int, dir Direction, action Action
 // parseListed reads one entry of a list. Most entries of most lists are a
 // bare IPv4 address or CIDR: those skip ParseRule's allocation.
 func parseListed(l string) ([]Match, error) {
-	if strings.ContainsAny(l, ":[") || strings.EqualFold(l, anyTarget) {
+	if strings.ContainsAny(l, ":[") || equalFoldASCII(l, anyTarget) {
 		return ParseRule(l)
 	}
 	prefix, err := ParsePrefix(l)

@@ -49,6 +49,14 @@ func TestAddListLikeAdd(t *testing.T) {
 		"192.0.2.1", "192.0.2.1/32", "::ffff:192.0.2.1", "192.0.2.0/24", "198.51.100.7",
 		"2001:db8::1", "2001:db8::/32", "2001:db8::1/128", "::ffff:198.51.100.0/120", "0.0.0.0/0", "::/0",
 		"10.0.0.1/8", "1.1.1.300", "", "  # a comment", "203.0.113.9 # trailing",
+		// Rules with ports: repeats, both actions (192.0.2.0/24:tcp/443
+		// against the policy's 192.0.2.0/24 is no conflict), nested and
+		// partly overlapping ranges, ADDR:PORT, any, bad ports.
+		"192.0.2.1:tcp/443", "192.0.2.1:443", "192.0.2.1:udp/443", "192.0.2.0/24:tcp/443",
+		"192.0.2.1:tcp/1-1000", "192.0.2.1:tcp/500-1500", "192.0.2.1:tcp/600-700", "192.0.2.1:1-1000",
+		"192.0.2.1:tcp/900-1100", "[2001:db8::1]:udp/53", "[2001:db8::1]:udp/50-60", "[2001:db8::1]:udp/55-65",
+		"[2001:db8::/32]:tcp", "any:icmp", "any:53", "any", "ANY:TCP/22", "192.0.2.1:proto/47",
+		"192.0.2.1:tcp/0", "192.0.2.1:icmp/8", "[2001:db8::1]:icmp", "192.0.2.1:tcp/80:81",
 	}
 	dir := t.TempDir()
 	defer func(n int) { wordRules = n }(wordRules)
@@ -99,23 +107,36 @@ func TestAddListLikeAdd(t *testing.T) {
 }
 
 // addLines adds a list's lines one at a time, as AddList did before it
-// settled them in bulk, and returns the first 20 problems. A list whose first
-// entry is not an address is not a list: nothing of it is added, and its one
-// problem quotes none of it.
+// settled them in bulk, and returns the first 20 problems. A line that
+// stands for several rules (ADDR:PORT, any) adds each with AddMatch, and
+// each conflict is a problem. A list whose first entry is not a rule is not a
+// list: nothing of it is added, and its one problem quotes none of it.
 func addLines(p *Policy, text string, dir Direction, action Action) []string {
 	var problems []string
+	problem := func(line int, err error) {
+		if len(problems) < maxListProblems {
+			problems = append(problems, fmt.Sprintf("%d: %s", line, err))
+		}
+	}
 	listed := false
 	for i, line := range strings.Split(text, "\n") {
 		line, _, _ = strings.Cut(line, "#")
 		if line = strings.TrimSpace(line); line == "" {
 			continue
 		}
-		if _, err := ParsePrefix(line); err != nil && !listed {
+		matches, err := ParseRule(line)
+		if err != nil && !listed {
 			return []string{fmt.Sprintf("%d: %s", i+1, notAList)}
 		}
 		listed = true
-		if err := p.Add(dir, action, line); err != nil && len(problems) < maxListProblems {
-			problems = append(problems, fmt.Sprintf("%d: %s", i+1, err))
+		if err != nil {
+			problem(i+1, err)
+			continue
+		}
+		for _, m := range matches {
+			if err := p.AddMatch(dir, action, m); err != nil {
+				problem(i+1, err)
+			}
 		}
 	}
 	return problems
@@ -198,7 +219,7 @@ func TestAddListNotAList(t *testing.T) {
 	if !errors.As(err, &fe) || len(fe.Problems) != 1 || strings.Contains(err.Error(), "secret") || len(p.Rules) != 0 {
 		t.Fatalf("AddList of a file that is not a list: %v, %d rules", err, len(p.Rules))
 	}
-	if want := shadow + ":3: not a list file: its first entry is not an IPv4 or IPv6 address or CIDR, so no line of it is shown; a list file has one address or CIDR a line"; err.Error() != want {
+	if want := shadow + ":3: not a list file: its first entry is not an IPv4 or IPv6 address or CIDR, so no line of it is shown; a list file has one rule a line, an address or CIDR with ports or without (192.0.2.0/24, 192.0.2.1:tcp/443)"; err.Error() != want {
 		t.Errorf("error %q\nwant  %q", err, want)
 	}
 
@@ -230,5 +251,71 @@ func TestListFileHint(t *testing.T) {
 		if want := "(and 1 more; 'cgwall check " + tc.flag + " " + list + "' lists them all)"; err == nil || !strings.HasSuffix(err.Error(), want) {
 			t.Errorf("%s %s: %v; want it to end with %q", tc.dir, tc.action, err, want)
 		}
+	}
+}
+
+// TestAddListPorts reads a list of rules with ports: each line that stands
+// for several rules is several for conflicts, and a repeat of a line refused
+// for a partial overlap is refused again, as Add would.
+func TestAddListPorts(t *testing.T) {
+	dir := t.TempDir()
+	list := filepath.Join(dir, "ports.txt")
+	writeFile(t, list, `# services
+192.0.2.1:tcp/443
+192.0.2.1:443            # TCP and UDP: the TCP half is there already
+[2001:db8::1]:tcp/8000-8999
+[2001:db8::1]:tcp/8500-9500
+[2001:db8::1]:tcp/8500-9500
+[2001:db8::1]:tcp/8100-8199
+any:udp/53
+198.51.100.0/24:tcp/99999
+192.0.2.2:53
+`)
+	p := New()
+	if err := p.Add(Egress, Allow, "192.0.2.2:udp/53"); err != nil {
+		t.Fatal(err)
+	}
+	err := p.AddList(list, Egress, Block)
+	var fe *FileError
+	if !errors.As(err, &fe) {
+		t.Fatalf("AddList: %v", err)
+	}
+	overlap := "[2001:db8::1/128]:tcp/8500-9500 overlaps [2001:db8::1/128]:tcp/8000-8999 for egress: port ranges of one address and protocol may nest but not overlap partly"
+	want := []string{
+		"ports.txt:5: " + overlap,
+		"ports.txt:6: " + overlap,
+		`ports.txt:9: "198.51.100.0/24:tcp/99999": "99999" is not a port: use a number from 1 to 65535`,
+		"ports.txt:10: 192.0.2.2/32:udp/53 is both blocked and allowed for egress",
+	}
+	lines := fe.Lines()
+	for i := range lines {
+		lines[i] = strings.TrimPrefix(lines[i], dir+"/")
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	var rules []string
+	for _, r := range p.Rules {
+		rules = append(rules, fmt.Sprintf("%d %s", r.ID, r))
+	}
+	wantRules := []string{
+		"1 egress allow 192.0.2.2/32:udp/53",
+		"2 egress block 192.0.2.1/32:tcp/443",
+		"3 egress block 192.0.2.1/32:udp/443",
+		"4 egress block [2001:db8::1/128]:tcp/8000-8999",
+		"5 egress block [2001:db8::1/128]:tcp/8100-8199",
+		"6 egress block 0.0.0.0/0:udp/53",
+		"7 egress block [::/0]:udp/53",
+		"8 egress block 192.0.2.2/32:tcp/53",
+	}
+	if strings.Join(rules, "\n") != strings.Join(wantRules, "\n") {
+		t.Errorf("rules:\n%s\nwant:\n%s", strings.Join(rules, "\n"), strings.Join(wantRules, "\n"))
+	}
+	checkRules(t, p)
+
+	// A list whose first entry is a rule with ports is a list.
+	writeFile(t, list, "any:tcp/22\n")
+	if err := New().AddList(list, Ingress, Allow); err != nil {
+		t.Errorf("a list of one port rule: %v", err)
 	}
 }

@@ -90,6 +90,10 @@ type Policy struct {
 	index  map[ruleKey]int32
 	byID   map[uint32]int
 	nextID uint32
+	// ranges are the port ranges of the rules by direction, prefix and
+	// protocol (see rangeKey), for the partial overlaps that Check refuses;
+	// nil means not built.
+	ranges map[ruleKey][]Ports
 }
 
 // ruleKey is a rule's direction and match without the pointer that
@@ -113,14 +117,21 @@ func New() *Policy {
 	return &Policy{Default: [2]Action{Allow, Allow}, Log: LogDrop, nextID: 1}
 }
 
-// Add parses a rule token (see ParseRule) and adds the rules it stands for.
-// The same rule twice is kept once; the same match with both actions is an
-// error, since neither could be said to win, and so are port ranges of one
-// prefix and protocol that overlap partly.
+// Add parses a rule token (see ParseRule) and adds the rules it stands for,
+// all of them or, on an error, none. The same rule twice is kept once; the
+// same match with both actions is an error, since neither could be said to
+// win, and so are port ranges of one prefix and protocol that overlap partly.
 func (p *Policy) Add(dir Direction, action Action, rule string) error {
 	matches, err := ParseRule(rule)
 	if err != nil {
 		return err
+	}
+	// The rules of one token differ in protocol or family, so none can
+	// conflict with another: checking each against the policy is enough.
+	for _, m := range matches {
+		if err := p.Check(dir, action, m); err != nil {
+			return err
+		}
 	}
 	for _, m := range matches {
 		if err := p.AddMatch(dir, action, m); err != nil {
@@ -158,16 +169,58 @@ func (p *Policy) Check(dir Direction, action Action, m Match) error {
 		}
 		return nil
 	}
-	if msg := overlap(Rule{Dir: dir, Prefix: m.Prefix, Ports: m.Ports}, p.Rules); msg != "" {
-		return errors.New(msg)
+	r := Rule{Dir: dir, Prefix: m.Prefix, Ports: m.Ports}
+	if o, ok := overlapping(p.rangeIndex(), r); ok {
+		return errors.New(overlapMessage(r, o))
 	}
 	return nil
 }
 
-// overlapMessage says that r's port range overlaps o's partly. One port is
-// inside a range or outside it, never across, so only ranges can.
-func overlapMessage(r, o Rule) string {
-	return fmt.Sprintf("%s overlaps %s for %s: port ranges of one address and protocol may nest but not overlap partly", r.Match(), o.Match(), r.Dir)
+// overlapMessage says that r's port range overlaps o's partly.
+func overlapMessage(r Rule, o Ports) string {
+	return fmt.Sprintf("%s overlaps %s for %s: port ranges of one address and protocol may nest but not overlap partly", r.Match(), Match{r.Prefix, o}, r.Dir)
+}
+
+// rangeKey is the key of a rule's port range in Policy.ranges: its
+// direction, prefix and protocol, whose ranges must nest.
+func rangeKey(r Rule) ruleKey {
+	return keyOf(r.Dir, Match{r.Prefix, Ports{Proto: r.Ports.Proto}})
+}
+
+// rangeIndex returns Policy.ranges, built if it is not.
+func (p *Policy) rangeIndex() map[ruleKey][]Ports {
+	if p.ranges == nil {
+		p.ranges = make(map[ruleKey][]Ports)
+		for _, r := range p.Rules {
+			addRange(p.ranges, r)
+		}
+	}
+	return p.ranges
+}
+
+// addRange adds r's port range to an index of ranges. One port is inside a
+// range or outside it, never across, so only ranges of two ports or more
+// can overlap partly, and only they are kept.
+func addRange(ranges map[ruleKey][]Ports, r Rule) {
+	if r.Ports.Width() >= 2 {
+		k := rangeKey(r)
+		ranges[k] = append(ranges[k], r.Ports)
+	}
+}
+
+// overlapping returns the first range of the index, in the order they were
+// added, that r's port range overlaps partly. An index keeps the check of a
+// list with many ranges from comparing each with every rule.
+func overlapping(ranges map[ruleKey][]Ports, r Rule) (Ports, bool) {
+	if r.Ports.Width() < 2 {
+		return Ports{}, false
+	}
+	for _, o := range ranges[rangeKey(r)] {
+		if overlapsPartly(o, r.Ports) {
+			return o, true
+		}
+	}
+	return Ports{}, false
 }
 
 // AddRule adds a rule with its ID, as read back from a datapath. The caller
@@ -178,6 +231,9 @@ func (p *Policy) AddRule(r Rule) {
 	}
 	if p.byID != nil {
 		p.byID[r.ID] = len(p.Rules)
+	}
+	if p.ranges != nil {
+		addRange(p.ranges, r)
 	}
 	p.Rules = append(p.Rules, r)
 	if r.ID >= p.nextID {
@@ -347,6 +403,10 @@ func (p *Policy) Delete(dir Direction, m Match) {
 	}
 	delete(p.index, keyOf(dir, m))
 	p.byID = nil // rebuilt on next use: positions change below
+	if p.ranges != nil && m.Ports.Width() >= 2 {
+		k := rangeKey(p.Rules[i])
+		p.ranges[k] = slices.DeleteFunc(p.ranges[k], func(o Ports) bool { return o == m.Ports })
+	}
 	last := len(p.Rules) - 1
 	if i != last {
 		moved := p.Rules[last]
@@ -361,6 +421,6 @@ func (p *Policy) Clone() *Policy {
 	c := *p
 	c.Rules = slices.Clone(p.Rules)
 	c.index = maps.Clone(p.index)
-	c.byID = nil
+	c.byID, c.ranges = nil, nil
 	return &c
 }

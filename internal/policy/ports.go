@@ -171,11 +171,14 @@ func ParseRule(s string) ([]Match, error) {
 		return nil, err
 	}
 	var prefixes []netip.Prefix
-	if strings.EqualFold(target, anyTarget) {
+	if equalFoldASCII(target, anyTarget) {
 		prefixes = anyPrefixes
 	} else {
 		prefix, err := ParsePrefix(target)
 		if err != nil {
+			if !hasPorts && strings.Contains(s, ":") {
+				return nil, colonError(s, err)
+			}
 			return nil, err
 		}
 		prefixes = []netip.Prefix{prefix}
@@ -208,6 +211,9 @@ func splitRule(s string) (target, ports string, hasPorts bool, err error) {
 		if !ok {
 			return "", "", false, fmt.Errorf("%s has no closing bracket: write [2001:db8::1]:tcp/443", quote(s))
 		}
+		if inside != "" && !strings.Contains(inside, ":") {
+			return "", "", false, fmt.Errorf("%s: brackets are for IPv6 addresses: write %s", quote(s), quote(inside+after))
+		}
 		if after == "" {
 			return inside, "", false, nil
 		}
@@ -229,6 +235,27 @@ func splitRule(s string) (target, ports string, hasPorts bool, err error) {
 	return target, ports, true, nil
 }
 
+// colonError says what is wrong with a token of several colons that is not
+// an IPv6 address: a rule with a colon too many, or an IPv6 address with
+// ports that lacks its brackets. err is why it is not an address.
+func colonError(s string, err error) error {
+	if first, _, _ := strings.Cut(s, ":"); equalFoldASCII(first, anyTarget) || isPrefix(first) {
+		return fmt.Errorf("%s has more than one colon: one goes between the address and the ports, as in 192.0.2.1:tcp/443", quote(s))
+	}
+	i := strings.LastIndex(s, ":")
+	if addr, ports := s[:i], s[i+1:]; isPrefix(addr) {
+		if _, perr := parsePorts(s, ports); perr == nil {
+			return fmt.Errorf("%s: an IPv6 address with ports goes in brackets: write [%s]:%s", quote(s), addr, ports)
+		}
+	}
+	return err
+}
+
+func isPrefix(s string) bool {
+	_, err := ParsePrefix(s)
+	return err == nil
+}
+
 // parsePorts reads what follows a rule's colon: PORT or LOW-HIGH (TCP and
 // UDP), PROTO/PORT, PROTO/LOW-HIGH, PROTO, or proto/N.
 func parsePorts(rule, s string) ([]Ports, error) {
@@ -236,14 +263,17 @@ func parsePorts(rule, s string) ([]Ports, error) {
 		return nil, fmt.Errorf("%s has nothing after the colon: give a port (443), a range (8000-8999), a protocol (tcp) or both (tcp/443)", quote(rule))
 	}
 	name, rng, slash := strings.Cut(s, "/")
-	if !slash && startsWithDigit(s) {
+	if slash && name == "" {
+		return nil, fmt.Errorf("%s names no protocol before the slash: write tcp/PORT, udp/PORT or sctp/PORT, or PORT alone for TCP and UDP", quote(rule))
+	}
+	if !slash && (startsWithDigit(s) || s[0] == '-') {
 		lo, hi, err := parseRange(rule, s)
 		if err != nil {
 			return nil, err
 		}
 		return []Ports{{ProtoTCP, lo, hi}, {ProtoUDP, lo, hi}}, nil
 	}
-	if strings.EqualFold(name, protoNumber) {
+	if equalFoldASCII(name, protoNumber) {
 		if !slash {
 			return nil, fmt.Errorf("%s names no protocol number: write proto/47", quote(rule))
 		}
@@ -251,9 +281,17 @@ func parsePorts(rule, s string) ([]Ports, error) {
 		if err != nil || n == 0 {
 			return nil, fmt.Errorf("%s: %s is not a protocol number: use 1 to 255", quote(rule), quote(rng))
 		}
+		if leadingZero(rng) {
+			return nil, fmt.Errorf("%s: %s is not a protocol number: write %s/%d, without the leading zero", quote(rule), quote(rng), protoNumber, n)
+		}
 		return []Ports{{Proto: uint8(n)}}, nil
 	}
 	proto, withPorts, ok := lookupProto(name)
+	if !ok && slash && startsWithDigit(name) {
+		if p, _, ok := lookupProto(rng); ok {
+			return nil, fmt.Errorf("%s: the protocol comes first: write %s/%s", quote(rule), ProtoName(p), name)
+		}
+	}
 	if !ok {
 		return nil, fmt.Errorf("%s: %s is not a protocol: use %s, or proto/N for another one", quote(rule), quote(name), protoNames())
 	}
@@ -262,6 +300,10 @@ func parsePorts(rule, s string) ([]Ports, error) {
 	}
 	if !withPorts {
 		return nil, fmt.Errorf("%s: %s has no ports: write %s alone", quote(rule), ProtoName(proto), ProtoName(proto))
+	}
+	if rng == "" {
+		n := ProtoName(proto)
+		return nil, fmt.Errorf(`%s: "" is not a port: write one after %s/ (%s/443), a range (%s/8000-8999), or %s alone for every port`, quote(rule), n, n, n, n)
 	}
 	lo, hi, err := parseRange(rule, rng)
 	if err != nil {
@@ -274,11 +316,32 @@ func startsWithDigit(s string) bool { return s != "" && s[0] >= '0' && s[0] <= '
 
 func lookupProto(name string) (proto uint8, ports, ok bool) {
 	for _, p := range protocols {
-		if strings.EqualFold(p.name, name) {
+		if equalFoldASCII(p.name, name) {
 			return p.proto, p.ports, true
 		}
 	}
 	return 0, false, false
+}
+
+// equalFoldASCII is strings.EqualFold for names that are ASCII: Unicode's
+// folding would take the long s (ſ) for an s, and sctp from ſctp.
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(a) {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 func protoNames() string {
@@ -292,6 +355,12 @@ func protoNames() string {
 // parseRange reads PORT or LOW-HIGH, each from 1 to 65535, LOW at most HIGH.
 func parseRange(rule, s string) (lo, hi uint16, err error) {
 	a, b, isRange := strings.Cut(s, "-")
+	switch {
+	case isRange && (a == "" || b == ""):
+		return 0, 0, fmt.Errorf(`%s: "" is not a port: the range %s needs both ends, as in 8000-8999`, quote(rule), quote(s))
+	case strings.Contains(b, "-"):
+		return 0, 0, fmt.Errorf("%s: %s is not a port range: write LOW-HIGH, as in 8000-8999", quote(rule), quote(s))
+	}
 	if lo, err = parsePort(rule, a); err != nil {
 		return 0, 0, err
 	}
@@ -309,11 +378,18 @@ func parseRange(rule, s string) (lo, hi uint16, err error) {
 
 func parsePort(rule, s string) (uint16, error) {
 	n, err := strconv.ParseUint(s, 10, 32)
-	if err != nil || n == 0 || n > 65535 || (len(s) > 1 && s[0] == '0') {
+	if err != nil || n == 0 || n > 65535 {
 		return 0, fmt.Errorf("%s: %s is not a port: use a number from 1 to 65535", quote(rule), quote(s))
+	}
+	if leadingZero(s) {
+		return 0, fmt.Errorf("%s: %s is not a port: write %d, without the leading zero", quote(rule), quote(s), n)
 	}
 	return uint16(n), nil
 }
+
+// leadingZero says whether a number is written with a leading zero, which
+// some tools read as octal: refused rather than guessed at.
+func leadingZero(s string) bool { return len(s) > 1 && s[0] == '0' }
 
 // familyFits says whether a protocol can be used with a prefix's family:
 // ICMP is IPv4's and ICMPv6 IPv6's. For any, which stands for both

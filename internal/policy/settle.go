@@ -16,9 +16,10 @@ type conflict struct {
 	msg  string
 }
 
-// settle makes the rules appended to Rules since from what AddPrefix would
-// have made them, one at a time: a rule whose direction and prefix an earlier
-// rule has is dropped, quietly if the actions agree; the others are numbered
+// settle makes the rules appended to Rules since from what AddMatch would
+// have made them, one at a time: a rule whose direction and match an earlier
+// rule has is dropped, quietly if the actions agree, and so is one whose port
+// range overlaps partly with a range kept before it; the others are numbered
 // in order. It returns the conflicting ones in order.
 //
 // A million rules are settled by sorting them, not by looking each up in a
@@ -27,55 +28,65 @@ type conflict struct {
 func (p *Policy) settle(from int) []conflict {
 	repeats := p.repeats(from)
 	var conflicts []conflict
+	// The ranges of the rules kept, built when the first range comes:
+	// most lists have none.
+	var ranges map[ruleKey][]Ports
+	// The positions of the rules dropped for a partial overlap. A repeat
+	// of one is not a repeat of a rule the policy has: as Add would, it is
+	// checked, and dropped, again.
+	var overlapped map[int]bool
 	kept := from
 	for i := from; i < len(p.Rules); i++ {
 		r := p.Rules[i]
 		if len(repeats) > 0 && repeats[0].pos == i {
-			if p.Rules[repeats[0].first].Action != r.Action {
-				conflicts = append(conflicts, conflict{i, r, fmt.Sprintf("%s is both blocked and allowed for %s", r.Match(), r.Dir)})
-			}
+			first := repeats[0].first
 			repeats = repeats[1:]
-			continue
+			if !overlapped[first] {
+				if p.Rules[first].Action != r.Action {
+					conflicts = append(conflicts, conflict{i, r, fmt.Sprintf("%s is both blocked and allowed for %s", r.Match(), r.Dir)})
+				}
+				continue
+			}
 		}
-		if msg := overlap(r, p.Rules[:kept]); msg != "" {
-			conflicts = append(conflicts, conflict{i, r, msg})
-			continue
+		if r.Ports.Width() >= 2 {
+			if ranges == nil {
+				ranges = make(map[ruleKey][]Ports)
+				for _, k := range p.Rules[:kept] {
+					addRange(ranges, k)
+				}
+			}
+			if o, ok := overlapping(ranges, r); ok {
+				conflicts = append(conflicts, conflict{i, r, overlapMessage(r, o)})
+				if overlapped == nil {
+					overlapped = make(map[int]bool)
+				}
+				overlapped[i] = true
+				continue
+			}
 		}
 		r.ID = p.nextID
 		p.nextID++
 		p.Rules[kept] = r
 		kept++
+		if ranges != nil {
+			addRange(ranges, r)
+		}
 	}
 	clear(p.Rules[kept:]) // no stale prefixes past the end
 	p.Rules = p.Rules[:kept]
-	// Both are rebuilt on first use.
-	p.index, p.byID = nil, nil
+	// Rebuilt on first use; the ranges are those of the rules kept.
+	p.index, p.byID, p.ranges = nil, nil, ranges
 	return conflicts
 }
 
-// overlap says why r cannot join the rules kept: a port range that overlaps
-// partly with one of theirs. Ranges are rare, so a range is compared with
-// every kept rule.
-func overlap(r Rule, kept []Rule) string {
-	if r.Ports.Width() < 2 {
-		return ""
-	}
-	for _, o := range kept {
-		if o.Dir == r.Dir && o.Prefix == r.Prefix && overlapsPartly(o.Ports, r.Ports) {
-			return overlapMessage(r, o)
-		}
-	}
-	return ""
-}
-
-// repeat is a rule whose direction and prefix an earlier rule has.
+// repeat is a rule whose direction and match an earlier rule has.
 type repeat struct {
 	pos   int // its position in Rules
-	first int // the position of the first rule with its direction and prefix
+	first int // the position of the first rule with its direction and match
 }
 
 // repeats returns the repeats among Rules[from:], in order. Rules that have
-// the same direction and prefix are found next to each other in a sorted list
+// the same direction and match are found next to each other in a sorted list
 // of keys: one machine word for an IPv4 rule, which is most rules of most
 // lists, and a wider key for the others.
 func (p *Policy) repeats(from int) []repeat {
@@ -112,9 +123,9 @@ func (p *Policy) repeats(from int) []repeat {
 	return out
 }
 
-// A word key is an IPv4 rule in one uint64: its direction, address and prefix
-// length, then its position in Rules, so that the rules of one prefix sort in
-// the order they were added.
+// A word key is an IPv4 rule without ports in one uint64: its direction,
+// address and prefix length, then its position in Rules, so that the rules of
+// one prefix sort in the order they were added.
 const (
 	wordPosBits = 25
 	wordPosMask = 1<<wordPosBits - 1
@@ -130,8 +141,9 @@ func wordKeyOf(r Rule, pos int) uint64 {
 		uint64(r.Prefix.Bits())<<wordPosBits | uint64(pos)
 }
 
-// wideKey is a rule's direction and prefix in words that sort quickly, and
-// its position in Rules, which orders the rules of the same prefix.
+// wideKey is a rule's direction, prefix and ports in words that sort
+// quickly, and its position in Rules, which orders the rules of the same
+// match.
 type wideKey struct {
 	hi, lo uint64 // the address, IPv4 in its IPv6-mapped form
 	tag    uint64 // ports, family, direction and prefix length
