@@ -16,6 +16,15 @@ import (
 // to its command's exit status.
 const execUsageExit = 125
 
+// badCase is bad input to run, attach, check and exec, and what each says.
+type badCase struct {
+	name      string
+	args      []string
+	want      string
+	checkWant string // what check says, where it differs from want
+	dontWant  string
+}
+
 // TestBadPolicies feeds bad policy files and flags to run and attach: each is
 // named in one line, exits 2 and attaches nothing. check and exec report the
 // same problem. A case that would have hung (a FIFO) fails instead; what a
@@ -42,13 +51,6 @@ func TestBadPolicies(t *testing.T) {
 	secret := "root:$y$j9T$e2eSecretHash:19000:0:99999:7:::"
 	file("secret.txt", secret+"\n192.0.2.1\n")
 	badList := file("bad.txt", "192.0.2.1\nbad-1\nbad-2\n")
-	type badCase struct {
-		name      string
-		args      []string
-		want      string
-		checkWant string // what check says, where it differs from want
-		dontWant  string
-	}
 	cases := []badCase{
 		{name: "file: empty", args: []string{"-f", file("blank.yaml", "")}, want: "blank.yaml:1: the policy file is empty: it has no keys, only comments or blank space; give at least one key (see docs/policy.md), or {} for a policy with no rules"},
 		{name: "file: only comments", args: []string{"-f", file("comments.yaml", "# to do\n\n")}, want: "comments.yaml:1: the policy file is empty"},
@@ -71,6 +73,7 @@ func TestBadPolicies(t *testing.T) {
 		{name: "--block: a zone", args: []string{"--block", "fe80::%lo/64"}, want: `--block: "fe80::%lo/64" is not a valid CIDR: an IPv6 zone (%name) is not allowed in a rule`},
 		{name: "--block: an address with a zone", args: []string{"--block", "fe80::1%lo"}, want: `--block: "fe80::1%lo" is not a valid IPv4 or IPv6 address: an IPv6 zone (%name) is not allowed in a rule`},
 	}
+	cases = append(cases, badPortCases(file)...)
 	// The machine's own shadow file, where it has one: read as a list or as
 	// a policy, none of it is printed.
 	if shadow, err := os.ReadFile("/etc/shadow"); err == nil && len(shadow) > 0 {
@@ -180,4 +183,36 @@ ingress:
 			t.Errorf("line %d = %q, want it to start with %q", i, lines[i], w)
 		}
 	}
+}
+
+// badPortCases are bad port rules for TestBadPolicies, each named in one
+// line by run, attach, check and exec, with exit 2 (125 for exec) and
+// nothing attached: in every rule flag, in a policy file at its line, and in
+// a list file at its line. file writes a file in the test's folder.
+func badPortCases(file func(name, text string) string) []badCase {
+	cases := []badCase{
+		{name: "port: 0", args: []string{"--block", "192.0.2.1:0"}, want: `--block: "192.0.2.1:0": "0" is not a port: use a number from 1 to 65535`},
+		{name: "port: 65536", args: []string{"--block", "192.0.2.1:tcp/65536"}, want: `--block: "192.0.2.1:tcp/65536": "65536" is not a port: use a number from 1 to 65535`},
+		{name: "port: range past 65535", args: []string{"--allow", "192.0.2.1:65000-65536"}, want: `--allow: "192.0.2.1:65000-65536": "65536" is not a port`},
+		{name: "port: reversed range", args: []string{"--block-in", "198.51.100.0/24:udp/9000-8000"}, want: `--block-in: "198.51.100.0/24:udp/9000-8000": range "9000-8000" is reversed: write 8000-9000`},
+		{name: "port: on icmp", args: []string{"--block", "192.0.2.1:icmp/8"}, want: `--block: "192.0.2.1:icmp/8": icmp has no ports: write icmp alone`},
+		{name: "port: unknown protocol", args: []string{"--allow-in", "192.0.2.1:tpc/22"}, want: `--allow-in: "192.0.2.1:tpc/22": "tpc" is not a protocol: use tcp, udp, sctp, icmp, icmpv6, gre, esp, ah, or proto/N for another one`},
+		{name: "port: protocol without its port", args: []string{"--block", "192.0.2.1:tcp/"}, want: `--block: "192.0.2.1:tcp/": "" is not a port`},
+		{name: "port: empty after the colon", args: []string{"--block", "192.0.2.1:"}, want: `--block: "192.0.2.1:" has nothing after the colon: give a port (443), a range (8000-8999), a protocol (tcp) or both (tcp/443)`},
+		{name: "port: no address", args: []string{"--block", ":443"}, want: `--block: ":443" has no address before the colon`},
+		{name: "port: missing bracket", args: []string{"--block", "[2001:db8::1:tcp/443"}, want: `--block: "[2001:db8::1:tcp/443" has no closing bracket: write [2001:db8::1]:tcp/443`},
+		{name: "port: no colon after the bracket", args: []string{"--allow", "[2001:db8::1]443"}, want: `--allow: "[2001:db8::1]443" has "443" after the bracket: ports follow a colon, as in [2001:db8::1]:tcp/443`},
+		{name: "port: protocol number 0", args: []string{"--block", "192.0.2.1:proto/0"}, want: `--block: "192.0.2.1:proto/0": "0" is not a protocol number: use 1 to 255`},
+		{name: "port: protocol number 256", args: []string{"--block", "192.0.2.1:proto/256"}, want: `"256" is not a protocol number: use 1 to 255`},
+		{name: "port: icmp on IPv6", args: []string{"--block", "[2001:db8::1]:icmp"}, want: `--block: "[2001:db8::1]:icmp": icmp is IPv4's: write icmpv6 for IPv6`},
+		{name: "port: icmpv6 on IPv4", args: []string{"--block-in", "192.0.2.0/24:icmpv6"}, want: `--block-in: "192.0.2.0/24:icmpv6": icmpv6 is IPv6's: write icmp for IPv4`},
+		{name: "port: leading zero", args: []string{"--block", "192.0.2.1:tcp/0443"}, want: `--block: "192.0.2.1:tcp/0443": "0443" is not a port`},
+		{name: "port: a service name", args: []string{"--allow", "192.0.2.1:tcp/https"}, want: `--allow: "192.0.2.1:tcp/https": "https" is not a port`},
+		{name: "port: partial overlap", args: []string{"--block", "192.0.2.0/24:tcp/1000-2000", "--allow", "192.0.2.0/24:tcp/1500-2500"}, want: "--allow: 192.0.2.0/24:tcp/1500-2500 overlaps 192.0.2.0/24:tcp/1000-2000 for egress: port ranges of one address and protocol may nest but not overlap partly"},
+		{name: "port: blocked and allowed", args: []string{"--block", "192.0.2.1:443", "--allow", "192.0.2.1/32:udp/443"}, want: "--allow: 192.0.2.1/32:udp/443 is both blocked and allowed for egress"},
+		{name: "port: file", args: []string{"-f", file("port.yaml", "egress:\n  block:\n    - 192.0.2.1:tcp/443\n    - 192.0.2.1:tcp/0\n")}, want: `port.yaml:4: egress.block: "192.0.2.1:tcp/0": "0" is not a port`},
+		{name: "port: file, overlap", args: []string{"-f", file("overlap.yaml", "ingress:\n  allow: [198.51.100.0/24:tcp/8000-8999]\n  block: [198.51.100.0/24:tcp/8500-9500]\n")}, want: "overlap.yaml:3: ingress.block: 198.51.100.0/24:tcp/8500-9500 overlaps 198.51.100.0/24:tcp/8000-8999 for ingress"},
+		{name: "port: list file", args: []string{"--block-list", file("ports.txt", "192.0.2.1:tcp/443\n192.0.2.2:icmp/8\n")}, want: `ports.txt:2: "192.0.2.2:icmp/8": icmp has no ports: write icmp alone`},
+	}
+	return cases
 }

@@ -62,14 +62,7 @@ func startCgwall(t *testing.T, args ...string) *proc {
 // that contains ready.
 func startReady(t *testing.T, ready string, args ...string) *proc {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	p, err := testutil.Start(ctx, exec.Command(cgwallBin, args...), ready)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Kill)
-	return &proc{p: p, cmd: p.Cmd, stdout: &lines{p.Stdout}, stderr: &lines{p.Stderr}, done: p.Done()}
+	return startCmd(t, exec.Command(cgwallBin, args...), ready)
 }
 
 // stop sends SIGINT and returns the exit code.
@@ -321,14 +314,21 @@ type listed struct {
 	Stale  bool   `json:"stale"`
 	Live   bool   `json:"live"`
 	Hooks  []string
-	Rules  []struct {
-		ID      uint32 `json:"id"`
-		Dir     string `json:"direction"`
-		Action  string `json:"action"`
-		Prefix  string `json:"prefix"`
-		Packets uint64 `json:"packets"`
-	} `json:"rules"`
+	Rules  []listedRule                        `json:"rules"`
 	Totals map[string]struct{ Packets uint64 } `json:"totals"`
+}
+
+// listedRule is one rule as 'cgwall list -o json' shows it.
+type listedRule struct {
+	ID      uint32 `json:"id"`
+	Dir     string `json:"direction"`
+	Action  string `json:"action"`
+	Rule    string `json:"rule"`
+	Prefix  string `json:"prefix"`
+	Proto   string `json:"proto"`
+	Port    uint16 `json:"port"`
+	EndPort uint16 `json:"end_port"`
+	Packets uint64 `json:"packets"`
 }
 
 func list(t *testing.T, args ...string) []listed {

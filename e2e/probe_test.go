@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -26,7 +27,8 @@ type probeResult struct {
 
 // probeMain is the probe binary: this test binary run with probeEnv set, as
 // PROBE SUBCOMMAND ARGS. Its subcommands, each documented at its function:
-// udp|tcp (sendMain), serve, socket, mapped, flood, burst and icmp.
+// udp|tcp (sendMain), serve, socket, mapped, flood, burst, icmp, udpsend and
+// listen.
 func probeMain(args []string) int {
 	switch {
 	case len(args) == 2 && args[0] == "serve":
@@ -41,6 +43,10 @@ func probeMain(args []string) int {
 		return burstMain(args[1], args[2])
 	case len(args) == 2 && args[0] == "icmp":
 		return icmpMain(args[1])
+	case len(args) == 4 && args[0] == "udpsend":
+		return udpSendMain(args[1], args[2], args[3])
+	case len(args) >= 2 && args[0] == "listen":
+		return listenMain(args[1:])
 	}
 	return sendMain(args)
 }
@@ -377,6 +383,88 @@ func icmpMain(target string) int {
 		fmt.Println(err)
 	} else {
 		fmt.Println("ok")
+	}
+	return 0
+}
+
+// udpSendMain runs as: PROBE udpsend ADDR PORT LABEL. It sends LABEL to
+// ADDR:PORT from an unconnected socket, so that the sendmsg hook judges the
+// sendto(), and reports whether the send succeeded; the receiver says
+// whether it arrived.
+func udpSendMain(addr, port, label string) int {
+	dst, err := netip.ParseAddrPort(net.JoinHostPort(addr, port))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	conn, err := net.ListenUDP(network("udp", dst.Addr()), nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer conn.Close()
+	var res probeResult
+	if _, err := conn.WriteToUDPAddrPort([]byte(label), dst); err != nil {
+		res.Err = err.Error()
+	} else {
+		res.Sent = true
+	}
+	json.NewEncoder(os.Stdout).Encode(res)
+	return 0
+}
+
+// listenMain runs as: PROBE listen PROTO/PORT... It listens on every address
+// (IPv4 and IPv6) at each TCP or UDP port, says "listening" on stderr, and
+// prints "got PROTO/PORT LABEL from SRC" for each connection (its first
+// bytes) or datagram, until it is killed.
+func listenMain(specs []string) int {
+	out := make(chan string)
+	for _, spec := range specs {
+		proto, port, _ := strings.Cut(spec, "/")
+		switch proto {
+		case "tcp":
+			ln, err := net.Listen("tcp", ":"+port)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			go func() {
+				for {
+					conn, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+					buf := make([]byte, 256)
+					n, _ := io.ReadFull(conn, buf)
+					out <- fmt.Sprintf("got %s %s from %s", spec, buf[:n], conn.RemoteAddr())
+					conn.Close()
+				}
+			}()
+		case "udp":
+			conn, err := net.ListenPacket("udp", ":"+port)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			go func() {
+				buf := make([]byte, 256)
+				for {
+					n, from, err := conn.ReadFrom(buf)
+					if err != nil {
+						return
+					}
+					out <- fmt.Sprintf("got %s %s from %s", spec, buf[:n], from)
+				}
+			}()
+		default:
+			fmt.Fprintf(os.Stderr, "listen: %q is not tcp/PORT or udp/PORT\n", spec)
+			return 2
+		}
+	}
+	fmt.Fprintln(os.Stderr, "listening")
+	for line := range out {
+		fmt.Println(line)
 	}
 	return 0
 }

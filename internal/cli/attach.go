@@ -21,7 +21,12 @@ func newAttachCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `attach pins the policy's programs and maps in bpffs under /sys/fs/bpf/cgwall,
 so that it stays in force after cgwall exits, and exits. On a cgroup that
 already has a policy it replaces it atomically: every hook moves from the old
-policy to the new one at the same instant.`,
+policy to the new one at the same instant.
+
+` + rulesHelp,
+		Example: `  cgwall attach --cgroup myapp -f policy.yaml
+  cgwall attach --cgroup myapp --default block --allow 192.0.2.10:tcp/443 --allow any:udp/53
+  cgwall attach --unit sshd --default-in block --allow-in 198.51.100.0/24:tcp/22`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p, err := rules.policy(cmd.Context())

@@ -15,7 +15,12 @@ func newCheckCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Validate a policy without attaching anything",
 		Long: `check reads a policy file, with any rule flags on top, exactly as run would,
 and attaches nothing. It lists every problem with its file:line and exits 2, or
-prints a summary of the policy and exits 0.`,
+prints a summary of the policy and exits 0.
+
+` + rulesHelp,
+		Example: `  cgwall check -f policy.yaml
+  cgwall check --block-list blocklist.txt
+  cgwall check --block 198.51.100.0/24 --allow 198.51.100.7:tcp/8000-8999`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p, err := rules.policy(cmd.Context())

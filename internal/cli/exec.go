@@ -46,6 +46,8 @@ Where cgroup2 is mounted with nsdelegate (systemd's default), the namespace
 stops CMD, even as root, from moving itself out of its cgroup; without it, a
 root CMD can. See docs/security.md for what cgwall stops and what it cannot.
 
+` + rulesHelp + `
+
 Exit status:
   CMD's own status, or 128+N if signal N ended it
   125  cgwall's own error: a bad flag, rule or file, a missing privilege, the
@@ -62,7 +64,7 @@ func newExecCmd(prep **datapath.Prepared, stderr io.Writer) *cobra.Command {
 		Short: "Run a command in a fresh cgroup under a policy",
 		Long:  execLong,
 		Example: `  cgwall exec --block 192.0.2.1 -- curl http://192.0.2.1/
-  cgwall exec --default block --allow 192.0.2.10 --log all -- ./client
+  cgwall exec --default block --allow 192.0.2.10:tcp/443 --allow any:udp/53 --log all -- ./client
   cgwall exec -f policy.yaml -- sh -c 'make test'`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			return execExit(cobra.MinimumNArgs(1)(cmd, args))

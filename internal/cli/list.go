@@ -14,6 +14,7 @@ import (
 	"github.com/cgwall/cgwall/internal/cgroup"
 	"github.com/cgwall/cgwall/internal/datapath"
 	"github.com/cgwall/cgwall/internal/events"
+	"github.com/cgwall/cgwall/internal/policy"
 	"github.com/cgwall/cgwall/internal/store"
 )
 
@@ -36,13 +37,34 @@ type policyView struct {
 	LostEvents  uint64            `json:"lost_events"`
 }
 
+// ruleView is one rule: Rule is its canonical form, which block, allow and
+// remove take back; the fields after it are its parts.
 type ruleView struct {
-	ID      uint32 `json:"id"`
-	Dir     string `json:"direction"`
-	Action  string `json:"action"`
-	Prefix  string `json:"prefix"`
+	ID     uint32 `json:"id"`
+	Dir    string `json:"direction"`
+	Action string `json:"action"`
+	Rule   string `json:"rule"`
+	Prefix string `json:"prefix"`
+	// Proto is the protocol's name as rules write it, "" for every
+	// protocol; Port and EndPort the inclusive range, 0 for every port.
+	Proto   string `json:"proto"`
+	Port    uint16 `json:"port"`
+	EndPort uint16 `json:"end_port"`
 	Packets uint64 `json:"packets"`
 	Bytes   uint64 `json:"bytes"`
+}
+
+func newRuleView(r policy.Rule, c datapath.Counter) ruleView {
+	v := ruleView{
+		ID: r.ID, Dir: r.Dir.String(), Action: r.Action.String(),
+		Rule: r.Match().String(), Prefix: r.Prefix.String(),
+		Port: r.Ports.Lo, EndPort: r.Ports.Hi,
+		Packets: c.Packets, Bytes: c.Bytes,
+	}
+	if r.Ports.Proto != 0 {
+		v.Proto = policy.ProtoName(r.Ports.Proto)
+	}
+	return v
 }
 
 type count struct {
@@ -153,8 +175,7 @@ func viewPolicy(s *store.Store, id uint64, path string) (policyView, error) {
 		return v, err
 	}
 	for _, r := range p.Rules {
-		c := counters[r.ID]
-		v.Rules = append(v.Rules, ruleView{r.ID, r.Dir.String(), r.Action.String(), r.Prefix.String(), c.Packets, c.Bytes})
+		v.Rules = append(v.Rules, newRuleView(r, counters[r.ID]))
 	}
 	slices.SortFunc(v.Rules, func(a, b ruleView) int { return int(a.ID) - int(b.ID) })
 	for _, h := range datapath.Hooks {
@@ -199,9 +220,9 @@ func printViews(w io.Writer, views []policyView) {
 		fmt.Fprintf(w, "  default egress %s, ingress %s; audit %s; log %s; deny_raw %s\n",
 			v.Defaults["egress"], v.Defaults["ingress"], onOff(v.Audit), v.Log, denyRaw(v))
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  ID\tDIRECTION\tACTION\tPREFIX\tPACKETS\tBYTES")
+		fmt.Fprintln(tw, "  ID\tDIRECTION\tACTION\tRULE\tPACKETS\tBYTES")
 		for _, r := range v.Rules {
-			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%d\t%d\n", r.ID, r.Dir, r.Action, r.Prefix, r.Packets, r.Bytes)
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%d\t%d\n", r.ID, r.Dir, r.Action, r.Rule, r.Packets, r.Bytes)
 		}
 		tw.Flush()
 		t := v.Totals

@@ -11,6 +11,19 @@ import (
 	"github.com/cgwall/cgwall/internal/policy"
 )
 
+// rulesHelp says what a rule is, in the help of every command that takes
+// rules: the one grammar of flags, files, list, events and remove.
+const rulesHelp = `A rule is ADDR[:PORTS]. ADDR is an IPv4 or IPv6 address or CIDR, or any
+(every address of both families); an IPv6 address takes brackets when ports
+follow. PORTS is PORT or LOW-HIGH (TCP and UDP), tcp/PORT, udp/LOW-HIGH,
+sctp/PORT, or a protocol alone: tcp, udp, sctp, icmp, icmpv6, proto/N. For
+example 192.0.2.1, 198.51.100.0/24:tcp/8000-8999, [2001:db8::1]:443,
+any:udp/53, 10.0.0.0/8:icmp. Egress rules match the destination and its
+port, ingress rules the source and the local port. The most specific rule
+decides: the longest prefix, then at one prefix a port rule over a protocol
+rule over an address rule, the narrowest range first; where none matches,
+the direction's default.`
+
 // ruleFlags are the flags that describe a policy. A policy file (-f) is read
 // first; rule flags add to its rules, and setting flags override its settings.
 type ruleFlags struct {
@@ -36,14 +49,14 @@ type ruleFlags struct {
 func (f *ruleFlags) bind(fs *pflag.FlagSet) {
 	f.fs = fs
 	fs.StringVarP(&f.file, "file", "f", "", "read the policy from the YAML `FILE` (see docs/policy.md)")
-	fs.StringArrayVar(&f.block, "block", nil, "block egress traffic to `ADDR`, an IPv4 or IPv6 address or CIDR (repeatable)")
-	fs.StringArrayVar(&f.allow, "allow", nil, "allow egress traffic to `ADDR` (repeatable); the longest prefix decides")
-	fs.StringArrayVar(&f.blockIn, "block-in", nil, "block ingress traffic from `ADDR` (repeatable)")
-	fs.StringArrayVar(&f.allowIn, "allow-in", nil, "allow ingress traffic from `ADDR` (repeatable)")
-	fs.StringArrayVar(&f.blockList, "block-list", nil, "block egress traffic to every address in `FILE`, one address or CIDR a line (repeatable)")
-	fs.StringArrayVar(&f.allowList, "allow-list", nil, "allow egress traffic to every address in `FILE` (repeatable)")
-	fs.StringArrayVar(&f.blockInList, "block-in-list", nil, "block ingress traffic from every address in `FILE` (repeatable)")
-	fs.StringArrayVar(&f.allowInList, "allow-in-list", nil, "allow ingress traffic from every address in `FILE` (repeatable)")
+	fs.StringArrayVar(&f.block, "block", nil, "block egress traffic to `ADDR[:PORTS]`: 192.0.2.1, 198.51.100.0/24:tcp/443, [2001:db8::1]:443, any:udp/53 (repeatable)")
+	fs.StringArrayVar(&f.allow, "allow", nil, "allow egress traffic to `ADDR[:PORTS]` (repeatable); the most specific rule decides")
+	fs.StringArrayVar(&f.blockIn, "block-in", nil, "block ingress traffic from `ADDR[:PORTS]`, PORTS being the local port: 203.0.113.0/24:tcp/22 (repeatable)")
+	fs.StringArrayVar(&f.allowIn, "allow-in", nil, "allow ingress traffic from `ADDR[:PORTS]` to the local PORTS (repeatable)")
+	fs.StringArrayVar(&f.blockList, "block-list", nil, "block egress traffic to every rule in `FILE`, one ADDR[:PORTS] a line (repeatable)")
+	fs.StringArrayVar(&f.allowList, "allow-list", nil, "allow egress traffic to every rule in `FILE` (repeatable)")
+	fs.StringArrayVar(&f.blockInList, "block-in-list", nil, "block ingress traffic from every rule in `FILE` (repeatable)")
+	fs.StringArrayVar(&f.allowInList, "allow-in-list", nil, "allow ingress traffic from every rule in `FILE` (repeatable)")
 	// The defaults are an empty policy's, so that a flag left alone says
 	// what a policy without it gets.
 	empty := policy.New()

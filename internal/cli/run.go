@@ -31,13 +31,17 @@ func newRunCmd(prep **datapath.Prepared, stdout, stderr io.Writer) *cobra.Comman
 		Long: `run attaches the filter to the cgroup at PATH (absolute, or relative to the
 cgroup2 mount), prints decisions as they happen and detaches on SIGINT or SIGTERM.
 Rules are in force before the filter is attached, so no packet slips through.
-The most specific prefix decides; where none matches, the direction's default.
 
 With --create, run makes the cgroup at PATH (and any missing parent) if it does
 not exist, says so ("created cgroup PATH"), and removes what it made when it
 exits ("removed cgroup PATH"); a cgroup that still holds processes then is left
 in place, and run exits 1 saying so. If PATH exists, --create uses it and
-leaves it in place.`,
+leaves it in place.
+
+` + rulesHelp,
+		Example: `  cgwall run --cgroup myapp --block 192.0.2.1 --block 198.51.100.0/24:tcp/8000-8999
+  cgwall run --cgroup myapp --default block --allow 192.0.2.10:tcp/443 --allow any:udp/53
+  cgwall run --cgroup myapp --default-in block --allow-in 198.51.100.0/24:tcp/22`,
 		Args:        cobra.NoArgs,
 		Annotations: map[string]string{preparesObject: "yes"},
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cgwall/cgwall/internal/datapath"
+	"github.com/cgwall/cgwall/internal/policy"
 	"golang.org/x/sys/unix"
 )
 
@@ -57,7 +58,8 @@ func Write(w io.Writer, f Format, e datapath.Event) error {
 
 // text begins with the Aya example's words, "DST <addr>, ACTION <n>", then adds
 // key=value fields. DST is always the packet's destination; on ingress the rules
-// judged src=. time= comes late, before cgroup= alone, so that what readers
+// judged src= and dport=. rule= is the deciding rule in its canonical form, as
+// the reader resolved it, so that it can be passed back to remove. time= comes late, before cgroup= alone, so that what readers
 // match on stays where it was: the words and hook= first, cgroup= last.
 func (e event) text() string {
 	var b strings.Builder
@@ -171,18 +173,15 @@ func (e event) record() record {
 	return r
 }
 
+// protoName names a packet's protocol as rules name it (tcp, sctp, icmpv6),
+// so that a rule for it can be copied from the event; a protocol without a
+// name is its number, which rules write proto/N.
 func protoName(p uint8) string {
-	switch p {
-	case unix.IPPROTO_ICMP:
-		return "icmp"
-	case unix.IPPROTO_TCP:
-		return "tcp"
-	case unix.IPPROTO_UDP:
-		return "udp"
-	case unix.IPPROTO_ICMPV6:
-		return "icmpv6"
+	name := policy.ProtoName(p)
+	if _, unnamed := strings.CutPrefix(name, "proto/"); unnamed {
+		return strconv.Itoa(int(p))
 	}
-	return strconv.Itoa(int(p))
+	return name
 }
 
 func sockFamilyName(f uint8) string {

@@ -32,6 +32,36 @@ func TestWriteText(t *testing.T) {
 			"DST 2001:db8::1, ACTION 1 hook=connect proto=tcp dport=443 rule=default\n",
 		},
 		{
+			"a port rule decides",
+			datapath.Event{Dst: netip.MustParseAddr("192.0.2.7"), Action: 0, Hook: datapath.HookConnect, Proto: 6, DstPort: 443, RuleID: 4, Rule: "192.0.2.0/24:tcp/443", Pid: 4242, Comm: "curl"},
+			"DST 192.0.2.7, ACTION 0 hook=connect proto=tcp dport=443 rule=192.0.2.0/24:tcp/443 pid=4242 comm=curl\n",
+		},
+		{
+			"an IPv6 range rule, bracketed",
+			datapath.Event{Src: netip.MustParseAddr("2001:db8::9"), Dst: netip.MustParseAddr("2001:db8::1"), Action: 1, Hook: datapath.HookEgress, Proto: 17, SrcPort: 40000, DstPort: 8053, Len: 48, RuleID: 5, Rule: "[2001:db8::/32]:udp/8000-8999"},
+			"DST 2001:db8::1, ACTION 1 hook=egress src=2001:db8::9 proto=udp sport=40000 dport=8053 rule=[2001:db8::/32]:udp/8000-8999 len=48\n",
+		},
+		{
+			"ingress by the local port",
+			datapath.Event{Src: netip.MustParseAddr("198.51.100.9"), Dst: netip.MustParseAddr("192.0.2.1"), Action: 0, Hook: datapath.HookIngress, Proto: 6, SrcPort: 50000, DstPort: 22, Len: 60, RuleID: 2, Rule: "198.51.100.0/24:tcp/22"},
+			"DST 192.0.2.1, ACTION 0 hook=ingress src=198.51.100.9 proto=tcp sport=50000 dport=22 rule=198.51.100.0/24:tcp/22 len=60\n",
+		},
+		{
+			"an ICMP rule, and the protocols rules name",
+			datapath.Event{Src: netip.MustParseAddr("192.0.2.9"), Dst: netip.MustParseAddr("192.0.2.1"), Action: 0, Hook: datapath.HookEgress, Proto: 1, Len: 84, RuleID: 3, Rule: "192.0.2.1/32:icmp"},
+			"DST 192.0.2.1, ACTION 0 hook=egress src=192.0.2.9 proto=icmp rule=192.0.2.1/32:icmp len=84\n",
+		},
+		{
+			"SCTP by name",
+			datapath.Event{Dst: netip.MustParseAddr("192.0.2.1"), Action: 0, Hook: datapath.HookConnect, Proto: 132, DstPort: 3868, Rule: "any:sctp/3868"},
+			"DST 192.0.2.1, ACTION 0 hook=connect proto=sctp dport=3868 rule=any:sctp/3868\n",
+		},
+		{
+			"a protocol without a name, by number",
+			datapath.Event{Src: netip.MustParseAddr("192.0.2.9"), Dst: netip.MustParseAddr("192.0.2.1"), Action: 0, Hook: datapath.HookEgress, Proto: 99, Len: 40, Rule: "192.0.2.1/32:proto/99"},
+			"DST 192.0.2.1, ACTION 0 hook=egress src=192.0.2.9 proto=99 rule=192.0.2.1/32:proto/99 len=40\n",
+		},
+		{
 			"packet socket refused",
 			datapath.Event{Action: 0, Hook: datapath.HookSockCreate, SockFamily: 17, SockType: 3},
 			"DST -, ACTION 0 hook=sock_create socket=packet/raw\n",
@@ -72,7 +102,7 @@ func TestWriteText(t *testing.T) {
 
 func TestWriteJSON(t *testing.T) {
 	var b bytes.Buffer
-	e := datapath.Event{Time: time.Date(2026, 1, 2, 3, 4, 5, 6_000_000, time.UTC), Dst: netip.MustParseAddr("192.0.2.7"), Action: 0, Hook: datapath.HookEgress, Proto: 6, SrcPort: 1, DstPort: 443, Len: 60, RuleID: 3, Rule: "192.0.2.0/24"}
+	e := datapath.Event{Time: time.Date(2026, 1, 2, 3, 4, 5, 6_000_000, time.UTC), Dst: netip.MustParseAddr("192.0.2.7"), Action: 0, Hook: datapath.HookEgress, Proto: 6, SrcPort: 1, DstPort: 443, Len: 60, RuleID: 3, Rule: "192.0.2.0/24:tcp/443"}
 	if err := Write(&b, JSON, e); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +110,7 @@ func TestWriteJSON(t *testing.T) {
 	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
 		t.Fatalf("not one JSON object: %q: %v", b.String(), err)
 	}
-	for k, v := range map[string]any{"dst": "192.0.2.7", "action": 0.0, "verdict": "drop", "proto": "tcp", "dport": 443.0, "rule": "192.0.2.0/24", "rule_id": 3.0, "time": "2026-01-02T03:04:05.006Z"} {
+	for k, v := range map[string]any{"dst": "192.0.2.7", "action": 0.0, "verdict": "drop", "proto": "tcp", "dport": 443.0, "rule": "192.0.2.0/24:tcp/443", "rule_id": 3.0, "time": "2026-01-02T03:04:05.006Z"} {
 		if got[k] != v {
 			t.Errorf("%s = %v, want %v (in %s)", k, got[k], v, b.String())
 		}
