@@ -37,7 +37,7 @@ func TestQuickSmallest(t *testing.T) {
 		t.Skip(err)
 	}
 	cfg.rounds, cfg.DecisionSizes, cfg.DecisionDsts, cfg.DecisionRuns, cfg.warmRepeat = 1, []int{1}, 1000, 2000, 10_000
-	cfg.E2ESizes, cfg.Patterns, cfg.LogRules = []int{1}, []int{1}, 1
+	cfg.E2ESizes, cfg.PortsSizes, cfg.Patterns, cfg.LogRules = []int{1}, []int{100}, []int{1}, 1
 	cfg.Warmup, cfg.Duration, cfg.StatsDuration = ms(50), ms(100), ms(50)
 	cfg.out = t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -72,7 +72,7 @@ func checkResults(t *testing.T, out string) {
 	}
 	seen := map[string]bool{}
 	for _, s := range res.E2E {
-		seen[s.Variant] = true
+		seen[s.Variant+s.Set] = true
 		if s.PPS <= 0 || s.Wire == 0 {
 			t.Errorf("%s: %v packets per second, %d on the wire", s.Variant, s.PPS, s.Wire)
 		}
@@ -80,7 +80,7 @@ func checkResults(t *testing.T, out string) {
 			t.Errorf("%s: no events printed and none lost", s.Variant)
 		}
 	}
-	for _, v := range append(e2eVariants, vNone, vFloor, vCgwallLog) {
+	for _, v := range append(e2eVariants, vNone, vFloor, vCgwallLog, vCgwall+"ports", vNft+"ports", vNone+"ports") {
 		if !seen[v] {
 			t.Errorf("variant %q was not measured", v)
 		}

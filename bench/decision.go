@@ -64,26 +64,74 @@ type ruleSet struct {
 	pools map[string]packetPool // by kind of destination
 }
 
-// packetPool is distinct destinations of one kind and their packets.
+// packetPool is distinct destinations of one kind, their packets and the
+// verdict the reference gives each.
 type packetPool struct {
-	addrs []netip.Addr
+	dsts  []ruleset.Packet
 	pkts  [][]byte
+	wants []uint32
 }
 
-func newRuleSet(s *ruleset.Set, dsts int) *ruleSet {
+// decisionKinds are the sets whose decision cost is measured.
+var decisionKinds = append(slices.Clone(ruleset.Kinds), ruleset.PortsKind)
+
+// portsLike is the address-only set that the ports set is made from, and
+// compared with.
+const portsLike = "ipv4-mixed"
+
+// newRuleSet draws the set's pools of destinations. For ipv4-mixed, ports
+// (else nil) gives the pools of the port kinds too, as UDP to port 53: the
+// ports set's addresses judged by address-only rules, to set its port kinds
+// against.
+func newRuleSet(s *ruleset.Set, n int, ports *ruleset.Set) *ruleSet {
 	src := netip.MustParseAddr("192.0.2.1")
 	if s.Family == 6 {
 		src = netip.MustParseAddr("2001:db8::1")
 	}
 	rs := &ruleSet{s, map[string]packetPool{}}
-	for _, kind := range ruleset.DestinationKinds {
-		p := packetPool{addrs: s.Destinations(kind, dsts)}
-		for _, a := range p.addrs {
-			p.pkts = append(p.pkts, udpPacket(src, a))
+	kinds := s.Kinds()
+	if ports != nil {
+		kinds = slices.Concat(kinds, ruleset.PortKinds)
+	}
+	for _, kind := range kinds {
+		var p packetPool
+		dsts := s.Packets(kind, n)
+		if ports != nil && slices.Contains(ruleset.PortKinds, kind) {
+			dsts = ports.Packets(kind, n)
+			for i := range dsts {
+				dsts[i].Proto, dsts[i].Port = unix.IPPROTO_UDP, 53
+			}
+		}
+		for _, d := range dsts {
+			p.dsts = append(p.dsts, d)
+			p.pkts = append(p.pkts, packet(src, d))
+			p.wants = append(p.wants, uint32(reference(s, d)))
 		}
 		rs.pools[kind] = p
 	}
 	return rs
+}
+
+// reference is the verdict of the policy reference on a packet, from the
+// rules of the set that can match it.
+func reference(s *ruleset.Set, d ruleset.Packet) policy.Action {
+	p := policy.New()
+	for _, r := range s.RulesFor(d.Addr) {
+		addRule(p, r)
+	}
+	a, _ := p.Decide(policy.Egress, policy.Packet{Addr: d.Addr, Proto: d.Proto, Port: d.Port})
+	return a
+}
+
+// addRule adds a rule of a set to an egress policy. The sets have no
+// conflicts (their tests load them with AddMatch), so it skips the checks,
+// which at a million rules take seconds for the ranges of the ports set.
+func addRule(p *policy.Policy, r ruleset.Rule) {
+	action := policy.Block
+	if r.Allow {
+		action = policy.Allow
+	}
+	p.AddRule(policy.Rule{ID: p.NextID(), Dir: policy.Egress, Prefix: r.Prefix, Ports: policy.Ports{Proto: r.Proto, Lo: r.Lo, Hi: r.Hi}, Action: action})
 }
 
 func runDecision(ctx context.Context, cfg *config, root string, res *results, log io.Writer) error {
@@ -93,9 +141,17 @@ func runDecision(ctx context.Context, cfg *config, root string, res *results, lo
 	}
 	fmt.Fprintf(log, "decision cost: generating rule sets\n")
 	sets := map[string]*ruleSet{} // by name/size
-	for _, k := range ruleset.Kinds {
-		for _, n := range cfg.DecisionSizes {
-			sets[k.Name+"/"+human(n)] = newRuleSet(k.Build(n), cfg.DecisionDsts)
+	for _, n := range cfg.DecisionSizes {
+		ports := ruleset.Ports(n)
+		for _, k := range decisionKinds {
+			s, like := ports, (*ruleset.Set)(nil)
+			if k.Name != ports.Name {
+				s = k.Build(n)
+			}
+			if k.Name == portsLike {
+				like = ports
+			}
+			sets[k.Name+"/"+human(n)] = newRuleSet(s, cfg.DecisionDsts, like)
 		}
 	}
 	for r := range cfg.rounds {
@@ -146,10 +202,9 @@ func measureDecision(ctx context.Context, cfg *config, cg string, sets map[strin
 func measureSet(cfg *config, cg, key string, rs *ruleSet, overhead float64, rng *rand.Rand, dr *decisionRound) error {
 	p := policy.New()
 	p.Log = policy.LogNone
-	for _, prefix := range rs.Prefixes {
-		if err := p.AddPrefix(policy.Egress, policy.Block, prefix); err != nil {
-			return err
-		}
+	p.Grow(len(rs.Rules))
+	for _, r := range rs.Rules {
+		addRule(p, r)
 	}
 	start := time.Now()
 	d, err := loadDatapath(p)
@@ -166,18 +221,14 @@ func measureSet(cfg *config, cg, key string, rs *ruleSet, overhead float64, rng 
 	if dr.MemlockMiB[key], err = memlockMiB(prog); err != nil {
 		return err
 	}
-	kinds := slices.Clone(ruleset.DestinationKinds)
+	kinds := slices.Sorted(maps.Keys(rs.pools))
 	rng.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
 	for _, kind := range kinds {
 		pool := rs.pools[kind]
 		if len(pool.pkts) == 0 {
 			continue
 		}
-		want := uint32(0) // every rule blocks: only a miss passes
-		if kind == ruleset.Miss {
-			want = 1
-		}
-		ds, outliers, err := coldRuns(prog, pool, want, cfg.DecisionRuns, overhead, rng)
+		ds, outliers, err := coldRuns(prog, pool, cfg.DecisionRuns, overhead, rng)
 		if err != nil {
 			return fmt.Errorf("%s: %w", kind, err)
 		}
@@ -186,7 +237,7 @@ func measureSet(cfg *config, cg, key string, rs *ruleSet, overhead float64, rng 
 			return err
 		}
 		dr.Samples = append(dr.Samples, decisionSample{
-			Set: rs.Name, Rules: len(rs.Prefixes), Kind: kind, Dsts: len(pool.pkts), Runs: len(ds),
+			Set: rs.Name, Rules: len(rs.Rules), Kind: kind, Dsts: len(pool.pkts), Runs: len(ds),
 			MeanNs: mean(ds), P50Ns: median(ds), P99Ns: quantile(ds, 0.99),
 			WarmNs: float64(warm.Nanoseconds()), Outlie: outliers,
 		})
@@ -224,10 +275,10 @@ func egressProgram(d *datapath.Datapath, cg string) (*ebpf.Program, error) {
 }
 
 // coldRuns runs prog once per packet, going over the pool in a new random
-// order each pass, until it has n runs; it checks every verdict and returns
-// the kernel-measured durations less the timer overhead, leaving out
-// interrupted runs (and counting them).
-func coldRuns(prog *ebpf.Program, pool packetPool, want uint32, n int, overhead float64, rng *rand.Rand) ([]float64, int, error) {
+// order each pass, until it has n runs; it checks every verdict against the
+// reference and returns the kernel-measured durations less the timer
+// overhead, leaving out interrupted runs (and counting them).
+func coldRuns(prog *ebpf.Program, pool packetPool, n int, overhead float64, rng *rand.Rand) ([]float64, int, error) {
 	ds := make([]float64, 0, n)
 	outliers := 0
 	for len(ds)+outliers < n {
@@ -239,8 +290,8 @@ func coldRuns(prog *ebpf.Program, pool packetPool, want uint32, n int, overhead 
 			if err != nil {
 				return nil, 0, err
 			}
-			if ret != want {
-				return nil, 0, fmt.Errorf("%s: verdict %d, want %d", pool.addrs[i], ret, want)
+			if ret != pool.wants[i] {
+				return nil, 0, fmt.Errorf("%+v: verdict %d, want %d", pool.dsts[i], ret, pool.wants[i])
 			}
 			if dur >= outlierNs {
 				outliers++
@@ -255,7 +306,7 @@ func coldRuns(prog *ebpf.Program, pool packetPool, want uint32, n int, overhead 
 // timerOverhead is the mean duration of a Repeat=1 run of the trivial
 // program: the timer's and the call's own cost.
 func timerOverhead(trivial *ebpf.Program) float64 {
-	pkt := udpPacket(netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("198.51.100.1"))
+	pkt := packet(netip.MustParseAddr("192.0.2.1"), ruleset.Packet{Addr: netip.MustParseAddr("198.51.100.1"), Proto: unix.IPPROTO_UDP, Port: 53})
 	var ds []float64
 	for range 20000 {
 		if _, d, err := trivial.Benchmark(pkt, 1, nil); err == nil && d < outlierNs {
@@ -265,17 +316,32 @@ func timerOverhead(trivial *ebpf.Program) float64 {
 	return mean(ds)
 }
 
-// udpPacket is an Ethernet + IP + UDP packet: for cgroup_skb programs the
-// kernel takes the EtherType for skb->protocol and hands the program the
-// bytes after the Ethernet header, as on a real egress path.
-func udpPacket(src, dst netip.Addr) []byte {
+// packet is an Ethernet + IP + TCP, UDP or ICMP packet from src to d: for
+// cgroup_skb programs the kernel takes the EtherType for skb->protocol and
+// hands the program the bytes after the Ethernet header, as on a real
+// egress path. TCP is a SYN and ICMP an echo request, from port 40000; no
+// checksums.
+func packet(src netip.Addr, d ruleset.Packet) []byte {
+	var l4 []byte
+	switch d.Proto {
+	case unix.IPPROTO_TCP:
+		l4 = binary.BigEndian.AppendUint16([]byte{0x9c, 0x40}, d.Port)
+		l4 = append(l4, 0, 0, 0, 0, 0, 0, 0, 0, 5<<4, 0x02, 0xff, 0xff, 0, 0, 0, 0)
+	case unix.IPPROTO_UDP:
+		l4 = binary.BigEndian.AppendUint16([]byte{0x9c, 0x40}, d.Port)
+		l4 = append(l4, 0, 8, 0, 0)
+	default:
+		l4 = []byte{8, 0, 0, 0, 0, 0, 0, 0} // ICMP echo request
+	}
 	etherType := uint16(unix.ETH_P_IP)
-	ip := []byte{0x45, 0, 0, 28, 0, 0, 0, 0, 64, unix.IPPROTO_UDP, 0, 0}
-	if dst.Is6() {
+	ip := binary.BigEndian.AppendUint16([]byte{0x45, 0}, uint16(20+len(l4)))
+	ip = append(ip, 0, 0, 0, 0, 64, d.Proto, 0, 0)
+	if d.Addr.Is6() {
 		etherType = unix.ETH_P_IPV6
-		ip = []byte{0x60, 0, 0, 0, 0, 8, unix.IPPROTO_UDP, 64}
+		ip = binary.BigEndian.AppendUint16([]byte{0x60, 0, 0, 0}, uint16(len(l4)))
+		ip = append(ip, d.Proto, 64)
 	}
 	pkt := binary.BigEndian.AppendUint16(make([]byte, 12), etherType)
-	pkt = append(append(append(pkt, ip...), src.AsSlice()...), dst.AsSlice()...)
-	return append(pkt, 0x9c, 0x40, 0, 53, 0, 8, 0, 0) // UDP from 40000 to 53, 8 bytes, no checksum
+	pkt = append(append(append(pkt, ip...), src.AsSlice()...), d.Addr.AsSlice()...)
+	return append(pkt, l4...)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/cgwall/cgwall/internal/ruleset"
 	"github.com/cgwall/cgwall/internal/testutil"
 )
 
@@ -31,6 +32,7 @@ import (
 // e2eSample is one measurement of one variant at one size in one round.
 type e2eSample struct {
 	Variant   string    `json:"variant"`
+	Set       string    `json:"set,omitempty"` // "ports"; else the ipv4-mixed rules that every packet misses
 	Rules     int       `json:"rules"`
 	Round     int       `json:"round"`
 	Dsts      int       `json:"dsts"` // distinct destinations; 1: a connected socket
@@ -86,9 +88,18 @@ func runE2E(ctx context.Context, cfg *config, c *cleanups, env *runEnv, res *res
 	if cfg.parts["log"] && !slices.Contains(sizes, cfg.LogRules) {
 		sizes = append(sizes, cfg.LogRules)
 	}
-	files := map[int]ruleFiles{}
+	files, portFiles := map[int]ruleFiles{}, map[int]ruleFiles{}
 	for _, n := range sizes {
 		if files[n], err = e.writeRules(n); err != nil {
+			return err
+		}
+	}
+	var portsSizes []int
+	if cfg.parts["ports"] {
+		portsSizes = cfg.PortsSizes
+	}
+	for _, n := range portsSizes {
+		if portFiles[n], err = e.writePortRules(n); err != nil {
 			return err
 		}
 	}
@@ -96,12 +107,20 @@ func runE2E(ctx context.Context, cfg *config, c *cleanups, env *runEnv, res *res
 		t := time.Now()
 		for _, dsts := range cfg.Patterns {
 			for _, n := range sizes {
-				slot, err := e.slot(ctx, r, n, dsts, e.variantsAt(n, dsts), files[n])
+				slot, err := e.slot(ctx, r, n, dsts, "", e.variantsAt(n, dsts), files[n])
 				if err != nil {
 					return err
 				}
 				res.E2E = append(res.E2E, slot...)
 				fmt.Fprintf(log, "end to end: round %d/%d, %s, %s rules:%s\n", r+1, cfg.rounds, patternName(dsts), human(n), e.review(slot, log))
+			}
+			for _, n := range portsSizes {
+				slot, err := e.slot(ctx, r, n, dsts, ruleset.PortsKind.Name, []string{vCgwall, vNft}, portFiles[n])
+				if err != nil {
+					return err
+				}
+				res.E2E = append(res.E2E, slot...)
+				fmt.Fprintf(log, "end to end: round %d/%d, %s, %s port rules:%s\n", r+1, cfg.rounds, patternName(dsts), human(n), e.review(slot, log))
 			}
 		}
 		fmt.Fprintf(log, "end to end: round %d/%d done in %.0fs\n", r+1, cfg.rounds, time.Since(t).Seconds())
@@ -144,13 +163,13 @@ func (e *e2eEnv) variantsAt(n, dsts int) []string {
 	return variants
 }
 
-// slot measures the variants at one size with one traffic pattern, in a
-// random order, with no filter first and last: the mean of those two is
-// the reference of the slot, the last sample returned.
-func (e *e2eEnv) slot(ctx context.Context, round, n, dsts int, variants []string, files ruleFiles) ([]e2eSample, error) {
+// slot measures the variants at one size of a rule set with one traffic
+// pattern, in a random order, with no filter first and last: the mean of
+// those two is the reference of the slot, the last sample returned.
+func (e *e2eEnv) slot(ctx context.Context, round, n, dsts int, set string, variants []string, files ruleFiles) ([]e2eSample, error) {
 	e.rng.Shuffle(len(variants), func(i, j int) { variants[i], variants[j] = variants[j], variants[i] })
 	var out []e2eSample
-	ref := e2eSample{Variant: vNone, Rules: n, Dsts: dsts, Round: round}
+	ref := e2eSample{Variant: vNone, Set: set, Rules: n, Dsts: dsts, Round: round}
 	for _, v := range slices.Concat([]string{vNone}, variants, []string{vNone}) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -159,7 +178,7 @@ func (e *e2eEnv) slot(ctx context.Context, round, n, dsts int, variants []string
 		if err != nil {
 			return nil, fmt.Errorf("%s, %d rules, %d destinations: %w", v, n, dsts, err)
 		}
-		s.Round = round
+		s.Round, s.Set = round, set
 		if v != vNone {
 			out = append(out, s)
 			continue
@@ -259,6 +278,9 @@ func (e *e2eEnv) startCgwall(ctx context.Context, logAll bool, files ruleFiles, 
 	rules, logMode := []string{"-f", files["yaml"]}, "none"
 	if e.list {
 		rules = []string{"--block-list", files["list"]}
+		if files["allow-list"] != "" {
+			rules = append(rules, "--allow-list", files["allow-list"])
+		}
 	}
 	if logAll {
 		logMode = "all"

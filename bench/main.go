@@ -36,7 +36,7 @@ type config struct {
 	settings
 	quick       bool
 	rounds      int
-	parts       map[string]bool // decision, e2e, log, exec
+	parts       map[string]bool // decision, e2e, ports, log, exec
 	warmRepeat  int             // runs of the one packet of a warm decision cost
 	benchCPU    int             // the CPU the decision cost is measured on
 	loadTimeout time.Duration   // for cgwall run to be ready
@@ -51,10 +51,11 @@ func defaultConfig(quick bool) *config {
 		settings: settings{
 			DecisionSizes: []int{1, 10, 100, 1000, 4000, 100_000, 1_000_000}, DecisionDsts: 100_000, DecisionRuns: 50_000,
 			E2ESizes: []int{1, 10, 100, 1000, 4000, 10_000, 100_000, 1_000_000}, IptablesMax: 10_000, Patterns: []int{1, 4096},
-			Payload: payloadBytes, Batch: 64, SenderCPU: 1, LogRules: 1000,
+			PortsSizes: []int{100_000},
+			Payload:    payloadBytes, Batch: 64, SenderCPU: 1, LogRules: 1000,
 			Warmup: ms(250), Duration: ms(1000), StatsDuration: ms(500),
 		},
-		quick: quick, rounds: 5, parts: map[string]bool{"decision": true, "e2e": true, "log": true, "exec": true},
+		quick: quick, rounds: 5, parts: map[string]bool{"decision": true, "e2e": true, "ports": true, "log": true, "exec": true},
 		warmRepeat: 1_000_000, benchCPU: 1, loadTimeout: 5 * time.Minute,
 	}
 	if quick {
@@ -109,13 +110,14 @@ func parseFlags(args []string) (cfg *config, render string, err error) {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	quick := fs.Bool("quick", false, "a short run (under 2 minutes): fewer sizes, shorter windows")
 	rounds := fs.Int("rounds", 0, "rounds of every measurement (default 5)")
-	only := fs.String("only", "", "comma-separated parts to run: decision, e2e, log, exec (default all)")
+	only := fs.String("only", "", "comma-separated parts to run: decision, e2e, ports (end to end with port rules), log, exec (default all)")
 	out := fs.String("out", "", "directory for results.md, results.json and pps.png (default a new directory under /tmp)")
 	docs := fs.Bool("docs", false, "also write the results into docs/performance.md and docs/img/bench-pps.png")
 	cgwallBin := fs.String("cgwall", "", "the cgwall binary to measure (default: build ./cmd/cgwall)")
 	patterns := fs.String("patterns", "", "end-to-end traffic patterns, as numbers of distinct destinations: 1 sends on a connected socket, more send unconnected to each in turn (default 1,4096; -quick 1)")
 	e2eSizes := fs.String("e2e-sizes", "", "comma-separated rule counts for the end-to-end and control-plane runs (default 1,10,100,1k,4k,10k,100k,1M; -quick 1,10k)")
 	decisionSizes := fs.String("decision-sizes", "", "comma-separated rule counts for the decision cost (default 1,10,100,1k,4k,100k,1M; -quick 1,1k,100k)")
+	portsSizes := fs.String("ports-sizes", "", "comma-separated rule counts of the ports set end to end (default 100k)")
 	fs.StringVar(&render, "render", "", "write the report of an earlier run from its results.json, measuring nothing")
 	if err := fs.Parse(args); err != nil {
 		return nil, "", err
@@ -131,7 +133,7 @@ func parseFlags(args []string) (cfg *config, render string, err error) {
 			cfg.parts[strings.TrimSpace(p)] = true
 		}
 	}
-	for s, dst := range map[string]*[]int{*e2eSizes: &cfg.E2ESizes, *decisionSizes: &cfg.DecisionSizes, *patterns: &cfg.Patterns} {
+	for s, dst := range map[string]*[]int{*e2eSizes: &cfg.E2ESizes, *decisionSizes: &cfg.DecisionSizes, *portsSizes: &cfg.PortsSizes, *patterns: &cfg.Patterns} {
 		if s != "" {
 			if *dst, err = parseSizes(s); err != nil {
 				return nil, "", err
@@ -183,7 +185,7 @@ func run(ctx context.Context, cfg *config, c *cleanups, log io.Writer) error {
 			return fmt.Errorf("decision cost: %w", err)
 		}
 	}
-	if cfg.parts["e2e"] || cfg.parts["log"] {
+	if cfg.parts["e2e"] || cfg.parts["ports"] || cfg.parts["log"] {
 		if err := runE2E(ctx, cfg, c, env, res, log); err != nil {
 			return fmt.Errorf("end to end: %w", err)
 		}

@@ -24,6 +24,7 @@ type cellKey struct {
 	rules   int
 	dsts    int    // end to end: the traffic pattern (distinct destinations)
 	kind    string // decision cost: the kind of destination
+	set     string // end to end: "ports", or "" for the ipv4-mixed rules that every packet misses
 }
 
 // byRound is one figure of one cell, round by round.
@@ -57,6 +58,7 @@ type index struct {
 
 	DecisionSizes []int
 	Sizes         []int // end to end, the logging runs aside
+	PortsSizes    []int // end to end, of the ports set
 	Patterns      []int
 }
 
@@ -69,13 +71,16 @@ func newIndex(r *results) *index {
 		}
 	}
 	for _, s := range r.E2E {
-		add(ix.e2e, cellKey{variant: s.Variant, rules: s.Rules, dsts: s.Dsts}, s.Round, s)
-		if s.Variant != vCgwallLog {
+		add(ix.e2e, cellKey{variant: s.Variant, rules: s.Rules, dsts: s.Dsts, set: s.Set}, s.Round, s)
+		switch {
+		case s.Set != "":
+			ix.PortsSizes = append(ix.PortsSizes, s.Rules)
+		case s.Variant != vCgwallLog:
 			ix.Sizes = append(ix.Sizes, s.Rules)
 		}
 		ix.Patterns = append(ix.Patterns, s.Dsts)
 	}
-	for _, xs := range []*[]int{&ix.DecisionSizes, &ix.Sizes, &ix.Patterns} {
+	for _, xs := range []*[]int{&ix.DecisionSizes, &ix.Sizes, &ix.PortsSizes, &ix.Patterns} {
 		slices.Sort(*xs)
 		*xs = slices.Compact(*xs)
 	}
@@ -108,10 +113,28 @@ func (ix *index) decCell(set string, rules int, kind string, f func(decisionSamp
 	return cellOf(figure(ix.decision[cellKey{variant: set, rules: rules, kind: kind}], f), ref)
 }
 
+// portsCell is the ports set's cold decision cost; its ratio is to
+// ipv4-mixed's, at the same size, of the same kind.
+func (ix *index) portsCell(rules int, kind string) cell {
+	fig := func(set string) byRound {
+		return figure(ix.decision[cellKey{variant: set, rules: rules, kind: kind}], meanNs)
+	}
+	return cellOf(fig(ruleset.PortsKind.Name), fig(portsLike))
+}
+
 // e2eCell is a variant's packets per second; its ratio is to no filter at
 // the same size, with the same traffic.
 func (ix *index) e2eCell(variant string, rules, dsts int) cell {
 	return cellOf(ix.e2eFig(variant, rules, dsts, pps), ix.e2eFig(vNone, rules, dsts, pps))
+}
+
+// portsPPS is a variant's packets per second with the ports set; its ratio
+// is to no filter in the same slots.
+func (ix *index) portsPPS(variant string, rules, dsts int) cell {
+	fig := func(v string) byRound {
+		return figure(ix.e2e[cellKey{variant: v, rules: rules, dsts: dsts, set: ruleset.PortsKind.Name}], pps)
+	}
+	return cellOf(fig(variant), fig(vNone))
 }
 
 func (ix *index) e2eFig(variant string, rules, dsts int, f func(e2eSample) float64) byRound {

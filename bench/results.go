@@ -36,6 +36,7 @@ type settings struct {
 	DecisionDsts  int      `json:"decision_dsts"` // distinct destinations per kind
 	DecisionRuns  int      `json:"decision_runs"` // BPF_PROG_TEST_RUN calls per cell per round
 	E2ESizes      []int    `json:"e2e_sizes"`
+	PortsSizes    []int    `json:"ports_sizes,omitempty"` // end to end, of the ports set
 	IptablesMax   int      `json:"iptables_max"`
 	Patterns      []int    `json:"patterns"` // distinct destinations of each traffic pattern
 	Payload       int      `json:"payload"`

@@ -77,6 +77,9 @@ func prerequisites(cfg *config) error {
 		return err
 	}
 	need := []string{"ip", "nsenter", "sysctl"}
+	if cfg.parts["ports"] {
+		need = append(need, netfilter[vNft].load[0])
+	}
 	if cfg.parts["e2e"] {
 		for _, nf := range netfilter {
 			need = append(need, nf.load[0], nf.unload[0])

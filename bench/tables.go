@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/cgwall/cgwall/internal/ruleset"
 )
@@ -38,12 +39,17 @@ func (ix *index) DecisionPool() (pool struct{ Dsts, Runs int }) {
 func (ix *index) DecisionTable() string {
 	t := table{head: []string{"set", "rules", "hit", "hit-prefix", "miss", "miss p99", "warm hit", "warm hit-prefix", "warm miss"}, left: 1}
 	warm := func(s decisionSample) float64 { return s.WarmNs }
-	for _, k := range ruleset.Kinds {
+	for _, k := range decisionKinds {
 		for _, n := range ix.DecisionSizes {
 			row := []string{k.Name, human(n)}
+			measured := false
 			for _, kind := range ruleset.DestinationKinds {
 				c := ix.decCell(k.Name, n, kind, meanNs)
 				row = append(row, cellText(c, "%.0f (%.1f×)", c.Med, c.Ratio))
+				measured = measured || c.ok()
+			}
+			if !measured {
+				continue // a set this run did not measure
 			}
 			p99 := ix.decCell(k.Name, n, ruleset.Miss, func(s decisionSample) float64 { return s.P99Ns })
 			row = append(row, orDash(p99.Med, "%.0f"))
@@ -53,6 +59,32 @@ func (ix *index) DecisionTable() string {
 			}
 			t.add(row...)
 		}
+	}
+	return t.String()
+}
+
+// PortsTable sets the ports set's cold decision cost against ipv4-mixed's of
+// the same size, kind by kind; for the port kinds, ipv4-mixed was sent the
+// same addresses.
+func (ix *index) PortsTable() string {
+	kinds := slices.Concat(ruleset.PortKinds, ruleset.DestinationKinds)
+	t := table{head: append([]string{"rules", "set"}, kinds...), left: 2}
+	for _, n := range ix.DecisionSizes {
+		ports, like := []string{human(n), ruleset.PortsKind.Name}, []string{human(n), portsLike}
+		measured := false
+		for _, kind := range kinds {
+			c := ix.portsCell(n, kind)
+			ports = append(ports, cellText(c, "%.0f (%.2f×)", c.Med, c.Ratio))
+			like = append(like, orDash(ix.decCell(portsLike, n, kind, meanNs).Med, "%.0f"))
+			measured = measured || c.ok()
+		}
+		if measured {
+			t.add(ports...)
+			t.add(like...)
+		}
+	}
+	if len(t.rows) == 0 {
+		return ""
 	}
 	return t.String()
 }
@@ -73,6 +105,45 @@ func (ix *index) PPSTable(dsts int) string {
 		t.add(row...)
 	}
 	return t.String()
+}
+
+// PortsPPSTable is packets per second with the ports set, cgwall against
+// nftables.
+func (ix *index) PortsPPSTable() string {
+	t := table{head: []string{"traffic", "rules", "no filter", vCgwall, vNft, "cgwall ahead in"}, left: 1}
+	for _, dsts := range ix.Patterns {
+		for _, n := range ix.PortsSizes {
+			base, c, nft := ix.portsPPS(vNone, n, dsts), ix.portsPPS(vCgwall, n, dsts), ix.portsPPS(vNft, n, dsts)
+			if !base.ok() {
+				continue
+			}
+			won, total := ix.portsWins(n, dsts)
+			t.add(patternName(dsts), human(n), fmt.Sprintf("%.0f", base.Med/1000), cellText(c, "%.0f (%.1f%%)", c.Med/1000, 100*c.Ratio),
+				cellText(nft, "%.0f (%.1f%%)", nft.Med/1000, 100*nft.Ratio), fmt.Sprintf("%d of %d rounds", won, total))
+		}
+	}
+	if len(t.rows) == 0 {
+		return ""
+	}
+	return t.String()
+}
+
+// portsWins counts the rounds in which cgwall beat nftables with the ports
+// set.
+func (ix *index) portsWins(rules, dsts int) (won, total int) {
+	key := func(v string) cellKey {
+		return cellKey{variant: v, rules: rules, dsts: dsts, set: ruleset.PortsKind.Name}
+	}
+	nft := ix.e2e[key(vNft)]
+	for round, s := range ix.e2e[key(vCgwall)] {
+		if o, ok := nft[round]; ok {
+			total++
+			if s.PPS > o.PPS {
+				won++
+			}
+		}
+	}
+	return won, total
 }
 
 // ProgTable sets cgwall's programs' own run time against what cgwall added

@@ -1,35 +1,69 @@
 // Package ruleset generates the rule sets that cgwall's benchmarks time:
 // host-only IPv4, a public-blocklist IPv4 mix, and IPv6, each at any size and
-// the same for a given size every time, and destinations that hit or miss
-// them. BenchmarkEgress and the bench harness share it, so that warm and cold
-// figures are for the very same rules. Nothing is ever sent to these
-// addresses: they are map keys and crafted packets.
+// the same for a given size every time, the same mix with port rules
+// (ports.go), and destinations that hit or miss them. BenchmarkEgress and the
+// bench harness share it, so that warm and cold figures are for the very same
+// rules. Nothing is ever sent to these addresses: they are map keys and
+// crafted packets.
+//
+// It does not import internal/policy, whose tests use it: a Rule and a
+// Packet here are the policy's in plain fields.
 package ruleset
 
 import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+
+	"golang.org/x/sys/unix"
 )
 
 // Set is one generated rule set and what is needed to draw destinations.
 type Set struct {
 	Name     string
-	Family   int // 4 or 6
-	Prefixes []netip.Prefix
-	Hosts    []netip.Addr   // the host rules (/32, /128)
-	Nets     []netip.Prefix // the prefix rules (shorter than a host)
+	Family   int            // 4 or 6
+	Prefixes []netip.Prefix // the distinct prefixes of the rules
+	Hosts    []netip.Addr   // the prefixes that are hosts (/32, /128)
+	Nets     []netip.Prefix // the prefixes shorter than a host
+	// Rules are every rule of the set: one that blocks each prefix in the
+	// address-only sets, and in the ports set its address and port rules.
+	Rules []Rule
 
 	seen    map[netip.Prefix]struct{}
-	lengths []int // the distinct prefix lengths in the set
+	lengths []int // the distinct prefix lengths in the set, shortest first
 	rng     *rand.Rand
+	sites   map[netip.Prefix]*site // the ports set: the prefixes that have port rules
 }
 
-// Kinds are the families of rule sets; each is built at several sizes.
-var Kinds = []struct {
+// Rule is one rule: policy.Rule's prefix, ports and action in plain fields.
+type Rule struct {
+	Prefix netip.Prefix
+	Proto  uint8  // 0: every packet (an address-only rule)
+	Lo, Hi uint16 // 0: every port of Proto
+	Allow  bool   // else it blocks
+}
+
+// Packet is what a destination is judged by, as policy.Packet: the address,
+// the protocol and the destination port (0 for none).
+type Packet struct {
+	Addr  netip.Addr
+	Proto uint8
+	Port  uint16
+}
+
+// addrPacket is what a destination of an address-only kind is sent: UDP to
+// port 53, as the harness always sent.
+func addrPacket(a netip.Addr) Packet { return Packet{a, unix.IPPROTO_UDP, 53} }
+
+// Kind is a family of rule sets, built at several sizes.
+type Kind struct {
 	Name  string
 	Build func(n int) *Set
-}{
+}
+
+// Kinds are the address-only families of rule sets. PortsKind is not among
+// them: BenchmarkEgress loads the Prefixes of these as blocking rules.
+var Kinds = []Kind{
 	{"ipv4-host", func(n int) *Set {
 		return buildSet("ipv4-host", n, 4, []share{{32, n}})
 	}},
@@ -73,6 +107,7 @@ func buildSet(name string, n, family int, shares []share) *Set {
 		seen:   make(map[netip.Prefix]struct{}, n),
 	}
 	rs.Prefixes = make([]netip.Prefix, 0, n)
+	rs.Rules = make([]Rule, 0, n)
 	for _, s := range shares {
 		if s.count == 0 {
 			continue
@@ -84,12 +119,23 @@ func buildSet(name string, n, family int, shares []share) *Set {
 			}
 		}
 	}
+	slices.Sort(rs.lengths)
 	return rs
 }
 
-// Add adds a prefix to the set unless it is there already, and says whether
-// it did.
+// Add adds a rule that blocks p, unless the set has a rule of that prefix
+// already, and says whether it did.
 func (rs *Set) Add(p netip.Prefix) bool {
+	if !rs.addPrefix(p) {
+		return false
+	}
+	rs.Rules = append(rs.Rules, Rule{Prefix: p})
+	return true
+}
+
+// addPrefix adds a prefix unless it is there already, and says whether it
+// did.
+func (rs *Set) addPrefix(p netip.Prefix) bool {
 	if _, dup := rs.seen[p]; dup {
 		return false
 	}
@@ -156,27 +202,46 @@ const (
 	Miss      = "miss"       // in no rule: the default decides
 )
 
-// DestinationKinds lists the kinds of destination.
+// DestinationKinds lists the kinds of destination of every set; the ports
+// set has PortKinds too.
 var DestinationKinds = []string{Hit, HitPrefix, Miss}
 
-// Destinations returns up to n distinct destinations of a kind, in random
-// order, drawn with a seed of their own so that the set's rules are not
-// disturbed. It returns fewer when the set has fewer (a set of 1,000 rules
-// has about 850 host rules), and none for hit-prefix in a set without prefix
-// rules.
+// Kinds returns the kinds of destination the set can have.
+func (rs *Set) Kinds() []string {
+	if rs.sites == nil {
+		return DestinationKinds
+	}
+	return slices.Concat(DestinationKinds, PortKinds)
+}
+
+// Destinations returns the addresses of Packets(kind, n).
 func (rs *Set) Destinations(kind string, n int) []netip.Addr {
+	var out []netip.Addr
+	for _, p := range rs.Packets(kind, n) {
+		out = append(out, p.Addr)
+	}
+	return out
+}
+
+// Packets returns up to n distinct destinations of a kind, in random order,
+// drawn with a seed of their own so that the set's rules are not disturbed.
+// It returns fewer when the set has fewer (a set of 1,000 rules has about
+// 850 host rules), and none for hit-prefix in a set without prefix rules.
+// In the ports set, hit and hit-prefix are in prefixes without port rules.
+// The address-only kinds are UDP to port 53.
+func (rs *Set) Packets(kind string, n int) []Packet {
 	rng := rand.New(rand.NewPCG(uint64(len(rs.Prefixes)), uint64(rs.Family)<<8|uint64(len(kind))))
 	saved := rs.rng
 	rs.rng = rng
 	defer func() { rs.rng = saved }()
 
-	var out []netip.Addr
+	var out []Packet
 	switch kind {
 	case Hit:
-		out = slices.Clone(rs.Hosts)
-		rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
-		if len(out) > n {
-			out = out[:n]
+		hosts := slices.DeleteFunc(slices.Clone(rs.Hosts), func(a netip.Addr) bool { return rs.sites[netip.PrefixFrom(a, a.BitLen())] != nil })
+		rng.Shuffle(len(hosts), func(i, j int) { hosts[i], hosts[j] = hosts[j], hosts[i] })
+		for _, a := range hosts[:min(n, len(hosts))] {
+			out = append(out, addrPacket(a))
 		}
 	case HitPrefix:
 		if len(rs.Nets) == 0 {
@@ -185,11 +250,11 @@ func (rs *Set) Destinations(kind string, n int) []netip.Addr {
 		seen := map[netip.Addr]bool{}
 		for tries := 0; len(out) < n && tries < 4*n; tries++ {
 			a := rs.Inside(rs.Nets[rng.IntN(len(rs.Nets))])
-			if rs.Family == 6 && !v6Base.Contains(a) || rs.IsHost(a) || seen[a] {
+			if rs.Family == 6 && !v6Base.Contains(a) || rs.IsHost(a) || seen[a] || rs.sites != nil && rs.sites[rs.longest(a)] != nil {
 				continue
 			}
 			seen[a] = true
-			out = append(out, a)
+			out = append(out, addrPacket(a))
 		}
 	case Miss:
 		seen := map[netip.Addr]bool{}
@@ -199,8 +264,10 @@ func (rs *Set) Destinations(kind string, n int) []netip.Addr {
 				continue
 			}
 			seen[a] = true
-			out = append(out, a)
+			out = append(out, addrPacket(a))
 		}
+	default:
+		out = rs.portPackets(kind, n)
 	}
 	return out
 }
