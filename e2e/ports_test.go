@@ -76,7 +76,7 @@ func TestPortsForms(t *testing.T) {
 		}},
 		{"ADDR:icmp", []reach{{"icmp", "192.0.2.7", 0, false}, {"tcp", "192.0.2.7", 8080, true}, {"udp", "192.0.2.7", 8080, true}}},
 		{"ADDR:PROTO-NUMBER", []reach{
-			{"udp", "192.0.2.8", 8080, false}, {"udp", "192.0.2.8", 9090, false}, {"tcp", "192.0.2.8", 8080, true},
+			{"udp", "192.0.2.8", 8080, false}, {"udp", "192.0.2.8", 9090, false}, {"tcp", "192.0.2.8", 8080, true}, {"icmp", "192.0.2.8", 0, true},
 		}},
 		// This kernel has no SCTP to try; an SCTP rule must not catch
 		// TCP or UDP to its port.
@@ -373,7 +373,8 @@ func TestPortsLiveEdits(t *testing.T) {
 	}
 
 	edit("blocked egress 192.0.2.1/32:tcp/8081 (rule 3)\nblocked egress 192.0.2.1/32:udp/8081 (rule 4)\n", "block", "192.0.2.1:8081")
-	expect(reach{"udp", "192.0.2.1", 8081, false})
+	edit("allowed egress 192.0.2.1/32:tcp/8081 (rule 3, was block)\n", "allow", "192.0.2.1:TCP/8081")
+	expect(reach{"tcp", "192.0.2.1", 8081, true}, reach{"udp", "192.0.2.1", 8081, false})
 
 	// Bad input changes nothing: neither a bad rule after a good one, nor
 	// a range that overlaps another partly.
@@ -384,7 +385,7 @@ func TestPortsLiveEdits(t *testing.T) {
 	_, stderr, code = runCgwall(t, "allow", "--cgroup", cg, "192.0.2.1:tcp/8082-8099")
 	checkOneLineError(t, stderr, code, 2, "192.0.2.1/32:tcp/8082-8099 overlaps 192.0.2.1/32:tcp/8000-8085 for egress: port ranges of one address and protocol may nest but not overlap partly")
 	// The single ports nest in the range: the narrowest decides.
-	expect(reach{"tcp", "192.0.2.1", 8085, false}, reach{"tcp", "192.0.2.1", 8090, true})
+	expect(reach{"tcp", "192.0.2.1", 8085, false}, reach{"tcp", "192.0.2.1", 8081, true}, reach{"tcp", "192.0.2.1", 8090, true})
 
 	edit("removed egress rule 192.0.2.1/32:tcp/8000-8085 (rule 5)\nremoved egress rule 192.0.2.1/32:tcp/8080 (rule 2)\n", "remove", "192.0.2.1:tcp/8000-8085", "192.0.2.1/32:tcp/8080")
 	expect(reach{"tcp", "192.0.2.1", 8080, true}, reach{"tcp", "192.0.2.1", 8085, true})
