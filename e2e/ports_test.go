@@ -374,6 +374,9 @@ func TestPortsLiveEdits(t *testing.T) {
 
 	edit("blocked egress 192.0.2.1/32:tcp/8081 (rule 3)\nblocked egress 192.0.2.1/32:udp/8081 (rule 4)\n", "block", "192.0.2.1:8081")
 	edit("allowed egress 192.0.2.1/32:tcp/8081 (rule 3, was block)\n", "allow", "192.0.2.1:TCP/8081")
+	if r := ruleOf(t, cg, "192.0.2.1/32:tcp/8081"); r.ID != 3 || r.Action != "allow" {
+		t.Errorf("list after the allow: %+v, want rule 3 allowing", r)
+	}
 	expect(reach{"tcp", "192.0.2.1", 8081, true}, reach{"udp", "192.0.2.1", 8081, false})
 
 	// Bad input changes nothing: neither a bad rule after a good one, nor
