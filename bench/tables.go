@@ -110,7 +110,7 @@ func (ix *index) PPSTable(dsts int) string {
 // PortsPPSTable is packets per second with the ports set, cgwall against
 // nftables.
 func (ix *index) PortsPPSTable() string {
-	t := table{head: []string{"traffic", "rules", "no filter", vCgwall, vNft, "cgwall ahead in"}, left: 1}
+	t := table{head: []string{"traffic", "rules", "no filter", vCgwall, vNft, "cgwall ahead in", "cgwall egress ns/packet", "sendmsg4 ns/packet"}, left: 1}
 	for _, dsts := range ix.Patterns {
 		for _, n := range ix.PortsSizes {
 			base, c, nft := ix.portsPPS(vNone, n, dsts), ix.portsPPS(vCgwall, n, dsts), ix.portsPPS(vNft, n, dsts)
@@ -118,8 +118,12 @@ func (ix *index) PortsPPSTable() string {
 				continue
 			}
 			won, total := ix.portsWins(n, dsts)
+			prog := func(f func(e2eSample) float64) string {
+				return orDash(median(figure(ix.e2e[cellKey{variant: vCgwall, rules: n, dsts: dsts, set: ruleset.PortsKind.Name}], f).values()), "%.0f")
+			}
 			t.add(patternName(dsts), human(n), fmt.Sprintf("%.0f", base.Med/1000), cellText(c, "%.0f (%.1f%%)", c.Med/1000, 100*c.Ratio),
-				cellText(nft, "%.0f (%.1f%%)", nft.Med/1000, 100*nft.Ratio), fmt.Sprintf("%d of %d rounds", won, total))
+				cellText(nft, "%.0f (%.1f%%)", nft.Med/1000, 100*nft.Ratio), fmt.Sprintf("%d of %d rounds", won, total),
+				prog(func(s e2eSample) float64 { return s.ProgNs }), prog(func(s e2eSample) float64 { return s.SendmsgNs }))
 		}
 	}
 	if len(t.rows) == 0 {
