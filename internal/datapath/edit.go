@@ -39,7 +39,7 @@ func (d *Datapath) Set(dir policy.Direction, action policy.Action, m policy.Matc
 			return r, Unchanged, nil
 		}
 		r.Action = action
-		if !m.Ports.Any() {
+		if m.Ports.Any() { // an address rule: its entry keeps its prefix's flags
 			if err := d.setAction(r); err != nil {
 				return r, Unchanged, err
 			}
