@@ -456,10 +456,13 @@ struct match {
 	__u32 rule_id; // 0: no rule matched, the default decides
 	__u8 action;   // enum verdict; set when rule_id is
 	// The longest prefix containing the address has port rules, and the
-	// packet's protocol and ports are not read yet: read them and decide
-	// again. Nothing was counted.
+	// packet's protocol and ports are not read yet: read them and look in
+	// site, that prefix's key in the port maps (flags: its enum site_flag).
+	// Nothing was counted.
 	__u8 need_l4;
-	__u8 pad[2];
+	__u8 site_flags;
+	__u8 pad;
+	struct port_key site;
 };
 
 // hit takes a matching rule's verdict and counts the packet against it.
@@ -548,6 +551,8 @@ static __always_inline int site(int dir, __u32 gen, struct rule *r, struct port_
 	if (port_rules && r->flags) {
 		if (!l4_known) {
 			m->need_l4 = 1;
+			m->site_flags = r->flags;
+			m->site = *k;
 			return SITE_NEED_L4;
 		}
 		k->proto = proto;
@@ -1080,19 +1085,23 @@ static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 		count(hook, STAT_MALFORMED, skb->len);
 		return enforce(&pol, hook, &f, &m, skb->len, EVENT_F_MALFORMED);
 	}
-	// Decided once by address; again, with the protocol and ports read,
-	// where the prefix that decides has port rules. One call site, so that
-	// the verifier walks the lookups once.
-	for (int pass = 0; pass < 2; pass++) {
-		decide(dir, &f, &pol, skb->len, &m);
-		if (!port_rules || !m.need_l4)
-			break;
+	// Decided by address; where the prefix found has port rules, by them,
+	// with the protocol and ports read, and if none matches, again with
+	// them known: by the prefix's address rule or a shorter prefix.
+	decide(dir, &f, &pol, skb->len, &m);
+	if (port_rules && m.need_l4) {
 		if (load_l4(skb, l4, &f)) {
 			m.action = VERDICT_DROP;
 			m.rule_id = 0;
 			count(hook, STAT_MALFORMED, skb->len);
 			return enforce(&pol, hook, &f, &m, skb->len, EVENT_F_MALFORMED);
 		}
+		struct port_key k = m.site;
+		k.proto = f.proto;
+		k.port = f.dport;
+		m.need_l4 = 0;
+		if (!port_match((__u32)dir << 1 | (pol.gen & 1), &k, (__u32)m.site_flags << 24 | (skb->len & 0xffffff), &m))
+			decide(dir, &f, &pol, skb->len, &m);
 	}
 	// What only the event needs is read only for an event.
 	if (logs(pol.cfg, m.action)) {
