@@ -79,7 +79,10 @@ struct rule {
 	__u8 action; // enum verdict
 	__u8 flags;  // enum site_flag, in an address map
 	__u8 bits;   // the prefix length, in an address map
-	__u8 pad;
+	// In an address map: bit port_bit(proto, port) set for each of the
+	// prefix's single-port rules, so that a packet to another port mostly
+	// skips the ports map.
+	__u8 port_bits;
 	__u64 packets;
 	__u64 bytes;
 };
@@ -461,7 +464,7 @@ struct match {
 	// Nothing was counted.
 	__u8 need_l4;
 	__u8 site_flags;
-	__u8 pad;
+	__u8 site_port_bits;
 	struct port_key site;
 };
 
@@ -487,18 +490,33 @@ enum site_outcome {
 	SITE_NEED_L4,  // the prefix has port rules and the packet's are not read
 };
 
+// port_at packs port_match's first argument.
+static __always_inline __u32 port_at(int dir, __u32 gen, __u8 flags, __u8 port_bits)
+{
+	return (dir & 1) | (gen & 1) << 1 | (__u32)flags << 8 | (__u32)port_bits << 16;
+}
+
+// port_bit hashes a protocol and port to a bit of struct rule's port_bits.
+// Its Go twin is datapath.portBit.
+static __always_inline __u8 port_bit(__u8 proto, __u16 port)
+{
+	return 1 << ((port ^ port >> 3 ^ port >> 8 ^ proto) & 7);
+}
+
 // port_match looks for the rule of a prefix that matches a packet's protocol
 // and port, most specific first: a single port, the narrowest range, the
 // protocol. k is the prefix's key in the port maps with the packet's
 // protocol and port; flags are the prefix's (enum site_flag). It returns 1
-// when a rule matched, and counted the packet in m. A global function, so
+// when a rule matched, and counted the packet in m. at packs the direction
+// (bit 0), the generation (bit 1), the prefix's flags (bits 8-15) and its
+// port_bits (bits 16-23): see port_at. A global function, so
 // that the verifier checks it once rather than at every prefix lookup; its
 // scalars share words so that every argument is one the body uses (the
 // fixed object has no generations).
-__noinline int port_match(__u32 dir_gen, struct port_key *k, __u32 flags_len, struct match *m)
+__noinline int port_match(__u32 at, struct port_key *k, __u32 len, struct match *m)
 {
-	__u32 dir = dir_gen >> 1, gen = dir_gen & 1;
-	__u32 flags = flags_len >> 24, len = flags_len & 0xffffff;
+	__u32 dir = at & 1, gen = at >> 1 & 1, flags = at >> 8 & 0xff;
+	__u8 bits = at >> 16;
 	__u16 port;
 
 	if (!k || !m)
@@ -506,15 +524,16 @@ __noinline int port_match(__u32 dir_gen, struct port_key *k, __u32 flags_len, st
 	port = k->port;
 	void *ports = inner(dir == DIR_EGRESS ? (void *)&egress_ports : (void *)&ingress_ports, gen);
 	struct rule *pr;
-	if (port && (flags & SITE_F_PORT) && ports) {
+	if (port && (flags & SITE_F_PORT) && (bits & port_bit(k->proto, port)) && ports) {
 		pr = bpf_map_lookup_elem(ports, k);
 		if (pr) {
 			hit(m, pr, len);
 			return 1;
 		}
 	}
-	void *ranges = inner(dir == DIR_EGRESS ? (void *)&egress_ranges : (void *)&ingress_ranges, gen);
-	if (port && (flags & SITE_F_RANGE) && ranges) {
+	void *ranges = port && (flags & SITE_F_RANGE) ?
+		inner(dir == DIR_EGRESS ? (void *)&egress_ranges : (void *)&ingress_ranges, gen) : 0;
+	if (ranges) {
 		struct range_key rk = {
 			.prefixlen = RANGE_FIXED_BITS + 16,
 			.bits = k->bits,
@@ -543,8 +562,7 @@ __noinline int port_match(__u32 dir_gen, struct port_key *k, __u32 flags_len, st
 // site judges a packet at a prefix that contains its address, whose rule in
 // the address map is r and whose port maps' key is k (address and length
 // set): a port rule beats a protocol rule beats the address-only rule. Only a
-// prefix with port rules looks at the packet's protocol and port. Packets
-// are at most 64 KiB, so len and the flags share a word.
+// prefix with port rules looks at the packet's protocol and port.
 static __always_inline int site(int dir, __u32 gen, struct rule *r, struct port_key *k, __u8 proto,
 				__u16 port, __u8 l4_known, __u32 len, struct match *m)
 {
@@ -552,12 +570,13 @@ static __always_inline int site(int dir, __u32 gen, struct rule *r, struct port_
 		if (!l4_known) {
 			m->need_l4 = 1;
 			m->site_flags = r->flags;
+			m->site_port_bits = r->port_bits;
 			m->site = *k;
 			return SITE_NEED_L4;
 		}
 		k->proto = proto;
 		k->port = port;
-		if (port_match((__u32)dir << 1 | (gen & 1), k, (__u32)r->flags << 24 | (len & 0xffffff), m))
+		if (port_match(port_at(dir, gen, r->flags, r->port_bits), k, len, m))
 			return SITE_HIT;
 	}
 	if (!r->id)
@@ -1015,7 +1034,13 @@ static __always_inline long l4_of(struct __sk_buff *skb, __u32 off, __u32 family
 	long out = (long)proto << 32;
 	if (!off || !has_ports(proto))
 		return out;
-	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
+	// Straight from the linear part where the ports are there, as load
+	// does for the IP header.
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (off < 512 && data + off + sizeof(ports) <= end)
+		__builtin_memcpy(ports, data + off, sizeof(ports));
+	else if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
 		return -1;
 	return out | (long)bpf_ntohs(ports[0]) << 16 | bpf_ntohs(ports[1]);
 }
@@ -1100,7 +1125,7 @@ static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 		k.proto = f.proto;
 		k.port = f.dport;
 		m.need_l4 = 0;
-		if (!port_match((__u32)dir << 1 | (pol.gen & 1), &k, (__u32)m.site_flags << 24 | (skb->len & 0xffffff), &m))
+		if (!port_match(port_at(dir, pol.gen, m.site_flags, m.site_port_bits), &k, skb->len, &m))
 			decide(dir, &f, &pol, skb->len, &m);
 	}
 	// What only the event needs is read only for an event.

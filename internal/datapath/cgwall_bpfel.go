@@ -142,14 +142,14 @@ type cgwallRangeRule struct {
 }
 
 type cgwallRule struct {
-	_       structs.HostLayout
-	Id      uint32
-	Action  uint8
-	Flags   uint8
-	Bits    uint8
-	Pad     uint8
-	Packets uint64
-	Bytes   uint64
+	_        structs.HostLayout
+	Id       uint32
+	Action   uint8
+	Flags    uint8
+	Bits     uint8
+	PortBits uint8
+	Packets  uint64
+	Bytes    uint64
 }
 
 type cgwallSiteFlag uint32

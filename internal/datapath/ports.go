@@ -69,6 +69,28 @@ func siteFlags(ports policy.Ports) uint8 {
 	return uint8(cgwallSiteFlagSITE_F_RANGE)
 }
 
+// siteBits are what a prefix's entry in its address map says of its port
+// rules: the maps they are in, and a bit for each single port (portBit).
+type siteBits struct {
+	flags uint8
+	ports uint8
+}
+
+func (b siteBits) with(ports policy.Ports) siteBits {
+	b.flags |= siteFlags(ports)
+	if ports.HasRange() && ports.Lo == ports.Hi {
+		b.ports |= portBit(ports.Proto, ports.Lo)
+	}
+	return b
+}
+
+// portBit is the C's port_bit: a protocol and port hashed to one of eight
+// bits, so that a packet to another port than a prefix's single-port rules
+// mostly skips the ports map.
+func portBit(proto uint8, port uint16) uint8 {
+	return 1 << ((port ^ port>>3 ^ port>>8 ^ uint16(proto)) & 7)
+}
+
 // block is an aligned block of ports: 2^(16-bits) of them from lo.
 type block struct {
 	lo   uint16

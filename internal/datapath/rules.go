@@ -41,12 +41,13 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 	// Sized up front: on a VM, fresh memory costs time, and growing slices
 	// by appending touches about twice as much.
 	var n ruleCounts
-	flags := map[site]uint8{} // the prefixes that have port rules
+	flags := map[site]siteBits{} // the prefixes that have port rules
 	for _, r := range p.Rules {
 		if r.Ports.Any() {
 			n[r.Dir][kindOf(r.Prefix)]++
 		} else {
-			flags[site{r.Dir, r.Prefix}] |= siteFlags(r.Ports)
+			s := site{r.Dir, r.Prefix}
+			flags[s] = flags[s].with(r.Ports)
 		}
 	}
 	address := func(dir policy.Direction, prefix netip.Prefix) addressBatch {
@@ -66,7 +67,7 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 			if len(flags) > 0 {
 				s := site{r.Dir, r.Prefix}
 				if f, ok := flags[s]; ok {
-					v.Flags = f
+					v.Flags, v.PortBits = f.flags, f.ports
 					delete(flags, s) // has its entry
 				}
 			}
@@ -85,7 +86,7 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 	}
 	// The prefixes left have port rules and no address-only rule.
 	for s, f := range flags {
-		address(s.dir, s.prefix).add(s.prefix, cgwallRule{Flags: f, Bits: uint8(s.prefix.Bits())})
+		address(s.dir, s.prefix).add(s.prefix, cgwallRule{Flags: f.flags, PortBits: f.ports, Bits: uint8(s.prefix.Bits())})
 	}
 	e.addRanges(ranges, counters, &ports)
 	return &e
