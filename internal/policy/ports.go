@@ -211,7 +211,10 @@ func splitRule(s string) (target, ports string, hasPorts bool, err error) {
 		if !ok {
 			return "", "", false, fmt.Errorf("%s has no closing bracket: write [2001:db8::1]:tcp/443", quote(s))
 		}
-		if inside != "" && !strings.Contains(inside, ":") {
+		if inside == "" {
+			return "", "", false, fmt.Errorf("%s has no address in its brackets: write [2001:db8::1]:tcp/443", quote(s))
+		}
+		if !strings.Contains(inside, ":") {
 			return "", "", false, fmt.Errorf("%s: brackets are for IPv6 addresses: write %s", quote(s), quote(inside+after))
 		}
 		if after == "" {

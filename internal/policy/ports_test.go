@@ -145,6 +145,7 @@ func TestParseRuleErrors(t *testing.T) {
 		{"[2001:db8::1]:", `"[2001:db8::1]:" has nothing after the colon: give a port (443), a range (8000-8999), a protocol (tcp) or both (tcp/443)`},
 		{":443", `":443" has no address before the colon: ` + ruleHelp},
 		{"[2001:db8::1", `"[2001:db8::1" has no closing bracket: write [2001:db8::1]:tcp/443`},
+		{"[]:443", `"[]:443" has no address in its brackets: write [2001:db8::1]:tcp/443`},
 		{"[2001:db8::1]443", `"[2001:db8::1]443" has "443" after the bracket: ports follow a colon, as in [2001:db8::1]:tcp/443`},
 		{"[192.0.2.1]:tcp", `"[192.0.2.1]:tcp": brackets are for IPv6 addresses: write "192.0.2.1:tcp"`},
 		{"[any]:tcp/22", `"[any]:tcp/22": brackets are for IPv6 addresses: write "any:tcp/22"`},
