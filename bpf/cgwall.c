@@ -1034,13 +1034,9 @@ static __always_inline long l4_of(struct __sk_buff *skb, __u32 off, __u32 family
 	long out = (long)proto << 32;
 	if (!off || !has_ports(proto))
 		return out;
-	// Straight from the linear part where the ports are there, as load
-	// does for the IP header.
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	if (off < 512 && data + off + sizeof(ports) <= end)
-		__builtin_memcpy(ports, data + off, sizeof(ports));
-	else if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
+	// Through the helper: a direct read at a variable offset is pointer
+	// arithmetic, which loaders without CAP_PERFMON may not do.
+	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
 		return -1;
 	return out | (long)bpf_ntohs(ports[0]) << 16 | bpf_ntohs(ports[1]);
 }
