@@ -3,7 +3,7 @@
 // cgwall's datapath: per-cgroup packet filter programs that judge every packet's
 // remote address against rules kept in maps that userspace edits live.
 //
-// The decision rule lives in one function, decide(); its Go twin is
+// The decision rule lives in decide_in and by_ports; its Go twin is
 // policy.Policy.Decide. Both must agree on every input (see the differential
 // tests in internal/datapath).
 
@@ -458,14 +458,18 @@ static __always_inline void *inner(void *outer, __u32 gen)
 struct match {
 	__u32 rule_id; // 0: no rule matched, the default decides
 	__u8 action;   // enum verdict; set when rule_id is
-	// The longest prefix containing the address has port rules, and the
-	// packet's protocol and ports are not read yet: read them and look in
-	// site, that prefix's key in the port maps (flags: its enum site_flag).
-	// Nothing was counted.
-	__u8 need_l4;
+	// The walk stopped at a prefix with port rules (its length, flags and
+	// port bits in site_*), without counting: its port rules decide, if one
+	// matches (by_ports). tried says that the prefixes of tried_bits and
+	// longer had theirs tried, and none matched: a walk takes their address
+	// rules, or goes on.
+	__u8 need_ports;
+	__u8 tried;
+	__u8 tried_bits;
+	__u8 site_bits;
 	__u8 site_flags;
 	__u8 site_port_bits;
-	struct port_key site;
+	__u8 pad[2];
 };
 
 // hit takes a matching rule's verdict and counts the packet against it.
@@ -487,14 +491,8 @@ volatile const __u8 port_rules = 1;
 enum site_outcome {
 	SITE_NONE = 0, // no rule of the prefix matches: shorter prefixes decide
 	SITE_HIT,      // a rule matched, and counted the packet
-	SITE_NEED_L4,  // the prefix has port rules and the packet's are not read
+	SITE_PORTS,    // the prefix has port rules, not tried yet: stop there
 };
-
-// port_at packs port_match's first argument.
-static __always_inline __u32 port_at(int dir, __u32 gen, __u8 flags, __u8 port_bits)
-{
-	return (dir & 1) | (gen & 1) << 1 | (__u32)flags << 8 | (__u32)port_bits << 16;
-}
 
 // port_bit hashes a protocol and port to a bit of struct rule's port_bits.
 // Its Go twin is datapath.portBit.
@@ -509,18 +507,13 @@ static __always_inline __u8 port_bit(__u8 proto, __u16 port)
 // protocol and port; flags are the prefix's (enum site_flag). It returns 1
 // when a rule matched, and counted the packet in m. at packs the direction
 // (bit 0), the generation (bit 1), the prefix's flags (bits 8-15) and its
-// port_bits (bits 16-23): see port_at. A global function, so
-// that the verifier checks it once rather than at every prefix lookup; its
-// scalars share words so that every argument is one the body uses (the
-// fixed object has no generations).
-__noinline int port_match(__u32 at, struct port_key *k, __u32 len, struct match *m)
+// port_bits (bits 16-23).
+static __always_inline int port_match(__u32 at, struct port_key *k, __u32 len, struct match *m)
 {
 	__u32 dir = at & 1, gen = at >> 1 & 1, flags = at >> 8 & 0xff;
 	__u8 bits = at >> 16;
 	__u16 port;
 
-	if (!k || !m)
-		return 0;
 	port = k->port;
 	void *ports = inner(dir == DIR_EGRESS ? (void *)&egress_ports : (void *)&ingress_ports, gen);
 	struct rule *pr;
@@ -559,25 +552,19 @@ __noinline int port_match(__u32 at, struct port_key *k, __u32 len, struct match 
 	return 0;
 }
 
-// site judges a packet at a prefix that contains its address, whose rule in
-// the address map is r and whose port maps' key is k (address and length
-// set): a port rule beats a protocol rule beats the address-only rule. Only a
-// prefix with port rules looks at the packet's protocol and port.
-static __always_inline int site(int dir, __u32 gen, struct rule *r, struct port_key *k, __u8 proto,
-				__u16 port, __u8 l4_known, __u32 len, struct match *m)
+// site judges a packet at a prefix of bits bits that contains its address,
+// whose rule in the address map is r. A prefix with port rules not tried yet
+// stops the walk: its port rules (a port rule beats a protocol rule beats
+// the address-only rule) are looked up by by_ports, outside the walk, where
+// the packet's protocol and port are known.
+static __always_inline int site(struct rule *r, __u8 bits, __u32 len, struct match *m)
 {
-	if (port_rules && r->flags) {
-		if (!l4_known) {
-			m->need_l4 = 1;
-			m->site_flags = r->flags;
-			m->site_port_bits = r->port_bits;
-			m->site = *k;
-			return SITE_NEED_L4;
-		}
-		k->proto = proto;
-		k->port = port;
-		if (port_match(port_at(dir, gen, r->flags, r->port_bits), k, len, m))
-			return SITE_HIT;
+	if (port_rules && r->flags && (!m->tried || bits < m->tried_bits)) {
+		m->need_ports = 1;
+		m->site_bits = bits;
+		m->site_flags = r->flags;
+		m->site_port_bits = r->port_bits;
+		return SITE_PORTS;
 	}
 	if (!r->id)
 		return SITE_NONE;
@@ -592,9 +579,6 @@ struct walk {
 	__u32 dir;
 	__u32 len;     // the packet's, for the rule's counters
 	__u32 addr;    // network order
-	__u16 port;
-	__u8 proto;
-	__u8 l4_known;
 	struct match m;
 };
 
@@ -623,9 +607,7 @@ static long walk4(__u32 i, struct walk *w)
 	struct rule *r = bpf_map_lookup_elem(prefix, &key);
 	if (!r)
 		return 0;
-	struct port_key pk = {.bits = key.prefixlen, .family = 4};
-	*(__u32 *)pk.addr = key.addr;
-	return site(dir, gen, r, &pk, w->proto, w->port, w->l4_known, w->len, &w->m) != SITE_NONE;
+	return site(r, key.prefixlen, w->len, &w->m) != SITE_NONE;
 }
 
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are judged by the IPv4 rules.
@@ -658,8 +640,8 @@ static __always_inline int no_rule4(int dir, const struct policy *pol, __u32 add
 				  pol->gen, bpf_ntohl(addr) >> (shift & 31));
 }
 
-static __always_inline void match4(int dir, const struct policy *pol, const struct flow *f, __u32 addr,
-				   __u32 len, struct match *m)
+static __always_inline void match4(int dir, const struct policy *pol, __u32 addr, __u32 len,
+				   struct match *m)
 {
 	__u32 gen = pol->gen;
 
@@ -667,25 +649,12 @@ static __always_inline void match4(int dir, const struct policy *pol, const stru
 		return;
 	void *host = inner(dir == DIR_EGRESS ? (void *)&egress_host4 : (void *)&ingress_host4, gen);
 	struct rule *r = host ? bpf_map_lookup_elem(host, &addr) : 0;
-	if (r) {
-		struct port_key pk = {.bits = 32, .family = 4};
-		*(__u32 *)pk.addr = addr;
-		if (site(dir, gen, r, &pk, f->proto, f->dport, f->l4_known, len, m) != SITE_NONE)
-			return;
-	}
+	if (r && site(r, 32, len, m) != SITE_NONE)
+		return;
 	__u8 n = pol->cfg->nlens4[dir];
 	if (!n)
 		return;
-	struct walk w = {
-		.gen = gen,
-		.dir = dir,
-		.len = len,
-		.addr = addr,
-		.port = f->dport,
-		.proto = f->proto,
-		.l4_known = f->l4_known,
-		.m = *m,
-	};
+	struct walk w = {.gen = gen, .dir = dir, .len = len, .addr = addr, .m = *m};
 	bpf_loop(n, walk4, &w, 0);
 	*m = w.m;
 }
@@ -727,9 +696,6 @@ struct walk6 {
 	__u32 len;
 	__u32 bits; // the next lookup's: the trie's longest prefix up to bits
 	__u8 addr[16];
-	__u16 port;
-	__u8 proto;
-	__u8 l4_known;
 	struct match m;
 };
 
@@ -746,14 +712,7 @@ static __always_inline long step6(struct walk6 *w)
 	struct rule *r = bpf_map_lookup_elem(prefix, &key);
 	if (!r)
 		return 1;
-	struct port_key pk = {.bits = r->bits, .family = 6};
-	__u64 hi, lo;
-	masked6(w->addr, r->bits, &hi, &lo);
-	hi = __builtin_bswap64(hi);
-	lo = __builtin_bswap64(lo);
-	__builtin_memcpy(pk.addr, &hi, 8);
-	__builtin_memcpy(pk.addr + 8, &lo, 8);
-	if (site(dir, gen, r, &pk, w->proto, w->port, w->l4_known, w->len, &w->m) != SITE_NONE || !r->bits)
+	if (site(r, r->bits, w->len, &w->m) != SITE_NONE || !r->bits)
 		return 1;
 	w->bits = r->bits - 1;
 	return 0;
@@ -774,8 +733,8 @@ static __always_inline int no_rule6(int dir, const struct policy *pol, const __u
 				 pol->gen, hash6(addr, bits));
 }
 
-static __always_inline void match6(int dir, const struct policy *pol, const struct flow *f, const __u8 *addr,
-				   __u32 len, struct match *m)
+static __always_inline void match6(int dir, const struct policy *pol, const __u8 *addr, __u32 len,
+				   struct match *m)
 {
 	__u32 gen = pol->gen;
 
@@ -784,22 +743,9 @@ static __always_inline void match6(int dir, const struct policy *pol, const stru
 	void *host = inner(dir == DIR_EGRESS ? (void *)&egress_host6 : (void *)&ingress_host6, gen);
 	struct rule *r = host ? bpf_map_lookup_elem(host, addr) : 0;
 
-	if (r) {
-		struct port_key pk = {.bits = 128, .family = 6};
-		__builtin_memcpy(pk.addr, addr, 16);
-		if (site(dir, gen, r, &pk, f->proto, f->dport, f->l4_known, len, m) != SITE_NONE)
-			return;
-	}
-	struct walk6 w = {
-		.gen = gen,
-		.dir = dir,
-		.len = len,
-		.bits = 128,
-		.port = f->dport,
-		.proto = f->proto,
-		.l4_known = f->l4_known,
-		.m = *m,
-	};
+	if (r && site(r, 128, len, m) != SITE_NONE)
+		return;
+	struct walk6 w = {.gen = gen, .dir = dir, .len = len, .bits = 128, .m = *m};
 	__builtin_memcpy(w.addr, addr, 16);
 	// The first step inline: only a prefix with port rules that none
 	// matched sends the walk further up.
@@ -808,25 +754,168 @@ static __always_inline void match6(int dir, const struct policy *pol, const stru
 	*m = w.m;
 }
 
-// decide is the decision rule: the longest prefix that contains the remote
-// address (the destination on egress, the source on ingress) and has a rule
-// matching the packet decides, by its most specific rule (see site); no match
-// means the direction's default. The matching rule, if any, counts the packet.
-// A prefix with port rules met before the packet's ports are read stops the
-// decision with need_l4 set.
-static __always_inline void decide(int dir, const struct flow *f, const struct policy *pol,
-				   __u32 len, struct match *m)
+// remote_addr copies the remote address of a flow: the destination on
+// egress, the source on ingress. A copy, not a pointer into the flow: a
+// pointer chosen by direction is arithmetic on a pointer that a global
+// function got, which loaders without CAP_PERFMON may not do.
+static __always_inline void remote_addr(int dir, const struct flow *f, __u8 *a)
 {
-	const __u8 *addr = dir == DIR_EGRESS ? f->dst : f->src;
+	// The barrier keeps the compiler from turning the branches into one
+	// copy from a computed address.
+	if (dir == DIR_EGRESS) {
+		__builtin_memcpy(a, f->dst, 16);
+	} else {
+		asm volatile("" ::: "memory");
+		__builtin_memcpy(a, f->src, 16);
+	}
+}
 
+// decide_dir is the decision rule by address: the longest prefix that
+// contains the remote address (the destination on egress, the source on
+// ingress) and has a rule matching the packet decides; no match means the
+// direction's default. The matching rule, if any, counts the packet. A
+// prefix with port rules not tried yet stops it with need_ports set (see
+// site and by_ports). It is checked by the verifier once per direction (see
+// decide_egress), not at every place that decides.
+static __always_inline int decide_dir(int dir, __u32 gen, struct flow *f, __u32 len, struct match *m)
+{
+	struct policy pol = {.gen = gen & 1};
+
+	if (!f || !m)
+		return 0;
+	pol.cfg = bpf_map_lookup_elem(&settings, &pol.gen);
+	if (!pol.cfg)
+		return 0;
+	__u8 addr[16];
+	remote_addr(dir, f, addr);
 	m->rule_id = 0;
-	m->action = pol->cfg->default_action[dir];
-	m->need_l4 = 0;
+	m->action = pol.cfg->default_action[dir];
+	m->need_ports = 0;
 	// One call site for the IPv4 lookup, so that the verifier walks it once.
 	if (f->family == 4 || is_v4_mapped(addr))
-		match4(dir, pol, f, f->family == 4 ? *(__u32 *)addr : *(__u32 *)&addr[12], len, m);
+		match4(dir, &pol, f->family == 4 ? *(__u32 *)addr : *(__u32 *)&addr[12], len, m);
 	else
-		match6(dir, pol, f, addr, len, m);
+		match6(dir, &pol, addr, len, m);
+	return 0;
+}
+
+// decide_egress and decide_ingress are decide_dir as global functions, one
+// per direction: the verifier checks each once, and the direction is a
+// constant in each (an index into the settings that varies is pointer
+// arithmetic, which loaders without CAP_PERFMON may not do).
+__noinline int decide_egress(__u32 gen, struct flow *f, __u32 len, struct match *m)
+{
+	return decide_dir(DIR_EGRESS, gen, f, len, m);
+}
+
+__noinline int decide_ingress(__u32 gen, struct flow *f, __u32 len, struct match *m)
+{
+	return decide_dir(DIR_INGRESS, gen, f, len, m);
+}
+
+// decide_in decides by address for the direction in bit 0 of dir_gen, with
+// the generation in bit 1.
+static __always_inline void decide_in(__u32 dir_gen, struct flow *f, __u32 len, struct match *m)
+{
+	if ((dir_gen & 1) == DIR_INGRESS)
+		decide_ingress(dir_gen >> 1, f, len, m);
+	else
+		decide_egress(dir_gen >> 1, f, len, m);
+}
+
+// site_key sets k to the port maps' key of the remote address's prefix of
+// bits bits, with the packet's protocol and port.
+static __always_inline void site_key(int dir, const struct flow *f, __u8 bits, struct port_key *k)
+{
+	__u8 addr[16];
+
+	remote_addr(dir, f, addr);
+	k->bits = bits;
+	k->proto = f->proto;
+	k->port = f->dport;
+	if (f->family == 4 || is_v4_mapped(addr)) {
+		__u32 a = f->family == 4 ? *(__u32 *)addr : *(__u32 *)&addr[12];
+		k->family = 4;
+		*(__u32 *)k->addr = a & mask(bits & 63);
+		return;
+	}
+	__u64 hi, lo;
+	k->family = 6;
+	masked6(addr, bits, &hi, &lo);
+	hi = __builtin_bswap64(hi);
+	lo = __builtin_bswap64(lo);
+	__builtin_memcpy(k->addr, &hi, 8);
+	__builtin_memcpy(k->addr + 8, &lo, 8);
+}
+
+// try_ports looks for a port rule of the prefix that stopped the walk (m's
+// site) matching the packet, whose protocol and port are known, and returns
+// 1 when one did, having counted the packet. Otherwise it marks that prefix
+// tried, for the walk to go on. Global, and one per direction, as
+// decide_egress.
+static __always_inline int try_dir(int dir, __u32 gen, struct flow *f, __u32 len, struct match *m)
+{
+	struct port_key k = {};
+	__u32 dir_gen = dir | (gen & 1) << 1;
+
+	if (!f || !m)
+		return 0;
+	site_key(dir, f, m->site_bits, &k);
+	m->need_ports = 0;
+	if (port_match(dir_gen | (__u32)m->site_flags << 8 | (__u32)m->site_port_bits << 16, &k, len, m))
+		return 1;
+	m->tried = 1;
+	m->tried_bits = m->site_bits;
+	return 0;
+}
+
+__noinline int try_ports_egress(__u32 gen, struct flow *f, __u32 len, struct match *m)
+{
+	return try_dir(DIR_EGRESS, gen, f, len, m);
+}
+
+__noinline int try_ports_ingress(__u32 gen, struct flow *f, __u32 len, struct match *m)
+{
+	return try_dir(DIR_INGRESS, gen, f, len, m);
+}
+
+static __always_inline int try_ports(__u32 dir_gen, struct flow *f, __u32 len, struct match *m)
+{
+	if ((dir_gen & 1) == DIR_INGRESS)
+		return try_ports_ingress(dir_gen >> 1, f, len, m);
+	return try_ports_egress(dir_gen >> 1, f, len, m);
+}
+
+// MAX_SITES bounds the prefixes one decision can try the port rules of: one
+// per prefix length, 129 for IPv6.
+#define MAX_SITES 129
+
+// A round of by_ports: the decision so far and what it needs, copied, so
+// that bpf_loop's callback, checked once, gets them as its context.
+struct rounds {
+	struct flow f;
+	struct match m;
+	__u32 dir_gen;
+	__u32 len;
+};
+
+static long round(__u32 i, struct rounds *r)
+{
+	if (!r->m.need_ports || try_ports(r->dir_gen, &r->f, r->len, &r->m))
+		return 1;
+	decide_in(r->dir_gen, &r->f, r->len, &r->m);
+	return 0;
+}
+
+// by_ports finishes a decision that stopped at a prefix with port rules: the
+// first of the prefixes, longest first, whose port rules or address rule
+// matches decides.
+static __always_inline void by_ports(int dir, struct flow *f, __u32 gen, __u32 len, struct match *m)
+{
+	struct rounds r = {.f = *f, .m = *m, .dir_gen = (dir & 1) | (gen & 1) << 1, .len = len};
+
+	bpf_loop(MAX_SITES, round, &r, 0);
+	*m = r.m;
 }
 
 // logs says whether the log level asks for an event about a decision.
@@ -1107,22 +1196,16 @@ static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 		return enforce(&pol, hook, &f, &m, skb->len, EVENT_F_MALFORMED);
 	}
 	// Decided by address; where the prefix found has port rules, by them,
-	// with the protocol and ports read, and if none matches, again with
-	// them known: by the prefix's address rule or a shorter prefix.
-	decide(dir, &f, &pol, skb->len, &m);
-	if (port_rules && m.need_l4) {
+	// with the protocol and ports read only then.
+	decide_in(dir | pol.gen << 1, &f, skb->len, &m);
+	if (port_rules && m.need_ports) {
 		if (load_l4(skb, l4, &f)) {
 			m.action = VERDICT_DROP;
 			m.rule_id = 0;
 			count(hook, STAT_MALFORMED, skb->len);
 			return enforce(&pol, hook, &f, &m, skb->len, EVENT_F_MALFORMED);
 		}
-		struct port_key k = m.site;
-		k.proto = f.proto;
-		k.port = f.dport;
-		m.need_l4 = 0;
-		if (!port_match(port_at(dir, pol.gen, m.site_flags, m.site_port_bits), &k, skb->len, &m))
-			decide(dir, &f, &pol, skb->len, &m);
+		by_ports(dir, &f, pol.gen, skb->len, &m);
 	}
 	// What only the event needs is read only for an event.
 	if (logs(pol.cfg, m.action)) {
@@ -1172,7 +1255,9 @@ static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int 
 	f.l4_known = 1;
 
 	struct match m = {};
-	decide(DIR_EGRESS, &f, &pol, 0, &m);
+	decide_in(DIR_EGRESS | pol.gen << 1, &f, 0, &m);
+	if (port_rules && m.need_ports)
+		by_ports(DIR_EGRESS, &f, pol.gen, 0, &m);
 	if (name_processes && pol.cfg->log_level != LOG_NONE)
 		note_owner(ctx->sk, &f.owner, logs(pol.cfg, m.action));
 	return enforce(&pol, hook, &f, &m, 0, 0);
