@@ -3,7 +3,7 @@
 // cgwall's datapath: per-cgroup packet filter programs that judge every packet's
 // remote address against rules kept in maps that userspace edits live.
 //
-// The decision rule lives in decide_in and by_ports; its Go twin is
+// The decision rule lives in decide_dir and by_ports; its Go twin is
 // policy.Policy.Decide. Both must agree on every input (see the differential
 // tests in internal/datapath).
 
