@@ -483,8 +483,8 @@ static __always_inline void hit(struct match *m, struct rule *r, __u32 len)
 
 // port_rules is set by userspace before load: whether the policy can have
 // port rules. A filter whose policy never changes and has none gets programs
-// without the port lookups (the verifier skips the branches it knows dead),
-// which verify in a tenth of the time.
+// without the port lookups (the verifier skips the branches it knows dead):
+// egress verifies in 2.4k instructions instead of 6.5k.
 volatile const __u8 port_rules = 1;
 
 // What judging a packet at one prefix that contains its address found.
@@ -1106,9 +1106,9 @@ static __always_inline int skip_ext6(struct __sk_buff *skb, __u32 off, __u8 *pro
 // ports, from its transport header at off (0 for a fragment after the first,
 // which has none). It returns the protocol in bits 32-39, the source port in
 // bits 16-31 and the destination port in bits 0-15, or -1 for a packet too
-// short for them. A global function, so that the verifier checks it once, not
-// at each call with every offset the caller could have; it takes scalars
-// only, which loaders without CAP_PERFMON need.
+// short for them. Inline: as a global function (checked once) the kernel
+// refuses it to loaders with only CAP_BPF (EFAULT, "verifier bug"), which is
+// why the walk of extension headers is bounded at three.
 static __always_inline long l4_of(struct __sk_buff *skb, __u32 off, __u32 family_proto)
 {
 	__u8 proto = family_proto & 0xff;
