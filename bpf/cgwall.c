@@ -160,7 +160,7 @@ struct state {
 	__u32 gen; // 0 or 1
 	__u32 live;
 	__u32 next_rule_id; // userspace's: the next rule ID to hand out
-	__u32 pad;
+	__u32 port_code;    // userspace's: the attached programs look up port rules
 };
 
 struct counter {

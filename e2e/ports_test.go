@@ -493,3 +493,34 @@ func TestPortsCanonicalRoundTrip(t *testing.T) {
 		t.Errorf("rules left after removing each by its listed form: %+v", l[0].Rules)
 	}
 }
+
+// TestPortsFirstPortRuleLive gives a persistent policy of addresses alone,
+// whose programs were loaded without port lookups, its first port rules:
+// by a live edit, then by an attach over it. Each must be enforced at once,
+// through the same pinned links moved to programs with port lookups.
+func TestPortsFirstPortRuleLive(t *testing.T) {
+	cg, _ := testCgroup(t)
+	h := newHosts(t)
+	s := h.serve(t, testPorts...)
+	attachPolicy(t, cg, "--block", "192.0.2.3")
+	h.expect(t, cg, s, reach{"tcp", "192.0.2.3", 8080, false})
+	h.expect(t, cg, s, reach{"tcp", "192.0.2.1", 8080, true})
+
+	cgwallOK(t, "block", "--cgroup", cg, "192.0.2.1:tcp/8080")
+	for _, r := range []reach{
+		{"tcp", "192.0.2.1", 8080, false}, {"tcp", "192.0.2.1", 8081, true},
+		{"udp", "192.0.2.1", 8080, true}, {"tcp", "192.0.2.3", 8081, false},
+	} {
+		h.expect(t, cg, s, r)
+	}
+
+	// An attach over a policy of addresses alone, with port rules.
+	cg2, _ := testCgroup(t)
+	attachPolicy(t, cg2, "--block", "192.0.2.3")
+	attachPolicy(t, cg2, "--block", "192.0.2.2:tcp/8081")
+	for _, r := range []reach{
+		{"tcp", "192.0.2.2", 8081, false}, {"tcp", "192.0.2.2", 8080, true}, {"tcp", "192.0.2.3", 8080, true},
+	} {
+		h.expect(t, cg2, s, r)
+	}
+}

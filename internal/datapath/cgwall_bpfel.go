@@ -176,7 +176,7 @@ type cgwallState struct {
 	Gen        uint32
 	Live       uint32
 	NextRuleId uint32
-	Pad        uint32
+	PortCode   uint32
 }
 
 type cgwallVerdict uint32

@@ -35,6 +35,7 @@ type Datapath struct {
 
 	fixed  bool      // the policy never changes: see Fixed
 	rodata *ebpf.Map // the programs' constants, made when a program is loaded
+	pinDir string    // where Open found the datapath; "" for one Load made
 
 	// optionalErr says why an optional program (the packet guard) did not
 	// load, for policies that deny raw sockets.
@@ -59,6 +60,9 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 		return nil, err
 	}
 	d := &Datapath{spec: spec, progs: map[string]*ebpf.Program{}, fixed: o.fixed, policy: p}
+	if hasPortRules(p) {
+		d.state.PortCode = 1
+	}
 	p.Renumber(1)
 	install := func() error { return d.install(p, 0, nil) }
 	if o.fixed {
@@ -74,7 +78,7 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 		return nil, err
 	}
 	d.policy = p
-	d.state = cgwallState{Gen: 0, NextRuleId: p.NextID()}
+	d.state = cgwallState{Gen: 0, NextRuleId: p.NextID(), PortCode: d.state.PortCode}
 	if err := d.writeState(); err != nil {
 		d.Close()
 		return nil, err

@@ -51,6 +51,11 @@ func (d *Datapath) Set(dir policy.Direction, action policy.Action, m policy.Matc
 	if err := d.policy.Check(dir, action, m); err != nil {
 		return policy.Rule{}, Unchanged, err
 	}
+	if !m.Ports.Any() {
+		if err := d.withPortCode(); err != nil {
+			return policy.Rule{}, Unchanged, err
+		}
+	}
 
 	r := policy.Rule{ID: d.state.NextRuleId, Dir: dir, Prefix: prefix, Ports: m.Ports, Action: action}
 	// Hand out the ID first, so that no crash can give it twice.

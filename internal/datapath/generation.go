@@ -160,6 +160,11 @@ func (d *Datapath) Replace(p *policy.Policy) error {
 	if d.fixed {
 		return errFixed
 	}
+	if hasPortRules(p) {
+		if err := d.withPortCode(); err != nil {
+			return err
+		}
+	}
 	p.Renumber(d.state.NextRuleId)
 	return d.switchTo(p, nil)
 }

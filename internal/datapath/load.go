@@ -105,11 +105,13 @@ func (d *Datapath) programMaps() (map[string]*ebpf.Map, error) {
 		if err := d.spec.Variables[cgwallVarNameProcesses].Set(name); err != nil {
 			return nil, fmt.Errorf("set name_processes: %w", err)
 		}
-		// A policy that never changes and has no port rule needs no port
-		// lookups: without them its programs verify some ten times faster.
-		ports := uint8(1)
-		if d.fixed && !hasPortRules(d.policy) {
-			ports = 0
+		// A policy without port rules needs no port lookups: without them
+		// its programs verify in well under half the time (see
+		// port_rules). A persistent one that gets its first port rule
+		// has its programs replaced (withPortCode).
+		ports := uint8(0)
+		if d.portCode() {
+			ports = 1
 		}
 		if err := d.spec.Variables[cgwallVarPortRules].Set(ports); err != nil {
 			return nil, fmt.Errorf("set port_rules: %w", err)

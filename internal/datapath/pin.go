@@ -49,7 +49,7 @@ func Open(dir string) (*Datapath, error) {
 		}
 		pinned[name] = m
 	}
-	d := &Datapath{spec: spec}
+	d := &Datapath{spec: spec, pinDir: dir}
 	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{MapReplacements: pinned}); err != nil {
 		return nil, fmt.Errorf("open pinned maps in %s: %w", dir, err)
 	}

@@ -2,9 +2,15 @@ package datapath
 
 import (
 	"cmp"
+	"fmt"
 	"math/bits"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/cgwall/cgwall/internal/policy"
 )
@@ -169,4 +175,108 @@ func hasPortRules(p *policy.Policy) bool {
 		}
 	}
 	return false
+}
+
+// portCode says whether the datapath's programs look up port rules (see
+// port_rules in the C): loaded for a policy with port rules, or replaced by
+// withPortCode since.
+func (d *Datapath) portCode() bool { return d.state.PortCode != 0 }
+
+// withPortCode makes sure the programs look up port rules before a policy
+// with some goes in: programs loaded without the lookups are loaded again
+// with them, and each pinned link is moved to its new program in one atomic
+// update (BPF_LINK_UPDATE), so that no packet goes unjudged. Only then is the
+// state marked: killed before, the next edit does it again.
+func (d *Datapath) withPortCode() error {
+	if d.portCode() {
+		return nil
+	}
+	if d.fixed {
+		return errFixed
+	}
+	pinned, err := d.pinnedProgramLinks()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, l := range pinned {
+			l.Close()
+		}
+	}()
+	names := map[string]bool{}
+	for name := range d.progs {
+		names[name] = true
+	}
+	for name := range pinned {
+		names[name] = true
+	}
+	old := d.progs
+	d.state.PortCode = 1 // for programMaps
+	if d.rodata != nil {
+		d.rodata.Close()
+		d.rodata = nil
+	}
+	d.progs = map[string]*ebpf.Program{}
+	if err := d.loadPrograms(names); err != nil {
+		d.state.PortCode = 0
+		return err
+	}
+	for _, p := range old {
+		p.Close()
+	}
+	for name, l := range pinned {
+		if err := l.Update(d.progs[name]); err != nil {
+			d.state.PortCode = 0
+			return fmt.Errorf("move the %s link to programs with port lookups: %w", name, err)
+		}
+	}
+	return d.writeState()
+}
+
+// pinnedProgramLinks opens the links pinned where Open found the datapath,
+// by the name of their program.
+func (d *Datapath) pinnedProgramLinks() (map[string]link.Link, error) {
+	out := map[string]link.Link{}
+	if d.pinDir == "" {
+		return out, nil
+	}
+	entries, err := os.ReadDir(d.pinDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		_, p, ok := hookOfPin(e.Name())
+		if !ok {
+			continue
+		}
+		l, err := link.LoadPinnedLink(filepath.Join(d.pinDir, e.Name()), nil)
+		if err != nil {
+			for _, l := range out {
+				l.Close()
+			}
+			return nil, fmt.Errorf("open pinned link %s: %w", e.Name(), err)
+		}
+		out[p.name] = l
+	}
+	return out, nil
+}
+
+// loadPrograms loads the named programs against the datapath's maps.
+func (d *Datapath) loadPrograms(names map[string]bool) error {
+	loaded, err := d.programMaps()
+	if err != nil {
+		return err
+	}
+	for name := range names {
+		spec := d.spec.Programs[name]
+		if spec == nil {
+			return fmt.Errorf("load BPF programs: no program %s in the BPF object", name)
+		}
+		prog, err := loadProgram(spec, loaded)
+		if err != nil {
+			return loadError(err)
+		}
+		d.progs[name] = prog
+	}
+	return nil
 }
