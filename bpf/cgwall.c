@@ -1106,8 +1106,8 @@ static __always_inline int skip_ext6(struct __sk_buff *skb, __u32 off, __u8 *pro
 // ports, from its transport header at off (0 for a fragment after the first,
 // which has none). It returns the protocol in bits 32-39, the source port in
 // bits 16-31 and the destination port in bits 0-15, or -1 for a packet too
-// short for them. Inline: as a global function (checked once) the kernel
-// refuses it to loaders with only CAP_BPF (EFAULT, "verifier bug"), which is
+// short for them. Inline: as a global function (checked once) it was
+// refused to loaders with only CAP_BPF (EFAULT, cause not found), which is
 // why the walk of extension headers is bounded at three.
 static __always_inline long l4_of(struct __sk_buff *skb, __u32 off, __u32 family_proto)
 {
