@@ -186,14 +186,20 @@ func (e *e2eEnv) writeRules(n int) (ruleFiles, error) {
 		if format == "iptables" && n > e.cfg.IptablesMax {
 			continue
 		}
-		var b bytes.Buffer
-		if err := rulesTmpl.ExecuteTemplate(&b, format, data); err != nil {
+		path, err := writeRules(filepath.Join(e.dir, "rules-"+human(n)+"."+format), format, data)
+		if err != nil {
 			return nil, err
 		}
-		files[format] = filepath.Join(e.dir, "rules-"+human(n)+"."+format)
-		if err := os.WriteFile(files[format], b.Bytes(), 0o644); err != nil {
-			return nil, err
-		}
+		files[format] = path
 	}
 	return files, nil
+}
+
+// writeRules writes the rules template tmpl, executed on data, to path.
+func writeRules(path, tmpl string, data any) (string, error) {
+	var b bytes.Buffer
+	if err := rulesTmpl.ExecuteTemplate(&b, tmpl, data); err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, b.Bytes(), 0o644)
 }

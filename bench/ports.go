@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 
@@ -135,14 +133,11 @@ func (e *e2eEnv) writePortRules(n int) (ruleFiles, error) {
 	nftRules(rules, &pr)
 	files := ruleFiles{}
 	for format, tmpl := range map[string]string{"list": "ports-block", "allow-list": "ports-allow", "yaml": "ports-yaml", "nft": "ports-nft"} {
-		var b bytes.Buffer
-		if err := rulesTmpl.ExecuteTemplate(&b, tmpl, pr); err != nil {
+		path, err := writeRules(filepath.Join(e.dir, "ports-"+human(n)+"."+format), tmpl, pr)
+		if err != nil {
 			return nil, err
 		}
-		files[format] = filepath.Join(e.dir, "ports-"+human(n)+"."+format)
-		if err := os.WriteFile(files[format], b.Bytes(), 0o644); err != nil {
-			return nil, err
-		}
+		files[format] = path
 	}
 	return files, nil
 }

@@ -501,20 +501,15 @@ static __always_inline __u8 port_bit(__u8 proto, __u16 port)
 	return 1 << ((port ^ port >> 3 ^ port >> 8 ^ proto) & 7);
 }
 
-// port_match looks for the rule of a prefix that matches a packet's protocol
-// and port, most specific first: a single port, the narrowest range, the
-// protocol. k is the prefix's key in the port maps with the packet's
-// protocol and port; flags are the prefix's (enum site_flag). It returns 1
-// when a rule matched, and counted the packet in m. at packs the direction
-// (bit 0), the generation (bit 1), the prefix's flags (bits 8-15) and its
-// port_bits (bits 16-23).
-static __always_inline int port_match(__u32 at, struct port_key *k, __u32 len, struct match *m)
+// port_match looks for the rule of m's site (the prefix that stopped the
+// walk, with its flags and port bits) that matches a packet's protocol and
+// port, most specific first: a single port, the narrowest range, the
+// protocol. k is the site's key in the port maps with the packet's protocol
+// and port. It returns 1 when a rule matched, and counted the packet in m.
+static __always_inline int port_match(int dir, __u32 gen, struct port_key *k, __u32 len, struct match *m)
 {
-	__u32 dir = at & 1, gen = at >> 1 & 1, flags = at >> 8 & 0xff;
-	__u8 bits = at >> 16;
-	__u16 port;
-
-	port = k->port;
+	__u8 flags = m->site_flags, bits = m->site_port_bits;
+	__u16 port = k->port;
 	void *ports = inner(dir == DIR_EGRESS ? (void *)&egress_ports : (void *)&ingress_ports, gen);
 	struct rule *pr;
 	if (port && (flags & SITE_F_PORT) && (bits & port_bit(k->proto, port)) && ports) {
@@ -754,6 +749,21 @@ static __always_inline void match6(int dir, const struct policy *pol, const __u8
 	*m = w.m;
 }
 
+// addr4 says whether an address (as struct flow keeps it) is judged by the
+// IPv4 rules, and sets *a to its IPv4 address if so: IPv4-mapped IPv6
+// addresses are.
+static __always_inline int addr4(__u8 family, const __u8 *addr, __u32 *a)
+{
+	if (family == 4) {
+		*a = *(__u32 *)addr;
+		return 1;
+	}
+	if (!is_v4_mapped(addr))
+		return 0;
+	*a = *(__u32 *)&addr[12];
+	return 1;
+}
+
 // remote_addr copies the remote address of a flow: the destination on
 // egress, the source on ingress. A copy, not a pointer into the flow: a
 // pointer chosen by direction is arithmetic on a pointer that a global
@@ -775,8 +785,7 @@ static __always_inline void remote_addr(int dir, const struct flow *f, __u8 *a)
 // ingress) and has a rule matching the packet decides; no match means the
 // direction's default. The matching rule, if any, counts the packet. A
 // prefix with port rules not tried yet stops it with need_ports set (see
-// site and by_ports). It is checked by the verifier once per direction (see
-// decide_egress), not at every place that decides.
+// site and by_ports). decide_in is it per direction (PER_DIRECTION).
 static __always_inline int decide_dir(int dir, __u32 gen, struct flow *f, __u32 len, struct match *m)
 {
 	struct policy pol = {.gen = gen & 1};
@@ -791,37 +800,39 @@ static __always_inline int decide_dir(int dir, __u32 gen, struct flow *f, __u32 
 	m->rule_id = 0;
 	m->action = pol.cfg->default_action[dir];
 	m->need_ports = 0;
+	__u32 a4;
 	// One call site for the IPv4 lookup, so that the verifier walks it once.
-	if (f->family == 4 || is_v4_mapped(addr))
-		match4(dir, &pol, f->family == 4 ? *(__u32 *)addr : *(__u32 *)&addr[12], len, m);
+	if (addr4(f->family, addr, &a4))
+		match4(dir, &pol, a4, len, m);
 	else
 		match6(dir, &pol, addr, len, m);
 	return 0;
 }
 
-// decide_egress and decide_ingress are decide_dir as global functions, one
-// per direction: the verifier checks each once, and the direction is a
-// constant in each (an index into the settings that varies is pointer
-// arithmetic, which loaders without CAP_PERFMON may not do).
-__noinline int decide_egress(__u32 gen, struct flow *f, __u32 len, struct match *m)
-{
-	return decide_dir(DIR_EGRESS, gen, f, len, m);
-}
+// PER_DIRECTION(name, fn) makes fn(dir, gen, f, len, m) two global
+// functions, name_egress and name_ingress, and name(dir_gen, f, len, m),
+// which calls the one for the direction in bit 0 of dir_gen with the
+// generation in bit 1. The verifier checks each global function once, not at
+// every call, and the direction is a constant in each: an index into the
+// settings that varies is pointer arithmetic, which loaders without
+// CAP_PERFMON may not do.
+#define PER_DIRECTION(name, fn)                                                                    \
+	__noinline int name##_egress(__u32 gen, struct flow *f, __u32 len, struct match *m)       \
+	{                                                                                          \
+		return fn(DIR_EGRESS, gen, f, len, m);                                             \
+	}                                                                                          \
+	__noinline int name##_ingress(__u32 gen, struct flow *f, __u32 len, struct match *m)      \
+	{                                                                                          \
+		return fn(DIR_INGRESS, gen, f, len, m);                                            \
+	}                                                                                          \
+	static __always_inline int name(__u32 dir_gen, struct flow *f, __u32 len, struct match *m) \
+	{                                                                                          \
+		if ((dir_gen & 1) == DIR_INGRESS)                                                  \
+			return name##_ingress(dir_gen >> 1, f, len, m);                            \
+		return name##_egress(dir_gen >> 1, f, len, m);                                     \
+	}
 
-__noinline int decide_ingress(__u32 gen, struct flow *f, __u32 len, struct match *m)
-{
-	return decide_dir(DIR_INGRESS, gen, f, len, m);
-}
-
-// decide_in decides by address for the direction in bit 0 of dir_gen, with
-// the generation in bit 1.
-static __always_inline void decide_in(__u32 dir_gen, struct flow *f, __u32 len, struct match *m)
-{
-	if ((dir_gen & 1) == DIR_INGRESS)
-		decide_ingress(dir_gen >> 1, f, len, m);
-	else
-		decide_egress(dir_gen >> 1, f, len, m);
-}
+PER_DIRECTION(decide_in, decide_dir)
 
 // site_key sets k to the port maps' key of the remote address's prefix of
 // bits bits, with the packet's protocol and port.
@@ -833,10 +844,10 @@ static __always_inline void site_key(int dir, const struct flow *f, __u8 bits, s
 	k->bits = bits;
 	k->proto = f->proto;
 	k->port = f->dport;
-	if (f->family == 4 || is_v4_mapped(addr)) {
-		__u32 a = f->family == 4 ? *(__u32 *)addr : *(__u32 *)&addr[12];
+	__u32 a4;
+	if (addr4(f->family, addr, &a4)) {
 		k->family = 4;
-		*(__u32 *)k->addr = a & mask(bits & 63);
+		*(__u32 *)k->addr = a4 & mask(bits & 63);
 		return;
 	}
 	__u64 hi, lo;
@@ -851,40 +862,23 @@ static __always_inline void site_key(int dir, const struct flow *f, __u8 bits, s
 // try_ports looks for a port rule of the prefix that stopped the walk (m's
 // site) matching the packet, whose protocol and port are known, and returns
 // 1 when one did, having counted the packet. Otherwise it marks that prefix
-// tried, for the walk to go on. Global, and one per direction, as
-// decide_egress.
+// tried, for the walk to go on. Per direction, as decide_in.
 static __always_inline int try_dir(int dir, __u32 gen, struct flow *f, __u32 len, struct match *m)
 {
 	struct port_key k = {};
-	__u32 dir_gen = dir | (gen & 1) << 1;
 
 	if (!f || !m)
 		return 0;
 	site_key(dir, f, m->site_bits, &k);
 	m->need_ports = 0;
-	if (port_match(dir_gen | (__u32)m->site_flags << 8 | (__u32)m->site_port_bits << 16, &k, len, m))
+	if (port_match(dir, gen, &k, len, m))
 		return 1;
 	m->tried = 1;
 	m->tried_bits = m->site_bits;
 	return 0;
 }
 
-__noinline int try_ports_egress(__u32 gen, struct flow *f, __u32 len, struct match *m)
-{
-	return try_dir(DIR_EGRESS, gen, f, len, m);
-}
-
-__noinline int try_ports_ingress(__u32 gen, struct flow *f, __u32 len, struct match *m)
-{
-	return try_dir(DIR_INGRESS, gen, f, len, m);
-}
-
-static __always_inline int try_ports(__u32 dir_gen, struct flow *f, __u32 len, struct match *m)
-{
-	if ((dir_gen & 1) == DIR_INGRESS)
-		return try_ports_ingress(dir_gen >> 1, f, len, m);
-	return try_ports_egress(dir_gen >> 1, f, len, m);
-}
+PER_DIRECTION(try_ports, try_dir)
 
 // MAX_SITES bounds the prefixes one decision can try the port rules of: one
 // per prefix length, 129 for IPv6.

@@ -99,13 +99,7 @@ func TestCheck(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			stdout, stderr, code := cgwall(t, append([]string{"check"}, tc.args...)...)
-			if code != 0 || stderr != "" {
-				t.Fatalf("exit %d, stderr %q", code, stderr)
-			}
-			if want := strings.Join(tc.want, "\n") + "\n"; stdout != want {
-				t.Errorf("stdout\n%s\nwant\n%s", stdout, want)
-			}
+			checkValid(t, tc.args, tc.want)
 		})
 	}
 }
@@ -154,13 +148,7 @@ ingress:
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			stdout, stderr, code := cgwall(t, append([]string{"check"}, tc.args...)...)
-			if code != 2 || stdout != "" {
-				t.Errorf("exit %d, stdout %q; want 2 and nothing", code, stdout)
-			}
-			if want := strings.Join(tc.want, "\n") + "\n"; stderr != want {
-				t.Errorf("stderr\n%s\nwant\n%s", stderr, want)
-			}
+			checkRefused(t, tc.args, tc.want)
 		})
 	}
 }
@@ -277,5 +265,31 @@ func TestHelp(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkValid runs check with args and wants exit 0, nothing on stderr and
+// want's lines on stdout.
+func checkValid(t *testing.T, args, want []string) {
+	t.Helper()
+	stdout, stderr, code := cgwall(t, append([]string{"check"}, args...)...)
+	if code != 0 || stderr != "" {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	if w := strings.Join(want, "\n") + "\n"; stdout != w {
+		t.Errorf("stdout\n%s\nwant\n%s", stdout, w)
+	}
+}
+
+// checkRefused runs check with args and wants exit 2, nothing on stdout and
+// want's lines on stderr.
+func checkRefused(t *testing.T, args, want []string) {
+	t.Helper()
+	stdout, stderr, code := cgwall(t, append([]string{"check"}, args...)...)
+	if code != 2 || stdout != "" {
+		t.Errorf("exit %d, stdout %q; want 2 and nothing", code, stdout)
+	}
+	if w := strings.Join(want, "\n") + "\n"; stderr != w {
+		t.Errorf("stderr\n%s\nwant\n%s", stderr, w)
 	}
 }

@@ -141,13 +141,7 @@ ingress:
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			stdout, stderr, code := cgwall(t, append([]string{"check"}, tc.args...)...)
-			if code != 0 || stderr != "" {
-				t.Fatalf("exit %d, stderr %q", code, stderr)
-			}
-			if want := strings.Join(tc.want, "\n") + "\n"; stdout != want {
-				t.Errorf("stdout\n%s\nwant\n%s", stdout, want)
-			}
+			checkValid(t, tc.args, tc.want)
 		})
 	}
 }
@@ -200,13 +194,7 @@ ingress:
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			stdout, stderr, code := cgwall(t, append([]string{"check"}, tc.args...)...)
-			if code != 2 || stdout != "" {
-				t.Errorf("exit %d, stdout %q; want 2 and nothing", code, stdout)
-			}
-			if want := strings.Join(tc.want, "\n") + "\n"; stderr != want {
-				t.Errorf("stderr\n%s\nwant\n%s", stderr, want)
-			}
+			checkRefused(t, tc.args, tc.want)
 		})
 	}
 }

@@ -107,7 +107,7 @@ func TestEgressDecisions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := Event{Dst: dst, Action: uint8(tc.want), Hook: HookEgress, Proto: protoUDP, SrcPort: 40000, DstPort: 53, Rule: tc.rule}
+			want := Event{Dst: dst, Action: uint8(tc.want), Hook: HookEgress, Proto: policy.ProtoUDP, SrcPort: 40000, DstPort: 53, Rule: tc.rule}
 			e.Src, e.Len, e.RuleID, e.Time = netip.Addr{}, 0, 0, time.Time{}
 			if e != want {
 				t.Fatalf("event %+v; want addr %s action %d rule %s", e, dst, tc.want, tc.rule)

@@ -3,16 +3,13 @@ package datapath
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/cgwall/cgwall/internal/policy"
 )
 
 // Crafted packets for BPF_PROG_TEST_RUN. For cgroup_skb programs the kernel
 // takes an Ethernet header, sets skb->protocol from its EtherType and hands the
 // program the bytes after it, as it would on a real egress path.
-
-const (
-	protoTCP = 6
-	protoUDP = 17
-)
 
 func ethernet(etherType uint16, payload []byte) []byte {
 	pkt := make([]byte, 14, 14+len(payload))
@@ -30,9 +27,9 @@ func l4(sport, dport uint16) []byte {
 // packet builds an IPv4 or IPv6 UDP packet from src to dst.
 func packet(src, dst netip.Addr) []byte {
 	if dst.Is4() {
-		return ipv4(src, dst, protoUDP, l4(40000, 53))
+		return ipv4(src, dst, policy.ProtoUDP, l4(40000, 53))
 	}
-	return ipv6(src, dst, protoUDP, l4(40000, 53))
+	return ipv6(src, dst, policy.ProtoUDP, l4(40000, 53))
 }
 
 func ipv4(src, dst netip.Addr, proto uint8, payload []byte) []byte {

@@ -57,13 +57,12 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 		}
 		return e[dir][k].(addressBatch)
 	}
-	var ports [2]*batch[cgwallPortKey, cgwallRule]
 	ranges := map[rangeGroup][]policy.Rule{}
 	for _, r := range p.Rules {
-		c := counters[r.ID]
-		v := cgwallRule{Id: r.ID, Action: uint8(r.Action), Bits: uint8(r.Prefix.Bits()), Packets: c.Packets, Bytes: c.Bytes}
+		v := ruleValue(r, counters[r.ID])
 		switch {
 		case r.Ports.Any():
+			v.Bits = uint8(r.Prefix.Bits())
 			if len(flags) > 0 {
 				s := site{r.Dir, r.Prefix}
 				if f, ok := flags[s]; ok {
@@ -76,20 +75,37 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 			g := rangeGroup{r.Dir, r.Prefix, r.Ports.Proto}
 			ranges[g] = append(ranges[g], r)
 		default:
-			if ports[r.Dir] == nil {
-				ports[r.Dir] = &batch[cgwallPortKey, cgwallRule]{}
-				e[r.Dir][kindPorts] = ports[r.Dir]
-			}
-			v.Bits = 0
-			ports[r.Dir].put(portKeyOf(r.Prefix, r.Ports.Proto, r.Ports.Lo), v)
+			e.ports(r.Dir).put(portKeyOf(r.Prefix, r.Ports.Proto, r.Ports.Lo), v)
 		}
 	}
 	// The prefixes left have port rules and no address-only rule.
 	for s, f := range flags {
 		address(s.dir, s.prefix).add(s.prefix, cgwallRule{Flags: f.flags, PortBits: f.ports, Bits: uint8(s.prefix.Bits())})
 	}
-	e.addRanges(ranges, counters, &ports)
+	e.addRanges(ranges, counters)
 	return &e
+}
+
+// ruleValue is a rule as the rule maps keep it, with its counters.
+func ruleValue(r policy.Rule, c Counter) cgwallRule {
+	return cgwallRule{Id: r.ID, Action: uint8(r.Action), Packets: c.Packets, Bytes: c.Bytes}
+}
+
+// ports and ranges return a direction's batches of the port maps, made on
+// first use.
+func (e *entries) ports(dir policy.Direction) *batch[cgwallPortKey, cgwallRule] {
+	return batchOf[cgwallPortKey, cgwallRule](e, dir, kindPorts)
+}
+
+func (e *entries) ranges(dir policy.Direction) *batch[cgwallRangeKey, cgwallRangeRule] {
+	return batchOf[cgwallRangeKey, cgwallRangeRule](e, dir, kindRanges)
+}
+
+func batchOf[K, V any](e *entries, dir policy.Direction, k kind) *batch[K, V] {
+	if e[dir][k] == nil {
+		e[dir][k] = &batch[K, V]{}
+	}
+	return e[dir][k].(*batch[K, V])
 }
 
 // rangeGroup is the range rules of one direction, prefix and protocol.
@@ -102,43 +118,28 @@ type rangeGroup struct {
 // addRanges adds each group's blocks to the ranges maps, with a rule's
 // counters on its first block; a range that narrower ones cover whole goes
 // into the ports map, marked as never looked up.
-func (e *entries) addRanges(groups map[rangeGroup][]policy.Rule, counters map[uint32]Counter, ports *[2]*batch[cgwallPortKey, cgwallRule]) {
+func (e *entries) addRanges(groups map[rangeGroup][]policy.Rule, counters map[uint32]Counter) {
 	for g, rules := range groups {
 		all := make([]policy.Ports, len(rules))
 		for i, r := range rules {
 			all[i] = r.Ports
 		}
-		b, _ := e[g.dir][kindRanges].(*batch[cgwallRangeKey, cgwallRangeRule])
-		if b == nil {
-			b = &batch[cgwallRangeKey, cgwallRangeRule]{}
-			e[g.dir][kindRanges] = b
-		}
 		counted := make([]bool, len(rules))
 		for _, rb := range segment(all) {
 			r := rules[rb.rule]
-			v := cgwallRangeRule{R: cgwallRule{Id: r.ID, Action: uint8(r.Action)}, Lo: r.Ports.Lo, Hi: r.Ports.Hi}
+			var c Counter
 			if !counted[rb.rule] {
-				c := counters[r.ID]
-				v.R.Packets, v.R.Bytes = c.Packets, c.Bytes
-				counted[rb.rule] = true
+				c, counted[rb.rule] = counters[r.ID], true
 			}
-			b.put(rangeKeyOf(g.prefix, g.proto, rb.lo, rb.bits), v)
+			v := cgwallRangeRule{R: ruleValue(r, c), Lo: r.Ports.Lo, Hi: r.Ports.Hi}
+			e.ranges(g.dir).put(rangeKeyOf(g.prefix, g.proto, rb.lo, rb.bits), v)
 		}
 		for i, r := range rules {
-			if counted[i] {
-				continue
+			if !counted[i] {
+				k := portKeyOf(r.Prefix, r.Ports.Proto, r.Ports.Lo)
+				k.Shadowed, k.Hi = 1, r.Ports.Hi
+				e.ports(g.dir).put(k, ruleValue(r, counters[r.ID]))
 			}
-			if ports[g.dir] == nil {
-				ports[g.dir] = &batch[cgwallPortKey, cgwallRule]{}
-				e[g.dir][kindPorts] = ports[g.dir]
-			}
-			k := portKeyOf(r.Prefix, r.Ports.Proto, r.Ports.Lo)
-			k.Shadowed, k.Hi = 1, r.Ports.Hi
-			c := counters[r.ID]
-			ports[g.dir].put(k, cgwallRule{Id: r.ID, Action: uint8(r.Action), Packets: c.Packets, Bytes: c.Bytes})
-		}
-		if b.len() == 0 {
-			e[g.dir][kindRanges] = nil
 		}
 	}
 }

@@ -177,11 +177,10 @@ func (e event) record() record {
 // so that a rule for it can be copied from the event; a protocol without a
 // name is its number, which rules write proto/N.
 func protoName(p uint8) string {
-	name := policy.ProtoName(p)
-	if _, unnamed := strings.CutPrefix(name, "proto/"); unnamed {
-		return strconv.Itoa(int(p))
+	if name, ok := policy.NamedProto(p); ok {
+		return name
 	}
-	return name
+	return strconv.Itoa(int(p))
 }
 
 func sockFamilyName(f uint8) string {

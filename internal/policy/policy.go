@@ -134,9 +134,7 @@ func (p *Policy) Add(dir Direction, action Action, rule string) error {
 		}
 	}
 	for _, m := range matches {
-		if err := p.AddMatch(dir, action, m); err != nil {
-			return err
-		}
+		p.add(dir, action, m)
 	}
 	return nil
 }
@@ -152,11 +150,15 @@ func (p *Policy) AddMatch(dir Direction, action Action, m Match) error {
 	if err := p.Check(dir, action, m); err != nil {
 		return err
 	}
-	if _, ok := p.Lookup(dir, m); ok {
-		return nil
-	}
-	p.AddRule(Rule{ID: p.nextID, Dir: dir, Prefix: m.Prefix, Ports: m.Ports, Action: action})
+	p.add(dir, action, m)
 	return nil
+}
+
+// add adds a rule that Check let through, unless the policy has it.
+func (p *Policy) add(dir Direction, action Action, m Match) {
+	if _, ok := p.Lookup(dir, m); !ok {
+		p.AddRule(Rule{ID: p.nextID, Dir: dir, Prefix: m.Prefix, Ports: m.Ports, Action: action})
+	}
 }
 
 // Check says whether a rule for m with action could join the policy: not if

@@ -48,12 +48,20 @@ const protoNumber = "proto"
 
 // ProtoName returns a protocol's name, or proto/N for one without a name.
 func ProtoName(proto uint8) string {
-	for _, p := range protocols {
-		if p.proto == proto {
-			return p.name
-		}
+	if name, ok := NamedProto(proto); ok {
+		return name
 	}
 	return fmt.Sprintf("%s/%d", protoNumber, proto)
+}
+
+// NamedProto returns the name rules give a protocol, if they give it one.
+func NamedProto(proto uint8) (string, bool) {
+	for _, p := range protocols {
+		if p.proto == proto {
+			return p.name, true
+		}
+	}
+	return "", false
 }
 
 // HasPorts says whether packets of a protocol carry ports that rules match:
