@@ -58,6 +58,7 @@ Exit status:
 
 func newExecCmd(prep **datapath.Prepared, stderr io.Writer) *cobra.Command {
 	var rules ruleFlags
+	var dns dnsFlags
 	var output outputFlags
 	cmd := &cobra.Command{
 		Use:   "exec [flags] -- CMD [ARG...]",
@@ -74,10 +75,11 @@ func newExecCmd(prep **datapath.Prepared, stderr io.Writer) *cobra.Command {
 			if cmd.ArgsLenAtDash() != 0 {
 				return execExit(usageErr(errors.New("put the command after --: cgwall exec [flags] -- CMD [ARG...]")))
 			}
-			return execExit(runExec(cmd.Context(), *prep, &rules, &output, args, stderr))
+			return execExit(runExec(cmd.Context(), *prep, &rules, &dns, &output, args, stderr))
 		},
 	}
 	rules.bind(cmd.Flags())
+	dns.bind(cmd.Flags())
 	output.bind(cmd.Flags())
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return execExit(flagError(c, err)) })
 	cmd.AddCommand(newGuardCmd(stderr))
@@ -98,12 +100,16 @@ func execExit(err error) error {
 	return &exitError{code: exitExecFailed, err: err}
 }
 
-func runExec(ctx context.Context, prep *datapath.Prepared, rules *ruleFlags, output *outputFlags, args []string, stderr io.Writer) error {
+func runExec(ctx context.Context, prep *datapath.Prepared, rules *ruleFlags, dnsf *dnsFlags, output *outputFlags, args []string, stderr io.Writer) error {
 	p, err := rules.policy(ctx)
 	if err != nil {
 		return err
 	}
 	format, err := output.parse()
+	if err != nil {
+		return err
+	}
+	dns, err := dnsf.parse()
 	if err != nil {
 		return err
 	}
@@ -123,7 +129,7 @@ func runExec(ctx context.Context, prep *datapath.Prepared, rules *ruleFlags, out
 	if err != nil {
 		return failure(err)
 	}
-	f, err := attachForeground(prep, p, cg, stderr)
+	f, err := attachForeground(prep, p, cg, dns, stderr)
 	if err != nil {
 		removeCgroup(cg.Path, stderr)
 		return err

@@ -20,7 +20,7 @@ type foreground struct {
 // attachForeground loads p, puts it in force and attaches it to cg. The policy
 // is in force before it is attached, and the event stream open, so that no
 // packet passes unjudged and no decision goes unseen.
-func attachForeground(prep *datapath.Prepared, p *policy.Policy, cg cgroup.Dir, stderr io.Writer) (_ *foreground, err error) {
+func attachForeground(prep *datapath.Prepared, p *policy.Policy, cg cgroup.Dir, dns dnsSettings, stderr io.Writer) (_ *foreground, err error) {
 	f := &foreground{}
 	defer func() {
 		if err != nil {

@@ -20,6 +20,7 @@ type runOptions struct {
 	target  targetFlags
 	create  bool
 	rules   ruleFlags
+	dns     dnsFlags
 	output  outputFlags
 }
 
@@ -52,6 +53,7 @@ leaves it in place.
 	o.target.bind(cmd)
 	fs.BoolVar(&o.create, "create", false, "make the --cgroup PATH if it does not exist, and remove it on exit; an existing one is used and left in place")
 	o.rules.bind(fs)
+	o.dns.bind(fs)
 	o.output.bind(fs)
 	o.process.bind(fs)
 	return cmd
@@ -63,6 +65,10 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) (err err
 		return err
 	}
 	format, err := o.output.parse()
+	if err != nil {
+		return err
+	}
+	dns, err := o.dns.parse()
 	if err != nil {
 		return err
 	}
@@ -89,7 +95,7 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) (err err
 		// Deferred first, so it runs last: after the filter is detached.
 		defer func() { err = errors.Join(err, removeCreated(nc, stderr)) }()
 	}
-	f, err := attachForeground(*o.prep, p, cg, stderr)
+	f, err := attachForeground(*o.prep, p, cg, dns, stderr)
 	if err != nil {
 		return err
 	}
