@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -383,6 +384,34 @@ func TestNamesUpstream(t *testing.T) {
 		}
 	}
 	waitEvent(t, p, "DNS a.test, ACTION 1 hook=dns qtype=A", "server=127.0.0.53:53")
+	if line := p.stderr.waitFor(t, "attached "); !strings.Contains(line, "(0 rules, 1 name rule; DNS served on 127.0.0.1:") {
+		t.Errorf("ready line %q does not count the name rule or say where DNS is served", line)
+	}
+	// SIGTERM ends it as Ctrl-C does, with nothing left behind.
+	if code := signalCgwall(t, p, syscall.SIGTERM); code != 0 {
+		t.Errorf("exit %d on SIGTERM; stderr:\n%s", code, p.stderr)
+	}
+	p.stderr.waitFor(t, "detached from "+cg)
+	if n := attachedCount(t, cg); n != 0 {
+		t.Errorf("%d programs still attached after run exited", n)
+	}
+}
+
+// TestNamesOtherNetNS: a process of the cgroup in another network namespace
+// than cgwall's cannot be sent to cgwall's resolver, and its DNS fails
+// closed: nothing reaches its server, and it learns nothing.
+func TestNamesOtherNetNS(t *testing.T) {
+	cg, _ := testCgroup(t)
+	n := newNameHosts(t, testZone)
+	// cgwall in a namespace of its own, the client in the hosts'.
+	elsewhere := netns(t)
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+elsewhere, "--", cgwallBin, "run", "--cgroup", cg, "--default", "block", "--allow", "a.test")
+	testutil.RequireBPF(t)
+	startCmd(t, cmd, "attached ")
+	if c := n.getent(t, cg, "a.test"); c.code == 0 {
+		t.Errorf("getent hosts a.test from another namespace: exit 0, %q; want it to fail", c.stdout)
+	}
+	n.neverAsked(t, "a.test")
 }
 
 // TestNamesRace looks up 1,000 names, each followed at once by a connect to
