@@ -613,9 +613,9 @@ func TestNamesBadInput(t *testing.T) {
 	cg, _ := testCgroup(t)
 	for _, tc := range badNames {
 		t.Run(tc.rule, func(t *testing.T) {
-			_, stderr, code := runCgwall(t, "run", "--cgroup", cg, "--default", "block", "--allow", tc.rule)
+			_, stderr, code := runCgwall(t, "run", "--cgroup", cg, "--default", "block", "--allow="+tc.rule)
 			checkOneLineError(t, stderr, code, 2, tc.want)
-			_, stderr, code = runCgwall(t, "exec", "--block", tc.rule, "--", "true")
+			_, stderr, code = runCgwall(t, "exec", "--block="+tc.rule, "--", "true")
 			checkOneLineError(t, stderr, code, 125, tc.want)
 			// What is wrong is said of the name, not of an address.
 			if strings.Contains(stderr, "IPv4") {
