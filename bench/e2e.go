@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -21,6 +22,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/cgwall/cgwall/internal/datapath"
+	"github.com/cgwall/cgwall/internal/policy"
 	"github.com/cgwall/cgwall/internal/ruleset"
 	"github.com/cgwall/cgwall/internal/testutil"
 )
@@ -49,6 +52,7 @@ type e2eSample struct {
 	Events    uint64    `json:"events,omitempty"`             // cgwall --log all: lines printed
 	Lost      uint64    `json:"lost,omitempty"`               // cgwall: lost events reported
 	Pair      []float64 `json:"pair,omitempty"`               // no filter: the runs before and after the slot, averaged into PPS
+	Hooks     []string  `json:"hooks,omitempty"`              // cgwall: where it had programs; empty cgroup_skb: where it attached them
 }
 
 // Variants.
@@ -230,6 +234,7 @@ func (e *e2eEnv) measure(ctx context.Context, variant string, n, dsts int, files
 		s.KernelMiB = float64(settleKernelMem()-before) / 1024
 	}
 	if variant == vCgwall || variant == vCgwallLog {
+		s.Hooks = attachedHooks(e.cg.Path)
 		if p, err := attachedProgram(e.cg.Path, ebpf.AttachCGroupInetEgress); err == nil {
 			s.Memlock, _ = memlockMiB(p) // a figure of its own: the run goes on without it
 			p.Close()
@@ -258,7 +263,8 @@ func (e *e2eEnv) load(ctx context.Context, variant, ns string, files ruleFiles, 
 	case vNone:
 		return func() error { return nil }, nil
 	case vFloor:
-		return attachEmpty(e.cg.Path)
+		s.Hooks = floorHooks()
+		return attachEmpty(e.cg.Path, s.Hooks)
 	case vCgwall, vCgwallLog:
 		return e.startCgwall(ctx, variant == vCgwallLog, files, s)
 	}
@@ -354,8 +360,10 @@ func (e *e2eEnv) runSender(ctx context.Context, pair netnsPair, dsts int, durati
 
 // progCost sends once more with the kernel's BPF run-time statistics on and
 // returns the mean run time of cgwall's egress and sendmsg4 programs,
-// measured in the kernel on real traffic. Statistics cost two clock reads
-// per run, so they are off while packets per second are measured.
+// measured in the kernel on real traffic; a sendmsg4 program that cgwall did
+// not attach (it attaches one only where the policy logs or has name rules)
+// costs 0. Statistics cost two clock reads per run, so they are off while
+// packets per second are measured.
 func (e *e2eEnv) progCost(ctx context.Context, dsts int) (egress, sendmsg float64, err error) {
 	st, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
 	if err != nil {
@@ -367,11 +375,13 @@ func (e *e2eEnv) progCost(ctx context.Context, dsts int) (egress, sendmsg float6
 		return 0, 0, err
 	}
 	defer eg.Close()
-	sm, err := attachedProgram(e.cg.Path, ebpf.AttachCGroupUDP4Sendmsg)
+	sm, err := attachedProgramIfAny(e.cg.Path, ebpf.AttachCGroupUDP4Sendmsg)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer sm.Close()
+	if sm != nil {
+		defer sm.Close()
+	}
 	eg0, sm0 := runStats(eg), runStats(sm)
 	if _, err := e.runSender(ctx, e.pairs["a"], dsts, e.cfg.StatsDuration.Duration); err != nil {
 		return 0, 0, err
@@ -382,9 +392,12 @@ func (e *e2eEnv) progCost(ctx context.Context, dsts int) (egress, sendmsg float6
 	return egress, perRun(sm, sm0), nil
 }
 
-// runStats is a program's run count and time; zero if the kernel cannot
-// tell.
+// runStats is a program's run count and time; zero for no program, or if
+// the kernel cannot tell.
 func runStats(p *ebpf.Program) ebpf.ProgramStats {
+	if p == nil {
+		return ebpf.ProgramStats{}
+	}
 	if st, err := p.Stats(); err == nil {
 		return *st
 	}
@@ -395,16 +408,63 @@ func runStats(p *ebpf.Program) ebpf.ProgramStats {
 // with statistics on too: this divides by the runs, not by the packets
 // counted.
 func perRun(p *ebpf.Program, before ebpf.ProgramStats) float64 {
+	if p == nil {
+		return 0
+	}
 	if after := runStats(p); after.RunCount > before.RunCount {
 		return float64((after.Runtime - before.Runtime).Nanoseconds()) / float64(after.RunCount-before.RunCount)
 	}
 	return 0
 }
 
+// trafficHooks are the attach points of cgwall's hooks that the harness's
+// traffic (IPv4 UDP out of a socket, connected or not) runs through, and a
+// program type for an empty program on each.
+var trafficHooks = []struct {
+	hook   datapath.Hook
+	name   string
+	typ    ebpf.ProgramType
+	attach ebpf.AttachType
+}{
+	{datapath.HookEgress, "egress", ebpf.CGroupSKB, ebpf.AttachCGroupInetEgress},
+	{datapath.HookIngress, "ingress", ebpf.CGroupSKB, ebpf.AttachCGroupInetIngress},
+	{datapath.HookConnect, "connect4", ebpf.CGroupSockAddr, ebpf.AttachCGroupInet4Connect},
+	{datapath.HookSendmsg, "sendmsg4", ebpf.CGroupSockAddr, ebpf.AttachCGroupUDP4Sendmsg},
+}
+
+// floorHooks are the hooks on which cgwall attaches programs for the
+// end-to-end runs' policies (address rules, --log none), as the datapath
+// decides, among trafficHooks.
+func floorHooks() []string {
+	p := policy.New()
+	p.Log = policy.LogNone
+	addRule(p, ruleset.Rule{Prefix: netip.MustParsePrefix("192.0.2.1/32")})
+	hooks := datapath.HooksFor(p)
+	var out []string
+	for _, h := range trafficHooks {
+		if slices.Contains(hooks, h.hook) {
+			out = append(out, h.name)
+		}
+	}
+	return out
+}
+
+// attachedHooks names the trafficHooks on which cg has a program.
+func attachedHooks(cg string) []string {
+	var out []string
+	for _, h := range trafficHooks {
+		if p, err := attachedProgramIfAny(cg, h.attach); err == nil && p != nil {
+			p.Close()
+			out = append(out, h.name)
+		}
+	}
+	return out
+}
+
 // attachEmpty attaches programs that only return 1 to the sender cgroup's
-// egress and sendmsg4 hooks, where cgwall attaches its own: what these cost
-// is the floor that no program on these hooks can go below.
-func attachEmpty(cg string) (detach func() error, err error) {
+// hooks of trafficHooks that are named, where cgwall attaches its own: what
+// these cost is the floor that no program on these hooks can go below.
+func attachEmpty(cg string, hooks []string) (detach func() error, err error) {
 	var links []link.Link
 	detach = func() error {
 		for _, l := range links {
@@ -412,17 +472,20 @@ func attachEmpty(cg string) (detach func() error, err error) {
 		}
 		return nil
 	}
-	for typ, attach := range map[ebpf.ProgramType]ebpf.AttachType{ebpf.CGroupSKB: ebpf.AttachCGroupInetEgress, ebpf.CGroupSockAddr: ebpf.AttachCGroupUDP4Sendmsg} {
-		prog, err := returnOne(typ, attach)
+	for _, h := range trafficHooks {
+		if !slices.Contains(hooks, h.name) {
+			continue
+		}
+		prog, err := returnOne(h.typ, h.attach)
 		if err != nil {
 			detach()
 			return nil, err
 		}
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: attach, Program: prog})
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: h.attach, Program: prog})
 		prog.Close() // an attached program stays loaded as long as its link
 		if err != nil {
 			detach()
-			return nil, err
+			return nil, fmt.Errorf("attach an empty %s program: %w", h.name, err)
 		}
 		links = append(links, l)
 	}

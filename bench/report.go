@@ -196,16 +196,48 @@ type floorFig struct {
 	cell
 	Best  float64
 	Rules int
+	Hooks string // where the empty programs were attached
 }
 
 // Floor is the empty-programs variant of a pattern, at the size it ran at.
 func (ix *index) Floor(dsts int) *floorFig {
 	for _, n := range ix.Sizes {
 		if c := ix.e2eCell(vFloor, n, dsts); c.ok() {
-			return &floorFig{c, ix.best(vFloor, n, dsts), n}
+			// Runs from before the samples named their hooks attached
+			// empty programs at egress and sendmsg4.
+			hooks := []string{"egress", "sendmsg4"}
+			for _, s := range ix.e2e[cellKey{variant: vFloor, rules: n, dsts: dsts}] {
+				if len(s.Hooks) > 0 {
+					hooks = s.Hooks
+				}
+			}
+			return &floorFig{c, ix.best(vFloor, n, dsts), n, andList(hooks)}
 		}
 	}
 	return nil
+}
+
+// SendmsgJudged says whether cgwall's sendmsg4 program ran on the traffic
+// of a pattern under --log none: before issue #11 it judged each
+// unconnected datagram before egress judged it again; now cgwall attaches
+// none there, and egress alone judges.
+func (ix *index) SendmsgJudged(dsts int) bool {
+	for _, n := range ix.Sizes {
+		for _, s := range ix.e2e[cellKey{variant: vCgwall, rules: n, dsts: dsts}] {
+			if s.SendmsgNs > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// andList is "a", "a and b", "a, b and c".
+func andList(xs []string) string {
+	if len(xs) <= 1 {
+		return strings.Join(xs, "")
+	}
+	return strings.Join(xs[:len(xs)-1], ", ") + " and " + xs[len(xs)-1]
 }
 
 // table is a Markdown table whose first left columns are aligned left and
@@ -217,6 +249,19 @@ type table struct {
 }
 
 func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
+
+// dropDashes removes column i if no row has a figure in it.
+func (t *table) dropDashes(i int) {
+	for _, r := range t.rows {
+		if r[i] != dash {
+			return
+		}
+	}
+	t.head = slices.Delete(t.head, i, i+1)
+	for j, r := range t.rows {
+		t.rows[j] = slices.Delete(r, i, i+1)
+	}
+}
 
 func (t *table) String() string {
 	var b strings.Builder

@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -85,5 +87,41 @@ func TestSplice(t *testing.T) {
 	}
 	if _, err := splice("no markers", "x"); err == nil {
 		t.Error("splice into a page without markers: no error")
+	}
+}
+
+// TestRenderWithoutSendmsg renders testdata/results.json as a run of a
+// cgwall that attaches no sendmsg4 program under --log none (issue #11)
+// would have it: the report says that egress alone judges, has no sendmsg4
+// columns, and names the hooks the empty programs were attached to.
+func TestRenderWithoutSendmsg(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r results
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	for i := range r.E2E {
+		s := &r.E2E[i]
+		s.SendmsgNs = 0
+		if s.Variant == vFloor {
+			s.Hooks = []string{"egress", "connect4"}
+		}
+	}
+	md, err := newIndex(&r).markdown()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"cgwall judges each packet once, at egress", "on the same hooks as cgwall (egress and connect4)"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("the report has no %q", want)
+		}
+	}
+	for _, unwanted := range []string{"sendmsg4 ns/packet", "judges each packet twice", "egress and sendmsg4"} {
+		if strings.Contains(md, unwanted) {
+			t.Errorf("the report has %q", unwanted)
+		}
 	}
 }

@@ -119,7 +119,7 @@ func (ix *index) PortsPPSTable() string {
 			}
 			won, total := ix.portsWins(n, dsts)
 			prog := func(f func(e2eSample) float64) string {
-				return orDash(median(figure(ix.e2e[cellKey{variant: vCgwall, rules: n, dsts: dsts, set: ruleset.PortsKind.Name}], f).values()), "%.0f")
+				return costText(median(figure(ix.e2e[cellKey{variant: vCgwall, rules: n, dsts: dsts, set: ruleset.PortsKind.Name}], f).values()))
 			}
 			t.add(patternName(dsts), human(n), fmt.Sprintf("%.0f", base.Med/1000), cellText(c, "%.0f (%.1f%%)", c.Med/1000, 100*c.Ratio),
 				cellText(nft, "%.0f (%.1f%%)", nft.Med/1000, 100*nft.Ratio), fmt.Sprintf("%d of %d rounds", won, total),
@@ -129,6 +129,7 @@ func (ix *index) PortsPPSTable() string {
 	if len(t.rows) == 0 {
 		return ""
 	}
+	t.dropDashes(7) // no sendmsg4 program where cgwall attached none
 	return t.String()
 }
 
@@ -162,9 +163,10 @@ func (ix *index) ProgTable() string {
 			}
 			sm := ix.e2eMedian(vCgwall, n, dsts, func(s e2eSample) float64 { return s.SendmsgNs })
 			added := 1e9/ix.e2eCell(vCgwall, n, dsts).Med - 1e9/ix.e2eCell(vNone, n, dsts).Med
-			t.add(patternName(dsts), human(n), fmt.Sprintf("%.0f", eg), fmt.Sprintf("%.0f", sm), fmt.Sprintf("%.0f", added))
+			t.add(patternName(dsts), human(n), fmt.Sprintf("%.0f", eg), costText(sm), fmt.Sprintf("%.0f", added))
 		}
 	}
+	t.dropDashes(3) // no sendmsg4 program where cgwall attached none
 	return t.String()
 }
 
@@ -246,6 +248,15 @@ func cellText(c cell, layout string, args ...any) string {
 		return dash
 	}
 	return fmt.Sprintf(layout, args...)
+}
+
+// costText is a program's run time per packet: a dash where it did not run
+// (not attached, or not on that traffic's path).
+func costText(ns float64) string {
+	if ns == 0 {
+		return dash
+	}
+	return orDash(ns, "%.0f")
 }
 
 func orDash(x float64, layout string) string {
