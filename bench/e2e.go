@@ -291,20 +291,13 @@ func (e *e2eEnv) startCgwall(ctx context.Context, logAll bool, files ruleFiles, 
 	if logAll {
 		logMode = "all"
 	}
-	cmd := exec.Command(e.cfg.cgwall, slices.Concat([]string{"run", "--cgroup", e.cg.Path}, rules, []string{"--log", logMode})...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	events := &lineCount{}
-	cmd.Stdout = events
-	wait, cancel := context.WithTimeout(ctx, e.cfg.loadTimeout)
-	defer cancel()
-	p, err := testutil.Start(wait, cmd, "attached ")
+	p, stop, err := startRun(ctx, e.cfg, events, slices.Concat([]string{"--cgroup", e.cg.Path}, rules, []string{"--log", logMode})...)
 	if err != nil {
-		return nil, fmt.Errorf("cgwall run: %w", err)
+		return nil, err
 	}
 	return func() error {
-		stop, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		code, err := p.Stop(stop)
+		err := stop()
 		s.Events = events.n
 		for _, line := range p.Stderr.All() {
 			if m := lostRe.FindStringSubmatch(line); m != nil {
@@ -312,6 +305,25 @@ func (e *e2eEnv) startCgwall(ctx context.Context, logAll bool, files ruleFiles, 
 				s.Lost = max(s.Lost, total)
 			}
 		}
+		return err
+	}, nil
+}
+
+// startRun runs 'cgwall run ARGS' until its ready line, its events going to
+// stdout; stop interrupts it as Ctrl-C would and waits for it to exit 0.
+func startRun(ctx context.Context, cfg *config, stdout io.Writer, args ...string) (p *testutil.Proc, stop func() error, err error) {
+	cmd := exec.Command(cfg.cgwall, append([]string{"run"}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Stdout = stdout
+	wait, cancel := context.WithTimeout(ctx, cfg.loadTimeout)
+	defer cancel()
+	if p, err = testutil.Start(wait, cmd, "attached "); err != nil {
+		return nil, nil, fmt.Errorf("cgwall run: %w", err)
+	}
+	return p, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		code, err := p.Stop(ctx)
 		if err == nil && code != 0 {
 			err = fmt.Errorf("cgwall run exited %d on SIGINT: %s", code, p.Stderr)
 		}
@@ -331,31 +343,38 @@ func (c *lineCount) Write(b []byte) (int, error) {
 // runSender runs one sender in the sender cgroup and returns its result.
 func (e *e2eEnv) runSender(ctx context.Context, pair netnsPair, dsts int, duration time.Duration) (senderResult, error) {
 	var res senderResult
-	job, err := json.Marshal(senderJob{Netns: netnsPath(pair.src), Dsts: dsts, Batch: e.cfg.Batch, CPU: e.cfg.SenderCPU,
-		Warmup: e.cfg.Warmup.Duration, Duration: duration})
+	job := senderJob{Netns: netnsPath(pair.src), Dsts: dsts, Batch: e.cfg.Batch, CPU: e.cfg.SenderCPU, Warmup: e.cfg.Warmup.Duration, Duration: duration}
+	err := runChild(ctx, e.self, e.cg.Path, senderEnv, job, duration+e.cfg.Warmup.Duration+20*time.Second, &res)
+	return res, err
+}
+
+// runChild runs this program (self) as the child that env names, cloned
+// straight into cgroup cg, with job, and reads its JSON result into out.
+func runChild(ctx context.Context, self, cg, env string, job any, timeout time.Duration, out any) error {
+	js, err := json.Marshal(job)
 	if err != nil {
-		return res, err
+		return err
 	}
-	cgf, err := os.Open(e.cg.Path)
+	cgf, err := os.Open(cg)
 	if err != nil {
-		return res, err
+		return err
 	}
 	defer cgf.Close()
-	ctx, cancel := context.WithTimeout(ctx, duration+e.cfg.Warmup.Duration+20*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, e.self)
-	cmd.Env = append(os.Environ(), senderEnv+"="+string(job))
+	cmd := exec.CommandContext(ctx, self)
+	cmd.Env = append(os.Environ(), env+"="+string(js))
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cgf.Fd()), Pdeathsig: syscall.SIGKILL}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	b, err := cmd.Output()
 	if err != nil {
-		return res, fmt.Errorf("sender: %w: %s", err, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("%s child: %w: %s", env, err, strings.TrimSpace(stderr.String()))
 	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		return res, fmt.Errorf("sender output %q: %w", out, err)
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("%s child's output %.200q: %w", env, b, err)
 	}
-	return res, nil
+	return nil
 }
 
 // progCost sends once more with the kernel's BPF run-time statistics on and

@@ -55,6 +55,8 @@ type index struct {
 	S        settings
 	decision map[cellKey]map[int]decisionSample
 	e2e      map[cellKey]map[int]e2eSample
+	dns      map[cellKey]map[int]dnsSample // by variant and kind
+	learned  map[cellKey]map[int]decisionSample
 
 	DecisionSizes []int
 	Sizes         []int // end to end, the logging runs aside
@@ -63,7 +65,7 @@ type index struct {
 }
 
 func newIndex(r *results) *index {
-	ix := &index{R: r, S: r.Settings, decision: map[cellKey]map[int]decisionSample{}, e2e: map[cellKey]map[int]e2eSample{}}
+	ix := &index{R: r, S: r.Settings, decision: map[cellKey]map[int]decisionSample{}, e2e: map[cellKey]map[int]e2eSample{}, dns: map[cellKey]map[int]dnsSample{}, learned: map[cellKey]map[int]decisionSample{}}
 	for round, dr := range r.Decision {
 		for _, s := range dr.Samples {
 			add(ix.decision, cellKey{variant: s.Set, rules: s.Rules, kind: s.Kind}, round, s)
@@ -79,6 +81,14 @@ func newIndex(r *results) *index {
 			ix.Sizes = append(ix.Sizes, s.Rules)
 		}
 		ix.Patterns = append(ix.Patterns, s.Dsts)
+	}
+	for round, dr := range r.Learned {
+		for _, s := range dr.Samples {
+			add(ix.learned, cellKey{variant: s.Set, rules: s.Rules, kind: s.Kind}, round, s)
+		}
+	}
+	for _, s := range r.DNS {
+		add(ix.dns, cellKey{variant: s.Variant, kind: s.Kind}, s.Round, s)
 	}
 	for _, xs := range []*[]int{&ix.DecisionSizes, &ix.Sizes, &ix.PortsSizes, &ix.Patterns} {
 		slices.Sort(*xs)
@@ -143,6 +153,24 @@ func (ix *index) e2eFig(variant string, rules, dsts int, f func(e2eSample) float
 
 func (ix *index) e2eMedian(variant string, rules, dsts int, f func(e2eSample) float64) float64 {
 	return median(ix.e2eFig(variant, rules, dsts, f).values())
+}
+
+// dnsMedian is a DNS figure's median over rounds.
+func (ix *index) dnsMedian(variant, kind string, f func(dnsSample) float64) float64 {
+	return median(figure(ix.dns[cellKey{variant: variant, kind: kind}], f).values())
+}
+
+// dnsAdded is what cgwall's resolver added to a DNS figure: the median of
+// its per-round differences to dnsmasq asked directly.
+func (ix *index) dnsAdded(kind string, f func(dnsSample) float64) float64 {
+	direct := figure(ix.dns[cellKey{variant: vDirect, kind: kind}], f)
+	var ds []float64
+	for round, x := range figure(ix.dns[cellKey{variant: vCgwall, kind: kind}], f) {
+		if y, ok := direct[round]; ok {
+			ds = append(ds, x-y)
+		}
+	}
+	return median(ds)
 }
 
 // anyTraffic is the median of a figure over the rounds of every pattern: the

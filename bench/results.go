@@ -28,6 +28,11 @@ type results struct {
 	LoadBreakdown []loadBreakdown  `json:"load_breakdown,omitempty"`
 	CgwallInput   string           `json:"cgwall_input,omitempty"`
 	Exec          execResult       `json:"exec"`
+	DNS           []dnsSample      `json:"dns,omitempty"`
+	DNSNote       string           `json:"dns_note,omitempty"` // why the lookups were not measured
+	// Learned is the cold decision cost with learned addresses, in rounds
+	// of its own (learned.go).
+	Learned []*decisionRound `json:"learned,omitempty"`
 }
 
 // settings are how the figures were taken, as the report says.
@@ -46,6 +51,10 @@ type settings struct {
 	Warmup        duration `json:"warmup"`
 	StatsDuration duration `json:"stats_duration"` // the window of the BPF statistics of cgwall's programs
 	LogRules      int      `json:"log_rules"`
+	DNSLookups    int      `json:"dns_lookups,omitempty"` // one after another, each name once
+	DNSClients    int      `json:"dns_clients,omitempty"` // at once, for the lookups per second
+	DNSDuration   duration `json:"dns_duration,omitzero"`
+	LearnedAddrs  int      `json:"learned_addresses,omitempty"` // the decision cost with learned addresses
 }
 
 // duration is a time.Duration that results.json spells as "250ms".

@@ -265,3 +265,77 @@ func orDash(x float64, layout string) string {
 	}
 	return fmt.Sprintf(layout, x)
 }
+
+// DNSTable sets lookups through cgwall's resolver against the same lookups
+// asked of dnsmasq directly.
+func (ix *index) DNSTable() string {
+	if len(ix.dns) == 0 {
+		return ""
+	}
+	t := table{head: []string{"", vDirect, "through cgwall", "added"}, left: 1}
+	for _, q := range []struct {
+		name string
+		f    func(dnsSample) float64
+	}{
+		{"p50", func(s dnsSample) float64 { return s.P50Us }},
+		{"p90", func(s dnsSample) float64 { return s.P90Us }},
+		{"p99", func(s dnsSample) float64 { return s.P99Us }},
+		{"mean", func(s dnsSample) float64 { return s.MeanUs }},
+	} {
+		t.add("lookup, one at a time: "+q.name+" µs", orDash(ix.dnsMedian(vDirect, dnsLatency, q.f), "%.0f"),
+			orDash(ix.dnsMedian(vCgwall, dnsLatency, q.f), "%.0f"), orDash(ix.dnsAdded(dnsLatency, q.f), "%+.0f"))
+	}
+	perSec := func(s dnsSample) float64 { return s.PerSec }
+	failed := func(s dnsSample) float64 { return float64(s.Failed) }
+	c := cellOf(figure(ix.dns[cellKey{variant: vCgwall, kind: dnsThroughput}], perSec), figure(ix.dns[cellKey{variant: vDirect, kind: dnsThroughput}], perSec))
+	t.add(fmt.Sprintf("lookups per second, %d clients at once", ix.S.DNSClients), orDash(ix.dnsMedian(vDirect, dnsThroughput, perSec), "%.0f"),
+		cellText(c, "%.0f (%.1f%%)", c.Med, 100*c.Ratio), dash)
+	t.add("failed lookups under that load, per round", orDash(ix.dnsMedian(vDirect, dnsThroughput, failed), "%.0f"),
+		orDash(ix.dnsMedian(vCgwall, dnsThroughput, failed), "%.0f"), dash)
+	return t.String()
+}
+
+// LearnedTable is the cold decision cost with learned addresses, against
+// the same addresses as address rules; in brackets the ratio to those, per
+// round, median.
+func (ix *index) LearnedTable() string {
+	if len(ix.R.Learned) == 0 {
+		return ""
+	}
+	n := ix.S.LearnedAddrs
+	kinds := []string{ruleset.Hit, ruleset.Miss}
+	t := table{head: []string{"set", "addresses", "hit", "miss", "hit p99", "miss p99", "warm hit", "warm miss"}, left: 1}
+	for _, set := range []string{learnedSet, learnedLike} {
+		row := []string{set, human(n)}
+		fig := func(set, kind string, f func(decisionSample) float64) byRound {
+			return figure(ix.learned[cellKey{variant: set, rules: n, kind: kind}], f)
+		}
+		for _, kind := range kinds {
+			c := cellOf(fig(set, kind, meanNs), fig(learnedLike, kind, meanNs))
+			if set == learnedSet {
+				row = append(row, cellText(c, "%.0f (%.2f×)", c.Med, c.Ratio))
+			} else {
+				row = append(row, orDash(c.Med, "%.0f"))
+			}
+		}
+		for _, f := range []func(decisionSample) float64{func(s decisionSample) float64 { return s.P99Ns }, func(s decisionSample) float64 { return s.WarmNs }} {
+			for _, kind := range kinds {
+				row = append(row, orDash(median(fig(set, kind, f).values()), "%.0f"))
+			}
+		}
+		t.add(row...)
+	}
+	return t.String()
+}
+
+// LearnSec is how long datapath.Learn took to learn the addresses of the
+// learned set, median over rounds.
+func (ix *index) LearnSec() float64 {
+	var ss []float64
+	for _, dr := range ix.R.Learned {
+		if s, ok := dr.LoadSec[learnedSet+"/"+human(ix.S.LearnedAddrs)+" learn"]; ok {
+			ss = append(ss, s)
+		}
+	}
+	return median(ss)
+}
