@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -47,7 +48,7 @@ var goal = struct {
 type goalRow struct{ goal, verdict, measured string }
 
 // goalChecks each give the rows of one goal: none if it was not measured.
-var goalChecks = []func(ix *index) []goalRow{decisionGoal, smallMissGoal, portsDecisionGoal, ppsGoal, smallPPSGoal, portsPPSGoal, loadGoal, readyGoal, execGoal, dnsGoal}
+var goalChecks = []func(ix *index) []goalRow{decisionGoal, smallMissGoal, portsDecisionGoal, ppsGoal, smallPPSGoal, portsPPSGoal, loadGoal, readyGoal, execGoal, dnsGoal, baselineGoal}
 
 // Goals is the table of goals, verdicts and the figures behind them.
 func (ix *index) Goals() string {
@@ -272,4 +273,59 @@ func microseconds(us float64) string {
 		return fmt.Sprintf("%g ms", us/1000)
 	}
 	return fmt.Sprintf("%g µs", us)
+}
+
+// baselineGoal is issue #11's "no change in per-packet cost for
+// address-only policies": this run's cold decision costs of the
+// address-only sets and cgwall's end-to-end share of no filter, cell by
+// cell, against the same cells of a baseline run (-baseline), the tree
+// before the change. This host's noise is large, so the verdict is on the
+// median over cells; the worst cell is shown beside it.
+func baselineGoal(ix *index) []goalRow {
+	if ix.R.Baseline == nil {
+		return nil
+	}
+	base := newIndex(ix.R.Baseline)
+	var rows []goalRow
+	type change struct {
+		cell string
+		x    float64
+	}
+	var ratios, points []change
+	for k, samples := range ix.decision {
+		if !slices.ContainsFunc(ruleset.Kinds, func(s ruleset.Kind) bool { return s.Name == k.variant }) {
+			continue // address-only sets only
+		}
+		now, was := median(figure(samples, meanNs).values()), median(figure(base.decision[k], meanNs).values())
+		if !math.IsNaN(now) && !math.IsNaN(was) && was > 0 {
+			ratios = append(ratios, change{fmt.Sprintf("%s %s %s", k.variant, human(k.rules), k.kind), now / was})
+		}
+	}
+	for k := range ix.e2e {
+		if k.variant != vCgwall || k.set != "" {
+			continue
+		}
+		now, was := ix.e2eCell(vCgwall, k.rules, k.dsts), base.e2eCell(vCgwall, k.rules, k.dsts)
+		if now.ok() && was.ok() {
+			points = append(points, change{fmt.Sprintf("%s rules, %s", human(k.rules), patternName(k.dsts)), 100 * (now.Ratio - was.Ratio)})
+		}
+	}
+	summary := func(cs []change, worse func(a, b change) int) (float64, change) {
+		var xs []float64
+		for _, c := range cs {
+			xs = append(xs, c.x)
+		}
+		return median(xs), slices.MaxFunc(cs, worse)
+	}
+	if len(ratios) > 0 {
+		med, worst := summary(ratios, func(a, b change) int { return cmp.Compare(a.x, b.x) })
+		rows = append(rows, goalRow{fmt.Sprintf("address-only policies: cold decision cost ≤ %g× the baseline's (median over cells)", goal.baseRatio), verdict(med <= goal.baseRatio),
+			fmt.Sprintf("median %.2f× over %d cells; the highest %.2f× (%s); baseline tree %s", med, len(ratios), worst.x, worst.cell, ix.R.Baseline.Commit)})
+	}
+	if len(points) > 0 {
+		med, worst := summary(points, func(a, b change) int { return cmp.Compare(b.x, a.x) })
+		rows = append(rows, goalRow{fmt.Sprintf("address-only policies: cgwall's pps share of no filter at most %g points below the baseline's (median over cells)", goal.basePoints), verdict(med >= -goal.basePoints),
+			fmt.Sprintf("median %+.1f points over %d cells; the lowest %+.1f (%s); baseline tree %s", med, len(points), worst.x, worst.cell, ix.R.Baseline.Commit)})
+	}
+	return rows
 }

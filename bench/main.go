@@ -44,6 +44,7 @@ type config struct {
 	out         string          // the directory of the results
 	docs        bool
 	repo        string
+	baseline    string // results.json of an earlier run
 }
 
 func defaultConfig(quick bool) *config {
@@ -126,12 +127,13 @@ func parseFlags(args []string) (cfg *config, render string, err error) {
 	e2eSizes := fs.String("e2e-sizes", "", "comma-separated rule counts for the end-to-end and control-plane runs (default 1,10,100,1k,4k,10k,100k,1M; -quick 1,10k)")
 	decisionSizes := fs.String("decision-sizes", "", "comma-separated rule counts for the decision cost (default 1,10,100,1k,4k,100k,1M; -quick 1,1k,100k)")
 	portsSizes := fs.String("ports-sizes", "", "comma-separated rule counts of the ports set end to end (default 100k)")
+	baseline := fs.String("baseline", "", "results.json of an earlier run, whose address-only figures this run's are held to (the tree before a change)")
 	fs.StringVar(&render, "render", "", "write the report of an earlier run from its results.json, measuring nothing")
 	if err := fs.Parse(args); err != nil {
 		return nil, "", err
 	}
 	cfg = defaultConfig(*quick)
-	cfg.out, cfg.docs, cfg.cgwall = *out, *docs, *cgwallBin
+	cfg.out, cfg.docs, cfg.cgwall, cfg.baseline = *out, *docs, *cgwallBin, *baseline
 	if *rounds > 0 {
 		cfg.rounds = *rounds
 	}
@@ -188,6 +190,12 @@ func run(ctx context.Context, cfg *config, c *cleanups, log io.Writer) error {
 		return err
 	}
 	res := &results{Started: time.Now(), Rounds: cfg.rounds, Quick: cfg.quick, Machine: machine(), Commit: commit(cfg.repo)}
+	if cfg.baseline != "" {
+		if res.Baseline, err = readResults(cfg.baseline); err != nil {
+			return err
+		}
+		res.Baseline.Baseline = nil
+	}
 	if cfg.parts["decision"] {
 		if err := runDecision(ctx, cfg, env.root, res, log); err != nil {
 			return fmt.Errorf("decision cost: %w", err)

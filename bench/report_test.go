@@ -125,3 +125,24 @@ func TestRenderWithoutSendmsg(t *testing.T) {
 		}
 	}
 }
+
+// TestBaselineGoal holds testdata/results.json to itself as its baseline:
+// both address-only rows are met, with nothing changed.
+func TestBaselineGoal(t *testing.T) {
+	r, err := readResults(filepath.Join("testdata", "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Baseline, err = readResults(filepath.Join("testdata", "results.json")); err != nil {
+		t.Fatal(err)
+	}
+	rows := baselineGoal(newIndex(r))
+	if len(rows) != 2 {
+		t.Fatalf("%d rows, want 2: %v", len(rows), rows)
+	}
+	for _, row := range rows {
+		if row.verdict != "met" || !strings.Contains(row.measured, "median ") || !(strings.Contains(row.measured, "1.00×") || strings.Contains(row.measured, "+0.0 points")) {
+			t.Errorf("%+v", row)
+		}
+	}
+}
