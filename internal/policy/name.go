@@ -42,8 +42,9 @@ func ParseName(s string) (Name, error) {
 		// The datapath and DNS see the ASCII form of an internationalized
 		// name: say what it is rather than convert it silently, so that
 		// the rule reads as what it matches.
-		if a, err := idna.Lookup.ToASCII(strings.TrimSuffix(s, ".")); err == nil {
-			return bad("it is not ASCII: use its ASCII form %s", a)
+		star, rest := cutWildcard(strings.TrimSuffix(s, "."))
+		if a, err := idna.Lookup.ToASCII(rest); err == nil {
+			return bad("it is not ASCII: use its ASCII form %s%s", star, a)
 		}
 		return bad("it is not ASCII: write an internationalized name in its ASCII form (xn--…)")
 	}
@@ -69,6 +70,14 @@ func ParseName(s string) (Name, error) {
 		return bad("its last label %s is all digits, which no top-level domain is: is it an address?", quote(last))
 	}
 	return Name(name), nil
+}
+
+// cutWildcard cuts the "*." off a wildcard, which IDNA would refuse.
+func cutWildcard(s string) (star, rest string) {
+	if rest, ok := strings.CutPrefix(s, wildcardLabel+"."); ok {
+		return wildcardLabel + ".", rest
+	}
+	return "", s
 }
 
 // labelProblem says what is wrong with one label of a name, "" if nothing.
