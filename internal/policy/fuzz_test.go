@@ -76,10 +76,20 @@ func checkPrefix(t *testing.T, p netip.Prefix) {
 }
 
 // checkMatch checks that a match is one ParseRule could return: a canonical
-// prefix; ports of no protocol, of a protocol, or a range 1 to 65535 of a
-// protocol with ports; icmp for IPv4 only and icmpv6 for IPv6 only.
+// prefix, or a canonical name and the zero prefix; ports of no protocol, of a
+// protocol, or a range 1 to 65535 of a protocol with ports; for a prefix,
+// icmp for IPv4 only and icmpv6 for IPv6 only.
 func checkMatch(t *testing.T, m Match) {
 	t.Helper()
+	if m.Name != "" {
+		if n, err := ParseName(string(m.Name)); err != nil || n != m.Name || m.Prefix.IsValid() {
+			t.Fatalf("match %s (%+v) is not a canonical name rule: %v", m, m, err)
+		}
+		m.Prefix = netip.MustParsePrefix("192.0.2.0/24") // for the check of its ports
+		if m.Ports.Proto == ProtoICMPv6 {
+			m.Prefix = netip.MustParsePrefix("2001:db8::/32")
+		}
+	}
 	checkPrefix(t, m.Prefix)
 	p := m.Ports
 	valid := true
