@@ -97,12 +97,12 @@ func TestPortsForms(t *testing.T) {
 	// with the packet's protocol and port.
 	waitEvent(t, p, "DST 192.0.2.1, ACTION 0 hook=connect", "proto=tcp", "dport=8080", "rule=192.0.2.1/32")
 	waitEvent(t, p, "DST 192.0.2.2, ACTION 0 hook=connect", "proto=tcp", "dport=8080", "rule=192.0.2.2/32:tcp/8080")
-	waitEvent(t, p, "DST 192.0.2.2, ACTION 0 hook=sendmsg", "proto=udp", "dport=8080", "rule=192.0.2.2/32:udp/8080")
+	waitEvent(t, p, "DST 192.0.2.2, ACTION 0 hook=egress", "proto=udp", "dport=8080", "rule=192.0.2.2/32:udp/8080")
 	waitEvent(t, p, "DST 192.0.2.3, ACTION 0 hook=connect proto=tcp dport=8085", "rule=192.0.2.3/32:tcp/8080-8089")
-	waitEvent(t, p, "DST 192.0.2.5, ACTION 0 hook=sendmsg proto=udp dport=8085", "rule=192.0.2.5/32:udp/8080-8089")
+	waitEvent(t, p, "DST 192.0.2.5, ACTION 0 hook=egress", "proto=udp", "dport=8085", "rule=192.0.2.5/32:udp/8080-8089")
 	waitEvent(t, p, "DST 192.0.2.6, ACTION 0 hook=connect proto=tcp dport=9090", "rule=192.0.2.6/32:tcp")
 	waitEvent(t, p, "DST 192.0.2.7, ACTION 0 hook=egress", "proto=icmp", "rule=192.0.2.7/32:icmp")
-	waitEvent(t, p, "DST 192.0.2.8, ACTION 0 hook=sendmsg proto=udp dport=9090", "rule=192.0.2.8/32:udp")
+	waitEvent(t, p, "DST 192.0.2.8, ACTION 0 hook=egress", "proto=udp", "dport=9090", "rule=192.0.2.8/32:udp")
 	waitEvent(t, p, "DST 2001:db8::2, ACTION 0 hook=connect proto=tcp dport=8080", "rule=[2001:db8::2/128]:tcp/8080")
 	waitEvent(t, p, "DST 2001:db8::3, ACTION 0 hook=egress", "proto=icmpv6", "rule=[2001:db8::3/128]:icmpv6")
 }
@@ -337,7 +337,7 @@ func TestPortsPolicyFile(t *testing.T) {
 	} {
 		h.expect(t, cg, s, r)
 	}
-	waitEvent(t, q, "DST 198.51.100.4, ACTION 0 hook=sendmsg proto=udp dport=8085", "rule=198.51.100.0/24:udp/8085")
+	waitEvent(t, q, "DST 198.51.100.4, ACTION 0 hook=egress", "proto=udp", "dport=8085", "rule=198.51.100.0/24:udp/8085")
 }
 
 // TestPortsLiveEdits edits a persistent policy with port rules: each edit is

@@ -390,6 +390,9 @@ func (fp *fileParser) rules(n *yaml.Node, dir Direction, action Action) {
 			continue
 		}
 		matches, err := ParseRule(item.Value)
+		if err == nil {
+			err = egressOnly(dir, matches)
+		}
 		if err != nil {
 			fp.problem(item.Line, "%s: %v", where, err)
 			continue
@@ -402,12 +405,8 @@ func (fp *fileParser) rules(n *yaml.Node, dir Direction, action Action) {
 
 // add adds a rule unless the policy has its prefix (or name) already: with
 // the same action, the rule is kept once; with the other, which was first is
-// said. A name rule for ingress is refused.
+// said.
 func (fp *fileParser) add(line int, where string, dir Direction, action Action, m Match) {
-	if m.Name != "" && dir != Egress {
-		fp.problem(line, "%s: %v", where, ingressName(m.Name))
-		return
-	}
 	prev, ok := fp.p.Lookup(dir, m)
 	switch {
 	case !ok:

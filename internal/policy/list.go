@@ -143,6 +143,9 @@ func (p *Policy) addListed(r *bufio.Reader, n int, dir Direction, action Action)
 			return []Problem{{Line: line, Msg: notAList}}, nil
 		}
 		listed = true
+		if perr == nil {
+			perr = egressOnly(dir, matches)
+		}
 		if perr != nil {
 			problem(line, perr)
 			continue

@@ -12,6 +12,16 @@ func ingressName(n Name) error {
 	return fmt.Errorf("%s: name rules match egress destinations only", n)
 }
 
+// egressOnly refuses the matches of one token if they are a name's and dir
+// is ingress: once, as the token is one mistake, however many rules it
+// stands for (example.com:443 is two).
+func egressOnly(dir Direction, matches []Match) error {
+	if dir != Egress && len(matches) > 0 && matches[0].Name != "" {
+		return ingressName(matches[0].Name)
+	}
+	return nil
+}
+
 // nameKey is a name rule's direction and match, the key of its position.
 type nameKey struct {
 	name  Name
