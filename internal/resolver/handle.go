@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -64,13 +65,9 @@ func (r *Resolver) answer(w dns.ResponseWriter, req *dns.Msg, e *Event) (*dns.Ms
 		return nxdomain(req), nil
 	}
 
-	c := r.udpc
-	if tcp {
-		c = r.tcpc
-	}
-	resp, _, err := c.ExchangeContext(r.ctx, req, server.String())
+	resp, err := r.forward(tcp, req, server)
 	if err != nil {
-		return nil, fmt.Errorf("ask %s: %w", server, err)
+		return nil, err
 	}
 	if v.Pattern == "" {
 		return resp, nil
@@ -79,6 +76,27 @@ func (r *Resolver) answer(w dns.ResponseWriter, req *dns.Msg, e *Event) (*dns.Ms
 		if err := r.table.learn(e.Name, recs, v.Pattern); err != nil {
 			return nil, fmt.Errorf("learn %d addresses of %s: %w", len(recs), e.Name, err)
 		}
+	}
+	return resp, nil
+}
+
+// forward asks server the client's query over the client's transport, from a
+// socket of its own (so no two queries share an ID space). Close cuts the
+// exchange: miekg's client takes only deadlines from a context.
+func (r *Resolver) forward(tcp bool, req *dns.Msg, server netip.AddrPort) (*dns.Msg, error) {
+	c := r.udpc
+	if tcp {
+		c = r.tcpc
+	}
+	conn, err := c.DialContext(r.ctx, server.String())
+	if err != nil {
+		return nil, fmt.Errorf("ask %s: %w", server, err)
+	}
+	defer conn.Close()
+	defer context.AfterFunc(r.ctx, func() { conn.Close() })()
+	resp, _, err := c.ExchangeWithConnContext(r.ctx, req, conn)
+	if err != nil {
+		return nil, fmt.Errorf("ask %s: %w", server, err)
 	}
 	return resp, nil
 }
