@@ -39,6 +39,7 @@ func TestQuickSmallest(t *testing.T) {
 	cfg.rounds, cfg.DecisionSizes, cfg.DecisionDsts, cfg.DecisionRuns, cfg.warmRepeat = 1, []int{1}, 1000, 2000, 10_000
 	cfg.E2ESizes, cfg.PortsSizes, cfg.Patterns, cfg.LogRules = []int{1}, []int{100}, []int{1}, 1
 	cfg.Warmup, cfg.Duration, cfg.StatsDuration = ms(50), ms(100), ms(50)
+	cfg.DNSLookups, cfg.DNSDuration, cfg.LearnedAddrs = 200, ms(200), 1000
 	cfg.out = t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -85,6 +86,7 @@ func checkResults(t *testing.T, out string) {
 			t.Errorf("variant %q was not measured", v)
 		}
 	}
+	checkDNS(t, &res)
 	if _, err := os.Stat(filepath.Join(out, "pps.png")); err != nil {
 		t.Error(err)
 	}
@@ -92,10 +94,37 @@ func checkResults(t *testing.T, out string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Decision cost, cold cache", "Packets per second, end to end", "Control plane", "Logging", "`cgwall exec` latency"} {
+	for _, want := range []string{"Decision cost, cold cache", "Packets per second, end to end", "Control plane", "Logging", "`cgwall exec` latency", "Name rules"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md has no %q section", want)
 		}
+	}
+}
+
+// checkDNS checks that both variants' lookups were measured, and the
+// decision cost with learned addresses, unless the cgwall measured has no
+// name rules (the report says so).
+func checkDNS(t *testing.T, res *results) {
+	if res.DNSNote != "" {
+		t.Logf("dns: not measured: %s", res.DNSNote)
+		return
+	}
+	seen := map[string]bool{}
+	for _, s := range res.DNS {
+		seen[s.Variant+" "+s.Kind] = true
+		if s.Answered == 0 || s.P50Us <= 0 {
+			t.Errorf("dns %s %s: %d answered, p50 %v µs", s.Variant, s.Kind, s.Answered, s.P50Us)
+		}
+	}
+	for _, v := range []string{vDirect, vCgwall} {
+		for _, k := range []string{dnsLatency, dnsThroughput} {
+			if !seen[v+" "+k] {
+				t.Errorf("dns %s %s was not measured", v, k)
+			}
+		}
+	}
+	if len(res.Learned) != 1 || len(res.Learned[0].Samples) == 0 {
+		t.Errorf("no samples of the decision cost with learned addresses")
 	}
 }
 

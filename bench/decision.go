@@ -213,6 +213,12 @@ func measureSet(cfg *config, cg, key string, rs *ruleSet, overhead float64, rng 
 	}
 	defer d.Close()
 	dr.LoadSec[key] = time.Since(start).Seconds()
+	return measurePools(cfg, cg, key, d, rs.Name, len(rs.Rules), rs.pools, overhead, rng, dr)
+}
+
+// measurePools times each pool of destinations, cold and warm, with d's
+// egress program into dr, as samples of a set of that name and size.
+func measurePools(cfg *config, cg, key string, d *datapath.Datapath, set string, rules int, pools map[string]packetPool, overhead float64, rng *rand.Rand, dr *decisionRound) error {
 	prog, err := egressProgram(d, cg)
 	if err != nil {
 		return err
@@ -221,10 +227,10 @@ func measureSet(cfg *config, cg, key string, rs *ruleSet, overhead float64, rng 
 	if dr.MemlockMiB[key], err = memlockMiB(prog); err != nil {
 		return err
 	}
-	kinds := slices.Sorted(maps.Keys(rs.pools))
+	kinds := slices.Sorted(maps.Keys(pools))
 	rng.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
 	for _, kind := range kinds {
-		pool := rs.pools[kind]
+		pool := pools[kind]
 		if len(pool.pkts) == 0 {
 			continue
 		}
@@ -237,7 +243,7 @@ func measureSet(cfg *config, cg, key string, rs *ruleSet, overhead float64, rng 
 			return err
 		}
 		dr.Samples = append(dr.Samples, decisionSample{
-			Set: rs.Name, Rules: len(rs.Rules), Kind: kind, Dsts: len(pool.pkts), Runs: len(ds),
+			Set: set, Rules: rules, Kind: kind, Dsts: len(pool.pkts), Runs: len(ds),
 			MeanNs: mean(ds), P50Ns: median(ds), P99Ns: quantile(ds, 0.99),
 			WarmNs: float64(warm.Nanoseconds()), Outlie: outliers,
 		})

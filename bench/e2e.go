@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -21,6 +22,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/cgwall/cgwall/internal/datapath"
+	"github.com/cgwall/cgwall/internal/policy"
 	"github.com/cgwall/cgwall/internal/ruleset"
 	"github.com/cgwall/cgwall/internal/testutil"
 )
@@ -49,6 +52,7 @@ type e2eSample struct {
 	Events    uint64    `json:"events,omitempty"`             // cgwall --log all: lines printed
 	Lost      uint64    `json:"lost,omitempty"`               // cgwall: lost events reported
 	Pair      []float64 `json:"pair,omitempty"`               // no filter: the runs before and after the slot, averaged into PPS
+	Hooks     []string  `json:"hooks,omitempty"`              // cgwall: where it had programs; empty cgroup_skb: where it attached them
 }
 
 // Variants.
@@ -230,6 +234,7 @@ func (e *e2eEnv) measure(ctx context.Context, variant string, n, dsts int, files
 		s.KernelMiB = float64(settleKernelMem()-before) / 1024
 	}
 	if variant == vCgwall || variant == vCgwallLog {
+		s.Hooks = attachedHooks(e.cg.Path)
 		if p, err := attachedProgram(e.cg.Path, ebpf.AttachCGroupInetEgress); err == nil {
 			s.Memlock, _ = memlockMiB(p) // a figure of its own: the run goes on without it
 			p.Close()
@@ -258,7 +263,8 @@ func (e *e2eEnv) load(ctx context.Context, variant, ns string, files ruleFiles, 
 	case vNone:
 		return func() error { return nil }, nil
 	case vFloor:
-		return attachEmpty(e.cg.Path)
+		s.Hooks = floorHooks()
+		return attachEmpty(e.cg.Path, s.Hooks)
 	case vCgwall, vCgwallLog:
 		return e.startCgwall(ctx, variant == vCgwallLog, files, s)
 	}
@@ -285,20 +291,13 @@ func (e *e2eEnv) startCgwall(ctx context.Context, logAll bool, files ruleFiles, 
 	if logAll {
 		logMode = "all"
 	}
-	cmd := exec.Command(e.cfg.cgwall, slices.Concat([]string{"run", "--cgroup", e.cg.Path}, rules, []string{"--log", logMode})...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	events := &lineCount{}
-	cmd.Stdout = events
-	wait, cancel := context.WithTimeout(ctx, e.cfg.loadTimeout)
-	defer cancel()
-	p, err := testutil.Start(wait, cmd, "attached ")
+	p, stop, err := startRun(ctx, e.cfg, events, slices.Concat([]string{"--cgroup", e.cg.Path}, rules, []string{"--log", logMode})...)
 	if err != nil {
-		return nil, fmt.Errorf("cgwall run: %w", err)
+		return nil, err
 	}
 	return func() error {
-		stop, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		code, err := p.Stop(stop)
+		err := stop()
 		s.Events = events.n
 		for _, line := range p.Stderr.All() {
 			if m := lostRe.FindStringSubmatch(line); m != nil {
@@ -306,6 +305,25 @@ func (e *e2eEnv) startCgwall(ctx context.Context, logAll bool, files ruleFiles, 
 				s.Lost = max(s.Lost, total)
 			}
 		}
+		return err
+	}, nil
+}
+
+// startRun runs 'cgwall run ARGS' until its ready line, its events going to
+// stdout; stop interrupts it as Ctrl-C would and waits for it to exit 0.
+func startRun(ctx context.Context, cfg *config, stdout io.Writer, args ...string) (p *testutil.Proc, stop func() error, err error) {
+	cmd := exec.Command(cfg.cgwall, append([]string{"run"}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Stdout = stdout
+	wait, cancel := context.WithTimeout(ctx, cfg.loadTimeout)
+	defer cancel()
+	if p, err = testutil.Start(wait, cmd, "attached "); err != nil {
+		return nil, nil, fmt.Errorf("cgwall run: %w", err)
+	}
+	return p, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		code, err := p.Stop(ctx)
 		if err == nil && code != 0 {
 			err = fmt.Errorf("cgwall run exited %d on SIGINT: %s", code, p.Stderr)
 		}
@@ -325,37 +343,46 @@ func (c *lineCount) Write(b []byte) (int, error) {
 // runSender runs one sender in the sender cgroup and returns its result.
 func (e *e2eEnv) runSender(ctx context.Context, pair netnsPair, dsts int, duration time.Duration) (senderResult, error) {
 	var res senderResult
-	job, err := json.Marshal(senderJob{Netns: netnsPath(pair.src), Dsts: dsts, Batch: e.cfg.Batch, CPU: e.cfg.SenderCPU,
-		Warmup: e.cfg.Warmup.Duration, Duration: duration})
+	job := senderJob{Netns: netnsPath(pair.src), Dsts: dsts, Batch: e.cfg.Batch, CPU: e.cfg.SenderCPU, Warmup: e.cfg.Warmup.Duration, Duration: duration}
+	err := runChild(ctx, e.self, e.cg.Path, senderEnv, job, duration+e.cfg.Warmup.Duration+20*time.Second, &res)
+	return res, err
+}
+
+// runChild runs this program (self) as the child that env names, cloned
+// straight into cgroup cg, with job, and reads its JSON result into out.
+func runChild(ctx context.Context, self, cg, env string, job any, timeout time.Duration, out any) error {
+	js, err := json.Marshal(job)
 	if err != nil {
-		return res, err
+		return err
 	}
-	cgf, err := os.Open(e.cg.Path)
+	cgf, err := os.Open(cg)
 	if err != nil {
-		return res, err
+		return err
 	}
 	defer cgf.Close()
-	ctx, cancel := context.WithTimeout(ctx, duration+e.cfg.Warmup.Duration+20*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, e.self)
-	cmd.Env = append(os.Environ(), senderEnv+"="+string(job))
+	cmd := exec.CommandContext(ctx, self)
+	cmd.Env = append(os.Environ(), env+"="+string(js))
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cgf.Fd()), Pdeathsig: syscall.SIGKILL}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	b, err := cmd.Output()
 	if err != nil {
-		return res, fmt.Errorf("sender: %w: %s", err, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("%s child: %w: %s", env, err, strings.TrimSpace(stderr.String()))
 	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		return res, fmt.Errorf("sender output %q: %w", out, err)
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("%s child's output %.200q: %w", env, b, err)
 	}
-	return res, nil
+	return nil
 }
 
 // progCost sends once more with the kernel's BPF run-time statistics on and
 // returns the mean run time of cgwall's egress and sendmsg4 programs,
-// measured in the kernel on real traffic. Statistics cost two clock reads
-// per run, so they are off while packets per second are measured.
+// measured in the kernel on real traffic; a sendmsg4 program that cgwall did
+// not attach (it attaches one only where the policy logs or has name rules)
+// costs 0. Statistics cost two clock reads per run, so they are off while
+// packets per second are measured.
 func (e *e2eEnv) progCost(ctx context.Context, dsts int) (egress, sendmsg float64, err error) {
 	st, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
 	if err != nil {
@@ -367,11 +394,13 @@ func (e *e2eEnv) progCost(ctx context.Context, dsts int) (egress, sendmsg float6
 		return 0, 0, err
 	}
 	defer eg.Close()
-	sm, err := attachedProgram(e.cg.Path, ebpf.AttachCGroupUDP4Sendmsg)
+	sm, err := attachedProgramIfAny(e.cg.Path, ebpf.AttachCGroupUDP4Sendmsg)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer sm.Close()
+	if sm != nil {
+		defer sm.Close()
+	}
 	eg0, sm0 := runStats(eg), runStats(sm)
 	if _, err := e.runSender(ctx, e.pairs["a"], dsts, e.cfg.StatsDuration.Duration); err != nil {
 		return 0, 0, err
@@ -382,9 +411,12 @@ func (e *e2eEnv) progCost(ctx context.Context, dsts int) (egress, sendmsg float6
 	return egress, perRun(sm, sm0), nil
 }
 
-// runStats is a program's run count and time; zero if the kernel cannot
-// tell.
+// runStats is a program's run count and time; zero for no program, or if
+// the kernel cannot tell.
 func runStats(p *ebpf.Program) ebpf.ProgramStats {
+	if p == nil {
+		return ebpf.ProgramStats{}
+	}
 	if st, err := p.Stats(); err == nil {
 		return *st
 	}
@@ -395,16 +427,63 @@ func runStats(p *ebpf.Program) ebpf.ProgramStats {
 // with statistics on too: this divides by the runs, not by the packets
 // counted.
 func perRun(p *ebpf.Program, before ebpf.ProgramStats) float64 {
+	if p == nil {
+		return 0
+	}
 	if after := runStats(p); after.RunCount > before.RunCount {
 		return float64((after.Runtime - before.Runtime).Nanoseconds()) / float64(after.RunCount-before.RunCount)
 	}
 	return 0
 }
 
+// trafficHooks are the attach points of cgwall's hooks that the harness's
+// traffic (IPv4 UDP out of a socket, connected or not) runs through, and a
+// program type for an empty program on each.
+var trafficHooks = []struct {
+	hook   datapath.Hook
+	name   string
+	typ    ebpf.ProgramType
+	attach ebpf.AttachType
+}{
+	{datapath.HookEgress, "egress", ebpf.CGroupSKB, ebpf.AttachCGroupInetEgress},
+	{datapath.HookIngress, "ingress", ebpf.CGroupSKB, ebpf.AttachCGroupInetIngress},
+	{datapath.HookConnect, "connect4", ebpf.CGroupSockAddr, ebpf.AttachCGroupInet4Connect},
+	{datapath.HookSendmsg, "sendmsg4", ebpf.CGroupSockAddr, ebpf.AttachCGroupUDP4Sendmsg},
+}
+
+// floorHooks are the hooks on which cgwall attaches programs for the
+// end-to-end runs' policies (address rules, --log none), as the datapath
+// decides, among trafficHooks.
+func floorHooks() []string {
+	p := policy.New()
+	p.Log = policy.LogNone
+	addRule(p, ruleset.Rule{Prefix: netip.MustParsePrefix("192.0.2.1/32")})
+	hooks := datapath.HooksFor(p)
+	var out []string
+	for _, h := range trafficHooks {
+		if slices.Contains(hooks, h.hook) {
+			out = append(out, h.name)
+		}
+	}
+	return out
+}
+
+// attachedHooks names the trafficHooks on which cg has a program.
+func attachedHooks(cg string) []string {
+	var out []string
+	for _, h := range trafficHooks {
+		if p, err := attachedProgramIfAny(cg, h.attach); err == nil && p != nil {
+			p.Close()
+			out = append(out, h.name)
+		}
+	}
+	return out
+}
+
 // attachEmpty attaches programs that only return 1 to the sender cgroup's
-// egress and sendmsg4 hooks, where cgwall attaches its own: what these cost
-// is the floor that no program on these hooks can go below.
-func attachEmpty(cg string) (detach func() error, err error) {
+// hooks of trafficHooks that are named, where cgwall attaches its own: what
+// these cost is the floor that no program on these hooks can go below.
+func attachEmpty(cg string, hooks []string) (detach func() error, err error) {
 	var links []link.Link
 	detach = func() error {
 		for _, l := range links {
@@ -412,17 +491,20 @@ func attachEmpty(cg string) (detach func() error, err error) {
 		}
 		return nil
 	}
-	for typ, attach := range map[ebpf.ProgramType]ebpf.AttachType{ebpf.CGroupSKB: ebpf.AttachCGroupInetEgress, ebpf.CGroupSockAddr: ebpf.AttachCGroupUDP4Sendmsg} {
-		prog, err := returnOne(typ, attach)
+	for _, h := range trafficHooks {
+		if !slices.Contains(hooks, h.name) {
+			continue
+		}
+		prog, err := returnOne(h.typ, h.attach)
 		if err != nil {
 			detach()
 			return nil, err
 		}
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: attach, Program: prog})
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: h.attach, Program: prog})
 		prog.Close() // an attached program stays loaded as long as its link
 		if err != nil {
 			detach()
-			return nil, err
+			return nil, fmt.Errorf("attach an empty %s program: %w", h.name, err)
 		}
 		links = append(links, l)
 	}

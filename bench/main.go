@@ -11,7 +11,7 @@
 //	go run ./bench -docs      # and write the results into docs/
 //
 // A run sets up (setup.go), measures (decision.go; e2e.go with netns.go and
-// sender.go; control.go) and publishes its results (results.go) and report
+// sender.go; control.go; dns.go with dnsclient.go) and publishes its results (results.go) and report
 // (report.go, tables.go, goals.go, report.md.tmpl, chart.go).
 package main
 
@@ -36,7 +36,7 @@ type config struct {
 	settings
 	quick       bool
 	rounds      int
-	parts       map[string]bool // decision, e2e, ports, log, exec
+	parts       map[string]bool // decision, e2e, ports, log, exec, dns
 	warmRepeat  int             // runs of the one packet of a warm decision cost
 	benchCPU    int             // the CPU the decision cost is measured on
 	loadTimeout time.Duration   // for cgwall run to be ready
@@ -44,6 +44,7 @@ type config struct {
 	out         string          // the directory of the results
 	docs        bool
 	repo        string
+	baseline    string // results.json of an earlier run
 }
 
 func defaultConfig(quick bool) *config {
@@ -54,14 +55,16 @@ func defaultConfig(quick bool) *config {
 			PortsSizes: []int{100_000},
 			Payload:    payloadBytes, Batch: 64, SenderCPU: 1, LogRules: 1000,
 			Warmup: ms(250), Duration: ms(1000), StatsDuration: ms(500),
+			DNSLookups: 10_000, DNSClients: 8, DNSDuration: ms(3000), LearnedAddrs: 100_000,
 		},
-		quick: quick, rounds: 5, parts: map[string]bool{"decision": true, "e2e": true, "ports": true, "log": true, "exec": true},
+		quick: quick, rounds: 5, parts: map[string]bool{"decision": true, "e2e": true, "ports": true, "log": true, "exec": true, "dns": true},
 		warmRepeat: 1_000_000, benchCPU: 1, loadTimeout: 5 * time.Minute,
 	}
 	if quick {
 		cfg.DecisionSizes, cfg.DecisionDsts, cfg.DecisionRuns, cfg.warmRepeat = []int{1, 1000, 100_000}, 20_000, 10_000, 200_000
 		cfg.E2ESizes, cfg.Patterns, cfg.LogRules = []int{1, 10_000}, []int{1}, 1
 		cfg.Warmup, cfg.Duration, cfg.StatsDuration = ms(100), ms(250), ms(200)
+		cfg.DNSLookups, cfg.DNSDuration = 2000, ms(1000)
 	}
 	return cfg
 }
@@ -99,6 +102,12 @@ func child() (code int, ok bool) {
 			return 1, true
 		}
 		return 0, true
+	case os.Getenv(dnsClientEnv) != "":
+		if err := dnsClientMain(os.Getenv(dnsClientEnv)); err != nil {
+			fmt.Fprintln(os.Stderr, "dns client:", err)
+			return 1, true
+		}
+		return 0, true
 	case os.Getenv(stampEnv) == "1":
 		fmt.Println(monoNow())
 		return 0, true
@@ -110,7 +119,7 @@ func parseFlags(args []string) (cfg *config, render string, err error) {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	quick := fs.Bool("quick", false, "a short run (under 2 minutes): fewer sizes, shorter windows")
 	rounds := fs.Int("rounds", 0, "rounds of every measurement (default 5)")
-	only := fs.String("only", "", "comma-separated parts to run: decision, e2e, ports (end to end with port rules), log, exec (default all)")
+	only := fs.String("only", "", "comma-separated parts to run: decision, e2e, ports (end to end with port rules), log, exec, dns (name rules: lookups through cgwall's resolver, decisions with learned addresses) (default all)")
 	out := fs.String("out", "", "directory for results.md, results.json and pps.png (default a new directory under /tmp)")
 	docs := fs.Bool("docs", false, "also write the results into docs/performance.md and docs/img/bench-pps.png")
 	cgwallBin := fs.String("cgwall", "", "the cgwall binary to measure (default: build ./cmd/cgwall)")
@@ -118,12 +127,13 @@ func parseFlags(args []string) (cfg *config, render string, err error) {
 	e2eSizes := fs.String("e2e-sizes", "", "comma-separated rule counts for the end-to-end and control-plane runs (default 1,10,100,1k,4k,10k,100k,1M; -quick 1,10k)")
 	decisionSizes := fs.String("decision-sizes", "", "comma-separated rule counts for the decision cost (default 1,10,100,1k,4k,100k,1M; -quick 1,1k,100k)")
 	portsSizes := fs.String("ports-sizes", "", "comma-separated rule counts of the ports set end to end (default 100k)")
+	baseline := fs.String("baseline", "", "results.json of an earlier run, whose address-only figures this run's are held to (the tree before a change)")
 	fs.StringVar(&render, "render", "", "write the report of an earlier run from its results.json, measuring nothing")
 	if err := fs.Parse(args); err != nil {
 		return nil, "", err
 	}
 	cfg = defaultConfig(*quick)
-	cfg.out, cfg.docs, cfg.cgwall = *out, *docs, *cgwallBin
+	cfg.out, cfg.docs, cfg.cgwall, cfg.baseline = *out, *docs, *cgwallBin, *baseline
 	if *rounds > 0 {
 		cfg.rounds = *rounds
 	}
@@ -180,6 +190,12 @@ func run(ctx context.Context, cfg *config, c *cleanups, log io.Writer) error {
 		return err
 	}
 	res := &results{Started: time.Now(), Rounds: cfg.rounds, Quick: cfg.quick, Machine: machine(), Commit: commit(cfg.repo)}
+	if cfg.baseline != "" {
+		if res.Baseline, err = readResults(cfg.baseline); err != nil {
+			return err
+		}
+		res.Baseline.Baseline = nil
+	}
 	if cfg.parts["decision"] {
 		if err := runDecision(ctx, cfg, env.root, res, log); err != nil {
 			return fmt.Errorf("decision cost: %w", err)
@@ -192,6 +208,11 @@ func run(ctx context.Context, cfg *config, c *cleanups, log io.Writer) error {
 	}
 	if cfg.parts["exec"] {
 		res.Exec = measureExec(ctx, cfg, log)
+	}
+	if cfg.parts["dns"] {
+		if err := runDNS(ctx, cfg, c, env, res, log); err != nil {
+			return fmt.Errorf("dns: %w", err)
+		}
 	}
 	res.Seconds = time.Since(res.Started).Seconds()
 	res.Settings = cfg.settings

@@ -55,6 +55,8 @@ type index struct {
 	S        settings
 	decision map[cellKey]map[int]decisionSample
 	e2e      map[cellKey]map[int]e2eSample
+	dns      map[cellKey]map[int]dnsSample // by variant and kind
+	learned  map[cellKey]map[int]decisionSample
 
 	DecisionSizes []int
 	Sizes         []int // end to end, the logging runs aside
@@ -63,7 +65,7 @@ type index struct {
 }
 
 func newIndex(r *results) *index {
-	ix := &index{R: r, S: r.Settings, decision: map[cellKey]map[int]decisionSample{}, e2e: map[cellKey]map[int]e2eSample{}}
+	ix := &index{R: r, S: r.Settings, decision: map[cellKey]map[int]decisionSample{}, e2e: map[cellKey]map[int]e2eSample{}, dns: map[cellKey]map[int]dnsSample{}, learned: map[cellKey]map[int]decisionSample{}}
 	for round, dr := range r.Decision {
 		for _, s := range dr.Samples {
 			add(ix.decision, cellKey{variant: s.Set, rules: s.Rules, kind: s.Kind}, round, s)
@@ -79,6 +81,14 @@ func newIndex(r *results) *index {
 			ix.Sizes = append(ix.Sizes, s.Rules)
 		}
 		ix.Patterns = append(ix.Patterns, s.Dsts)
+	}
+	for round, dr := range r.Learned {
+		for _, s := range dr.Samples {
+			add(ix.learned, cellKey{variant: s.Set, rules: s.Rules, kind: s.Kind}, round, s)
+		}
+	}
+	for _, s := range r.DNS {
+		add(ix.dns, cellKey{variant: s.Variant, kind: s.Kind}, s.Round, s)
 	}
 	for _, xs := range []*[]int{&ix.DecisionSizes, &ix.Sizes, &ix.PortsSizes, &ix.Patterns} {
 		slices.Sort(*xs)
@@ -145,6 +155,24 @@ func (ix *index) e2eMedian(variant string, rules, dsts int, f func(e2eSample) fl
 	return median(ix.e2eFig(variant, rules, dsts, f).values())
 }
 
+// dnsMedian is a DNS figure's median over rounds.
+func (ix *index) dnsMedian(variant, kind string, f func(dnsSample) float64) float64 {
+	return median(figure(ix.dns[cellKey{variant: variant, kind: kind}], f).values())
+}
+
+// dnsAdded is what cgwall's resolver added to a DNS figure: the median of
+// its per-round differences to dnsmasq asked directly.
+func (ix *index) dnsAdded(kind string, f func(dnsSample) float64) float64 {
+	direct := figure(ix.dns[cellKey{variant: vDirect, kind: kind}], f)
+	var ds []float64
+	for round, x := range figure(ix.dns[cellKey{variant: vCgwall, kind: kind}], f) {
+		if y, ok := direct[round]; ok {
+			ds = append(ds, x-y)
+		}
+	}
+	return median(ds)
+}
+
 // anyTraffic is the median of a figure over the rounds of every pattern: the
 // control plane does not depend on the traffic.
 func (ix *index) anyTraffic(variant string, rules int, f func(e2eSample) float64) float64 {
@@ -196,16 +224,48 @@ type floorFig struct {
 	cell
 	Best  float64
 	Rules int
+	Hooks string // where the empty programs were attached
 }
 
 // Floor is the empty-programs variant of a pattern, at the size it ran at.
 func (ix *index) Floor(dsts int) *floorFig {
 	for _, n := range ix.Sizes {
 		if c := ix.e2eCell(vFloor, n, dsts); c.ok() {
-			return &floorFig{c, ix.best(vFloor, n, dsts), n}
+			// Runs from before the samples named their hooks attached
+			// empty programs at egress and sendmsg4.
+			hooks := []string{"egress", "sendmsg4"}
+			for _, s := range ix.e2e[cellKey{variant: vFloor, rules: n, dsts: dsts}] {
+				if len(s.Hooks) > 0 {
+					hooks = s.Hooks
+				}
+			}
+			return &floorFig{c, ix.best(vFloor, n, dsts), n, andList(hooks)}
 		}
 	}
 	return nil
+}
+
+// SendmsgJudged says whether cgwall's sendmsg4 program ran on the traffic
+// of a pattern under --log none: before issue #11 it judged each
+// unconnected datagram before egress judged it again; now cgwall attaches
+// none there, and egress alone judges.
+func (ix *index) SendmsgJudged(dsts int) bool {
+	for _, n := range ix.Sizes {
+		for _, s := range ix.e2e[cellKey{variant: vCgwall, rules: n, dsts: dsts}] {
+			if s.SendmsgNs > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// andList is "a", "a and b", "a, b and c".
+func andList(xs []string) string {
+	if len(xs) <= 1 {
+		return strings.Join(xs, "")
+	}
+	return strings.Join(xs[:len(xs)-1], ", ") + " and " + xs[len(xs)-1]
 }
 
 // table is a Markdown table whose first left columns are aligned left and
@@ -217,6 +277,19 @@ type table struct {
 }
 
 func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
+
+// dropDashes removes column i if no row has a figure in it.
+func (t *table) dropDashes(i int) {
+	for _, r := range t.rows {
+		if r[i] != dash {
+			return
+		}
+	}
+	t.head = slices.Delete(t.head, i, i+1)
+	for j, r := range t.rows {
+		t.rows[j] = slices.Delete(r, i, i+1)
+	}
+}
 
 func (t *table) String() string {
 	var b strings.Builder

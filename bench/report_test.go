@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -85,5 +87,62 @@ func TestSplice(t *testing.T) {
 	}
 	if _, err := splice("no markers", "x"); err == nil {
 		t.Error("splice into a page without markers: no error")
+	}
+}
+
+// TestRenderWithoutSendmsg renders testdata/results.json as a run of a
+// cgwall that attaches no sendmsg4 program under --log none (issue #11)
+// would have it: the report says that egress alone judges, has no sendmsg4
+// columns, and names the hooks the empty programs were attached to.
+func TestRenderWithoutSendmsg(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r results
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	for i := range r.E2E {
+		s := &r.E2E[i]
+		s.SendmsgNs = 0
+		if s.Variant == vFloor {
+			s.Hooks = []string{"egress", "connect4"}
+		}
+	}
+	md, err := newIndex(&r).markdown()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"cgwall judges each packet once, at egress", "on the same hooks as cgwall (egress and connect4)"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("the report has no %q", want)
+		}
+	}
+	for _, unwanted := range []string{"sendmsg4 ns/packet", "judges each packet twice", "egress and sendmsg4"} {
+		if strings.Contains(md, unwanted) {
+			t.Errorf("the report has %q", unwanted)
+		}
+	}
+}
+
+// TestBaselineGoal holds testdata/results.json to itself as its baseline:
+// both address-only rows are met, with nothing changed.
+func TestBaselineGoal(t *testing.T) {
+	r, err := readResults(filepath.Join("testdata", "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Baseline, err = readResults(filepath.Join("testdata", "results.json")); err != nil {
+		t.Fatal(err)
+	}
+	rows := baselineGoal(newIndex(r))
+	if len(rows) != 2 {
+		t.Fatalf("%d rows, want 2: %v", len(rows), rows)
+	}
+	for _, row := range rows {
+		if row.verdict != "met" || !strings.Contains(row.measured, "median ") || !(strings.Contains(row.measured, "1.00×") || strings.Contains(row.measured, "+0.0 points")) {
+			t.Errorf("%+v", row)
+		}
 	}
 }

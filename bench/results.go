@@ -28,6 +28,14 @@ type results struct {
 	LoadBreakdown []loadBreakdown  `json:"load_breakdown,omitempty"`
 	CgwallInput   string           `json:"cgwall_input,omitempty"`
 	Exec          execResult       `json:"exec"`
+	DNS           []dnsSample      `json:"dns,omitempty"`
+	DNSNote       string           `json:"dns_note,omitempty"` // why the lookups were not measured
+	// Baseline is an earlier run's results (-baseline) that address-only
+	// policies' figures are held to: the tree before a change.
+	Baseline *results `json:"baseline,omitempty"`
+	// Learned is the cold decision cost with learned addresses, in rounds
+	// of its own (learned.go).
+	Learned []*decisionRound `json:"learned,omitempty"`
 }
 
 // settings are how the figures were taken, as the report says.
@@ -46,6 +54,10 @@ type settings struct {
 	Warmup        duration `json:"warmup"`
 	StatsDuration duration `json:"stats_duration"` // the window of the BPF statistics of cgwall's programs
 	LogRules      int      `json:"log_rules"`
+	DNSLookups    int      `json:"dns_lookups,omitempty"` // one after another, each name once
+	DNSClients    int      `json:"dns_clients,omitempty"` // at once, for the lookups per second
+	DNSDuration   duration `json:"dns_duration,omitzero"`
+	LearnedAddrs  int      `json:"learned_addresses,omitempty"` // the decision cost with learned addresses
 }
 
 // duration is a time.Duration that results.json spells as "250ms".
@@ -129,13 +141,15 @@ func publish(cfg *config, r *results, log io.Writer) error {
 
 // rerender writes the report of an earlier run again, from its JSON.
 func rerender(cfg *config, path string, log io.Writer) error {
-	b, err := os.ReadFile(path)
+	r, err := readResults(path)
 	if err != nil {
 		return err
 	}
-	var r results
-	if err := json.Unmarshal(b, &r); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+	if cfg.baseline != "" {
+		if r.Baseline, err = readResults(cfg.baseline); err != nil {
+			return err
+		}
+		r.Baseline.Baseline = nil
 	}
 	if cfg.repo, err = repoRoot(); err != nil {
 		return err
@@ -143,7 +157,23 @@ func rerender(cfg *config, path string, log io.Writer) error {
 	if cfg.out == "" {
 		cfg.out = filepath.Dir(path)
 	}
-	return publish(cfg, &r, log)
+	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
+		return err
+	}
+	return publish(cfg, r, log)
+}
+
+// readResults reads a run's results.json.
+func readResults(path string) (*results, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r results
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &r, nil
 }
 
 const (

@@ -85,6 +85,9 @@ func prerequisites(cfg *config) error {
 			need = append(need, nf.load[0], nf.unload[0])
 		}
 	}
+	if cfg.parts["dns"] {
+		need = append(need, "dnsmasq")
+	}
 	if cfg.cgwall == "" {
 		need = append(need, "go")
 	}
@@ -96,7 +99,7 @@ func prerequisites(cfg *config) error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("missing %s: apt-get install -y nftables iptables iproute2 util-linux procps", strings.Join(missing, ", "))
+		return fmt.Errorf("missing %s: apt-get install -y nftables iptables iproute2 util-linux procps dnsmasq-base", strings.Join(missing, ", "))
 	}
 	return nil
 }

@@ -119,7 +119,7 @@ func (ix *index) PortsPPSTable() string {
 			}
 			won, total := ix.portsWins(n, dsts)
 			prog := func(f func(e2eSample) float64) string {
-				return orDash(median(figure(ix.e2e[cellKey{variant: vCgwall, rules: n, dsts: dsts, set: ruleset.PortsKind.Name}], f).values()), "%.0f")
+				return costText(median(figure(ix.e2e[cellKey{variant: vCgwall, rules: n, dsts: dsts, set: ruleset.PortsKind.Name}], f).values()))
 			}
 			t.add(patternName(dsts), human(n), fmt.Sprintf("%.0f", base.Med/1000), cellText(c, "%.0f (%.1f%%)", c.Med/1000, 100*c.Ratio),
 				cellText(nft, "%.0f (%.1f%%)", nft.Med/1000, 100*nft.Ratio), fmt.Sprintf("%d of %d rounds", won, total),
@@ -129,6 +129,7 @@ func (ix *index) PortsPPSTable() string {
 	if len(t.rows) == 0 {
 		return ""
 	}
+	t.dropDashes(7) // no sendmsg4 program where cgwall attached none
 	return t.String()
 }
 
@@ -162,9 +163,10 @@ func (ix *index) ProgTable() string {
 			}
 			sm := ix.e2eMedian(vCgwall, n, dsts, func(s e2eSample) float64 { return s.SendmsgNs })
 			added := 1e9/ix.e2eCell(vCgwall, n, dsts).Med - 1e9/ix.e2eCell(vNone, n, dsts).Med
-			t.add(patternName(dsts), human(n), fmt.Sprintf("%.0f", eg), fmt.Sprintf("%.0f", sm), fmt.Sprintf("%.0f", added))
+			t.add(patternName(dsts), human(n), fmt.Sprintf("%.0f", eg), costText(sm), fmt.Sprintf("%.0f", added))
 		}
 	}
+	t.dropDashes(3) // no sendmsg4 program where cgwall attached none
 	return t.String()
 }
 
@@ -248,9 +250,92 @@ func cellText(c cell, layout string, args ...any) string {
 	return fmt.Sprintf(layout, args...)
 }
 
+// costText is a program's run time per packet: a dash where it did not run
+// (not attached, or not on that traffic's path).
+func costText(ns float64) string {
+	if ns == 0 {
+		return dash
+	}
+	return orDash(ns, "%.0f")
+}
+
 func orDash(x float64, layout string) string {
 	if math.IsNaN(x) {
 		return dash
 	}
 	return fmt.Sprintf(layout, x)
+}
+
+// DNSTable sets lookups through cgwall's resolver against the same lookups
+// asked of dnsmasq directly.
+func (ix *index) DNSTable() string {
+	if len(ix.dns) == 0 {
+		return ""
+	}
+	t := table{head: []string{"", vDirect, "through cgwall", "added"}, left: 1}
+	for _, q := range []struct {
+		name string
+		f    func(dnsSample) float64
+	}{
+		{"p50", func(s dnsSample) float64 { return s.P50Us }},
+		{"p90", func(s dnsSample) float64 { return s.P90Us }},
+		{"p99", func(s dnsSample) float64 { return s.P99Us }},
+		{"mean", func(s dnsSample) float64 { return s.MeanUs }},
+	} {
+		t.add("lookup, one at a time: "+q.name+" µs", orDash(ix.dnsMedian(vDirect, dnsLatency, q.f), "%.0f"),
+			orDash(ix.dnsMedian(vCgwall, dnsLatency, q.f), "%.0f"), orDash(ix.dnsAdded(dnsLatency, q.f), "%+.0f"))
+	}
+	perSec := func(s dnsSample) float64 { return s.PerSec }
+	failed := func(s dnsSample) float64 { return float64(s.Failed) }
+	c := cellOf(figure(ix.dns[cellKey{variant: vCgwall, kind: dnsThroughput}], perSec), figure(ix.dns[cellKey{variant: vDirect, kind: dnsThroughput}], perSec))
+	t.add(fmt.Sprintf("lookups per second, %d clients at once", ix.S.DNSClients), orDash(ix.dnsMedian(vDirect, dnsThroughput, perSec), "%.0f"),
+		cellText(c, "%.0f (%.1f%%)", c.Med, 100*c.Ratio), dash)
+	t.add("failed lookups under that load, per round", orDash(ix.dnsMedian(vDirect, dnsThroughput, failed), "%.0f"),
+		orDash(ix.dnsMedian(vCgwall, dnsThroughput, failed), "%.0f"), dash)
+	return t.String()
+}
+
+// LearnedTable is the cold decision cost with learned addresses, against
+// the same addresses as address rules; in brackets the ratio to those, per
+// round, median.
+func (ix *index) LearnedTable() string {
+	if len(ix.R.Learned) == 0 {
+		return ""
+	}
+	n := ix.S.LearnedAddrs
+	kinds := []string{ruleset.Hit, ruleset.Miss}
+	t := table{head: []string{"set", "addresses", "hit", "miss", "hit p99", "miss p99", "warm hit", "warm miss"}, left: 1}
+	for _, set := range []string{learnedSet, learnedLike} {
+		row := []string{set, human(n)}
+		fig := func(set, kind string, f func(decisionSample) float64) byRound {
+			return figure(ix.learned[cellKey{variant: set, rules: n, kind: kind}], f)
+		}
+		for _, kind := range kinds {
+			c := cellOf(fig(set, kind, meanNs), fig(learnedLike, kind, meanNs))
+			if set == learnedSet {
+				row = append(row, cellText(c, "%.0f (%.2f×)", c.Med, c.Ratio))
+			} else {
+				row = append(row, orDash(c.Med, "%.0f"))
+			}
+		}
+		for _, f := range []func(decisionSample) float64{func(s decisionSample) float64 { return s.P99Ns }, func(s decisionSample) float64 { return s.WarmNs }} {
+			for _, kind := range kinds {
+				row = append(row, orDash(median(fig(set, kind, f).values()), "%.0f"))
+			}
+		}
+		t.add(row...)
+	}
+	return t.String()
+}
+
+// LearnSec is how long datapath.Learn took to learn the addresses of the
+// learned set, median over rounds.
+func (ix *index) LearnSec() float64 {
+	var ss []float64
+	for _, dr := range ix.R.Learned {
+		if s, ok := dr.LoadSec[learnedSet+"/"+human(ix.S.LearnedAddrs)+" learn"]; ok {
+			ss = append(ss, s)
+		}
+	}
+	return median(ss)
 }

@@ -158,16 +158,28 @@ func abs(x int64) int64 { return max(x, -x) }
 
 // attachedProgram is the one program of an attach type on a cgroup.
 func attachedProgram(cg string, typ ebpf.AttachType) (*ebpf.Program, error) {
+	p, err := attachedProgramIfAny(cg, typ)
+	if err == nil && p == nil {
+		err = fmt.Errorf("no %s program on %s", typ, cg)
+	}
+	return p, err
+}
+
+// attachedProgramIfAny is the one program of an attach type on a cgroup, or
+// nil if there is none.
+func attachedProgramIfAny(cg string, typ ebpf.AttachType) (*ebpf.Program, error) {
 	f, err := os.Open(cg)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	q, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: typ})
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if len(q.Programs) != 1 {
+	case len(q.Programs) == 0:
+		return nil, nil
+	case len(q.Programs) > 1:
 		return nil, fmt.Errorf("%d %s programs on %s, want 1", len(q.Programs), typ, cg)
 	}
 	return ebpf.NewProgramFromID(q.Programs[0].ID)

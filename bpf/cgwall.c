@@ -3,9 +3,10 @@
 // cgwall's datapath: per-cgroup packet filter programs that judge every packet's
 // remote address against rules kept in maps that userspace edits live.
 //
-// The decision rule lives in decide_dir and by_ports; its Go twin is
-// policy.Policy.Decide. Both must agree on every input (see the differential
-// tests in internal/datapath).
+// The decision rule lives in decide_dir, by_ports and, for addresses that DNS
+// answers gave (name rules), decide_name; its Go twin is
+// policy.Policy.DecideLearned. Both must agree on every input (see the
+// differential tests in internal/datapath).
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -35,8 +36,9 @@ enum hook {
 	HOOK_EGRESS = 0,  // cgroup_skb/egress: every packet sent
 	HOOK_INGRESS,     // cgroup_skb/ingress: every packet delivered
 	HOOK_CONNECT,     // cgroup/connect4|6: connect() fails with EPERM
-	HOOK_SENDMSG,     // cgroup/sendmsg4|6: unconnected sendto() fails with EPERM
+	HOOK_SENDMSG,     // cgroup/sendmsg4|6: unconnected DNS goes to cgwall's resolver
 	HOOK_SOCK_CREATE, // cgroup/sock_create: raw and packet sockets refused
+	HOOK_RECVMSG,     // cgroup/recvmsg4|6: DNS answers seem to come from the server asked
 	HOOK_MAX,
 };
 
@@ -117,6 +119,54 @@ struct range_key {
 };
 
 #define RANGE_FIXED_BITS (8 * (4 + 16))
+
+// The port rules of a name pattern sit in the port maps under a key of
+// family FAMILY_NAME whose address is the pattern's site number (in its
+// first 4 bytes) and whose length is 0: one set of entries however many
+// addresses the pattern's answers gave.
+#define FAMILY_NAME 0
+
+// An address that a DNS answer gave, for a name that a name rule covers:
+// the rules of the name's pattern apply to it as to a host prefix of its own
+// (see decide_name). r is the pattern's entry: its address-only rule, if it
+// has one, and the flags and port bits of its port rules; site is the
+// pattern's site number.
+struct learned {
+	struct rule r;
+	__u32 site;
+	__u32 pad;
+};
+
+// A DNS server a client asked, which its query went to before the socket
+// hooks sent it to cgwall's resolver.
+struct origin {
+	__u8 addr[16]; // IPv4 in the first 4 bytes
+	__u16 port;    // host order
+	__u8 family;   // 4 or 6
+	__u8 pad;
+};
+
+// The client end of a query that reached the resolver, as the resolver sees
+// it: the source of the packet.
+struct origin_key {
+	__u8 addr[16];
+	__u16 port; // host order
+	__u8 family;
+	__u8 proto;
+};
+
+// A socket's connection to an address and port that a name rule allowed
+// when it opened: its later packets pass when the address expires (see
+// opened_allowed). gen is the generation in force when it opened: a new
+// policy judges the socket anew.
+struct allowed {
+	__u8 addr[16];
+	__u32 rule_id;
+	__u32 gen;
+	__u16 port; // host order; 0 for a packet without ports
+	__u8 proto;
+	__u8 pad;
+};
 
 // A range rule keeps its range, for userspace to read back: its blocks do not
 // show it where a narrower range cuts into it.
@@ -221,6 +271,9 @@ const struct rule *unused_rule __attribute__((unused));
 const struct port_key *unused_port_key __attribute__((unused));
 const struct range_key *unused_range_key __attribute__((unused));
 const struct range_rule *unused_range_rule __attribute__((unused));
+const struct learned *unused_learned __attribute__((unused));
+const struct origin *unused_origin __attribute__((unused));
+const struct origin_key *unused_origin_key __attribute__((unused));
 const enum site_flag *unused_site_flag __attribute__((unused));
 const struct config *unused_config __attribute__((unused));
 const struct state *unused_state __attribute__((unused));
@@ -398,6 +451,51 @@ struct {
 	__type(key, int);
 	__type(value, struct owner);
 } owners SEC(".maps");
+
+// The addresses that DNS answers gave for names that name rules cover, by
+// family; not per generation: they come and go with answers and their TTLs,
+// and userspace writes each with one update. Sized by userspace.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct learned);
+} learned4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, struct addr6);
+	__type(value, struct learned);
+} learned6 SEC(".maps");
+
+// The server each redirected socket last asked, for recvmsg to make the
+// answer come from it, and for egress to tell the resolver (origins).
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct origin);
+} asked SEC(".maps");
+
+// The server each query that reached the resolver was for, by the query's
+// source; LRU, so that clients gone make room.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct origin_key);
+	__type(value, struct origin);
+} origins SEC(".maps");
+
+// Sockets opened to an address a name rule allowed (struct allowed).
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct allowed);
+} opened SEC(".maps");
 
 // The policy in force for one decision: its generation, read once, and its
 // settings.
@@ -880,6 +978,75 @@ static __always_inline int try_dir(int dir, __u32 gen, struct flow *f, __u32 len
 
 PER_DIRECTION(try_ports, try_dir)
 
+// name_rules is set by userspace before load: whether the policy has name
+// rules. Only then do DNS queries go through cgwall's resolver and learned
+// addresses decide; a policy without them gets programs without that code.
+volatile const __u8 name_rules = 0;
+
+// The resolver's addresses (network order), set with name_rules, and the
+// network namespace it listens in: a query from another namespace cannot
+// reach it.
+volatile const __u32 resolver4 = 0;
+volatile const __u32 resolver6[4] = {};
+volatile const __u32 resolver4_port = 0;
+volatile const __u32 resolver6_port = 0;
+volatile const __u64 resolver_netns = 0;
+
+// learned_of returns the entry of an address that DNS answers gave, or 0.
+static __always_inline struct learned *learned_of(const __u8 *dst, __u8 family)
+{
+	__u8 addr[16];
+	__u32 a4;
+
+	__builtin_memcpy(addr, dst, 16);
+	if (addr4(family, addr, &a4))
+		return bpf_map_lookup_elem(&learned4, &a4);
+	return bpf_map_lookup_elem(&learned6, addr);
+}
+
+// decide_name judges an egress packet that no address rule matched by the
+// rules of the name pattern its destination was learned under, if it was:
+// a port rule beats a protocol rule beats the pattern's address-only rule
+// (policy.DecideLearned). It returns 1 when it needs the packet's protocol
+// and ports, which the caller reads and calls again; else 0, with m set if a
+// rule matched. Global, so that the verifier checks it once.
+__noinline int decide_name(__u32 gen, struct flow *f, __u32 len, struct match *m)
+{
+	if (!f || !m)
+		return 0;
+	struct learned *l = learned_of(f->dst, f->family);
+	if (!l)
+		return 0;
+	if (port_rules && l->r.flags) {
+		if (!f->l4_known)
+			return 1;
+		struct port_key k = {.family = FAMILY_NAME, .proto = f->proto, .port = f->dport};
+		*(__u32 *)k.addr = l->site;
+		m->site_flags = l->r.flags;
+		m->site_port_bits = l->r.port_bits;
+		if (port_match(DIR_EGRESS, gen & 1, &k, len, m))
+			return 0;
+	}
+	if (l->r.id)
+		hit(m, &l->r, len);
+	return 0;
+}
+
+// same_addr compares two addresses as struct flow keeps them.
+static __always_inline int same_addr(const __u8 *a, const __u8 *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1];
+}
+
+// same_flow says whether a socket's allowance is for this packet's address,
+// protocol and port, in the generation in force.
+static __always_inline int same_flow(const struct allowed *a, __u32 gen, const struct flow *f)
+{
+	return a->gen == gen && a->proto == f->proto && a->port == f->dport && same_addr(a->addr, f->dst);
+}
+
 // MAX_SITES bounds the prefixes one decision can try the port rules of: one
 // per prefix length, 129 for IPv6.
 #define MAX_SITES 129
@@ -1172,6 +1339,120 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f, __u32 *l
 	return 1;
 }
 
+// is_resolver says whether an address and port (as struct flow keeps them)
+// are cgwall's resolver's.
+static __always_inline int is_resolver(__u8 family, const __u8 *addr, __u16 port)
+{
+	const __u32 *a = (const __u32 *)addr;
+
+	if (family == 4)
+		return a[0] == resolver4 && bpf_htons(port) == resolver4_port;
+	return a[0] == resolver6[0] && a[1] == resolver6[1] && a[2] == resolver6[2] &&
+	       a[3] == resolver6[3] && bpf_htons(port) == resolver6_port;
+}
+
+// note_origin tells the resolver which server a query was for: the socket
+// hooks kept it with the client's socket (asked), and the resolver sees the
+// packet's source.
+static __always_inline void note_origin(struct __sk_buff *skb, const struct flow *f)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return;
+	struct origin *o = bpf_sk_storage_get(&asked, sk, 0, 0);
+	if (!o)
+		return;
+	struct origin_key k = {.port = f->sport, .family = f->family, .proto = f->proto};
+	__builtin_memcpy(k.addr, f->src, 16);
+	struct origin *had = bpf_map_lookup_elem(&origins, &k);
+	if (had && same_addr(had->addr, o->addr) && had->port == o->port && had->family == o->family)
+		return;
+	struct origin v = *o;
+	bpf_map_update_elem(&origins, &k, &v, BPF_ANY);
+}
+
+// dns_passes says whether a packet is DNS between the cgroup and cgwall's
+// resolver, which passes whatever the rules say: the resolver judges the
+// query by its name. A query on its way there has its server noted.
+static __always_inline int dns_passes(struct __sk_buff *skb, int dir, struct flow *f, __u32 l4)
+{
+	const __u8 *addr = dir == DIR_EGRESS ? f->dst : f->src;
+	const __u32 *a = (const __u32 *)addr;
+
+	// The address first: only packets to or from loopback read their ports.
+	if (f->family == 4 ? a[0] != resolver4 : a[3] != resolver6[3] || a[0] != resolver6[0])
+		return 0;
+	if (!f->l4_known && load_l4(skb, l4, f))
+		return 0;
+	if (f->proto != IPPROTO_UDP && f->proto != IPPROTO_TCP)
+		return 0;
+	if (!is_resolver(f->family, addr, dir == DIR_EGRESS ? f->dport : f->sport))
+		return 0;
+	if (dir == DIR_EGRESS)
+		note_origin(skb, f);
+	return 1;
+}
+
+// opened_allowed remembers, with the socket, that a name rule allowed its
+// packet to this address and port; and lets a packet that no rule matched
+// pass when its socket was so allowed, in the generation in force. An
+// address whose TTL ran out so does not cut a connection opened while it was
+// allowed, while a rule that matches the packet (which decides before this)
+// or a new policy (another generation) still does. by_name says that a name
+// rule decided m. It returns -1 for a packet whose ports cannot be read.
+static __always_inline int opened_allowed(struct __sk_buff *skb, __u32 gen, __u32 l4, struct flow *f,
+					  struct match *m, int by_name)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (!by_name && m->action == VERDICT_PASS)
+		return 0;
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 0;
+	struct allowed *a = bpf_sk_storage_get(&opened, sk, 0, 0);
+	if (!by_name && !a)
+		return 0;
+	if (!f->l4_known && load_l4(skb, l4, f))
+		return -1;
+	if (!by_name) {
+		if (a && same_flow(a, gen, f)) {
+			m->action = VERDICT_PASS;
+			m->rule_id = a->rule_id;
+		}
+		return 0;
+	}
+	if (m->action != VERDICT_PASS || (a && same_flow(a, gen, f)))
+		return 0;
+	a = bpf_sk_storage_get(&opened, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (a) {
+		__builtin_memcpy(a->addr, f->dst, 16);
+		a->rule_id = m->rule_id;
+		a->gen = gen;
+		a->proto = f->proto;
+		a->port = f->dport;
+	}
+	return 0;
+}
+
+// by_names finishes an egress decision that no address rule made: by the
+// learned address's name rules, else by whether the socket opened while
+// one allowed it. It returns -1 for a packet whose ports cannot be read.
+static __always_inline int by_names(struct __sk_buff *skb, __u32 gen, __u32 l4, struct flow *f,
+				    struct match *m)
+{
+	if (decide_name(gen, f, skb->len, m)) {
+		if (load_l4(skb, l4, f))
+			return -1;
+		decide_name(gen, f, skb->len, m);
+	}
+	return opened_allowed(skb, gen, l4, f, m, m->rule_id != 0);
+}
+
 static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 {
 	int hook = dir == DIR_EGRESS ? HOOK_EGRESS : HOOK_INGRESS;
@@ -1189,17 +1470,26 @@ static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 		count(hook, STAT_MALFORMED, skb->len);
 		return enforce(&pol, hook, &f, &m, skb->len, EVENT_F_MALFORMED);
 	}
+	if (name_rules && dns_passes(skb, dir, &f, l4)) {
+		count(hook, STAT_PASS, skb->len);
+		return VERDICT_PASS;
+	}
 	// Decided by address; where the prefix found has port rules, by them,
 	// with the protocol and ports read only then.
 	decide_in(dir | pol.gen << 1, &f, skb->len, &m);
+	int bad = 0;
 	if (port_rules && m.need_ports) {
-		if (load_l4(skb, l4, &f)) {
-			m.action = VERDICT_DROP;
-			m.rule_id = 0;
-			count(hook, STAT_MALFORMED, skb->len);
-			return enforce(&pol, hook, &f, &m, skb->len, EVENT_F_MALFORMED);
-		}
-		by_ports(dir, &f, pol.gen, skb->len, &m);
+		bad = load_l4(skb, l4, &f);
+		if (!bad)
+			by_ports(dir, &f, pol.gen, skb->len, &m);
+	}
+	if (name_rules && dir == DIR_EGRESS && !bad && !m.rule_id)
+		bad = by_names(skb, pol.gen, l4, &f, &m);
+	if (bad) {
+		m.action = VERDICT_DROP;
+		m.rule_id = 0;
+		count(hook, STAT_MALFORMED, skb->len);
+		return enforce(&pol, hook, &f, &m, skb->len, EVENT_F_MALFORMED);
 	}
 	// What only the event needs is read only for an event.
 	if (logs(pol.cfg, m.action)) {
@@ -1222,16 +1512,77 @@ int cgwall_ingress(struct __sk_buff *skb)
 	return filter_skb(skb, DIR_INGRESS);
 }
 
-// filter_addr judges the destination of a connect() or sendto() by the egress
-// rules, so that a blocked client fails at once with EPERM instead of waiting
-// for retransmissions of packets that cgroup_skb would drop.
+// is_dns says whether a connect() or sendto() is to a DNS server: UDP or TCP
+// to port 53.
+static __always_inline int is_dns(struct bpf_sock_addr *ctx)
+{
+	return ctx->user_port == bpf_htons(53) &&
+	       (ctx->protocol == IPPROTO_UDP || ctx->protocol == IPPROTO_TCP);
+}
+
+// redirect sends a DNS query to cgwall's resolver instead of the server
+// asked, which it keeps with the socket (asked). A process in another network
+// namespace than the resolver's cannot reach it: its query fails, as does
+// one whose server cannot be kept (fail closed).
+static __always_inline int redirect(struct bpf_sock_addr *ctx, int v6)
+{
+	struct origin o = {.port = 53};
+
+	if (bpf_get_netns_cookie(ctx) != resolver_netns)
+		return VERDICT_DROP;
+	if (v6) {
+		__u32 *a = (__u32 *)o.addr;
+		o.family = 6;
+		a[0] = ctx->user_ip6[0];
+		a[1] = ctx->user_ip6[1];
+		a[2] = ctx->user_ip6[2];
+		a[3] = ctx->user_ip6[3];
+	} else {
+		o.family = 4;
+		*(__u32 *)o.addr = ctx->user_ip4;
+	}
+	struct origin *rec = bpf_sk_storage_get(&asked, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!rec)
+		return VERDICT_DROP;
+	*rec = o;
+	if (!v6) {
+		ctx->user_ip4 = resolver4;
+		ctx->user_port = resolver4_port;
+	} else if (is_v4_mapped(o.addr)) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
+		ctx->user_ip6[3] = resolver4;
+		ctx->user_port = resolver4_port;
+	} else {
+		ctx->user_ip6[0] = resolver6[0];
+		ctx->user_ip6[1] = resolver6[1];
+		ctx->user_ip6[2] = resolver6[2];
+		ctx->user_ip6[3] = resolver6[3];
+		ctx->user_port = resolver6_port;
+	}
+	return VERDICT_PASS;
+}
+
+// filter_addr judges the destination of a connect() by the egress rules, so
+// that a blocked client fails at once with EPERM instead of waiting for
+// retransmissions of packets that cgroup_skb would drop. An unconnected
+// sendto() is judged once, at egress, whose drop fails it with EPERM too:
+// the sendmsg hooks only send DNS to the resolver and note the sender.
 static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int v6)
 {
 	struct policy pol;
 	if (policy_get(&pol))
 		return VERDICT_PASS;
+	if (name_rules && is_dns(ctx))
+		return redirect(ctx, v6);
 
 	struct flow f = {};
+	if (hook == HOOK_SENDMSG) {
+		if (name_processes && pol.cfg->log_level != LOG_NONE)
+			note_owner(ctx->sk, &f.owner, 0);
+		return VERDICT_PASS;
+	}
 	if (v6) {
 		__u32 *dst = (__u32 *)f.dst;
 		f.family = 6;
@@ -1252,6 +1603,8 @@ static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int 
 	decide_in(DIR_EGRESS | pol.gen << 1, &f, 0, &m);
 	if (port_rules && m.need_ports)
 		by_ports(DIR_EGRESS, &f, pol.gen, 0, &m);
+	if (name_rules && !m.rule_id)
+		decide_name(pol.gen, &f, 0, &m);
 	if (name_processes && pol.cfg->log_level != LOG_NONE)
 		note_owner(ctx->sk, &f.owner, logs(pol.cfg, m.action));
 	return enforce(&pol, hook, &f, &m, 0, 0);
@@ -1279,6 +1632,54 @@ SEC("cgroup/sendmsg6")
 int cgwall_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	return filter_addr(ctx, HOOK_SENDMSG, 1);
+}
+
+// answer_from makes an answer from the resolver seem to come from the server
+// the query was for: stub resolvers (glibc's, musl's) drop an answer from
+// another address than the one they asked.
+static __always_inline int answer_from(struct bpf_sock_addr *ctx, int v6)
+{
+	if (!name_rules)
+		return 1;
+	int mapped = 0;
+	if (v6) {
+		int to6 = ctx->user_ip6[0] == resolver6[0] && ctx->user_ip6[1] == resolver6[1] &&
+			  ctx->user_ip6[2] == resolver6[2] && ctx->user_ip6[3] == resolver6[3] &&
+			  ctx->user_port == resolver6_port;
+		mapped = ctx->user_ip6[0] == 0 && ctx->user_ip6[1] == 0 &&
+			 ctx->user_ip6[2] == bpf_htonl(0x0000ffff) && ctx->user_ip6[3] == resolver4 &&
+			 ctx->user_port == resolver4_port;
+		if (!to6 && !mapped)
+			return 1;
+	} else if (ctx->user_ip4 != resolver4 || ctx->user_port != resolver4_port) {
+		return 1;
+	}
+	struct origin *o = bpf_sk_storage_get(&asked, ctx->sk, 0, 0);
+	if (!o || o->family != (v6 ? 6 : 4))
+		return 1;
+	const __u32 *a = (const __u32 *)o->addr;
+	if (v6) {
+		ctx->user_ip6[0] = a[0];
+		ctx->user_ip6[1] = a[1];
+		ctx->user_ip6[2] = a[2];
+		ctx->user_ip6[3] = a[3];
+	} else {
+		ctx->user_ip4 = a[0];
+	}
+	ctx->user_port = bpf_htons(o->port);
+	return 1;
+}
+
+SEC("cgroup/recvmsg4")
+int cgwall_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return answer_from(ctx, 0);
+}
+
+SEC("cgroup/recvmsg6")
+int cgwall_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return answer_from(ctx, 1);
 }
 
 // uapi headers do not export these socket constants.

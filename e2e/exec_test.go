@@ -87,7 +87,7 @@ func TestExecRunsInItsCgroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustEPERM(t, "UDP from a command under exec --block", r)
-	if !strings.Contains(stderr.String(), "DST 127.0.0.2, ACTION 0 hook=sendmsg") {
+	if !strings.Contains(stderr.String(), "DST 127.0.0.2, ACTION 0 hook=egress") {
 		t.Errorf("exec did not stream the decision to stderr: %q", stderr.String())
 	}
 }

@@ -207,7 +207,7 @@ func (h *hosts) curl(t *testing.T, cg, addr string, port int, label string) clie
 }
 
 // sendUDP sends LABEL to ADDR:PORT from an unconnected UDP socket: the
-// sendmsg hook judges the sendto().
+// egress judges the datagram, and a drop fails the sendto() with EPERM.
 func (h *hosts) sendUDP(t *testing.T, cg, addr string, port int, label string) probeResult {
 	t.Helper()
 	self, err := os.Executable()

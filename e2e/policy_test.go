@@ -26,7 +26,7 @@ func TestAllowlist(t *testing.T) {
 	if !strings.Contains(r.Err, "operation not permitted") {
 		t.Errorf("blocked connect failed with %q, want EPERM at once", r.Err)
 	}
-	line := p.stdout.waitFor(t, "DST 127.0.0.2, ACTION 0 hook=sendmsg")
+	line := p.stdout.waitFor(t, "DST 127.0.0.2, ACTION 0 hook=egress")
 	if !strings.Contains(line, "rule=default") {
 		t.Errorf("a drop by the default says %q", line)
 	}
@@ -155,7 +155,7 @@ func TestAudit(t *testing.T) {
 	}
 	mustPass(t, "UDP to a blocked address in audit mode", probe(t, cg, "", "udp", "127.0.0.2", "127.0.0.1"))
 	mustPass(t, "TCP to a blocked address in audit mode", probe(t, cg, "", "tcp", "127.0.0.2", ""))
-	for _, hook := range []string{"sendmsg", "egress", "connect"} {
+	for _, hook := range []string{"egress", "connect"} {
 		line := p.stdout.waitFor(t, "DST 127.0.0.2, ACTION 0 hook="+hook)
 		if !strings.Contains(line, " audit=true") {
 			t.Errorf("audited %s decision %q lacks audit=true", hook, line)

@@ -45,8 +45,8 @@ func TestEventsNameTheProcess(t *testing.T) {
 		cmd              []string
 	}{
 		{"curl", "curl", "connect", []string{"curl", "-s", "-m", "5", "http://127.0.0.2:9/"}},
-		{"python UDP sender", "python3", "sendmsg", []string{"python3", "-c", sendUDPScript}},
-		{"renamed thread", "cgw-renamed", "sendmsg", []string{"python3", "-c", sendUDPScript, "cgw-renamed"}},
+		{"python UDP sender", "python3", "egress", []string{"python3", "-c", sendUDPScript}},
+		{"renamed thread", "cgw-renamed", "egress", []string{"python3", "-c", sendUDPScript, "cgw-renamed"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pid := inCgroupRun(t, cg, tc.cmd[0], tc.cmd[1:]...)

@@ -63,8 +63,10 @@ func TestRunBlocksIPv6(t *testing.T) {
 		}
 	}
 	// The kernel hands a UDP send to a mapped address to the IPv4 path, so
-	// sendmsg4 decides it; a TCP connect goes through connect6.
-	p.stdout.waitFor(t, "DST 127.0.0.2, ACTION 0 hook=sendmsg proto=udp dport=9 ")
+	// egress judges an IPv4 packet; a TCP connect goes through connect6.
+	if line := p.stdout.waitFor(t, " dport=9 rule=127.0.0.2/32 "); !strings.HasPrefix(line, "DST 127.0.0.2, ACTION 0 hook=egress ") {
+		t.Errorf("the UDP send to ::ffff:127.0.0.2 was decided as %q, want an IPv4 packet at egress", line)
+	}
 	p.stdout.waitFor(t, "DST ::ffff:127.0.0.2, ACTION 0 hook=connect proto=tcp dport=9 rule=127.0.0.2/32")
 
 	line := p.stdout.waitFor(t, "DST 2001:db8::2, ACTION 0")
@@ -149,7 +151,7 @@ func TestRunReportsLostEvents(t *testing.T) {
 	}
 	line := p.stderr.waitFor(t, "lost ")
 	var lost, total int
-	// The sendmsg hook refuses each send, so each is one decision; the
+	// Egress refuses each send, so each is one decision; the
 	// 256 KiB ring buffer holds 4096 events of 64 bytes.
 	if _, err := fmt.Sscanf(line, "lost %d events (ring buffer full; %d in total)", &lost, &total); err != nil || lost < 10000-4096 || lost >= 10000 {
 		t.Errorf("lost-events line %q: want all but at most 4096 of the 10000 decisions lost", line)

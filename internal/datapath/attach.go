@@ -19,17 +19,25 @@ type Attachment struct {
 	progs []program // one per link, for its pin
 }
 
-// HooksFor says which hooks a policy needs. Egress, connect and sendmsg always
-// run: they are the filter. Ingress runs only when the policy judges ingress,
-// so that an egress blocklist costs received packets nothing; sock_create only
-// with DenyRaw.
+// HooksFor says which hooks a policy needs. Egress and connect always run:
+// they are the filter. Ingress runs only when the policy judges ingress, so
+// that an egress blocklist costs received packets nothing; sock_create only
+// with DenyRaw. Sendmsg judges nothing (egress fails a blocked sendto()): it
+// runs to name the sender in events, and to send DNS to the resolver of a
+// policy with name rules, which recvmsg needs too.
 func HooksFor(p *policy.Policy) []Hook {
-	hooks := []Hook{HookEgress, HookConnect, HookSendmsg}
+	hooks := []Hook{HookEgress, HookConnect}
+	if p.Log != policy.LogNone || p.HasNames() {
+		hooks = append(hooks, HookSendmsg)
+	}
 	if p.Count(policy.Ingress) > 0 || p.Default[policy.Ingress] != policy.Allow {
 		hooks = append(hooks, HookIngress)
 	}
 	if p.DenyRaw {
 		hooks = append(hooks, HookSockCreate)
+	}
+	if p.HasNames() {
+		hooks = append(hooks, HookRecvmsg)
 	}
 	return hooks
 }

@@ -18,6 +18,16 @@ type cgwallAddr6 struct {
 	Addr [16]uint8
 }
 
+type cgwallAllowed struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	RuleId uint32
+	Gen    uint32
+	Port   uint16
+	Proto  uint8
+	Pad    uint8
+}
+
 type cgwallConfig struct {
 	_             structs.HostLayout
 	DefaultAction [2]uint8
@@ -81,8 +91,16 @@ const (
 	cgwallHookHOOK_CONNECT     cgwallHook = 2
 	cgwallHookHOOK_SENDMSG     cgwallHook = 3
 	cgwallHookHOOK_SOCK_CREATE cgwallHook = 4
-	cgwallHookHOOK_MAX         cgwallHook = 5
+	cgwallHookHOOK_RECVMSG     cgwallHook = 5
+	cgwallHookHOOK_MAX         cgwallHook = 6
 )
+
+type cgwallLearned struct {
+	_    structs.HostLayout
+	R    cgwallRule
+	Site uint32
+	Pad  uint32
+}
 
 type cgwallLogLevel uint32
 
@@ -91,6 +109,22 @@ const (
 	cgwallLogLevelLOG_DROP cgwallLogLevel = 1
 	cgwallLogLevelLOG_ALL  cgwallLogLevel = 2
 )
+
+type cgwallOrigin struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Port   uint16
+	Family uint8
+	Pad    uint8
+}
+
+type cgwallOriginKey struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Port   uint16
+	Family uint8
+	Proto  uint8
+}
 
 type cgwallOwner struct {
 	_    structs.HostLayout
@@ -190,6 +224,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	cgwallMapAsked               = "asked"
 	cgwallMapCurrent             = "current"
 	cgwallMapEgressBitmap4       = "egress_bitmap4"
 	cgwallMapEgressBitmap6       = "egress_bitmap6"
@@ -208,6 +243,10 @@ const (
 	cgwallMapIngressPrefix4      = "ingress_prefix4"
 	cgwallMapIngressPrefix6      = "ingress_prefix6"
 	cgwallMapIngressRanges       = "ingress_ranges"
+	cgwallMapLearned4            = "learned4"
+	cgwallMapLearned6            = "learned6"
+	cgwallMapOpened              = "opened"
+	cgwallMapOrigins             = "origins"
 	cgwallMapOwners              = "owners"
 	cgwallMapSettings            = "settings"
 	cgwallMapStats               = "stats"
@@ -216,11 +255,19 @@ const (
 	cgwallProgCgwallEgress       = "cgwall_egress"
 	cgwallProgCgwallIngress      = "cgwall_ingress"
 	cgwallProgCgwallPacketCreate = "cgwall_packet_create"
+	cgwallProgCgwallRecvmsg4     = "cgwall_recvmsg4"
+	cgwallProgCgwallRecvmsg6     = "cgwall_recvmsg6"
 	cgwallProgCgwallSendmsg4     = "cgwall_sendmsg4"
 	cgwallProgCgwallSendmsg6     = "cgwall_sendmsg6"
 	cgwallProgCgwallSockCreate   = "cgwall_sock_create"
 	cgwallVarNameProcesses       = "name_processes"
+	cgwallVarNameRules           = "name_rules"
 	cgwallVarPortRules           = "port_rules"
+	cgwallVarResolver4           = "resolver4"
+	cgwallVarResolver4Port       = "resolver4_port"
+	cgwallVarResolver6           = "resolver6"
+	cgwallVarResolver6Port       = "resolver6_port"
+	cgwallVarResolverNetns       = "resolver_netns"
 	cgwallVarUnusedAddr6         = "unused_addr6"
 	cgwallVarUnusedConfig        = "unused_config"
 	cgwallVarUnusedCounter       = "unused_counter"
@@ -228,7 +275,10 @@ const (
 	cgwallVarUnusedEvent         = "unused_event"
 	cgwallVarUnusedEventFlag     = "unused_event_flag"
 	cgwallVarUnusedHook          = "unused_hook"
+	cgwallVarUnusedLearned       = "unused_learned"
 	cgwallVarUnusedLogLevel      = "unused_log_level"
+	cgwallVarUnusedOrigin        = "unused_origin"
+	cgwallVarUnusedOriginKey     = "unused_origin_key"
 	cgwallVarUnusedOwner         = "unused_owner"
 	cgwallVarUnusedPortKey       = "unused_port_key"
 	cgwallVarUnusedPrefixKey4    = "unused_prefix_key4"
@@ -289,6 +339,8 @@ type cgwallProgramSpecs struct {
 	CgwallEgress       *ebpf.ProgramSpec `ebpf:"cgwall_egress"`
 	CgwallIngress      *ebpf.ProgramSpec `ebpf:"cgwall_ingress"`
 	CgwallPacketCreate *ebpf.ProgramSpec `ebpf:"cgwall_packet_create"`
+	CgwallRecvmsg4     *ebpf.ProgramSpec `ebpf:"cgwall_recvmsg4"`
+	CgwallRecvmsg6     *ebpf.ProgramSpec `ebpf:"cgwall_recvmsg6"`
 	CgwallSendmsg4     *ebpf.ProgramSpec `ebpf:"cgwall_sendmsg4"`
 	CgwallSendmsg6     *ebpf.ProgramSpec `ebpf:"cgwall_sendmsg6"`
 	CgwallSockCreate   *ebpf.ProgramSpec `ebpf:"cgwall_sock_create"`
@@ -298,6 +350,7 @@ type cgwallProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallMapSpecs struct {
+	Asked          *ebpf.MapSpec `ebpf:"asked"`
 	Current        *ebpf.MapSpec `ebpf:"current"`
 	EgressBitmap4  *ebpf.MapSpec `ebpf:"egress_bitmap4"`
 	EgressBitmap6  *ebpf.MapSpec `ebpf:"egress_bitmap6"`
@@ -316,6 +369,10 @@ type cgwallMapSpecs struct {
 	IngressPrefix4 *ebpf.MapSpec `ebpf:"ingress_prefix4"`
 	IngressPrefix6 *ebpf.MapSpec `ebpf:"ingress_prefix6"`
 	IngressRanges  *ebpf.MapSpec `ebpf:"ingress_ranges"`
+	Learned4       *ebpf.MapSpec `ebpf:"learned4"`
+	Learned6       *ebpf.MapSpec `ebpf:"learned6"`
+	Opened         *ebpf.MapSpec `ebpf:"opened"`
+	Origins        *ebpf.MapSpec `ebpf:"origins"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	Settings       *ebpf.MapSpec `ebpf:"settings"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
@@ -326,7 +383,13 @@ type cgwallMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallVariableSpecs struct {
 	NameProcesses    *ebpf.VariableSpec `ebpf:"name_processes"`
+	NameRules        *ebpf.VariableSpec `ebpf:"name_rules"`
 	PortRules        *ebpf.VariableSpec `ebpf:"port_rules"`
+	Resolver4        *ebpf.VariableSpec `ebpf:"resolver4"`
+	Resolver4Port    *ebpf.VariableSpec `ebpf:"resolver4_port"`
+	Resolver6        *ebpf.VariableSpec `ebpf:"resolver6"`
+	Resolver6Port    *ebpf.VariableSpec `ebpf:"resolver6_port"`
+	ResolverNetns    *ebpf.VariableSpec `ebpf:"resolver_netns"`
 	UnusedAddr6      *ebpf.VariableSpec `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.VariableSpec `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
@@ -334,7 +397,10 @@ type cgwallVariableSpecs struct {
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventFlag  *ebpf.VariableSpec `ebpf:"unused_event_flag"`
 	UnusedHook       *ebpf.VariableSpec `ebpf:"unused_hook"`
+	UnusedLearned    *ebpf.VariableSpec `ebpf:"unused_learned"`
 	UnusedLogLevel   *ebpf.VariableSpec `ebpf:"unused_log_level"`
+	UnusedOrigin     *ebpf.VariableSpec `ebpf:"unused_origin"`
+	UnusedOriginKey  *ebpf.VariableSpec `ebpf:"unused_origin_key"`
 	UnusedOwner      *ebpf.VariableSpec `ebpf:"unused_owner"`
 	UnusedPortKey    *ebpf.VariableSpec `ebpf:"unused_port_key"`
 	UnusedPrefixKey4 *ebpf.VariableSpec `ebpf:"unused_prefix_key4"`
@@ -368,6 +434,7 @@ func (o *cgwallObjects) Close() error {
 //
 // It can be passed to loadCgwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallMaps struct {
+	Asked          *ebpf.Map `ebpf:"asked"`
 	Current        *ebpf.Map `ebpf:"current"`
 	EgressBitmap4  *ebpf.Map `ebpf:"egress_bitmap4"`
 	EgressBitmap6  *ebpf.Map `ebpf:"egress_bitmap6"`
@@ -386,6 +453,10 @@ type cgwallMaps struct {
 	IngressPrefix4 *ebpf.Map `ebpf:"ingress_prefix4"`
 	IngressPrefix6 *ebpf.Map `ebpf:"ingress_prefix6"`
 	IngressRanges  *ebpf.Map `ebpf:"ingress_ranges"`
+	Learned4       *ebpf.Map `ebpf:"learned4"`
+	Learned6       *ebpf.Map `ebpf:"learned6"`
+	Opened         *ebpf.Map `ebpf:"opened"`
+	Origins        *ebpf.Map `ebpf:"origins"`
 	Owners         *ebpf.Map `ebpf:"owners"`
 	Settings       *ebpf.Map `ebpf:"settings"`
 	Stats          *ebpf.Map `ebpf:"stats"`
@@ -393,6 +464,7 @@ type cgwallMaps struct {
 
 func (m *cgwallMaps) Close() error {
 	return _CgwallClose(
+		m.Asked,
 		m.Current,
 		m.EgressBitmap4,
 		m.EgressBitmap6,
@@ -411,6 +483,10 @@ func (m *cgwallMaps) Close() error {
 		m.IngressPrefix4,
 		m.IngressPrefix6,
 		m.IngressRanges,
+		m.Learned4,
+		m.Learned6,
+		m.Opened,
+		m.Origins,
 		m.Owners,
 		m.Settings,
 		m.Stats,
@@ -422,7 +498,13 @@ func (m *cgwallMaps) Close() error {
 // It can be passed to loadCgwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallVariables struct {
 	NameProcesses    *ebpf.Variable `ebpf:"name_processes"`
+	NameRules        *ebpf.Variable `ebpf:"name_rules"`
 	PortRules        *ebpf.Variable `ebpf:"port_rules"`
+	Resolver4        *ebpf.Variable `ebpf:"resolver4"`
+	Resolver4Port    *ebpf.Variable `ebpf:"resolver4_port"`
+	Resolver6        *ebpf.Variable `ebpf:"resolver6"`
+	Resolver6Port    *ebpf.Variable `ebpf:"resolver6_port"`
+	ResolverNetns    *ebpf.Variable `ebpf:"resolver_netns"`
 	UnusedAddr6      *ebpf.Variable `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.Variable `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
@@ -430,7 +512,10 @@ type cgwallVariables struct {
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventFlag  *ebpf.Variable `ebpf:"unused_event_flag"`
 	UnusedHook       *ebpf.Variable `ebpf:"unused_hook"`
+	UnusedLearned    *ebpf.Variable `ebpf:"unused_learned"`
 	UnusedLogLevel   *ebpf.Variable `ebpf:"unused_log_level"`
+	UnusedOrigin     *ebpf.Variable `ebpf:"unused_origin"`
+	UnusedOriginKey  *ebpf.Variable `ebpf:"unused_origin_key"`
 	UnusedOwner      *ebpf.Variable `ebpf:"unused_owner"`
 	UnusedPortKey    *ebpf.Variable `ebpf:"unused_port_key"`
 	UnusedPrefixKey4 *ebpf.Variable `ebpf:"unused_prefix_key4"`
@@ -453,6 +538,8 @@ type cgwallPrograms struct {
 	CgwallEgress       *ebpf.Program `ebpf:"cgwall_egress"`
 	CgwallIngress      *ebpf.Program `ebpf:"cgwall_ingress"`
 	CgwallPacketCreate *ebpf.Program `ebpf:"cgwall_packet_create"`
+	CgwallRecvmsg4     *ebpf.Program `ebpf:"cgwall_recvmsg4"`
+	CgwallRecvmsg6     *ebpf.Program `ebpf:"cgwall_recvmsg6"`
 	CgwallSendmsg4     *ebpf.Program `ebpf:"cgwall_sendmsg4"`
 	CgwallSendmsg6     *ebpf.Program `ebpf:"cgwall_sendmsg6"`
 	CgwallSockCreate   *ebpf.Program `ebpf:"cgwall_sock_create"`
@@ -465,6 +552,8 @@ func (p *cgwallPrograms) Close() error {
 		p.CgwallEgress,
 		p.CgwallIngress,
 		p.CgwallPacketCreate,
+		p.CgwallRecvmsg4,
+		p.CgwallRecvmsg6,
 		p.CgwallSendmsg4,
 		p.CgwallSendmsg6,
 		p.CgwallSockCreate,

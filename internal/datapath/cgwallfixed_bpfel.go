@@ -16,6 +16,7 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	cgwallFixedMapAsked               = "asked"
 	cgwallFixedMapCurrent             = "current"
 	cgwallFixedMapEgressBitmap4       = "egress_bitmap4"
 	cgwallFixedMapEgressBitmap6       = "egress_bitmap6"
@@ -34,6 +35,10 @@ const (
 	cgwallFixedMapIngressPrefix4      = "ingress_prefix4"
 	cgwallFixedMapIngressPrefix6      = "ingress_prefix6"
 	cgwallFixedMapIngressRanges       = "ingress_ranges"
+	cgwallFixedMapLearned4            = "learned4"
+	cgwallFixedMapLearned6            = "learned6"
+	cgwallFixedMapOpened              = "opened"
+	cgwallFixedMapOrigins             = "origins"
 	cgwallFixedMapOwners              = "owners"
 	cgwallFixedMapSettings            = "settings"
 	cgwallFixedMapStats               = "stats"
@@ -42,11 +47,19 @@ const (
 	cgwallFixedProgCgwallEgress       = "cgwall_egress"
 	cgwallFixedProgCgwallIngress      = "cgwall_ingress"
 	cgwallFixedProgCgwallPacketCreate = "cgwall_packet_create"
+	cgwallFixedProgCgwallRecvmsg4     = "cgwall_recvmsg4"
+	cgwallFixedProgCgwallRecvmsg6     = "cgwall_recvmsg6"
 	cgwallFixedProgCgwallSendmsg4     = "cgwall_sendmsg4"
 	cgwallFixedProgCgwallSendmsg6     = "cgwall_sendmsg6"
 	cgwallFixedProgCgwallSockCreate   = "cgwall_sock_create"
 	cgwallFixedVarNameProcesses       = "name_processes"
+	cgwallFixedVarNameRules           = "name_rules"
 	cgwallFixedVarPortRules           = "port_rules"
+	cgwallFixedVarResolver4           = "resolver4"
+	cgwallFixedVarResolver4Port       = "resolver4_port"
+	cgwallFixedVarResolver6           = "resolver6"
+	cgwallFixedVarResolver6Port       = "resolver6_port"
+	cgwallFixedVarResolverNetns       = "resolver_netns"
 	cgwallFixedVarUnusedAddr6         = "unused_addr6"
 	cgwallFixedVarUnusedConfig        = "unused_config"
 	cgwallFixedVarUnusedCounter       = "unused_counter"
@@ -54,7 +67,10 @@ const (
 	cgwallFixedVarUnusedEvent         = "unused_event"
 	cgwallFixedVarUnusedEventFlag     = "unused_event_flag"
 	cgwallFixedVarUnusedHook          = "unused_hook"
+	cgwallFixedVarUnusedLearned       = "unused_learned"
 	cgwallFixedVarUnusedLogLevel      = "unused_log_level"
+	cgwallFixedVarUnusedOrigin        = "unused_origin"
+	cgwallFixedVarUnusedOriginKey     = "unused_origin_key"
 	cgwallFixedVarUnusedOwner         = "unused_owner"
 	cgwallFixedVarUnusedPortKey       = "unused_port_key"
 	cgwallFixedVarUnusedPrefixKey4    = "unused_prefix_key4"
@@ -115,6 +131,8 @@ type cgwallFixedProgramSpecs struct {
 	CgwallEgress       *ebpf.ProgramSpec `ebpf:"cgwall_egress"`
 	CgwallIngress      *ebpf.ProgramSpec `ebpf:"cgwall_ingress"`
 	CgwallPacketCreate *ebpf.ProgramSpec `ebpf:"cgwall_packet_create"`
+	CgwallRecvmsg4     *ebpf.ProgramSpec `ebpf:"cgwall_recvmsg4"`
+	CgwallRecvmsg6     *ebpf.ProgramSpec `ebpf:"cgwall_recvmsg6"`
 	CgwallSendmsg4     *ebpf.ProgramSpec `ebpf:"cgwall_sendmsg4"`
 	CgwallSendmsg6     *ebpf.ProgramSpec `ebpf:"cgwall_sendmsg6"`
 	CgwallSockCreate   *ebpf.ProgramSpec `ebpf:"cgwall_sock_create"`
@@ -124,6 +142,7 @@ type cgwallFixedProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallFixedMapSpecs struct {
+	Asked          *ebpf.MapSpec `ebpf:"asked"`
 	Current        *ebpf.MapSpec `ebpf:"current"`
 	EgressBitmap4  *ebpf.MapSpec `ebpf:"egress_bitmap4"`
 	EgressBitmap6  *ebpf.MapSpec `ebpf:"egress_bitmap6"`
@@ -142,6 +161,10 @@ type cgwallFixedMapSpecs struct {
 	IngressPrefix4 *ebpf.MapSpec `ebpf:"ingress_prefix4"`
 	IngressPrefix6 *ebpf.MapSpec `ebpf:"ingress_prefix6"`
 	IngressRanges  *ebpf.MapSpec `ebpf:"ingress_ranges"`
+	Learned4       *ebpf.MapSpec `ebpf:"learned4"`
+	Learned6       *ebpf.MapSpec `ebpf:"learned6"`
+	Opened         *ebpf.MapSpec `ebpf:"opened"`
+	Origins        *ebpf.MapSpec `ebpf:"origins"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	Settings       *ebpf.MapSpec `ebpf:"settings"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
@@ -152,7 +175,13 @@ type cgwallFixedMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallFixedVariableSpecs struct {
 	NameProcesses    *ebpf.VariableSpec `ebpf:"name_processes"`
+	NameRules        *ebpf.VariableSpec `ebpf:"name_rules"`
 	PortRules        *ebpf.VariableSpec `ebpf:"port_rules"`
+	Resolver4        *ebpf.VariableSpec `ebpf:"resolver4"`
+	Resolver4Port    *ebpf.VariableSpec `ebpf:"resolver4_port"`
+	Resolver6        *ebpf.VariableSpec `ebpf:"resolver6"`
+	Resolver6Port    *ebpf.VariableSpec `ebpf:"resolver6_port"`
+	ResolverNetns    *ebpf.VariableSpec `ebpf:"resolver_netns"`
 	UnusedAddr6      *ebpf.VariableSpec `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.VariableSpec `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
@@ -160,7 +189,10 @@ type cgwallFixedVariableSpecs struct {
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventFlag  *ebpf.VariableSpec `ebpf:"unused_event_flag"`
 	UnusedHook       *ebpf.VariableSpec `ebpf:"unused_hook"`
+	UnusedLearned    *ebpf.VariableSpec `ebpf:"unused_learned"`
 	UnusedLogLevel   *ebpf.VariableSpec `ebpf:"unused_log_level"`
+	UnusedOrigin     *ebpf.VariableSpec `ebpf:"unused_origin"`
+	UnusedOriginKey  *ebpf.VariableSpec `ebpf:"unused_origin_key"`
 	UnusedOwner      *ebpf.VariableSpec `ebpf:"unused_owner"`
 	UnusedPortKey    *ebpf.VariableSpec `ebpf:"unused_port_key"`
 	UnusedPrefixKey4 *ebpf.VariableSpec `ebpf:"unused_prefix_key4"`
@@ -194,6 +226,7 @@ func (o *cgwallFixedObjects) Close() error {
 //
 // It can be passed to loadCgwallFixedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallFixedMaps struct {
+	Asked          *ebpf.Map `ebpf:"asked"`
 	Current        *ebpf.Map `ebpf:"current"`
 	EgressBitmap4  *ebpf.Map `ebpf:"egress_bitmap4"`
 	EgressBitmap6  *ebpf.Map `ebpf:"egress_bitmap6"`
@@ -212,6 +245,10 @@ type cgwallFixedMaps struct {
 	IngressPrefix4 *ebpf.Map `ebpf:"ingress_prefix4"`
 	IngressPrefix6 *ebpf.Map `ebpf:"ingress_prefix6"`
 	IngressRanges  *ebpf.Map `ebpf:"ingress_ranges"`
+	Learned4       *ebpf.Map `ebpf:"learned4"`
+	Learned6       *ebpf.Map `ebpf:"learned6"`
+	Opened         *ebpf.Map `ebpf:"opened"`
+	Origins        *ebpf.Map `ebpf:"origins"`
 	Owners         *ebpf.Map `ebpf:"owners"`
 	Settings       *ebpf.Map `ebpf:"settings"`
 	Stats          *ebpf.Map `ebpf:"stats"`
@@ -219,6 +256,7 @@ type cgwallFixedMaps struct {
 
 func (m *cgwallFixedMaps) Close() error {
 	return _CgwallFixedClose(
+		m.Asked,
 		m.Current,
 		m.EgressBitmap4,
 		m.EgressBitmap6,
@@ -237,6 +275,10 @@ func (m *cgwallFixedMaps) Close() error {
 		m.IngressPrefix4,
 		m.IngressPrefix6,
 		m.IngressRanges,
+		m.Learned4,
+		m.Learned6,
+		m.Opened,
+		m.Origins,
 		m.Owners,
 		m.Settings,
 		m.Stats,
@@ -248,7 +290,13 @@ func (m *cgwallFixedMaps) Close() error {
 // It can be passed to loadCgwallFixedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallFixedVariables struct {
 	NameProcesses    *ebpf.Variable `ebpf:"name_processes"`
+	NameRules        *ebpf.Variable `ebpf:"name_rules"`
 	PortRules        *ebpf.Variable `ebpf:"port_rules"`
+	Resolver4        *ebpf.Variable `ebpf:"resolver4"`
+	Resolver4Port    *ebpf.Variable `ebpf:"resolver4_port"`
+	Resolver6        *ebpf.Variable `ebpf:"resolver6"`
+	Resolver6Port    *ebpf.Variable `ebpf:"resolver6_port"`
+	ResolverNetns    *ebpf.Variable `ebpf:"resolver_netns"`
 	UnusedAddr6      *ebpf.Variable `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.Variable `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
@@ -256,7 +304,10 @@ type cgwallFixedVariables struct {
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventFlag  *ebpf.Variable `ebpf:"unused_event_flag"`
 	UnusedHook       *ebpf.Variable `ebpf:"unused_hook"`
+	UnusedLearned    *ebpf.Variable `ebpf:"unused_learned"`
 	UnusedLogLevel   *ebpf.Variable `ebpf:"unused_log_level"`
+	UnusedOrigin     *ebpf.Variable `ebpf:"unused_origin"`
+	UnusedOriginKey  *ebpf.Variable `ebpf:"unused_origin_key"`
 	UnusedOwner      *ebpf.Variable `ebpf:"unused_owner"`
 	UnusedPortKey    *ebpf.Variable `ebpf:"unused_port_key"`
 	UnusedPrefixKey4 *ebpf.Variable `ebpf:"unused_prefix_key4"`
@@ -279,6 +330,8 @@ type cgwallFixedPrograms struct {
 	CgwallEgress       *ebpf.Program `ebpf:"cgwall_egress"`
 	CgwallIngress      *ebpf.Program `ebpf:"cgwall_ingress"`
 	CgwallPacketCreate *ebpf.Program `ebpf:"cgwall_packet_create"`
+	CgwallRecvmsg4     *ebpf.Program `ebpf:"cgwall_recvmsg4"`
+	CgwallRecvmsg6     *ebpf.Program `ebpf:"cgwall_recvmsg6"`
 	CgwallSendmsg4     *ebpf.Program `ebpf:"cgwall_sendmsg4"`
 	CgwallSendmsg6     *ebpf.Program `ebpf:"cgwall_sendmsg6"`
 	CgwallSockCreate   *ebpf.Program `ebpf:"cgwall_sock_create"`
@@ -291,6 +344,8 @@ func (p *cgwallFixedPrograms) Close() error {
 		p.CgwallEgress,
 		p.CgwallIngress,
 		p.CgwallPacketCreate,
+		p.CgwallRecvmsg4,
+		p.CgwallRecvmsg6,
 		p.CgwallSendmsg4,
 		p.CgwallSendmsg6,
 		p.CgwallSockCreate,

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
@@ -40,6 +41,15 @@ type Datapath struct {
 	// optionalErr says why an optional program (the packet guard) did not
 	// load, for policies that deny raw sockets.
 	optionalErr error
+
+	// Name rules (names.go): whether the programs have their code, the
+	// learned maps' value of each pattern, and the counts of addresses
+	// forgotten, under namesMu (the resolver learns and forgets from
+	// several goroutines).
+	names     bool
+	learned   map[policy.Name]cgwallLearned
+	namesMu   sync.Mutex
+	forgotten forgotten
 }
 
 // Load creates the maps and programs and installs p in generation 0. It
@@ -64,6 +74,12 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 		d.state.PortCode = 1
 	}
 	p.Renumber(1)
+	if o.dns != nil {
+		if err := setDNS(spec, o.dns); err != nil {
+			return nil, err
+		}
+		d.names, d.learned, d.forgotten = true, learnedValues(p), forgotten{}
+	}
 	install := func() error { return d.install(p, 0, nil) }
 	if o.fixed {
 		e := entriesOf(p, nil)
@@ -93,6 +109,7 @@ type options struct {
 	fixed bool
 	hooks []Hook // the hooks whose programs to load
 	spec  *Prepared
+	dns   *dnsOptions // name rules' code, with WithDNS
 }
 
 // WithPrepared loads the object that Prepare parsed ahead, for a Fixed load.

@@ -18,6 +18,7 @@ const (
 	HookConnect    = Hook(cgwallHookHOOK_CONNECT)
 	HookSendmsg    = Hook(cgwallHookHOOK_SENDMSG)
 	HookSockCreate = Hook(cgwallHookHOOK_SOCK_CREATE)
+	HookRecvmsg    = Hook(cgwallHookHOOK_RECVMSG)
 )
 
 // program is one BPF program of a hook.
@@ -52,6 +53,12 @@ var hookTable = []struct {
 	{HookSockCreate, "sock_create", []program{
 		{cgwallProgCgwallSockCreate, "sock_create", ebpf.AttachCGroupInetSockCreate, false},
 		{cgwallProgCgwallPacketCreate, "packet_create", ebpf.AttachLSMCgroup, true},
+	}},
+	// Decides nothing: it makes the resolver's DNS answers come from the
+	// server asked, for policies with name rules.
+	{HookRecvmsg, "recvmsg", []program{
+		{cgwallProgCgwallRecvmsg4, "recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, false},
+		{cgwallProgCgwallRecvmsg6, "recvmsg6", ebpf.AttachCGroupUDP6Recvmsg, false},
 	}},
 }
 

@@ -48,7 +48,8 @@ func TestWithHooksLoadsAndAttachesOnlyThose(t *testing.T) {
 	for typ, want := range map[ebpf.AttachType]int{
 		ebpf.AttachCGroupInetEgress:     1,
 		ebpf.AttachCGroupInet4Connect:   1,
-		ebpf.AttachCGroupUDP6Sendmsg:    1,
+		ebpf.AttachCGroupUDP6Sendmsg:    0, // judges nothing, and logs nothing under --log none
+		ebpf.AttachCGroupUDP6Recvmsg:    0, // only for name rules
 		ebpf.AttachCGroupInetIngress:    0,
 		ebpf.AttachCGroupInetSockCreate: 0,
 	} {
@@ -139,5 +140,27 @@ func TestFixedLoadWritesNoSlot(t *testing.T) {
 				t.Errorf("%d map-in-map writes, want %d", n, tc.want)
 			}
 		})
+	}
+}
+
+// TestHooksFor: sendmsg only where it names senders or carries DNS, recvmsg
+// only for name rules.
+func TestHooksFor(t *testing.T) {
+	names := mustPolicy(t, policy.LogNone)
+	if err := names.Add(policy.Egress, policy.Allow, "a.test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		p    *policy.Policy
+		want []Hook
+	}{
+		{"log none", mustPolicy(t, policy.LogNone, "block", "192.0.2.1"), []Hook{HookEgress, HookConnect}},
+		{"log drop", mustPolicy(t, policy.LogDrop, "block", "192.0.2.1"), []Hook{HookEgress, HookConnect, HookSendmsg}},
+		{"names", names, []Hook{HookEgress, HookConnect, HookSendmsg, HookRecvmsg}},
+	} {
+		if got := HooksFor(tc.p); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: HooksFor = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

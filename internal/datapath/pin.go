@@ -135,11 +135,14 @@ func (d *Datapath) RuleCounters() (map[uint32]Counter, error) {
 		// A range rule's counts are spread over its blocks.
 		err := d.eachRule(m, func(r policy.Rule, c Counter) {
 			sum := out[r.ID]
-			out[r.ID] = Counter{Packets: sum.Packets + c.Packets, Bytes: sum.Bytes + c.Bytes}
+			out[r.ID] = sum.plus(c)
 		})
 		if err != nil {
 			return nil, err
 		}
+	}
+	if err := d.learnedCounters(out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

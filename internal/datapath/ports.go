@@ -42,9 +42,21 @@ func portPrefix(family uint8, addr [16]byte, bits uint8) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom16(addr), int(bits))
 }
 
-func portKeyOf(prefix netip.Prefix, proto uint8, port uint16) cgwallPortKey {
+// keySite is what port rules hang from in the port maps' keys: a prefix
+// (prefixSite), or a name pattern's number (nameSite).
+type keySite struct {
+	family uint8
+	addr   [16]byte
+	bits   uint8
+}
+
+func prefixSite(prefix netip.Prefix) keySite {
 	family, addr := portAddr(prefix)
-	return cgwallPortKey{Addr: addr, Bits: uint8(prefix.Bits()), Family: family, Proto: proto, Port: port}
+	return keySite{family, addr, uint8(prefix.Bits())}
+}
+
+func portKeyOf(s keySite, proto uint8, port uint16) cgwallPortKey {
+	return cgwallPortKey{Addr: s.addr, Bits: s.bits, Family: s.family, Proto: proto, Port: port}
 }
 
 // rangeFixedBits is the C's RANGE_FIXED_BITS: the bits of a range key before
@@ -52,14 +64,13 @@ func portKeyOf(prefix netip.Prefix, proto uint8, port uint16) cgwallPortKey {
 const rangeFixedBits = 8 * (4 + 16)
 
 // rangeKeyOf is the key of a block of 2^(16-blockBits) ports from lo.
-func rangeKeyOf(prefix netip.Prefix, proto uint8, lo uint16, blockBits int) cgwallRangeKey {
-	family, addr := portAddr(prefix)
+func rangeKeyOf(s keySite, proto uint8, lo uint16, blockBits int) cgwallRangeKey {
 	return cgwallRangeKey{
 		Prefixlen: uint32(rangeFixedBits + blockBits),
-		Bits:      uint8(prefix.Bits()),
-		Family:    family,
+		Bits:      s.bits,
+		Family:    s.family,
 		Proto:     proto,
-		Addr:      addr,
+		Addr:      s.addr,
 		Port:      lo<<8 | lo>>8, // network order
 	}
 }
@@ -167,11 +178,14 @@ func segment(ranges []policy.Ports) []rangeBlock {
 	return out
 }
 
-// hasPortRules says whether p has a rule that names a protocol or ports.
+// hasPortRules says whether p has a rule, of an address or a name, that
+// names a protocol or ports.
 func hasPortRules(p *policy.Policy) bool {
-	for _, r := range p.Rules {
-		if !r.Ports.Any() {
-			return true
+	for _, rules := range [][]policy.Rule{p.Rules, p.Names} {
+		for _, r := range rules {
+			if !r.Ports.Any() {
+				return true
+			}
 		}
 	}
 	return false

@@ -72,12 +72,13 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 			}
 			address(r.Dir, r.Prefix).add(r.Prefix, v)
 		case r.Ports.Width() >= 2:
-			g := rangeGroup{r.Dir, r.Prefix, r.Ports.Proto}
+			g := rangeGroup{r.Dir, prefixSite(r.Prefix), r.Ports.Proto}
 			ranges[g] = append(ranges[g], r)
 		default:
-			e.ports(r.Dir).put(portKeyOf(r.Prefix, r.Ports.Proto, r.Ports.Lo), v)
+			e.ports(r.Dir).put(portKeyOf(prefixSite(r.Prefix), r.Ports.Proto, r.Ports.Lo), v)
 		}
 	}
+	e.addNames(p, ranges, counters)
 	// The prefixes left have port rules and no address-only rule.
 	for s, f := range flags {
 		address(s.dir, s.prefix).add(s.prefix, cgwallRule{Flags: f.flags, PortBits: f.ports, Bits: uint8(s.prefix.Bits())})
@@ -108,11 +109,32 @@ func batchOf[K, V any](e *entries, dir policy.Direction, k kind) *batch[K, V] {
 	return e[dir][k].(*batch[K, V])
 }
 
-// rangeGroup is the range rules of one direction, prefix and protocol.
+// rangeGroup is the range rules of one direction, site and protocol.
 type rangeGroup struct {
-	dir    policy.Direction
-	prefix netip.Prefix
-	proto  uint8
+	dir   policy.Direction
+	site  keySite
+	proto uint8
+}
+
+// addNames adds the port rules of p's name patterns to the port maps, under
+// each pattern's number (nameSite), and its range rules to ranges. Their
+// address-only rules go into the entries of learned addresses (Learn).
+func (e *entries) addNames(p *policy.Policy, ranges map[rangeGroup][]policy.Rule, counters map[uint32]Counter) {
+	if len(p.Names) == 0 {
+		return
+	}
+	sites := nameSites(p)
+	for _, r := range p.Names {
+		s := nameSite(sites[r.Name])
+		switch {
+		case r.Ports.Any():
+		case r.Ports.Width() >= 2:
+			g := rangeGroup{policy.Egress, s, r.Ports.Proto}
+			ranges[g] = append(ranges[g], r)
+		default:
+			e.ports(policy.Egress).put(portKeyOf(s, r.Ports.Proto, r.Ports.Lo), ruleValue(r, counters[r.ID]))
+		}
+	}
 }
 
 // addRanges adds each group's blocks to the ranges maps, with a rule's
@@ -132,11 +154,11 @@ func (e *entries) addRanges(groups map[rangeGroup][]policy.Rule, counters map[ui
 				c, counted[rb.rule] = counters[r.ID], true
 			}
 			v := cgwallRangeRule{R: ruleValue(r, c), Lo: r.Ports.Lo, Hi: r.Ports.Hi}
-			e.ranges(g.dir).put(rangeKeyOf(g.prefix, g.proto, rb.lo, rb.bits), v)
+			e.ranges(g.dir).put(rangeKeyOf(g.site, g.proto, rb.lo, rb.bits), v)
 		}
 		for i, r := range rules {
 			if !counted[i] {
-				k := portKeyOf(r.Prefix, r.Ports.Proto, r.Ports.Lo)
+				k := portKeyOf(g.site, r.Ports.Proto, r.Ports.Lo)
 				k.Shadowed, k.Hi = 1, r.Ports.Hi
 				e.ports(g.dir).put(k, ruleValue(r, counters[r.ID]))
 			}

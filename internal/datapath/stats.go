@@ -14,6 +14,10 @@ type Counter struct {
 	Bytes   uint64
 }
 
+func (c Counter) plus(o Counter) Counter {
+	return Counter{c.Packets + o.Packets, c.Bytes + o.Bytes}
+}
+
 // Stats are a hook's verdict counters, summed over CPUs.
 type Stats struct {
 	Pass       Counter

@@ -23,7 +23,7 @@ import (
 //	egress:
 //	  default: allow          # or block
 //	  block: [192.0.2.1, 198.51.100.0/24, "2001:db8::/32", any:udp/53]
-//	  allow: [198.51.100.7, 192.0.2.1:tcp/443, "[2001:db8::1]:tcp/443"]
+//	  allow: [198.51.100.7, 192.0.2.1:tcp/443, "[2001:db8::1]:tcp/443", github.com:443, "*.github.com:tcp/443"]
 //	ingress:
 //	  default: allow
 //	  block: [203.0.113.0/24]
@@ -390,6 +390,9 @@ func (fp *fileParser) rules(n *yaml.Node, dir Direction, action Action) {
 			continue
 		}
 		matches, err := ParseRule(item.Value)
+		if err == nil {
+			err = egressOnly(dir, matches)
+		}
 		if err != nil {
 			fp.problem(item.Line, "%s: %v", where, err)
 			continue
@@ -400,14 +403,15 @@ func (fp *fileParser) rules(n *yaml.Node, dir Direction, action Action) {
 	}
 }
 
-// add adds a rule unless the policy has its prefix already: with the same
-// action, the rule is kept once; with the other, which was first is said.
+// add adds a rule unless the policy has its prefix (or name) already: with
+// the same action, the rule is kept once; with the other, which was first is
+// said.
 func (fp *fileParser) add(line int, where string, dir Direction, action Action, m Match) {
 	prev, ok := fp.p.Lookup(dir, m)
 	switch {
 	case !ok:
-		r := Rule{ID: fp.p.NextID(), Dir: dir, Prefix: m.Prefix, Ports: m.Ports, Action: action}
-		if o, ok := overlapping(fp.p.rangeIndex(), r); ok {
+		r := Rule{ID: fp.p.NextID(), Dir: dir, Prefix: m.Prefix, Ports: m.Ports, Name: m.Name, Action: action}
+		if o, ok := fp.p.overlap(r); ok {
 			fp.problem(line, "%s: %s", where, overlapMessage(r, o))
 			return
 		}

@@ -2,9 +2,11 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -465,5 +467,144 @@ func TestParseFileBrackets(t *testing.T) {
 				t.Errorf("%q:\n got %v\nwant %s", tc.text, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestParseFileNames reads a policy file with name rules, and checks that
+// every problem of one is at its line.
+func TestParseFileNames(t *testing.T) {
+	p, _, err := ParseFile("names.yaml", []byte(`egress:
+  default: block
+  allow: [github.com:443, "*.githubusercontent.com:443", 192.0.2.1]
+  block:
+    - "*.example.com"
+    - Tracker.Example.COM.
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range append(slices.Clone(p.Rules), p.Names...) {
+		got = append(got, fmt.Sprintf("%d %s", r.ID, r))
+	}
+	want := []string{
+		"5 egress allow 192.0.2.1/32",
+		"1 egress allow github.com:tcp/443",
+		"2 egress allow github.com:udp/443",
+		"3 egress allow *.githubusercontent.com:tcp/443",
+		"4 egress allow *.githubusercontent.com:udp/443",
+		"6 egress block *.example.com",
+		"7 egress block tracker.example.com",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if s := p.Summary()[0]; s != "egress: default block; IPv4: 0 block, 1 allow; IPv6: 0 block, 0 allow; names: 2 block, 4 allow" {
+		t.Errorf("summary %q", s)
+	}
+
+	_, _, err = ParseFile("bad.yaml", []byte(`egress:
+  allow:
+    - example.com:tcp/443
+    - ex_ample.com
+    - "*.example.com:tcp/8000-8999"
+    - "*.example.com:tcp/8500-9500"
+  block: [example.com:tcp/443, "www.*.example.com", "bücher.example"]
+ingress:
+  allow: [example.com]
+  block: [192.0.2.1, "*.example.com:22"]
+`))
+	var fe *FileError
+	if !errors.As(err, &fe) {
+		t.Fatalf("error %v is not a *FileError", err)
+	}
+	wantProblems := []string{
+		`bad.yaml:4: egress.allow: "ex_ample.com" is not a valid name: the label "ex_ample" has '_': a name is labels of letters, digits and hyphens joined by dots, as in example.com or *.example.com`,
+		"bad.yaml:6: egress.allow: *.example.com:tcp/8500-9500 overlaps *.example.com:tcp/8000-8999 for egress: port ranges of one name and protocol may nest but not overlap partly",
+		"bad.yaml:7: egress.block: example.com:tcp/443 is also allowed at line 3: a rule is either blocked or allowed",
+		`bad.yaml:7: egress.block: "www.*.example.com" is not a valid name: * may only be the whole first label, as in *.example.com`,
+		`bad.yaml:7: egress.block: "bücher.example" is not a valid name: it is not ASCII: use its ASCII form xn--bcher-kva.example`,
+		"bad.yaml:9: ingress.allow: example.com: name rules match egress destinations only",
+		"bad.yaml:10: ingress.block: *.example.com: name rules match egress destinations only",
+	}
+	if got := fe.Lines(); !slices.Equal(got, wantProblems) {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantProblems, "\n"))
+	}
+}
+
+// TestAddListNames reads a list file with names among addresses: IDs follow
+// the lines, and problems are at their lines.
+func TestAddListNames(t *testing.T) {
+	dir := t.TempDir()
+	list := filepath.Join(dir, "names.txt")
+	writeFile(t, list, `# trackers
+192.0.2.1
+tracker.example.com
+*.ads.example    # every name below
+198.51.100.0/24
+192.0.2.1
+tracker.example.com.
+ex_ample.com
+*.ads.example:tcp/443
+2001:db8::/32
+`)
+	p := New()
+	if err := p.Add(Egress, Allow, "*.ads.example:tcp/443"); err != nil {
+		t.Fatal(err)
+	}
+	err := p.AddList(list, Egress, Block)
+	var fe *FileError
+	if !errors.As(err, &fe) {
+		t.Fatalf("AddList: %v", err)
+	}
+	want := []string{
+		`names.txt:8: "ex_ample.com" is not a valid name: the label "ex_ample" has '_': a name is labels of letters, digits and hyphens joined by dots, as in example.com or *.example.com`,
+		"names.txt:9: *.ads.example:tcp/443 is both blocked and allowed for egress",
+	}
+	lines := fe.Lines()
+	for i := range lines {
+		lines[i] = strings.TrimPrefix(lines[i], dir+"/")
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	var rules []string
+	for _, r := range append(slices.Clone(p.Rules), p.Names...) {
+		rules = append(rules, fmt.Sprintf("%d %s", r.ID, r))
+	}
+	wantRules := []string{
+		"2 egress block 192.0.2.1/32",
+		"5 egress block 198.51.100.0/24",
+		"6 egress block 2001:db8::/32",
+		"1 egress allow *.ads.example:tcp/443",
+		"3 egress block tracker.example.com",
+		"4 egress block *.ads.example",
+	}
+	if !slices.Equal(rules, wantRules) {
+		t.Errorf("rules:\n%s\nwant:\n%s", strings.Join(rules, "\n"), strings.Join(wantRules, "\n"))
+	}
+	checkRules(t, p)
+
+	// A list that starts with a name is a list. For ingress, a name is
+	// refused once at its line, however many rules it stands for; a first
+	// line refused so is still a rule, and the file a list.
+	writeFile(t, list, "example.com\n192.0.2.1\n*.example.com:443\n")
+	if err := New().AddList(list, Egress, Allow); err != nil {
+		t.Errorf("a list that starts with a name: %v", err)
+	}
+	err = New().AddList(list, Ingress, Allow)
+	if !errors.As(err, &fe) {
+		t.Fatalf("AddList for ingress: %v", err)
+	}
+	want = []string{
+		"names.txt:1: example.com: name rules match egress destinations only",
+		"names.txt:3: *.example.com: name rules match egress destinations only",
+	}
+	lines = fe.Lines()
+	for i := range lines {
+		lines[i] = strings.TrimPrefix(lines[i], dir+"/")
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("ingress problems:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -76,10 +76,20 @@ func checkPrefix(t *testing.T, p netip.Prefix) {
 }
 
 // checkMatch checks that a match is one ParseRule could return: a canonical
-// prefix; ports of no protocol, of a protocol, or a range 1 to 65535 of a
-// protocol with ports; icmp for IPv4 only and icmpv6 for IPv6 only.
+// prefix, or a canonical name and the zero prefix; ports of no protocol, of a
+// protocol, or a range 1 to 65535 of a protocol with ports; for a prefix,
+// icmp for IPv4 only and icmpv6 for IPv6 only.
 func checkMatch(t *testing.T, m Match) {
 	t.Helper()
+	if m.Name != "" {
+		if n, err := ParseName(string(m.Name)); err != nil || n != m.Name || m.Prefix.IsValid() {
+			t.Fatalf("match %s (%+v) is not a canonical name rule: %v", m, m, err)
+		}
+		m.Prefix = netip.MustParsePrefix("192.0.2.0/24") // for the check of its ports
+		if m.Ports.Proto == ProtoICMPv6 {
+			m.Prefix = netip.MustParsePrefix("2001:db8::/32")
+		}
+	}
 	checkPrefix(t, m.Prefix)
 	p := m.Ports
 	valid := true
@@ -183,8 +193,8 @@ func FuzzAddList(f *testing.F) {
 		if wantProblems := addLines(want, string(data), d, a); !slices.Equal(gotProblems, wantProblems) {
 			t.Fatalf("problems %q\nwant     %q", gotProblems, wantProblems)
 		}
-		if !slices.Equal(got.Rules, want.Rules) || got.NextID() != want.NextID() {
-			t.Fatalf("rules %v, next ID %d\nwant  %v, %d", got.Rules, got.NextID(), want.Rules, want.NextID())
+		if !slices.Equal(got.Rules, want.Rules) || !slices.Equal(got.Names, want.Names) || got.NextID() != want.NextID() {
+			t.Fatalf("rules %v %v, next ID %d\nwant  %v %v, %d", got.Rules, got.Names, got.NextID(), want.Rules, want.Names, want.NextID())
 		}
 		checkRules(t, got)
 	})
@@ -210,11 +220,35 @@ func checkFileError(t *testing.T, err error) {
 
 // checkRules checks that every rule is canonical, found by Lookup and by
 // Rule, that no two have the same direction and match or the same ID, and
-// that no two ranges of one direction, prefix and protocol overlap partly.
+// that no two ranges of one direction, prefix and protocol overlap partly;
+// and the same of name rules, which are all egress.
 func checkRules(t *testing.T, p *Policy) {
 	t.Helper()
 	seen := map[ruleKey]bool{}
 	ids := map[uint32]bool{}
+	names := map[nameKey]bool{}
+	nameRanges := map[nameKey][]Rule{}
+	for _, r := range p.Names {
+		checkMatch(t, r.Match())
+		k := nameKeyOf(r.Dir, r.Match())
+		if r.Dir != Egress || names[k] || ids[r.ID] || r.ID == 0 {
+			t.Fatalf("name rule %v (id %d) is not egress, or not the only one of its match or ID", r, r.ID)
+		}
+		names[k], ids[r.ID] = true, true
+		if got, ok := p.Lookup(r.Dir, r.Match()); !ok || got != r {
+			t.Fatalf("Lookup(%s) = %v, %v; want %v", r.Match(), got, ok, r)
+		}
+		if got, ok := p.Rule(r.ID); !ok || got != r {
+			t.Fatalf("Rule(%d) = %v, %v; want %v", r.ID, got, ok, r)
+		}
+		k = nameRangeKey(r)
+		for _, o := range nameRanges[k] {
+			if overlapsPartly(o.Ports, r.Ports) {
+				t.Fatalf("name rules %s and %s overlap partly", o, r)
+			}
+		}
+		nameRanges[k] = append(nameRanges[k], r)
+	}
 	for _, r := range p.Rules {
 		checkMatch(t, r.Match())
 		k := keyOf(r.Dir, r.Match())

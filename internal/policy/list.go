@@ -47,11 +47,7 @@ func (p *Policy) AddListContext(ctx context.Context, path string, dir Direction,
 	if err != nil {
 		return readError("list file", path, err)
 	}
-	from := len(p.Rules)
-	lines, problems, err := p.appendList(bufio.NewReaderSize(newFileReader(ctx, f), listBuffer), n, dir, action)
-	for _, c := range p.settle(from) {
-		problems = append(problems, Problem{Line: int(lines[c.pos-from]), Msg: c.msg})
-	}
+	problems, err := p.addListed(bufio.NewReaderSize(newFileReader(ctx, f), listBuffer), n, dir, action)
 	switch {
 	case errors.Is(err, bufio.ErrTooLong):
 		return fmt.Errorf("read list file %s: %w", oneLine(path), err)
@@ -97,48 +93,83 @@ func countLines(r io.Reader) (int, error) {
 // with a typo, so none of it is quoted.
 const notAList = "not a list file: its first entry is not an IPv4 or IPv6 address or CIDR, so no line of it is shown; a list file has one rule a line, an address or CIDR with ports or without (192.0.2.0/24, 192.0.2.1:tcp/443)"
 
-// appendList appends the rules of a list to Rules, unsettled (see settle),
-// and returns the line of each and the first problems. A list whose first
-// entry is not a rule stops there, with notAList.
-func (p *Policy) appendList(r *bufio.Reader, n int, dir Direction, action Action) (lines []int32, problems []Problem, err error) {
+// addListed adds the rules of a list and returns the first problems. A list
+// whose first entry is not a rule stops there, with notAList.
+//
+// Address rules are appended to Rules unsettled, and settled at the end (see
+// settle): that is what makes a million-rule list quick. A name rule is added
+// as AddMatch adds it; the address rules before the first name are settled
+// first, and those after it are added as AddMatch adds them too, so that IDs
+// follow the lines whatever the mix. Lists of names are short next to the
+// blocklists of addresses.
+func (p *Policy) addListed(r *bufio.Reader, n int, dir Direction, action Action) (problems []Problem, err error) {
+	from := len(p.Rules)
 	p.Grow(n)
-	lines = make([]int32, 0, n)
-	listed := false
+	lines := make([]int32, 0, n) // of Rules[from:]
+	settle := func() {
+		for _, c := range p.settle(from) {
+			problems = append(problems, Problem{Line: int(lines[c.pos-from]), Msg: c.msg})
+		}
+	}
+	problem := func(line int, err error) {
+		if len(problems) < maxListProblems {
+			problems = append(problems, Problem{Line: line, Msg: err.Error()})
+		}
+	}
+	listed, checked := false, false
 	for line := 1; ; line++ {
-		b, err := r.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) { // not a list: fail as the line scanner did
-			return lines, problems, bufio.ErrTooLong
+		b, rerr := r.ReadSlice('\n')
+		if errors.Is(rerr, bufio.ErrBufferFull) { // not a list: fail as the line scanner did
+			err = bufio.ErrTooLong
+			break
 		}
 		if len(b) == 0 {
-			if err == io.EOF {
-				err = nil
+			if rerr != io.EOF {
+				err = rerr
 			}
-			return lines, problems, err
+			break
 		}
 		// The line as a string without copying it: it is valid until the
 		// next read, and nothing below keeps it (errors quote it, which
-		// copies it). A million small copies cost more than parsing.
+		// copies it; a name is copied before it is kept). A million small
+		// copies cost more than parsing.
 		l := unsafe.String(unsafe.SliceData(b), len(b))
 		l, _, _ = strings.Cut(l, "#")
 		if l = strings.TrimSpace(l); l == "" {
 			continue
 		}
-		matches, err := parseListed(l)
-		if err != nil && !listed {
-			return lines, []Problem{{Line: line, Msg: notAList}}, nil
+		matches, perr := parseListed(l)
+		if perr != nil && !listed {
+			return []Problem{{Line: line, Msg: notAList}}, nil
 		}
 		listed = true
-		if err != nil {
-			if len(problems) < maxListProblems {
-				problems = append(problems, Problem{Line: line, Msg: err.Error()})
-			}
+		if perr == nil {
+			perr = egressOnly(dir, matches)
+		}
+		if perr != nil {
+			problem(line, perr)
 			continue
 		}
 		for _, m := range matches {
+			if m.Name != "" && !checked {
+				settle()
+				checked = true
+			}
+			if checked {
+				m.Name = Name(strings.Clone(string(m.Name)))
+				if err := p.AddMatch(dir, action, m); err != nil {
+					problem(line, err)
+				}
+				continue
+			}
 			p.Rules = append(p.Rules, Rule{Dir: dir, Prefix: m.Prefix, Ports: m.Ports, Action: action})
 			lines = append(lines, int32(line))
 		}
 	}
+	if !checked {
+		settle()
+	}
+	return problems, err
 }
 
 // parseListed reads one entry of a list. Most entries of most lists are a
@@ -149,7 +180,7 @@ func parseListed(l string) ([]Match, error) {
 	}
 	prefix, err := ParsePrefix(l)
 	if err != nil {
-		return nil, err
+		return ParseRule(l) // a name, or the address's error
 	}
 	return []Match{{Prefix: prefix}}, nil
 }

@@ -57,6 +57,12 @@ func TestAddListLikeAdd(t *testing.T) {
 		"192.0.2.1:tcp/900-1100", "[2001:db8::1]:udp/53", "[2001:db8::1]:udp/50-60", "[2001:db8::1]:udp/55-65",
 		"[2001:db8::/32]:tcp", "any:icmp", "any:53", "any", "ANY:TCP/22", "192.0.2.1:proto/47",
 		"192.0.2.1:tcp/0", "192.0.2.1:icmp/8", "[2001:db8::1]:icmp", "192.0.2.1:tcp/80:81",
+		// Names among them (in some rounds only, so that most lists
+		// are settled whole): repeats, ports, overlaps, bad names.
+	}
+	names := []string{
+		"example.com", "Example.com.", "*.example.com", "example.com:443", "example.com:tcp/443",
+		"*.example.com:tcp/1-1000", "*.example.com:tcp/500-1500", "*.example.com:icmp", "ex_ample.com", "*",
 	}
 	dir := t.TempDir()
 	defer func(n int) { wordRules = n }(wordRules)
@@ -65,8 +71,13 @@ func TestAddListLikeAdd(t *testing.T) {
 			wordRules = 0
 		}
 		var text strings.Builder
+		withNames := round%3 == 0
 		for range rng.IntN(120) {
-			text.WriteString(pick[rng.IntN(len(pick))] + "\n")
+			if withNames && rng.IntN(8) == 0 {
+				text.WriteString(names[rng.IntN(len(names))] + "\n")
+			} else {
+				text.WriteString(pick[rng.IntN(len(pick))] + "\n")
+			}
 		}
 		path := filepath.Join(dir, fmt.Sprint(round))
 		os.WriteFile(path, []byte(text.String()), 0o600)
@@ -92,10 +103,10 @@ func TestAddListLikeAdd(t *testing.T) {
 		if !slices.Equal(gotProblems, wantProblems) {
 			t.Fatalf("list %q:\nproblems %q\nwant     %q", text.String(), gotProblems, wantProblems)
 		}
-		if !slices.Equal(got.Rules, want.Rules) || got.NextID() != want.NextID() {
-			t.Fatalf("list %q:\nrules %v\nwant  %v", text.String(), got.Rules, want.Rules)
+		if !slices.Equal(got.Rules, want.Rules) || !slices.Equal(got.Names, want.Names) || got.NextID() != want.NextID() {
+			t.Fatalf("list %q:\nrules %v %v\nwant  %v %v", text.String(), got.Rules, got.Names, want.Rules, want.Names)
 		}
-		for _, r := range want.Rules {
+		for _, r := range append(slices.Clone(want.Rules), want.Names...) {
 			if g, ok := got.Lookup(r.Dir, r.Match()); !ok || g != r {
 				t.Fatalf("Lookup(%s) = %v, %v; want %v", r.Prefix, g, ok, r)
 			}
@@ -129,6 +140,11 @@ func addLines(p *Policy, text string, dir Direction, action Action) []string {
 			return []string{fmt.Sprintf("%d: %s", i+1, notAList)}
 		}
 		listed = true
+		if err == nil && dir == Ingress && matches[0].Name != "" {
+			// A name for ingress is one problem, however many rules
+			// its line stands for.
+			err = p.AddMatch(dir, action, matches[0])
+		}
 		if err != nil {
 			problem(i+1, err)
 			continue

@@ -57,9 +57,9 @@ func (d Direction) String() string {
 	return "egress"
 }
 
-// Rule is one (direction, prefix, ports, action) tuple. ID ties the
+// Rule is one (direction, prefix or name, ports, action) tuple. ID ties the
 // datapath's counters and events back to the rule; IDs start at 1, 0 stands
-// for the default.
+// for the default. A name rule has Name set and the zero Prefix.
 type Rule struct {
 	// Prefix comes first so that the small fields share its last word.
 	Prefix netip.Prefix
@@ -67,10 +67,11 @@ type Rule struct {
 	Dir    Direction
 	Action Action
 	Ports  Ports
+	Name   Name
 }
 
 // Match returns what the rule matches.
-func (r Rule) Match() Match { return Match{r.Prefix, r.Ports} }
+func (r Rule) Match() Match { return Match{Prefix: r.Prefix, Ports: r.Ports, Name: r.Name} }
 
 func (r Rule) String() string {
 	return fmt.Sprintf("%s %s %s", r.Dir, r.Action, r.Match())
@@ -78,7 +79,13 @@ func (r Rule) String() string {
 
 // Policy is a set of rules and the settings that go with them.
 type Policy struct {
-	Rules   []Rule
+	// Rules are the address rules. Name rules are kept apart, in Names, so
+	// that everything that loads or loops over addresses (the datapath's
+	// maps, a million-rule list) stays as it was.
+	Rules []Rule
+	// Names are the name rules, all egress. Their IDs come from the same
+	// sequence as those of Rules.
+	Names   []Rule
 	Default [2]Action // per Direction; the zero value would block, so use New
 	Audit   bool      // decide and log, but drop nothing
 	Log     LogLevel  // which decisions to stream
@@ -94,6 +101,8 @@ type Policy struct {
 	// protocol (see rangeKey), for the partial overlaps that Check refuses;
 	// nil means not built.
 	ranges map[ruleKey][]Ports
+	// names indexes Names, built on first use; nil means not built.
+	names *nameIndex
 }
 
 // ruleKey is a rule's direction and match without the pointer that
@@ -157,36 +166,53 @@ func (p *Policy) AddMatch(dir Direction, action Action, m Match) error {
 // add adds a rule that Check let through, unless the policy has it.
 func (p *Policy) add(dir Direction, action Action, m Match) {
 	if _, ok := p.Lookup(dir, m); !ok {
-		p.AddRule(Rule{ID: p.nextID, Dir: dir, Prefix: m.Prefix, Ports: m.Ports, Action: action})
+		p.AddRule(Rule{ID: p.nextID, Dir: dir, Prefix: m.Prefix, Ports: m.Ports, Name: m.Name, Action: action})
 	}
 }
 
 // Check says whether a rule for m with action could join the policy: not if
 // the policy has m with the other action, nor if m's port range overlaps
-// partly with another of its prefix and protocol.
+// partly with another of its prefix (or name) and protocol, nor if m is a
+// name for ingress.
 func (p *Policy) Check(dir Direction, action Action, m Match) error {
+	if m.Name != "" && dir != Egress {
+		return ingressName(m.Name)
+	}
 	if r, ok := p.Lookup(dir, m); ok {
 		if r.Action != action {
 			return fmt.Errorf("%s is both blocked and allowed for %s", m, dir)
 		}
 		return nil
 	}
-	r := Rule{Dir: dir, Prefix: m.Prefix, Ports: m.Ports}
-	if o, ok := overlapping(p.rangeIndex(), r); ok {
+	r := Rule{Dir: dir, Prefix: m.Prefix, Ports: m.Ports, Name: m.Name}
+	if o, ok := p.overlap(r); ok {
 		return errors.New(overlapMessage(r, o))
 	}
 	return nil
 }
 
+// overlap returns a port range of the policy that r's overlaps partly.
+func (p *Policy) overlap(r Rule) (Ports, bool) {
+	if r.Name != "" {
+		return p.nameIndex().overlapping(r)
+	}
+	return overlapping(p.rangeIndex(), r)
+}
+
 // overlapMessage says that r's port range overlaps o's partly.
 func overlapMessage(r Rule, o Ports) string {
-	return fmt.Sprintf("%s overlaps %s for %s: port ranges of one address and protocol may nest but not overlap partly", r.Match(), Match{r.Prefix, o}, r.Dir)
+	what := "address"
+	if r.Name != "" {
+		what = "name"
+	}
+	other := Match{Prefix: r.Prefix, Ports: o, Name: r.Name}
+	return fmt.Sprintf("%s overlaps %s for %s: port ranges of one %s and protocol may nest but not overlap partly", r.Match(), other, r.Dir, what)
 }
 
 // rangeKey is the key of a rule's port range in Policy.ranges: its
 // direction, prefix and protocol, whose ranges must nest.
 func rangeKey(r Rule) ruleKey {
-	return keyOf(r.Dir, Match{r.Prefix, Ports{Proto: r.Ports.Proto}})
+	return keyOf(r.Dir, Match{Prefix: r.Prefix, Ports: Ports{Proto: r.Ports.Proto}})
 }
 
 // rangeIndex returns Policy.ranges, built if it is not.
@@ -226,8 +252,12 @@ func overlapping(ranges map[ruleKey][]Ports, r Rule) (Ports, bool) {
 }
 
 // AddRule adds a rule with its ID, as read back from a datapath. The caller
-// guarantees that neither its prefix nor its ID is taken.
+// guarantees that neither its prefix (or name) nor its ID is taken.
 func (p *Policy) AddRule(r Rule) {
+	if r.Name != "" {
+		p.addName(r)
+		return
+	}
 	if p.index != nil {
 		p.index[keyOf(r.Dir, r.Match())] = int32(len(p.Rules))
 	}
@@ -250,6 +280,9 @@ func (p *Policy) Grow(n int) {
 
 // Lookup returns the rule for a direction and match.
 func (p *Policy) Lookup(dir Direction, m Match) (Rule, bool) {
+	if m.Name != "" {
+		return p.lookupName(dir, m)
+	}
 	i, ok := p.position(dir, m)
 	if !ok {
 		return Rule{}, false
@@ -280,7 +313,7 @@ func (p *Policy) Rule(id uint32) (Rule, bool) {
 	}
 	i, ok := p.byID[id]
 	if !ok {
-		return Rule{}, false
+		return p.nameRule(id)
 	}
 	return p.Rules[i], true
 }
@@ -288,21 +321,31 @@ func (p *Policy) Rule(id uint32) (Rule, bool) {
 // NextID is the ID the next added rule gets.
 func (p *Policy) NextID() uint32 { return p.nextID }
 
-// Renumber gives the rules IDs from first on, in order. A datapath that
-// replaces a policy renumbers the new one past every ID it has handed out, so
-// that an ID never names two rules.
+// Renumber gives the rules IDs from first on, in order: the address rules,
+// then the name rules. A datapath that replaces a policy renumbers the new
+// one past every ID it has handed out, so that an ID never names two rules.
 func (p *Policy) Renumber(first uint32) {
-	p.byID = nil
+	p.byID, p.names = nil, nil
 	for i := range p.Rules {
 		p.Rules[i].ID = first + uint32(i)
 	}
-	p.nextID = first + uint32(len(p.Rules))
+	first += uint32(len(p.Rules))
+	for i := range p.Names {
+		p.Names[i].ID = first + uint32(i)
+	}
+	p.nextID = first + uint32(len(p.Names))
 }
 
-// Count returns how many rules the policy has for a direction.
+// Count returns how many rules, of addresses and names, the policy has for
+// a direction.
 func (p *Policy) Count(dir Direction) int {
 	n := 0
 	for _, r := range p.Rules {
+		if r.Dir == dir {
+			n++
+		}
+	}
+	for _, r := range p.Names {
 		if r.Dir == dir {
 			n++
 		}
@@ -347,6 +390,43 @@ func (p *Policy) Decide(dir Direction, pkt Packet) (Action, uint32) {
 	return p.Rules[best].Action, p.Rules[best].ID
 }
 
+// DecideLearned is Decide with the addresses that DNS answers taught: the
+// reference of the datapath's decision in a policy with name rules. learned
+// says under which name pattern an address was learned (nil: none was).
+//
+// Address rules rank above name rules: if an address rule matches the
+// packet, it decides, as in Decide. Only where the address rules leave an
+// egress packet to the default, and its destination was learned under a
+// pattern, do the pattern's rules judge it, with Decide's precedence at one
+// prefix: a port rule beats a protocol rule beats an address-only rule, the
+// narrowest range winning. Then the default. An explicit --block of a prefix
+// is never opened by a DNS answer (DNS rebinding), and a name's addresses
+// are only DNS's guess. Ingress packets are never judged by names: name
+// rules are egress only. It returns the action and the ID of the deciding
+// rule, 0 for the default.
+func (p *Policy) DecideLearned(dir Direction, pkt Packet, learned func(netip.Addr) (Name, bool)) (Action, uint32) {
+	if action, id := p.Decide(dir, pkt); id != 0 || dir != Egress || learned == nil {
+		return action, id
+	}
+	pattern, ok := learned(pkt.Addr.Unmap())
+	if !ok {
+		return p.Default[dir], 0
+	}
+	best := -1
+	for i, r := range p.Names {
+		if r.Dir != dir || r.Name != pattern || !r.Ports.Matches(pkt.Proto, pkt.Port) {
+			continue
+		}
+		if best < 0 || r.Ports.rank() > p.Names[best].Ports.rank() {
+			best = i
+		}
+	}
+	if best < 0 {
+		return p.Default[dir], 0
+	}
+	return p.Names[best].Action, p.Names[best].ID
+}
+
 // moreSpecific says whether a beats b when both match a packet.
 func moreSpecific(a, b Rule) bool {
 	if a.Prefix.Bits() != b.Prefix.Bits() {
@@ -375,8 +455,18 @@ func (p *Policy) Summary() []string {
 				n[v6][r.Action]++
 			}
 		}
-		out = append(out, fmt.Sprintf("%s: default %s; IPv4: %d block, %d allow; IPv6: %d block, %d allow",
-			dir, p.Default[dir], n[0][Block], n[0][Allow], n[1][Block], n[1][Allow]))
+		line := fmt.Sprintf("%s: default %s; IPv4: %d block, %d allow; IPv6: %d block, %d allow",
+			dir, p.Default[dir], n[0][Block], n[0][Allow], n[1][Block], n[1][Allow])
+		// Names only where there are some, so that the summary of an
+		// address policy reads as it did.
+		if dir == Egress && p.HasNames() {
+			var names [2]int
+			for _, r := range p.Names {
+				names[r.Action]++
+			}
+			line += fmt.Sprintf("; names: %d block, %d allow", names[Block], names[Allow])
+		}
+		out = append(out, line)
 	}
 	out = append(out, fmt.Sprintf("audit %s, log %s, deny_raw %s", onOff(p.Audit), p.Log, onOff(p.DenyRaw)))
 	return out
@@ -391,14 +481,23 @@ func onOff(b bool) string {
 
 // SetAction changes the action of the rule with the given ID.
 func (p *Policy) SetAction(id uint32, action Action) {
-	if r, ok := p.Rule(id); ok {
+	r, ok := p.Rule(id)
+	switch {
+	case !ok:
+	case r.Name != "":
+		p.Names[p.nameIndex().at[nameKeyOf(r.Dir, r.Match())]].Action = action
+	default:
 		i, _ := p.position(r.Dir, r.Match())
 		p.Rules[i].Action = action
 	}
 }
 
-// Delete removes a rule. The last rule takes its place in Rules.
+// Delete removes a rule. The last rule takes its place in Rules (or Names).
 func (p *Policy) Delete(dir Direction, m Match) {
+	if m.Name != "" {
+		p.deleteName(dir, m)
+		return
+	}
 	i, ok := p.position(dir, m)
 	if !ok {
 		return
@@ -422,7 +521,8 @@ func (p *Policy) Delete(dir Direction, m Match) {
 func (p *Policy) Clone() *Policy {
 	c := *p
 	c.Rules = slices.Clone(p.Rules)
+	c.Names = slices.Clone(p.Names)
 	c.index = maps.Clone(p.index)
-	c.byID, c.ranges = nil, nil
+	c.byID, c.ranges, c.names = nil, nil, nil
 	return &c
 }

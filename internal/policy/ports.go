@@ -144,14 +144,23 @@ func overlapsPartly(a, b Ports) bool {
 	return !inside(a, b) && !inside(b, a)
 }
 
-// Match is what a rule matches: a prefix and the ports. Its String is the
-// rule's canonical form, which every command reads back.
+// Match is what a rule matches: a prefix or a name, and the ports. Its
+// String is the rule's canonical form, which every command reads back.
 type Match struct {
 	Prefix netip.Prefix
 	Ports  Ports
+	// Name, when set, is the target instead of Prefix, which is then the
+	// zero Prefix.
+	Name Name
 }
 
 func (m Match) String() string {
+	if m.Name != "" {
+		if m.Ports.Any() {
+			return m.Name.String()
+		}
+		return m.Name.String() + ":" + m.Ports.String()
+	}
 	if m.Ports.Any() {
 		return m.Prefix.String()
 	}
@@ -167,29 +176,32 @@ const anyTarget = "any"
 var anyPrefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 
 // ruleHelp says what a rule looks like, for errors about one.
-const ruleHelp = "a rule is ADDR[:PORTS], e.g. 192.0.2.1, 192.0.2.0/24:tcp/443, [2001:db8::1]:443, any:udp/53, 10.0.0.0/8:icmp"
+const ruleHelp = "a rule is ADDR[:PORTS] or NAME[:PORTS], e.g. 192.0.2.1, 192.0.2.0/24:tcp/443, [2001:db8::1]:443, any:udp/53, 10.0.0.0/8:icmp, example.com:443, *.example.com:tcp/443"
 
 // ParseRule reads one rule token, TARGET[:PORTS] (see ruleHelp), into what it
 // matches. One token can stand for several rules: ADDR:PORT is a TCP and a
 // UDP rule, any is 0.0.0.0/0 and ::/0. An IPv6 address with ports takes
-// brackets: without them, 2001:db8::1:443 is an address.
+// brackets: without them, 2001:db8::1:443 is an address. A target that is
+// not an address, a CIDR or any is a name (see ParseName) if it looks like
+// one (see looksLikeName); otherwise its error is the address's, so that
+// 192.0.2.300 is still said to be a bad address.
 func ParseRule(s string) ([]Match, error) {
 	target, ports, hasPorts, err := splitRule(s)
 	if err != nil {
 		return nil, err
 	}
 	var prefixes []netip.Prefix
+	var name Name
 	if equalFoldASCII(target, anyTarget) {
 		prefixes = anyPrefixes
-	} else {
-		prefix, err := ParsePrefix(target)
-		if err != nil {
-			if !hasPorts && strings.Contains(s, ":") {
-				return nil, colonError(s, err)
-			}
-			return nil, err
-		}
+	} else if prefix, err := ParsePrefix(target); err == nil {
 		prefixes = []netip.Prefix{prefix}
+	} else if !hasPorts && strings.Contains(s, ":") {
+		return nil, colonError(s, err)
+	} else if !looksLikeName(target) {
+		return nil, err
+	} else if name, err = ParseName(target); err != nil {
+		return nil, err
 	}
 	var all []Ports
 	if hasPorts {
@@ -200,12 +212,20 @@ func ParseRule(s string) ([]Match, error) {
 		all = []Ports{{}}
 	}
 	var out []Match
+	if name != "" {
+		// A name stands for addresses of both families, so icmp and
+		// icmpv6 are both its own: each judges the packets of its family.
+		for _, p := range all {
+			out = append(out, Match{Name: name, Ports: p})
+		}
+		return out, nil
+	}
 	for _, prefix := range prefixes {
 		for _, p := range all {
 			if ok, err := familyFits(s, prefix, p, len(prefixes) > 1); err != nil {
 				return nil, err
 			} else if ok {
-				out = append(out, Match{prefix, p})
+				out = append(out, Match{Prefix: prefix, Ports: p})
 			}
 		}
 	}
@@ -250,8 +270,12 @@ func splitRule(s string) (target, ports string, hasPorts bool, err error) {
 // an IPv6 address: a rule with a colon too many, or an IPv6 address with
 // ports that lacks its brackets. err is why it is not an address.
 func colonError(s string, err error) error {
-	if first, _, _ := strings.Cut(s, ":"); equalFoldASCII(first, anyTarget) || isPrefix(first) {
+	first, _, _ := strings.Cut(s, ":")
+	if equalFoldASCII(first, anyTarget) || isPrefix(first) {
 		return fmt.Errorf("%s has more than one colon: one goes between the address and the ports, as in 192.0.2.1:tcp/443", quote(s))
+	}
+	if _, nerr := ParseName(first); nerr == nil && looksLikeName(first) {
+		return fmt.Errorf("%s has more than one colon: one goes between the name and the ports, as in example.com:tcp/443", quote(s))
 	}
 	i := strings.LastIndex(s, ":")
 	if addr, ports := s[:i], s[i+1:]; isPrefix(addr) {

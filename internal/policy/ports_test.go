@@ -94,16 +94,16 @@ func TestParseRule(t *testing.T) {
 func TestParseRuleFields(t *testing.T) {
 	pfx := netip.MustParsePrefix
 	for in, want := range map[string][]Match{
-		"192.0.2.1":             {{pfx("192.0.2.1/32"), Ports{}}},
-		"192.0.2.1:443":         {{pfx("192.0.2.1/32"), Ports{ProtoTCP, 443, 443}}, {pfx("192.0.2.1/32"), Ports{ProtoUDP, 443, 443}}},
-		"192.0.2.1:sctp/10-20":  {{pfx("192.0.2.1/32"), Ports{ProtoSCTP, 10, 20}}},
-		"192.0.2.1:tcp":         {{pfx("192.0.2.1/32"), Ports{Proto: ProtoTCP}}},
-		"192.0.2.1:icmp":        {{pfx("192.0.2.1/32"), Ports{Proto: ProtoICMP}}},
-		"[2001:db8::1]:icmpv6":  {{pfx("2001:db8::1/128"), Ports{Proto: ProtoICMPv6}}},
-		"192.0.2.1:proto/47":    {{pfx("192.0.2.1/32"), Ports{Proto: ProtoGRE}}},
-		"192.0.2.1:proto/254":   {{pfx("192.0.2.1/32"), Ports{Proto: 254}}},
-		"any:icmp":              {{pfx("0.0.0.0/0"), Ports{Proto: ProtoICMP}}},
-		"[2001:db8::/32]:udp/1": {{pfx("2001:db8::/32"), Ports{ProtoUDP, 1, 1}}},
+		"192.0.2.1":             {{Prefix: pfx("192.0.2.1/32"), Ports: Ports{}}},
+		"192.0.2.1:443":         {{Prefix: pfx("192.0.2.1/32"), Ports: Ports{ProtoTCP, 443, 443}}, {Prefix: pfx("192.0.2.1/32"), Ports: Ports{ProtoUDP, 443, 443}}},
+		"192.0.2.1:sctp/10-20":  {{Prefix: pfx("192.0.2.1/32"), Ports: Ports{ProtoSCTP, 10, 20}}},
+		"192.0.2.1:tcp":         {{Prefix: pfx("192.0.2.1/32"), Ports: Ports{Proto: ProtoTCP}}},
+		"192.0.2.1:icmp":        {{Prefix: pfx("192.0.2.1/32"), Ports: Ports{Proto: ProtoICMP}}},
+		"[2001:db8::1]:icmpv6":  {{Prefix: pfx("2001:db8::1/128"), Ports: Ports{Proto: ProtoICMPv6}}},
+		"192.0.2.1:proto/47":    {{Prefix: pfx("192.0.2.1/32"), Ports: Ports{Proto: ProtoGRE}}},
+		"192.0.2.1:proto/254":   {{Prefix: pfx("192.0.2.1/32"), Ports: Ports{Proto: 254}}},
+		"any:icmp":              {{Prefix: pfx("0.0.0.0/0"), Ports: Ports{Proto: ProtoICMP}}},
+		"[2001:db8::/32]:udp/1": {{Prefix: pfx("2001:db8::/32"), Ports: Ports{ProtoUDP, 1, 1}}},
 	} {
 		got, err := ParseRule(in)
 		if err != nil || !slices.Equal(got, want) {
@@ -196,7 +196,7 @@ func TestRoundTrip(t *testing.T) {
 			if (p.Proto == ProtoICMP && prefix.Addr().Is6()) || (p.Proto == ProtoICMPv6 && prefix.Addr().Is4()) {
 				continue
 			}
-			checkRoundTrip(t, Match{prefix, p})
+			checkRoundTrip(t, Match{Prefix: prefix, Ports: p})
 		}
 	}
 }

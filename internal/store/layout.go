@@ -18,7 +18,9 @@ import (
 //	3  the version pin itself
 //	4  port maps (ports, ranges); rule values carry their prefix's port flags
 //	   and length
-const Layout = 4
+//	5  name rules' maps (learned4, learned6, asked, origins, opened); the
+//	   recvmsg links
+const Layout = 5
 
 // layoutPin names the pin that records a folder's layout: a one-element
 // array of the version, which no program reads.
