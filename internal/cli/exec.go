@@ -120,6 +120,7 @@ func runExec(ctx context.Context, prep *datapath.Prepared, rules *ruleFlags, dns
 	if err := checkPrivileges(needCgroupMount); err != nil {
 		return err
 	}
+	warnUnusedDNS(p, dns, stderr)
 	// Signals are the command's from here on; exec only relays them.
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwarded...)
@@ -145,7 +146,7 @@ func runExec(ctx context.Context, prep *datapath.Prepared, rules *ruleFlags, dns
 	// exec is done, and finds nothing left to do.
 	defer g.release()
 	defer removeCgroup(cg.Path, stderr)
-	return runInCgroup(cg, path, args, sigs, g, newStreamer(f.d, f.rd, format, stderr, stderr))
+	return runInCgroup(cg, path, args, sigs, g, f.newStreamer(format, stderr, stderr))
 }
 
 // lookCommand finds CMD as a shell would. Not found is exit 127; found but

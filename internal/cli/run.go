@@ -85,6 +85,7 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) (err err
 	if err := checkPrivileges(); err != nil {
 		return err
 	}
+	warnUnusedDNS(p, dns, stderr)
 	if nc != nil {
 		if cg, err = nc.make(); err != nil {
 			return err
@@ -103,8 +104,8 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) (err err
 	if gap := packetGuardGap(f.d); gap != nil {
 		fmt.Fprintf(stderr, "warning: --deny-raw refuses raw sockets but not packet sockets: %v\n", gap)
 	}
-	fmt.Fprintf(stderr, "attached %s to %s (%s)%s\n", describeHooks(f.att.Hooks, p), cg.Path, plural(len(p.Rules), "rule"), describeSockets(f.d))
-	s := newStreamer(f.d, f.rd, format, stdout, stderr)
+	fmt.Fprintf(stderr, "attached %s to %s (%s)%s%s\n", describeHooks(f.att.Hooks, p), cg.Path, countRules(p), describeSockets(f.d), f.names.describe())
+	s := f.newStreamer(format, stdout, stderr)
 	s.process = o.process
 	if err := s.stream(ctx, f.att.Close); err != nil {
 		return failure(err)
