@@ -20,8 +20,9 @@ type DNS struct {
 	Time  time.Time
 	Name  string // the question's name, lower case, without the trailing dot
 	QType uint16
-	// Action is 1 when the name resolved, 0 when it was answered NXDOMAIN;
-	// in audit mode, what would have happened (it resolved regardless).
+	// Action is 1 when the client got the server's answer, 0 when it got
+	// NXDOMAIN (or SERVFAIL, with Err); in audit mode, what would have
+	// happened (the client got the answer regardless).
 	Action uint8
 	Audit  bool
 	// Rule is the deciding name rule in its canonical form, or "default";
@@ -30,8 +31,7 @@ type DNS struct {
 	RuleID uint32
 	// Server is the server the query was forwarded to, if it was.
 	Server netip.AddrPort
-	// Err says why a query that resolves got no answer (the server did not
-	// answer, say): the client then got SERVFAIL.
+	// Err says why the client got SERVFAIL (the server did not answer, say).
 	Err    string
 	Cgroup string
 }
@@ -98,7 +98,10 @@ func (e DNS) record() dnsRecord {
 		Name: nameString(e.Name), Action: e.Action, Verdict: "nxdomain", Hook: "dns", QType: qtypeName(e.QType),
 		Rule: e.Rule, RuleID: e.RuleID, Error: e.Err, Audit: e.Audit, Cgroup: e.Cgroup,
 	}
-	if e.Action == 1 {
+	switch {
+	case e.Err != "":
+		r.Verdict = "servfail"
+	case e.Action == 1:
 		r.Verdict = "resolved"
 	}
 	if e.Server.IsValid() {

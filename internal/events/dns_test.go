@@ -32,8 +32,8 @@ func TestWriteDNSText(t *testing.T) {
 		},
 		{
 			"the server did not answer",
-			DNS{Name: "a.test", QType: 65, Action: 1, Rule: "a.test", Server: server, Err: "read udp: i/o timeout"},
-			`DNS a.test, ACTION 1 hook=dns qtype=HTTPS rule=a.test server=127.0.0.53:53 error="read udp: i/o timeout"` + "\n",
+			DNS{Name: "a.test", QType: 65, Action: 0, Rule: "a.test", Server: server, Err: "read udp: i/o timeout"},
+			`DNS a.test, ACTION 0 hook=dns qtype=HTTPS rule=a.test server=127.0.0.53:53 error="read udp: i/o timeout"` + "\n",
 		},
 		{
 			"an unnamed type, and the root",
@@ -74,5 +74,10 @@ func TestWriteDNSJSON(t *testing.T) {
 	var got map[string]any
 	if err := json.Unmarshal(b.Bytes(), &got); err != nil || got["verdict"] != "resolved" || got["audit"] != true {
 		t.Errorf("resolved in audit mode: %s (%v)", b.String(), err)
+	}
+	b.Reset()
+	WriteDNS(&b, JSON, DNS{Name: "a.test", Action: 0, Err: "i/o timeout"})
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil || got["verdict"] != "servfail" || got["error"] != "i/o timeout" {
+		t.Errorf("SERVFAIL: %s (%v)", b.String(), err)
 	}
 }
