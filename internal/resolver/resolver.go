@@ -139,7 +139,9 @@ type Resolver struct {
 func (r *Resolver) Addrs() (v4, v6 netip.AddrPort) { return r.v4, r.v6 }
 
 // Serve starts answering. Queries that arrived since Listen are waiting in
-// the sockets and are answered now.
+// the sockets and are answered now. It fails on a Config without Judge or
+// Learner, or with neither Origins nor Upstream, and when called twice or
+// after Close.
 func (r *Resolver) Serve(cfg Config) error {
 	if cfg.Judge == nil {
 		return errors.New("resolver: Config.Judge is nil")
@@ -216,10 +218,10 @@ func (r *Resolver) startServers() error {
 }
 
 // Close stops the servers and the expiry timer and returns once their
-// goroutines are gone. Its error is always nil (it is an io.Closer). Queries in flight are answered or dropped first: an
-// exchange with a server is cut, a Learn call is waited for. Learned
-// addresses are not forgotten: the datapath goes with the process, or keeps
-// them on purpose.
+// goroutines are gone. Queries in flight are answered first: an exchange with
+// a server is cut (SERVFAIL), a Learn call is waited for. Learned addresses
+// are not forgotten: the datapath goes with the process, or keeps them on
+// purpose. Its error is always nil; it returns one to be an io.Closer.
 func (r *Resolver) Close() error {
 	r.mu.Lock()
 	if r.closed {

@@ -479,3 +479,33 @@ func TestConcurrentQueriesKeepTableAndDatapathEqual(t *testing.T) {
 		t.Errorf("table holds %v, datapath %v", held, st.in)
 	}
 }
+
+func TestQueryBeforeServeWaits(t *testing.T) {
+	// The BPF programs redirect to the resolver as soon as they are loaded,
+	// which is after Listen and before Serve.
+	up := startUpstream(t)
+	r, err := Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	v4, _ := r.Addrs()
+	conn, err := dns.Dial("udp", v4.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := new(dns.Msg)
+	req.SetQuestion("allowed.test.", dns.TypeA)
+	if err := conn.WriteMsg(req); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Serve(Config{Judge: judge(map[string]string{"allowed.test": "allowed.test"}), Learner: new(learner), Upstream: up.addr}); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	m, err := conn.ReadMsg()
+	if err != nil || m.Id != req.Id || len(m.Answer) != 1 {
+		t.Fatalf("answer: %v %v", m, err)
+	}
+}
