@@ -72,7 +72,7 @@ func (r *Resolver) answer(w dns.ResponseWriter, req *dns.Msg, e *Event) (*dns.Ms
 	if v.Pattern == "" {
 		return resp, nil
 	}
-	if recs := addresses(resp, q(req)); len(recs) > 0 {
+	if recs := addresses(resp, req.Question[0].Name); len(recs) > 0 {
 		if err := r.table.learn(e.Name, recs, v.Pattern); err != nil {
 			return nil, fmt.Errorf("learn %d addresses of %s: %w", len(recs), e.Name, err)
 		}
@@ -132,8 +132,6 @@ func udpSize(req *dns.Msg) int {
 	}
 	return dns.MinMsgSize
 }
-
-func q(req *dns.Msg) string { return req.Question[0].Name }
 
 func isTCP(a net.Addr) bool {
 	_, ok := a.(*net.TCPAddr)

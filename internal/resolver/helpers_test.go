@@ -22,6 +22,7 @@ var zone = map[string][]string{
 	"allowed.test. A": {"allowed.test. 300 IN A 192.0.2.1"},
 	"two.test. A":     {"two.test. 300 IN A 192.0.2.2", "two.test. 30 IN A 192.0.2.3"},
 	"other.test. A":   {"other.test. 300 IN A 192.0.2.4"},
+	"shared.test. A":  {"shared.test. 300 IN A 192.0.2.1", "shared.test. 300 IN A 192.0.2.2"},
 	"www.cname.test. A": {
 		// Out of order on purpose, and with records for names the chain
 		// never reaches.

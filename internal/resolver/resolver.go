@@ -90,16 +90,20 @@ type Config struct {
 
 // Event is one decision on a query, or one failure of the resolver.
 type Event struct {
+	// Time is when the query arrived.
 	Time time.Time
 	// Name is the query name, lower case without the trailing dot. It is
 	// empty for a failure that no query caused (a failed Forget).
-	Name  string
+	Name string
+	// QType is the question's type (dns.TypeA, …).
 	QType uint16
 	// Action is 1 when the client got the server's answer and 0 when it
 	// got NXDOMAIN or an error. In audit mode it is what would have
 	// happened (the client always gets the server's answer).
-	Action  uint8
-	Audit   bool
+	Action uint8
+	// Audit is Config.Audit.
+	Audit bool
+	// Pattern and Rule are the Verdict's.
 	Pattern string
 	Rule    uint32
 	// Server is the server asked (or that would have been asked).
@@ -135,7 +139,9 @@ type Resolver struct {
 func (r *Resolver) Addrs() (v4, v6 netip.AddrPort) { return r.v4, r.v6 }
 
 // Serve starts answering. Queries that arrived since Listen are waiting in
-// the sockets and are answered now.
+// the sockets and are answered now. It fails on a Config without Judge or
+// Learner, or with neither Origins nor Upstream, and when called twice or
+// after Close.
 func (r *Resolver) Serve(cfg Config) error {
 	if cfg.Judge == nil {
 		return errors.New("resolver: Config.Judge is nil")
@@ -212,10 +218,10 @@ func (r *Resolver) startServers() error {
 }
 
 // Close stops the servers and the expiry timer and returns once their
-// goroutines are gone. Queries in flight are answered or dropped first: an
-// exchange with a server is cut, a Learn call is waited for. Learned
-// addresses are not forgotten: the datapath goes with the process, or keeps
-// them on purpose.
+// goroutines are gone. Queries in flight are answered first: an exchange with
+// a server is cut (SERVFAIL), a Learn call is waited for. Learned addresses
+// are not forgotten: the datapath goes with the process, or keeps them on
+// purpose. Its error is always nil; it returns one to be an io.Closer.
 func (r *Resolver) Close() error {
 	r.mu.Lock()
 	if r.closed {
@@ -226,11 +232,12 @@ func (r *Resolver) Close() error {
 	served := r.served
 	r.mu.Unlock()
 
-	var errs []error
 	if served {
 		r.cancel()
 		for _, s := range r.servers {
-			errs = append(errs, s.Shutdown())
+			// Its only error is for a server that never started, whose
+			// failure Serve returned.
+			_ = s.Shutdown()
 		}
 		r.table.stop()
 	}
@@ -238,7 +245,7 @@ func (r *Resolver) Close() error {
 	// The servers close their sockets; closing again is harmless and
 	// covers a Resolver that never served.
 	r.closeSockets()
-	return errors.Join(errs...)
+	return nil
 }
 
 // forgetFailed reports a Forget error as an event without a name: the
