@@ -177,9 +177,13 @@ func importBusybox(t *testing.T) string {
 func runContainer(t *testing.T, image, name string) string {
 	t.Helper()
 	t.Cleanup(func() { dockerOut("rm", "--force", name) })
-	id := docker(t, "run", "--detach", "--name", name, "--network", "bridge", image, "sleep", "1000")
+	out := docker(t, "run", "--detach", "--name", name, "--network", "bridge", image, "sleep", "1000")
+	// Warnings come first on the same stream (with ip_forward 0, which
+	// test.sh's dockerd leaves alone: "IPv4 forwarding is disabled"); the
+	// ID is the last line.
+	id := out[strings.LastIndexByte(out, '\n')+1:]
 	if len(id) != 64 {
-		t.Fatalf("docker run printed %q, not a container ID", id)
+		t.Fatalf("docker run printed %q, not a container ID", out)
 	}
 	addr := docker(t, "inspect", "--format", "{{.NetworkSettings.IPAddress}}", name)
 	if _, subnet, _ := net.ParseCIDR(dockerBridge); !subnet.Contains(net.ParseIP(addr)) {
