@@ -420,18 +420,13 @@ func TestNamesOtherNetNS(t *testing.T) {
 // TestNamesRace looks up 1,000 names, each followed at once by a connect to
 // its answer: each connect finds its address in force, since the answer is
 // released only once it is.
-func TestNamesRace(t *testing.T) {
-	const count = 1000
-	z := testutil.Zone{Hosts: map[string][]string{}}
-	for i := range count {
-		z.Hosts[fmt.Sprintf("n%d.race.test", i)] = []string{fmt.Sprintf("127.1.%d.%d", i/250, i%250+1)}
-	}
-	cg, _ := testCgroup(t)
-	n := newNameHosts(t, z)
-	var accepted atomic.Int64
+// listen listens on addr in the test's network namespace, for as long as
+// the test runs, and hands each connection to handle.
+func (n *nameHosts) listen(t *testing.T, network, addr string, handle func(net.Conn)) {
+	t.Helper()
 	var ln net.Listener
 	n.do(t, func() (err error) {
-		ln, err = net.Listen("tcp4", ":9100")
+		ln, err = net.Listen(network, addr)
 		return err
 	})
 	t.Cleanup(func() { ln.Close() })
@@ -441,10 +436,24 @@ func TestNamesRace(t *testing.T) {
 			if err != nil {
 				return
 			}
-			accepted.Add(1)
-			conn.Close()
+			handle(conn)
 		}
 	}()
+}
+
+func TestNamesRace(t *testing.T) {
+	const count = 1000
+	z := testutil.Zone{Hosts: map[string][]string{}}
+	for i := range count {
+		z.Hosts[fmt.Sprintf("n%d.race.test", i)] = []string{fmt.Sprintf("127.1.%d.%d", i/250, i%250+1)}
+	}
+	cg, _ := testCgroup(t)
+	n := newNameHosts(t, z)
+	var accepted atomic.Int64
+	n.listen(t, "tcp4", ":9100", func(conn net.Conn) {
+		accepted.Add(1)
+		conn.Close()
+	})
 	n.cgwall(t, "run", "--cgroup", cg, "--default", "block", "--allow", "*.race.test")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -485,21 +494,9 @@ func TestNamesExpiry(t *testing.T) {
 	z := testutil.Zone{Hosts: map[string][]string{"exp.test": {"192.0.2.50"}}, TTL: time.Second}
 	cg, _ := testCgroup(t)
 	n := newNameHosts(t, z)
-	var ln net.Listener
-	n.do(t, func() (err error) {
-		ln, err = net.Listen("tcp", ":9200")
-		return err
+	n.listen(t, "tcp", ":9200", func(conn net.Conn) {
+		go func() { io.Copy(conn, conn); conn.Close() }()
 	})
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(conn, conn); conn.Close() }()
-		}
-	}()
 	p := n.cgwall(t, "run", "--cgroup", cg, "--default", "block", "--allow", "exp.test", "--dns-min-ttl", "1s")
 
 	cmd := n.dns.Command("python3", "-c", expiryScript, "9200")

@@ -1,7 +1,6 @@
 package events
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -39,17 +38,7 @@ type DNS struct {
 // WriteDNS prints one DNS decision on one line: in text, it begins with
 // "DNS <name>, ACTION <n> hook=dns", as packet decisions begin with "DST".
 func WriteDNS(w io.Writer, f Format, e DNS) error {
-	var line []byte
-	if f == JSON {
-		var err error
-		if line, err = json.Marshal(e.record()); err != nil {
-			return err
-		}
-	} else {
-		line = []byte(e.text())
-	}
-	_, err := w.Write(append(line, '\n'))
-	return err
+	return writeLine(w, f, func() any { return e.record() }, e.text)
 }
 
 // text has the packet events' order: the words, hook= and what was asked

@@ -43,14 +43,20 @@ type event struct{ datapath.Event }
 // Write prints one event on one line.
 func Write(w io.Writer, f Format, e datapath.Event) error {
 	ev := event{e}
+	return writeLine(w, f, func() any { return ev.record() }, ev.text)
+}
+
+// writeLine writes one decision on one line: the JSON of its record, or its
+// text.
+func writeLine(w io.Writer, f Format, record func() any, text func() string) error {
 	var line []byte
 	if f == JSON {
 		var err error
-		if line, err = json.Marshal(ev.record()); err != nil {
+		if line, err = json.Marshal(record()); err != nil {
 			return err
 		}
 	} else {
-		line = []byte(ev.text())
+		line = []byte(text())
 	}
 	_, err := w.Write(append(line, '\n'))
 	return err
