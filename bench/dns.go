@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -80,16 +79,14 @@ func runDNS(ctx context.Context, cfg *config, c *cleanups, env *runEnv, res *res
 	if err != nil {
 		return err
 	}
+	if err := runLearned(ctx, cfg, env.root, res, log); err != nil {
+		return fmt.Errorf("learned addresses: %w", err)
+	}
 	// A binary given with -cgwall may be older than name rules.
 	if help, err := exec.CommandContext(ctx, cfg.cgwall, "run", "--help").CombinedOutput(); err != nil || !strings.Contains(string(help), "--dns-upstream") {
 		res.DNSNote = "this cgwall has no name rules ('cgwall run --help' names no --dns-upstream)"
 		fmt.Fprintf(log, "dns: not measured: %s\n", res.DNSNote)
 		return nil
-	}
-	if err := runLearned(ctx, cfg, env.root, res, log); errors.Is(err, errNoNames) {
-		fmt.Fprintf(log, "learned addresses: not measured: %v\n", err)
-	} else if err != nil {
-		return fmt.Errorf("learned addresses: %w", err)
 	}
 	d := &dnsEnv{cfg: cfg, self: self, cg: filepath.Join(env.root, "dns"), server: netip.AddrPortFrom(dnsListenAddr(), 53)}
 	if err := os.Mkdir(d.cg, 0o755); err != nil {
