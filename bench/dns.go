@@ -160,7 +160,7 @@ func startDnsmasq(ctx context.Context, c *cleanups, addr netip.Addr, n int) erro
 // measure runs the latency and the throughput clients with one variant in
 // force, and checks that the queries went where the variant sends them:
 // through cgwall's resolver, a name that no rule allows is NXDOMAIN.
-func (d *dnsEnv) measure(ctx context.Context, variant string, round int) ([]dnsSample, error) {
+func (d *dnsEnv) measure(ctx context.Context, variant string, round int) (_ []dnsSample, err error) {
 	quiet := waitQuiet(ctx, d.cfg.SenderCPU)
 	wantProbe := "RCodeSuccess"
 	if variant == vCgwall {
@@ -169,7 +169,11 @@ func (d *dnsEnv) measure(ctx context.Context, variant string, round int) ([]dnsS
 		if err != nil {
 			return nil, err
 		}
-		defer stop()
+		defer func() {
+			if serr := stop(); err == nil {
+				err = serr
+			}
+		}()
 	}
 	var out []dnsSample
 	for _, job := range []dnsJob{
