@@ -155,14 +155,17 @@ struct origin_key {
 	__u8 proto;
 };
 
-// A socket's connection to an address that a name rule allowed when it
-// opened: its later packets pass when the address expires (see
+// A socket's connection to an address and port that a name rule allowed
+// when it opened: its later packets pass when the address expires (see
 // opened_allowed). gen is the generation in force when it opened: a new
 // policy judges the socket anew.
 struct allowed {
 	__u8 addr[16];
 	__u32 rule_id;
 	__u32 gen;
+	__u16 port; // host order; 0 for a packet without ports
+	__u8 proto;
+	__u8 pad;
 };
 
 // A range rule keeps its range, for userspace to read back: its blocks do not
@@ -1037,40 +1040,11 @@ static __always_inline int same_addr(const __u8 *a, const __u8 *b)
 	return x[0] == y[0] && x[1] == y[1];
 }
 
-// opened_allowed remembers, with the socket, that a name rule allowed its
-// packet to this address; and lets a packet that no rule matched pass when
-// its socket was so allowed, in the generation in force. An address whose
-// TTL ran out so does not cut a connection opened while it was allowed,
-// while a rule that matches the packet (which decides before this) or a new
-// policy (another generation) still does. by_name says that a name rule
-// decided m.
-static __always_inline void opened_allowed(struct __sk_buff *skb, __u32 gen, const struct flow *f,
-					   struct match *m, int by_name)
+// same_flow says whether a socket's allowance is for this packet's address,
+// protocol and port, in the generation in force.
+static __always_inline int same_flow(const struct allowed *a, __u32 gen, const struct flow *f)
 {
-	struct bpf_sock *sk = skb->sk;
-
-	if (!by_name && m->action == VERDICT_PASS)
-		return;
-	if (sk)
-		sk = bpf_sk_fullsock(sk);
-	if (!sk)
-		return;
-	struct allowed *a = bpf_sk_storage_get(&opened, sk, 0, 0);
-	if (!by_name) {
-		if (a && a->gen == gen && same_addr(a->addr, f->dst)) {
-			m->action = VERDICT_PASS;
-			m->rule_id = a->rule_id;
-		}
-		return;
-	}
-	if (m->action != VERDICT_PASS || (a && a->gen == gen && same_addr(a->addr, f->dst)))
-		return;
-	a = bpf_sk_storage_get(&opened, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (a) {
-		__builtin_memcpy(a->addr, f->dst, 16);
-		a->rule_id = m->rule_id;
-		a->gen = gen;
-	}
+	return a->gen == gen && a->proto == f->proto && a->port == f->dport && same_addr(a->addr, f->dst);
 }
 
 // MAX_SITES bounds the prefixes one decision can try the port rules of: one
@@ -1422,6 +1396,49 @@ static __always_inline int dns_passes(struct __sk_buff *skb, int dir, struct flo
 	return 1;
 }
 
+// opened_allowed remembers, with the socket, that a name rule allowed its
+// packet to this address and port; and lets a packet that no rule matched
+// pass when its socket was so allowed, in the generation in force. An
+// address whose TTL ran out so does not cut a connection opened while it was
+// allowed, while a rule that matches the packet (which decides before this)
+// or a new policy (another generation) still does. by_name says that a name
+// rule decided m. It returns -1 for a packet whose ports cannot be read.
+static __always_inline int opened_allowed(struct __sk_buff *skb, __u32 gen, __u32 l4, struct flow *f,
+					  struct match *m, int by_name)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (!by_name && m->action == VERDICT_PASS)
+		return 0;
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 0;
+	struct allowed *a = bpf_sk_storage_get(&opened, sk, 0, 0);
+	if (!by_name && !a)
+		return 0;
+	if (!f->l4_known && load_l4(skb, l4, f))
+		return -1;
+	if (!by_name) {
+		if (a && same_flow(a, gen, f)) {
+			m->action = VERDICT_PASS;
+			m->rule_id = a->rule_id;
+		}
+		return 0;
+	}
+	if (m->action != VERDICT_PASS || (a && same_flow(a, gen, f)))
+		return 0;
+	a = bpf_sk_storage_get(&opened, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (a) {
+		__builtin_memcpy(a->addr, f->dst, 16);
+		a->rule_id = m->rule_id;
+		a->gen = gen;
+		a->proto = f->proto;
+		a->port = f->dport;
+	}
+	return 0;
+}
+
 // by_names finishes an egress decision that no address rule made: by the
 // learned address's name rules, else by whether the socket opened while
 // one allowed it. It returns -1 for a packet whose ports cannot be read.
@@ -1433,8 +1450,7 @@ static __always_inline int by_names(struct __sk_buff *skb, __u32 gen, __u32 l4, 
 			return -1;
 		decide_name(gen, f, skb->len, m);
 	}
-	opened_allowed(skb, gen, f, m, m->rule_id != 0);
-	return 0;
+	return opened_allowed(skb, gen, l4, f, m, m->rule_id != 0);
 }
 
 static __always_inline int filter_skb(struct __sk_buff *skb, int dir)

@@ -20,6 +20,7 @@ var testPorts = []int{8080, 8081, 8085, 8090, 9090}
 // that it has each of fields.
 func waitEvent(t *testing.T, p *proc, start string, fields ...string) {
 	t.Helper()
+	// start is any part of the line that tells it from the others.
 	line := p.stdout.waitFor(t, start)
 	for _, f := range fields {
 		if !strings.Contains(line, " "+f) {
@@ -97,12 +98,12 @@ func TestPortsForms(t *testing.T) {
 	// with the packet's protocol and port.
 	waitEvent(t, p, "DST 192.0.2.1, ACTION 0 hook=connect", "proto=tcp", "dport=8080", "rule=192.0.2.1/32")
 	waitEvent(t, p, "DST 192.0.2.2, ACTION 0 hook=connect", "proto=tcp", "dport=8080", "rule=192.0.2.2/32:tcp/8080")
-	waitEvent(t, p, "DST 192.0.2.2, ACTION 0 hook=egress", "proto=udp", "dport=8080", "rule=192.0.2.2/32:udp/8080")
+	waitEvent(t, p, "dport=8080 rule=192.0.2.2/32:udp/8080", "ACTION 0 hook=egress", "proto=udp")
 	waitEvent(t, p, "DST 192.0.2.3, ACTION 0 hook=connect proto=tcp dport=8085", "rule=192.0.2.3/32:tcp/8080-8089")
-	waitEvent(t, p, "DST 192.0.2.5, ACTION 0 hook=egress", "proto=udp", "dport=8085", "rule=192.0.2.5/32:udp/8080-8089")
+	waitEvent(t, p, "dport=8085 rule=192.0.2.5/32:udp/8080-8089", "ACTION 0 hook=egress", "proto=udp")
 	waitEvent(t, p, "DST 192.0.2.6, ACTION 0 hook=connect proto=tcp dport=9090", "rule=192.0.2.6/32:tcp")
 	waitEvent(t, p, "DST 192.0.2.7, ACTION 0 hook=egress", "proto=icmp", "rule=192.0.2.7/32:icmp")
-	waitEvent(t, p, "DST 192.0.2.8, ACTION 0 hook=egress", "proto=udp", "dport=9090", "rule=192.0.2.8/32:udp")
+	waitEvent(t, p, "dport=9090 rule=192.0.2.8/32:udp ", "ACTION 0 hook=egress", "proto=udp")
 	waitEvent(t, p, "DST 2001:db8::2, ACTION 0 hook=connect proto=tcp dport=8080", "rule=[2001:db8::2/128]:tcp/8080")
 	waitEvent(t, p, "DST 2001:db8::3, ACTION 0 hook=egress", "proto=icmpv6", "rule=[2001:db8::3/128]:icmpv6")
 }
@@ -337,7 +338,7 @@ func TestPortsPolicyFile(t *testing.T) {
 	} {
 		h.expect(t, cg, s, r)
 	}
-	waitEvent(t, q, "DST 198.51.100.4, ACTION 0 hook=egress", "proto=udp", "dport=8085", "rule=198.51.100.0/24:udp/8085")
+	waitEvent(t, q, "dport=8085 rule=198.51.100.0/24:udp/8085", "ACTION 0 hook=egress", "proto=udp")
 }
 
 // TestPortsLiveEdits edits a persistent policy with port rules: each edit is

@@ -64,7 +64,9 @@ func TestRunBlocksIPv6(t *testing.T) {
 	}
 	// The kernel hands a UDP send to a mapped address to the IPv4 path, so
 	// egress judges an IPv4 packet; a TCP connect goes through connect6.
-	p.stdout.waitFor(t, "DST 127.0.0.2, ACTION 0 hook=egress src=127.0.0.1 sport=")
+	if line := p.stdout.waitFor(t, " dport=9 rule=127.0.0.2/32 "); !strings.HasPrefix(line, "DST 127.0.0.2, ACTION 0 hook=egress ") {
+		t.Errorf("the UDP send to ::ffff:127.0.0.2 was decided as %q, want an IPv4 packet at egress", line)
+	}
 	p.stdout.waitFor(t, "DST ::ffff:127.0.0.2, ACTION 0 hook=connect proto=tcp dport=9 rule=127.0.0.2/32")
 
 	line := p.stdout.waitFor(t, "DST 2001:db8::2, ACTION 0")

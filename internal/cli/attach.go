@@ -33,6 +33,9 @@ policy to the new one at the same instant.
 			if err != nil {
 				return err
 			}
+			if err := refuseNames("attach", p); err != nil {
+				return err
+			}
 			cg, err := target.resolve("attach")
 			if err != nil {
 				return err

@@ -23,7 +23,7 @@ func newEditCmd(verb string, stdout io.Writer) *cobra.Command {
 		Example: help.example,
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			matches, err := parseRules(args)
+			matches, err := parseRules(verb, args)
 			if err != nil {
 				return err
 			}
@@ -116,12 +116,18 @@ port range overlaps another's partly) leaves the policy as it was.
 // parseRules parses every rule before anything changes, so that one bad
 // rule leaves the policy as it was. One token can stand for several rules
 // (ADDR:PORT is a TCP and a UDP rule, any both families).
-func parseRules(args []string) ([]policy.Match, error) {
+//
+// A persistent policy cannot serve name rules, so block and allow refuse
+// them; remove finds none to remove.
+func parseRules(verb string, args []string) ([]policy.Match, error) {
 	var out []policy.Match
 	for _, a := range args {
 		m, err := policy.ParseRule(a)
 		if err != nil {
 			return nil, usageErr(err)
+		}
+		if len(m) > 0 && m[0].Name != "" && verb != "remove" {
+			return nil, usageErr(fmt.Errorf("%s: %s: %s", verb, a, namesNeedProcess))
 		}
 		out = append(out, m...)
 	}

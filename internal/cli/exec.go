@@ -58,6 +58,7 @@ Exit status:
 
 func newExecCmd(prep **datapath.Prepared, stderr io.Writer) *cobra.Command {
 	var rules ruleFlags
+	var dns dnsFlags
 	var output outputFlags
 	cmd := &cobra.Command{
 		Use:   "exec [flags] -- CMD [ARG...]",
@@ -74,10 +75,11 @@ func newExecCmd(prep **datapath.Prepared, stderr io.Writer) *cobra.Command {
 			if cmd.ArgsLenAtDash() != 0 {
 				return execExit(usageErr(errors.New("put the command after --: cgwall exec [flags] -- CMD [ARG...]")))
 			}
-			return execExit(runExec(cmd.Context(), *prep, &rules, &output, args, stderr))
+			return execExit(runExec(cmd.Context(), *prep, &rules, &dns, &output, args, stderr))
 		},
 	}
 	rules.bind(cmd.Flags())
+	dns.bind(cmd.Flags())
 	output.bind(cmd.Flags())
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return execExit(flagError(c, err)) })
 	cmd.AddCommand(newGuardCmd(stderr))
@@ -98,12 +100,16 @@ func execExit(err error) error {
 	return &exitError{code: exitExecFailed, err: err}
 }
 
-func runExec(ctx context.Context, prep *datapath.Prepared, rules *ruleFlags, output *outputFlags, args []string, stderr io.Writer) error {
+func runExec(ctx context.Context, prep *datapath.Prepared, rules *ruleFlags, dnsf *dnsFlags, output *outputFlags, args []string, stderr io.Writer) error {
 	p, err := rules.policy(ctx)
 	if err != nil {
 		return err
 	}
 	format, err := output.parse()
+	if err != nil {
+		return err
+	}
+	dns, err := dnsf.parse()
 	if err != nil {
 		return err
 	}
@@ -114,6 +120,7 @@ func runExec(ctx context.Context, prep *datapath.Prepared, rules *ruleFlags, out
 	if err := checkPrivileges(needCgroupMount); err != nil {
 		return err
 	}
+	warnUnusedDNS(p, dns, stderr)
 	// Signals are the command's from here on; exec only relays them.
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwarded...)
@@ -123,7 +130,7 @@ func runExec(ctx context.Context, prep *datapath.Prepared, rules *ruleFlags, out
 	if err != nil {
 		return failure(err)
 	}
-	f, err := attachForeground(prep, p, cg, stderr)
+	f, err := attachForeground(prep, p, cg, dns, stderr)
 	if err != nil {
 		removeCgroup(cg.Path, stderr)
 		return err
@@ -139,7 +146,7 @@ func runExec(ctx context.Context, prep *datapath.Prepared, rules *ruleFlags, out
 	// exec is done, and finds nothing left to do.
 	defer g.release()
 	defer removeCgroup(cg.Path, stderr)
-	return runInCgroup(cg, path, args, sigs, g, newStreamer(f.d, f.rd, format, stderr, stderr))
+	return runInCgroup(cg, path, args, sigs, g, f.newStreamer(format, stderr, stderr))
 }
 
 // lookCommand finds CMD as a shell would. Not found is exit 127; found but

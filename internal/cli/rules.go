@@ -22,7 +22,14 @@ any:udp/53, 10.0.0.0/8:icmp. Egress rules match the destination and its
 port, ingress rules the source and the local port. The most specific rule
 decides: the longest prefix, then at one prefix a port rule over a protocol
 rule over an address rule, the narrowest range first; where none matches,
-the direction's default.`
+the direction's default.
+
+Egress rules may name a DNS name instead of an address: example.com (that
+name only) or *.example.com (every name below it), with the same PORTS
+(registry.npmjs.org:443, *.github.com:tcp/443). run and exec answer the
+cgroup's DNS themselves: a name no rule allows is NXDOMAIN under --default
+block, and the addresses of an allowed name's answers are allowed until their
+TTL (at least --dns-min-ttl) expires. Address rules rank above name rules.`
 
 // ruleFlags are the flags that describe a policy. A policy file (-f) is read
 // first; rule flags add to its rules, and setting flags override its settings.

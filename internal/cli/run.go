@@ -20,6 +20,7 @@ type runOptions struct {
 	target  targetFlags
 	create  bool
 	rules   ruleFlags
+	dns     dnsFlags
 	output  outputFlags
 }
 
@@ -52,6 +53,7 @@ leaves it in place.
 	o.target.bind(cmd)
 	fs.BoolVar(&o.create, "create", false, "make the --cgroup PATH if it does not exist, and remove it on exit; an existing one is used and left in place")
 	o.rules.bind(fs)
+	o.dns.bind(fs)
 	o.output.bind(fs)
 	o.process.bind(fs)
 	return cmd
@@ -63,6 +65,10 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) (err err
 		return err
 	}
 	format, err := o.output.parse()
+	if err != nil {
+		return err
+	}
+	dns, err := o.dns.parse()
 	if err != nil {
 		return err
 	}
@@ -79,6 +85,7 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) (err err
 	if err := checkPrivileges(); err != nil {
 		return err
 	}
+	warnUnusedDNS(p, dns, stderr)
 	if nc != nil {
 		if cg, err = nc.make(); err != nil {
 			return err
@@ -89,7 +96,7 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) (err err
 		// Deferred first, so it runs last: after the filter is detached.
 		defer func() { err = errors.Join(err, removeCreated(nc, stderr)) }()
 	}
-	f, err := attachForeground(*o.prep, p, cg, stderr)
+	f, err := attachForeground(*o.prep, p, cg, dns, stderr)
 	if err != nil {
 		return err
 	}
@@ -97,8 +104,8 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) (err err
 	if gap := packetGuardGap(f.d); gap != nil {
 		fmt.Fprintf(stderr, "warning: --deny-raw refuses raw sockets but not packet sockets: %v\n", gap)
 	}
-	fmt.Fprintf(stderr, "attached %s to %s (%s)%s\n", describeHooks(f.att.Hooks, p), cg.Path, plural(len(p.Rules), "rule"), describeSockets(f.d))
-	s := newStreamer(f.d, f.rd, format, stdout, stderr)
+	fmt.Fprintf(stderr, "attached %s to %s (%s)%s%s\n", describeHooks(f.att.Hooks, p), cg.Path, countRules(p), describeSockets(f.d), f.names.describe())
+	s := f.newStreamer(format, stdout, stderr)
 	s.process = o.process
 	if err := s.stream(ctx, f.att.Close); err != nil {
 		return failure(err)

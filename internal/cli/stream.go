@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -19,14 +21,19 @@ import (
 // lostCheckInterval is how often the count of lost events is read and reported.
 const lostCheckInterval = time.Second
 
-// streamer prints a datapath's events and reports the ones it lost.
+// streamer prints a datapath's events, and the resolver's DNS decisions
+// in the same stream, and reports the ones it lost.
 type streamer struct {
 	d      *datapath.Datapath
 	rd     *datapath.Reader
+	dns    *dnsQueue // nil without name rules
 	format events.Format
+	mu     sync.Mutex // out is written by the packet and the DNS printers
 	out    *bufio.Writer
 	stderr io.Writer
 	lost   uint64 // lost events reported so far
+	// dnsLost is how many lost DNS decisions were reported.
+	dnsLost uint64
 	// skipped is how many stale events (see Reader.SkipOlder) were reported.
 	skipped uint64
 
@@ -47,6 +54,8 @@ func newStreamer(d *datapath.Datapath, rd *datapath.Reader, format events.Format
 func (s *streamer) stream(ctx context.Context, stop func() error) error {
 	done := make(chan error, 1)
 	go func() { done <- s.print() }()
+	dnsDone := s.printDNS()
+	defer dnsDone()
 
 	tick := time.NewTicker(lostCheckInterval)
 	defer tick.Stop()
@@ -83,18 +92,71 @@ func (s *streamer) print() error {
 			s.out.Flush()
 			return err
 		}
-		if s.wanted(e) {
-			s.resolve(&e)
-			e.Cgroup = s.cgroup
-			if err := events.Write(s.out, s.format, e); err != nil {
-				return err
+		if err := s.write(e); err != nil {
+			return err
+		}
+	}
+}
+
+// write prints a packet decision the filter lets through, flushing when the
+// ring buffer has nothing more.
+func (s *streamer) write(e datapath.Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.wanted(e) {
+		s.resolve(&e)
+		e.Cgroup = s.cgroup
+		if err := events.Write(s.out, s.format, e); err != nil {
+			return err
+		}
+	}
+	if s.rd.Pending() == 0 {
+		return s.out.Flush()
+	}
+	return nil
+}
+
+// printDNS prints the resolver's decisions as they come, until the
+// function it returns is called; that prints what is left, and returns
+// once it is printed. A failed write ends nothing: the packet stream,
+// which writes to the same place, reports it.
+func (s *streamer) printDNS() (stop func()) {
+	if s.dns == nil {
+		return func() {}
+	}
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case e := <-s.dns.ch:
+				s.writeDNS(e)
+			case <-quit:
+				for {
+					select {
+					case e := <-s.dns.ch:
+						s.writeDNS(e)
+					default:
+						return
+					}
+				}
 			}
 		}
-		if s.rd.Pending() == 0 {
-			if err := s.out.Flush(); err != nil {
-				return err
-			}
-		}
+	}()
+	return func() { close(quit); <-done }
+}
+
+// writeDNS prints a DNS decision the filters let through. It names no
+// process, so a filter by process leaves it out.
+func (s *streamer) writeDNS(e events.DNS) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if (s.filter == policy.LogAll || s.filter == policy.LogDrop && e.Action == 0) && s.process == (processFilter{}) {
+		e.Cgroup = s.cgroup
+		events.WriteDNS(s.out, s.format, e)
+	}
+	if len(s.dns.ch) == 0 {
+		s.out.Flush()
 	}
 }
 
@@ -153,8 +215,15 @@ func (s *streamer) where() string {
 	return " on " + s.cgroup
 }
 
-// reportLost says how many events the datapath dropped since the last report.
+// reportLost says how many events the datapath and the resolver dropped
+// since the last report.
 func (s *streamer) reportLost() error {
+	if s.dns != nil {
+		if n := s.dns.lost.Load(); n > s.dnsLost {
+			fmt.Fprintf(s.stderr, "lost %d DNS events%s (queue full; %d in total)\n", n-s.dnsLost, s.where(), n)
+			s.dnsLost = n
+		}
+	}
 	n, err := s.d.EventsLost()
 	if err != nil {
 		return err
@@ -164,4 +233,27 @@ func (s *streamer) reportLost() error {
 		s.lost = n
 	}
 	return nil
+}
+
+// dnsQueueSize is how many DNS decisions wait to be printed before more are
+// dropped: about as many as the ring buffer holds packet events.
+const dnsQueueSize = 4096
+
+// dnsQueue carries the resolver's decisions to the streamer. The resolver
+// never waits for it: a decision that finds it full is dropped and counted,
+// as the datapath drops events when its ring buffer is full, so that a slow
+// reader of the events never slows the cgroup's DNS.
+type dnsQueue struct {
+	ch   chan events.DNS
+	lost atomic.Uint64
+}
+
+func newDNSQueue() *dnsQueue { return &dnsQueue{ch: make(chan events.DNS, dnsQueueSize)} }
+
+func (q *dnsQueue) put(e events.DNS) {
+	select {
+	case q.ch <- e:
+	default:
+		q.lost.Add(1)
+	}
 }

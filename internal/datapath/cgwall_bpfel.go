@@ -23,6 +23,9 @@ type cgwallAllowed struct {
 	Addr   [16]uint8
 	RuleId uint32
 	Gen    uint32
+	Port   uint16
+	Proto  uint8
+	Pad    uint8
 }
 
 type cgwallConfig struct {

@@ -142,13 +142,19 @@ func (p *Proc) Done() <-chan struct{} { return p.done }
 // Stop sends SIGINT and waits for the process to exit, as long as ctx lets
 // it; then it kills it. It returns the exit code.
 func (p *Proc) Stop(ctx context.Context) (int, error) {
-	p.Cmd.Process.Signal(os.Interrupt)
+	return p.StopWith(ctx, os.Interrupt)
+}
+
+// StopWith is Stop with another signal, for a process that SIGINT does not
+// end (dnsmasq ends on SIGTERM).
+func (p *Proc) StopWith(ctx context.Context, sig os.Signal) (int, error) {
+	p.Cmd.Process.Signal(sig)
 	select {
 	case <-p.done:
 		return p.Cmd.ProcessState.ExitCode(), nil
 	case <-ctx.Done():
 		p.Kill()
-		return -1, fmt.Errorf("%s did not exit on SIGINT: %w; stderr:\n%s", p.Cmd.Path, ctx.Err(), p.Stderr)
+		return -1, fmt.Errorf("%s did not exit on %v: %w; stderr:\n%s", p.Cmd.Path, sig, ctx.Err(), p.Stderr)
 	}
 }
 

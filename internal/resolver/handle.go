@@ -1,0 +1,175 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// serveDNS answers one query: the steps are in the package's contract
+// (names-contract.md, part B), and every path ends in exactly one answer and
+// one event.
+func (r *Resolver) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
+	q := req.Question[0] // the server lets only one-question messages through
+	e := Event{
+		Time:  time.Now(),
+		Name:  strings.ToLower(strings.TrimSuffix(q.Name, ".")),
+		QType: q.Qtype,
+		Audit: r.cfg.Audit,
+	}
+	resp, err := r.answer(w, req, &e)
+	if err != nil {
+		e.Action, e.Err = 0, err
+		resp = reply(req, dns.RcodeServerFailure)
+	}
+	if !isTCP(w.RemoteAddr()) {
+		// The server kept to the size the client offered, but a reply
+		// we repack (or make) must keep to it too.
+		resp.Truncate(udpSize(req))
+	}
+	// A client that went away cannot be told; the event still says what
+	// was decided.
+	_ = w.WriteMsg(resp)
+	r.event(e)
+}
+
+// answer decides and resolves one query, filling in e; an error means
+// SERVFAIL.
+func (r *Resolver) answer(w dns.ResponseWriter, req *dns.Msg, e *Event) (*dns.Msg, error) {
+	if req.Opcode != dns.OpcodeQuery {
+		return nil, fmt.Errorf("opcode %s is not forwarded", dns.OpcodeToString[req.Opcode])
+	}
+	tcp := isTCP(w.RemoteAddr())
+	server, err := r.server(tcp, w.RemoteAddr())
+	if err != nil {
+		return nil, err
+	}
+	e.Server = server
+
+	v := r.cfg.Judge(e.Name)
+	e.Pattern, e.Rule = v.Pattern, v.Rule
+	would := v.Resolve
+	if r.cfg.Audit {
+		would = v.WouldResolve
+	}
+	if would {
+		e.Action = 1
+	}
+	if !v.Resolve && !r.cfg.Audit {
+		return nxdomain(req), nil
+	}
+
+	resp, err := r.forward(tcp, req, server)
+	if err != nil {
+		return nil, err
+	}
+	if v.Pattern == "" {
+		return resp, nil
+	}
+	if recs := addresses(resp, req.Question[0].Name); len(recs) > 0 {
+		if err := r.table.learn(e.Name, recs, v.Pattern); err != nil {
+			return nil, fmt.Errorf("learn %d addresses of %s: %w", len(recs), e.Name, err)
+		}
+	}
+	return resp, nil
+}
+
+// forward asks server the client's query over the client's transport, from a
+// socket of its own (so no two queries share an ID space). Close cuts the
+// exchange: miekg's client takes only deadlines from a context.
+func (r *Resolver) forward(tcp bool, req *dns.Msg, server netip.AddrPort) (*dns.Msg, error) {
+	c := r.udpc
+	if tcp {
+		c = r.tcpc
+	}
+	conn, err := c.DialContext(r.ctx, server.String())
+	if err != nil {
+		return nil, fmt.Errorf("ask %s: %w", server, err)
+	}
+	defer conn.Close()
+	defer context.AfterFunc(r.ctx, func() { conn.Close() })()
+	resp, _, err := c.ExchangeWithConnContext(r.ctx, req, conn)
+	if err != nil {
+		return nil, fmt.Errorf("ask %s: %w", server, err)
+	}
+	return resp, nil
+}
+
+// server is the server to forward to: the configured upstream, else the one
+// the client asked.
+func (r *Resolver) server(tcp bool, remote net.Addr) (netip.AddrPort, error) {
+	if r.cfg.Upstream.IsValid() {
+		return r.cfg.Upstream, nil
+	}
+	client, ok := addrPort(remote)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("client address %v is not IP", remote)
+	}
+	if r.cfg.Origins == nil {
+		return netip.AddrPort{}, errors.New("no upstream set and no origins to ask")
+	}
+	server, ok := r.cfg.Origins.Origin(tcp, client)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("no origin recorded for client %s", client)
+	}
+	// A query sent to the resolver itself would come back to it forever.
+	if server == r.v4 || server == r.v6 {
+		return netip.AddrPort{}, fmt.Errorf("origin %s is the resolver itself", server)
+	}
+	return server, nil
+}
+
+// udpSize is the largest UDP answer the client takes.
+func udpSize(req *dns.Msg) int {
+	if opt := req.IsEdns0(); opt != nil && opt.UDPSize() > dns.MinMsgSize {
+		return int(opt.UDPSize())
+	}
+	return dns.MinMsgSize
+}
+
+func isTCP(a net.Addr) bool {
+	_, ok := a.(*net.TCPAddr)
+	return ok
+}
+
+// addrPort turns a socket's peer into the form the datapath records: an
+// IPv4 peer as IPv4, not as ::ffff:a.b.c.d.
+func addrPort(a net.Addr) (netip.AddrPort, bool) {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	default:
+		return ap, false
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), ap.IsValid()
+}
+
+// reply is an answer without records, with the question echoed and RA set.
+func reply(req *dns.Msg, rcode int) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetRcode(req, rcode)
+	m.RecursionAvailable = true
+	if opt := req.IsEdns0(); opt != nil {
+		m.SetEdns0(dns.DefaultMsgSize, false)
+	}
+	return m
+}
+
+// nxdomain is the answer for a name that may not resolve. It looks
+// authoritative and says recursion is available because stub resolvers
+// (glibc, musl) take NXDOMAIN as final, where REFUSED or a non-recursive
+// answer makes them try the next server or search domain.
+func nxdomain(req *dns.Msg) *dns.Msg {
+	m := reply(req, dns.RcodeNameError)
+	m.Authoritative = true
+	return m
+}
