@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -80,16 +79,14 @@ func runDNS(ctx context.Context, cfg *config, c *cleanups, env *runEnv, res *res
 	if err != nil {
 		return err
 	}
+	if err := runLearned(ctx, cfg, env.root, res, log); err != nil {
+		return fmt.Errorf("learned addresses: %w", err)
+	}
 	// A binary given with -cgwall may be older than name rules.
 	if help, err := exec.CommandContext(ctx, cfg.cgwall, "run", "--help").CombinedOutput(); err != nil || !strings.Contains(string(help), "--dns-upstream") {
 		res.DNSNote = "this cgwall has no name rules ('cgwall run --help' names no --dns-upstream)"
 		fmt.Fprintf(log, "dns: not measured: %s\n", res.DNSNote)
 		return nil
-	}
-	if err := runLearned(ctx, cfg, env.root, res, log); errors.Is(err, errNoNames) {
-		fmt.Fprintf(log, "learned addresses: not measured: %v\n", err)
-	} else if err != nil {
-		return fmt.Errorf("learned addresses: %w", err)
 	}
 	d := &dnsEnv{cfg: cfg, self: self, cg: filepath.Join(env.root, "dns"), server: netip.AddrPortFrom(dnsListenAddr(), 53)}
 	if err := os.Mkdir(d.cg, 0o755); err != nil {
@@ -163,7 +160,7 @@ func startDnsmasq(ctx context.Context, c *cleanups, addr netip.Addr, n int) erro
 // measure runs the latency and the throughput clients with one variant in
 // force, and checks that the queries went where the variant sends them:
 // through cgwall's resolver, a name that no rule allows is NXDOMAIN.
-func (d *dnsEnv) measure(ctx context.Context, variant string, round int) ([]dnsSample, error) {
+func (d *dnsEnv) measure(ctx context.Context, variant string, round int) (_ []dnsSample, err error) {
 	quiet := waitQuiet(ctx, d.cfg.SenderCPU)
 	wantProbe := "RCodeSuccess"
 	if variant == vCgwall {
@@ -172,7 +169,11 @@ func (d *dnsEnv) measure(ctx context.Context, variant string, round int) ([]dnsS
 		if err != nil {
 			return nil, err
 		}
-		defer stop()
+		defer func() {
+			if serr := stop(); err == nil {
+				err = serr
+			}
+		}()
 	}
 	var out []dnsSample
 	for _, job := range []dnsJob{

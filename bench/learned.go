@@ -1,10 +1,7 @@
-//go:build names
-
 package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -31,9 +28,6 @@ import (
 // addresses as address rules (allow, one /32 each, default block) in a
 // policy without names. hit: a learned address (or one of a rule's); miss:
 // any other.
-
-// errNoNames is the stub's (learned_stub.go): never returned here.
-var errNoNames = errors.New("no name rules")
 
 // learnedAddrs are n distinct IPv4 addresses, and as many others for the
 // misses, from one seed.

@@ -16,7 +16,7 @@ var update = flag.Bool("update", false, "rewrite testdata/results.md from testda
 
 // TestRender is a golden test of -render: testdata/results.json, the results
 // of a real quick run (go run ./bench -quick -rounds 2 -only
-// decision,e2e,ports,log,exec -e2e-sizes 1,1k,100k,1M -patterns 1,4096), must give
+// decision,e2e,ports,log,exec,dns -e2e-sizes 1,1k,100k,1M -patterns 1,4096), must give
 // testdata/results.md byte for byte, and results.json back unchanged. After a
 // change to the report that is meant, go test ./bench -run TestRender -update
 // rewrites the golden file; the diff shows what the change did.
