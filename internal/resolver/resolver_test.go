@@ -509,3 +509,30 @@ func TestQueryBeforeServeWaits(t *testing.T) {
 		t.Fatalf("answer: %v %v", m, err)
 	}
 }
+
+// TestUDPSocketsReused: queries one after another go to the upstream from one
+// UDP socket (no dial per query); TCP ones each from a connection of their
+// own.
+func TestUDPSocketsReused(t *testing.T) {
+	f := start(t, Config{})
+	v4, _ := f.r.Addrs()
+	for _, network := range []string{"udp", "tcp"} {
+		for range 3 {
+			query(t, network, v4, "allowed.test.", dns.TypeA)
+		}
+	}
+	var udp, tcp []string
+	for _, s := range f.up.sources() {
+		if strings.HasPrefix(s, "udp ") {
+			udp = append(udp, s)
+		} else {
+			tcp = append(tcp, s)
+		}
+	}
+	if len(udp) != 3 || udp[0] != udp[1] || udp[1] != udp[2] {
+		t.Errorf("UDP queries came from %v, want one socket three times", udp)
+	}
+	if len(tcp) != 3 || tcp[0] == tcp[1] || tcp[1] == tcp[2] {
+		t.Errorf("TCP queries came from %v, want three connections", tcp)
+	}
+}
