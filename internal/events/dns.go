@@ -55,15 +55,7 @@ func (e DNS) text() string {
 	if e.Err != "" {
 		fmt.Fprintf(&b, " error=%s", value(e.Err))
 	}
-	if e.Audit {
-		b.WriteString(" audit=true")
-	}
-	if !e.Time.IsZero() {
-		fmt.Fprintf(&b, " time=%s", timeString(e.Time))
-	}
-	if e.Cgroup != "" {
-		fmt.Fprintf(&b, " cgroup=%s", value(e.Cgroup))
-	}
+	writeTail(&b, e.Audit, e.Time, e.Cgroup)
 	return b.String()
 }
 

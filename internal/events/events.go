@@ -94,15 +94,7 @@ func (e event) text() string {
 	if e.Len != 0 {
 		fmt.Fprintf(&b, " len=%d", e.Len)
 	}
-	if e.Audit {
-		b.WriteString(" audit=true")
-	}
-	if !e.Time.IsZero() {
-		fmt.Fprintf(&b, " time=%s", timeString(e.Time))
-	}
-	if e.Cgroup != "" {
-		fmt.Fprintf(&b, " cgroup=%s", value(e.Cgroup))
-	}
+	writeTail(&b, e.Audit, e.Time, e.Cgroup)
 	return b.String()
 }
 
@@ -211,4 +203,18 @@ func sockTypeName(t uint8) string {
 		return "raw"
 	}
 	return strconv.Itoa(int(t))
+}
+
+// writeTail ends a decision's text line the same way for packets and DNS:
+// audit=, then time=, then cgroup= last.
+func writeTail(b *strings.Builder, audit bool, t time.Time, cgroup string) {
+	if audit {
+		b.WriteString(" audit=true")
+	}
+	if !t.IsZero() {
+		fmt.Fprintf(b, " time=%s", timeString(t))
+	}
+	if cgroup != "" {
+		fmt.Fprintf(b, " cgroup=%s", value(cgroup))
+	}
 }
