@@ -527,7 +527,7 @@ struct flow {
 	__u8 family;
 	__u8 proto;
 	__u8 l4_known; // proto and ports are read (the socket hooks know them)
-	__u8 pad;
+	__u8 l4_bad;   // with l4_known: the packet is too short for its ports
 	struct owner owner; // for the event; pid 0 when unknown
 };
 
@@ -1007,8 +1007,10 @@ static __always_inline struct learned *learned_of(const __u8 *dst, __u8 family)
 // decide_name judges an egress packet that no address rule matched by the
 // rules of the name pattern its destination was learned under, if it was:
 // a port rule beats a protocol rule beats the pattern's address-only rule
-// (policy.DecideLearned). It returns 1 when it needs the packet's protocol
-// and ports, which the caller reads and calls again; else 0, with m set if a
+// (policy.DecideLearned). The caller has read the packet's protocol and
+// ports where the policy has port rules. It returns 1 for a packet that the
+// pattern's port rules would judge but whose ports cannot be read (dropped
+// as malformed, as at an address with port rules); else 0, with m set if a
 // rule matched. Global, so that the verifier checks it once.
 __noinline int decide_name(__u32 gen, struct flow *f, __u32 len, struct match *m)
 {
@@ -1018,7 +1020,7 @@ __noinline int decide_name(__u32 gen, struct flow *f, __u32 len, struct match *m
 	if (!l)
 		return 0;
 	if (port_rules && l->r.flags) {
-		if (!f->l4_known)
+		if (!f->l4_known || f->l4_bad)
 			return 1;
 		struct port_key k = {.family = FAMILY_NAME, .proto = f->proto, .port = f->dport};
 		*(__u32 *)k.addr = l->site;
@@ -1161,15 +1163,21 @@ static __always_inline void note_owner(struct bpf_sock *sk, struct owner *o, int
 		*rec = *o;
 }
 
-// skb_owner copies the recorded owner of the packet's socket, if it has one.
-static __always_inline void skb_owner(struct __sk_buff *skb, struct owner *o)
+// full_sock returns the full socket that sent or gets a packet, or 0 (none,
+// or a request or timewait socket, which keep no socket storage).
+static __always_inline struct bpf_sock *full_sock(struct __sk_buff *skb)
 {
 	struct bpf_sock *sk = skb->sk;
 
+	return sk ? bpf_sk_fullsock(sk) : 0;
+}
+
+// skb_owner copies the recorded owner of the packet's socket, if it has one.
+static __always_inline void skb_owner(struct __sk_buff *skb, struct owner *o)
+{
 	if (!name_processes)
 		return;
-	if (sk)
-		sk = bpf_sk_fullsock(sk);
+	struct bpf_sock *sk = full_sock(skb);
 	if (!sk)
 		return;
 	struct owner *rec = bpf_sk_storage_get(&owners, sk, 0, 0);
@@ -1291,15 +1299,21 @@ static __always_inline long l4_of(struct __sk_buff *skb, __u32 off, __u32 family
 	return out | (long)bpf_ntohs(ports[0]) << 16 | bpf_ntohs(ports[1]);
 }
 
-// load_l4 sets the flow's protocol and ports from the packet (see l4_of).
-// Only a decision at a prefix with port rules, or an event, needs them.
+// load_l4 sets the flow's protocol and ports from the packet (see l4_of),
+// once: it returns -1 for a packet too short for them, now or when read
+// before. Only a decision at a prefix with port rules, or an event, needs
+// them.
 static __always_inline int load_l4(struct __sk_buff *skb, __u32 off, struct flow *f)
 {
+	if (f->l4_known)
+		return f->l4_bad ? -1 : 0;
 	long l4 = l4_of(skb, off, (__u32)f->family << 8 | f->proto);
 
 	f->l4_known = 1;
-	if (l4 < 0)
+	if (l4 < 0) {
+		f->l4_bad = 1;
 		return -1;
+	}
 	f->proto = l4 >> 32;
 	f->sport = l4 >> 16;
 	f->dport = l4;
@@ -1339,16 +1353,21 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f, __u32 *l
 	return 1;
 }
 
-// is_resolver says whether an address and port (as struct flow keeps them)
-// are cgwall's resolver's.
-static __always_inline int is_resolver(__u8 family, const __u8 *addr, __u16 port)
+// resolver_addr says whether an address (as struct flow keeps it) is
+// cgwall's resolver's, and resolver_port whether a port (host order) is its
+// port in that family.
+static __always_inline int resolver_addr(__u8 family, const __u8 *addr)
 {
 	const __u32 *a = (const __u32 *)addr;
 
 	if (family == 4)
-		return a[0] == resolver4 && bpf_htons(port) == resolver4_port;
-	return a[0] == resolver6[0] && a[1] == resolver6[1] && a[2] == resolver6[2] &&
-	       a[3] == resolver6[3] && bpf_htons(port) == resolver6_port;
+		return a[0] == resolver4;
+	return a[0] == resolver6[0] && a[1] == resolver6[1] && a[2] == resolver6[2] && a[3] == resolver6[3];
+}
+
+static __always_inline int resolver_port(__u8 family, __u16 port)
+{
+	return bpf_htons(port) == (family == 4 ? resolver4_port : resolver6_port);
 }
 
 // note_origin tells the resolver which server a query was for: the socket
@@ -1356,10 +1375,8 @@ static __always_inline int is_resolver(__u8 family, const __u8 *addr, __u16 port
 // packet's source.
 static __always_inline void note_origin(struct __sk_buff *skb, const struct flow *f)
 {
-	struct bpf_sock *sk = skb->sk;
+	struct bpf_sock *sk = full_sock(skb);
 
-	if (sk)
-		sk = bpf_sk_fullsock(sk);
 	if (!sk)
 		return;
 	struct origin *o = bpf_sk_storage_get(&asked, sk, 0, 0);
@@ -1379,17 +1396,15 @@ static __always_inline void note_origin(struct __sk_buff *skb, const struct flow
 // query by its name. A query on its way there has its server noted.
 static __always_inline int dns_passes(struct __sk_buff *skb, int dir, struct flow *f, __u32 l4)
 {
-	const __u8 *addr = dir == DIR_EGRESS ? f->dst : f->src;
-	const __u32 *a = (const __u32 *)addr;
-
-	// The address first: only packets to or from loopback read their ports.
-	if (f->family == 4 ? a[0] != resolver4 : a[3] != resolver6[3] || a[0] != resolver6[0])
+	// The address first: only packets to or from the resolver's address
+	// read their ports.
+	if (!resolver_addr(f->family, dir == DIR_EGRESS ? f->dst : f->src))
 		return 0;
-	if (!f->l4_known && load_l4(skb, l4, f))
+	if (load_l4(skb, l4, f))
 		return 0;
 	if (f->proto != IPPROTO_UDP && f->proto != IPPROTO_TCP)
 		return 0;
-	if (!is_resolver(f->family, addr, dir == DIR_EGRESS ? f->dport : f->sport))
+	if (!resolver_port(f->family, dir == DIR_EGRESS ? f->dport : f->sport))
 		return 0;
 	if (dir == DIR_EGRESS)
 		note_origin(skb, f);
@@ -1406,18 +1421,15 @@ static __always_inline int dns_passes(struct __sk_buff *skb, int dir, struct flo
 static __always_inline int opened_allowed(struct __sk_buff *skb, __u32 gen, __u32 l4, struct flow *f,
 					  struct match *m, int by_name)
 {
-	struct bpf_sock *sk = skb->sk;
-
 	if (!by_name && m->action == VERDICT_PASS)
 		return 0;
-	if (sk)
-		sk = bpf_sk_fullsock(sk);
+	struct bpf_sock *sk = full_sock(skb);
 	if (!sk)
 		return 0;
 	struct allowed *a = bpf_sk_storage_get(&opened, sk, 0, 0);
 	if (!by_name && !a)
 		return 0;
-	if (!f->l4_known && load_l4(skb, l4, f))
+	if (load_l4(skb, l4, f))
 		return -1;
 	if (!by_name) {
 		if (a && same_flow(a, gen, f)) {
@@ -1445,11 +1457,12 @@ static __always_inline int opened_allowed(struct __sk_buff *skb, __u32 gen, __u3
 static __always_inline int by_names(struct __sk_buff *skb, __u32 gen, __u32 l4, struct flow *f,
 				    struct match *m)
 {
-	if (decide_name(gen, f, skb->len, m)) {
-		if (load_l4(skb, l4, f))
-			return -1;
-		decide_name(gen, f, skb->len, m);
-	}
+	// Read first, where the policy has port rules, so that one lookup of
+	// the learned address decides: its pattern's port rules need them.
+	if (port_rules)
+		load_l4(skb, l4, f);
+	if (decide_name(gen, f, skb->len, m))
+		return -1;
 	return opened_allowed(skb, gen, l4, f, m, m->rule_id != 0);
 }
 
@@ -1493,8 +1506,7 @@ static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 	}
 	// What only the event needs is read only for an event.
 	if (logs(pol.cfg, m.action)) {
-		if (!f.l4_known)
-			load_l4(skb, l4, &f);
+		load_l4(skb, l4, &f);
 		skb_owner(skb, &f.owner);
 	}
 	return enforce(&pol, hook, &f, &m, skb->len, 0);
@@ -1641,14 +1653,13 @@ static __always_inline int answer_from(struct bpf_sock_addr *ctx, int v6)
 {
 	if (!name_rules)
 		return 1;
-	int mapped = 0;
 	if (v6) {
 		int to6 = ctx->user_ip6[0] == resolver6[0] && ctx->user_ip6[1] == resolver6[1] &&
 			  ctx->user_ip6[2] == resolver6[2] && ctx->user_ip6[3] == resolver6[3] &&
 			  ctx->user_port == resolver6_port;
-		mapped = ctx->user_ip6[0] == 0 && ctx->user_ip6[1] == 0 &&
-			 ctx->user_ip6[2] == bpf_htonl(0x0000ffff) && ctx->user_ip6[3] == resolver4 &&
-			 ctx->user_port == resolver4_port;
+		int mapped = ctx->user_ip6[0] == 0 && ctx->user_ip6[1] == 0 &&
+			     ctx->user_ip6[2] == bpf_htonl(0x0000ffff) && ctx->user_ip6[3] == resolver4 &&
+			     ctx->user_port == resolver4_port;
 		if (!to6 && !mapped)
 			return 1;
 	} else if (ctx->user_ip4 != resolver4 || ctx->user_port != resolver4_port) {
