@@ -42,11 +42,10 @@ type Datapath struct {
 	// load, for policies that deny raw sockets.
 	optionalErr error
 
-	// Name rules (names.go): whether the programs have their code, the
-	// learned maps' value of each pattern, and the counts of addresses
+	// Name rules (names.go): the learned maps' value of each pattern, nil
+	// for programs without the name code, and the counts of addresses
 	// forgotten, under namesMu (the resolver learns and forgets from
 	// several goroutines).
-	names     bool
 	learned   map[policy.Name]cgwallLearned
 	namesMu   sync.Mutex
 	forgotten forgotten
@@ -78,7 +77,7 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 		if err := setDNS(spec, o.dns); err != nil {
 			return nil, err
 		}
-		d.names, d.learned, d.forgotten = true, learnedValues(p), forgotten{}
+		d.learned, d.forgotten = learnedValues(p), forgotten{}
 	}
 	install := func() error { return d.install(p, 0, nil) }
 	if o.fixed {

@@ -151,7 +151,7 @@ var errNoNames = errors.New("this filter was loaded without name rules")
 // address is in force. Counters of an address-only rule that an address
 // had under its pattern start again.
 func (d *Datapath) Learn(addrs []netip.Addr, pattern string) error {
-	if !d.names {
+	if d.learned == nil {
 		return errNoNames
 	}
 	v, ok := d.learned[policy.Name(pattern)]
@@ -205,7 +205,7 @@ func (d *Datapath) keepCounts(r cgwallRule) {
 // while they were in force. The packets an address counted against its
 // pattern's address-only rule stay in that rule's counters.
 func (d *Datapath) Forget(addrs []netip.Addr) error {
-	if !d.names {
+	if d.learned == nil {
 		return errNoNames
 	}
 	for _, a := range addrs {
@@ -237,7 +237,7 @@ func (f forgotten) add(r cgwallRule) {
 // learnedCounters adds the counts of the address-only name rules, live and
 // gone, to counters.
 func (d *Datapath) learnedCounters(counters map[uint32]Counter) error {
-	if !d.names {
+	if d.learned == nil {
 		return nil
 	}
 	d.namesMu.Lock()
@@ -245,26 +245,20 @@ func (d *Datapath) learnedCounters(counters map[uint32]Counter) error {
 		counters[id] = counters[id].plus(c)
 	}
 	d.namesMu.Unlock()
-	var v cgwallLearned
-	var k4 [4]byte
-	it := d.objs.Learned4.Iterate()
-	for it.Next(&k4, &v) {
-		if v.R.Id != 0 {
-			counters[v.R.Id] = counters[v.R.Id].plus(Counter{v.R.Packets, v.R.Bytes})
+	for _, m := range []struct {
+		m   *ebpf.Map
+		key any
+	}{{d.objs.Learned4, new([4]byte)}, {d.objs.Learned6, new([16]byte)}} {
+		var v cgwallLearned
+		it := m.m.Iterate()
+		for it.Next(m.key, &v) {
+			if v.R.Id != 0 {
+				counters[v.R.Id] = counters[v.R.Id].plus(Counter{v.R.Packets, v.R.Bytes})
+			}
 		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read learned addresses: %w", err)
-	}
-	var k6 [16]byte
-	it = d.objs.Learned6.Iterate()
-	for it.Next(&k6, &v) {
-		if v.R.Id != 0 {
-			counters[v.R.Id] = counters[v.R.Id].plus(Counter{v.R.Packets, v.R.Bytes})
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("read learned addresses: %w", err)
 		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read learned addresses: %w", err)
 	}
 	return nil
 }
@@ -277,23 +271,10 @@ func (d *Datapath) Origin(tcp bool, client netip.AddrPort) (netip.AddrPort, bool
 	if tcp {
 		k.Proto = unix.IPPROTO_TCP
 	}
-	a := client.Addr().Unmap()
-	if a.Is4() {
-		b := a.As4()
-		copy(k.Addr[:], b[:])
-		k.Family = 4
-	} else {
-		k.Addr, k.Family = a.As16(), 6
-	}
+	k.Family, k.Addr = flowAddr(client.Addr())
 	var o cgwallOrigin
 	if err := d.objs.Origins.Lookup(k, &o); err != nil {
 		return netip.AddrPort{}, false
 	}
-	var server netip.Addr
-	if o.Family == 4 {
-		server = netip.AddrFrom4([4]byte(o.Addr[:4]))
-	} else {
-		server = netip.AddrFrom16(o.Addr).Unmap()
-	}
-	return netip.AddrPortFrom(server, o.Port), true
+	return netip.AddrPortFrom(addrOf(o.Family, o.Addr), o.Port), true
 }

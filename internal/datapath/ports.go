@@ -22,10 +22,10 @@ import (
 // protocol and the port (0 for a protocol rule); port ranges sit in the
 // ranges LPM trie as aligned blocks of ports.
 
-// portAddr is a prefix's address as the port maps key it: IPv4 in the first
-// four bytes.
-func portAddr(prefix netip.Prefix) (family uint8, addr [16]byte) {
-	a := prefix.Addr()
+// flowAddr is an address as the C's flow and keys keep it: its family, and
+// IPv4 in the first four bytes (an IPv4-mapped address is IPv4).
+func flowAddr(a netip.Addr) (family uint8, addr [16]byte) {
+	a = a.Unmap()
 	if a.Is4() {
 		b := a.As4()
 		copy(addr[:], b[:])
@@ -34,12 +34,20 @@ func portAddr(prefix netip.Prefix) (family uint8, addr [16]byte) {
 	return 6, a.As16()
 }
 
+// addrOf reads flowAddr's encoding back.
+func addrOf(family uint8, addr [16]byte) netip.Addr {
+	if family == 4 {
+		return netip.AddrFrom4([4]byte(addr[:4]))
+	}
+	return netip.AddrFrom16(addr).Unmap()
+}
+
+// portAddr is a prefix's address as the port maps key it.
+func portAddr(prefix netip.Prefix) (family uint8, addr [16]byte) { return flowAddr(prefix.Addr()) }
+
 // portPrefix reads portAddr's encoding back.
 func portPrefix(family uint8, addr [16]byte, bits uint8) netip.Prefix {
-	if family == 4 {
-		return netip.PrefixFrom(netip.AddrFrom4([4]byte(addr[:4])), int(bits))
-	}
-	return netip.PrefixFrom(netip.AddrFrom16(addr), int(bits))
+	return netip.PrefixFrom(addrOf(family, addr), int(bits))
 }
 
 // keySite is what port rules hang from in the port maps' keys: a prefix
