@@ -151,7 +151,7 @@ func (s *streamer) printDNS() (stop func()) {
 func (s *streamer) writeDNS(e events.DNS) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if (s.filter == policy.LogAll || s.filter == policy.LogDrop && e.Action == 0) && s.process == (processFilter{}) {
+	if s.filter.Logs(policy.Action(e.Action)) && s.process == (processFilter{}) {
 		e.Cgroup = s.cgroup
 		events.WriteDNS(s.out, s.format, e)
 	}
@@ -162,8 +162,7 @@ func (s *streamer) writeDNS(e events.DNS) {
 
 // wanted says whether the filter lets an event through.
 func (s *streamer) wanted(e datapath.Event) bool {
-	return (s.filter == policy.LogAll || s.filter == policy.LogDrop && e.Action == uint8(policy.Block)) &&
-		s.process.matches(e)
+	return s.filter.Logs(policy.Action(e.Action)) && s.process.matches(e)
 }
 
 // processFilter keeps the decisions about one process, by command name or

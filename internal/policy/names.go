@@ -52,24 +52,13 @@ type nameIndex struct {
 func (x *nameIndex) add(i int, r Rule) {
 	x.at[nameKeyOf(r.Dir, r.Match())] = i
 	x.byID[r.ID] = i
-	if r.Ports.Width() >= 2 { // see addRange
-		k := nameRangeKey(r)
-		x.ranges[k] = append(x.ranges[k], r.Ports)
-	}
+	addRangeAt(x.ranges, nameRangeKey(r), r.Ports)
 }
 
 // overlapping returns the first range of r's name and protocol that r's
 // overlaps partly.
 func (x *nameIndex) overlapping(r Rule) (Ports, bool) {
-	if r.Ports.Width() < 2 {
-		return Ports{}, false
-	}
-	for _, o := range x.ranges[nameRangeKey(r)] {
-		if overlapsPartly(o, r.Ports) {
-			return o, true
-		}
-	}
-	return Ports{}, false
+	return overlappingAt(x.ranges, nameRangeKey(r), r.Ports)
 }
 
 // nameIndex returns Policy.names, built if it is not.

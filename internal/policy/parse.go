@@ -97,6 +97,12 @@ func (l LogLevel) String() string {
 	return "drop"
 }
 
+// Logs says whether the level streams a decision of action a: every one
+// under all, drops under drop (the C's logs).
+func (l LogLevel) Logs(a Action) bool {
+	return l == LogAll || l == LogDrop && a == Block
+}
+
 // ParseLogLevel reads none, drop or all.
 func ParseLogLevel(s string) (LogLevel, error) {
 	for _, l := range []LogLevel{LogNone, LogDrop, LogAll} {

@@ -229,22 +229,29 @@ func (p *Policy) rangeIndex() map[ruleKey][]Ports {
 // addRange adds r's port range to an index of ranges. One port is inside a
 // range or outside it, never across, so only ranges of two ports or more
 // can overlap partly, and only they are kept.
-func addRange(ranges map[ruleKey][]Ports, r Rule) {
-	if r.Ports.Width() >= 2 {
-		k := rangeKey(r)
-		ranges[k] = append(ranges[k], r.Ports)
-	}
-}
+func addRange(ranges map[ruleKey][]Ports, r Rule) { addRangeAt(ranges, rangeKey(r), r.Ports) }
 
 // overlapping returns the first range of the index, in the order they were
 // added, that r's port range overlaps partly. An index keeps the check of a
 // list with many ranges from comparing each with every rule.
 func overlapping(ranges map[ruleKey][]Ports, r Rule) (Ports, bool) {
-	if r.Ports.Width() < 2 {
+	return overlappingAt(ranges, rangeKey(r), r.Ports)
+}
+
+// addRangeAt and overlappingAt are addRange and overlapping for an index
+// of any key: of prefixes (ruleKey) or of names (nameKey).
+func addRangeAt[K comparable](ranges map[K][]Ports, k K, p Ports) {
+	if p.Width() >= 2 {
+		ranges[k] = append(ranges[k], p)
+	}
+}
+
+func overlappingAt[K comparable](ranges map[K][]Ports, k K, p Ports) (Ports, bool) {
+	if p.Width() < 2 {
 		return Ports{}, false
 	}
-	for _, o := range ranges[rangeKey(r)] {
-		if overlapsPartly(o, r.Ports) {
+	for _, o := range ranges[k] {
+		if overlapsPartly(o, p) {
 			return o, true
 		}
 	}
