@@ -54,7 +54,6 @@ const (
 	dnsProbe      = "probe.other.test" // in the zone, but no rule allows it: NXDOMAIN through cgwall
 	dnsTimeout    = 2 * time.Second    // a lookup not answered by then failed
 	dnsProbeAddr  = "198.51.100.9"     // its address
-	dnsmasqReady  = "read "            // dnsmasq's line for its hosts file, after its sockets are bound
 )
 
 // The two sets of the decision cost with learned addresses (learned.go).
@@ -132,24 +131,20 @@ func startDnsmasq(ctx context.Context, c *cleanups, addr netip.Addr, n int) erro
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return err
 	}
-	var b strings.Builder
+	z := testutil.Zone{Hosts: make(map[string][]string, n+1), TTL: 300 * time.Second, Quiet: true}
 	for i := range n {
-		fmt.Fprintf(&b, "%s %s\n", dnsAddr(i), dnsName(i))
+		z.Hosts[dnsName(i)] = []string{dnsAddr(i).String()}
 	}
-	fmt.Fprintf(&b, "%s %s\n", dnsProbeAddr, dnsProbe)
-	hosts, conf := filepath.Join(dir, "hosts"), filepath.Join(dir, "dnsmasq.conf")
-	for path, text := range map[string]string{hosts: b.String(), conf: ""} { // nothing of the host's configuration applies
-		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-			return err
-		}
+	z.Hosts[dnsProbe] = []string{dnsProbeAddr}
+	args, ready, err := z.Dnsmasq(dir, addr)
+	if err != nil {
+		return err
 	}
-	cmd := exec.Command("dnsmasq", "--keep-in-foreground", "--log-facility=-", "--conf-file="+conf, "--pid-file=",
-		"--no-resolv", "--no-hosts", "--no-poll", "--bind-interfaces", "--listen-address="+addr.String(), "--port=53",
-		"--local=/test/", "--addn-hosts="+hosts, "--local-ttl=300")
+	cmd := exec.Command("dnsmasq", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	wait, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	p, err := testutil.Start(wait, cmd, dnsmasqReady+hosts)
+	p, err := testutil.Start(wait, cmd, ready)
 	if err != nil {
 		return fmt.Errorf("start dnsmasq: %w", err)
 	}

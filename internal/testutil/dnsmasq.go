@@ -34,6 +34,9 @@ type Zone struct {
 	CNAMEs map[string]string
 	// TTL is every answer's TTL; zero is a minute.
 	TTL time.Duration
+	// Quiet leaves out dnsmasq's line for each query (DNS.Log), which a
+	// benchmark's thousands of lookups do not need.
+	Quiet bool
 }
 
 // DNSOptions say where the fixture runs.
@@ -81,23 +84,16 @@ func StartDNS(tb testing.TB, z Zone, o DNSOptions) *DNS {
 		tb.Fatal(err)
 	}
 	d := &DNS{Addr: o.Addr, netns: o.NetNS, ResolvConf: filepath.Join(dir, "resolv.conf")}
-	hosts := filepath.Join(dir, "hosts")
-	for path, text := range map[string]string{
-		hosts:        z.hostsFile(),
-		d.ResolvConf: "nameserver " + o.Addr.String() + "\n",
-		// Nothing of the host's dnsmasq configuration applies.
-		filepath.Join(dir, "dnsmasq.conf"): "",
-	} {
-		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-			tb.Fatal(err)
-		}
+	if err := os.WriteFile(d.ResolvConf, []byte("nameserver "+o.Addr.String()+"\n"), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	args, ready, err := z.Dnsmasq(dir, o.Addr)
+	if err != nil {
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	args := z.args(o.Addr, hosts, filepath.Join(dir, "dnsmasq.conf"))
-	// The line that says the hosts file was read comes after the sockets
-	// are bound and before the first query is answered: dnsmasq is ready.
-	p, err := Start(ctx, d.inNetNS(append([]string{"dnsmasq"}, args...)), "read "+hosts)
+	p, err := Start(ctx, d.inNetNS(append([]string{"dnsmasq"}, args...)), ready)
 	if err != nil {
 		tb.Fatalf("start dnsmasq: %v", err)
 	}
@@ -112,8 +108,25 @@ func StartDNS(tb testing.TB, z Zone, o DNSOptions) *DNS {
 	return d
 }
 
-// args are dnsmasq's flags: in the foreground, logging every query to
-// stderr, answering from its own files only.
+// Dnsmasq writes the zone's files into dir, which every user must be able
+// to read (dnsmasq drops its privileges to nobody before it reads them), and
+// returns dnsmasq's arguments to serve the zone on port 53 of addr, and the
+// line of its stderr that says it is ready: the one that says the hosts file
+// was read comes after the sockets are bound and before the first query is
+// answered.
+func (z Zone) Dnsmasq(dir string, addr netip.Addr) (args []string, ready string, err error) {
+	hosts, conf := filepath.Join(dir, "hosts"), filepath.Join(dir, "dnsmasq.conf")
+	// Nothing of the host's dnsmasq configuration applies.
+	for path, text := range map[string]string{hosts: z.hostsFile(), conf: ""} {
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			return nil, "", err
+		}
+	}
+	return z.args(addr, hosts, conf), "read " + hosts, nil
+}
+
+// args are dnsmasq's flags: in the foreground, logging to stderr (every
+// query unless Quiet), answering from its own files only.
 func (z Zone) args(addr netip.Addr, hosts, conf string) []string {
 	ttl := z.TTL
 	if ttl == 0 {
@@ -121,13 +134,16 @@ func (z Zone) args(addr netip.Addr, hosts, conf string) []string {
 	}
 	secs := strconv.Itoa(max(int(ttl/time.Second), 1))
 	args := []string{
-		"--keep-in-foreground", "--log-facility=-", "--log-queries",
+		"--keep-in-foreground", "--log-facility=-",
 		"--conf-file=" + conf, "--pid-file=",
 		"--no-resolv", "--no-hosts", "--no-poll",
 		"--bind-interfaces", "--listen-address=" + addr.String(), "--port=53",
 		// The authority for .test: what the zone lacks is NXDOMAIN.
 		"--local=/test/",
 		"--addn-hosts=" + hosts, "--local-ttl=" + secs,
+	}
+	if !z.Quiet {
+		args = append(args, "--log-queries")
 	}
 	for _, alias := range slices.Sorted(maps.Keys(z.CNAMEs)) {
 		args = append(args, "--cname="+alias+","+z.CNAMEs[alias]+","+secs)
