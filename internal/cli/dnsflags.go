@@ -7,12 +7,15 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/cgwall/cgwall/internal/resolver"
 )
 
-// DNS settings of the commands that serve name rules themselves (run, exec).
+// DNS settings of the commands that serve name rules themselves (run, exec):
+// the resolver's defaults.
 const (
-	defaultDNSMinTTL       = 60 * time.Second
-	defaultDNSMaxAddresses = 256
+	defaultDNSMinTTL       = resolver.DefaultMinTTL
+	defaultDNSMaxAddresses = resolver.DefaultMaxPerName
 	// minDNSMinTTL is the least floor: an address that expired as soon as
 	// it was learned would be gone before the client that asked could
 	// connect to it.
