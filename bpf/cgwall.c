@@ -9,6 +9,7 @@
 // differential tests in internal/datapath).
 
 #include <linux/bpf.h>
+#include <linux/errno.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
@@ -268,6 +269,8 @@ struct event {
 const struct event *unused_event __attribute__((unused));
 const struct owner *unused_owner __attribute__((unused));
 const struct rule *unused_rule __attribute__((unused));
+const struct seen_key *unused_seen_key __attribute__((unused));
+const struct seen_flow *unused_seen __attribute__((unused));
 const struct port_key *unused_port_key __attribute__((unused));
 const struct range_key *unused_range_key __attribute__((unused));
 const struct range_rule *unused_range_rule __attribute__((unused));
@@ -496,6 +499,45 @@ struct {
 	__type(key, int);
 	__type(value, struct allowed);
 } opened SEC(".maps");
+
+// The destinations the cgroup sent to, for learning a policy from what a
+// command does (cgwall exec --learn): one entry per address, protocol and
+// destination port, with its first packet, its packets and the process that
+// owned the first one's socket. Sized by userspace, which reads it when the
+// command is done; one entry when not learning.
+struct seen_key {
+	__u8 addr[16]; // IPv4 in the first 4 bytes
+	__u8 family;
+	__u8 proto;
+	__u16 port; // host order; 0 for a protocol without ports
+};
+
+struct seen_flow {
+	__u64 first_ns; // CLOCK_BOOTTIME, as events
+	__u64 packets;
+	struct owner owner; // pid 0 when not known
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct seen_key);
+	__type(value, struct seen_flow);
+} seen SEC(".maps");
+
+// learn_flows is set by userspace before load when seen is to be filled.
+volatile const __u8 learn_flows = 0;
+
+// seen_lost counts the destinations that found seen full: what learning
+// could not record, which userspace reports rather than writes a policy that
+// silently lacks them.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} seen_lost SEC(".maps");
 
 // The policy in force for one decision: its generation, read once, and its
 // settings.
@@ -1466,6 +1508,39 @@ static __always_inline int by_names(struct __sk_buff *skb, __u32 gen, __u32 l4, 
 	return opened_allowed(skb, gen, l4, f, m, m->rule_id != 0);
 }
 
+// note_seen records an egress packet's destination in seen. A fragment
+// after the first carries no ports and is not recorded: the first one was.
+static __always_inline void note_seen(struct __sk_buff *skb, __u32 l4, struct flow *f)
+{
+	struct seen_key k = {.family = f->family};
+
+	if (!l4 || load_l4(skb, l4, f))
+		return;
+	__builtin_memcpy(k.addr, f->dst, sizeof(k.addr));
+	k.proto = f->proto;
+	k.port = f->dport;
+	struct seen_flow *s = bpf_map_lookup_elem(&seen, &k);
+	if (s) {
+		__sync_fetch_and_add(&s->packets, 1);
+		return;
+	}
+	struct seen_flow n = {.first_ns = bpf_ktime_get_boot_ns(), .packets = 1};
+	skb_owner(skb, &n.owner);
+	long err = bpf_map_update_elem(&seen, &k, &n, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		// Another CPU recorded it first.
+		s = bpf_map_lookup_elem(&seen, &k);
+		if (s)
+			__sync_fetch_and_add(&s->packets, 1);
+	} else if (err) {
+		__u32 zero = 0;
+		__u64 *lost = bpf_map_lookup_elem(&seen_lost, &zero);
+
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+	}
+}
+
 static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 {
 	int hook = dir == DIR_EGRESS ? HOOK_EGRESS : HOOK_INGRESS;
@@ -1504,6 +1579,8 @@ static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 		count(hook, STAT_MALFORMED, skb->len);
 		return enforce(&pol, hook, &f, &m, skb->len, EVENT_F_MALFORMED);
 	}
+	if (learn_flows && dir == DIR_EGRESS)
+		note_seen(skb, l4, &f);
 	// What only the event needs is read only for an event.
 	if (logs(pol.cfg, m.action)) {
 		load_l4(skb, l4, &f);
@@ -1591,7 +1668,7 @@ static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int 
 
 	struct flow f = {};
 	if (hook == HOOK_SENDMSG) {
-		if (name_processes && pol.cfg->log_level != LOG_NONE)
+		if (name_processes && (learn_flows || pol.cfg->log_level != LOG_NONE))
 			note_owner(ctx->sk, &f.owner, 0);
 		return VERDICT_PASS;
 	}
@@ -1617,7 +1694,7 @@ static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int 
 		by_ports(DIR_EGRESS, &f, pol.gen, 0, &m);
 	if (name_rules && !m.rule_id)
 		decide_name(pol.gen, &f, 0, &m);
-	if (name_processes && pol.cfg->log_level != LOG_NONE)
+	if (name_processes && (learn_flows || pol.cfg->log_level != LOG_NONE))
 		note_owner(ctx->sk, &f.owner, logs(pol.cfg, m.action));
 	return enforce(&pol, hook, &f, &m, 0, 0);
 }

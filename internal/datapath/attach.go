@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -38,6 +39,19 @@ func HooksFor(p *policy.Policy) []Hook {
 	}
 	if p.HasNames() {
 		hooks = append(hooks, HookRecvmsg)
+	}
+	return hooks
+}
+
+// HooksForLearning says which hooks learning from a cgroup under p needs:
+// p's, and the socket hooks that carry the cgroup's DNS to cgwall's
+// resolver and name the senders of unconnected datagrams.
+func HooksForLearning(p *policy.Policy) []Hook {
+	hooks := HooksFor(p)
+	for _, h := range []Hook{HookSendmsg, HookRecvmsg} {
+		if !slices.Contains(hooks, h) {
+			hooks = append(hooks, h)
+		}
 	}
 	return hooks
 }

@@ -186,6 +186,22 @@ type cgwallRule struct {
 	Bytes    uint64
 }
 
+type cgwallSeenFlow struct {
+	_       structs.HostLayout
+	FirstNs uint64
+	Packets uint64
+	Owner   cgwallOwner
+	_       [4]byte
+}
+
+type cgwallSeenKey struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Family uint8
+	Proto  uint8
+	Port   uint16
+}
+
 type cgwallSiteFlag uint32
 
 const (
@@ -248,6 +264,8 @@ const (
 	cgwallMapOpened              = "opened"
 	cgwallMapOrigins             = "origins"
 	cgwallMapOwners              = "owners"
+	cgwallMapSeen                = "seen"
+	cgwallMapSeenLost            = "seen_lost"
 	cgwallMapSettings            = "settings"
 	cgwallMapStats               = "stats"
 	cgwallProgCgwallConnect4     = "cgwall_connect4"
@@ -260,6 +278,7 @@ const (
 	cgwallProgCgwallSendmsg4     = "cgwall_sendmsg4"
 	cgwallProgCgwallSendmsg6     = "cgwall_sendmsg6"
 	cgwallProgCgwallSockCreate   = "cgwall_sock_create"
+	cgwallVarLearnFlows          = "learn_flows"
 	cgwallVarNameProcesses       = "name_processes"
 	cgwallVarNameRules           = "name_rules"
 	cgwallVarPortRules           = "port_rules"
@@ -286,6 +305,8 @@ const (
 	cgwallVarUnusedRangeKey      = "unused_range_key"
 	cgwallVarUnusedRangeRule     = "unused_range_rule"
 	cgwallVarUnusedRule          = "unused_rule"
+	cgwallVarUnusedSeen          = "unused_seen"
+	cgwallVarUnusedSeenKey       = "unused_seen_key"
 	cgwallVarUnusedSiteFlag      = "unused_site_flag"
 	cgwallVarUnusedStat          = "unused_stat"
 	cgwallVarUnusedState         = "unused_state"
@@ -374,6 +395,8 @@ type cgwallMapSpecs struct {
 	Opened         *ebpf.MapSpec `ebpf:"opened"`
 	Origins        *ebpf.MapSpec `ebpf:"origins"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
+	Seen           *ebpf.MapSpec `ebpf:"seen"`
+	SeenLost       *ebpf.MapSpec `ebpf:"seen_lost"`
 	Settings       *ebpf.MapSpec `ebpf:"settings"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -382,6 +405,7 @@ type cgwallMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallVariableSpecs struct {
+	LearnFlows       *ebpf.VariableSpec `ebpf:"learn_flows"`
 	NameProcesses    *ebpf.VariableSpec `ebpf:"name_processes"`
 	NameRules        *ebpf.VariableSpec `ebpf:"name_rules"`
 	PortRules        *ebpf.VariableSpec `ebpf:"port_rules"`
@@ -408,6 +432,8 @@ type cgwallVariableSpecs struct {
 	UnusedRangeKey   *ebpf.VariableSpec `ebpf:"unused_range_key"`
 	UnusedRangeRule  *ebpf.VariableSpec `ebpf:"unused_range_rule"`
 	UnusedRule       *ebpf.VariableSpec `ebpf:"unused_rule"`
+	UnusedSeen       *ebpf.VariableSpec `ebpf:"unused_seen"`
+	UnusedSeenKey    *ebpf.VariableSpec `ebpf:"unused_seen_key"`
 	UnusedSiteFlag   *ebpf.VariableSpec `ebpf:"unused_site_flag"`
 	UnusedStat       *ebpf.VariableSpec `ebpf:"unused_stat"`
 	UnusedState      *ebpf.VariableSpec `ebpf:"unused_state"`
@@ -458,6 +484,8 @@ type cgwallMaps struct {
 	Opened         *ebpf.Map `ebpf:"opened"`
 	Origins        *ebpf.Map `ebpf:"origins"`
 	Owners         *ebpf.Map `ebpf:"owners"`
+	Seen           *ebpf.Map `ebpf:"seen"`
+	SeenLost       *ebpf.Map `ebpf:"seen_lost"`
 	Settings       *ebpf.Map `ebpf:"settings"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 }
@@ -488,6 +516,8 @@ func (m *cgwallMaps) Close() error {
 		m.Opened,
 		m.Origins,
 		m.Owners,
+		m.Seen,
+		m.SeenLost,
 		m.Settings,
 		m.Stats,
 	)
@@ -497,6 +527,7 @@ func (m *cgwallMaps) Close() error {
 //
 // It can be passed to loadCgwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallVariables struct {
+	LearnFlows       *ebpf.Variable `ebpf:"learn_flows"`
 	NameProcesses    *ebpf.Variable `ebpf:"name_processes"`
 	NameRules        *ebpf.Variable `ebpf:"name_rules"`
 	PortRules        *ebpf.Variable `ebpf:"port_rules"`
@@ -523,6 +554,8 @@ type cgwallVariables struct {
 	UnusedRangeKey   *ebpf.Variable `ebpf:"unused_range_key"`
 	UnusedRangeRule  *ebpf.Variable `ebpf:"unused_range_rule"`
 	UnusedRule       *ebpf.Variable `ebpf:"unused_rule"`
+	UnusedSeen       *ebpf.Variable `ebpf:"unused_seen"`
+	UnusedSeenKey    *ebpf.Variable `ebpf:"unused_seen_key"`
 	UnusedSiteFlag   *ebpf.Variable `ebpf:"unused_site_flag"`
 	UnusedStat       *ebpf.Variable `ebpf:"unused_stat"`
 	UnusedState      *ebpf.Variable `ebpf:"unused_state"`

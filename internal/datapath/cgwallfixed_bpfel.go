@@ -40,6 +40,8 @@ const (
 	cgwallFixedMapOpened              = "opened"
 	cgwallFixedMapOrigins             = "origins"
 	cgwallFixedMapOwners              = "owners"
+	cgwallFixedMapSeen                = "seen"
+	cgwallFixedMapSeenLost            = "seen_lost"
 	cgwallFixedMapSettings            = "settings"
 	cgwallFixedMapStats               = "stats"
 	cgwallFixedProgCgwallConnect4     = "cgwall_connect4"
@@ -52,6 +54,7 @@ const (
 	cgwallFixedProgCgwallSendmsg4     = "cgwall_sendmsg4"
 	cgwallFixedProgCgwallSendmsg6     = "cgwall_sendmsg6"
 	cgwallFixedProgCgwallSockCreate   = "cgwall_sock_create"
+	cgwallFixedVarLearnFlows          = "learn_flows"
 	cgwallFixedVarNameProcesses       = "name_processes"
 	cgwallFixedVarNameRules           = "name_rules"
 	cgwallFixedVarPortRules           = "port_rules"
@@ -78,6 +81,8 @@ const (
 	cgwallFixedVarUnusedRangeKey      = "unused_range_key"
 	cgwallFixedVarUnusedRangeRule     = "unused_range_rule"
 	cgwallFixedVarUnusedRule          = "unused_rule"
+	cgwallFixedVarUnusedSeen          = "unused_seen"
+	cgwallFixedVarUnusedSeenKey       = "unused_seen_key"
 	cgwallFixedVarUnusedSiteFlag      = "unused_site_flag"
 	cgwallFixedVarUnusedStat          = "unused_stat"
 	cgwallFixedVarUnusedState         = "unused_state"
@@ -166,6 +171,8 @@ type cgwallFixedMapSpecs struct {
 	Opened         *ebpf.MapSpec `ebpf:"opened"`
 	Origins        *ebpf.MapSpec `ebpf:"origins"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
+	Seen           *ebpf.MapSpec `ebpf:"seen"`
+	SeenLost       *ebpf.MapSpec `ebpf:"seen_lost"`
 	Settings       *ebpf.MapSpec `ebpf:"settings"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -174,6 +181,7 @@ type cgwallFixedMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallFixedVariableSpecs struct {
+	LearnFlows       *ebpf.VariableSpec `ebpf:"learn_flows"`
 	NameProcesses    *ebpf.VariableSpec `ebpf:"name_processes"`
 	NameRules        *ebpf.VariableSpec `ebpf:"name_rules"`
 	PortRules        *ebpf.VariableSpec `ebpf:"port_rules"`
@@ -200,6 +208,8 @@ type cgwallFixedVariableSpecs struct {
 	UnusedRangeKey   *ebpf.VariableSpec `ebpf:"unused_range_key"`
 	UnusedRangeRule  *ebpf.VariableSpec `ebpf:"unused_range_rule"`
 	UnusedRule       *ebpf.VariableSpec `ebpf:"unused_rule"`
+	UnusedSeen       *ebpf.VariableSpec `ebpf:"unused_seen"`
+	UnusedSeenKey    *ebpf.VariableSpec `ebpf:"unused_seen_key"`
 	UnusedSiteFlag   *ebpf.VariableSpec `ebpf:"unused_site_flag"`
 	UnusedStat       *ebpf.VariableSpec `ebpf:"unused_stat"`
 	UnusedState      *ebpf.VariableSpec `ebpf:"unused_state"`
@@ -250,6 +260,8 @@ type cgwallFixedMaps struct {
 	Opened         *ebpf.Map `ebpf:"opened"`
 	Origins        *ebpf.Map `ebpf:"origins"`
 	Owners         *ebpf.Map `ebpf:"owners"`
+	Seen           *ebpf.Map `ebpf:"seen"`
+	SeenLost       *ebpf.Map `ebpf:"seen_lost"`
 	Settings       *ebpf.Map `ebpf:"settings"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 }
@@ -280,6 +292,8 @@ func (m *cgwallFixedMaps) Close() error {
 		m.Opened,
 		m.Origins,
 		m.Owners,
+		m.Seen,
+		m.SeenLost,
 		m.Settings,
 		m.Stats,
 	)
@@ -289,6 +303,7 @@ func (m *cgwallFixedMaps) Close() error {
 //
 // It can be passed to loadCgwallFixedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallFixedVariables struct {
+	LearnFlows       *ebpf.Variable `ebpf:"learn_flows"`
 	NameProcesses    *ebpf.Variable `ebpf:"name_processes"`
 	NameRules        *ebpf.Variable `ebpf:"name_rules"`
 	PortRules        *ebpf.Variable `ebpf:"port_rules"`
@@ -315,6 +330,8 @@ type cgwallFixedVariables struct {
 	UnusedRangeKey   *ebpf.Variable `ebpf:"unused_range_key"`
 	UnusedRangeRule  *ebpf.Variable `ebpf:"unused_range_rule"`
 	UnusedRule       *ebpf.Variable `ebpf:"unused_rule"`
+	UnusedSeen       *ebpf.Variable `ebpf:"unused_seen"`
+	UnusedSeenKey    *ebpf.Variable `ebpf:"unused_seen_key"`
 	UnusedSiteFlag   *ebpf.Variable `ebpf:"unused_site_flag"`
 	UnusedStat       *ebpf.Variable `ebpf:"unused_stat"`
 	UnusedState      *ebpf.Variable `ebpf:"unused_state"`

@@ -49,6 +49,8 @@ type Datapath struct {
 	learned   map[policy.Name]cgwallLearned
 	namesMu   sync.Mutex
 	forgotten forgotten
+
+	learning bool // the seen map is filled (WithLearning)
 }
 
 // Load creates the maps and programs and installs p in generation 0. It
@@ -78,6 +80,12 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 			return nil, err
 		}
 		d.learned, d.forgotten = learnedValues(p), forgotten{}
+	}
+	if o.seen > 0 {
+		if err := setLearning(spec, o.seen); err != nil {
+			return nil, err
+		}
+		d.learning = true
 	}
 	install := func() error { return d.install(p, 0, nil) }
 	if o.fixed {
@@ -109,6 +117,7 @@ type options struct {
 	hooks []Hook // the hooks whose programs to load
 	spec  *Prepared
 	dns   *dnsOptions // name rules' code, with WithDNS
+	seen  uint32      // the seen map's size, with WithLearning; 0 without
 }
 
 // WithPrepared loads the object that Prepare parsed ahead, for a Fixed load.

@@ -19,7 +19,7 @@ func (d *Datapath) Pin(dir string) error {
 	if d.fixed {
 		return errFixed
 	}
-	for name, m := range mapsByName(&d.objs) {
+	for name, m := range pinnedMaps(&d.objs) {
 		if err := m.Pin(filepath.Join(dir, name)); err != nil {
 			return fmt.Errorf("pin map %s: %w", name, err)
 		}
@@ -42,7 +42,7 @@ func Open(dir string) (*Datapath, error) {
 			m.Close() // LoadAndAssign uses clones
 		}
 	}()
-	for name := range mapsByName(&cgwallMaps{}) {
+	for name := range pinnedMaps(&cgwallMaps{}) {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
 		if err != nil {
 			return nil, fmt.Errorf("open pinned map %s: %w", name, err)

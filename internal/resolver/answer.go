@@ -70,3 +70,12 @@ func addresses(resp *dns.Msg, asked string) []record {
 	}
 	return recs
 }
+
+// addrsOf returns the addresses of recs.
+func addrsOf(recs []record) []netip.Addr {
+	addrs := make([]netip.Addr, len(recs))
+	for i, r := range recs {
+		addrs[i] = r.addr
+	}
+	return addrs
+}

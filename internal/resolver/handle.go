@@ -70,13 +70,15 @@ func (r *Resolver) answer(w dns.ResponseWriter, req *dns.Msg, e *Event) (*dns.Ms
 	if err != nil {
 		return nil, err
 	}
-	if v.Pattern == "" {
+	recs := addresses(resp, req.Question[0].Name)
+	if r.cfg.Answered != nil && len(recs) > 0 {
+		r.cfg.Answered(e.Name, addrsOf(recs))
+	}
+	if v.Pattern == "" || len(recs) == 0 {
 		return resp, nil
 	}
-	if recs := addresses(resp, req.Question[0].Name); len(recs) > 0 {
-		if err := r.table.learn(e.Name, recs, v.Pattern); err != nil {
-			return nil, fmt.Errorf("learn %d addresses of %s: %w", len(recs), e.Name, err)
-		}
+	if err := r.table.learn(e.Name, recs, v.Pattern); err != nil {
+		return nil, fmt.Errorf("learn %d addresses of %s: %w", len(recs), e.Name, err)
 	}
 	return resp, nil
 }

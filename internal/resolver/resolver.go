@@ -83,6 +83,12 @@ type Config struct {
 	// Audit marks the events as audit ones; Judge is expected to let
 	// everything resolve and to say what would have happened.
 	Audit bool
+	// Answered, when set, receives the addresses of every answer that
+	// reaches the client with some (the asked name's, CNAMEs followed),
+	// whether or not a pattern decided, before the client gets it: what
+	// learning a policy needs (cgwall exec --learn). It may be called
+	// concurrently.
+	Answered func(name string, addrs []netip.Addr)
 	// Event, when set, receives every decision. It runs on the query's
 	// path (after the answer is sent), so it should not block for long.
 	Event func(Event)

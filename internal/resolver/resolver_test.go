@@ -536,3 +536,29 @@ func TestUDPSocketsReused(t *testing.T) {
 		t.Errorf("TCP queries came from %v, want three connections", tcp)
 	}
 }
+
+// TestAnsweredEveryName: Answered hears the addresses of every answer, of
+// names no pattern covers too, before the client has it; the learner only
+// those of patterns.
+func TestAnsweredEveryName(t *testing.T) {
+	var mu sync.Mutex
+	answered := map[string][]netip.Addr{}
+	f := start(t, Config{Audit: true, Judge: judge(map[string]string{"allowed.test": "allowed.test"}), Answered: func(name string, a []netip.Addr) {
+		mu.Lock()
+		defer mu.Unlock()
+		answered[name] = a
+	}})
+	v4, _ := f.r.Addrs()
+	query(t, "udp", v4, "www.cname.test.", dns.TypeA)
+	query(t, "tcp", v4, "allowed.test.", dns.TypeA)
+	query(t, "udp", v4, "nothing.test.", dns.TypeA)
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[string][]netip.Addr{"www.cname.test": addrs("192.0.2.10", "192.0.2.11"), "allowed.test": addrs("192.0.2.1")}
+	if !maps.EqualFunc(answered, want, slices.Equal) {
+		t.Errorf("answered %v, want %v", answered, want)
+	}
+	if got := f.l.calls(); len(got) != 1 || got[0].pattern != "allowed.test" {
+		t.Errorf("learned %v, want allowed.test's only", got)
+	}
+}
