@@ -271,6 +271,7 @@ const struct owner *unused_owner __attribute__((unused));
 const struct rule *unused_rule __attribute__((unused));
 const struct seen_key *unused_seen_key __attribute__((unused));
 const struct seen_flow *unused_seen __attribute__((unused));
+const struct dns_answer *unused_dns_answer __attribute__((unused));
 const struct port_key *unused_port_key __attribute__((unused));
 const struct range_key *unused_range_key __attribute__((unused));
 const struct range_rule *unused_range_rule __attribute__((unused));
@@ -528,6 +529,23 @@ struct {
 
 // learn_flows is set by userspace before load when seen is to be filled.
 volatile const __u8 learn_flows = 0;
+
+// While learning, the DNS answers that arrive over UDP from port 53, for
+// userspace to learn which names the addresses reached had: what a filter
+// beside a persistent policy (cgwall watch --learn) has instead of the
+// resolver. Sized by userspace: one page when not learning.
+#define DNS_ANSWER_MAX 2048 // a power of two past what an unfragmented answer holds
+struct dns_answer {
+	__u64 boot_ns;
+	__u32 len;
+	__u32 pad;
+	__u8 data[DNS_ANSWER_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} answers SEC(".maps");
 
 // seen_lost counts the destinations that found seen full: what learning
 // could not record, which userspace reports rather than writes a policy that
@@ -1541,6 +1559,41 @@ static __always_inline void note_seen(struct __sk_buff *skb, __u32 l4, struct fl
 	}
 }
 
+// note_answer copies a DNS answer that arrives from port 53 over UDP to
+// answers. One that finds the ring buffer full is counted with seen_lost:
+// both are what learning could not record.
+static __always_inline void note_answer(struct __sk_buff *skb, __u32 l4, struct flow *f)
+{
+	if (!l4 || load_l4(skb, l4, f) || f->proto != IPPROTO_UDP || f->sport != 53)
+		return;
+	__u32 off = l4 + 8; // past the UDP header
+	if (skb->len <= off)
+		return;
+	__u32 len = skb->len - off;
+	if (len > DNS_ANSWER_MAX - 1)
+		len = DNS_ANSWER_MAX - 1; // a longer one is cut, and fails to parse: no names, not wrong ones
+	struct dns_answer *a = bpf_ringbuf_reserve(&answers, sizeof(*a), 0);
+	if (!a) {
+		__u32 zero = 0;
+		__u64 *lost = bpf_map_lookup_elem(&seen_lost, &zero);
+
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+		return;
+	}
+	a->boot_ns = bpf_ktime_get_boot_ns();
+	a->len = len;
+	a->pad = 0;
+	// len is from 1 to DNS_ANSWER_MAX - 1 already: n is len, written so
+	// that the verifier sees it from 1 to DNS_ANSWER_MAX.
+	__u32 n = ((len - 1) & (DNS_ANSWER_MAX - 1)) + 1;
+	if (bpf_skb_load_bytes(skb, off, a->data, n)) {
+		bpf_ringbuf_discard(a, 0);
+		return;
+	}
+	bpf_ringbuf_submit(a, 0);
+}
+
 static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 {
 	int hook = dir == DIR_EGRESS ? HOOK_EGRESS : HOOK_INGRESS;
@@ -1581,6 +1634,8 @@ static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 	}
 	if (learn_flows && dir == DIR_EGRESS)
 		note_seen(skb, l4, &f);
+	if (learn_flows && dir == DIR_INGRESS)
+		note_answer(skb, l4, &f);
 	// What only the event needs is read only for an event.
 	if (logs(pol.cfg, m.action)) {
 		load_l4(skb, l4, &f);

@@ -56,6 +56,14 @@ const (
 	cgwallDirectionDIR_MAX     cgwallDirection = 2
 )
 
+type cgwallDnsAnswer struct {
+	_      structs.HostLayout
+	BootNs uint64
+	Len    uint32
+	Pad    uint32
+	Data   [2048]uint8
+}
+
 type cgwallEvent struct {
 	_          structs.HostLayout
 	BootNs     uint64
@@ -240,6 +248,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	cgwallMapAnswers             = "answers"
 	cgwallMapAsked               = "asked"
 	cgwallMapCurrent             = "current"
 	cgwallMapEgressBitmap4       = "egress_bitmap4"
@@ -291,6 +300,7 @@ const (
 	cgwallVarUnusedConfig        = "unused_config"
 	cgwallVarUnusedCounter       = "unused_counter"
 	cgwallVarUnusedDirection     = "unused_direction"
+	cgwallVarUnusedDnsAnswer     = "unused_dns_answer"
 	cgwallVarUnusedEvent         = "unused_event"
 	cgwallVarUnusedEventFlag     = "unused_event_flag"
 	cgwallVarUnusedHook          = "unused_hook"
@@ -371,6 +381,7 @@ type cgwallProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallMapSpecs struct {
+	Answers        *ebpf.MapSpec `ebpf:"answers"`
 	Asked          *ebpf.MapSpec `ebpf:"asked"`
 	Current        *ebpf.MapSpec `ebpf:"current"`
 	EgressBitmap4  *ebpf.MapSpec `ebpf:"egress_bitmap4"`
@@ -418,6 +429,7 @@ type cgwallVariableSpecs struct {
 	UnusedConfig     *ebpf.VariableSpec `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedDirection  *ebpf.VariableSpec `ebpf:"unused_direction"`
+	UnusedDnsAnswer  *ebpf.VariableSpec `ebpf:"unused_dns_answer"`
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventFlag  *ebpf.VariableSpec `ebpf:"unused_event_flag"`
 	UnusedHook       *ebpf.VariableSpec `ebpf:"unused_hook"`
@@ -460,6 +472,7 @@ func (o *cgwallObjects) Close() error {
 //
 // It can be passed to loadCgwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallMaps struct {
+	Answers        *ebpf.Map `ebpf:"answers"`
 	Asked          *ebpf.Map `ebpf:"asked"`
 	Current        *ebpf.Map `ebpf:"current"`
 	EgressBitmap4  *ebpf.Map `ebpf:"egress_bitmap4"`
@@ -492,6 +505,7 @@ type cgwallMaps struct {
 
 func (m *cgwallMaps) Close() error {
 	return _CgwallClose(
+		m.Answers,
 		m.Asked,
 		m.Current,
 		m.EgressBitmap4,
@@ -540,6 +554,7 @@ type cgwallVariables struct {
 	UnusedConfig     *ebpf.Variable `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedDirection  *ebpf.Variable `ebpf:"unused_direction"`
+	UnusedDnsAnswer  *ebpf.Variable `ebpf:"unused_dns_answer"`
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventFlag  *ebpf.Variable `ebpf:"unused_event_flag"`
 	UnusedHook       *ebpf.Variable `ebpf:"unused_hook"`

@@ -16,6 +16,7 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	cgwallFixedMapAnswers             = "answers"
 	cgwallFixedMapAsked               = "asked"
 	cgwallFixedMapCurrent             = "current"
 	cgwallFixedMapEgressBitmap4       = "egress_bitmap4"
@@ -67,6 +68,7 @@ const (
 	cgwallFixedVarUnusedConfig        = "unused_config"
 	cgwallFixedVarUnusedCounter       = "unused_counter"
 	cgwallFixedVarUnusedDirection     = "unused_direction"
+	cgwallFixedVarUnusedDnsAnswer     = "unused_dns_answer"
 	cgwallFixedVarUnusedEvent         = "unused_event"
 	cgwallFixedVarUnusedEventFlag     = "unused_event_flag"
 	cgwallFixedVarUnusedHook          = "unused_hook"
@@ -147,6 +149,7 @@ type cgwallFixedProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallFixedMapSpecs struct {
+	Answers        *ebpf.MapSpec `ebpf:"answers"`
 	Asked          *ebpf.MapSpec `ebpf:"asked"`
 	Current        *ebpf.MapSpec `ebpf:"current"`
 	EgressBitmap4  *ebpf.MapSpec `ebpf:"egress_bitmap4"`
@@ -194,6 +197,7 @@ type cgwallFixedVariableSpecs struct {
 	UnusedConfig     *ebpf.VariableSpec `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedDirection  *ebpf.VariableSpec `ebpf:"unused_direction"`
+	UnusedDnsAnswer  *ebpf.VariableSpec `ebpf:"unused_dns_answer"`
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventFlag  *ebpf.VariableSpec `ebpf:"unused_event_flag"`
 	UnusedHook       *ebpf.VariableSpec `ebpf:"unused_hook"`
@@ -236,6 +240,7 @@ func (o *cgwallFixedObjects) Close() error {
 //
 // It can be passed to loadCgwallFixedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallFixedMaps struct {
+	Answers        *ebpf.Map `ebpf:"answers"`
 	Asked          *ebpf.Map `ebpf:"asked"`
 	Current        *ebpf.Map `ebpf:"current"`
 	EgressBitmap4  *ebpf.Map `ebpf:"egress_bitmap4"`
@@ -268,6 +273,7 @@ type cgwallFixedMaps struct {
 
 func (m *cgwallFixedMaps) Close() error {
 	return _CgwallFixedClose(
+		m.Answers,
 		m.Asked,
 		m.Current,
 		m.EgressBitmap4,
@@ -316,6 +322,7 @@ type cgwallFixedVariables struct {
 	UnusedConfig     *ebpf.Variable `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedDirection  *ebpf.Variable `ebpf:"unused_direction"`
+	UnusedDnsAnswer  *ebpf.Variable `ebpf:"unused_dns_answer"`
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventFlag  *ebpf.Variable `ebpf:"unused_event_flag"`
 	UnusedHook       *ebpf.Variable `ebpf:"unused_hook"`

@@ -1,13 +1,17 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 )
 
 // DefaultSeenCapacity is how many destinations (address, protocol, port) a
@@ -34,13 +38,18 @@ func setLearning(spec *ebpf.CollectionSpec, capacity uint32) error {
 		return fmt.Errorf("set learn_flows: %w", err)
 	}
 	spec.Maps[cgwallMapSeen].MaxEntries = capacity
+	spec.Maps[cgwallMapAnswers].MaxEntries = answersSize
 	return nil
 }
+
+// answersSize is the answers ring buffer's size while learning: some 120
+// answers of the largest kind waiting for the reader.
+const answersSize = 256 << 10
 
 // foregroundMaps are the maps that only a foreground filter fills: a
 // persistent policy's folder does not pin them, so that adding them took no
 // new layout.
-var foregroundMaps = map[string]bool{cgwallMapSeen: true, cgwallMapSeenLost: true}
+var foregroundMaps = map[string]bool{cgwallMapSeen: true, cgwallMapSeenLost: true, cgwallMapAnswers: true}
 
 // pinnedMaps are the maps of objs that a persistent policy pins.
 func pinnedMaps(objs *cgwallMaps) map[string]*ebpf.Map {
@@ -98,3 +107,57 @@ func (d *Datapath) Seen() ([]Flow, uint64, error) {
 	}
 	return flows, lost, nil
 }
+
+// DNSAnswer is a DNS message that arrived over UDP from port 53 while
+// learning, as the datapath copied it (cut at 2047 bytes).
+type DNSAnswer struct {
+	Time time.Time
+	Msg  []byte
+}
+
+// AnswerReader reads the DNS answers that a learning datapath copies.
+type AnswerReader struct {
+	rd    *ringbuf.Reader
+	clock bootClock
+}
+
+// Answers opens the DNS answers of a learning datapath.
+func (d *Datapath) Answers() (*AnswerReader, error) {
+	if !d.learning {
+		return nil, errors.New("read the cgroup's DNS answers: the datapath was not loaded to learn")
+	}
+	clock, err := newBootClock()
+	if err != nil {
+		return nil, err
+	}
+	rd, err := ringbuf.NewReader(d.objs.Answers)
+	if err != nil {
+		return nil, fmt.Errorf("read the cgroup's DNS answers: %w", err)
+	}
+	return &AnswerReader{rd: rd, clock: clock}, nil
+}
+
+// Read waits for the next answer. After Flush, it returns what is left, then
+// ringbuf.ErrFlushed; after Close, os.ErrClosed.
+func (r *AnswerReader) Read() (DNSAnswer, error) {
+	rec, err := r.rd.Read()
+	if err != nil {
+		return DNSAnswer{}, err
+	}
+	var raw cgwallDnsAnswer
+	hdr := int(unsafe.Offsetof(raw.Data))
+	if len(rec.RawSample) < hdr {
+		return DNSAnswer{}, fmt.Errorf("read the cgroup's DNS answers: a record of %d bytes", len(rec.RawSample))
+	}
+	boot := binary.NativeEndian.Uint64(rec.RawSample)
+	n := int(binary.NativeEndian.Uint32(rec.RawSample[8:]))
+	if n > len(rec.RawSample)-hdr {
+		return DNSAnswer{}, fmt.Errorf("read the cgroup's DNS answers: a record says %d bytes, holds %d", n, len(rec.RawSample)-hdr)
+	}
+	return DNSAnswer{Time: r.clock.wall(boot), Msg: slices.Clone(rec.RawSample[hdr : hdr+n])}, nil
+}
+
+// Flush makes Read return what is pending, then ringbuf.ErrFlushed.
+func (r *AnswerReader) Flush() error { return r.rd.Flush() }
+
+func (r *AnswerReader) Close() error { return r.rd.Close() }

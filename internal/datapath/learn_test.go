@@ -1,11 +1,15 @@
 package datapath
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
+
+	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/cgwall/cgwall/internal/policy"
 )
@@ -107,4 +111,46 @@ type seen struct {
 
 func (s seen) String() string {
 	return fmt.Sprintf("%s %s/%d ×%d", s.addr, policy.ProtoName(s.proto), s.port, s.packets)
+}
+
+// TestAnswers: a learning datapath copies the DNS answers that arrive over
+// UDP from port 53, whole, and nothing else.
+func TestAnswers(t *testing.T) {
+	d := load(t, mustPolicy(t, policy.LogNone), WithLearning(0), Fixed())
+	rd, err := d.Answers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	ingress := d.progs[cgwallProgCgwallIngress]
+	server := netip.MustParseAddr("192.0.2.53")
+	msg := make([]byte, 700) // any payload: the datapath does not parse it
+	for i := range msg {
+		msg[i] = byte(i)
+	}
+	run(t, ingress, ipv4(server, local4, policy.ProtoUDP, append(l4(53, 40000), msg...)))
+	run(t, ingress, ipv4(server, local4, policy.ProtoTCP, append(l4(53, 40000), msg...)))
+	run(t, ingress, ipv4(server, local4, policy.ProtoUDP, append(l4(5353, 40000), msg...)))
+	run(t, ingress, ipv6(netip.MustParseAddr("2001:db8::53"), local6, policy.ProtoUDP, append(l4(53, 40000), msg[:10]...)))
+
+	if err := rd.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got [][]byte
+	for {
+		a, err := rd.Read()
+		if errors.Is(err, ringbuf.ErrFlushed) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Time.IsZero() {
+			t.Error("an answer without its time")
+		}
+		got = append(got, a.Msg)
+	}
+	if len(got) != 2 || !bytes.Equal(got[0], msg) || !bytes.Equal(got[1], msg[:10]) {
+		t.Errorf("copied %d answers (%v), want the two from port 53 over UDP", len(got), got)
+	}
 }

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -78,4 +79,21 @@ func addrsOf(recs []record) []netip.Addr {
 		addrs[i] = r.addr
 	}
 	return addrs
+}
+
+// Addresses reads a DNS answer as it came off the wire, for learning a policy
+// from DNS that cgwall did not serve: the name asked (lower case, no trailing
+// dot) and the addresses the answer gives for it, the CNAME chain followed
+// as the resolver follows it. ok is false for what is not a successful
+// answer to one question.
+func Addresses(wire []byte) (name string, addrs []netip.Addr, ok bool) {
+	var m dns.Msg
+	if err := m.Unpack(wire); err != nil || !m.Response || len(m.Question) != 1 {
+		return "", nil, false
+	}
+	recs := addresses(&m, m.Question[0].Name)
+	if len(recs) == 0 {
+		return "", nil, false
+	}
+	return strings.ToLower(strings.TrimSuffix(m.Question[0].Name, ".")), addrsOf(recs), true
 }

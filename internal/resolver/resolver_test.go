@@ -562,3 +562,40 @@ func TestAnsweredEveryName(t *testing.T) {
 		t.Errorf("learned %v, want allowed.test's only", got)
 	}
 }
+
+// TestAddressesFromTheWire: an answer read off the wire gives the asked
+// name's addresses, CNAMEs followed, and nothing for what is not an answer.
+func TestAddressesFromTheWire(t *testing.T) {
+	m := new(dns.Msg)
+	m.SetQuestion("WWW.Example.Test.", dns.TypeA)
+	m.Response = true
+	m.Answer = []dns.RR{
+		mustRR(t, "www.example.test. 60 IN CNAME edge.cdn.test."),
+		mustRR(t, "edge.cdn.test. 60 IN A 192.0.2.7"),
+		mustRR(t, "other.test. 60 IN A 192.0.2.66"),
+	}
+	wire, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, got, ok := Addresses(wire)
+	if !ok || name != "www.example.test" || !slices.Equal(got, addrs("192.0.2.7")) {
+		t.Errorf("Addresses = %q %v %v, want www.example.test [192.0.2.7] true", name, got, ok)
+	}
+	m.Response = false
+	query, _ := m.Pack()
+	for _, bad := range [][]byte{query, wire[:20], nil} {
+		if _, _, ok := Addresses(bad); ok {
+			t.Errorf("Addresses(%x) is an answer", bad)
+		}
+	}
+}
+
+func mustRR(t *testing.T, s string) dns.RR {
+	t.Helper()
+	rr, err := dns.NewRR(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rr
+}
