@@ -1526,30 +1526,26 @@ static __always_inline int by_names(struct __sk_buff *skb, __u32 gen, __u32 l4, 
 	return opened_allowed(skb, gen, l4, f, m, m->rule_id != 0);
 }
 
-// note_seen records an egress packet's destination in seen. A fragment
-// after the first carries no ports and is not recorded: the first one was.
-static __always_inline void note_seen(struct __sk_buff *skb, __u32 l4, struct flow *f)
+// seen_key_of is the key of a flow's destination in seen.
+static __always_inline void seen_key_of(const struct flow *f, struct seen_key *k)
 {
-	struct seen_key k = {.family = f->family};
+	__builtin_memcpy(k->addr, f->dst, sizeof(k->addr));
+	k->family = f->family;
+	k->proto = f->proto;
+	k->port = f->dport;
+}
 
-	if (!l4 || load_l4(skb, l4, f))
-		return;
-	__builtin_memcpy(k.addr, f->dst, sizeof(k.addr));
-	k.proto = f->proto;
-	k.port = f->dport;
-	struct seen_flow *s = bpf_map_lookup_elem(&seen, &k);
-	if (s) {
-		__sync_fetch_and_add(&s->packets, 1);
-		return;
-	}
-	struct seen_flow n = {.first_ns = bpf_ktime_get_boot_ns(), .packets = 1};
-	skb_owner(skb, &n.owner);
-	long err = bpf_map_update_elem(&seen, &k, &n, BPF_NOEXIST);
+// seen_put records a destination not seen before; n->owner is filled in
+// only then, by the caller's own means.
+static __always_inline void seen_put(const struct seen_key *k, struct seen_flow *n)
+{
+	long err = bpf_map_update_elem(&seen, k, n, BPF_NOEXIST);
+
 	if (err == -EEXIST) {
 		// Another CPU recorded it first.
-		s = bpf_map_lookup_elem(&seen, &k);
+		struct seen_flow *s = bpf_map_lookup_elem(&seen, k);
 		if (s)
-			__sync_fetch_and_add(&s->packets, 1);
+			__sync_fetch_and_add(&s->packets, n->packets);
 	} else if (err) {
 		__u32 zero = 0;
 		__u64 *lost = bpf_map_lookup_elem(&seen_lost, &zero);
@@ -1557,6 +1553,40 @@ static __always_inline void note_seen(struct __sk_buff *skb, __u32 l4, struct fl
 		if (lost)
 			__sync_fetch_and_add(lost, 1);
 	}
+}
+
+// note_seen records an egress packet's destination in seen. A fragment
+// after the first carries no ports and is not recorded: the first one was.
+static __always_inline void note_seen(struct __sk_buff *skb, __u32 l4, struct flow *f)
+{
+	struct seen_key k = {};
+
+	if (!l4 || load_l4(skb, l4, f))
+		return;
+	seen_key_of(f, &k);
+	struct seen_flow *s = bpf_map_lookup_elem(&seen, &k);
+	if (s) {
+		__sync_fetch_and_add(&s->packets, 1);
+		return;
+	}
+	struct seen_flow n = {.first_ns = bpf_ktime_get_boot_ns(), .packets = 1};
+	skb_owner(skb, &n.owner);
+	seen_put(&k, &n);
+}
+
+// note_connect records the destination of a connect(), which a UDP socket
+// may make without ever sending (ping does, to pick its source address):
+// the connect hook judges it all the same. It counts no packet.
+static __always_inline void note_connect(const struct flow *f)
+{
+	struct seen_key k = {};
+
+	seen_key_of(f, &k);
+	if (bpf_map_lookup_elem(&seen, &k))
+		return;
+	struct seen_flow n = {.first_ns = bpf_ktime_get_boot_ns()};
+	current_owner(&n.owner);
+	seen_put(&k, &n);
 }
 
 // note_answer copies a DNS answer that arrives from port 53 over UDP to
@@ -1751,6 +1781,8 @@ static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int 
 		decide_name(pol.gen, &f, 0, &m);
 	if (name_processes && (learn_flows || pol.cfg->log_level != LOG_NONE))
 		note_owner(ctx->sk, &f.owner, logs(pol.cfg, m.action));
+	if (learn_flows)
+		note_connect(&f);
 	return enforce(&pol, hook, &f, &m, 0, 0);
 }
 
