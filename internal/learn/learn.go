@@ -80,7 +80,13 @@ func (r Rule) Comment() string {
 	if !r.First.IsZero() {
 		parts = append(parts, "first "+r.First.UTC().Format(time.RFC3339))
 	}
-	parts = append(parts, plural(r.Packets, "packet"))
+	if r.Packets == 0 {
+		// A connect() that sent nothing (UDP), which the connect hook
+		// judges all the same.
+		parts = append(parts, "connect only")
+	} else {
+		parts = append(parts, plural(r.Packets, "packet"))
+	}
 	if p := process(r.Pid, r.Comm); p != "" {
 		parts = append(parts, p)
 	}
@@ -145,6 +151,10 @@ func Learn(flows []Flow, answers []Answer, opt Options) Result {
 	}
 	if opt.Wildcards >= 2 {
 		l.fold(opt.Wildcards)
+	}
+	if l.hasNames() {
+		allowed = slices.DeleteFunc(allowed, func(f namedFlow) bool { return isDNS(f.ports()) })
+		l.dropDNS()
 	}
 	l.settle(allowed)
 	res.Rules = l.sorted()
@@ -334,6 +344,37 @@ func (l *learner) settle(flows []namedFlow) {
 			return
 		}
 	}
+}
+
+// hasNames says whether the learned policy has name rules.
+func (l *learner) hasNames() bool {
+	if l.base.HasNames() {
+		return true
+	}
+	for m := range l.rules {
+		if m.Name != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// dropDNS leaves out the rules of DNS, for a policy with name rules: under
+// them every query to port 53, UDP or TCP, goes to cgwall's resolver,
+// whatever server it was for, and no rule judges it. (What exec learns
+// never has such flows, its DNS having gone to the resolver already; what
+// watch learns beside a policy without name rules does.)
+func (l *learner) dropDNS() {
+	for m := range l.rules {
+		if isDNS(m.Ports) {
+			delete(l.rules, m)
+		}
+	}
+}
+
+// isDNS says whether ports are DNS's: UDP or TCP to port 53 alone.
+func isDNS(p policy.Ports) bool {
+	return (p.Proto == policy.ProtoUDP || p.Proto == policy.ProtoTCP) && p.Lo == 53 && p.Hi == 53
 }
 
 // sorted returns the rules in Result order: names first, by name then

@@ -181,6 +181,23 @@ func TestLearnRules(t *testing.T) {
 			want:    []string{},
 		},
 		{
+			name:    "DNS makes no rule beside name rules: the resolver carries it",
+			flows:   []Flow{udp("127.0.0.53", 53, 1), tcp("127.0.0.53", 53, 1), tcp("192.0.2.10", 443, 2)},
+			answers: []Answer{answer("a.test", 1, "192.0.2.10")},
+			want:    []string{"a.test:tcp/443"},
+		},
+		{
+			name:  "DNS makes rules where no name rule will carry it",
+			flows: []Flow{udp("127.0.0.53", 53, 1), tcp("192.0.2.10", 443, 2), udp("192.0.2.10", 5353, 2)},
+			want:  []string{"127.0.0.53/32:udp/53", "192.0.2.10/32:tcp/443", "192.0.2.10/32:udp/5353"},
+		},
+		{
+			name:  "DNS makes no rule under a base with name rules",
+			base:  "egress: {allow: [b.test:443]}",
+			flows: []Flow{udp("127.0.0.53", 53, 1), tcp("192.0.2.10", 443, 2)},
+			want:  []string{"192.0.2.10/32:tcp/443"},
+		},
+		{
 			name:  "names first, then addresses, each in order",
 			flows: []Flow{tcp("2001:db8::1", 80, 1), tcp("192.0.2.2", 80, 1), tcp("192.0.2.1", 443, 1), tcp("192.0.2.1", 80, 1), tcp("198.51.100.1", 80, 2), tcp("198.51.100.2", 80, 2)},
 			answers: []Answer{
@@ -287,6 +304,7 @@ func TestComment(t *testing.T) {
 		{"everything", Rule{First: first, Packets: 12, Pid: 4242, Comm: "curl"}, "first 2026-12-02T19:40:01Z, 12 packets, curl (pid 4242)"},
 		{"one packet", Rule{First: first, Packets: 1, Pid: 4242, Comm: "curl"}, "first 2026-12-02T19:40:01Z, 1 packet, curl (pid 4242)"},
 		{"no process", Rule{First: first, Packets: 2}, "first 2026-12-02T19:40:01Z, 2 packets"},
+		{"a connect alone", Rule{First: first, Pid: 9, Comm: "ping"}, "first 2026-12-02T19:40:01Z, connect only, ping (pid 9)"},
 		{"no comm", Rule{First: first, Packets: 2, Pid: 7}, "first 2026-12-02T19:40:01Z, 2 packets, pid 7"},
 		{"no pid", Rule{First: first, Packets: 2, Comm: "make"}, "first 2026-12-02T19:40:01Z, 2 packets, make"},
 		{"a comm that does not print is quoted", Rule{First: first, Packets: 2, Pid: 7, Comm: "a\nb"}, `first 2026-12-02T19:40:01Z, 2 packets, "a\nb" (pid 7)`},
