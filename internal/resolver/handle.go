@@ -47,6 +47,7 @@ func (r *Resolver) answer(w dns.ResponseWriter, req *dns.Msg, e *Event) (*dns.Ms
 		return nil, fmt.Errorf("opcode %s is not forwarded", dns.OpcodeToString[req.Opcode])
 	}
 	tcp := isTCP(w.RemoteAddr())
+	e.TCP = tcp
 	server, err := r.server(tcp, w.RemoteAddr())
 	if err != nil {
 		return nil, err

@@ -112,8 +112,10 @@ type Event struct {
 	// Pattern and Rule are the Verdict's.
 	Pattern string
 	Rule    uint32
-	// Server is the server asked (or that would have been asked).
+	// Server is the server asked (or that would have been asked), and TCP
+	// says whether over TCP, as the client asked.
 	Server netip.AddrPort
+	TCP    bool
 	// Err says why the client got SERVFAIL (or, with an empty Name, which
 	// Forget failed).
 	Err error

@@ -43,7 +43,7 @@ func TestAllowedNameAnsweredAndLearned(t *testing.T) {
 				}
 				e := ev[0]
 				if e.Name != "allowed.test" || e.QType != dns.TypeA || e.Action != 1 || e.Pattern != "allowed.test" ||
-					e.Rule != 7 || e.Server != f.up.addr || e.Err != nil || e.Audit || e.Time.IsZero() {
+					e.Rule != 7 || e.Server != f.up.addr || e.TCP != (network == "tcp") || e.Err != nil || e.Audit || e.Time.IsZero() {
 					t.Errorf("event %+v", e)
 				}
 			})
