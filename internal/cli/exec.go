@@ -46,6 +46,18 @@ Where cgroup2 is mounted with nsdelegate (systemd's default), the namespace
 stops CMD, even as root, from moving itself out of its cgroup; without it, a
 root CMD can. See docs/security.md for what cgwall stops and what it cannot.
 
+With --learn FILE, exec drops nothing (the policy runs in audit mode), sends
+the command's DNS through cgwall's resolver, and when the command ends writes
+FILE: a policy with egress default block that allows what the command sent
+and nothing more. A destination reached through a name becomes a name rule
+(api.example.com:tcp/443), one reached without DNS an address rule
+(192.0.2.10/32:udp/5000), each with the protocol and port used and a comment
+with what was seen; the DNS itself becomes no rule. The rules of the policy
+given stay in FILE. --learn-merge adds to an existing FILE instead, which is
+then the policy the command runs under; --learn-wildcards N folds N names or
+more under a parent into *.parent. exec still exits with the command's status,
+and writes FILE whatever it is.
+
 ` + rulesHelp + `
 
 Exit status:
@@ -60,13 +72,15 @@ func newExecCmd(prep **datapath.Prepared, stderr io.Writer) *cobra.Command {
 	var rules ruleFlags
 	var dns dnsFlags
 	var output outputFlags
+	var learnf learnFlags
 	cmd := &cobra.Command{
 		Use:   "exec [flags] -- CMD [ARG...]",
 		Short: "Run a command in a fresh cgroup under a policy",
 		Long:  execLong,
 		Example: `  cgwall exec --block 192.0.2.1 -- curl http://192.0.2.1/
   cgwall exec --default block --allow 192.0.2.10:tcp/443 --allow any:udp/53 --log all -- ./client
-  cgwall exec -f policy.yaml -- sh -c 'make test'`,
+  cgwall exec -f policy.yaml -- sh -c 'make test'
+  cgwall exec --learn policy.yaml -- make test && cgwall exec -f policy.yaml -- make test`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			return execExit(cobra.MinimumNArgs(1)(cmd, args))
 		},
@@ -75,12 +89,13 @@ func newExecCmd(prep **datapath.Prepared, stderr io.Writer) *cobra.Command {
 			if cmd.ArgsLenAtDash() != 0 {
 				return execExit(usageErr(errors.New("put the command after --: cgwall exec [flags] -- CMD [ARG...]")))
 			}
-			return execExit(runExec(cmd.Context(), *prep, &rules, &dns, &output, args, stderr))
+			return execExit(runExec(cmd.Context(), *prep, &rules, &dns, &output, &learnf, args, stderr))
 		},
 	}
 	rules.bind(cmd.Flags())
 	dns.bind(cmd.Flags())
 	output.bind(cmd.Flags())
+	learnf.bind(cmd.Flags())
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return execExit(flagError(c, err)) })
 	cmd.AddCommand(newGuardCmd(stderr))
 	return cmd
@@ -100,7 +115,11 @@ func execExit(err error) error {
 	return &exitError{code: exitExecFailed, err: err}
 }
 
-func runExec(ctx context.Context, prep *datapath.Prepared, rules *ruleFlags, dnsf *dnsFlags, output *outputFlags, args []string, stderr io.Writer) error {
+func runExec(ctx context.Context, prep *datapath.Prepared, rules *ruleFlags, dnsf *dnsFlags, output *outputFlags, learnf *learnFlags, args []string, stderr io.Writer) error {
+	lrn, err := learnf.prepare(rules)
+	if err != nil {
+		return err
+	}
 	p, err := rules.policy(ctx)
 	if err != nil {
 		return err
@@ -120,7 +139,15 @@ func runExec(ctx context.Context, prep *datapath.Prepared, rules *ruleFlags, dns
 	if err := checkPrivileges(needCgroupMount); err != nil {
 		return err
 	}
-	warnUnusedDNS(p, dns, stderr)
+	if lrn != nil {
+		if err := lrn.start(p); err != nil {
+			return err
+		}
+		defer lrn.discard()
+		// Nothing is dropped while learning.
+		p.Audit = true
+	}
+	warnUnusedDNS(p, dns, lrn != nil, stderr)
 	// Signals are the command's from here on; exec only relays them.
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwarded...)
@@ -130,7 +157,7 @@ func runExec(ctx context.Context, prep *datapath.Prepared, rules *ruleFlags, dns
 	if err != nil {
 		return failure(err)
 	}
-	f, err := attachForeground(prep, p, cg, dns, stderr)
+	f, err := attachForeground(prep, p, cg, dns, lrn, stderr)
 	if err != nil {
 		removeCgroup(cg.Path, stderr)
 		return err
@@ -146,7 +173,23 @@ func runExec(ctx context.Context, prep *datapath.Prepared, rules *ruleFlags, dns
 	// exec is done, and finds nothing left to do.
 	defer g.release()
 	defer removeCgroup(cg.Path, stderr)
-	return runInCgroup(cg, path, args, sigs, g, f.newStreamer(format, stderr, stderr))
+	err = runInCgroup(cg, path, args, sigs, g, f.newStreamer(format, stderr, stderr))
+	if lrn == nil || !commandRan(err) {
+		return err
+	}
+	// A command that failed still did what it did: FILE says it, and exec
+	// exits with the command's status, unless FILE could not be written.
+	if lerr := lrn.finish(f.d, stderr); lerr != nil {
+		return lerr
+	}
+	return err
+}
+
+// commandRan says whether runInCgroup's result is the command's own end
+// (its status), rather than a failure to start or run it.
+func commandRan(err error) bool {
+	var ee *exitError
+	return err == nil || errors.As(err, &ee) && ee.err == errSilent
 }
 
 // lookCommand finds CMD as a shell would. Not found is exit 127; found but

@@ -22,8 +22,11 @@ type foreground struct {
 // attachForeground loads p, puts it in force and attaches it to cg. The policy
 // is in force before it is attached, and the event stream open, so that no
 // packet passes unjudged and no decision goes unseen; a policy with name
-// rules has its resolver serving too.
-func attachForeground(prep *datapath.Prepared, p *policy.Policy, cg cgroup.Dir, dns dnsSettings, stderr io.Writer) (_ *foreground, err error) {
+// rules has its resolver serving too. With lrn (exec --learn; nil
+// otherwise), the datapath records where the cgroup sends, and the
+// cgroup's DNS goes through the resolver whatever the rules, so that lrn
+// hears every answer.
+func attachForeground(prep *datapath.Prepared, p *policy.Policy, cg cgroup.Dir, dns dnsSettings, lrn *learning, stderr io.Writer) (_ *foreground, err error) {
 	f := &foreground{}
 	defer func() {
 		if err != nil {
@@ -33,11 +36,17 @@ func attachForeground(prep *datapath.Prepared, p *policy.Policy, cg cgroup.Dir, 
 	// The policy of a foreground filter never changes, so the programs of
 	// the hooks it needs are all that is loaded.
 	hooks := datapath.HooksFor(p)
+	if lrn != nil {
+		hooks = datapath.HooksForLearning(p)
+	}
 	var dnsOpts []datapath.Option
-	if f.names, dnsOpts, err = listenNames(p); err != nil {
+	if f.names, dnsOpts, err = listenNames(p, lrn != nil); err != nil {
 		return nil, err
 	}
 	opts := append([]datapath.Option{datapath.Fixed(), datapath.WithPrepared(prep), datapath.WithHooks(hooks...)}, dnsOpts...)
+	if lrn != nil {
+		opts = append(opts, datapath.WithLearning(0))
+	}
 	if f.d, err = datapath.Load(p, opts...); err != nil {
 		return nil, explainLoadError(err)
 	}
@@ -48,7 +57,7 @@ func attachForeground(prep *datapath.Prepared, p *policy.Policy, cg cgroup.Dir, 
 		return nil, failure(err)
 	}
 	if f.names != nil {
-		if err = f.names.serve(p, f.d, dns, stderr); err != nil {
+		if err = f.names.serve(p, f.d, dns, lrn, stderr); err != nil {
 			return nil, err
 		}
 	}

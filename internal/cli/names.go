@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 
 	"github.com/cgwall/cgwall/internal/datapath"
@@ -33,11 +34,11 @@ type names struct {
 	events *dnsQueue
 }
 
-// listenNames starts listening for a policy with name rules, and returns the
-// options that load the datapath with the name hooks; it returns nil for a
-// policy without them.
-func listenNames(p *policy.Policy) (*names, []datapath.Option, error) {
-	if !p.HasNames() {
+// listenNames starts listening for a policy with name rules, or for any
+// policy when learning, and returns the options that load the datapath with
+// the name hooks; it returns nil otherwise.
+func listenNames(p *policy.Policy, learning bool) (*names, []datapath.Option, error) {
+	if !p.HasNames() && !learning {
 		return nil, nil, nil
 	}
 	r, err := resolver.Listen()
@@ -51,10 +52,14 @@ func listenNames(p *policy.Policy) (*names, []datapath.Option, error) {
 }
 
 // serve starts answering the cgroup's queries: p judges them, d learns the
-// addresses of the answers and tells where each query was sent. A failure
-// of the resolver that no query caused (addresses it could not forget) is a
-// warning on stderr.
-func (n *names) serve(p *policy.Policy, d *datapath.Datapath, dns dnsSettings, stderr io.Writer) error {
+// addresses of the answers and tells where each query was sent, and lrn
+// (when learning) hears every answer. A failure of the resolver that no
+// query caused (addresses it could not forget) is a warning on stderr.
+func (n *names) serve(p *policy.Policy, d *datapath.Datapath, dns dnsSettings, lrn *learning, stderr io.Writer) error {
+	var answered func(string, []netip.Addr)
+	if lrn != nil {
+		answered = lrn.answered
+	}
 	// Rule IDs are named once, here: the events of the resolver's goroutines
 	// then read a map that nothing writes.
 	rules := make(map[uint32]string, len(p.Names))
@@ -72,12 +77,20 @@ func (n *names) serve(p *policy.Policy, d *datapath.Datapath, dns dnsSettings, s
 		MinTTL:     dns.minTTL,
 		MaxPerName: dns.maxAddrs,
 		Audit:      p.Audit,
+		Answered:   answered,
 		Event: func(e resolver.Event) {
 			if e.Name == "" && e.QType == 0 {
 				fmt.Fprintf(stderr, "warning: cgwall's resolver: %v\n", e.Err)
 				return
 			}
-			n.events.put(dnsEvent(e, rules))
+			if lrn != nil {
+				lrn.queried(e)
+			}
+			// DNS decisions stream as the policy's log level says, as
+			// packet decisions do.
+			if p.Log.Logs(policy.Action(e.Action)) {
+				n.events.put(dnsEvent(e, rules))
+			}
 		},
 	})
 	if err != nil {
@@ -129,8 +142,8 @@ func countRules(p *policy.Policy) string {
 
 // warnUnusedDNS says that the DNS flags given do nothing for a policy
 // without name rules.
-func warnUnusedDNS(p *policy.Policy, dns dnsSettings, stderr io.Writer) {
-	if len(dns.given) > 0 && !p.HasNames() {
+func warnUnusedDNS(p *policy.Policy, dns dnsSettings, learning bool, stderr io.Writer) {
+	if len(dns.given) > 0 && !p.HasNames() && !learning {
 		fmt.Fprintf(stderr, "warning: %s: the policy has no name rules, so cgwall serves no DNS\n", strings.Join(dns.given, ", "))
 	}
 }

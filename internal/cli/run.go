@@ -85,7 +85,7 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) (err err
 	if err := checkPrivileges(); err != nil {
 		return err
 	}
-	warnUnusedDNS(p, dns, stderr)
+	warnUnusedDNS(p, dns, false, stderr)
 	if nc != nil {
 		if cg, err = nc.make(); err != nil {
 			return err
@@ -96,7 +96,7 @@ func (o *runOptions) run(ctx context.Context, stdout, stderr io.Writer) (err err
 		// Deferred first, so it runs last: after the filter is detached.
 		defer func() { err = errors.Join(err, removeCreated(nc, stderr)) }()
 	}
-	f, err := attachForeground(*o.prep, p, cg, dns, stderr)
+	f, err := attachForeground(*o.prep, p, cg, dns, nil, stderr)
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ func newWatchCmd(stdout, stderr io.Writer) *cobra.Command {
 	var target targetFlags
 	var output outputFlags
 	var process processFilter
+	var learnf learnFlags
 	show := showFlag()
 	cmd := &cobra.Command{
 		Use:   "watch [--cgroup PATH] [--show drop|all] [--format text|json]",
@@ -33,6 +34,11 @@ watch prints only what is decided after it starts: the events that waited in
 a policy's ring buffer for a reader (up to some 3,600, perhaps minutes old and
 from a policy since replaced) are skipped, and stderr says how many.
 
+With --learn FILE and one cgroup, watch also puts beside its policy programs
+that drop nothing and record where the cgroup sends and the DNS answers it
+gets over UDP; on SIGINT or SIGTERM it writes FILE as exec --learn does, the
+policy's rules included. The policy in force decides as before meanwhile.
+
 --log is the old name of --show: it still works, but is deprecated, because on
 watch it never changed the policy's log setting.`,
 		Args: cobra.NoArgs,
@@ -43,6 +49,13 @@ watch it never changed the policy's log setting.`,
 			format, err := output.parse()
 			if err != nil {
 				return err
+			}
+			lrn, err := learnf.prepare(nil)
+			if err != nil {
+				return err
+			}
+			if lrn != nil && len(target.given()) == 0 {
+				return usageErr(errors.New("--learn: name the cgroup to learn from: --cgroup PATH, --pid, --unit or --container"))
 			}
 			var watched []watched
 			err = withStore(cmd, func(s *store.Store) error {
@@ -60,13 +73,19 @@ watch it never changed the policy's log setting.`,
 				return err
 			}
 			defer closeWatched(watched)
-			return watch(cmd.Context(), watched, show.val, process, format, stdout, stderr)
+			if lrn == nil {
+				return watch(cmd.Context(), watched, show.val, process, format, stdout, stderr)
+			}
+			return watchLearning(watched[0], lrn, func() error {
+				return watch(cmd.Context(), watched, show.val, process, format, stdout, stderr)
+			}, stderr)
 		},
 	}
 	fs := cmd.Flags()
 	target.bind(cmd)
 	output.bind(fs)
 	process.bind(fs)
+	learnf.bind(fs)
 	fs.Var(show, "show", "which of the streamed decisions to print (--log is a deprecated alias)")
 	// The deprecated name, hidden from --help but for the note above. Not
 	// MarkDeprecated: cobra would print its warning to stdout, into the events.
@@ -148,6 +167,32 @@ func watch(ctx context.Context, ws []watched, level policy.LogLevel, process pro
 		return failure(err)
 	}
 	return nil
+}
+
+// watchLearning runs watch with an observer beside w's policy, then writes
+// what it learned.
+func watchLearning(w watched, lrn *learning, watch func() error, stderr io.Writer) error {
+	cg, err := cgroup.Resolve(w.path)
+	if err != nil {
+		return failure(err)
+	}
+	if err := lrn.start(w.d.Policy()); err != nil {
+		return err
+	}
+	defer lrn.discard()
+	obs, err := observe(cg, lrn)
+	if err != nil {
+		return err
+	}
+	defer obs.Close()
+	fmt.Fprintf(stderr, "learning what %s does into %s until interrupted\n", w.path, lrn.path)
+	if err := watch(); err != nil {
+		return err
+	}
+	if err := obs.stop(); err != nil {
+		return failure(err)
+	}
+	return lrn.finish(obs.d, stderr)
 }
 
 // lockedWriter lets several streamers share one output, a line at a time.

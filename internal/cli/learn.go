@@ -1,0 +1,325 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/cgwall/cgwall/internal/cgroup"
+	"github.com/cgwall/cgwall/internal/datapath"
+	"github.com/cgwall/cgwall/internal/learn"
+	"github.com/cgwall/cgwall/internal/policy"
+	"github.com/cgwall/cgwall/internal/resolver"
+)
+
+// learnFlags ask exec (and watch) to write the policy that what the cgroup
+// did calls for.
+type learnFlags struct {
+	fs        *pflag.FlagSet
+	file      string
+	merge     bool
+	wildcards int
+}
+
+func (f *learnFlags) bind(fs *pflag.FlagSet) {
+	f.fs = fs
+	fs.StringVar(&f.file, "learn", "", "drop nothing, and write to `FILE` the policy that allows what the cgroup did and nothing more: default block, names where it used DNS")
+	fs.BoolVar(&f.merge, "learn-merge", false, "with --learn, add to FILE if it exists, keeping its rules, order and comments; FILE is then the policy the cgroup runs under")
+	fs.IntVar(&f.wildcards, "learn-wildcards", 0, "with --learn, fold `N` (2 or more) or more learned names under one parent into *.parent, never at a public suffix; 0 folds none")
+}
+
+// baseFlags are the flags that make a policy: with --learn-merge, FILE is
+// the policy, and these would say something that the file does not keep.
+var baseFlags = []string{"file", "block", "allow", "block-in", "allow-in", "block-list", "allow-list", "block-in-list", "allow-in-list", "default", "default-in", "deny-raw"}
+
+// prepare checks the flags and, for exec's merge into an existing FILE,
+// makes FILE the policy that rules read (watch has no rules: nil). It
+// returns nil without --learn.
+func (f *learnFlags) prepare(rules *ruleFlags) (*learning, error) {
+	if !f.fs.Changed("learn") {
+		for _, name := range []string{"learn-merge", "learn-wildcards"} {
+			if f.fs.Changed(name) {
+				return nil, usageErr(fmt.Errorf("--%s: it goes with --learn FILE", name))
+			}
+		}
+		return nil, nil
+	}
+	if f.file == "" {
+		return nil, usageErr(errors.New("--learn: the FILE to write is empty"))
+	}
+	if f.wildcards < 0 || f.wildcards == 1 {
+		return nil, usageErr(fmt.Errorf("--learn-wildcards: %d: use 2 or more names to fold under a parent, or 0 to fold none", f.wildcards))
+	}
+	l := &learning{path: f.file, wildcards: f.wildcards}
+	if !f.merge {
+		return l, nil
+	}
+	data, err := os.ReadFile(f.file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return l, nil
+	}
+	if err != nil {
+		return nil, usageErr(fmt.Errorf("--learn-merge: %w", err))
+	}
+	l.merging = data
+	if rules == nil {
+		// watch: the persistent policy is what the cgroup runs under.
+		return l, nil
+	}
+	for _, name := range baseFlags {
+		if rules.fs.Changed(name) {
+			return nil, usageErr(fmt.Errorf("--learn-merge: %s is the policy the command runs under, so --%s cannot be given with it: put the rule into the file", f.file, name))
+		}
+	}
+	if err := rules.fs.Set("file", f.file); err != nil {
+		return nil, failure(err)
+	}
+	return l, nil
+}
+
+// learning is a policy being learned: where it goes, and the DNS answers
+// that the cgroup got meanwhile.
+type learning struct {
+	path      string
+	wildcards int
+	merging   []byte         // FILE as it was, when adding to it; nil for a new file
+	base      *policy.Policy // the policy as given, before audit mode
+	tmp       *os.File       // made at start, so that a FILE that cannot be written fails before CMD runs
+
+	mu      sync.Mutex
+	answers []learn.Answer
+	// servers are the DNS servers the cgroup asked, as flows: the
+	// resolver took the queries, so the datapath saw none. They make rules
+	// only in a policy without name rules, where no resolver carries DNS.
+	servers map[dnsServer]*learn.Flow
+}
+
+type dnsServer struct {
+	addr netip.AddrPort
+	tcp  bool
+}
+
+// start takes the policy the cgroup runs under, as given (FILE keeps its
+// rules), and makes the file that FILE becomes at the end.
+func (l *learning) start(base *policy.Policy) error {
+	l.base = base.Clone()
+	dir, name := filepath.Split(l.path)
+	tmp, err := os.CreateTemp(dir, "."+name+".*")
+	if err != nil {
+		return usageErr(fmt.Errorf("--learn: %s cannot be written: %w", l.path, err))
+	}
+	l.tmp = tmp
+	return nil
+}
+
+// answered keeps an answer the cgroup got; the resolver calls it.
+func (l *learning) answered(name string, addrs []netip.Addr) {
+	l.add(learn.Answer{Name: name, Addrs: addrs, Time: time.Now()})
+}
+
+// queried keeps the server a query was for; the resolver's events call it.
+func (l *learning) queried(e resolver.Event) {
+	if !e.Server.IsValid() {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := dnsServer{e.Server, e.TCP}
+	if f := l.servers[k]; f != nil {
+		f.Packets++
+		return
+	}
+	if l.servers == nil {
+		l.servers = map[dnsServer]*learn.Flow{}
+	}
+	proto := policy.ProtoUDP
+	if e.TCP {
+		proto = policy.ProtoTCP
+	}
+	l.servers[k] = &learn.Flow{Addr: e.Server.Addr().Unmap(), Proto: proto, Port: e.Server.Port(), First: e.Time, Packets: 1}
+}
+
+func (l *learning) add(a learn.Answer) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.answers = append(l.answers, a)
+}
+
+// finish writes FILE from what d saw the cgroup do, and says what it wrote
+// and what it could not learn.
+func (l *learning) finish(d *datapath.Datapath, stderr io.Writer) error {
+	seen, lost, err := d.Seen()
+	if err != nil {
+		return failure(err)
+	}
+	flows := flowsOf(seen)
+	l.mu.Lock()
+	answers := slices.Clone(l.answers)
+	for _, f := range l.servers {
+		flows = append(flows, *f)
+	}
+	l.mu.Unlock()
+	res := learn.Learn(flows, answers, learn.Options{Base: l.base, Wildcards: l.wildcards})
+	var out []byte
+	if l.merging != nil {
+		out, err = learn.Merge(l.path, l.merging, res.Rules)
+	} else {
+		out, err = learn.New(l.base, res.Rules)
+	}
+	if err != nil {
+		return failure(fmt.Errorf("--learn: %w", err))
+	}
+	if err := l.commit(out); err != nil {
+		return failure(fmt.Errorf("--learn: write %s: %w", l.path, err))
+	}
+	for _, b := range res.Blocked {
+		fmt.Fprintf(stderr, "warning: learn: the cgroup sent to %s, which the policy blocks (rule %s): %s does not allow it\n", describeFlow(b.Flow), b.Rule, l.path)
+	}
+	if lost > 0 {
+		fmt.Fprintf(stderr, "warning: learn: %d destinations were not recorded (more than %d): %s lacks them\n", lost, datapath.DefaultSeenCapacity, l.path)
+	}
+	fmt.Fprintf(stderr, "learned %s into %s\n", plural(len(res.Rules), "rule"), l.path)
+	return nil
+}
+
+// commit puts out in place of FILE at once: a reader never sees half of it.
+func (l *learning) commit(out []byte) error {
+	tmp := l.tmp
+	l.tmp = nil
+	defer os.Remove(tmp.Name()) // gone once renamed; else, not left behind
+	_, err := tmp.Write(out)
+	if err == nil {
+		err = tmp.Chmod(0o644)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), l.path)
+}
+
+// discard removes the file that was to become FILE, when nothing is
+// written: cgwall failed before the command ran.
+func (l *learning) discard() {
+	if l == nil || l.tmp == nil {
+		return
+	}
+	l.tmp.Close()
+	os.Remove(l.tmp.Name())
+	l.tmp = nil
+}
+
+// flowsOf is the datapath's record in learn's terms.
+func flowsOf(seen []datapath.Flow) []learn.Flow {
+	flows := make([]learn.Flow, len(seen))
+	for i, s := range seen {
+		flows[i] = learn.Flow{Addr: s.Addr, Proto: s.Proto, Port: s.Port, First: s.First, Packets: s.Packets, Pid: s.Owner.Pid, Comm: s.Owner.Comm}
+	}
+	return flows
+}
+
+// describeFlow is a destination as a rule would name it.
+func describeFlow(f learn.Flow) string {
+	m := policy.Match{Prefix: netip.PrefixFrom(f.Addr, f.Addr.BitLen()), Ports: policy.Ports{Proto: f.Proto, Lo: f.Port, Hi: f.Port}}
+	return m.String()
+}
+
+// observer is what watch --learn puts beside a persistent policy: programs
+// that drop nothing and record where the cgroup sends and the DNS answers it
+// gets. A packet passes only if every program of the cgroup lets it, so the
+// policy in force decides as before.
+type observer struct {
+	d    *datapath.Datapath
+	att  *datapath.Attachment
+	rd   *datapath.AnswerReader
+	done chan struct{} // closed when the answers are all read
+}
+
+// observerHooks are the observer's: egress records destinations, ingress
+// the DNS answers, and the socket hooks name the processes that send.
+var observerHooks = []datapath.Hook{datapath.HookEgress, datapath.HookIngress, datapath.HookConnect, datapath.HookSendmsg}
+
+// observe attaches an observer to cg, whose DNS answers go to lrn.
+func observe(cg cgroup.Dir, lrn *learning) (_ *observer, err error) {
+	p := policy.New()
+	p.Audit, p.Log = true, policy.LogNone
+	o := &observer{}
+	defer func() {
+		if err != nil {
+			o.Close()
+		}
+	}()
+	if o.d, err = datapath.Load(p, datapath.Fixed(), datapath.WithHooks(observerHooks...), datapath.WithLearning(0)); err != nil {
+		return nil, explainLoadError(err)
+	}
+	if err = o.d.Commit(); err != nil {
+		return nil, failure(err)
+	}
+	if o.rd, err = o.d.Answers(); err != nil {
+		return nil, failure(err)
+	}
+	o.done = make(chan struct{})
+	go o.read(lrn)
+	if o.att, err = o.d.Attach(cg, observerHooks...); err != nil {
+		return nil, failure(err)
+	}
+	return o, nil
+}
+
+// read hands lrn the answers that the datapath copies, until flushed or
+// closed.
+func (o *observer) read(lrn *learning) {
+	defer close(o.done)
+	for {
+		a, err := o.rd.Read()
+		if err != nil {
+			return
+		}
+		if name, addrs, ok := resolver.Addresses(a.Msg); ok {
+			lrn.add(learn.Answer{Name: name, Addrs: addrs, Time: a.Time})
+		}
+	}
+}
+
+// stop detaches the observer and returns once every answer it copied is
+// read; what it recorded stays for Seen.
+func (o *observer) stop() error {
+	err := o.att.Close()
+	o.att = nil
+	if ferr := o.rd.Flush(); ferr != nil {
+		return errors.Join(err, ferr)
+	}
+	<-o.done
+	return err
+}
+
+func (o *observer) Close() error {
+	var errs []error
+	if o.att != nil {
+		errs = append(errs, o.att.Close())
+	}
+	if o.rd != nil {
+		errs = append(errs, o.rd.Close())
+		if o.done != nil {
+			<-o.done
+		}
+	}
+	if o.d != nil {
+		errs = append(errs, o.d.Close())
+	}
+	return errors.Join(errs...)
+}
