@@ -324,4 +324,31 @@ func TestLearnDNSWithoutNames(t *testing.T) {
 	if c := n.exec(t, "-f", file, "--", "sh", "-c", job); c.code != 0 {
 		t.Errorf("the job under its learned policy: exit %d; stderr:\n%s", c.code, c.stderr)
 	}
+	// A learned file without name rules is a persistent policy as it is.
+	cg := testutil.Cgroup(t).Path
+	cgwallOK(t, "attach", "--cgroup", cg, "-f", file)
+	cgwallOK(t, "detach", "--cgroup", cg)
+}
+
+// TestLearnMergeWarns: --learn-merge into a file that does not exist makes
+// it; into one whose egress default is allow, it says that the file locks
+// nothing down.
+func TestLearnMergeWarns(t *testing.T) {
+	testutil.RequireBPF(t)
+	n := newNameHosts(t, testZone)
+	n.serve(t, namesPorts...)
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	if c := n.exec(t, "--learn", file, "--learn-merge", "--", "sh", "-c", curlScript("a.test:8080/new")); c.code != 0 || strings.Contains(c.stderr, "warning") {
+		t.Fatalf("merge into no file: exit %d; stderr:\n%s", c.code, c.stderr)
+	}
+	if f, text := readLearned(t, file); f.Egress.Default != "block" || !slices.Equal(f.Egress.Allow, []string{"a.test:tcp/8080"}) {
+		t.Errorf("merge into no file made:\n%s", text)
+	}
+	if err := os.WriteFile(file, []byte("egress:\n  default: allow\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := n.exec(t, "--learn", file, "--learn-merge", "--", "sh", "-c", curlScript("a.test:8080/open"))
+	if c.code != 0 || !strings.Contains(c.stderr, "allows egress by default, so its allow rules lock nothing down") {
+		t.Errorf("merge into a default-allow file: exit %d; stderr:\n%s", c.code, c.stderr)
+	}
 }

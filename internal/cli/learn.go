@@ -184,6 +184,10 @@ func (l *learning) finish(d *datapath.Datapath, stderr io.Writer) error {
 	for _, b := range res.Blocked {
 		fmt.Fprintf(stderr, "warning: learn: the cgroup sent to %s, which the policy blocks (rule %s): %s does not allow it\n", describeFlow(b.Flow), b.Rule, l.path)
 	}
+	if l.merging != nil && l.base.Default[policy.Egress] == policy.Allow {
+		// Merge keeps the file's own settings, its default among them.
+		fmt.Fprintf(stderr, "warning: learn: %s allows egress by default, so its allow rules lock nothing down: set egress default: block in it\n", l.path)
+	}
 	if lost > 0 {
 		fmt.Fprintf(stderr, "warning: learn: %d destinations were not recorded (more than %d): %s lacks them\n", lost, datapath.DefaultSeenCapacity, l.path)
 	}
