@@ -1526,6 +1526,16 @@ static __always_inline int by_names(struct __sk_buff *skb, __u32 gen, __u32 l4, 
 	return opened_allowed(skb, gen, l4, f, m, m->rule_id != 0);
 }
 
+// learning_lost counts what learning could not record (seen_lost).
+static __always_inline void learning_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *lost = bpf_map_lookup_elem(&seen_lost, &zero);
+
+	if (lost)
+		__sync_fetch_and_add(lost, 1);
+}
+
 // seen_key_of is the key of a flow's destination in seen.
 static __always_inline void seen_key_of(const struct flow *f, struct seen_key *k)
 {
@@ -1547,11 +1557,7 @@ static __always_inline void seen_put(const struct seen_key *k, struct seen_flow 
 		if (s)
 			__sync_fetch_and_add(&s->packets, n->packets);
 	} else if (err) {
-		__u32 zero = 0;
-		__u64 *lost = bpf_map_lookup_elem(&seen_lost, &zero);
-
-		if (lost)
-			__sync_fetch_and_add(lost, 1);
+		learning_lost();
 	}
 }
 
@@ -1604,11 +1610,7 @@ static __always_inline void note_answer(struct __sk_buff *skb, __u32 l4, struct 
 		len = DNS_ANSWER_MAX - 1; // a longer one is cut, and fails to parse: no names, not wrong ones
 	struct dns_answer *a = bpf_ringbuf_reserve(&answers, sizeof(*a), 0);
 	if (!a) {
-		__u32 zero = 0;
-		__u64 *lost = bpf_map_lookup_elem(&seen_lost, &zero);
-
-		if (lost)
-			__sync_fetch_and_add(lost, 1);
+		learning_lost();
 		return;
 	}
 	a->boot_ns = bpf_ktime_get_boot_ns();
