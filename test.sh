@@ -50,6 +50,7 @@ FUZZ_TARGETS=(
 	"./internal/policy FuzzParsePrefix"
 	"./internal/policy FuzzLoadFile"
 	"./internal/policy FuzzAddList"
+	"./internal/learn FuzzMerge"
 )
 FUZZTIME=${FUZZTIME:-20s}
 
