@@ -111,6 +111,11 @@ func TestLearn(t *testing.T) {
 	if _, stderr, code := runCgwall(t, "check", "-f", file); code != 0 {
 		t.Errorf("check -f of the learned file: exit %d: %s", code, stderr)
 	}
+	// run takes it as it is, name rules and all.
+	run := n.cgwall(t, "run", "--cgroup", testutil.Cgroup(t).Path, "-f", file)
+	if code := run.stop(t); code != 0 {
+		t.Errorf("run -f of the learned file exited %d", code)
+	}
 
 	// The job passes under what it learned.
 	if c := n.exec(t, "-f", file, "--", "sh", "-c", strings.ReplaceAll(learnJob, "job-", "again-")); c.code != 0 {
