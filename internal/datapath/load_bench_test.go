@@ -93,7 +93,7 @@ func benchMaps(b *testing.B, spec *ebpf.CollectionSpec) {
 
 // BenchmarkReplace times Replace of a policy with rules of four kinds of rule
 // map (IPv4 hosts and prefixes, IPv6 hosts, an ingress prefix): four slot
-// writes, an RCU grace period, four slot clears. slots=sequential|concurrent
+// writes, then four slot clears, each write waiting for a grace period. slots=sequential|concurrent
 // writes the slots one after the other, or side by side (concurrently).
 func BenchmarkReplace(b *testing.B) {
 	testutil.RequireBPF(b)
