@@ -218,8 +218,16 @@ func TestLearnFailingJob(t *testing.T) {
 	testutil.RequireBPF(t)
 	n := newNameHosts(t, testZone)
 	n.serve(t, namesPorts...)
-	file := filepath.Join(t.TempDir(), "policy.yaml")
-	c := n.exec(t, "--learn", file, "--", "sh", "-c", curlScript("a.test:8080/failing")+"exit 3\n")
+	// FILE named as a bare name, in the folder exec runs in, on another
+	// file system than the temporary folder: written beside itself, it
+	// is renamed into place.
+	dir, err := os.MkdirTemp("/dev/shm", "cgwall-learn-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	file := filepath.Join(dir, "policy.yaml")
+	c := n.run(t, "", "sh", "-c", `cd "$0" && exec "$1" exec --learn policy.yaml -- sh -c "$2"`, dir, cgwallBin, curlScript("a.test:8080/failing")+"exit 3\n")
 	if c.code != 3 {
 		t.Errorf("exec --learn of a job that exits 3: exit %d; stderr:\n%s", c.code, c.stderr)
 	}

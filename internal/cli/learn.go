@@ -112,8 +112,9 @@ type dnsServer struct {
 // rules), and makes the file that FILE becomes at the end.
 func (l *learning) start(base *policy.Policy) error {
 	l.base = base.Clone()
-	dir, name := filepath.Split(l.path)
-	tmp, err := os.CreateTemp(dir, "."+name+".*")
+	// Beside FILE, for the rename at the end: in "." for a bare name, not
+	// in the temporary folder that CreateTemp takes "" for.
+	tmp, err := os.CreateTemp(filepath.Dir(l.path), "."+filepath.Base(l.path)+".*")
 	if err != nil {
 		return usageErr(fmt.Errorf("--learn: %s cannot be written: %w", l.path, err))
 	}
