@@ -256,6 +256,8 @@ func TestLearnBadInput(t *testing.T) {
 		{[]string{"--learn-wildcards", "2"}, "--learn-wildcards: it goes with --learn FILE"},
 		{[]string{"--learn", ""}, "--learn: the FILE to write is empty"},
 		{[]string{"--learn", filepath.Join(dir, "no-such-dir", "p.yaml")}, "cannot be written"},
+		{[]string{"--learn", dir}, "is not a regular file"},
+		{[]string{"--learn", "/dev/null"}, "is not a regular file"},
 		{[]string{"--learn", existing, "--learn-merge", "--block", "192.0.2.1"}, "--block cannot be given with it"},
 		{[]string{"--learn", existing, "--learn-merge", "-f", existing}, "--file cannot be given with it"},
 	} {

@@ -59,6 +59,10 @@ func (f *learnFlags) prepare(rules *ruleFlags) (*learning, error) {
 	if f.wildcards < 0 || f.wildcards == 1 {
 		return nil, usageErr(fmt.Errorf("--learn-wildcards: %d: use 2 or more names to fold under a parent, or 0 to fold none", f.wildcards))
 	}
+	if fi, err := os.Stat(f.file); err == nil && !fi.Mode().IsRegular() {
+		// Found at the end, it would lose what the command did.
+		return nil, usageErr(fmt.Errorf("--learn: %s is not a regular file", f.file))
+	}
 	l := &learning{path: f.file, wildcards: f.wildcards}
 	if !f.merge {
 		return l, nil
