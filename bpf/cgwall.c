@@ -530,10 +530,12 @@ struct {
 // learn_flows is set by userspace before load when seen is to be filled.
 volatile const __u8 learn_flows = 0;
 
-// While learning, the DNS answers that arrive over UDP from port 53, for
-// userspace to learn which names the addresses reached had: what a filter
-// beside a persistent policy (cgwall watch --learn) has instead of the
-// resolver. Sized by userspace: one page when not learning.
+// When learn_answers is set, the DNS answers that arrive over UDP from port
+// 53, for userspace to learn which names the addresses reached had: what a
+// filter beside a persistent policy (cgwall watch --learn) has instead of
+// the resolver. Sized by userspace: one page when not copying.
+volatile const __u8 learn_answers = 0;
+
 #define DNS_ANSWER_MAX 2048 // a power of two past what an unfragmented answer holds
 struct dns_answer {
 	__u64 boot_ns;
@@ -1666,7 +1668,7 @@ static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 	}
 	if (learn_flows && dir == DIR_EGRESS)
 		note_seen(skb, l4, &f);
-	if (learn_flows && dir == DIR_INGRESS)
+	if (learn_answers && dir == DIR_INGRESS)
 		note_answer(skb, l4, &f);
 	// What only the event needs is read only for an event.
 	if (logs(pol.cfg, m.action)) {

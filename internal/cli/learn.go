@@ -193,7 +193,7 @@ func (l *learning) finish(d *datapath.Datapath, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "warning: learn: %s allows egress by default, so its allow rules lock nothing down: set egress default: block in it\n", l.path)
 	}
 	if lost > 0 {
-		fmt.Fprintf(stderr, "warning: learn: %d destinations were not recorded (more than %d): %s lacks them\n", lost, datapath.DefaultSeenCapacity, l.path)
+		fmt.Fprintf(stderr, "warning: learn: %d destinations or DNS answers were not recorded (more than %d destinations, or answers faster than cgwall read them): %s lacks them\n", lost, datapath.DefaultSeenCapacity, l.path)
 	}
 	fmt.Fprintf(stderr, "learned %s into %s\n", plural(len(res.Rules), "rule"), l.path)
 	return nil

@@ -35,7 +35,7 @@ func observe(cg cgroup.Dir, lrn *learning) (_ *observer, err error) {
 			o.Close()
 		}
 	}()
-	if o.d, err = datapath.Load(p, datapath.Fixed(), datapath.WithHooks(observerHooks...), datapath.WithLearning(0)); err != nil {
+	if o.d, err = datapath.Load(p, datapath.Fixed(), datapath.WithHooks(observerHooks...), datapath.WithLearning(0), datapath.WithDNSAnswers()); err != nil {
 		return nil, explainLoadError(err)
 	}
 	if err = o.d.Commit(); err != nil {

@@ -287,6 +287,7 @@ const (
 	cgwallProgCgwallSendmsg4     = "cgwall_sendmsg4"
 	cgwallProgCgwallSendmsg6     = "cgwall_sendmsg6"
 	cgwallProgCgwallSockCreate   = "cgwall_sock_create"
+	cgwallVarLearnAnswers        = "learn_answers"
 	cgwallVarLearnFlows          = "learn_flows"
 	cgwallVarNameProcesses       = "name_processes"
 	cgwallVarNameRules           = "name_rules"
@@ -416,6 +417,7 @@ type cgwallMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallVariableSpecs struct {
+	LearnAnswers     *ebpf.VariableSpec `ebpf:"learn_answers"`
 	LearnFlows       *ebpf.VariableSpec `ebpf:"learn_flows"`
 	NameProcesses    *ebpf.VariableSpec `ebpf:"name_processes"`
 	NameRules        *ebpf.VariableSpec `ebpf:"name_rules"`
@@ -541,6 +543,7 @@ func (m *cgwallMaps) Close() error {
 //
 // It can be passed to loadCgwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallVariables struct {
+	LearnAnswers     *ebpf.Variable `ebpf:"learn_answers"`
 	LearnFlows       *ebpf.Variable `ebpf:"learn_flows"`
 	NameProcesses    *ebpf.Variable `ebpf:"name_processes"`
 	NameRules        *ebpf.Variable `ebpf:"name_rules"`

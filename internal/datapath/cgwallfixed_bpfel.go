@@ -55,6 +55,7 @@ const (
 	cgwallFixedProgCgwallSendmsg4     = "cgwall_sendmsg4"
 	cgwallFixedProgCgwallSendmsg6     = "cgwall_sendmsg6"
 	cgwallFixedProgCgwallSockCreate   = "cgwall_sock_create"
+	cgwallFixedVarLearnAnswers        = "learn_answers"
 	cgwallFixedVarLearnFlows          = "learn_flows"
 	cgwallFixedVarNameProcesses       = "name_processes"
 	cgwallFixedVarNameRules           = "name_rules"
@@ -184,6 +185,7 @@ type cgwallFixedMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgwallFixedVariableSpecs struct {
+	LearnAnswers     *ebpf.VariableSpec `ebpf:"learn_answers"`
 	LearnFlows       *ebpf.VariableSpec `ebpf:"learn_flows"`
 	NameProcesses    *ebpf.VariableSpec `ebpf:"name_processes"`
 	NameRules        *ebpf.VariableSpec `ebpf:"name_rules"`
@@ -309,6 +311,7 @@ func (m *cgwallFixedMaps) Close() error {
 //
 // It can be passed to loadCgwallFixedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgwallFixedVariables struct {
+	LearnAnswers     *ebpf.Variable `ebpf:"learn_answers"`
 	LearnFlows       *ebpf.Variable `ebpf:"learn_flows"`
 	NameProcesses    *ebpf.Variable `ebpf:"name_processes"`
 	NameRules        *ebpf.Variable `ebpf:"name_rules"`

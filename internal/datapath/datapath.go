@@ -51,6 +51,7 @@ type Datapath struct {
 	forgotten forgotten
 
 	learning bool // the seen map is filled (WithLearning)
+	answers  bool // DNS answers are copied (WithDNSAnswers)
 }
 
 // Load creates the maps and programs and installs p in generation 0. It
@@ -82,10 +83,10 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 		d.learned, d.forgotten = learnedValues(p), forgotten{}
 	}
 	if o.seen > 0 {
-		if err := setLearning(spec, o.seen); err != nil {
+		if err := setLearning(spec, &o); err != nil {
 			return nil, err
 		}
-		d.learning = true
+		d.learning, d.answers = true, o.answers
 	}
 	install := func() error { return d.install(p, 0, nil) }
 	if o.fixed {
@@ -113,11 +114,12 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 type Option func(*options)
 
 type options struct {
-	fixed bool
-	hooks []Hook // the hooks whose programs to load
-	spec  *Prepared
-	dns   *dnsOptions // name rules' code, with WithDNS
-	seen  uint32      // the seen map's size, with WithLearning; 0 without
+	fixed   bool
+	hooks   []Hook // the hooks whose programs to load
+	spec    *Prepared
+	dns     *dnsOptions // name rules' code, with WithDNS
+	seen    uint32      // the seen map's size, with WithLearning; 0 without
+	answers bool        // WithDNSAnswers
 }
 
 // WithPrepared loads the object that Prepare parsed ahead, for a Fixed load.

@@ -32,12 +32,22 @@ func WithLearning(capacity int) Option {
 	}
 }
 
-// setLearning sets the constant and the size of the seen map in spec.
-func setLearning(spec *ebpf.CollectionSpec, capacity uint32) error {
+// WithDNSAnswers copies the DNS answers that arrive over UDP from port 53
+// (see Answers), for a learner that does not serve the cgroup's DNS itself.
+func WithDNSAnswers() Option { return func(o *options) { o.answers = true } }
+
+// setLearning sets the constants and the sizes of the learning maps in spec.
+func setLearning(spec *ebpf.CollectionSpec, o *options) error {
 	if err := spec.Variables[cgwallVarLearnFlows].Set(uint8(1)); err != nil {
 		return fmt.Errorf("set learn_flows: %w", err)
 	}
-	spec.Maps[cgwallMapSeen].MaxEntries = capacity
+	spec.Maps[cgwallMapSeen].MaxEntries = o.seen
+	if !o.answers {
+		return nil
+	}
+	if err := spec.Variables[cgwallVarLearnAnswers].Set(uint8(1)); err != nil {
+		return fmt.Errorf("set learn_answers: %w", err)
+	}
 	spec.Maps[cgwallMapAnswers].MaxEntries = answersSize
 	return nil
 }
@@ -121,10 +131,10 @@ type AnswerReader struct {
 	clock bootClock
 }
 
-// Answers opens the DNS answers of a learning datapath.
+// Answers opens the DNS answers of a datapath loaded WithDNSAnswers.
 func (d *Datapath) Answers() (*AnswerReader, error) {
-	if !d.learning {
-		return nil, errors.New("read the cgroup's DNS answers: the datapath was not loaded to learn")
+	if !d.answers {
+		return nil, errors.New("read the cgroup's DNS answers: the datapath was not loaded to copy them")
 	}
 	clock, err := newBootClock()
 	if err != nil {

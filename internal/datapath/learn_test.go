@@ -93,11 +93,15 @@ func TestSeenFull(t *testing.T) {
 }
 
 // TestSeenNotLearning: a datapath loaded without WithLearning has nothing
-// to say, and says so.
+// to say, and says so; one without WithDNSAnswers copies no answer.
 func TestSeenNotLearning(t *testing.T) {
 	d := load(t, mustPolicy(t, policy.LogNone), Fixed())
 	if _, _, err := d.Seen(); err == nil {
 		t.Error("Seen of a datapath that is not learning succeeded")
+	}
+	d = load(t, mustPolicy(t, policy.LogNone), WithLearning(0), Fixed())
+	if _, err := d.Answers(); err == nil {
+		t.Error("Answers of a datapath that copies none succeeded")
 	}
 }
 
@@ -116,7 +120,7 @@ func (s seen) String() string {
 // TestAnswers: a learning datapath copies the DNS answers that arrive over
 // UDP from port 53, whole, and nothing else.
 func TestAnswers(t *testing.T) {
-	d := load(t, mustPolicy(t, policy.LogNone), WithLearning(0), Fixed())
+	d := load(t, mustPolicy(t, policy.LogNone), WithLearning(0), WithDNSAnswers(), Fixed())
 	rd, err := d.Answers()
 	if err != nil {
 		t.Fatal(err)
