@@ -15,8 +15,9 @@ import (
 )
 
 // DefaultSeenCapacity is how many destinations (address, protocol, port) a
-// learning load records: far more than a build reaches, at 40 bytes of
-// kernel memory each, allocated as they come.
+// learning load records: far more than a build reaches, at some 100 bytes
+// of kernel memory each (key, value and the hash's element), allocated as
+// they come.
 const DefaultSeenCapacity = 65536
 
 // WithLearning records every destination that egress judges (see Seen), for
@@ -32,8 +33,9 @@ func WithLearning(capacity int) Option {
 	}
 }
 
-// WithDNSAnswers copies the DNS answers that arrive over UDP from port 53
-// (see Answers), for a learner that does not serve the cgroup's DNS itself.
+// WithDNSAnswers, with WithLearning, also copies the DNS answers that arrive
+// over UDP from port 53 (see Answers), for a learner that does not serve the
+// cgroup's DNS itself.
 func WithDNSAnswers() Option { return func(o *options) { o.answers = true } }
 
 // setLearning sets the constants and the sizes of the learning maps in spec.
