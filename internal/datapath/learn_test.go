@@ -158,3 +158,30 @@ func TestAnswers(t *testing.T) {
 		t.Errorf("copied %d answers (%v), want the two from port 53 over UDP", len(got), got)
 	}
 }
+
+// BenchmarkLearning times the egress program on a destination already
+// recorded, as exec --learn loads it (audit, the name code, recording) and
+// without recording, through BPF_PROG_TEST_RUN: what learning adds to each
+// packet is a hash lookup and an atomic add. The figures are in
+// docs/performance.md. Nothing here asserts on time.
+func BenchmarkLearning(b *testing.B) {
+	pkt := ipv4(local4, netip.MustParseAddr("192.0.2.10"), policy.ProtoTCP, l4(40000, 443))
+	for _, tc := range []struct {
+		name string
+		opts []Option
+	}{
+		{"off", []Option{Fixed(), WithDNS(testResolver4, testResolver6, 0)}},
+		{"on", []Option{Fixed(), WithDNS(testResolver4, testResolver6, 0), WithLearning(0)}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			p := mustPolicy(b, policy.LogNone)
+			p.Audit = true
+			d := load(b, p, tc.opts...)
+			ret, perPkt, err := d.progs[cgwallProgCgwallEgress].Benchmark(pkt, b.N, b.ResetTimer)
+			if err != nil || policy.Action(ret) != policy.Allow {
+				b.Fatalf("verdict %d, %v", ret, err)
+			}
+			b.ReportMetric(float64(perPkt.Nanoseconds()), "ns/pkt")
+		})
+	}
+}
