@@ -339,6 +339,16 @@ func TestLearnDNSWithoutNames(t *testing.T) {
 	if c := n.exec(t, "-f", file, "--", "sh", "-c", job); c.code != 0 {
 		t.Errorf("the job under its learned policy: exit %d; stderr:\n%s", c.code, c.stderr)
 	}
+	// With --dns-upstream, the rule is for the server the job asked, which
+	// it asks again under its learned policy, not for the upstream.
+	upFile := filepath.Join(t.TempDir(), "upstream.yaml")
+	upJob := "dig +time=5 +tries=1 +short @198.51.100.53 a.test >/dev/null\n" + curlScript("192.0.2.12:8081/by-addr-up")
+	if c := n.exec(t, "--learn", upFile, "--dns-upstream", "127.0.0.53", "--", "sh", "-c", upJob); c.code != 0 {
+		t.Fatalf("exec --learn --dns-upstream: exit %d; stderr:\n%s", c.code, c.stderr)
+	}
+	if f, text := readLearned(t, upFile); !sameRules(f.Egress.Allow, []string{"198.51.100.53/32:udp/53", "192.0.2.12/32:tcp/8081"}) {
+		t.Errorf("learned %q, want the asked server's and the address's rules:\n%s", f.Egress.Allow, text)
+	}
 	// A learned file without name rules is a persistent policy as it is.
 	cg := testutil.Cgroup(t).Path
 	cgwallOK(t, "attach", "--cgroup", cg, "-f", file)

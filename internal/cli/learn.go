@@ -130,14 +130,16 @@ func (l *learning) answered(name string, addrs []netip.Addr) {
 	l.add(learn.Answer{Name: name, Addrs: addrs, Time: time.Now()})
 }
 
-// queried keeps the server a query was for; the resolver's events call it.
+// queried keeps the server a query was for, as the client asked it (not
+// --dns-upstream: under a policy without name rules, the client's queries
+// go to its own server); the resolver's events call it.
 func (l *learning) queried(e resolver.Event) {
-	if !e.Server.IsValid() {
+	if !e.Asked.IsValid() {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	k := dnsServer{e.Server, e.TCP}
+	k := dnsServer{e.Asked, e.TCP}
 	if f := l.servers[k]; f != nil {
 		f.Packets++
 		return
@@ -149,7 +151,7 @@ func (l *learning) queried(e resolver.Event) {
 	if e.TCP {
 		proto = policy.ProtoTCP
 	}
-	l.servers[k] = &learn.Flow{Addr: e.Server.Addr().Unmap(), Proto: proto, Port: e.Server.Port(), First: e.Time, Packets: 1}
+	l.servers[k] = &learn.Flow{Addr: e.Asked.Addr().Unmap(), Proto: proto, Port: e.Asked.Port(), First: e.Time, Packets: 1}
 }
 
 func (l *learning) add(a learn.Answer) {

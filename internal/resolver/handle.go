@@ -52,7 +52,10 @@ func (r *Resolver) answer(w dns.ResponseWriter, req *dns.Msg, e *Event) (*dns.Ms
 	if err != nil {
 		return nil, err
 	}
-	e.Server = server
+	e.Server, e.Asked = server, server
+	if r.cfg.Upstream.IsValid() {
+		e.Asked = r.origin(tcp, w.RemoteAddr())
+	}
 
 	v := r.cfg.Judge(e.Name)
 	e.Pattern, e.Rule = v.Pattern, v.Rule
@@ -195,6 +198,17 @@ func (r *Resolver) server(tcp bool, remote net.Addr) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("origin %s is the resolver itself", server)
 	}
 	return server, nil
+}
+
+// origin is the server a client sent its query to, as Origins recorded
+// it; invalid when they did not.
+func (r *Resolver) origin(tcp bool, remote net.Addr) netip.AddrPort {
+	client, ok := addrPort(remote)
+	if !ok || r.cfg.Origins == nil {
+		return netip.AddrPort{}
+	}
+	server, _ := r.cfg.Origins.Origin(tcp, client)
+	return server
 }
 
 // udpSize is the largest UDP answer the client takes.

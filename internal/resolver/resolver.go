@@ -116,6 +116,10 @@ type Event struct {
 	// says whether over TCP, as the client asked.
 	Server netip.AddrPort
 	TCP    bool
+	// Asked is the server the client sent its query to: Server, or, where
+	// Upstream took its place, the origin recorded for it (invalid when
+	// none is). Learning a policy names it, not the upstream.
+	Asked netip.AddrPort
 	// Err says why the client got SERVFAIL (or, with an empty Name, which
 	// Forget failed).
 	Err error

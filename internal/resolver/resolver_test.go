@@ -43,7 +43,7 @@ func TestAllowedNameAnsweredAndLearned(t *testing.T) {
 				}
 				e := ev[0]
 				if e.Name != "allowed.test" || e.QType != dns.TypeA || e.Action != 1 || e.Pattern != "allowed.test" ||
-					e.Rule != 7 || e.Server != f.up.addr || e.TCP != (network == "tcp") || e.Err != nil || e.Audit || e.Time.IsZero() {
+					e.Rule != 7 || e.Server != f.up.addr || e.Asked != f.up.addr || e.TCP != (network == "tcp") || e.Err != nil || e.Audit || e.Time.IsZero() {
 					t.Errorf("event %+v", e)
 				}
 			})
@@ -126,7 +126,8 @@ func TestUpstreamOverridesOrigin(t *testing.T) {
 	if up.queries.Load() != 1 || f.up.queries.Load() != 0 {
 		t.Errorf("upstream got %d queries, the origin %d", up.queries.Load(), f.up.queries.Load())
 	}
-	if ev := f.ev.wait(1); len(ev) != 1 || ev[0].Server != up.addr {
+	// The event names both: the server asked, the client's.
+	if ev := f.ev.wait(1); len(ev) != 1 || ev[0].Server != up.addr || ev[0].Asked != netip.MustParseAddrPort("192.0.2.53:53") {
 		t.Errorf("events %+v", ev)
 	}
 }
