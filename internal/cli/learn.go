@@ -100,10 +100,7 @@ type learning struct {
 
 	mu      sync.Mutex
 	answers []learn.Answer
-	// servers are the DNS servers the cgroup asked, as flows: the
-	// resolver took the queries, so the datapath saw none. They make rules
-	// only in a policy without name rules, where no resolver carries DNS.
-	servers map[dnsServer]*learn.Flow
+	servers map[dnsServer]*learn.Flow // the DNS servers the cgroup asked (see answered)
 }
 
 type dnsServer struct {
@@ -125,21 +122,25 @@ func (l *learning) start(base *policy.Policy) error {
 	return nil
 }
 
-// answered keeps an answer the cgroup got; the resolver calls it.
-func (l *learning) answered(name string, addrs []netip.Addr) {
-	l.add(learn.Answer{Name: name, Addrs: addrs, Time: time.Now()})
-}
-
-// queried keeps the server a query was for, as the client asked it (not
-// --dns-upstream: under a policy without name rules, the client's queries
-// go to its own server); the resolver's events call it.
-func (l *learning) queried(e resolver.Event) {
-	if !e.Asked.IsValid() {
-		return
-	}
+// answered keeps what the resolver heard of an answer the cgroup got: its
+// addresses, for names, and the server the query was for, as a flow, since
+// the resolver took the query and the datapath saw none. The servers make
+// rules only in a policy without name rules, where no resolver carries DNS.
+func (l *learning) answered(a resolver.Answer) {
+	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	k := dnsServer{e.Asked, e.TCP}
+	if len(a.Addrs) > 0 {
+		l.answers = append(l.answers, learn.Answer{Name: a.Name, Addrs: a.Addrs, Time: now})
+	}
+	if a.Asked.IsValid() {
+		l.queried(a.Asked, a.TCP, now)
+	}
+}
+
+// queried counts a query to server, under l.mu.
+func (l *learning) queried(server netip.AddrPort, tcp bool, t time.Time) {
+	k := dnsServer{server, tcp}
 	if f := l.servers[k]; f != nil {
 		f.Packets++
 		return
@@ -148,12 +149,13 @@ func (l *learning) queried(e resolver.Event) {
 		l.servers = map[dnsServer]*learn.Flow{}
 	}
 	proto := policy.ProtoUDP
-	if e.TCP {
+	if tcp {
 		proto = policy.ProtoTCP
 	}
-	l.servers[k] = &learn.Flow{Addr: e.Asked.Addr().Unmap(), Proto: proto, Port: e.Asked.Port(), First: e.Time, Packets: 1}
+	l.servers[k] = &learn.Flow{Addr: server.Addr().Unmap(), Proto: proto, Port: server.Port(), First: t, Packets: 1}
 }
 
+// add keeps an answer that watch's observer read off the wire.
 func (l *learning) add(a learn.Answer) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -163,11 +165,10 @@ func (l *learning) add(a learn.Answer) {
 // finish writes FILE from what d saw the cgroup do, and says what it wrote
 // and what it could not learn.
 func (l *learning) finish(d *datapath.Datapath, stderr io.Writer) error {
-	seen, lost, err := d.Seen()
+	flows, lost, err := d.Seen()
 	if err != nil {
 		return failure(err)
 	}
-	flows := flowsOf(seen)
 	l.mu.Lock()
 	answers := slices.Clone(l.answers)
 	for _, f := range l.servers {
@@ -188,7 +189,7 @@ func (l *learning) finish(d *datapath.Datapath, stderr io.Writer) error {
 		return failure(fmt.Errorf("--learn: write %s: %w", l.path, err))
 	}
 	for _, b := range res.Blocked {
-		fmt.Fprintf(stderr, "warning: learn: the cgroup sent to %s, which the policy blocks (rule %s): %s does not allow it\n", describeFlow(b.Flow), b.Rule, l.path)
+		fmt.Fprintf(stderr, "warning: learn: the cgroup sent to %s, which the policy blocks (rule %s): %s does not allow it\n", b.Flow, b.Rule, l.path)
 	}
 	if l.merging != nil && l.base.Default[policy.Egress] == policy.Allow {
 		// Merge keeps the file's own settings, its default among them.
@@ -231,19 +232,4 @@ func (l *learning) discard() {
 	l.tmp.Close()
 	os.Remove(l.tmp.Name())
 	l.tmp = nil
-}
-
-// flowsOf is the datapath's record in learn's terms.
-func flowsOf(seen []datapath.Flow) []learn.Flow {
-	flows := make([]learn.Flow, len(seen))
-	for i, s := range seen {
-		flows[i] = learn.Flow{Addr: s.Addr, Proto: s.Proto, Port: s.Port, First: s.First, Packets: s.Packets, Pid: s.Owner.Pid, Comm: s.Owner.Comm}
-	}
-	return flows
-}
-
-// describeFlow is a destination as a rule would name it.
-func describeFlow(f learn.Flow) string {
-	m := policy.Match{Prefix: netip.PrefixFrom(f.Addr, f.Addr.BitLen()), Ports: policy.Ports{Proto: f.Proto, Lo: f.Port, Hi: f.Port}}
-	return m.String()
 }

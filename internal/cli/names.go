@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"io"
-	"net/netip"
 	"strings"
 
 	"github.com/cgwall/cgwall/internal/datapath"
@@ -56,7 +55,7 @@ func listenNames(p *policy.Policy, learning bool) (*names, []datapath.Option, er
 // (when learning) hears every answer. A failure of the resolver that no
 // query caused (addresses it could not forget) is a warning on stderr.
 func (n *names) serve(p *policy.Policy, d *datapath.Datapath, dns dnsSettings, lrn *learning, stderr io.Writer) error {
-	var answered func(string, []netip.Addr)
+	var answered func(resolver.Answer)
 	if lrn != nil {
 		answered = lrn.answered
 	}
@@ -82,9 +81,6 @@ func (n *names) serve(p *policy.Policy, d *datapath.Datapath, dns dnsSettings, l
 			if e.Name == "" && e.QType == 0 {
 				fmt.Fprintf(stderr, "warning: cgwall's resolver: %v\n", e.Err)
 				return
-			}
-			if lrn != nil {
-				lrn.queried(e)
 			}
 			// DNS decisions stream as the policy's log level says, as
 			// packet decisions do.

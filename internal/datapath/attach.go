@@ -3,7 +3,6 @@ package datapath
 import (
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -26,9 +25,19 @@ type Attachment struct {
 // with DenyRaw. Sendmsg judges nothing (egress fails a blocked sendto()): it
 // runs to name the sender in events, and to send DNS to the resolver of a
 // policy with name rules, which recvmsg needs too.
-func HooksFor(p *policy.Policy) []Hook {
+func HooksFor(p *policy.Policy) []Hook { return hooksFor(p, p.HasNames()) }
+
+// HooksForLearning says which hooks learning from a cgroup under p needs:
+// the cgroup's DNS goes to cgwall's resolver whatever the rules, and
+// the recording of destinations names the senders of unconnected datagrams,
+// which sendmsg does.
+func HooksForLearning(p *policy.Policy) []Hook { return hooksFor(p, true) }
+
+// hooksFor is HooksFor for a cgroup whose DNS cgwall's resolver serves, or
+// not.
+func hooksFor(p *policy.Policy, servesDNS bool) []Hook {
 	hooks := []Hook{HookEgress, HookConnect}
-	if p.Log != policy.LogNone || p.HasNames() {
+	if p.Log != policy.LogNone || servesDNS {
 		hooks = append(hooks, HookSendmsg)
 	}
 	if p.Count(policy.Ingress) > 0 || p.Default[policy.Ingress] != policy.Allow {
@@ -37,21 +46,8 @@ func HooksFor(p *policy.Policy) []Hook {
 	if p.DenyRaw {
 		hooks = append(hooks, HookSockCreate)
 	}
-	if p.HasNames() {
+	if servesDNS {
 		hooks = append(hooks, HookRecvmsg)
-	}
-	return hooks
-}
-
-// HooksForLearning says which hooks learning from a cgroup under p needs:
-// p's, and the socket hooks that carry the cgroup's DNS to cgwall's
-// resolver and name the senders of unconnected datagrams.
-func HooksForLearning(p *policy.Policy) []Hook {
-	hooks := HooksFor(p)
-	for _, h := range []Hook{HookSendmsg, HookRecvmsg} {
-		if !slices.Contains(hooks, h) {
-			hooks = append(hooks, h)
-		}
 	}
 	return hooks
 }

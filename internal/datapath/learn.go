@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/netip"
 	"slices"
 	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/cgwall/cgwall/internal/learn"
 )
 
 // DefaultSeenCapacity is how many destinations (address, protocol, port) a
@@ -70,25 +71,11 @@ func pinnedMaps(objs *cgwallMaps) map[string]*ebpf.Map {
 	return m
 }
 
-// Flow is one destination the cgroup sent to while learning.
-type Flow struct {
-	Addr    netip.Addr // IPv4 unmapped
-	Proto   uint8
-	Port    uint16 // 0 for a protocol without ports
-	First   time.Time
-	Packets uint64
-	Owner   Owner // the process of the first packet's socket; Pid 0 when not known
-}
-
-// Owner is a process, as the datapath names it.
-type Owner struct {
-	Pid  uint32
-	Comm string
-}
-
-// Seen returns the destinations recorded since load, and how many found the
-// record full. It fails for a datapath that is not learning.
-func (d *Datapath) Seen() ([]Flow, uint64, error) {
+// Seen returns the destinations recorded since load, in the terms of the
+// package that learns from them, and how many found the record (or, with
+// WithDNSAnswers, the answers' ring buffer) full. It fails for a datapath
+// that is not learning.
+func (d *Datapath) Seen() ([]learn.Flow, uint64, error) {
 	if !d.learning {
 		return nil, 0, errors.New("read what the cgroup reached: the datapath was not loaded to learn")
 	}
@@ -96,18 +83,19 @@ func (d *Datapath) Seen() ([]Flow, uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	var flows []Flow
+	var flows []learn.Flow
 	var k cgwallSeenKey
 	var v cgwallSeenFlow
 	it := d.objs.Seen.Iterate()
 	for it.Next(&k, &v) {
-		flows = append(flows, Flow{
+		flows = append(flows, learn.Flow{
 			Addr:    addrOf(k.Family, k.Addr),
 			Proto:   k.Proto,
 			Port:    k.Port,
 			First:   clock.wall(v.FirstNs),
 			Packets: v.Packets,
-			Owner:   Owner{Pid: v.Owner.Pid, Comm: comm(v.Owner.Comm)},
+			Pid:     v.Owner.Pid,
+			Comm:    comm(v.Owner.Comm),
 		})
 	}
 	if err := it.Err(); err != nil {

@@ -184,9 +184,18 @@ func (f namedFlow) packet() policy.Packet {
 	return policy.Packet{Addr: f.Addr, Proto: f.Proto, Port: f.Port}
 }
 
+// String is the flow's destination as an address rule names it:
+// 192.0.2.1/32:tcp/443.
+func (f Flow) String() string { return f.addressMatch().String() }
+
+// addressMatch is the address rule that allows the flow and no more.
+func (f Flow) addressMatch() policy.Match {
+	return policy.Match{Prefix: netip.PrefixFrom(f.Addr, f.Addr.BitLen()), Ports: f.ports()}
+}
+
 // ports is the narrowest Ports that matches the flow: its protocol and, for
 // a protocol with ports, its one port.
-func (f namedFlow) ports() policy.Ports {
+func (f Flow) ports() policy.Ports {
 	if policy.HasPorts(f.Proto) && f.Port != 0 {
 		return policy.Ports{Proto: f.Proto, Lo: f.Port, Hi: f.Port}
 	}
@@ -209,7 +218,7 @@ func (f namedFlow) match() (policy.Match, bool) {
 	if ports.Proto == policy.ProtoICMP && is6 || ports.Proto == policy.ProtoICMPv6 && !is6 {
 		return policy.Match{}, false
 	}
-	return policy.Match{Prefix: netip.PrefixFrom(f.Addr, f.Addr.BitLen()), Ports: ports}, true
+	return f.addressMatch(), true
 }
 
 // patternOf gives the learned function of DecideLearned for a flow of a

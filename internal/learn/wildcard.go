@@ -128,11 +128,4 @@ func (l *learner) foldInto(parent string, ports policy.Ports, members []policy.N
 }
 
 // below says whether a member is strictly below parent.
-func below(m policy.Name, parent string) bool {
-	for _, p := range parents(m) {
-		if p == parent {
-			return true
-		}
-	}
-	return false
-}
+func below(m policy.Name, parent string) bool { return slices.Contains(parents(m), parent) }

@@ -74,6 +74,9 @@ func addresses(resp *dns.Msg, asked string) []record {
 
 // addrsOf returns the addresses of recs.
 func addrsOf(recs []record) []netip.Addr {
+	if len(recs) == 0 {
+		return nil
+	}
 	addrs := make([]netip.Addr, len(recs))
 	for i, r := range recs {
 		addrs[i] = r.addr

@@ -47,15 +47,11 @@ func (r *Resolver) answer(w dns.ResponseWriter, req *dns.Msg, e *Event) (*dns.Ms
 		return nil, fmt.Errorf("opcode %s is not forwarded", dns.OpcodeToString[req.Opcode])
 	}
 	tcp := isTCP(w.RemoteAddr())
-	e.TCP = tcp
 	server, err := r.server(tcp, w.RemoteAddr())
 	if err != nil {
 		return nil, err
 	}
-	e.Server, e.Asked = server, server
-	if r.cfg.Upstream.IsValid() {
-		e.Asked = r.origin(tcp, w.RemoteAddr())
-	}
+	e.Server = server
 
 	v := r.cfg.Judge(e.Name)
 	e.Pattern, e.Rule = v.Pattern, v.Rule
@@ -75,8 +71,8 @@ func (r *Resolver) answer(w dns.ResponseWriter, req *dns.Msg, e *Event) (*dns.Ms
 		return nil, err
 	}
 	recs := addresses(resp, req.Question[0].Name)
-	if r.cfg.Answered != nil && len(recs) > 0 {
-		r.cfg.Answered(e.Name, addrsOf(recs))
+	if r.cfg.Answered != nil {
+		r.cfg.Answered(Answer{Name: e.Name, Addrs: addrsOf(recs), Asked: r.asked(tcp, w.RemoteAddr(), server), TCP: tcp})
 	}
 	if v.Pattern == "" || len(recs) == 0 {
 		return resp, nil
@@ -200,15 +196,20 @@ func (r *Resolver) server(tcp bool, remote net.Addr) (netip.AddrPort, error) {
 	return server, nil
 }
 
-// origin is the server a client sent its query to, as Origins recorded
-// it; invalid when they did not.
-func (r *Resolver) origin(tcp bool, remote net.Addr) netip.AddrPort {
+// asked is the server a client sent its query to: server, the one asked
+// for it, unless Upstream took its place; then the origin recorded for the
+// client, looked up only here, where learning wants it (invalid when none
+// was recorded).
+func (r *Resolver) asked(tcp bool, remote net.Addr, server netip.AddrPort) netip.AddrPort {
+	if !r.cfg.Upstream.IsValid() {
+		return server
+	}
 	client, ok := addrPort(remote)
 	if !ok || r.cfg.Origins == nil {
 		return netip.AddrPort{}
 	}
-	server, _ := r.cfg.Origins.Origin(tcp, client)
-	return server
+	origin, _ := r.cfg.Origins.Origin(tcp, client)
+	return origin
 }
 
 // udpSize is the largest UDP answer the client takes.

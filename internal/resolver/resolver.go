@@ -83,12 +83,11 @@ type Config struct {
 	// Audit marks the events as audit ones; Judge is expected to let
 	// everything resolve and to say what would have happened.
 	Audit bool
-	// Answered, when set, receives the addresses of every answer that
-	// reaches the client with some (the asked name's, CNAMEs followed),
+	// Answered, when set, hears of every answer forwarded to a client,
 	// whether or not a pattern decided, before the client gets it: what
 	// learning a policy needs (cgwall exec --learn). It may be called
 	// concurrently.
-	Answered func(name string, addrs []netip.Addr)
+	Answered func(Answer)
 	// Event, when set, receives every decision. It runs on the query's
 	// path (after the answer is sent), so it should not block for long.
 	Event func(Event)
@@ -112,17 +111,25 @@ type Event struct {
 	// Pattern and Rule are the Verdict's.
 	Pattern string
 	Rule    uint32
-	// Server is the server asked (or that would have been asked), and TCP
-	// says whether over TCP, as the client asked.
+	// Server is the server asked (or that would have been asked).
 	Server netip.AddrPort
-	TCP    bool
-	// Asked is the server the client sent its query to: Server, or, where
-	// Upstream took its place, the origin recorded for it (invalid when
-	// none is). Learning a policy names it, not the upstream.
-	Asked netip.AddrPort
 	// Err says why the client got SERVFAIL (or, with an empty Name, which
 	// Forget failed).
 	Err error
+}
+
+// Answer is what Config.Answered hears of an answer forwarded to a client.
+type Answer struct {
+	// Name is the query name, as in Event.
+	Name string
+	// Addrs are the answer's addresses for Name, its CNAME chain followed;
+	// none for an answer without.
+	Addrs []netip.Addr
+	// Asked is the server the client sent its query to: the one asked, or,
+	// where Upstream took its place, the origin recorded for the client
+	// (invalid when none is). TCP says whether the client asked over TCP.
+	Asked netip.AddrPort
+	TCP   bool
 }
 
 // Resolver is cgwall's DNS forwarder on the loopback addresses.

@@ -43,7 +43,7 @@ func TestAllowedNameAnsweredAndLearned(t *testing.T) {
 				}
 				e := ev[0]
 				if e.Name != "allowed.test" || e.QType != dns.TypeA || e.Action != 1 || e.Pattern != "allowed.test" ||
-					e.Rule != 7 || e.Server != f.up.addr || e.Asked != f.up.addr || e.TCP != (network == "tcp") || e.Err != nil || e.Audit || e.Time.IsZero() {
+					e.Rule != 7 || e.Server != f.up.addr || e.Err != nil || e.Audit || e.Time.IsZero() {
 					t.Errorf("event %+v", e)
 				}
 			})
@@ -117,7 +117,8 @@ func TestAAAA(t *testing.T) {
 func TestUpstreamOverridesOrigin(t *testing.T) {
 	up := startUpstream(t)
 	// The origin recorded is nowhere; Upstream wins.
-	f := start(t, Config{Upstream: up.addr, Origins: &origins{server: netip.MustParseAddrPort("192.0.2.53:53")}})
+	rec := &answers{}
+	f := start(t, Config{Upstream: up.addr, Origins: &origins{server: netip.MustParseAddrPort("192.0.2.53:53")}, Answered: rec.add})
 	v4, _ := f.r.Addrs()
 	m, _ := query(t, "tcp", v4, "allowed.test.", dns.TypeA)
 	if m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 {
@@ -126,9 +127,12 @@ func TestUpstreamOverridesOrigin(t *testing.T) {
 	if up.queries.Load() != 1 || f.up.queries.Load() != 0 {
 		t.Errorf("upstream got %d queries, the origin %d", up.queries.Load(), f.up.queries.Load())
 	}
-	// The event names both: the server asked, the client's.
-	if ev := f.ev.wait(1); len(ev) != 1 || ev[0].Server != up.addr || ev[0].Asked != netip.MustParseAddrPort("192.0.2.53:53") {
+	if ev := f.ev.wait(1); len(ev) != 1 || ev[0].Server != up.addr {
 		t.Errorf("events %+v", ev)
+	}
+	// Answered names the server the client asked, not the upstream.
+	if got := rec.byName()["allowed.test"]; got.Asked != netip.MustParseAddrPort("192.0.2.53:53") || !got.TCP {
+		t.Errorf("answered %+v, want it asked of 192.0.2.53:53 over TCP", got)
 	}
 }
 
@@ -538,30 +542,54 @@ func TestUDPSocketsReused(t *testing.T) {
 	}
 }
 
-// TestAnsweredEveryName: Answered hears the addresses of every answer, of
-// names no pattern covers too, before the client has it; the learner only
-// those of patterns.
+// TestAnsweredEveryName: Answered hears every answer forwarded, of names no
+// pattern covers too, with the asked name's addresses (none for an answer
+// without), the server the client asked and its transport, before the
+// client has it; the learner only those of patterns.
 func TestAnsweredEveryName(t *testing.T) {
-	var mu sync.Mutex
-	answered := map[string][]netip.Addr{}
-	f := start(t, Config{Audit: true, Judge: judge(map[string]string{"allowed.test": "allowed.test"}), Answered: func(name string, a []netip.Addr) {
-		mu.Lock()
-		defer mu.Unlock()
-		answered[name] = a
-	}})
+	rec := &answers{}
+	f := start(t, Config{Audit: true, Judge: judge(map[string]string{"allowed.test": "allowed.test"}), Answered: rec.add})
 	v4, _ := f.r.Addrs()
 	query(t, "udp", v4, "www.cname.test.", dns.TypeA)
 	query(t, "tcp", v4, "allowed.test.", dns.TypeA)
 	query(t, "udp", v4, "nothing.test.", dns.TypeA)
-	mu.Lock()
-	defer mu.Unlock()
-	want := map[string][]netip.Addr{"www.cname.test": addrs("192.0.2.10", "192.0.2.11"), "allowed.test": addrs("192.0.2.1")}
-	if !maps.EqualFunc(answered, want, slices.Equal) {
-		t.Errorf("answered %v, want %v", answered, want)
+	want := map[string]Answer{
+		"www.cname.test": {Name: "www.cname.test", Addrs: addrs("192.0.2.10", "192.0.2.11"), Asked: f.up.addr},
+		"allowed.test":   {Name: "allowed.test", Addrs: addrs("192.0.2.1"), Asked: f.up.addr, TCP: true},
+		"nothing.test":   {Name: "nothing.test", Asked: f.up.addr},
+	}
+	if got := rec.byName(); !maps.EqualFunc(got, want, sameAnswer) {
+		t.Errorf("answered %v, want %v", got, want)
 	}
 	if got := f.l.calls(); len(got) != 1 || got[0].pattern != "allowed.test" {
 		t.Errorf("learned %v, want allowed.test's only", got)
 	}
+}
+
+// answers records what Answered hears.
+type answers struct {
+	mu   sync.Mutex
+	list []Answer
+}
+
+func (a *answers) add(ans Answer) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.list = append(a.list, ans)
+}
+
+func (a *answers) byName() map[string]Answer {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := map[string]Answer{}
+	for _, ans := range a.list {
+		m[ans.Name] = ans
+	}
+	return m
+}
+
+func sameAnswer(a, b Answer) bool {
+	return a.Name == b.Name && slices.Equal(a.Addrs, b.Addrs) && a.Asked == b.Asked && a.TCP == b.TCP
 }
 
 // TestAddressesFromTheWire: an answer read off the wire gives the asked
