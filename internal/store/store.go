@@ -317,3 +317,24 @@ func committed(dir string) bool {
 func (s *Store) transient(prefix string, cgroupID uint64) string {
 	return filepath.Join(s.at, fmt.Sprintf("%s%d-%d", prefix, cgroupID, os.Getpid()))
 }
+
+// ViewAt opens the store at root for reading only, without its lock, for a
+// reader that must not wait for a command, nor make one wait: the agent's
+// metrics, read at each scrape. It changes nothing and finishes no
+// interrupted transaction; what it reads may be in the middle of a change.
+func ViewAt(root string) (*Store, error) {
+	f, err := os.OpenFile(root, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", root, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("check %s: %w", root, err)
+	}
+	if err := madeByUs(root, &st); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &Store{root: root, at: fmt.Sprintf("/proc/self/fd/%d", f.Fd()), lock: f}, nil
+}

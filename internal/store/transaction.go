@@ -33,8 +33,8 @@ func crashed(step string) bool { return step == crashAt }
 // and only then put in force: killed before the rename, it leaves nothing
 // (its links die with the process); after it, a policy that lets everything
 // pass until an attach replaces it.
-func (s *Store) Create(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
-	d, att, staging, err := s.stage(cg, p)
+func (s *Store) Create(cg cgroup.Dir, p *policy.Policy, opts ...Option) (Applied, error) {
+	d, att, staging, err := s.stage(cg, p, optionsOf(opts))
 	if err != nil {
 		return Applied{}, err
 	}
@@ -60,7 +60,7 @@ func (s *Store) Create(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
 // it, links and maps and layout, in a new staging folder. A hook that a later
 // edit needs is attached then (AttachHooks): an egress policy costs received
 // packets nothing. On error it leaves nothing behind.
-func (s *Store) stage(cg cgroup.Dir, p *policy.Policy) (_ *datapath.Datapath, _ *datapath.Attachment, dir string, err error) {
+func (s *Store) stage(cg cgroup.Dir, p *policy.Policy, o options) (_ *datapath.Datapath, _ *datapath.Attachment, dir string, err error) {
 	d, err := datapath.Load(p, datapath.WithHooks(datapath.HooksFor(p)...))
 	if err != nil {
 		return nil, nil, "", err
@@ -72,7 +72,11 @@ func (s *Store) stage(cg cgroup.Dir, p *policy.Policy) (_ *datapath.Datapath, _ 
 	}
 	dir = s.transient(stagingPrefix, cg.ID)
 	if err = os.Mkdir(dir, 0o700); err == nil {
-		if err = errors.Join(d.Pin(dir), att.Pin(dir), pinLayout(dir)); err != nil {
+		err = errors.Join(d.Pin(dir), att.Pin(dir), pinLayout(dir))
+		if err == nil && o.owner != nil {
+			err = pinOwner(dir, *o.owner)
+		}
+		if err != nil {
 			remove(dir)
 		}
 	}
@@ -86,11 +90,14 @@ func (s *Store) stage(cg cgroup.Dir, p *policy.Policy) (_ *datapath.Datapath, _ 
 
 // Replace puts p in force in place of a cgroup's persistent policy, all hooks
 // at once. A policy of this layout switches generations in one write; one of
-// another layout is rebuilt.
-func (s *Store) Replace(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
+// another layout is rebuilt. The owner is recorded after the switch: killed
+// between the two, the policy in force is p under the old record, which the
+// agent reapplies.
+func (s *Store) Replace(cg cgroup.Dir, p *policy.Policy, opts ...Option) (Applied, error) {
+	o := optionsOf(opts)
 	dir := s.path(cg.ID)
 	if err := checkLayout(dir); errors.Is(err, ErrLayout) {
-		return s.rebuild(cg, p)
+		return s.rebuild(cg, p, o)
 	} else if err != nil {
 		return Applied{}, fmt.Errorf("%s: %w", s.Dir(cg.ID), err)
 	}
@@ -114,6 +121,9 @@ func (s *Store) Replace(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
 	if err := d.ResetTotals(); err != nil {
 		return Applied{}, fmt.Errorf("the new policy is in force, but its totals still count the old one's: %w", err)
 	}
+	if err := setOwner(dir, o.owner); err != nil {
+		return Applied{}, fmt.Errorf("the new policy is in force, but its owner is not recorded: %w", err)
+	}
 	a := Applied{Dir: s.Dir(cg.ID)}
 	if links, err := datapath.ReadPinnedLinks(dir); err == nil && p.DenyRaw && !links.PacketGuard {
 		a.PacketGuard = errors.New("this kernel refused the BPF LSM program when the policy was first attached")
@@ -126,8 +136,8 @@ func (s *Store) Replace(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
 // passes only if both let it, so no packet passes that either blocks: there
 // is no gap. Then the old one goes. Killed at any point, recover leaves
 // exactly one of the two.
-func (s *Store) rebuild(cg cgroup.Dir, p *policy.Policy) (Applied, error) {
-	d, att, staging, err := s.stage(cg, p)
+func (s *Store) rebuild(cg cgroup.Dir, p *policy.Policy, o options) (Applied, error) {
+	d, att, staging, err := s.stage(cg, p, o)
 	if err != nil {
 		return Applied{}, err
 	}
