@@ -161,6 +161,11 @@ func openRoot(root string) (*os.File, error) {
 	if err := os.Mkdir(root, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("create %s: %w", root, err)
 	}
+	return openChecked(root)
+}
+
+// openChecked opens the store's folder and checks that cgwall made it.
+func openChecked(root string) (*os.File, error) {
 	f, err := os.OpenFile(root, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("refusing to use %s: %w; cgwall did not make it: check who did, then remove it", root, err)
@@ -323,17 +328,8 @@ func (s *Store) transient(prefix string, cgroupID uint64) string {
 // metrics, read at each scrape. It changes nothing and finishes no
 // interrupted transaction; what it reads may be in the middle of a change.
 func ViewAt(root string) (*Store, error) {
-	f, err := os.OpenFile(root, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	f, err := openChecked(root)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", root, err)
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("check %s: %w", root, err)
-	}
-	if err := madeByUs(root, &st); err != nil {
-		f.Close()
 		return nil, err
 	}
 	return &Store{root: root, at: fmt.Sprintf("/proc/self/fd/%d", f.Fd()), lock: f}, nil
