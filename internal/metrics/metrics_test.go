@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -269,5 +270,32 @@ func TestDNSVerdict(t *testing.T) {
 		if ok && !strings.Contains(strings.Join(dnsVerdicts, " "), got) {
 			t.Errorf("%q is not among the verdicts shown at 0", got)
 		}
+	}
+}
+
+// TestLearnedAddresses learns addresses under a name rule and reads their
+// count, by family.
+func TestLearnedAddresses(t *testing.T) {
+	testutil.RequireBPF(t)
+	// Only programs that are never run: nothing listens at the resolver's addresses.
+	d, err := datapath.Load(mustPolicy(t, "allow", "a.test"),
+		datapath.WithDNS(netip.MustParseAddrPort("127.0.0.1:5353"), netip.MustParseAddrPort("[::1]:5353"), 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	addrs := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("2001:db8::1")}
+	if err := d.Learn(addrs, "a.test"); err != nil {
+		t.Fatal(err)
+	}
+	src := &source{policies: []Policy{{Cgroup: "app", File: "app.yaml", State: InForce, Datapath: d}}}
+	f := scrape(t, New(src, DefaultRuleLimit))
+	for family, want := range map[string]float64{"ipv4": 2, "ipv6": 1} {
+		if n := f.value(t, "cgwall_learned_addresses", "cgroup=app", "family="+family); n != want {
+			t.Errorf("cgwall_learned_addresses{family=%s} = %v, want %v", family, n, want)
+		}
+	}
+	if n := f.value(t, "cgwall_rule_packets_total", "cgroup=app", "rule=a.test", "action=allow"); n != 0 {
+		t.Errorf("the name rule's packets = %v, want 0", n)
 	}
 }
