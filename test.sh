@@ -39,7 +39,8 @@ PACKAGES=(
 
 # The services the tests need, each started by its start_NAME function when
 # it is not running. dockerd: e2e TestContainerByNameAndID, a real container
-# filtered by name and ID.
+# filtered by name and ID; deploy TestDockerBuild, the agent's image built
+# from the Dockerfile.
 SERVICES=(dockerd)
 
 # The fuzz targets, "PACKAGE FuzzName", each run for FUZZTIME after the tests.
