@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
+
 	"github.com/cgwall/cgwall/internal/cgroup"
 )
 
@@ -231,5 +233,40 @@ func TestWalkMissing(t *testing.T) {
 	_, err := Walk(dir)
 	if err == nil || !errors.Is(err, os.ErrNotExist) || !strings.HasPrefix(err.Error(), "list the cgroups under "+dir+": ") {
 		t.Fatalf("Walk of a missing folder = %v", err)
+	}
+}
+
+// TestWatchLost makes the watcher miss a creation and a removal, as after an
+// inotify queue overflow, and then tells it of the overflow: its rescan
+// reports both, and ErrLost follows.
+func TestWatchLost(t *testing.T) {
+	root := t.TempDir()
+	w, err := Watch(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	mkdirs(t, root, "s/keep", "s/gone")
+	waitEvents(t, w, "s", true, []string{"s", "s/keep", "s/gone"})
+
+	// Without watches on s and its children, nothing under s is seen.
+	for _, p := range []string{"s", "s/keep", "s/gone"} {
+		if err := w.fsw.Remove(filepath.Join(root, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mkdirs(t, root, "s/keep/new")
+	removeAll(t, root, []string{"s/gone"})
+	w.fsw.Errors <- fsnotify.ErrEventOverflow
+
+	waitEvents(t, w, "s/keep/new", true, []string{"s/keep/new"})
+	waitEvents(t, w, "s/gone", false, []string{"s/gone"})
+	select {
+	case err := <-w.Errors():
+		if !errors.Is(err, ErrLost) {
+			t.Fatalf("error after the overflow = %v; want ErrLost", err)
+		}
+	case <-time.After(eventTimeout):
+		t.Fatal("no ErrLost after the overflow")
 	}
 }
