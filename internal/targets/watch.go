@@ -45,9 +45,10 @@ type Watcher struct {
 }
 
 // ErrLost is sent on Errors when the kernel's inotify queue overflowed and
-// events were lost. The watcher has rescanned the tree by then, and the
-// events that follow bring the reader up to date; a reader may as well
-// rescan with Walk.
+// events were lost. The watcher has rescanned the tree by then and put the
+// Created and removed events that bring a reader up to date on Events, which
+// is not ordered with Errors: they may be read before or after ErrLost. A
+// reader that rescans with Walk on ErrLost is up to date either way.
 var ErrLost = errors.New("cgroup events were lost (the inotify queue overflowed): the tree was rescanned; raise fs.inotify.max_queued_events if it happens often")
 
 // Watch starts following the cgroup2 tree at mnt. The cgroups already there
