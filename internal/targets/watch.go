@@ -138,7 +138,8 @@ func (w *Watcher) run() {
 func (w *Watcher) handle(ev fsnotify.Event) {
 	abs := filepath.Clean(ev.Name)
 	// A rename reports the old name as renamed and the new as created: the
-	// cgroup goes from the one to the other.
+	// folder goes from the one to the other. cgroup2 refuses rename(2), but
+	// the watcher follows any tree.
 	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
 		w.removed(abs)
 	}
