@@ -31,6 +31,18 @@ var apiTimeout = 5 * time.Second
 // cri-containerd-ID.scope, crio-ID.scope, libpod-ID.scope, or a bare ID.
 var containerRE = regexp.MustCompile(`^(?:[a-z-]+-)?([0-9a-f]{64})(?:\.scope)?$`)
 
+// ContainerID returns the container ID that a cgroup folder is named for
+// (docker-ID.scope, cri-containerd-ID.scope, crio-ID.scope, libpod-ID.scope,
+// or a bare ID, as docker's cgroupfs driver makes under docker/), and whether
+// it is one.
+func ContainerID(name string) (string, bool) {
+	m := containerRE.FindStringSubmatch(name)
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
+}
+
 // nameRE is what docker and podman accept as a container name.
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
@@ -217,7 +229,7 @@ func (c *runtimeContainer) cgroup(name string) (Dir, error) {
 func cgroupsOfID(prefix string) ([]string, error) {
 	var found []string
 	if err := walk(func(path string, d fs.DirEntry) {
-		if m := containerRE.FindStringSubmatch(d.Name()); m != nil && strings.HasPrefix(m[1], prefix) {
+		if id, ok := ContainerID(d.Name()); ok && strings.HasPrefix(id, prefix) {
 			found = append(found, path)
 		}
 	}); err != nil {

@@ -194,3 +194,23 @@ func TestOfContainer(t *testing.T) {
 		t.Error("asking made the missing socket")
 	}
 }
+
+func TestContainerID(t *testing.T) {
+	id := strings.Repeat("3f4e1a", 10) + "abcd"
+	for name, want := range map[string]string{
+		"docker-" + id + ".scope":         id,
+		"cri-containerd-" + id + ".scope": id,
+		"crio-" + id + ".scope":           id,
+		"libpod-" + id + ".scope":         id,
+		id:                                id,
+		"container":                       "",
+		"docker-" + id[:12] + ".scope":    "",
+		"docker-" + strings.ToUpper(id):   "",
+		"system.slice":                    "",
+	} {
+		got, ok := ContainerID(name)
+		if got != want || ok != (want != "") {
+			t.Errorf("ContainerID(%q) = %q, %v; want %q", name, got, ok, want)
+		}
+	}
+}

@@ -103,16 +103,26 @@ func walk(fn func(path string, d fs.DirEntry)) error {
 	})
 }
 
+// UnitTypes are systemd's unit types, the suffixes of unit names.
+var UnitTypes = []string{"service", "socket", "target", "device", "mount", "automount", "swap", "timer", "path", "slice", "scope"}
+
+// UnitName is the unit that NAME names, as systemctl reads it: NAME itself if
+// it ends in a unit type, and otherwise NAME.service ("app.v2" is
+// app.v2.service).
+func UnitName(name string) string {
+	if i := strings.LastIndexByte(name, '.'); i >= 0 && slices.Contains(UnitTypes, name[i+1:]) {
+		return name
+	}
+	return name + ".service"
+}
+
 // OfUnit returns the cgroup of a systemd unit: the directory named NAME, or
 // NAME.service when NAME has no unit suffix.
 func OfUnit(name string) (Dir, error) {
 	if name == "" {
 		return Dir{}, errors.New("empty unit name")
 	}
-	want := name
-	if !strings.Contains(name, ".") {
-		want = name + ".service"
-	}
+	want := UnitName(name)
 	var found []string
 	if err := walk(func(path string, d fs.DirEntry) {
 		if d.Name() == want {

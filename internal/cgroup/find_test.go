@@ -51,3 +51,19 @@ func TestIsRoot(t *testing.T) {
 		}
 	}
 }
+
+func TestUnitName(t *testing.T) {
+	for in, want := range map[string]string{
+		"nginx":         "nginx.service",
+		"nginx.service": "nginx.service",
+		"ci-1.scope":    "ci-1.scope",
+		"system.slice":  "system.slice",
+		"app.v2":        "app.v2.service",
+		"getty@tty1":    "getty@tty1.service",
+		"backup.timer":  "backup.timer",
+	} {
+		if got := UnitName(in); got != want {
+			t.Errorf("UnitName(%q) = %q; want %q", in, got, want)
+		}
+	}
+}
