@@ -40,6 +40,13 @@ prints a summary of the policy and exits 0.
 			for _, line := range p.Summary() {
 				fmt.Fprintf(stdout, "  %s\n", line)
 			}
+			if len(rules.targets) > 0 {
+				names := make([]string, len(rules.targets))
+				for i, t := range rules.targets {
+					names[i] = t.String()
+				}
+				fmt.Fprintf(stdout, "  targets (for cgwall agent): %s\n", strings.Join(names, ", "))
+			}
 			return nil
 		},
 	}

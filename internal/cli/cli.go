@@ -84,7 +84,7 @@ rules kept in BPF maps.`,
 		newRunCmd(prep, stdout, stderr), newCheckCmd(stdout, stderr), newExecCmd(prep, stderr),
 		newAttachCmd(stdout, stderr), newDetachCmd(stdout),
 		newEditCmd("block", stdout), newEditCmd("allow", stdout), newEditCmd("remove", stdout),
-		newListCmd(stdout), newWatchCmd(stdout, stderr), newGCCmd(stdout),
+		newListCmd(stdout), newWatchCmd(stdout, stderr), newGCCmd(stdout), newAgentCmd(stderr),
 	)
 	completeWords(root)
 	return root

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cgwall/cgwall/internal/events"
 	"github.com/cgwall/cgwall/internal/policy"
+	"github.com/cgwall/cgwall/internal/targets"
 )
 
 // rulesHelp says what a rule is, in the help of every command that takes
@@ -51,6 +52,9 @@ type ruleFlags struct {
 	log     *choice[policy.LogLevel]
 	audit   bool
 	denyRaw bool
+
+	// targets are what the file names for the agent, which check shows.
+	targets []targets.Target
 }
 
 func (f *ruleFlags) bind(fs *pflag.FlagSet) {
@@ -141,6 +145,7 @@ func (f *ruleFlags) build(ctx context.Context) (*policy.Policy, error) {
 		}
 	}
 	f.settings(p, fileSet)
+	f.targets = fileSet.Targets
 	return p, nil
 }
 

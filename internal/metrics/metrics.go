@@ -22,8 +22,8 @@ type State string
 
 const (
 	InForce  State = "in_force" // the file's policy is in force
-	Stale    State = "stale"    // an older policy stays in force: the file's latest could not be applied
-	Conflict State = "conflict" // more than one file targets the cgroup
+	Stale    State = "stale"    // an older policy of the file stays in force: its latest text is bad, or could not be applied
+	Conflict State = "conflict" // left as it is: two files target the cgroup, or a policy attached by hand is there
 	BadFile  State = "bad_file" // the file could not be read or parsed
 )
 

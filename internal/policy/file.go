@@ -16,6 +16,8 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/cgwall/cgwall/internal/targets"
 )
 
 // A policy file, in YAML; docs/policy.md is its reference.
@@ -30,6 +32,10 @@ import (
 //	audit: false
 //	log: drop                 # none | drop | all
 //	deny_raw: false
+//	targets:                  # for cgwall agent: the cgroups it applies to
+//	  - unit: "ci-*.scope"
+//	  - cgroup: system.slice/nginx.service
+//	  - container: 3f4e1a
 
 // Problem is one error in a policy file, at a line.
 type Problem struct {
@@ -70,6 +76,9 @@ func (e *FileError) Lines() []string {
 // what they override.
 type FileSettings struct {
 	Log bool // the file set log:
+	// Targets are the cgroups the file names for the agent (targets:).
+	// Other commands take the policy and leave them.
+	Targets []targets.Target
 }
 
 // LoadFile reads a policy file. A file with problems returns a *FileError that
@@ -105,6 +114,12 @@ func unwrapPathError(err error) error {
 // The text is one YAML document, and not an empty one.
 func ParseFile(path string, data []byte) (*Policy, FileSettings, error) {
 	return parseFile(context.Background(), path, data)
+}
+
+// ParseFileContext is ParseFile that stops reading list files when ctx is
+// done.
+func ParseFileContext(ctx context.Context, path string, data []byte) (*Policy, FileSettings, error) {
+	return parseFile(ctx, path, data)
 }
 
 func parseFile(ctx context.Context, path string, data []byte) (*Policy, FileSettings, error) {
@@ -260,7 +275,7 @@ func describe(n *yaml.Node) string {
 }
 
 // policyKeys are the keys of a policy file's mapping.
-var policyKeys = []string{"egress", "ingress", "audit", "log", "deny_raw"}
+var policyKeys = []string{"egress", "ingress", "audit", "log", "deny_raw", "targets"}
 
 func (fp *fileParser) root(n *yaml.Node) {
 	if n.Kind != yaml.MappingNode {
@@ -293,8 +308,33 @@ func (fp *fileParser) root(n *yaml.Node) {
 				return
 			}
 			fp.p.Log, fp.set.Log = level, true
+		case "targets":
+			fp.targets(v)
 		}
 	})
+}
+
+// targets reads the targets: list, each item a mapping of one kind to a
+// pattern (- unit: "ci-*.scope").
+func (fp *fileParser) targets(n *yaml.Node) {
+	const usage = "each target is one of cgroup: PATH-OR-GLOB, unit: NAME-OR-GLOB, container: ID-OR-PREFIX"
+	if n.Kind != yaml.SequenceNode {
+		fp.problem(n.Line, "targets must be a list (%s), not %s", usage, describe(n))
+		return
+	}
+	for _, item := range n.Content {
+		if item.Kind != yaml.MappingNode || len(item.Content) != 2 || item.Content[1].Kind != yaml.ScalarNode {
+			fp.problem(item.Line, "targets: %s is not a target: %s", describe(item), usage)
+			continue
+		}
+		k, v := item.Content[0], item.Content[1]
+		t, err := targets.Parse(k.Value, v.Value, k.Line)
+		if err != nil {
+			fp.problem(k.Line, "targets: %v", err)
+			continue
+		}
+		fp.set.Targets = append(fp.set.Targets, t)
+	}
 }
 
 // policyLike says whether a mapping could be a policy, and its keys may be

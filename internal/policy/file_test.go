@@ -306,9 +306,9 @@ func TestProblemsQuoteLittle(t *testing.T) {
 	}
 	for text, want := range map[string]string{
 		// The last colon of each line makes it a mapping key.
-		"root:$y$j9T$secrethash:19000:0:99999:7:::\nbin:*:19000:0:99999:7:::\n": "shadow:1: the policy has none of the keys egress, ingress, audit, log, deny_raw, and keys that are not names: is this a policy file? (none of it is shown)",
-		"password=secret\n":            "shadow:1: the policy must be a mapping with keys egress, ingress, audit, log, deny_raw, not a single value: is this a policy file?",
-		"- secret one\n- secret two\n": "shadow:1: the policy must be a mapping with keys egress, ingress, audit, log, deny_raw, not a list: is this a policy file?",
+		"root:$y$j9T$secrethash:19000:0:99999:7:::\nbin:*:19000:0:99999:7:::\n": "shadow:1: the policy has none of the keys egress, ingress, audit, log, deny_raw, targets, and keys that are not names: is this a policy file? (none of it is shown)",
+		"password=secret\n":            "shadow:1: the policy must be a mapping with keys egress, ingress, audit, log, deny_raw, targets, not a single value: is this a policy file?",
+		"- secret one\n- secret two\n": "shadow:1: the policy must be a mapping with keys egress, ingress, audit, log, deny_raw, targets, not a list: is this a policy file?",
 	} {
 		_, _, err := ParseFile("shadow", []byte(text))
 		if err == nil || err.Error() != want {

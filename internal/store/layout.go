@@ -82,3 +82,9 @@ func checkLayout(dir string) error {
 	}
 	return fmt.Errorf("%w (%s; this cgwall reads layout %d): attach the policy again to replace it without a gap, or detach it", ErrLayout, made, Layout)
 }
+
+// CheckLayout says whether a cgroup's persistent policy follows this
+// cgwall's layout: nil if it does, an error that wraps ErrLayout if not.
+func (s *Store) CheckLayout(cgroupID uint64) error {
+	return checkLayout(s.path(cgroupID))
+}

@@ -54,26 +54,51 @@ func (l *Lines) notify() {
 // WaitFor returns the first line containing substr, waiting for it until the
 // stream ends or ctx is done.
 func (l *Lines) WaitFor(ctx context.Context, substr string) (string, error) {
-	for i := 0; ; {
+	line, _, err := l.WaitFrom(ctx, 0, substr)
+	return line, err
+}
+
+// WaitFrom returns the first line from the from'th on that contains every
+// one of substrs, and its index, waiting for it until the stream ends or ctx
+// is done. A caller that waits for the same message again passes the index
+// after the last one it saw.
+func (l *Lines) WaitFrom(ctx context.Context, from int, substrs ...string) (string, int, error) {
+	for i := from; ; {
 		l.mu.Lock()
 		for ; i < len(l.all); i++ {
-			if strings.Contains(l.all[i], substr) {
+			if containsAll(l.all[i], substrs) {
 				line := l.all[i]
 				l.mu.Unlock()
-				return line, nil
+				return line, i, nil
 			}
 		}
 		closed, change := l.closed, l.change
 		l.mu.Unlock()
 		if closed {
-			return "", fmt.Errorf("the stream ended without a line containing %q", substr)
+			return "", 0, fmt.Errorf("the stream ended without a line containing %q", substrs)
 		}
 		select {
 		case <-change:
 		case <-ctx.Done():
-			return "", fmt.Errorf("no line containing %q: %w", substr, ctx.Err())
+			return "", 0, fmt.Errorf("no line containing %q: %w", substrs, ctx.Err())
 		}
 	}
+}
+
+func containsAll(s string, substrs []string) bool {
+	for _, sub := range substrs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
+
+// Len says how many lines have come so far.
+func (l *Lines) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.all)
 }
 
 // Ended is closed when the stream has ended.

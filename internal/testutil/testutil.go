@@ -72,6 +72,13 @@ func RemoveCgroup(tb testing.TB, path string) {
 // point.
 func Attached(tb testing.TB, path string, typ ebpf.AttachType) int {
 	tb.Helper()
+	return len(AttachedIDs(tb, path, typ))
+}
+
+// AttachedIDs lists the programs attached to the cgroup at path at one attach
+// point, to tell the same programs from others attached in their place.
+func AttachedIDs(tb testing.TB, path string, typ ebpf.AttachType) []ebpf.ProgramID {
+	tb.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		tb.Fatal(err)
@@ -81,5 +88,9 @@ func Attached(tb testing.TB, path string, typ ebpf.AttachType) int {
 	if err != nil {
 		tb.Fatalf("query the programs attached to %s: %v", path, err)
 	}
-	return len(res.Programs)
+	ids := make([]ebpf.ProgramID, len(res.Programs))
+	for i, p := range res.Programs {
+		ids[i] = p.ID
+	}
+	return ids
 }

@@ -1,0 +1,417 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/cgwall/cgwall/internal/cgroup"
+	"github.com/cgwall/cgwall/internal/testutil"
+)
+
+// agentProc is a running cgwall agent, and how far a test has read its log.
+type agentProc struct {
+	*proc
+	dir  string // its policies folder
+	seen int    // the index of the next log line a wait looks at
+}
+
+// startAgent starts the agent on dir with args and waits for its ready line,
+// which it returns.
+func startAgent(t *testing.T, dir string, args ...string) (*agentProc, string) {
+	t.Helper()
+	p := startReady(t, "agent ready: ", append([]string{"agent", "--policies", dir}, args...)...)
+	a := &agentProc{proc: p, dir: dir}
+	// Waits look from the first line on: what the agent did before it was
+	// ready is logged before the ready line.
+	line, _ := a.stderr.WaitFor(context.Background(), "agent ready: ")
+	return a, line
+}
+
+// wait returns the next line of the agent's log that holds every one of
+// parts, after those a wait returned before.
+func (a *agentProc) wait(t *testing.T, parts ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	line, i, err := a.stderr.WaitFrom(ctx, a.seen, parts...)
+	if err != nil {
+		t.Fatalf("agent: %v; its log:\n%s", err, a.stderr)
+	}
+	a.seen = i + 1
+	return line
+}
+
+// agentCgroups makes a test cgroup and returns it, and its path relative
+// to the cgroup2 mount, which targets name.
+func agentCgroups(t *testing.T) (cg, rel string) {
+	t.Helper()
+	cg, _ = testCgroup(t)
+	mnt, err := cgroup.Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err = filepath.Rel(mnt, cg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What an agent left attached below cg goes before cg does (cleanups
+	// run last first, and the agent, started later, is killed before).
+	t.Cleanup(func() { detachBelow(t, cg) })
+	return cg, rel
+}
+
+// detachBelow detaches every persistent policy of a cgroup and those below.
+func detachBelow(t *testing.T, cg string) {
+	filepath.WalkDir(cg, func(path string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(path, &st) == nil {
+			if _, err := os.Stat(fmt.Sprintf("/sys/fs/bpf/cgwall/%d", st.Ino)); err == nil {
+				runCgwall(t, "detach", "--cgroup", path)
+			}
+		}
+		return nil
+	})
+}
+
+// writePolicy writes a policy file of the agent's folder in one rename, as
+// a deploy tool would.
+func writePolicy(t *testing.T, dir, name, text string) {
+	t.Helper()
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mkdir(t *testing.T, path string) {
+	t.Helper()
+	if err := os.Mkdir(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAgentFollows runs the agent on a folder whose file targets the ci-*
+// cgroups of a test cgroup, and follows it through a cgroup made after the
+// start, an edit, a file that turns bad, a cgroup removed and the file
+// removed.
+func TestAgentFollows(t *testing.T) {
+	cg, rel := agentCgroups(t)
+	mkdir(t, filepath.Join(cg, "ci-1"))
+	mkdir(t, filepath.Join(cg, "other"))
+	dir := t.TempDir()
+	policy := fmt.Sprintf("targets:\n  - cgroup: %s/ci-*\negress:\n  block: [127.0.0.2]\n", rel)
+	writePolicy(t, dir, "ci.yaml", policy)
+
+	a, ready := startAgent(t, dir)
+	if !strings.Contains(ready, "agent ready: 1 policy, 1 cgroup") {
+		t.Errorf("ready line %q", ready)
+	}
+	mustEPERM(t, "a cgroup that existed at start", probe(t, cg+"/ci-1", "", "udp", "127.0.0.2", "127.0.0.1"))
+	mustPass(t, "a cgroup no target names", probe(t, cg+"/other", "", "udp", "127.0.0.2", "127.0.0.1"))
+
+	// A cgroup made later gets its policy, and so does one made inside it
+	// in the same breath that the first target does not name.
+	mkdir(t, filepath.Join(cg, "ci-2"))
+	a.wait(t, `msg="policy attached"`, "cgroup="+rel+"/ci-2 ")
+	mustEPERM(t, "a cgroup made after the start", probe(t, cg+"/ci-2", "", "udp", "127.0.0.2", "127.0.0.1"))
+
+	// An edit is applied to every cgroup, with the atomic replace.
+	writePolicy(t, dir, "ci.yaml", policy+"  allow: [127.0.0.3]\ningress:\n  block: [127.0.0.9]\n")
+	a.wait(t, `msg="policy replaced"`, "cgroup="+rel+"/ci-1 ")
+	a.wait(t, `msg="policy replaced"`, "cgroup="+rel+"/ci-2 ")
+	if l := list(t, "--cgroup", cg+"/ci-1"); len(l) != 1 || len(l[0].Rules) != 3 {
+		t.Fatalf("after the edit: %+v", l)
+	}
+
+	// A file that turns bad keeps its last good policy, and says why with
+	// the file's line.
+	writePolicy(t, dir, "ci.yaml", policy+"  allow: [127.0.0.300]\n")
+	bad := a.wait(t, "bad policy file", "last good policy stays in force")
+	if !strings.Contains(bad, "ci.yaml:5:") {
+		t.Errorf("the bad file's problem does not give its line: %q", bad)
+	}
+	if l := list(t, "--cgroup", cg+"/ci-2"); len(l) != 1 || len(l[0].Rules) != 3 {
+		t.Fatalf("a bad file changed the policy: %+v", l)
+	}
+	mustEPERM(t, "the last good policy after a bad edit", probe(t, cg+"/ci-2", "", "udp", "127.0.0.2", "127.0.0.1"))
+	// A cgroup made while the file is bad gets the last good policy too.
+	mkdir(t, filepath.Join(cg, "ci-3"))
+	a.wait(t, `msg="policy attached"`, "cgroup="+rel+"/ci-3 ")
+
+	// A removed cgroup takes its policy's folder with it.
+	id := cgroupID(t, cg+"/ci-3")
+	if err := os.Remove(filepath.Join(cg, "ci-3")); err != nil {
+		t.Fatal(err)
+	}
+	a.wait(t, "policy removed with its cgroup", fmt.Sprintf("cgroup_id=%d", id))
+	if _, err := os.Stat(fmt.Sprintf("/sys/fs/bpf/cgwall/%d", id)); !os.IsNotExist(err) {
+		t.Errorf("the policy folder of a removed cgroup: %v", err)
+	}
+
+	// A removed file detaches what it attached, and nothing else.
+	if err := os.Remove(filepath.Join(dir, "ci.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	a.wait(t, `msg="policy detached`, "cgroup="+rel+"/ci-1 ")
+	a.wait(t, `msg="policy detached`, "cgroup="+rel+"/ci-2 ")
+	for _, c := range []string{"ci-1", "ci-2"} {
+		if n := attachedCount(t, filepath.Join(cg, c)); n != 0 {
+			t.Errorf("%s: %d programs attached after its file was removed", c, n)
+		}
+	}
+	mustPass(t, "after the file was removed", probe(t, cg+"/ci-1", "", "udp", "127.0.0.2", "127.0.0.1"))
+	if code := a.stop(t); code != 0 {
+		t.Errorf("SIGINT: exit %d", code)
+	}
+}
+
+func cgroupID(t *testing.T, path string) uint64 {
+	t.Helper()
+	d, err := cgroup.Resolve(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.ID
+}
+
+// TestAgentRestart kills the agent with SIGKILL while a process in a
+// cgroup it guards sends without pause to an address its policy blocks,
+// starts it again, and checks that not one datagram got through, that the
+// restarted agent adopted the policy instead of attaching it again, and
+// that SIGTERM ends it with 0 and leaves the policy in force.
+func TestAgentRestart(t *testing.T) {
+	cg, rel := agentCgroups(t)
+	guarded := filepath.Join(cg, "svc")
+	mkdir(t, guarded)
+	dir := t.TempDir()
+	writePolicy(t, dir, "svc.yaml", fmt.Sprintf("targets: [{cgroup: %s/svc}]\negress: {block: [127.0.0.2]}\n", rel))
+	port, leaks := listenLeaks(t)
+	flood := startFlood(t, guarded, "127.0.0.2", port)
+
+	a, _ := startAgent(t, dir)
+	before := testutil.AttachedIDs(t, guarded, ebpf.AttachCGroupInetEgress)
+	flood.start()
+	a.p.Kill()
+	<-a.done
+	if n := attachedCount(t, guarded); n == 0 {
+		t.Fatal("SIGKILL of the agent detached its policy")
+	}
+	b, ready := startAgent(t, dir)
+	if !strings.Contains(ready, "1 cgroup") {
+		t.Errorf("ready line after the restart: %q", ready)
+	}
+	res := flood.stop(t)
+	if leaked := leaks(); leaked != 0 || res.Sent != 0 {
+		t.Fatalf("%d datagrams got through (%d sends succeeded) across the restart", leaked, res.Sent)
+	}
+	if res.EPERM == 0 {
+		t.Fatalf("the sender barely ran: %+v", res)
+	}
+	for _, l := range b.stderr.All() {
+		if strings.Contains(l, `msg="policy attached"`) || strings.Contains(l, `msg="policy replaced"`) {
+			t.Errorf("the restarted agent applied the policy again instead of adopting it: %s", l)
+		}
+	}
+	if after := testutil.AttachedIDs(t, guarded, ebpf.AttachCGroupInetEgress); !slices.Equal(after, before) || len(after) != 1 {
+		t.Errorf("programs attached at egress: %v before the restart, %v after", before, after)
+	}
+	code, err := b.p.StopWith(context.Background(), syscall.SIGTERM)
+	if err != nil || code != 0 {
+		t.Fatalf("SIGTERM: exit %d, %v", code, err)
+	}
+	mustEPERM(t, "after SIGTERM", probe(t, guarded, "", "udp", "127.0.0.2", "127.0.0.1"))
+	cgwallOK(t, "detach", "--cgroup", guarded)
+}
+
+// TestAgentRebuildsOlderLayout starts an agent on a policy that an agent of
+// an older layout owns, while a process in the cgroup sends without pause to
+// an address both block: the new agent rebuilds it into its own layout
+// through the atomic replace, and not one datagram gets through.
+func TestAgentRebuildsOlderLayout(t *testing.T) {
+	cg, rel := agentCgroups(t)
+	guarded := filepath.Join(cg, "svc")
+	mkdir(t, guarded)
+	dir := t.TempDir()
+	writePolicy(t, dir, "svc.yaml", fmt.Sprintf("targets: [{cgroup: %s/svc}]\negress: {block: [127.0.0.2]}\n", rel))
+	port, leaks := listenLeaks(t)
+	flood := startFlood(t, guarded, "127.0.0.2", port) // connects before any policy
+	a, _ := startAgent(t, dir)
+	a.wait(t, `msg="policy attached"`, "cgroup="+rel+"/svc ")
+	if code := a.stop(t); code != 0 {
+		t.Fatalf("SIGINT: exit %d", code)
+	}
+	// What an agent of layout 4 left: the same folder, its version 4.
+	setLayout(t, cgroupID(t, guarded), 4)
+	flood.start()
+	b, ready := startAgent(t, dir)
+	res := flood.stop(t)
+	b.wait(t, `msg="policy rebuilt from an older layout"`, "cgroup="+rel+"/svc ")
+	if !strings.Contains(ready, "1 cgroup") {
+		t.Errorf("ready line %q", ready)
+	}
+	if leaked := leaks(); leaked != 0 || res.Sent != 0 {
+		t.Fatalf("%d datagrams got through (%d sends succeeded) while the older layout was rebuilt", leaked, res.Sent)
+	}
+	if res.EPERM == 0 {
+		t.Fatalf("the sender barely ran: %+v", res)
+	}
+	if l := list(t, "--cgroup", guarded); len(l) != 1 || len(l[0].Rules) != 1 || !l[0].Live {
+		t.Fatalf("list after the rebuild: %+v", l)
+	}
+	b.stop(t)
+	cgwallOK(t, "detach", "--cgroup", guarded)
+}
+
+// setLayout rewrites the layout version a policy folder records.
+func setLayout(t *testing.T, id uint64, version uint32) {
+	t.Helper()
+	m, err := ebpf.LoadPinnedMap(fmt.Sprintf("/sys/fs/bpf/cgwall/%d/layout", id), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Put(uint32(0), version); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAgentSIGHUP changes a list file that a policy file names, which the
+// agent does not watch, and checks that SIGHUP applies it.
+func TestAgentSIGHUP(t *testing.T) {
+	cg, rel := agentCgroups(t)
+	dir := t.TempDir()
+	list := filepath.Join(dir, "blocked.txt")
+	if err := os.WriteFile(list, []byte("127.0.0.2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writePolicy(t, dir, "lists.yaml", fmt.Sprintf("targets: [{cgroup: %s}]\negress: {block_lists: [blocked.txt]}\n", rel))
+	a, _ := startAgent(t, dir)
+	if err := os.WriteFile(list, []byte("127.0.0.2\n127.0.0.3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustPass(t, "an address the list gained, before SIGHUP", probe(t, cg, "", "udp", "127.0.0.3", "127.0.0.1"))
+	if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	a.wait(t, "reloading")
+	a.wait(t, `msg="policy replaced"`, "cgroup="+rel+" ")
+	mustEPERM(t, "an address the list gained, after SIGHUP", probe(t, cg, "", "udp", "127.0.0.3", "127.0.0.1"))
+	a.stop(t)
+}
+
+// TestAgentConflicts checks that the agent overwrites neither a policy
+// attached by hand on a cgroup a file targets, nor picks one of two files
+// that target one cgroup, and says so.
+func TestAgentConflicts(t *testing.T) {
+	cg, rel := agentCgroups(t)
+	for _, c := range []string{"byhand", "both"} {
+		mkdir(t, filepath.Join(cg, c))
+	}
+	attachPolicy(t, cg+"/byhand", "--block", "127.0.0.5")
+	dir := t.TempDir()
+	writePolicy(t, dir, "a.yaml", fmt.Sprintf("targets: [{cgroup: %s/byhand}, {cgroup: %s/both}]\negress: {block: [127.0.0.2]}\n", rel, rel))
+	writePolicy(t, dir, "b.yaml", fmt.Sprintf("targets: [{cgroup: %s/both}]\negress: {block: [127.0.0.3]}\n", rel))
+	a, ready := startAgent(t, dir)
+	if !strings.Contains(ready, "2 policies, 0 cgroups") {
+		t.Errorf("ready line %q", ready)
+	}
+	// The agent goes through the cgroups in order: both, then byhand.
+	if both := a.wait(t, "conflict", "cgroup="+rel+"/both "); !strings.Contains(both, "a.yaml and b.yaml") {
+		t.Errorf("the conflict of two files says %q", both)
+	}
+	hand := a.wait(t, "conflict", "cgroup="+rel+"/byhand ")
+	if !strings.Contains(hand, "attached by hand") || !strings.Contains(hand, "cgwall detach --cgroup "+rel+"/byhand") {
+		t.Errorf("the conflict with a policy attached by hand says %q", hand)
+	}
+	if l := list(t, "--cgroup", cg+"/byhand"); len(l) != 1 || len(l[0].Rules) != 1 || l[0].Rules[0].Prefix != "127.0.0.5/32" {
+		t.Fatalf("the policy attached by hand was changed: %+v", l)
+	}
+	if n := attachedCount(t, cg+"/both"); n != 0 {
+		t.Errorf("a cgroup two files target has %d programs", n)
+	}
+	// Once the hand's policy is gone, the agent applies the file (SIGHUP:
+	// a detach is not an event the agent sees).
+	cgwallOK(t, "detach", "--cgroup", cg+"/byhand")
+	a.cmd.Process.Signal(syscall.SIGHUP)
+	a.wait(t, `msg="policy attached"`, "policy=a.yaml", "cgroup="+rel+"/byhand ")
+	a.stop(t)
+}
+
+// TestAgentBadInput checks that bad flags and a bad folder fail at once,
+// with one line and exit 2, and attach nothing.
+func TestAgentBadInput(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "x.yaml")
+	if err := os.WriteFile(file, []byte("{}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := storeEntries(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"agent"}, "--policies DIR is required"},
+		{[]string{"agent", "--policies", filepath.Join(dir, "missing")}, "no such file or directory"},
+		{[]string{"agent", "--policies", file}, "is not a folder"},
+		{[]string{"agent", "--policies", dir, "--metrics", "9464"}, "want ADDR:PORT"},
+		{[]string{"agent", "--policies", dir, "--log-format", "xml"}, "use text or json"},
+		{[]string{"agent", "--policies", dir, "--metrics-rule-limit", "-1"}, "give 0 or more"},
+		{[]string{"agent", "--policies", dir, "extra"}, "unknown command"},
+	} {
+		_, stderr, code := runCgwall(t, tc.args...)
+		if code != 2 || !strings.Contains(stderr, tc.want) || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%v: exit %d, %q; want exit 2 and one line with %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	if after := storeEntries(t); !slices.Equal(before, after) {
+		t.Errorf("bad input changed the store: %v, then %v", before, after)
+	}
+}
+
+// storeEntries lists the store's folders.
+func storeEntries(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/sys/fs/bpf/cgwall")
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// TestAgentBadFileAtStart starts the agent on a folder with a good file and
+// a bad one: it starts, says what is wrong with the bad one, and applies
+// the good one.
+func TestAgentBadFileAtStart(t *testing.T) {
+	cg, rel := agentCgroups(t)
+	dir := t.TempDir()
+	writePolicy(t, dir, "good.yaml", fmt.Sprintf("targets: [{cgroup: %s}]\negress: {block: [127.0.0.2]}\n", rel))
+	writePolicy(t, dir, "bad.yaml", "targets: [{cgroup: x}]\negress: {block: [nope]}\n")
+	writePolicy(t, dir, "none.yaml", "egress: {block: [127.0.0.2]}\n")
+	a, ready := startAgent(t, dir)
+	if !strings.Contains(ready, "1 policy, 1 cgroup") {
+		t.Errorf("ready line %q", ready)
+	}
+	a.wait(t, "bad policy file", "never been read good", "bad.yaml:2:")
+	a.wait(t, "bad policy file", "none.yaml", "has no targets")
+	mustEPERM(t, "the good file's cgroup", probe(t, cg, "", "udp", "127.0.0.2", "127.0.0.1"))
+	a.stop(t)
+	cgwallOK(t, "detach", "--cgroup", cg)
+}
