@@ -13,7 +13,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -313,64 +312,18 @@ func TestPolicies(t *testing.T) {
 	}
 }
 
-// containerIDRE is a container ID or a prefix of one that targets take.
-var containerIDRE = regexp.MustCompile(`^[0-9A-Fa-f]{4,64}$`)
-
-// checkPolicy checks a policy file's targets (today's parser does not know
-// them yet), then parses the rest of it with policy.ParseFile, its targets'
-// lines blanked so that the lines of its problems are the file's.
+// checkPolicy parses a policy file as the agent does, targets and all, and
+// checks that it has targets: a file without would be put on no cgroup.
 func checkPolicy(t *testing.T, name string, data []byte) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
-		t.Fatalf("%s is not a mapping", name)
-	}
-	root := doc.Content[0]
-	var targets *yaml.Node
-	from, to := 0, 0 // the lines of targets:, from its key to the next key
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		if root.Content[i].Value == "targets" {
-			targets, from = root.Content[i+1], root.Content[i].Line
-			if i+2 < len(root.Content) {
-				to = root.Content[i+2].Line
-			}
-		}
-	}
-	if targets == nil || targets.Kind != yaml.SequenceNode || len(targets.Content) == 0 {
-		t.Fatalf("%s has no targets: list: the agent would put it on no cgroup", name)
-	}
-	for _, item := range targets.Content {
-		if item.Kind != yaml.MappingNode || len(item.Content) != 2 {
-			t.Errorf("%s:%d: a target is a one-key mapping (cgroup:, unit: or container:)", name, item.Line)
-			continue
-		}
-		key, value := item.Content[0].Value, item.Content[1].Value
-		switch {
-		case !slices.Contains([]string{"cgroup", "unit", "container"}, key):
-			t.Errorf("%s:%d: target %q; want cgroup, unit or container", name, item.Line, key)
-		case value == "":
-			t.Errorf("%s:%d: target %s: is empty", name, item.Line, key)
-		case key == "container" && !containerIDRE.MatchString(value):
-			t.Errorf("%s:%d: container %q is not an ID or a prefix of 4 hex digits or more", name, item.Line, value)
-		}
-	}
-
-	lines := strings.SplitAfter(string(data), "\n")
-	if to == 0 {
-		to = len(lines) + 1
-	}
-	for l := from; l < to; l++ {
-		lines[l-1] = "\n"
-	}
-	if _, _, err := policy.ParseFile(name, []byte(strings.Join(lines, ""))); err != nil {
-		var fe *policy.FileError
-		if errors.As(err, &fe) {
-			t.Errorf("%s", strings.Join(fe.Lines(), "\n"))
-		} else {
-			t.Error(err)
-		}
+	_, set, err := policy.ParseFile(name, data)
+	var fe *policy.FileError
+	switch {
+	case errors.As(err, &fe):
+		t.Errorf("%s", strings.Join(fe.Lines(), "\n"))
+	case err != nil:
+		t.Error(err)
+	case len(set.Targets) == 0:
+		t.Errorf("%s has no targets: the agent would put it on no cgroup", name)
 	}
 }
 

@@ -415,3 +415,20 @@ func TestAgentBadFileAtStart(t *testing.T) {
 	a.stop(t)
 	cgwallOK(t, "detach", "--cgroup", cg)
 }
+
+// TestCheckTargets validates an agent's policy file with check: its targets
+// are listed, and a bad one is refused with its line.
+func TestCheckTargets(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "ci.yaml")
+	writePolicy(t, dir, "ci.yaml", "targets: [{unit: \"ci-*.scope\"}, {container: 3f4e1a}]\negress: {default: block, allow: [192.0.2.10:tcp/443]}\n")
+	out := cgwallOK(t, "check", "-f", good)
+	if !strings.Contains(out, "targets (for cgwall agent): unit:ci-*.scope, container:3f4e1a") {
+		t.Errorf("check says:\n%s", out)
+	}
+	writePolicy(t, dir, "bad.yaml", "egress: {}\ntargets:\n  - unit: backup.timer\n")
+	_, stderr, code := runCgwall(t, "check", "-f", filepath.Join(dir, "bad.yaml"))
+	if code != 2 || !strings.Contains(stderr, "bad.yaml:3: targets: ") || !strings.Contains(stderr, "timer") {
+		t.Errorf("check of a bad target: exit %d, %q", code, stderr)
+	}
+}

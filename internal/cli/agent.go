@@ -129,6 +129,9 @@ func runAgent(ctx context.Context, f agentFlags, stderr io.Writer) error {
 		}
 	}()
 	cfg := agent.Config{Policies: f.policies, Mount: mnt, StoreRoot: f.storeRoot, Log: agentLogger(f.logFormat, stderr), Reload: reload}
+	if ln != nil {
+		cfg.Log.Info("serving metrics", "addr", ln.Addr().String())
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
 		return failure(err)
