@@ -2,13 +2,17 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -431,4 +435,86 @@ func TestCheckTargets(t *testing.T) {
 	if code != 2 || !strings.Contains(stderr, "bad.yaml:3: targets: ") || !strings.Contains(stderr, "timer") {
 		t.Errorf("check of a bad target: exit %d, %q", code, stderr)
 	}
+}
+
+// TestAgentContainer follows a container made after the agent started: a
+// file targets its ID, known from docker create before the container runs;
+// once it starts, its cgroup appears, the agent applies the policy, and
+// traffic from inside the container shows the block.
+func TestAgentContainer(t *testing.T) {
+	testCgroup(t) // root and cgroup BPF, or skip (fail under CI=true)
+	gateway, _ := requireDocker(t)
+	image := importBusybox(t)
+	name := "cgw-agent-" + randomHex(t)
+	t.Cleanup(func() { dockerOut("rm", "--force", name) })
+	out := docker(t, "create", "--name", name, "--network", "bridge", image, "sleep", "1000")
+	id := out[strings.LastIndexByte(out, '\n')+1:]
+	if len(id) != 64 {
+		t.Fatalf("docker create printed %q, not a container ID", out)
+	}
+	dir := t.TempDir()
+	writePolicy(t, dir, "c.yaml", fmt.Sprintf("targets: [{container: %s}]\negress: {block: [%s]}\n", strings.ToUpper(id[:12]), gateway))
+	a, ready := startAgent(t, dir)
+	if !strings.Contains(ready, "1 policy, 0 cgroups") {
+		t.Errorf("ready line before the container runs: %q", ready)
+	}
+	blocked := listen(t, gateway)
+	docker(t, "start", name)
+	cg := containerCgroup(t, name, id)
+	t.Cleanup(func() { runCgwall(t, "detach", "--cgroup", cg) })
+	mnt, _ := cgroup.Mount()
+	rel, _ := filepath.Rel(mnt, cg)
+	a.wait(t, `msg="policy attached"`, "cgroup="+rel+" ")
+	mustNotReach(t, name, blocked, "blocked by the agent")
+	a.stop(t)
+}
+
+// TestAgentNotifyAndJSON runs the agent as systemd's Type=notify would, with
+// the JSON log: it sends READY=1 on $NOTIFY_SOCKET once ready, and every
+// line it logs is a JSON object.
+func TestAgentNotifyAndJSON(t *testing.T) {
+	cg, rel := agentCgroups(t)
+	dir := t.TempDir()
+	writePolicy(t, dir, "p.yaml", fmt.Sprintf("targets: [{cgroup: %s}]\negress: {block: [127.0.0.2]}\n", rel))
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cmd := exec.Command(cgwallBin, "agent", "--policies", dir, "--log-format", "json")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	p := startCmd(t, cmd, `"agent ready: 1 policy, 1 cgroup"`)
+	conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	buf := make([]byte, 64)
+	n, err := conn.Read(buf)
+	if err != nil || string(buf[:n]) != "READY=1" {
+		t.Fatalf("from $NOTIFY_SOCKET: %q, %v; want READY=1", buf[:n], err)
+	}
+	mustEPERM(t, "the policy in force", probe(t, cg, "", "udp", "127.0.0.2", "127.0.0.1"))
+	if code := p.stop(t); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+	for _, line := range p.stderr.snapshot() {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["msg"] == nil {
+			t.Errorf("a log line that is not a JSON record: %q", line)
+		}
+	}
+}
+
+// TestAgentUnit targets a systemd unit by name without its suffix: the
+// cgroup of NAME.service, wherever it is made, gets the policy.
+func TestAgentUnit(t *testing.T) {
+	cg, rel := agentCgroups(t)
+	unit := fmt.Sprintf("cgwall-e2e-%d", os.Getpid())
+	dir := t.TempDir()
+	writePolicy(t, dir, "unit.yaml", fmt.Sprintf("targets: [{unit: %s}]\negress: {block: [127.0.0.2]}\n", unit))
+	a, _ := startAgent(t, dir)
+	mkdir(t, filepath.Join(cg, "app.slice"))
+	mkdir(t, filepath.Join(cg, "app.slice", unit+".service"))
+	a.wait(t, `msg="policy attached"`, "cgroup="+rel+"/app.slice/"+unit+".service ")
+	mustEPERM(t, "the unit's cgroup", probe(t, filepath.Join(cg, "app.slice", unit+".service"), "", "udp", "127.0.0.2", "127.0.0.1"))
+	mustPass(t, "the slice above it", probe(t, filepath.Join(cg, "app.slice"), "", "udp", "127.0.0.2", "127.0.0.1"))
+	a.stop(t)
 }
