@@ -137,8 +137,11 @@ func TestAgentFollows(t *testing.T) {
 	writePolicy(t, dir, "ci.yaml", policy+"  allow: [127.0.0.3]\ningress:\n  block: [127.0.0.9]\n")
 	a.wait(t, `msg="policy replaced"`, "cgroup="+rel+"/ci-1 ")
 	a.wait(t, `msg="policy replaced"`, "cgroup="+rel+"/ci-2 ")
-	if l := list(t, "--cgroup", cg+"/ci-1"); len(l) != 1 || len(l[0].Rules) != 3 {
+	if l := list(t, "--cgroup", cg+"/ci-1"); len(l) != 1 || len(l[0].Rules) != 3 || l[0].Agent != filepath.Join(dir, "ci.yaml") {
 		t.Fatalf("after the edit: %+v", l)
+	}
+	if out := cgwallOK(t, "list", "--cgroup", cg+"/ci-1"); !strings.Contains(out, "attached by cgwall agent from "+filepath.Join(dir, "ci.yaml")) {
+		t.Errorf("list does not name the agent's file:\n%s", out)
 	}
 
 	// A file that turns bad keeps its last good policy, and says why with
@@ -341,7 +344,7 @@ func TestAgentConflicts(t *testing.T) {
 	if !strings.Contains(hand, "attached by hand") || !strings.Contains(hand, "cgwall detach --cgroup "+rel+"/byhand") {
 		t.Errorf("the conflict with a policy attached by hand says %q", hand)
 	}
-	if l := list(t, "--cgroup", cg+"/byhand"); len(l) != 1 || len(l[0].Rules) != 1 || l[0].Rules[0].Prefix != "127.0.0.5/32" {
+	if l := list(t, "--cgroup", cg+"/byhand"); len(l) != 1 || len(l[0].Rules) != 1 || l[0].Rules[0].Prefix != "127.0.0.5/32" || l[0].Agent != "" {
 		t.Fatalf("the policy attached by hand was changed: %+v", l)
 	}
 	if n := attachedCount(t, cg+"/both"); n != 0 {

@@ -314,6 +314,7 @@ type listed struct {
 	Stale  bool   `json:"stale"`
 	Live   bool   `json:"live"`
 	Hooks  []string
+	Agent  string                              `json:"agent_file"`
 	Rules  []listedRule                        `json:"rules"`
 	Totals map[string]struct{ Packets uint64 } `json:"totals"`
 }

@@ -25,6 +25,9 @@ type policyView struct {
 	Stale  bool     `json:"stale"`
 	Live   bool     `json:"live"`
 	Hooks  []string `json:"hooks"`
+	// Owner is the policy file of the agent that attached the policy, ""
+	// for one attached by hand, which the agent leaves alone.
+	Owner string `json:"agent_file"`
 	// PacketGuard says whether packet sockets are refused along with raw
 	// ones: the guard is a BPF LSM program, which some kernels refuse.
 	PacketGuard bool              `json:"packet_guard"`
@@ -170,6 +173,11 @@ func viewPolicy(s *store.Store, id uint64, path string) (policyView, error) {
 		Audit:    p.Audit, Log: p.Log.String(), DenyRaw: p.DenyRaw,
 		Rules: []ruleView{}, Totals: map[string]count{},
 	}
+	if o, ok, err := s.Owner(id); err != nil {
+		return v, err
+	} else if ok && o.Agent {
+		v.Owner = o.File
+	}
 	counters, err := d.RuleCounters()
 	if err != nil {
 		return v, err
@@ -215,6 +223,9 @@ func printViews(w io.Writer, views []policyView) {
 		}
 		if !v.Live {
 			fmt.Fprintln(w, "  not in force: an attach was interrupted; attach again to replace it")
+		}
+		if v.Owner != "" {
+			fmt.Fprintf(w, "  attached by cgwall agent from %s\n", v.Owner)
 		}
 		fmt.Fprintf(w, "  hooks: %v\n", v.Hooks)
 		fmt.Fprintf(w, "  default egress %s, ingress %s; audit %s; log %s; deny_raw %s\n",
