@@ -49,6 +49,9 @@ type Datapath struct {
 	learned   map[policy.Name]cgwallLearned
 	namesMu   sync.Mutex
 	forgotten forgotten
+	// names records the name rules, for a policy pinned and opened again
+	// (namepin.go); nil without name code.
+	names *ebpf.Map
 
 	learning bool // the seen map is filled (WithLearning)
 	answers  bool // DNS answers are copied (WithDNSAnswers)
@@ -81,6 +84,9 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 			return nil, err
 		}
 		d.learned, d.forgotten = learnedValues(p), forgotten{}
+		if d.names, err = newNamesRecord(); err != nil {
+			return nil, err
+		}
 	}
 	if o.seen > 0 {
 		if err := setLearning(spec, &o); err != nil {
@@ -99,6 +105,9 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 	// The policy goes into the maps while the verifier checks the programs.
 	withOptional := p.DenyRaw
 	if err := d.loadObjects(programsOf(o.hooks), withOptional, install); err != nil {
+		if d.names != nil {
+			d.names.Close()
+		}
 		return nil, err
 	}
 	d.policy = p
@@ -187,6 +196,9 @@ func (d *Datapath) Close() error {
 	}
 	if d.rodata != nil {
 		d.rodata.Close()
+	}
+	if d.names != nil {
+		d.names.Close()
 	}
 	return d.objs.Close()
 }

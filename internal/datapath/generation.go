@@ -52,6 +52,9 @@ func (d *Datapath) install(p *policy.Policy, gen uint32, counters map[uint32]Cou
 	if err := concurrently(writes); err != nil {
 		return err
 	}
+	if err := d.writeNames(p, gen); err != nil {
+		return err
+	}
 	return d.writeSettings(p, gen)
 }
 
@@ -189,6 +192,9 @@ func (d *Datapath) switchTo(p *policy.Policy, counters map[uint32]Counter) error
 	d.state.Gen = next
 	d.state.NextRuleId = max(d.state.NextRuleId, p.NextID())
 	if err := d.writeState(); err != nil {
+		return err
+	}
+	if err := d.relearn(d.policy, p); err != nil {
 		return err
 	}
 	d.policy = p

@@ -151,10 +151,13 @@ var errNoNames = errors.New("this filter was loaded without name rules")
 // address is in force. Counters of an address-only rule that an address
 // had under its pattern start again.
 func (d *Datapath) Learn(addrs []netip.Addr, pattern string) error {
-	if d.learned == nil {
+	d.namesMu.Lock()
+	v, ok := d.learned[policy.Name(pattern)]
+	noNames := d.learned == nil
+	d.namesMu.Unlock()
+	if noNames {
 		return errNoNames
 	}
-	v, ok := d.learned[policy.Name(pattern)]
 	if !ok {
 		return fmt.Errorf("learn addresses of %s: the policy has no rule for that name", pattern)
 	}

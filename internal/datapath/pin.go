@@ -24,6 +24,11 @@ func (d *Datapath) Pin(dir string) error {
 			return fmt.Errorf("pin map %s: %w", name, err)
 		}
 	}
+	if d.names != nil {
+		if err := d.names.Pin(filepath.Join(dir, namesPin)); err != nil {
+			return fmt.Errorf("pin the name rules' record: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -49,9 +54,19 @@ func Open(dir string) (*Datapath, error) {
 		}
 		pinned[name] = m
 	}
+	// The learned maps are sized at load (WithDNS): take the size they have.
+	for _, name := range []string{"learned4", "learned6"} {
+		if m := pinned[name]; m != nil {
+			spec.Maps[name].MaxEntries = m.MaxEntries()
+		}
+	}
 	d := &Datapath{spec: spec, pinDir: dir}
 	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{MapReplacements: pinned}); err != nil {
 		return nil, fmt.Errorf("open pinned maps in %s: %w", dir, err)
+	}
+	if d.names, err = openNames(dir); err != nil {
+		d.Close()
+		return nil, err
 	}
 	if d.maps, err = newRuleMaps(mapsByName(&d.objs)); err != nil {
 		d.Close()
@@ -75,6 +90,14 @@ func (d *Datapath) Refresh() error {
 		return err
 	}
 	d.policy = p
+	if d.names != nil {
+		d.namesMu.Lock()
+		d.learned = learnedValues(p)
+		if d.forgotten == nil {
+			d.forgotten = forgotten{}
+		}
+		d.namesMu.Unlock()
+	}
 	return nil
 }
 
@@ -99,6 +122,11 @@ func (d *Datapath) readPolicy() (*policy.Policy, error) {
 			}
 		})
 		if err != nil {
+			return nil, err
+		}
+	}
+	if d.names != nil {
+		if err := d.readNames(p, d.state.Gen); err != nil {
 			return nil, err
 		}
 	}

@@ -1,0 +1,102 @@
+package datapath
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/cgwall/cgwall/internal/policy"
+)
+
+// pinDir is a folder of the test's own on the host's bpffs.
+func pinDir(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("cgwall-dp-test-%d-%s", os.Getpid(), t.Name()))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func namesOf(p *policy.Policy) []string {
+	var out []string
+	for _, r := range p.Names {
+		out = append(out, fmt.Sprintf("%d %s", r.ID, r))
+	}
+	return out
+}
+
+// TestPinnedNames pins a policy with name rules, opens it again and finds
+// its name rules, learns an address through the opened policy, and replaces
+// it: addresses of a pattern the new policy keeps follow its new rules,
+// those of a pattern it drops go.
+func TestPinnedNames(t *testing.T) {
+	p := mustPolicy(t, policy.LogNone)
+	p.Default[policy.Egress] = policy.Block
+	for _, r := range []string{"a.test:udp/53", "b.test", "*.c.test"} {
+		if err := p.Add(policy.Egress, policy.Allow, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := load(t, p, WithDNS(testResolver4, testResolver6, 0))
+	dir := pinDir(t)
+	if err := d.Pin(dir); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if got, want := namesOf(o.Policy()), namesOf(p); !slices.Equal(got, want) {
+		t.Fatalf("the opened policy's name rules: %v, want %v", got, want)
+	}
+	a, b := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")
+	if err := o.Learn([]netip.Addr{a}, "a.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Learn([]netip.Addr{b}, "b.test"); err != nil {
+		t.Fatal(err)
+	}
+	prog := d.progs[cgwallProgCgwallEgress]
+	if run(t, prog, packet(local4, a)) != policy.Allow || run(t, prog, packet(local4, b)) != policy.Allow {
+		t.Fatal("addresses learned through the opened policy do not pass")
+	}
+
+	// The new policy keeps a.test, for another port only, and drops b.test.
+	next := mustPolicy(t, policy.LogNone)
+	next.Default[policy.Egress] = policy.Block
+	for _, r := range []string{"a.test:udp/5353", "*.c.test", "0.d.test"} {
+		if err := next.Add(policy.Egress, policy.Allow, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := o.Replace(next); err != nil {
+		t.Fatal(err)
+	}
+	if run(t, prog, packet(local4, a)) != policy.Block {
+		t.Error("an address of a.test still passes to port 53, which the new policy no longer allows")
+	}
+	if run(t, prog, ipv4(local4, a, policy.ProtoUDP, l4(40000, 5353))) != policy.Allow {
+		t.Error("an address of a.test does not pass to port 5353, which the new policy allows")
+	}
+	if run(t, prog, packet(local4, b)) != policy.Block {
+		t.Error("an address of b.test, which the new policy drops, still passes")
+	}
+	var v cgwallLearned
+	if err := o.objs.Learned4.Lookup(b.As4(), &v); err == nil {
+		t.Error("b.test's address is still learned")
+	}
+	again, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if got, want := namesOf(again.Policy()), namesOf(next); !slices.Equal(got, want) {
+		t.Fatalf("after the replacement the record has %v, want %v", got, want)
+	}
+}
