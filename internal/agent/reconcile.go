@@ -238,7 +238,7 @@ func (a *Agent) put(s *store.Store, rel string, id uint64, f *file, state metric
 		return fmt.Errorf("apply %s to %s: %w", f.name(), rel, err)
 	}
 	if applied.Rebuilt {
-		verb = "rebuilt from an older layout"
+		verb = "rebuilt " + applied.Why
 	}
 	a.log.Info("policy "+verb, "cgroup", rel, "policy", f.name(), "rules", len(f.good.policy.Rules), "took", time.Since(start).Round(time.Microsecond))
 	a.set(id, rel, f.path, state)

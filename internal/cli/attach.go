@@ -96,7 +96,7 @@ func attach(s *store.Store, cg cgroup.Dir, p *policy.Policy, stdout, stderr io.W
 	}
 	switch {
 	case a.Rebuilt:
-		fmt.Fprintf(stdout, "replaced policy on %s (%s), rebuilt from an older layout, pinned in %s\n", cg.Path, plural(len(p.Rules), "rule"), a.Dir)
+		fmt.Fprintf(stdout, "replaced policy on %s (%s), rebuilt %s, pinned in %s\n", cg.Path, plural(len(p.Rules), "rule"), a.Why, a.Dir)
 	case replacing:
 		fmt.Fprintf(stdout, "replaced policy on %s (%s)\n", cg.Path, plural(len(p.Rules), "rule"))
 	default:

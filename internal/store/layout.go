@@ -20,7 +20,10 @@ import (
 //	   and length
 //	5  name rules' maps (learned4, learned6, asked, origins, opened); the
 //	   recvmsg links
-const Layout = 5
+//	6  name rules in persistent policies: the record of each generation's
+//	   name rules (names), the resolver record (resolver); the owner record
+//	   (owner), which is not read as part of the layout
+const Layout = 6
 
 // layoutPin names the pin that records a folder's layout: a one-element
 // array of the version, which no program reads.

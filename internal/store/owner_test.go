@@ -56,7 +56,7 @@ func TestOwnerTooLong(t *testing.T) {
 	root := testRoot(t)
 	cg := testutil.Cgroup(t)
 	s := open(t, root)
-	long := Owner{Agent: true, File: "/" + string(make([]byte, ownerSize))}
+	long := Owner{Agent: true, File: "/" + string(make([]byte, recordSize))}
 	if _, err := s.Create(cg, blocking(t, "192.0.2.1"), Owned(long)); err == nil {
 		t.Fatal("Create with an owner record too long succeeded")
 	}

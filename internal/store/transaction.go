@@ -14,7 +14,11 @@ import (
 // Applied says how a policy was put in force.
 type Applied struct {
 	Dir     string // the policy's folder
-	Rebuilt bool   // it replaced a policy of another layout, by a new attachment
+	// Rebuilt says it replaced a policy by a new attachment, not in place,
+	// and Why: "from an older layout", or "for name rules" (programs loaded
+	// without their code, or for another resolver).
+	Rebuilt bool
+	Why     string
 	// PacketGuard says why packet sockets are not refused, for a policy that
 	// denies raw sockets on a kernel that refused the packet-socket guard.
 	PacketGuard error
@@ -61,7 +65,11 @@ func (s *Store) Create(cg cgroup.Dir, p *policy.Policy, opts ...Option) (Applied
 // edit needs is attached then (AttachHooks): an egress policy costs received
 // packets nothing. On error it leaves nothing behind.
 func (s *Store) stage(cg cgroup.Dir, p *policy.Policy, o options) (_ *datapath.Datapath, _ *datapath.Attachment, dir string, err error) {
-	d, err := datapath.Load(p, datapath.WithHooks(datapath.HooksFor(p)...))
+	extra, err := o.loadOptions(p)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	d, err := datapath.Load(p, append(extra, datapath.WithHooks(datapath.HooksFor(p)...))...)
 	if err != nil {
 		return nil, nil, "", err
 	}
@@ -73,8 +81,8 @@ func (s *Store) stage(cg cgroup.Dir, p *policy.Policy, o options) (_ *datapath.D
 	dir = s.transient(stagingPrefix, cg.ID)
 	if err = os.Mkdir(dir, 0o700); err == nil {
 		err = errors.Join(d.Pin(dir), att.Pin(dir), pinLayout(dir))
-		if err == nil && o.owner != nil {
-			err = pinOwner(dir, *o.owner)
+		if err == nil {
+			err = o.pinRecords(dir, p)
 		}
 		if err != nil {
 			remove(dir)
@@ -97,9 +105,15 @@ func (s *Store) Replace(cg cgroup.Dir, p *policy.Policy, opts ...Option) (Applie
 	o := optionsOf(opts)
 	dir := s.path(cg.ID)
 	if err := checkLayout(dir); errors.Is(err, ErrLayout) {
-		return s.rebuild(cg, p, o)
+		return s.rebuild(cg, p, o, "from an older layout")
 	} else if err != nil {
 		return Applied{}, fmt.Errorf("%s: %w", s.Dir(cg.ID), err)
+	}
+	// Name rules need programs loaded with their code and resolver.
+	if rebuild, err := o.needsRebuild(dir, p); err != nil {
+		return Applied{}, err
+	} else if rebuild {
+		return s.rebuild(cg, p, o, "for name rules")
 	}
 	d, err := datapath.Open(dir)
 	if err != nil {
@@ -136,7 +150,7 @@ func (s *Store) Replace(cg cgroup.Dir, p *policy.Policy, opts ...Option) (Applie
 // passes only if both let it, so no packet passes that either blocks: there
 // is no gap. Then the old one goes. Killed at any point, recover leaves
 // exactly one of the two.
-func (s *Store) rebuild(cg cgroup.Dir, p *policy.Policy, o options) (Applied, error) {
+func (s *Store) rebuild(cg cgroup.Dir, p *policy.Policy, o options, why string) (Applied, error) {
 	d, att, staging, err := s.stage(cg, p, o)
 	if err != nil {
 		return Applied{}, err
@@ -167,7 +181,9 @@ func (s *Store) rebuild(cg cgroup.Dir, p *policy.Policy, o options) (Applied, er
 	if err := remove(retired); err != nil {
 		return Applied{}, fmt.Errorf("remove the old policy: %w", err)
 	}
-	return applied(d, s.Dir(cg.ID), p, true), nil
+	a := applied(d, s.Dir(cg.ID), p, true)
+	a.Why = why
+	return a, nil
 }
 
 func applied(d *datapath.Datapath, dir string, p *policy.Policy, rebuilt bool) Applied {
