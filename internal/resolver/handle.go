@@ -22,7 +22,6 @@ func (r *Resolver) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 		Time:  time.Now(),
 		Name:  strings.ToLower(strings.TrimSuffix(q.Name, ".")),
 		QType: q.Qtype,
-		Audit: r.cfg.Audit,
 	}
 	resp, err := r.answer(w, req, &e)
 	if err != nil {
@@ -43,26 +42,32 @@ func (r *Resolver) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 // answer decides and resolves one query, filling in e; an error means
 // SERVFAIL.
 func (r *Resolver) answer(w dns.ResponseWriter, req *dns.Msg, e *Event) (*dns.Msg, error) {
+	tcp := isTCP(w.RemoteAddr())
+	rt, err := r.route(tcp, w.RemoteAddr())
+	if err != nil {
+		return nil, err
+	}
+	ten := rt.table.tenant
+	e.Tenant, e.Audit = ten.Name, ten.Audit
 	if req.Opcode != dns.OpcodeQuery {
 		return nil, fmt.Errorf("opcode %s is not forwarded", dns.OpcodeToString[req.Opcode])
 	}
-	tcp := isTCP(w.RemoteAddr())
-	server, err := r.server(tcp, w.RemoteAddr())
+	server, err := r.server(tcp, w.RemoteAddr(), rt)
 	if err != nil {
 		return nil, err
 	}
 	e.Server = server
 
-	v := r.cfg.Judge(e.Name)
+	v := ten.Judge(e.Name)
 	e.Pattern, e.Rule = v.Pattern, v.Rule
 	would := v.Resolve
-	if r.cfg.Audit {
+	if ten.Audit {
 		would = v.WouldResolve
 	}
 	if would {
 		e.Action = 1
 	}
-	if !v.Resolve && !r.cfg.Audit {
+	if !v.Resolve && !ten.Audit {
 		return nxdomain(req), nil
 	}
 
@@ -77,10 +82,37 @@ func (r *Resolver) answer(w dns.ResponseWriter, req *dns.Msg, e *Event) (*dns.Ms
 	if v.Pattern == "" || len(recs) == 0 {
 		return resp, nil
 	}
-	if err := r.table.learn(e.Name, recs, v.Pattern); err != nil {
+	if err := rt.table.learn(e.Name, recs, v.Pattern); err != nil {
 		return nil, fmt.Errorf("learn %d addresses of %s: %w", len(recs), e.Name, err)
 	}
 	return resp, nil
+}
+
+// route is whose a query is: the table of its tenant, and, with
+// Config.Route, the server its client asked (invalid when none is
+// recorded).
+type route struct {
+	table *table
+	asked netip.AddrPort
+}
+
+// route finds the tenant of a query: the one policy's, or Config.Route's.
+func (r *Resolver) route(tcp bool, remote net.Addr) (route, error) {
+	if r.cfg.Route == nil {
+		return route{table: r.table}, nil
+	}
+	client, ok := addrPort(remote)
+	if !ok {
+		return route{}, fmt.Errorf("client address %v is not IP", remote)
+	}
+	t, asked, ok := r.cfg.Route(tcp, client)
+	if !ok {
+		return route{}, fmt.Errorf("no tenant knows client %s", client)
+	}
+	if t == nil || t.Judge == nil || t.Learner == nil {
+		return route{}, fmt.Errorf("the tenant of client %s has no Judge or no Learner", client)
+	}
+	return route{table: r.tables.of(t), asked: asked}, nil
 }
 
 // forward asks server the client's query over the client's transport, from a
@@ -174,7 +206,7 @@ func (p *idleConns) close() {
 
 // server is the server to forward to: the configured upstream, else the one
 // the client asked.
-func (r *Resolver) server(tcp bool, remote net.Addr) (netip.AddrPort, error) {
+func (r *Resolver) server(tcp bool, remote net.Addr, rt route) (netip.AddrPort, error) {
 	if r.cfg.Upstream.IsValid() {
 		return r.cfg.Upstream, nil
 	}
@@ -182,11 +214,14 @@ func (r *Resolver) server(tcp bool, remote net.Addr) (netip.AddrPort, error) {
 	if !ok {
 		return netip.AddrPort{}, fmt.Errorf("client address %v is not IP", remote)
 	}
-	if r.cfg.Origins == nil {
-		return netip.AddrPort{}, errors.New("no upstream set and no origins to ask")
+	server := rt.asked
+	if r.cfg.Route == nil {
+		if r.cfg.Origins == nil {
+			return netip.AddrPort{}, errors.New("no upstream set and no origins to ask")
+		}
+		server, ok = r.cfg.Origins.Origin(tcp, client)
 	}
-	server, ok := r.cfg.Origins.Origin(tcp, client)
-	if !ok {
+	if !ok || !server.IsValid() {
 		return netip.AddrPort{}, fmt.Errorf("no origin recorded for client %s", client)
 	}
 	// A query sent to the resolver itself would come back to it forever.

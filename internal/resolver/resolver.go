@@ -4,9 +4,11 @@
 // into the datapath before the client sees them, so that the first connect
 // after a lookup is already allowed. Learned addresses expire with their TTL.
 //
-// The package knows neither the policy nor the datapath: it reaches them
-// through Judge, Learner and Origins, so that it can be tested in-process
-// without privileges.
+// One resolver serves one policy (cgwall run and exec: Config's Judge,
+// Learner and Origins) or many (cgwall agent: Config.Route finds the Tenant
+// of each query). The package knows neither the policy nor the datapath: it
+// reaches them through these functions and interfaces, so that it can be
+// tested in-process without privileges.
 package resolver
 
 import (
@@ -61,16 +63,42 @@ type Origins interface {
 	Origin(tcp bool, client netip.AddrPort) (netip.AddrPort, bool)
 }
 
-// Config is what Serve needs.
-type Config struct {
+// Tenant is one policy whose cgroup's DNS the resolver serves.
+type Tenant struct {
+	// Name names the tenant in events (the agent passes the cgroup's path).
+	Name string
 	// Judge decides a query name: lower case, no trailing dot. Required.
 	Judge func(q string) Verdict
 	// Learner receives the addresses of answers that resolve under a
 	// pattern. Required.
 	Learner Learner
+	// Audit marks the tenant's events as audit ones; Judge is expected to
+	// let everything resolve and to say what would have happened.
+	Audit bool
+}
+
+// Config is what Serve needs: Judge, Learner and Origins for one policy, or
+// Route for many.
+type Config struct {
+	// Judge decides a query name: lower case, no trailing dot. Required
+	// without Route.
+	Judge func(q string) Verdict
+	// Learner receives the addresses of answers that resolve under a
+	// pattern. Required without Route.
+	Learner Learner
 	// Origins finds the server each client asked. It may be nil when
 	// Upstream is set.
 	Origins Origins
+	// Route, when set, finds the tenant of each query instead of Judge,
+	// Learner, Origins and Audit (which must then be unset): by the
+	// query's client, and the server the client asked (invalid if Upstream
+	// is to be asked). ok false: no tenant knows the client; the query is
+	// answered SERVFAIL (fail closed) and an event says so. Each tenant has
+	// its own table of learned addresses, made at its first query and kept
+	// until Drop: the same address learned by two tenants expires in each
+	// on its own, and MaxPerName counts per tenant. It may be called
+	// concurrently.
+	Route func(tcp bool, client netip.AddrPort) (t *Tenant, asked netip.AddrPort, ok bool)
 	// Upstream, when valid, is asked instead of the client's server.
 	Upstream netip.AddrPort
 	// MinTTL is the floor of a learned address's lifetime, so that a short
@@ -86,7 +114,8 @@ type Config struct {
 	// Answered, when set, hears of every answer forwarded to a client,
 	// whether or not a pattern decided, before the client gets it: what
 	// learning a policy needs (cgwall exec --learn). It may be called
-	// concurrently.
+	// concurrently. It is for one policy: Route must then be unset, as an
+	// Answer does not say whose it is.
 	Answered func(Answer)
 	// Event, when set, receives every decision. It runs on the query's
 	// path (after the answer is sent), so it should not block for long.
@@ -106,8 +135,11 @@ type Event struct {
 	// got NXDOMAIN or an error. In audit mode it is what would have
 	// happened (the client always gets the server's answer).
 	Action uint8
-	// Audit is Config.Audit.
+	// Audit is the tenant's (Config.Audit for one policy).
 	Audit bool
+	// Tenant is the Name of the tenant whose query it is, or whose Forget
+	// failed; empty for one policy, and for a query that no tenant knows.
+	Tenant string
 	// Pattern and Rule are the Verdict's.
 	Pattern string
 	Rule    uint32
@@ -145,7 +177,9 @@ type Resolver struct {
 	wg      sync.WaitGroup // the servers' and the expiry loop's goroutines
 
 	cfg    Config
-	table  *table
+	tables *tables
+	single *Tenant         // the one policy's, without Route
+	table  *table          // single's
 	ctx    context.Context // cancelled by Close: ends upstream exchanges
 	cancel context.CancelFunc
 	udpc   *dns.Client
@@ -159,18 +193,11 @@ type Resolver struct {
 func (r *Resolver) Addrs() (v4, v6 netip.AddrPort) { return r.v4, r.v6 }
 
 // Serve starts answering. Queries that arrived since Listen are waiting in
-// the sockets and are answered now. It fails on a Config without Judge or
-// Learner, or with neither Origins nor Upstream, and when called twice or
-// after Close.
+// the sockets and are answered now. It fails on a Config that is not valid
+// (see Config), and when called twice or after Close.
 func (r *Resolver) Serve(cfg Config) error {
-	if cfg.Judge == nil {
-		return errors.New("resolver: Config.Judge is nil")
-	}
-	if cfg.Learner == nil {
-		return errors.New("resolver: Config.Learner is nil")
-	}
-	if cfg.Origins == nil && !cfg.Upstream.IsValid() {
-		return errors.New("resolver: neither Config.Origins nor Config.Upstream is set")
+	if err := check(cfg); err != nil {
+		return err
 	}
 	if cfg.MinTTL <= 0 {
 		cfg.MinTTL = DefaultMinTTL
@@ -196,11 +223,15 @@ func (r *Resolver) Serve(cfg Config) error {
 	if now == nil {
 		now = time.Now
 	}
-	r.table = newTable(cfg.Learner, cfg.MinTTL, cfg.MaxPerName, now, r.forgetFailed)
+	r.tables = newTables(cfg.MinTTL, cfg.MaxPerName, now, r.forgetFailed)
+	if cfg.Route == nil {
+		r.single = &Tenant{Judge: cfg.Judge, Learner: cfg.Learner, Audit: cfg.Audit}
+		r.table = r.tables.of(r.single)
+	}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		r.table.run()
+		r.tables.run()
 	}()
 	return r.startServers()
 }
@@ -259,7 +290,7 @@ func (r *Resolver) Close() error {
 			// failure Serve returned.
 			_ = s.Shutdown()
 		}
-		r.table.stop()
+		r.tables.stop()
 	}
 	r.wg.Wait()
 	r.idle.close()
@@ -269,10 +300,58 @@ func (r *Resolver) Close() error {
 	return nil
 }
 
+// check says what is wrong with cfg: one policy needs Judge, Learner, and
+// Origins or Upstream; many need Route and none of those but Upstream.
+func check(cfg Config) error {
+	if cfg.Route != nil {
+		for _, set := range []struct {
+			field string
+			set   bool
+		}{
+			{"Judge", cfg.Judge != nil},
+			{"Learner", cfg.Learner != nil},
+			{"Origins", cfg.Origins != nil},
+			{"Audit", cfg.Audit},
+			{"Answered", cfg.Answered != nil},
+		} {
+			if set.set {
+				return fmt.Errorf("resolver: Config.%s is set with Config.Route: each Tenant has its own (Answered is for one policy only)", set.field)
+			}
+		}
+		return nil
+	}
+	if cfg.Judge == nil {
+		return errors.New("resolver: Config.Judge is nil")
+	}
+	if cfg.Learner == nil {
+		return errors.New("resolver: Config.Learner is nil")
+	}
+	if cfg.Origins == nil && !cfg.Upstream.IsValid() {
+		return errors.New("resolver: neither Config.Origins nor Config.Upstream is set")
+	}
+	return nil
+}
+
+// Drop forgets t's table of learned addresses without calling its Learner
+// (its datapath is gone or replaced): its pending expiries are discarded.
+// It returns once no call to t.Learner is under way; a query routed to t
+// before Drop that has yet to learn is answered SERVFAIL. Drop t once Route
+// no longer returns it: a query Route gives t afterwards starts a new table,
+// as for a datapath replaced behind the same Learner. Dropping a tenant
+// that has no table, or before Serve, does nothing.
+func (r *Resolver) Drop(t *Tenant) {
+	r.mu.Lock()
+	tables := r.tables
+	r.mu.Unlock()
+	if tables != nil {
+		tables.drop(t)
+	}
+}
+
 // forgetFailed reports a Forget error as an event without a name: the
 // addresses stay allowed, which the user should hear about.
-func (r *Resolver) forgetFailed(n int, err error) {
-	r.event(Event{Time: time.Now(), Err: fmt.Errorf("forget %d expired addresses: %w", n, err), Audit: r.cfg.Audit})
+func (r *Resolver) forgetFailed(t *Tenant, n int, err error) {
+	r.event(Event{Time: time.Now(), Err: fmt.Errorf("forget %d expired addresses: %w", n, err), Audit: t.Audit, Tenant: t.Name})
 }
 
 func (r *Resolver) event(e Event) {

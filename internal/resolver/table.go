@@ -3,6 +3,7 @@ package resolver
 import (
 	"container/heap"
 	"container/list"
+	"errors"
 	"net/netip"
 	"sync"
 	"time"
@@ -12,11 +13,43 @@ import (
 // once hold up answers (which wait for forgetMu) one batch at a time.
 const forgetBatch = 4096
 
-// table holds the learned addresses: which asked names hold each address,
-// until when, and the one timer for the earliest expiry.
+// errDropped is the error of an answer whose tenant's table was dropped
+// while it was answered: its addresses would go into a datapath that is gone
+// or replaced.
+var errDropped = errors.New("its tenant's learned addresses were dropped meanwhile")
+
+// tables are the learned addresses of every tenant, one table each, and the
+// one timer for the earliest expiry of all.
 //
-// An address is in the datapath while some name holds it. Two locks keep
-// Learn and Forget from undoing each other:
+// One timer, not one per tenant: the agent serves many cgroups, most of them
+// idle, and a goroutine and timer each would cost as much as their tables.
+// The tenants' tables are in a heap of their own, by their earliest expiry,
+// rather than their items in one shared heap: an expiry round then forgets
+// one tenant's batch under that tenant's forgetMu alone, so that one
+// cgroup's expiries never hold up another's answers, each Forget call is a
+// whole batch of one datapath however the tenants' expiries interleave, and
+// Drop takes a table out in one step.
+type tables struct {
+	minTTL       time.Duration
+	maxPerName   int
+	now          func() time.Time
+	forgetFailed func(t *Tenant, n int, err error)
+
+	mu      sync.Mutex // guards the fields below and every table's
+	tenants map[*Tenant]*table
+	due     dueHeap   // every table, by its earliest expiry
+	armed   time.Time // when the timer fires; zero when it is stopped
+
+	wake     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// table holds one tenant's learned addresses: which asked names hold each
+// address, until when.
+//
+// An address is in the tenant's datapath while some name of the tenant holds
+// it. Two locks keep Learn and Forget from undoing each other:
 //   - an answer marks its items pending (under mu) before its Learn call,
 //     and the expiry round never takes a pending item, so an address is not
 //     forgotten before or while its Learn runs;
@@ -25,23 +58,18 @@ const forgetBatch = 4096
 //     round lets go of and an answer takes up again is learned after the
 //     Forget, not before it.
 type table struct {
-	learner      Learner
-	minTTL       time.Duration
-	maxPerName   int
-	now          func() time.Time
-	forgetFailed func(n int, err error)
+	set     *tables
+	tenant  *Tenant
+	learner Learner
 
 	forgetMu sync.RWMutex
 
-	mu      sync.Mutex
+	mu      *sync.Mutex // the set's
+	dropped bool        // by Drop: no Learner call is made any more
 	names   map[string]*name
 	holders map[netip.Addr]int // items per address, dying ones included
 	expiry  expiryHeap
-	armed   time.Time // when the timer fires; zero when it is stopped
-
-	wake     chan struct{}
-	done     chan struct{}
-	stopOnce sync.Once
+	index   int // in set.due
 }
 
 // name is the addresses one asked name holds, the least recently answered
@@ -62,14 +90,53 @@ type item struct {
 	index   int // in the heap
 }
 
-func newTable(l Learner, minTTL time.Duration, maxPerName int, now func() time.Time, forgetFailed func(int, error)) *table {
-	return &table{
-		learner: l, minTTL: minTTL, maxPerName: maxPerName, now: now, forgetFailed: forgetFailed,
-		names:   map[string]*name{},
-		holders: map[netip.Addr]int{},
+func newTables(minTTL time.Duration, maxPerName int, now func() time.Time, forgetFailed func(*Tenant, int, error)) *tables {
+	return &tables{
+		minTTL: minTTL, maxPerName: maxPerName, now: now, forgetFailed: forgetFailed,
+		tenants: map[*Tenant]*table{},
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
+}
+
+// of returns t's table, made if t has none. An answer takes its table when
+// its query is routed, so that a Drop while it is answered fails it (it
+// would learn into the datapath that was dropped) rather than start t's
+// next table with it.
+func (s *tables) of(t *Tenant) *table {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tb := s.tenants[t]
+	if tb == nil {
+		tb = &table{
+			set: s, tenant: t, learner: t.Learner, mu: &s.mu,
+			names:   map[string]*name{},
+			holders: map[netip.Addr]int{},
+		}
+		s.tenants[t] = tb
+		heap.Push(&s.due, tb)
+	}
+	return tb
+}
+
+// drop discards t's table and returns once no call to its Learner is under
+// way: the Learns in flight (whose answers then fail) and an expiry round's
+// Forget. Nothing of the table is forgotten.
+func (s *tables) drop(t *Tenant) {
+	s.mu.Lock()
+	tb := s.tenants[t]
+	if tb == nil {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.tenants, t)
+	heap.Remove(&s.due, tb.index)
+	tb.dropped = true
+	s.mu.Unlock()
+	// Every Learn that did not see dropped holds forgetMu shared, and a
+	// round's Forget holds it exclusive.
+	tb.forgetMu.Lock()
+	tb.forgetMu.Unlock()
 }
 
 // learn puts the answer's addresses under the asked name and into force.
@@ -80,29 +147,40 @@ func newTable(l Learner, minTTL time.Duration, maxPerName int, now func() time.T
 func (t *table) learn(asked string, recs []record, pattern string) error {
 	items := make([]*item, len(recs))
 	addrs := make([]netip.Addr, len(recs))
+	// forgetMu comes first so that Drop, once it has marked the table,
+	// waits for every Learn that did not see the mark.
+	t.forgetMu.RLock()
 	t.mu.Lock()
+	if t.dropped {
+		t.mu.Unlock()
+		t.forgetMu.RUnlock()
+		return errDropped
+	}
 	for i, rec := range recs {
 		items[i] = t.hold(asked, rec.addr)
 		addrs[i] = rec.addr
 	}
 	t.evict(asked)
+	t.settle()
 	t.mu.Unlock()
 
-	t.forgetMu.RLock()
 	err := t.learner.Learn(addrs, pattern)
 	t.forgetMu.RUnlock()
 
 	t.mu.Lock()
-	now := t.now()
+	defer t.mu.Unlock()
+	if t.dropped {
+		return errDropped
+	}
+	now := t.set.now()
 	for i, it := range items {
 		it.pending--
 		if it.owner != nil {
-			it.expiry = later(it.expiry, now.Add(max(recs[i].ttl, t.minTTL)))
+			it.expiry = later(it.expiry, now.Add(max(recs[i].ttl, t.set.minTTL)))
 		}
 		heap.Fix(&t.expiry, it.index)
 	}
-	t.rearm()
-	t.mu.Unlock()
+	t.settle()
 	return err
 }
 
@@ -135,56 +213,82 @@ func (t *table) hold(asked string, a netip.Addr) *item {
 // alone forgets.
 func (t *table) evict(asked string) {
 	n := t.names[asked]
-	for len(n.items) > t.maxPerName {
+	for len(n.items) > t.set.maxPerName {
 		it := n.order.Remove(n.order.Front()).(*item)
 		delete(n.items, it.addr)
 		it.owner, it.expiry = nil, time.Time{}
 		heap.Fix(&t.expiry, it.index)
 	}
-	t.rearm()
+}
+
+// settle puts the table where its earliest expiry now is among the tenants'
+// and wakes the loop if that came before the timer.
+func (t *table) settle() {
+	heap.Fix(&t.set.due, t.index)
+	t.set.rearm()
 }
 
 // run is the expiry loop: it forgets what has expired and sleeps until the
 // earliest expiry or until an answer brings that earlier.
-func (t *table) run() {
+func (s *tables) run() {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		select {
-		case <-t.done:
+		case <-s.done:
 			return
 		case <-timer.C:
-		case <-t.wake:
+		case <-s.wake:
 		}
-		t.expire()
-		t.mu.Lock()
-		t.armed = time.Time{}
-		if next, ok := t.next(); ok {
-			t.armed = next
+		s.expire()
+		s.mu.Lock()
+		s.armed = time.Time{}
+		if next, ok := s.next(); ok {
+			s.armed = next
 			// Timers since Go 1.23 drop a stale tick on Reset.
-			timer.Reset(max(next.Sub(t.now()), 0))
+			timer.Reset(max(next.Sub(s.now()), 0))
 		} else {
 			timer.Stop()
 		}
-		t.mu.Unlock()
+		s.mu.Unlock()
 	}
 }
 
-// expire forgets the addresses no name holds any more, a batch at a time.
-func (t *table) expire() {
+// expire forgets what has expired in every table, a batch of the table with
+// the earliest expiry at a time.
+func (s *tables) expire() {
 	for {
-		t.forgetMu.Lock()
-		gone, more := t.pop()
-		if len(gone) > 0 {
-			if err := t.learner.Forget(gone); err != nil {
-				t.forgetFailed(len(gone), err)
-			}
+		s.mu.Lock()
+		var tb *table
+		if len(s.due) > 0 && s.due[0].expired(s.now()) {
+			tb = s.due[0]
 		}
-		t.forgetMu.Unlock()
-		if !more {
+		s.mu.Unlock()
+		if tb == nil {
 			return
 		}
+		tb.round()
 	}
+}
+
+// expire forgets the addresses that no name of the table holds any more, a
+// batch at a time.
+func (t *table) expire() {
+	for t.round() {
+	}
+}
+
+// round forgets one batch and says whether more have expired.
+func (t *table) round() (more bool) {
+	t.forgetMu.Lock()
+	defer t.forgetMu.Unlock()
+	gone, more := t.pop()
+	if len(gone) > 0 {
+		if err := t.learner.Forget(gone); err != nil {
+			t.set.forgetFailed(t.tenant, len(gone), err)
+		}
+	}
+	return more
 }
 
 // pop removes up to forgetBatch expired items and returns the addresses that
@@ -192,7 +296,11 @@ func (t *table) expire() {
 func (t *table) pop() (gone []netip.Addr, more bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	now := t.now()
+	if t.dropped {
+		return nil, false
+	}
+	defer heap.Fix(&t.set.due, t.index)
+	now := t.set.now()
 	for range forgetBatch {
 		if !t.expired(now) {
 			return gone, false
@@ -214,10 +322,11 @@ func (t *table) pop() (gone []netip.Addr, more bool) {
 }
 
 func (t *table) expired(now time.Time) bool {
-	return len(t.expiry) > 0 && t.expiry[0].pending == 0 && !t.expiry[0].expiry.After(now)
+	next, ok := t.next()
+	return ok && !next.After(now)
 }
 
-// next is the earliest expiry, if an item can expire.
+// next is the table's earliest expiry, if an item can expire.
 func (t *table) next() (time.Time, bool) {
 	if len(t.expiry) == 0 || t.expiry[0].pending > 0 {
 		return time.Time{}, false
@@ -225,25 +334,35 @@ func (t *table) next() (time.Time, bool) {
 	return t.expiry[0].expiry, true
 }
 
+// next is the earliest expiry of all tables, if an item can expire.
+func (s *tables) next() (time.Time, bool) {
+	if len(s.due) == 0 {
+		return time.Time{}, false
+	}
+	return s.due[0].next()
+}
+
 // rearm wakes the loop when the earliest expiry came before the timer's.
-func (t *table) rearm() {
-	next, ok := t.next()
-	if !ok || (!t.armed.IsZero() && !next.Before(t.armed)) {
+func (s *tables) rearm() {
+	next, ok := s.next()
+	if !ok || (!s.armed.IsZero() && !next.Before(s.armed)) {
 		return
 	}
-	t.kick()
+	s.kick()
 }
 
 // kick makes the loop look at the heap again (also what tests with their own
 // clock call after moving it).
-func (t *table) kick() {
+func (s *tables) kick() {
 	select {
-	case t.wake <- struct{}{}:
+	case s.wake <- struct{}{}:
 	default:
 	}
 }
 
-func (t *table) stop() { t.stopOnce.Do(func() { close(t.done) }) }
+func (t *table) kick() { t.set.kick() }
+
+func (s *tables) stop() { s.stopOnce.Do(func() { close(s.done) }) }
 
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
@@ -278,4 +397,34 @@ func (h *expiryHeap) Pop() any {
 	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
 	return it
+}
+
+// dueHeap orders tables by their earliest expiry; tables with nothing that
+// can expire sort last.
+type dueHeap []*table
+
+func (h dueHeap) Len() int { return len(h) }
+func (h dueHeap) Less(i, j int) bool {
+	a, aok := h[i].next()
+	b, bok := h[j].next()
+	if aok != bok {
+		return aok
+	}
+	return a.Before(b)
+}
+func (h dueHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *dueHeap) Push(x any) {
+	tb := x.(*table)
+	tb.index = len(*h)
+	*h = append(*h, tb)
+}
+func (h *dueHeap) Pop() any {
+	old := *h
+	tb := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return tb
 }

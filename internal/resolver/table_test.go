@@ -12,7 +12,7 @@ import (
 // itself (no loop), so every step is deterministic.
 func newTestTable(minTTL time.Duration, maxPerName int) (*table, *learner, *clock) {
 	l, clk := new(learner), newClock()
-	return newTable(l, minTTL, maxPerName, clk.Now, func(int, error) {}), l, clk
+	return newTables(minTTL, maxPerName, clk.Now, func(*Tenant, int, error) {}).of(&Tenant{Learner: l}), l, clk
 }
 
 func rec(a string, ttl time.Duration) record { return record{netip.MustParseAddr(a), ttl} }
