@@ -629,13 +629,15 @@ func TestNamesBadInput(t *testing.T) {
 	noExecCgroupLeft(t)
 }
 
-// TestNamesAttachRefused: a persistent policy has no process to answer its
-// DNS once attach exits, so attach, block and allow refuse name rules.
+// TestNamesAttachRefused: a persistent policy needs cgwall agent to answer
+// its DNS once attach exits, so attach refuses name rules when no agent runs
+// (exit 1: the input is fine, the system lacks the agent), and the live
+// edits block and allow refuse them always.
 func TestNamesAttachRefused(t *testing.T) {
 	cg, _ := testCgroup(t)
-	const want = "name rules need a process to answer DNS after attach exits"
-	_, stderr, code := runCgwall(t, "attach", "--cgroup", cg, "--default", "block", "--allow", "192.0.2.1", "--allow", "a.test:443")
-	checkOneLineError(t, stderr, code, 2, want)
+	const want = "example.test:tcp/443: name rules in a persistent policy need cgwall agent, which serves their DNS"
+	_, stderr, code := runCgwall(t, "attach", "--cgroup", cg, "--default", "block", "--allow", "192.0.2.1", "--allow", "a.example.test:443")
+	checkOneLineError(t, stderr, code, 1, "a."+want)
 	if !strings.Contains(stderr, "use cgwall run or cgwall exec") {
 		t.Errorf("stderr %q does not say what to use", stderr)
 	}
@@ -645,7 +647,7 @@ func TestNamesAttachRefused(t *testing.T) {
 	attachPolicy(t, cg, "--block", "192.0.2.1")
 	for _, verb := range []string{"block", "allow"} {
 		_, stderr, code := runCgwall(t, verb, "--cgroup", cg, "*.example.test")
-		checkOneLineError(t, stderr, code, 2, "name rules need a process to answer DNS")
+		checkOneLineError(t, stderr, code, 2, "live edits take no name rules")
 	}
 	got := list(t, "--cgroup", cg)
 	if len(got) != 1 || len(got[0].Rules) != 1 {

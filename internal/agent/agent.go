@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -36,6 +37,9 @@ type Config struct {
 	// Reload asks for everything to be read again (SIGHUP): the files,
 	// the lists they name and the cgroup tree.
 	Reload <-chan struct{}
+	// DNS, if set, serves the DNS of the policies with name rules; without
+	// it, a file with name rules is bad.
+	DNS *DNS
 	// Applied, if set, is called with the cgroup each time the agent has
 	// put a policy in force there (tests and benchmarks wait on it).
 	Applied func(rel string)
@@ -85,7 +89,12 @@ func New(cfg Config) (*Agent, error) {
 
 // SetMetrics makes the agent count what it does in m, whose source it is.
 // Call it before Run.
-func (a *Agent) SetMetrics(m *metrics.Metrics) { a.metrics = m }
+func (a *Agent) SetMetrics(m *metrics.Metrics) {
+	a.metrics = m
+	if a.cfg.DNS != nil {
+		a.cfg.DNS.metrics = m
+	}
+}
 
 // settle is how long the agent waits for a burst of file events to end
 // before it reads the files: an editor's save is several events, and a copy
@@ -113,6 +122,10 @@ func (a *Agent) Run(ctx context.Context, ready func(Ready)) error {
 	}
 	defer cgWatch.Close()
 
+	if err := a.record(ctx, true); err != nil {
+		return err
+	}
+	defer a.record(context.WithoutCancel(ctx), false)
 	if err := a.full(ctx, true); err != nil {
 		return err
 	}
@@ -176,6 +189,28 @@ func (a *Agent) ready() Ready {
 		}
 	}
 	return r
+}
+
+// record tells the store that this agent serves the DNS of persistent
+// policies with name rules, so that 'cgwall attach' can load them for its
+// resolver; or, when it stops, that it no longer does (unless another agent
+// took its place meanwhile).
+func (a *Agent) record(ctx context.Context, running bool) error {
+	if a.cfg.DNS == nil {
+		return nil
+	}
+	s, err := a.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if running {
+		return s.SetAgent(&store.Agent{PID: os.Getpid(), Resolver: a.cfg.DNS.Addrs()})
+	}
+	if rec, ok, err := s.Agent(); err != nil || !ok || rec.PID != os.Getpid() {
+		return err
+	}
+	return s.SetAgent(nil)
 }
 
 // openStore opens the store, waiting for its lock while a command holds it.

@@ -68,7 +68,7 @@ func policyFiles(dir string) ([]string, error) {
 // turned bad (or bad in another way), turned good, or says another policy or
 // other targets. A file whose text is as it was is not parsed again unless
 // force is set (SIGHUP), for list files it names may have changed.
-func (f *file) read(ctx context.Context, force bool) (changed bool) {
+func (f *file) read(ctx context.Context, force, dns bool) (changed bool) {
 	data, err := os.ReadFile(f.path)
 	sum := sha256.Sum256(data)
 	text := hex.EncodeToString(sum[:])
@@ -78,7 +78,7 @@ func (f *file) read(ctx context.Context, force bool) (changed bool) {
 	f.text = text
 	var v *version
 	if err == nil {
-		v, err = parse(ctx, f.path, data)
+		v, err = parse(ctx, f.path, data, dns)
 	}
 	if err != nil {
 		changed = f.err == nil || f.err.Error() != err.Error()
@@ -91,8 +91,8 @@ func (f *file) read(ctx context.Context, force bool) (changed bool) {
 }
 
 // parse reads the text of an agent's policy file: a policy file with
-// targets, and no name rules yet.
-func parse(ctx context.Context, path string, data []byte) (*version, error) {
+// targets; name rules only where the agent serves DNS.
+func parse(ctx context.Context, path string, data []byte, dns bool) (*version, error) {
 	p, set, err := policy.ParseFileContext(ctx, path, data)
 	if err != nil {
 		return nil, err
@@ -100,8 +100,8 @@ func parse(ctx context.Context, path string, data []byte) (*version, error) {
 	if len(set.Targets) == 0 {
 		return nil, fmt.Errorf("%s: the file has no targets: the agent applies a policy only to the cgroups its targets: list names (see docs/agent.md)", path)
 	}
-	if p.HasNames() {
-		return nil, fmt.Errorf("%s: name rules (%s) are not served by the agent yet: use addresses, or 'cgwall run'/'cgwall exec' for name rules", path, p.Names[0].Match())
+	if p.HasNames() && !dns {
+		return nil, fmt.Errorf("%s: name rules (%s) need the agent's resolver, which this agent runs without", path, p.Names[0].Match())
 	}
 	return &version{policy: p, targets: set.Targets, digest: digest(p)}, nil
 }

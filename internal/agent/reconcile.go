@@ -45,7 +45,7 @@ func (a *Agent) full(ctx context.Context, force bool) error {
 		id := a.cgroups[rel]
 		exists[id] = true
 		if a.targeted(rel) || s.Exists(id) {
-			errs = append(errs, a.apply(s, rel, id))
+			errs = append(errs, a.apply(s, rel, id), a.followDNS(s, rel, id))
 		}
 	}
 	for _, id := range ids {
@@ -75,7 +75,7 @@ func (a *Agent) readFiles(ctx context.Context, force bool) error {
 			f = &file{path: path}
 			a.files[path] = f
 		}
-		if !f.read(ctx, force) {
+		if !f.read(ctx, force, a.cfg.DNS != nil) {
 			continue
 		}
 		if f.err != nil {
@@ -144,7 +144,7 @@ func (a *Agent) cgroupEvent(ctx context.Context, ev targets.Event) error {
 			return err
 		}
 		defer s.Close()
-		return a.apply(s, ev.Rel, id)
+		return errors.Join(a.apply(s, ev.Rel, id), a.followDNS(s, ev.Rel, id))
 	}
 	id, ok := a.cgroups[ev.Rel]
 	delete(a.cgroups, ev.Rel)
@@ -211,11 +211,22 @@ func (a *Agent) apply(s *store.Store, rel string, id uint64) error {
 	if f.err != nil {
 		state = metrics.Stale
 	}
-	if owned && owner.File == f.path && owner.SHA256 == f.good.digest && s.CheckLayout(id) == nil {
+	if owned && owner.File == f.path && owner.SHA256 == f.good.digest && s.CheckLayout(id) == nil && a.sameResolver(s, id, f) {
 		a.set(id, rel, f.path, state) // adopted as it is: nothing to do
 		return nil
 	}
 	return a.put(s, rel, id, f, state, s.Exists(id))
+}
+
+// sameResolver says whether the policy in force at a cgroup sends its DNS
+// where this agent serves it, for a file with name rules: a restarted agent
+// on another port rebuilds it.
+func (a *Agent) sameResolver(s *store.Store, id uint64, f *file) bool {
+	if !f.good.policy.HasNames() {
+		return true
+	}
+	r, ok, err := s.HasNames(id)
+	return err == nil && ok && a.cfg.DNS != nil && r == a.cfg.DNS.Addrs()
 }
 
 // put attaches or replaces the policy of f at a cgroup, recording the agent
@@ -227,7 +238,11 @@ func (a *Agent) put(s *store.Store, rel string, id uint64, f *file, state metric
 		op, verb = s.Replace, "replaced"
 	}
 	start := time.Now()
-	applied, err := op(cg, f.good.policy, store.Owned(store.Owner{Agent: true, File: f.path, SHA256: f.good.digest}))
+	opts := []store.Option{store.Owned(store.Owner{Agent: true, File: f.path, SHA256: f.good.digest})}
+	if a.cfg.DNS != nil {
+		opts = append(opts, store.WithResolver(a.cfg.DNS.Addrs()))
+	}
+	applied, err := op(cg, f.good.policy, opts...)
 	if a.metrics != nil {
 		a.metrics.ObserveApply(f.name(), time.Since(start), err)
 	}
@@ -268,9 +283,28 @@ func (a *Agent) unwanted(s *store.Store, rel string, id uint64, owner store.Owne
 	return nil
 }
 
+// followDNS serves the DNS of the cgroup's policy if it has name rules,
+// whoever attached it, and stops serving it if not.
+func (a *Agent) followDNS(s *store.Store, rel string, id uint64) error {
+	if a.cfg.DNS == nil {
+		return nil
+	}
+	if !s.Exists(id) {
+		a.cfg.DNS.Drop(id)
+		return nil
+	}
+	if err := a.cfg.DNS.Serve1(s, id, rel); err != nil {
+		return fmt.Errorf("serve the DNS of %s: %w", rel, err)
+	}
+	return nil
+}
+
 // removeStale removes the agent's policy of a cgroup that is gone.
 func (a *Agent) removeStale(s *store.Store, id uint64) error {
 	defer delete(a.states, id)
+	if a.cfg.DNS != nil {
+		a.cfg.DNS.Drop(id)
+	}
 	if !s.Exists(id) {
 		return nil
 	}

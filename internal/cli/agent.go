@@ -27,7 +27,15 @@ type agentFlags struct {
 	ruleLimit int
 	logFormat string
 	storeRoot string // hidden: tests use a store of their own
+	dnsPort   int
+	dns       dnsFlags
 }
+
+// defaultDNSPort is where the agent serves the DNS of persistent policies
+// with name rules, on 127.0.0.1 and [::1]: the policies' programs are loaded
+// with it, so it must stay the same across restarts. Below the ephemeral
+// range, so that no outgoing socket holds it when the agent starts.
+const defaultDNSPort = 5399
 
 func newAgentCmd(stderr io.Writer) *cobra.Command {
 	var f agentFlags
@@ -52,6 +60,8 @@ SIGINT end it and leave every policy in force. See docs/agent.md.`,
 	fl.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics and /healthz on ADDR:PORT")
 	fl.IntVar(&f.ruleLimit, "metrics-rule-limit", 1000, "export per-rule counters only for policies of at most this many rules")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fl.IntVar(&f.dnsPort, "dns-port", defaultDNSPort, "serve the DNS of policies with name rules on `PORT` of 127.0.0.1 and [::1]")
+	f.dns.bind(fl)
 	fl.StringVar(&f.storeRoot, "store", store.DefaultRoot, "the store's folder")
 	_ = fl.MarkHidden("store")
 	return cmd
@@ -75,6 +85,9 @@ func (f agentFlags) check() error {
 	if f.logFormat != "text" && f.logFormat != "json" {
 		return usageErr(fmt.Errorf("--log-format %q: use text or json", f.logFormat))
 	}
+	if f.dnsPort < 1 || f.dnsPort > 65535 {
+		return usageErr(fmt.Errorf("--dns-port %d: give a port from 1 to 65535", f.dnsPort))
+	}
 	return nil
 }
 
@@ -88,6 +101,10 @@ func unwrapPath(err error) error {
 
 func runAgent(ctx context.Context, f agentFlags, stderr io.Writer) error {
 	if err := f.check(); err != nil {
+		return err
+	}
+	dnsSet, err := f.dns.parse()
+	if err != nil {
 		return err
 	}
 	var ln net.Listener
@@ -108,6 +125,12 @@ func runAgent(ctx context.Context, f agentFlags, stderr io.Writer) error {
 	if err != nil {
 		return failure(err)
 	}
+	log := agentLogger(f.logFormat, stderr)
+	dns, err := agent.NewDNS(f.dnsPort, f.storeRoot, log)
+	if err != nil {
+		return failure(err)
+	}
+	defer dns.Close()
 	if f.storeRoot == store.DefaultRoot {
 		// Open makes the store's folder and mounts bpffs where it is missing.
 		s, err := store.Open(ctx, nil)
@@ -128,7 +151,7 @@ func runAgent(ctx context.Context, f agentFlags, stderr io.Writer) error {
 			}
 		}
 	}()
-	cfg := agent.Config{Policies: f.policies, Mount: mnt, StoreRoot: f.storeRoot, Log: agentLogger(f.logFormat, stderr), Reload: reload}
+	cfg := agent.Config{Policies: f.policies, Mount: mnt, StoreRoot: f.storeRoot, Log: log, Reload: reload, DNS: dns}
 	if ln != nil {
 		cfg.Log.Info("serving metrics", "addr", ln.Addr().String())
 	}
@@ -142,6 +165,9 @@ func runAgent(ctx context.Context, f agentFlags, stderr io.Writer) error {
 		srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(ln)
 		defer srv.Close()
+	}
+	if err := dns.Serve(dnsSet.upstream, dnsSet.minTTL, dnsSet.maxAddrs); err != nil {
+		return failure(err)
 	}
 	err = a.Run(ctx, func(r agent.Ready) {
 		cfg.Log.Info(fmt.Sprintf("agent ready: %s, %s", policies(r.Policies), plural(r.Cgroups, "cgroup")), "policies", r.Policies, "cgroups", r.Cgroups)

@@ -33,9 +33,6 @@ policy to the new one at the same instant.
 			if err != nil {
 				return err
 			}
-			if err := refuseNames("attach", p); err != nil {
-				return err
-			}
 			cg, err := target.resolve("attach")
 			if err != nil {
 				return err
@@ -44,7 +41,15 @@ policy to the new one at the same instant.
 				if err := checkKernel(); err != nil {
 					return err
 				}
-				return attach(s, cg, p, stdout, stderr)
+				var opts []store.Option
+				if p.HasNames() {
+					r, err := agentResolver(s, p.Names[0])
+					if err != nil {
+						return err
+					}
+					opts = append(opts, store.WithResolver(r))
+				}
+				return attach(s, cg, p, stdout, stderr, opts...)
 			})
 		},
 	}
@@ -81,13 +86,13 @@ func withStore(cmd *cobra.Command, fn func(*store.Store) error) error {
 }
 
 // attach creates the cgroup's persistent policy, or replaces the one it has.
-func attach(s *store.Store, cg cgroup.Dir, p *policy.Policy, stdout, stderr io.Writer) error {
+func attach(s *store.Store, cg cgroup.Dir, p *policy.Policy, stdout, stderr io.Writer, opts ...store.Option) error {
 	replacing := s.Exists(cg.ID)
 	apply := s.Create
 	if replacing {
 		apply = s.Replace
 	}
-	a, err := apply(cg, p)
+	a, err := apply(cg, p, opts...)
 	if err != nil {
 		return failure(err)
 	}

@@ -117,8 +117,9 @@ port range overlaps another's partly) leaves the policy as it was.
 // rule leaves the policy as it was. One token can stand for several rules
 // (ADDR:PORT is a TCP and a UDP rule, any both families).
 //
-// A persistent policy cannot serve name rules, so block and allow refuse
-// them; remove finds none to remove.
+// Live edits take no name rules (block and allow refuse them, remove finds
+// none): a name rule's pattern has a site in the maps, which an edit of one
+// rule does not make; attach puts them in force.
 func parseRules(verb string, args []string) ([]policy.Match, error) {
 	var out []policy.Match
 	for _, a := range args {
@@ -127,7 +128,7 @@ func parseRules(verb string, args []string) ([]policy.Match, error) {
 			return nil, usageErr(err)
 		}
 		if len(m) > 0 && m[0].Name != "" && verb != "remove" {
-			return nil, usageErr(fmt.Errorf("%s: %s: %s", verb, a, namesNeedProcess))
+			return nil, usageErr(fmt.Errorf("%s: %s: %s", verb, a, namesNoEdit))
 		}
 		out = append(out, m...)
 	}

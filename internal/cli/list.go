@@ -47,7 +47,7 @@ type ruleView struct {
 	Dir    string `json:"direction"`
 	Action string `json:"action"`
 	Rule   string `json:"rule"`
-	Prefix string `json:"prefix"`
+	Prefix string `json:"prefix"` // "" for a name rule
 	// Proto is the protocol's name as rules write it, "" for every
 	// protocol; Port and EndPort the inclusive range, 0 for every port.
 	Proto   string `json:"proto"`
@@ -66,6 +66,9 @@ func newRuleView(r policy.Rule, c datapath.Counter) ruleView {
 	}
 	if r.Ports.Proto != 0 {
 		v.Proto = policy.ProtoName(r.Ports.Proto)
+	}
+	if r.Name != "" {
+		v.Prefix = "" // a name rule: Rule is its pattern
 	}
 	return v
 }
@@ -182,8 +185,10 @@ func viewPolicy(s *store.Store, id uint64, path string) (policyView, error) {
 	if err != nil {
 		return v, err
 	}
-	for _, r := range p.Rules {
-		v.Rules = append(v.Rules, newRuleView(r, counters[r.ID]))
+	for _, rules := range [][]policy.Rule{p.Rules, p.Names} {
+		for _, r := range rules {
+			v.Rules = append(v.Rules, newRuleView(r, counters[r.ID]))
+		}
 	}
 	slices.SortFunc(v.Rules, func(a, b ruleView) int { return int(a.ID) - int(b.ID) })
 	for _, h := range datapath.Hooks {

@@ -3,25 +3,50 @@ package cli
 import (
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/cgwall/cgwall/internal/datapath"
 	"github.com/cgwall/cgwall/internal/events"
 	"github.com/cgwall/cgwall/internal/policy"
 	"github.com/cgwall/cgwall/internal/resolver"
+	"github.com/cgwall/cgwall/internal/store"
 )
 
 // A policy with name rules needs a process that answers its cgroup's DNS:
-// run and exec are that process. Nothing is left to answer once attach, block
-// or allow exits, so they refuse name rules until the agent exists.
-const namesNeedProcess = "name rules need a process to answer DNS after attach exits: use cgwall run or cgwall exec for them until cgwall agent exists"
+// run and exec are that process for theirs, cgwall agent for persistent
+// policies (attach loads them for the agent's resolver, and refuses them
+// when no agent runs).
+const namesNoEdit = "live edits take no name rules: put them in the policy's file and attach it again (cgwall agent serves their DNS)"
 
-// refuseNames refuses a persistent policy with name rules, naming the first.
-func refuseNames(verb string, p *policy.Policy) error {
-	if !p.HasNames() {
-		return nil
+// agentResolver returns the resolver of the agent that serves the DNS of
+// persistent policies with name rules, refusing when none runs: its record
+// in the store outlives it, so the resolver must answer.
+func agentResolver(s *store.Store, first policy.Rule) (store.Resolver, error) {
+	rec, ok, err := s.Agent()
+	if err != nil {
+		return store.Resolver{}, failure(err)
 	}
-	return usageErr(fmt.Errorf("%s: %s: %s", verb, p.Names[0].Match(), namesNeedProcess))
+	if ok && answers(rec.Resolver.V4) {
+		return rec.Resolver, nil
+	}
+	where := "none has run"
+	if ok {
+		where = fmt.Sprintf("none answers on %s in this network namespace", rec.Resolver.V4)
+	}
+	return store.Resolver{}, failure(fmt.Errorf("%s: name rules in a persistent policy need cgwall agent, which serves their DNS, and %s: start it (docs/agent.md), or use cgwall run or cgwall exec", first.Match(), where))
+}
+
+// answers says whether something accepts TCP connections at a.
+func answers(a netip.AddrPort) bool {
+	c, err := net.DialTimeout("tcp", a.String(), time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // names is the resolver of a foreground policy with name rules. It listens

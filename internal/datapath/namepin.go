@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 
@@ -165,4 +166,28 @@ func (d *Datapath) relearn(old, p *policy.Policy) error {
 		return fmt.Errorf("rewrite the learned addresses for the new policy: %w", err)
 	}
 	return nil
+}
+
+// LearnedList returns every address learned, of both families: what an
+// agent that starts again finds learned by the one before it.
+func (d *Datapath) LearnedList() ([]netip.Addr, error) {
+	var out []netip.Addr
+	var v cgwallLearned
+	var k4 [4]byte
+	it := d.objs.Learned4.Iterate()
+	for it.Next(&k4, &v) {
+		out = append(out, netip.AddrFrom4(k4))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read the learned addresses: %w", err)
+	}
+	var k6 [16]byte
+	it = d.objs.Learned6.Iterate()
+	for it.Next(&k6, &v) {
+		out = append(out, netip.AddrFrom16(k6))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read the learned addresses: %w", err)
+	}
+	return out, nil
 }

@@ -55,6 +55,9 @@ func TestPinnedNames(t *testing.T) {
 	if got, want := namesOf(o.Policy()), namesOf(p); !slices.Equal(got, want) {
 		t.Fatalf("the opened policy's name rules: %v, want %v", got, want)
 	}
+	if r := o.Policy().Rules; len(r) != 0 {
+		t.Fatalf("the opened policy has address rules %v: the name patterns' port rules read back as addresses", r)
+	}
 	a, b := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")
 	if err := o.Learn([]netip.Addr{a}, "a.test"); err != nil {
 		t.Fatal(err)

@@ -32,7 +32,23 @@ const DefaultLearnedCapacity = 1 << 17
 type dnsOptions struct {
 	v4, v6   netip.AddrPort
 	capacity uint32
+	netns    uint64 // the resolver's network namespace; 0: the loader's
 }
+
+// WithResolverNetns says that the resolver of WithDNS listens in the network
+// namespace of this cookie (SO_NETNS_COOKIE), not in the loader's: 'cgwall
+// attach' loads for the agent's resolver, wherever attach runs. It goes after
+// WithDNS.
+func WithResolverNetns(cookie uint64) Option {
+	return func(o *options) {
+		if o.dns != nil {
+			o.dns.netns = cookie
+		}
+	}
+}
+
+// NetnsCookie returns the cookie of this process's network namespace.
+func NetnsCookie() (uint64, error) { return netnsCookie() }
 
 // WithDNS loads the programs with the code of name rules: the socket hooks
 // send DNS queries (UDP and TCP to port 53) to the resolver at v4 and v6
@@ -55,9 +71,12 @@ func setDNS(spec *ebpf.CollectionSpec, o *dnsOptions) error {
 	if !o.v4.Addr().Is4() || !o.v6.Addr().Is6() || o.v6.Addr().Is4In6() {
 		return fmt.Errorf("resolver addresses %s and %s: want an IPv4 and an IPv6 address", o.v4, o.v6)
 	}
-	cookie, err := netnsCookie()
-	if err != nil {
-		return err
+	cookie := o.netns
+	if cookie == 0 {
+		var err error
+		if cookie, err = netnsCookie(); err != nil {
+			return err
+		}
 	}
 	a6 := o.v6.Addr().As16()
 	vars := map[string]any{

@@ -116,7 +116,9 @@ func (d *Datapath) readPolicy() (*policy.Policy, error) {
 	seen := map[uint32]bool{} // a range rule has an entry per block
 	for _, m := range d.maps.withRules() {
 		err := d.eachRule(m, func(r policy.Rule, _ Counter) {
-			if !seen[r.ID] {
+			// A name pattern's port rules, under its site: the names
+			// record gives them.
+			if !seen[r.ID] && r.Prefix.IsValid() {
 				seen[r.ID] = m.kind == kindRanges
 				p.AddRule(r)
 			}

@@ -47,6 +47,9 @@ func portAddr(prefix netip.Prefix) (family uint8, addr [16]byte) { return flowAd
 
 // portPrefix reads portAddr's encoding back.
 func portPrefix(family uint8, addr [16]byte, bits uint8) netip.Prefix {
+	if family == familyName {
+		return netip.Prefix{} // a name pattern's port rule, under its site
+	}
 	return netip.PrefixFrom(addrOf(family, addr), int(bits))
 }
 

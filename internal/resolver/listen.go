@@ -100,3 +100,17 @@ func (r *Resolver) closeSockets() {
 		}
 	}
 }
+
+// ListenPort binds UDP and TCP on port of 127.0.0.1 and [::1], as Listen
+// does on a free port: for the agent, whose persistent policies' programs
+// keep its port across restarts. Port 0 is Listen.
+func ListenPort(port int) (*Resolver, error) {
+	if port == 0 {
+		return Listen()
+	}
+	r := new(Resolver)
+	if err := r.bind(port, 0); err != nil {
+		return nil, err
+	}
+	return r, nil
+}

@@ -17,6 +17,9 @@ import (
 type Resolver struct {
 	V4 netip.AddrPort `json:"v4"`
 	V6 netip.AddrPort `json:"v6"`
+	// Netns is the cookie of the network namespace the resolver listens
+	// in: the programs send DNS to it only from sockets there.
+	Netns uint64 `json:"netns"`
 }
 
 // resolverPin names the record of a policy's resolver, in the folder of a
@@ -44,7 +47,7 @@ func (o options) loadOptions(p *policy.Policy) ([]datapath.Option, error) {
 	if o.resolver == nil {
 		return nil, ErrNoResolver
 	}
-	return []datapath.Option{datapath.WithDNS(o.resolver.V4, o.resolver.V6, 0)}, nil
+	return []datapath.Option{datapath.WithDNS(o.resolver.V4, o.resolver.V6, 0), datapath.WithResolverNetns(o.resolver.Netns)}, nil
 }
 
 // pinRecords pins a new policy folder's records: its owner, and its

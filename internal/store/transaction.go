@@ -13,7 +13,7 @@ import (
 
 // Applied says how a policy was put in force.
 type Applied struct {
-	Dir     string // the policy's folder
+	Dir string // the policy's folder
 	// Rebuilt says it replaced a policy by a new attachment, not in place,
 	// and Why: "from an older layout", or "for name rules" (programs loaded
 	// without their code, or for another resolver).

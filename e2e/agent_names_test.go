@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// startAgentIn starts the agent in the name hosts' network namespace, where
+// its resolver can catch the DNS of the cgroups' processes.
+func (n *nameHosts) startAgent(t *testing.T, dir string, args ...string) *agentProc {
+	t.Helper()
+	cmd := exec.Command("nsenter", append([]string{"--net=" + n.path, "--", cgwallBin, "agent", "--policies", dir}, args...)...)
+	return &agentProc{proc: startCmd(t, cmd, "agent ready: "), dir: dir}
+}
+
+// TestAgentNames runs name rules in persistent policies against dnsmasq: a
+// file's and one attached by hand, both served by the agent's one resolver;
+// lookups fail closed while the agent is down and learned addresses stay;
+// a restarted agent serves them again; and attach refuses name rules when
+// no agent runs.
+func TestAgentNames(t *testing.T) {
+	n := newNameHosts(t, testZone)
+	s := n.serve(t, namesPorts...)
+	cg, rel := agentCgroups(t)
+	byFile, byHand := filepath.Join(cg, "file"), filepath.Join(cg, "hand")
+	mkdir(t, byFile)
+	mkdir(t, byHand)
+	dir := t.TempDir()
+	writePolicy(t, dir, "names.yaml", fmt.Sprintf("targets: [{cgroup: %s/file}]\negress: {default: block, allow: [\"a.test:tcp/8080\"]}\n", rel))
+	a := n.startAgent(t, dir)
+
+	n.resolves(t, byFile, "a.test", "192.0.2.10")
+	n.fetch(t, byFile, s, "a.test", 8080, true)
+	n.fetch(t, byFile, s, "a.test", 8081, false)
+	n.nxdomain(t, byFile, "other.test")
+
+	// attach with name rules, in the agent's namespace: the agent serves it.
+	if out, stderr, code := n.attach(t, byHand, "--default", "block", "--allow", "b.test:tcp/8080"); code != 0 {
+		t.Fatalf("attach with name rules while the agent runs: exit %d, %s%s", code, out, stderr)
+	}
+	n.resolves(t, byHand, "b.test", "192.0.2.11")
+	n.fetch(t, byHand, s, "b.test", 8080, true)
+	n.nxdomain(t, byHand, "a.test")
+	if l := list(t, "--cgroup", byHand); len(l) != 1 || !strings.Contains(fmt.Sprint(l[0].Rules), "b.test:tcp/8080") {
+		t.Errorf("list of a policy with name rules: %+v", l)
+	}
+
+	// The agent dies: lookups fail, and fail closed; the learned address
+	// stays in force.
+	a.p.Kill()
+	<-a.done
+	if c := n.getent(t, byFile, "a.test"); c.code == 0 {
+		t.Errorf("a.test resolved while the agent was down: %q", c.stdout)
+	}
+	n.fetch(t, byFile, s, "192.0.2.10", 8080, true)
+	n.fetch(t, byFile, s, "192.0.2.11", 8080, false)
+
+	// It comes back, and serves both again.
+	b := n.startAgent(t, dir)
+	n.resolves(t, byFile, "a.test", "192.0.2.10")
+	n.resolves(t, byHand, "b.test", "192.0.2.11")
+	n.fetch(t, byHand, s, "b.test", 8080, true)
+	if code := b.stop(t); code != 0 {
+		t.Errorf("SIGINT: exit %d", code)
+	}
+
+	// No agent: attach refuses name rules, and attaches nothing.
+	other := filepath.Join(cg, "other")
+	mkdir(t, other)
+	_, stderr, code := n.attach(t, other, "--allow", "a.test")
+	if code != 1 || !strings.Contains(stderr, "need cgwall agent") || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("attach with name rules and no agent: exit %d, %q", code, stderr)
+	}
+	if c := attachedCount(t, other); c != 0 {
+		t.Errorf("a refused attach left %d programs", c)
+	}
+}
+
+// attach runs cgwall attach in the hosts' namespace.
+func (n *nameHosts) attach(t *testing.T, cg string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command("nsenter", append([]string{"--net=" + n.path, "--", cgwallBin, "attach", "--cgroup", cg}, args...)...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if _, ok := err.(*exec.ExitError); err != nil && !ok {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
