@@ -4,8 +4,12 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // startAgentIn starts the agent in the name hosts' network namespace, where
@@ -30,12 +34,23 @@ func TestAgentNames(t *testing.T) {
 	mkdir(t, byHand)
 	dir := t.TempDir()
 	writePolicy(t, dir, "names.yaml", fmt.Sprintf("targets: [{cgroup: %s/file}]\negress: {default: block, allow: [\"a.test:tcp/8080\"]}\n", rel))
-	a := n.startAgent(t, dir)
+	a := n.startAgent(t, dir, "--metrics", "127.0.0.1:0")
+	metricsAddr := regexp.MustCompile(`addr=(\S+)`).FindStringSubmatch(a.wait(t, "serving metrics"))[1]
 
 	n.resolves(t, byFile, "a.test", "192.0.2.10")
 	n.fetch(t, byFile, s, "a.test", 8080, true)
 	n.fetch(t, byFile, s, "a.test", 8081, false)
 	n.nxdomain(t, byFile, "other.test")
+	m := n.scrape(t, metricsAddr)
+	if v := m.value(t, "cgwall_dns_queries_total", "verdict=resolved"); v < 1 {
+		t.Errorf("DNS queries resolved: %v", v)
+	}
+	if v := m.value(t, "cgwall_dns_queries_total", "verdict=nxdomain"); v < 1 {
+		t.Errorf("DNS queries refused: %v", v)
+	}
+	if v := m.value(t, "cgwall_learned_addresses", "cgroup="+rel+"/file", "family=ipv4"); v != 1 {
+		t.Errorf("learned IPv4 addresses of the file's cgroup: %v, want 1 (a.test's)", v)
+	}
 
 	// attach with name rules, in the agent's namespace: the agent serves it.
 	if out, stderr, code := n.attach(t, byHand, "--default", "block", "--allow", "b.test:tcp/8080"); code != 0 {
@@ -77,6 +92,22 @@ func TestAgentNames(t *testing.T) {
 	if c := attachedCount(t, other); c != 0 {
 		t.Errorf("a refused attach left %d programs", c)
 	}
+}
+
+// scrape gets the agent's /metrics from inside the hosts' namespace, where
+// it listens, and parses it.
+func (n *nameHosts) scrape(t *testing.T, addr string) scraped {
+	t.Helper()
+	c := n.run(t, "", "curl", "-sS", "--noproxy", "*", "http://"+addr+"/metrics")
+	if c.code != 0 {
+		t.Fatalf("curl /metrics: exit %d, %s", c.code, c.stderr)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := parser.TextToMetricFamilies(strings.NewReader(c.stdout))
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return mfs
 }
 
 // attach runs cgwall attach in the hosts' namespace.
