@@ -241,7 +241,21 @@ func TestAgentRestart(t *testing.T) {
 		t.Fatalf("SIGTERM: exit %d, %v", code, err)
 	}
 	mustEPERM(t, "after SIGTERM", probe(t, guarded, "", "udp", "127.0.0.2", "127.0.0.1"))
-	cgwallOK(t, "detach", "--cgroup", guarded)
+
+	// A file removed while no agent runs: the next one detaches what the
+	// file attached.
+	if err := os.Remove(filepath.Join(dir, "svc.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	c, ready := startAgent(t, dir)
+	if !strings.Contains(ready, "0 policies, 0 cgroups") {
+		t.Errorf("ready line with the file gone: %q", ready)
+	}
+	c.wait(t, `msg="policy detached`, "cgroup="+rel+"/svc ")
+	if n := attachedCount(t, guarded); n != 0 {
+		t.Errorf("%d programs attached after the file went", n)
+	}
+	c.stop(t)
 }
 
 // TestAgentRebuildsOlderLayout starts an agent on a policy that an agent of
@@ -261,8 +275,10 @@ func TestAgentRebuildsOlderLayout(t *testing.T) {
 	if code := a.stop(t); code != 0 {
 		t.Fatalf("SIGINT: exit %d", code)
 	}
-	// What an agent of layout 4 left: the same folder, its version 4.
-	setLayout(t, cgroupID(t, guarded), 4)
+	// What an agent of layout 5 left: the same maps and links (layout 6
+	// added only the records of name rules, which this policy has none
+	// of), under version 5.
+	setLayout(t, cgroupID(t, guarded), 5)
 	flood.start()
 	b, ready := startAgent(t, dir)
 	res := flood.stop(t)
