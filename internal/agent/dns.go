@@ -178,10 +178,14 @@ func (x *DNS) Serve1(s *store.Store, id uint64, rel string) error {
 	// A new tenant, or one whose audit setting changed (the resolver reads
 	// it with every query): what the datapath learned before expires after
 	// the floor, unless an answer holds it longer.
-	learned, err := d.LearnedList()
+	held, err := d.Learned()
 	if err != nil {
 		d.Close()
 		return err
+	}
+	learned := make([]netip.Addr, len(held))
+	for i, l := range held {
+		learned[i] = l.Addr
 	}
 	nt := &tenant{d: d, p: p}
 	nt.rt = &resolver.Tenant{Name: rel, Judge: nt.judge, Learner: nt, Audit: p.Audit}
@@ -207,6 +211,18 @@ func (x *DNS) Drop(id uint64) {
 		x.r.Drop(t.rt)
 		t.close()
 	}
+}
+
+// Held returns what the resolver holds of the cgroup's learned addresses
+// (when each expires); ok is false when the agent does not serve its DNS.
+func (x *DNS) Held(id uint64) (held []resolver.Held, ok bool) {
+	x.mu.Lock()
+	t := x.tenants[id]
+	x.mu.Unlock()
+	if t == nil {
+		return nil, false
+	}
+	return x.r.Held(t.rt), true
 }
 
 // Tenants counts the cgroups whose DNS is served.

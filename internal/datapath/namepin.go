@@ -168,15 +168,35 @@ func (d *Datapath) relearn(old, p *policy.Policy) error {
 	return nil
 }
 
-// LearnedList returns every address learned, of both families: what an
-// agent that starts again finds learned by the one before it.
-func (d *Datapath) LearnedList() ([]netip.Addr, error) {
-	var out []netip.Addr
+// LearnedAddr is an address that a DNS answer put in force, and the name
+// pattern whose rules decide for it.
+type LearnedAddr struct {
+	Addr    netip.Addr
+	Pattern string // policy.Name's canonical form
+}
+
+// Learned returns every address learned, of both families, with its
+// pattern: what an agent that starts again finds learned by the one before
+// it, and what 'cgwall list' shows. An entry whose site no pattern of the
+// policy has (none should) is left out.
+func (d *Datapath) Learned() ([]LearnedAddr, error) {
+	d.namesMu.Lock()
+	patterns := make(map[uint32]string, len(d.learned))
+	for n, v := range d.learned {
+		patterns[v.Site] = string(n)
+	}
+	d.namesMu.Unlock()
+	var out []LearnedAddr
+	add := func(a netip.Addr, v cgwallLearned) {
+		if p, ok := patterns[v.Site]; ok {
+			out = append(out, LearnedAddr{a, p})
+		}
+	}
 	var v cgwallLearned
 	var k4 [4]byte
 	it := d.objs.Learned4.Iterate()
 	for it.Next(&k4, &v) {
-		out = append(out, netip.AddrFrom4(k4))
+		add(netip.AddrFrom4(k4), v)
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read the learned addresses: %w", err)
@@ -184,7 +204,7 @@ func (d *Datapath) LearnedList() ([]netip.Addr, error) {
 	var k6 [16]byte
 	it = d.objs.Learned6.Iterate()
 	for it.Next(&k6, &v) {
-		out = append(out, netip.AddrFrom16(k6))
+		add(netip.AddrFrom16(k6), v)
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read the learned addresses: %w", err)

@@ -166,7 +166,7 @@ func TestTenantsExpireApart(t *testing.T) {
 
 // TestAdoptExpiresAtTheFloor: addresses adopted from a datapath (an agent
 // restarted) are forgotten after the TTL floor, unless an answer holds them
-// longer.
+// longer; Held says when each goes, and which answers hold it.
 func TestAdoptExpiresAtTheFloor(t *testing.T) {
 	f := startTenants(t, 2*time.Second)
 	a, la := newTenant("a", map[string]string{"allowed.test": "allowed.test"})
@@ -174,6 +174,16 @@ func TestAdoptExpiresAtTheFloor(t *testing.T) {
 	f.clk.Advance(time.Second)
 	// allowed.test answers 192.0.2.1 with TTL 300: that address stays.
 	f.ask(t, a, "allowed.test.")
+	t0 := newClock().Now()
+	want := []Held{
+		{Addr: netip.MustParseAddr("192.0.2.1"), Expires: t0.Add(301 * time.Second), Names: []string{"allowed.test"}},
+		{Addr: netip.MustParseAddr("198.51.100.7"), Expires: t0.Add(2 * time.Second)},
+	}
+	if got := f.r.Held(a); !slices.EqualFunc(got, want, func(x, y Held) bool {
+		return x.Addr == y.Addr && x.Expires.Equal(y.Expires) && slices.Equal(x.Names, y.Names)
+	}) {
+		t.Errorf("held %+v, want %+v", got, want)
+	}
 
 	f.clk.Advance(time.Second)
 	f.r.tables.kick()
