@@ -20,6 +20,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	agentpkg "github.com/cgwall/cgwall/internal/agent"
 	"github.com/cgwall/cgwall/internal/policy"
 )
 
@@ -86,6 +87,7 @@ type volumeMount struct {
 	Name             string `yaml:"name"`
 	MountPath        string `yaml:"mountPath"`
 	MountPropagation string `yaml:"mountPropagation"`
+	ReadOnly         bool   `yaml:"readOnly"`
 }
 
 type volume struct {
@@ -96,6 +98,7 @@ type volume struct {
 	ConfigMap *struct {
 		Name string `yaml:"name"`
 	} `yaml:"configMap"`
+	EmptyDir *struct{} `yaml:"emptyDir"`
 }
 
 type probe struct {
@@ -225,6 +228,16 @@ func TestManifestMounts(t *testing.T) {
 		if m.MountPropagation == "Bidirectional" && !privileged {
 			t.Errorf("%s has mountPropagation Bidirectional in a container that is not privileged: the API refuses it", m.MountPath)
 		}
+	}
+
+	// The root file system is read-only: the folder of the agent's socket
+	// must be a writable volume of the pod's own, or the agent cannot start.
+	socket, ok := flag(c.Args, "--socket")
+	if !ok {
+		socket = agentpkg.DefaultSocket
+	}
+	if m, ok := mounts[filepath.Dir(socket)]; !ok || m.ReadOnly || volumes[m.Name].EmptyDir == nil {
+		t.Errorf("the folder of the agent's socket %s is no writable emptyDir (mount %+v)", socket, m)
 	}
 
 	dir, ok := flag(c.Args, "--policies")
@@ -412,6 +425,11 @@ func TestSystemdUnit(t *testing.T) {
 	// or its resolver from the filtered cgroups' loopback.
 	if u.get("Service", "ProtectKernelTunables") == "yes" && !slices.Contains(u.words("Service", "ReadWritePaths"), "/sys/fs/bpf") {
 		t.Errorf("%s: ProtectKernelTunables=yes makes /sys/fs/bpf read-only, and ReadWritePaths= does not give it back", unitPath)
+	}
+	// ProtectSystem=strict makes /run read-only but for RuntimeDirectory=,
+	// which must be the folder of the agent's socket.
+	if u.get("Service", "ProtectSystem") == "strict" && "/run/"+u.get("Service", "RuntimeDirectory") != filepath.Dir(agentpkg.DefaultSocket) {
+		t.Errorf("%s: RuntimeDirectory=%s; the agent's socket %s would be on a read-only /run", unitPath, u.get("Service", "RuntimeDirectory"), agentpkg.DefaultSocket)
 	}
 	if u.get("Service", "PrivateNetwork") == "yes" {
 		t.Errorf("%s: PrivateNetwork=yes: the agent's resolver and /metrics must be on the host's loopback", unitPath)

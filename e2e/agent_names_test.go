@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -62,6 +63,15 @@ func TestAgentNames(t *testing.T) {
 	if l := list(t, "--cgroup", byHand); len(l) != 1 || !strings.Contains(fmt.Sprint(l[0].Rules), "b.test:tcp/8080") {
 		t.Errorf("list of a policy with name rules: %+v", l)
 	}
+	// list shows each learned address, and when the agent lets it go.
+	l := list(t, "--cgroup", byHand)[0]
+	if len(l.Learned) != 1 || l.Learned[0].Pattern != "b.test" || l.Learned[0].Addr != "192.0.2.11" ||
+		l.Learned[0].Expires == nil || !l.Learned[0].Expires.After(time.Now()) || fmt.Sprint(l.Learned[0].Names) != "[b.test]" {
+		t.Errorf("learned addresses listed while the agent runs: %+v (%s)", l.Learned, l.ExpiryUnknown)
+	}
+	if out := cgwallOK(t, "list", "--cgroup", byHand); !regexp.MustCompile(`b\.test +192\.0\.2\.11 +in [0-9hms]+ \(`).MatchString(out) {
+		t.Errorf("list's text shows no learned address with its expiry:\n%s", out)
+	}
 
 	// The agent dies: lookups fail, and fail closed; the learned address
 	// stays in force.
@@ -72,6 +82,10 @@ func TestAgentNames(t *testing.T) {
 	}
 	n.fetch(t, byFile, s, "192.0.2.10", 8080, true)
 	n.fetch(t, byFile, s, "192.0.2.11", 8080, false)
+	if l := list(t, "--cgroup", byFile)[0]; len(l.Learned) != 1 || l.Learned[0].Addr != "192.0.2.10" ||
+		l.Learned[0].Expires != nil || !strings.Contains(l.ExpiryUnknown, "no agent answers") {
+		t.Errorf("learned addresses listed while the agent is down: %+v (%s)", l.Learned, l.ExpiryUnknown)
+	}
 
 	// It comes back, and serves both again.
 	b := n.startAgent(t, dir)

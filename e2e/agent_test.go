@@ -394,11 +394,41 @@ func TestAgentBadInput(t *testing.T) {
 		{[]string{"agent", "--policies", dir, "--log-format", "xml"}, "use text or json"},
 		{[]string{"agent", "--policies", dir, "--metrics-rule-limit", "-1"}, "give 0 or more"},
 		{[]string{"agent", "--policies", dir, "extra"}, "unknown command"},
+		{[]string{"agent", "--policies", dir, "--socket", "agent.sock"}, "give an absolute path"},
 	} {
 		_, stderr, code := runCgwall(t, tc.args...)
 		if code != 2 || !strings.Contains(stderr, tc.want) || strings.Count(stderr, "\n") != 1 {
 			t.Errorf("%v: exit %d, %q; want exit 2 and one line with %q", tc.args, code, stderr, tc.want)
 		}
+	}
+
+	// Sockets it must not take: in a folder others may write to, a path
+	// that is no socket, and one where something answers.
+	open := filepath.Join(t.TempDir(), "open")
+	mkdir(t, open)
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	busy := filepath.Join(t.TempDir(), "busy.sock")
+	ln, err := net.Listen("unix", busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, tc := range []struct {
+		socket, want string
+	}{
+		{filepath.Join(open, "agent.sock"), "is not root's alone"},
+		{file, "is not a socket"},
+		{busy, "another agent answers on " + busy},
+	} {
+		_, stderr, code := runCgwall(t, "agent", "--policies", dir, "--socket", tc.socket)
+		if code != 1 || !strings.Contains(stderr, tc.want) || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("--socket %s: exit %d, %q; want exit 1 and one line with %q", tc.socket, code, stderr, tc.want)
+		}
+	}
+	if _, err := os.Stat(file); err != nil {
+		t.Errorf("a refused --socket took the file: %v", err)
 	}
 	if after := storeEntries(t); !slices.Equal(before, after) {
 		t.Errorf("bad input changed the store: %v, then %v", before, after)

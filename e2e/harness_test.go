@@ -317,6 +317,14 @@ type listed struct {
 	Agent  string                              `json:"agent_file"`
 	Rules  []listedRule                        `json:"rules"`
 	Totals map[string]struct{ Packets uint64 } `json:"totals"`
+	// Learned is what DNS answers put in force for name rules.
+	Learned []struct {
+		Pattern string     `json:"pattern"`
+		Addr    string     `json:"addr"`
+		Expires *time.Time `json:"expires"`
+		Names   []string   `json:"names"`
+	} `json:"learned"`
+	ExpiryUnknown string `json:"expiry_unknown"`
 }
 
 // listedRule is one rule as 'cgwall list -o json' shows it.

@@ -40,6 +40,9 @@ type Config struct {
 	// DNS, if set, serves the DNS of the policies with name rules; without
 	// it, a file with name rules is bad.
 	DNS *DNS
+	// Socket, if set, is where the API answers (ListenAPI), recorded in
+	// the store so that 'cgwall list' finds it.
+	Socket string
 	// Applied, if set, is called with the cgroup each time the agent has
 	// put a policy in force there (tests and benchmarks wait on it).
 	Applied func(rel string)
@@ -205,7 +208,7 @@ func (a *Agent) record(ctx context.Context, running bool) error {
 	}
 	defer s.Close()
 	if running {
-		return s.SetAgent(&store.Agent{PID: os.Getpid(), Resolver: a.cfg.DNS.Addrs()})
+		return s.SetAgent(&store.Agent{PID: os.Getpid(), Resolver: a.cfg.DNS.Addrs(), Socket: a.cfg.Socket})
 	}
 	if rec, ok, err := s.Agent(); err != nil || !ok || rec.PID != os.Getpid() {
 		return err

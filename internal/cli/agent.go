@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -28,6 +29,7 @@ type agentFlags struct {
 	logFormat string
 	storeRoot string // hidden: tests use a store of their own
 	dnsPort   int
+	socket    string
 	dns       dnsFlags
 }
 
@@ -61,6 +63,7 @@ SIGINT end it and leave every policy in force. See docs/agent.md.`,
 	fl.IntVar(&f.ruleLimit, "metrics-rule-limit", 1000, "export per-rule counters only for policies of at most this many rules")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fl.IntVar(&f.dnsPort, "dns-port", defaultDNSPort, "serve the DNS of policies with name rules on `PORT` of 127.0.0.1 and [::1]")
+	fl.StringVar(&f.socket, "socket", agent.DefaultSocket, "answer 'cgwall list' on this unix `PATH`, in a folder only root may write to (when learned addresses expire)")
 	f.dns.bind(fl)
 	fl.StringVar(&f.storeRoot, "store", store.DefaultRoot, "the store's folder")
 	_ = fl.MarkHidden("store")
@@ -87,6 +90,9 @@ func (f agentFlags) check() error {
 	}
 	if f.dnsPort < 1 || f.dnsPort > 65535 {
 		return usageErr(fmt.Errorf("--dns-port %d: give a port from 1 to 65535", f.dnsPort))
+	}
+	if !filepath.IsAbs(f.socket) {
+		return usageErr(fmt.Errorf("--socket %q: give an absolute path, as %s", f.socket, agent.DefaultSocket))
 	}
 	return nil
 }
@@ -131,6 +137,11 @@ func runAgent(ctx context.Context, f agentFlags, stderr io.Writer) error {
 		return failure(err)
 	}
 	defer dns.Close()
+	api, err := agent.ListenAPI(f.socket, dns)
+	if err != nil {
+		return failure(err)
+	}
+	defer api.Close()
 	if f.storeRoot == store.DefaultRoot {
 		// Open makes the store's folder and mounts bpffs where it is missing.
 		s, err := store.Open(ctx, nil)
@@ -151,7 +162,7 @@ func runAgent(ctx context.Context, f agentFlags, stderr io.Writer) error {
 			}
 		}
 	}()
-	cfg := agent.Config{Policies: f.policies, Mount: mnt, StoreRoot: f.storeRoot, Log: log, Reload: reload, DNS: dns}
+	cfg := agent.Config{Policies: f.policies, Mount: mnt, StoreRoot: f.storeRoot, Log: log, Reload: reload, DNS: dns, Socket: f.socket}
 	if ln != nil {
 		cfg.Log.Info("serving metrics", "addr", ln.Addr().String())
 	}

@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -38,6 +40,11 @@ type policyView struct {
 	Rules       []ruleView        `json:"rules"`
 	Totals      map[string]count  `json:"totals"`
 	LostEvents  uint64            `json:"lost_events"`
+	// Learned is, for a policy with name rules, the addresses DNS answers
+	// put in force; absent for one without.
+	Learned []learnedView `json:"learned,omitempty"`
+	// ExpiryUnknown says why Learned has no expiry: no agent answers.
+	ExpiryUnknown string `json:"expiry_unknown,omitempty"`
 }
 
 // ruleView is one rule: Rule is its canonical form, which block, allow and
@@ -92,7 +99,7 @@ func newListCmd(stdout io.Writer) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if views, err = viewPolicies(s, ids); err != nil {
+				if views, err = viewPolicies(cmd.Context(), s, ids); err != nil {
 					return failure(err)
 				}
 				return nil
@@ -142,14 +149,14 @@ func selectIDs(s *store.Store, target *targetFlags, cmd string) ([]uint64, error
 	return ids, nil
 }
 
-func viewPolicies(s *store.Store, ids []uint64) ([]policyView, error) {
+func viewPolicies(ctx context.Context, s *store.Store, ids []uint64) ([]policyView, error) {
 	paths, err := cgroup.PathsByID(ids)
 	if err != nil {
 		return nil, err
 	}
 	views := []policyView{}
 	for _, id := range ids {
-		v, err := viewPolicy(s, id, paths[id])
+		v, err := viewPolicy(ctx, s, id, paths[id])
 		if err != nil {
 			return nil, fmt.Errorf("cgroup %d: %w", id, err)
 		}
@@ -158,7 +165,7 @@ func viewPolicies(s *store.Store, ids []uint64) ([]policyView, error) {
 	return views, nil
 }
 
-func viewPolicy(s *store.Store, id uint64, path string) (policyView, error) {
+func viewPolicy(ctx context.Context, s *store.Store, id uint64, path string) (policyView, error) {
 	d, err := s.Open(id)
 	if err != nil {
 		return policyView{}, err
@@ -191,6 +198,9 @@ func viewPolicy(s *store.Store, id uint64, path string) (policyView, error) {
 		}
 	}
 	slices.SortFunc(v.Rules, func(a, b ruleView) int { return int(a.ID) - int(b.ID) })
+	if err := viewLearned(ctx, s, d, &v); err != nil {
+		return v, err
+	}
 	for _, h := range datapath.Hooks {
 		s, err := d.Stats(h)
 		if err != nil {
@@ -241,6 +251,7 @@ func printViews(w io.Writer, views []policyView) {
 			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%d\t%d\n", r.ID, r.Dir, r.Action, r.Rule, r.Packets, r.Bytes)
 		}
 		tw.Flush()
+		printLearned(w, v, time.Now())
 		t := v.Totals
 		fmt.Fprintf(w, "  totals: pass %d packets (%d bytes), drop %d (%d bytes), audit-drop %d, malformed %d; events lost %d\n",
 			t["pass"].Packets, t["pass"].Bytes, t["drop"].Packets, t["drop"].Bytes, t["audit_drop"].Packets, t["malformed"].Packets, v.LostEvents)

@@ -86,6 +86,9 @@ func (o options) needsRebuild(dir string, p *policy.Policy) (bool, error) {
 type Agent struct {
 	PID      int      `json:"pid"`
 	Resolver Resolver `json:"resolver"`
+	// Socket is the unix socket where the agent answers what only it
+	// knows (when learned addresses expire); "" for none.
+	Socket string `json:"socket,omitempty"`
 }
 
 // SetAgent records the agent that serves the store's name rules, or, with
