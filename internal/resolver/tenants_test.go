@@ -137,27 +137,12 @@ func TestTenantsExpireApart(t *testing.T) {
 	f.r.Drop(c)
 
 	// At 2 s a's address is due (its floor), b's is not.
-	f.clk.Advance(time.Second)
-	f.r.tables.kick()
-	select {
-	case got := <-la.forgot:
-		if !slices.Equal(got, addrs("192.0.2.20")) {
-			t.Errorf("a forgot %v", got)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("a's address was not forgotten at its floor")
-	}
+	f.after(t, time.Second, la, addrs("192.0.2.20"), "a's address at its floor")
 	if got := lb.forgotten(); len(got) != 0 {
 		t.Errorf("b forgot %v a second before its floor", got)
 	}
 
-	f.clk.Advance(time.Second)
-	f.r.tables.kick()
-	select {
-	case <-lb.forgot:
-	case <-time.After(10 * time.Second):
-		t.Fatal("b's address was not forgotten at its floor")
-	}
+	f.after(t, time.Second, lb, addrs("192.0.2.20"), "b's address at its floor")
 	f.r.tables.expire()
 	if got := lc.forgotten(); len(got) != 0 {
 		t.Errorf("the dropped tenant's learner was told to forget %v", got)
@@ -185,24 +170,21 @@ func TestAdoptExpiresAtTheFloor(t *testing.T) {
 		t.Errorf("held %+v, want %+v", got, want)
 	}
 
-	f.clk.Advance(time.Second)
+	f.after(t, time.Second, la, addrs("198.51.100.7"), "the adopted address that no answer holds, at the floor")
+	f.after(t, 300*time.Second, la, addrs("192.0.2.1"), "the answered address at its TTL")
+}
+
+// after moves the clock by d and waits for l to be told to forget want.
+func (f *tenantsFixture) after(t *testing.T, d time.Duration, l *learner, want []netip.Addr, what string) {
+	t.Helper()
+	f.clk.Advance(d)
 	f.r.tables.kick()
 	select {
-	case got := <-la.forgot:
-		if !slices.Equal(got, addrs("198.51.100.7")) {
-			t.Errorf("forgot %v, want only the adopted address no answer holds", got)
+	case got := <-l.forgot:
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: forgot %v, want %v", what, got, want)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("the adopted address was not forgotten at the floor")
-	}
-	f.clk.Advance(300 * time.Second)
-	f.r.tables.kick()
-	select {
-	case got := <-la.forgot:
-		if !slices.Equal(got, addrs("192.0.2.1")) {
-			t.Errorf("forgot %v at the answer's TTL", got)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the answered address was not forgotten at its TTL")
+		t.Fatalf("%s: not forgotten", what)
 	}
 }

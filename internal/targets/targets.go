@@ -173,7 +173,7 @@ const maxUnitName = 255
 
 func parseUnit(value string) (string, error) {
 	if strings.Contains(value, "/") {
-		return "", fmt.Errorf("unit %s is not a unit name: a unit name has no \"/\"; name a cgroup path with cgroup:", quote(value))
+		return "", fmt.Errorf("unit %s is not a unit name: a unit name has no \"/\" (name a cgroup path with cgroup:)", quote(value))
 	}
 	if i := strings.IndexFunc(value, func(r rune) bool { return !isUnitRune(r) }); i >= 0 {
 		return "", fmt.Errorf("unit %s is not a unit name: it holds %q; a unit name holds letters, digits and %s, and a glob %s", quote(value), value[i:i+1], unitChars, globChars)

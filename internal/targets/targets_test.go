@@ -63,7 +63,7 @@ func TestParseErrors(t *testing.T) {
 		{"cgroup", "..", `cgroup ".." holds "..": give the path down from the cgroup2 mount, without ".."`},
 		{"cgroup", "system.slice/[a", `cgroup "system.slice/[a" is not a valid glob: a [ has no closing ], or a range in [] is broken; write * ? and [a-z] as Go's path.Match reads them`},
 		{"cgroup", "ci/job-[a-]", `cgroup "ci/job-[a-]" is not a valid glob: a [ has no closing ], or a range in [] is broken; write * ? and [a-z] as Go's path.Match reads them`},
-		{"unit", "system.slice/nginx.service", `unit "system.slice/nginx.service" is not a unit name: a unit name has no "/"; name a cgroup path with cgroup:`},
+		{"unit", "system.slice/nginx.service", `unit "system.slice/nginx.service" is not a unit name: a unit name has no "/" (name a cgroup path with cgroup:)`},
 		{"unit", "my app", `unit "my app" is not a unit name: it holds " "; a unit name holds letters, digits and :-_.\@, and a glob *?[]^`},
 		{"unit", "ci-[a.scope", `unit "ci-[a.scope" is not a valid glob: a [ has no closing ], or a range in [] is broken; write * ? and [a-z] as Go's path.Match reads them`},
 		{"unit", "backup.timer", `unit "backup.timer" is a .timer unit, which has no cgroup to match: give a .service, .scope or .slice unit`},
