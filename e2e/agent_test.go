@@ -374,6 +374,69 @@ func TestAgentConflicts(t *testing.T) {
 	a.stop(t)
 }
 
+// TestAgentForAgent attaches a file's policy with --for-agent before the
+// agent runs, as a unit's ExecStartPre= would: the agent adopts it without
+// touching it, replaces it atomically when the file changes, and bad uses
+// of the flag are refused with one line and nothing attached.
+func TestAgentForAgent(t *testing.T) {
+	cg, rel := agentCgroups(t)
+	svc := filepath.Join(cg, "svc")
+	mkdir(t, svc)
+	dir := t.TempDir()
+	body := fmt.Sprintf("targets: [{cgroup: %s/svc}]\negress: {block: [127.0.0.2]}\n", rel)
+	writePolicy(t, dir, "svc.yaml", body)
+	file := filepath.Join(dir, "svc.yaml")
+
+	writePolicy(t, dir, "none.yaml", "egress: {block: [127.0.0.2]}\n")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--for-agent", "--block", "127.0.0.2"}, "--for-agent needs -f FILE"},
+		{[]string{"--for-agent", "-f", file, "--block", "127.0.0.3"}, "--block cannot be given with it"},
+		{[]string{"--for-agent", "-f", file, "--audit"}, "--audit cannot be given with it"},
+		{[]string{"--for-agent", "-f", filepath.Join(dir, "none.yaml")}, "has no targets:"},
+	} {
+		_, stderr, code := runCgwall(t, append([]string{"attach", "--cgroup", svc}, tc.args...)...)
+		if code != 2 || !strings.Contains(stderr, tc.want) || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("attach %v: exit %d, %q; want exit 2 and one line with %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	if n := attachedCount(t, svc); n != 0 {
+		t.Fatalf("refused attaches left %d programs", n)
+	}
+	if err := os.Remove(filepath.Join(dir, "none.yaml")); err != nil {
+		t.Fatal(err)
+	}
+
+	cgwallOK(t, "attach", "--cgroup", svc, "--for-agent", "-f", file)
+	if l := list(t, "--cgroup", svc); len(l) != 1 || l[0].Agent != file {
+		t.Fatalf("after attach --for-agent: %+v", l)
+	}
+	before := testutil.AttachedIDs(t, svc, ebpf.AttachCGroupInetEgress)
+	a, ready := startAgent(t, dir)
+	if !strings.Contains(ready, "1 policy, 1 cgroup") {
+		t.Errorf("ready line %q", ready)
+	}
+	for _, l := range a.stderr.All() {
+		if strings.Contains(l, "conflict") || strings.Contains(l, `msg="policy attached"`) || strings.Contains(l, `msg="policy replaced"`) {
+			t.Errorf("the agent did not adopt the policy attached for it: %s", l)
+		}
+	}
+	if after := testutil.AttachedIDs(t, svc, ebpf.AttachCGroupInetEgress); !slices.Equal(after, before) {
+		t.Errorf("programs at egress: %v before the agent, %v after", before, after)
+	}
+	mustEPERM(t, "the policy attached for the agent", probe(t, svc, "", "udp", "127.0.0.2", "127.0.0.1"))
+
+	// It is the agent's: an edit of the file replaces it.
+	writePolicy(t, dir, "svc.yaml", strings.Replace(body, "]}", "], allow: [127.0.0.3]}", 1))
+	a.wait(t, `msg="policy replaced"`, "cgroup="+rel+"/svc ")
+	if l := list(t, "--cgroup", svc); len(l) != 1 || len(l[0].Rules) != 2 || l[0].Agent != file {
+		t.Errorf("after the edit: %+v", l)
+	}
+	a.stop(t)
+}
+
 // TestAgentBadInput checks that bad flags and a bad folder fail at once,
 // with one line and exit 2, and attach nothing.
 func TestAgentBadInput(t *testing.T) {

@@ -103,22 +103,9 @@ func parse(ctx context.Context, path string, data []byte, dns bool) (*version, e
 	if p.HasNames() && !dns {
 		return nil, fmt.Errorf("%s: name rules (%s) need the agent's resolver, which this agent runs without", path, p.Names[0].Match())
 	}
-	return &version{policy: p, targets: set.Targets, digest: digest(p)}, nil
+	return &version{policy: p, targets: set.Targets, digest: p.Digest()}, nil
 }
 
-// digest is the SHA-256 of what a policy says: its settings and its rules in
-// order. It, and not the file's text, tells whether the policy in force is
-// the file's, since list files that the file names can change without it.
-func digest(p *policy.Policy) string {
-	h := sha256.New()
-	fmt.Fprintf(h, "default %v audit %v log %v deny_raw %v\n", p.Default, p.Audit, p.Log, p.DenyRaw)
-	for _, rules := range [][]policy.Rule{p.Rules, p.Names} {
-		for _, r := range rules {
-			fmt.Fprintln(h, r)
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
 
 // problems gives a bad file's problems, one a line.
 func problems(err error) []string {

@@ -15,6 +15,7 @@ import (
 func newAttachCmd(stdout, stderr io.Writer) *cobra.Command {
 	var target targetFlags
 	var rules ruleFlags
+	var forAgent bool
 	cmd := &cobra.Command{
 		Use:   "attach --cgroup PATH [rule flags | -f FILE]",
 		Short: "Attach a persistent policy to a cgroup, or replace its policy",
@@ -26,12 +27,21 @@ policy to the new one at the same instant.
 ` + rulesHelp,
 		Example: `  cgwall attach --cgroup myapp -f policy.yaml
   cgwall attach --cgroup myapp --default block --allow 192.0.2.10:tcp/443 --allow any:udp/53
-  cgwall attach --unit sshd --default-in block --allow-in 198.51.100.0/24:tcp/22`,
+  cgwall attach --unit sshd --default-in block --allow-in 198.51.100.0/24:tcp/22
+  cgwall attach --unit %n --for-agent -f /etc/cgwall/policies/web.yaml   # in ExecStartPre=`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p, err := rules.policy(cmd.Context())
 			if err != nil {
 				return err
+			}
+			var opts []store.Option
+			if forAgent {
+				o, err := agentOwner(&rules, p)
+				if err != nil {
+					return err
+				}
+				opts = append(opts, store.Owned(o))
 			}
 			cg, err := target.resolve("attach")
 			if err != nil {
@@ -41,7 +51,6 @@ policy to the new one at the same instant.
 				if err := checkKernel(); err != nil {
 					return err
 				}
-				var opts []store.Option
 				if p.HasNames() {
 					r, err := agentResolver(s, p.Names[0])
 					if err != nil {
@@ -55,6 +64,7 @@ policy to the new one at the same instant.
 	}
 	target.bind(cmd)
 	rules.bind(cmd.Flags())
+	cmd.Flags().BoolVar(&forAgent, "for-agent", false, "attach -f FILE, a file of cgwall agent's folder, as the agent would: the agent adopts the policy, and replaces or detaches it as its files say (ExecStartPre=, docs/agent.md)")
 	return cmd
 }
 
