@@ -106,7 +106,6 @@ func parse(ctx context.Context, path string, data []byte, dns bool) (*version, e
 	return &version{policy: p, targets: set.Targets, digest: p.Digest()}, nil
 }
 
-
 // problems gives a bad file's problems, one a line.
 func problems(err error) []string {
 	var fe *policy.FileError
