@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -141,6 +142,41 @@ func TestFixedLoadWritesNoSlot(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOneGracePeriodPerLoad counts the rounds of map-in-map writes that a
+// load and a replacement wait for one after the other, a grace period each:
+// one, since the generation a replacement takes the place of stays in its
+// slots until the next replacement overwrites it; two where that generation
+// is as large as keptRules, which is cleared at once.
+func TestOneGracePeriodPerLoad(t *testing.T) {
+	testutil.RequireBPF(t)
+	policies := [2]*policy.Policy{
+		mustPolicy(t, policy.LogNone, "block", "198.51.100.7", "block", "2001:db8::/32"),
+		mustPolicy(t, policy.LogNone, "block", "192.0.2.0/24", "allow", "192.0.2.1:tcp/443"),
+	}
+	rounds := func(what string, want int64, f func() error) {
+		t.Helper()
+		before := slotRounds.Load()
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+		if n := slotRounds.Load() - before; n != want {
+			t.Errorf("%s: %d rounds of slot writes, want %d", what, n, want)
+		}
+	}
+	var d *Datapath
+	rounds("load", 1, func() (err error) { d, err = Load(policies[0].Clone()); return err })
+	defer d.Close()
+	for i := range 4 {
+		rounds(fmt.Sprintf("replacement %d", i+1), 1, func() error { return d.Replace(policies[(i+1)%2].Clone()) })
+	}
+	if got := d.Policy().Rules; len(got) != len(policies[0].Rules) {
+		t.Fatalf("after four replacements, the policy in force has %d rules", len(got))
+	}
+	defer func(k int) { keptRules = k }(keptRules)
+	keptRules = len(policies[0].Rules)
+	rounds("replacement of a policy of keptRules", 2, func() error { return d.Replace(policies[1].Clone()) })
 }
 
 // TestHooksFor: sendmsg only where it names senders or carries DNS, recvmsg
