@@ -29,7 +29,10 @@ var apiTimeout = 5 * time.Second
 // containerRE takes the 64-hex container ID out of the cgroup folder names
 // that docker, containerd, CRI-O and podman create: docker-ID.scope,
 // cri-containerd-ID.scope, crio-ID.scope, libpod-ID.scope, or a bare ID.
-var containerRE = regexp.MustCompile(`^(?:[a-z-]+-)?([0-9a-f]{64})(?:\.scope)?$`)
+// The runtimes are named: CRI-O and podman also make crio-conmon-ID.scope
+// and libpod-conmon-ID.scope for the monitor process beside a container,
+// which is not the container.
+var containerRE = regexp.MustCompile(`^(?:(?:docker|cri-containerd|crio|libpod)-)?([0-9a-f]{64})(?:\.scope)?$`)
 
 // ContainerID returns the container ID that a cgroup folder is named for
 // (docker-ID.scope, cri-containerd-ID.scope, crio-ID.scope, libpod-ID.scope,

@@ -207,6 +207,8 @@ func TestContainerID(t *testing.T) {
 		"docker-" + id[:12] + ".scope":    "",
 		"docker-" + strings.ToUpper(id):   "",
 		"system.slice":                    "",
+		"libpod-conmon-" + id + ".scope":  "",
+		"crio-conmon-" + id + ".scope":    "",
 	} {
 		got, ok := ContainerID(name)
 		if got != want || ok != (want != "") {
