@@ -57,6 +57,9 @@ func TestAgentNames(t *testing.T) {
 	if out, stderr, code := n.attach(t, byHand, "--default", "block", "--allow", "b.test:tcp/8080"); code != 0 {
 		t.Fatalf("attach with name rules while the agent runs: exit %d, %s%s", code, out, stderr)
 	}
+	if out := cgwallOK(t, "list", "-o", "json", "--cgroup", byHand); !strings.Contains(out, `"learned": []`) {
+		t.Errorf("list -o json of a policy with name rules before any lookup has no empty learned:\n%s", out)
+	}
 	n.resolves(t, byHand, "b.test", "192.0.2.11")
 	n.fetch(t, byHand, s, "b.test", 8080, true)
 	n.nxdomain(t, byHand, "a.test")

@@ -41,8 +41,8 @@ type policyView struct {
 	Totals      map[string]count  `json:"totals"`
 	LostEvents  uint64            `json:"lost_events"`
 	// Learned is, for a policy with name rules, the addresses DNS answers
-	// put in force; absent when there are none (text says "none").
-	Learned []learnedView `json:"learned,omitempty"`
+	// put in force (empty when none is); absent for a policy without.
+	Learned *[]learnedView `json:"learned,omitempty"`
 	// ExpiryUnknown says why Learned has no expiry: no agent answers.
 	ExpiryUnknown string `json:"expiry_unknown,omitempty"`
 }

@@ -40,19 +40,20 @@ func viewLearned(ctx context.Context, s *store.Store, d *datapath.Datapath, v *p
 	if err != nil {
 		return err
 	}
-	v.Learned = []learnedView{}
 	held, why := askAgent(ctx, s, v.ID)
 	v.ExpiryUnknown = why
+	views := []learnedView{}
 	for _, l := range learned {
 		lv := learnedView{Pattern: l.Pattern, Addr: l.Addr}
 		if h, ok := held[l.Addr]; ok && !h.Expires.IsZero() {
 			lv.Expires, lv.Names = &h.Expires, h.Names
 		}
-		v.Learned = append(v.Learned, lv)
+		views = append(views, lv)
 	}
-	slices.SortFunc(v.Learned, func(a, b learnedView) int {
+	slices.SortFunc(views, func(a, b learnedView) int {
 		return cmp.Or(strings.Compare(a.Pattern, b.Pattern), a.Addr.Compare(b.Addr))
 	})
+	v.Learned = &views
 	return nil
 }
 
@@ -86,14 +87,14 @@ func printLearned(w io.Writer, v policyView, now time.Time) {
 	if v.Learned == nil {
 		return
 	}
-	if len(v.Learned) == 0 {
+	if len(*v.Learned) == 0 {
 		fmt.Fprintln(w, "  learned from DNS answers: none")
 		return
 	}
 	fmt.Fprintln(w, "  learned from DNS answers:")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "    PATTERN\tADDRESS\tEXPIRES")
-	for _, l := range v.Learned {
+	for _, l := range *v.Learned {
 		fmt.Fprintf(tw, "    %s\t%s\t%s\n", l.Pattern, l.Addr, expiry(l.Expires, now))
 	}
 	tw.Flush()
