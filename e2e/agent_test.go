@@ -275,10 +275,10 @@ func TestAgentRebuildsOlderLayout(t *testing.T) {
 	if code := a.stop(t); code != 0 {
 		t.Fatalf("SIGINT: exit %d", code)
 	}
-	// What an agent of layout 5 left: the same maps and links (layout 6
-	// added only the records of name rules, which this policy has none
-	// of), under version 5.
-	setLayout(t, cgroupID(t, guarded), 5)
+	// What an agent of layout 6 left: the same maps and links (layout 7
+	// changed only the IPv6 bitmaps, which this policy has none of), under
+	// version 6.
+	setLayout(t, cgroupID(t, guarded), 6)
 	flood.start()
 	b, ready := startAgent(t, dir)
 	res := flood.stop(t)

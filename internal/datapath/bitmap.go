@@ -135,7 +135,7 @@ func (d *Datapath) markBitmap(r policy.Rule) error {
 		return fmt.Errorf("read settings: %w", err)
 	}
 	if !r.Prefix.Addr().Is4() {
-		return d.markBitmap6(r, cfg.Bitmap6Len[r.Dir])
+		return d.markBitmap6(r, &cfg)
 	}
 	var bm *ebpf.Map
 	err := d.maps[r.Dir][kindBitmap4].outer.Lookup(d.state.Gen, &bm)
@@ -172,49 +172,103 @@ func (d *Datapath) markBitmap(r policy.Rule) error {
 	return nil
 }
 
-// bitmap6Words is the size, in 64-bit words, of an IPv6 bitmap: 2^16 bits.
+// bitmap6Words is the size, in 64-bit words, of the prefix part of an IPv6
+// bitmap: 2^16 bits. Its host part follows (see bpf/cgwall.c, struct
+// bitmap6_map).
 const bitmap6Words = 1 << 10
 
+// The host part of an IPv6 bitmap has 2^hostBits bits, at least
+// hostBitsPerRule a host rule (one in 32 misses among them finds its bit set
+// and looks up the host map), from 2^16 bits (8 KiB) to 2^24 (2 MiB).
+const (
+	hostBitsPerRule = 32
+	minHostBits     = 16
+	maxHostBits     = 24
+)
+
 // bitmap6Lens returns, by direction, how many of an address's first bits the
-// IPv6 bitmap hashes: the length of the direction's shortest IPv6 rule; 0,
-// no bitmap, without IPv6 rules or with a ::/0 rule, which matches every
-// address.
+// prefix part of the IPv6 bitmap hashes: the length of the direction's
+// shortest IPv6 prefix rule, 128 if it has host rules only; 0, no bitmap,
+// without IPv6 rules or with a ::/0 rule, which matches every address.
 func bitmap6Lens(p *policy.Policy) [2]uint8 {
 	var out [2]uint8
-	var seen [2]bool
 	for _, r := range p.Rules {
 		if r.Prefix.Addr().Is4() {
 			continue
 		}
-		if bits := uint8(r.Prefix.Bits()); !seen[r.Dir] || bits < out[r.Dir] {
-			out[r.Dir], seen[r.Dir] = bits, true
+		if bits := uint8(r.Prefix.Bits()); out[r.Dir] == 0 || bits < out[r.Dir] {
+			out[r.Dir] = max(bits, 1) // ::/0 is 0 below
+		}
+	}
+	for _, r := range p.Rules {
+		if r.Prefix.Addr().Is6() && r.Prefix.Bits() == 0 {
+			out[r.Dir] = 0
 		}
 	}
 	return out
 }
+
+// bitmap6Hosts returns, by direction, the host part's size of the IPv6
+// bitmap as a power of two; 0 where the direction has no bitmap.
+func bitmap6Hosts(p *policy.Policy) [2]uint8 {
+	lens := bitmap6Lens(p)
+	var hosts [2]int
+	for _, r := range p.Rules {
+		if r.Prefix.Addr().Is6() && r.Prefix.IsSingleIP() {
+			hosts[r.Dir]++
+		}
+	}
+	var out [2]uint8
+	for dir, n := range hosts {
+		if lens[dir] == 0 {
+			continue
+		}
+		h := minHostBits
+		for h < maxHostBits && 1<<h < n*hostBitsPerRule {
+			h++
+		}
+		out[dir] = uint8(h)
+	}
+	return out
+}
+
+// bitmap6Size is the words of an IPv6 bitmap whose host part has 2^hosts
+// bits.
+func bitmap6Size(hosts uint8) int { return bitmap6Words + 1<<hosts/64 }
 
 // bitmaps6 returns p's IPv6 bitmaps by direction; nil for a direction with
 // none (see bitmap6Lens).
 func bitmaps6(p *policy.Policy) [2][]uint64 {
-	lens := bitmap6Lens(p)
+	lens, hosts := bitmap6Lens(p), bitmap6Hosts(p)
 	var out [2][]uint64
 	for dir, bits := range lens {
 		if bits != 0 {
-			out[dir] = make([]uint64, bitmap6Words)
+			out[dir] = make([]uint64, bitmap6Size(hosts[dir]))
 		}
 	}
 	for _, r := range p.Rules {
 		if words := out[r.Dir]; words != nil && r.Prefix.Addr().Is6() {
-			h := hash6(r.Prefix.Addr().As16(), lens[r.Dir])
-			words[h/64] |= 1 << (h % 64)
+			i := bit6(r.Prefix, lens[r.Dir], hosts[r.Dir])
+			words[i/64] |= 1 << (i % 64)
 		}
 	}
 	return out
 }
 
-// hash6 hashes the first bits bits (1 to 128) of an IPv6 address to 16 bits,
-// as the C's hash6 does.
-func hash6(a [16]byte, bits uint8) uint32 {
+// bit6 is the bit of an IPv6 rule in a bitmap whose prefix part hashes bits
+// bits and whose host part has 2^hosts: in the host part for a host rule, in
+// the prefix part for the others.
+func bit6(prefix netip.Prefix, bits, hosts uint8) uint32 {
+	a := prefix.Addr().As16()
+	if prefix.IsSingleIP() {
+		return bitmap6Words*64 + uint32(hash6(a, 128)>>(64-hosts))
+	}
+	return uint32(hash6(a, bits) >> 48)
+}
+
+// hash6 hashes the first bits bits (1 to 128) of an IPv6 address to 64 bits,
+// as the C's hash6 does; the bitmaps take its top bits.
+func hash6(a [16]byte, bits uint8) uint64 {
 	hi, lo := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])
 	if bits <= 64 {
 		hi &= ^uint64(0) << ((64 - bits) & 63)
@@ -222,13 +276,14 @@ func hash6(a [16]byte, bits uint8) uint32 {
 	} else {
 		lo &= ^uint64(0) << ((128 - bits) & 63)
 	}
-	return uint32((hi ^ lo*0x9e3779b97f4a7c15) * 0xc2b2ae3d27d4eb4f >> 48)
+	return (hi ^ lo*0x9e3779b97f4a7c15) * 0xc2b2ae3d27d4eb4f
 }
 
 // markBitmap6 sets the bit of an IPv6 rule about to be added in the IPv6
 // bitmap of the generation in force, if it has one; the caller has checked
-// that the rule is no shorter than the bitmap hashes (fits).
-func (d *Datapath) markBitmap6(r policy.Rule, bits uint8) error {
+// that the rule fits (a prefix rule no shorter than the prefix part hashes).
+func (d *Datapath) markBitmap6(r policy.Rule, cfg *cgwallConfig) error {
+	bits, hosts := cfg.Bitmap6Len[r.Dir], cfg.Bitmap6Hosts[r.Dir]
 	var bm *ebpf.Map
 	err := d.maps[r.Dir][kindBitmap6].outer.Lookup(d.state.Gen, &bm)
 	if errors.Is(err, ebpf.ErrKeyNotExist) || bits == 0 {
@@ -238,12 +293,12 @@ func (d *Datapath) markBitmap6(r policy.Rule, bits uint8) error {
 		return fmt.Errorf("look up bitmap: %w", err)
 	}
 	defer bm.Close()
-	h := hash6(r.Prefix.Addr().As16(), bits)
+	i := bit6(r.Prefix, bits, hosts)
 	var w uint64
-	if err := bm.Lookup(h/64, &w); err != nil {
+	if err := bm.Lookup(i/64, &w); err != nil {
 		return fmt.Errorf("read bitmap: %w", err)
 	}
-	if err := bm.Put(h/64, w|1<<(h%64)); err != nil {
+	if err := bm.Put(i/64, w|1<<(i%64)); err != nil {
 		return fmt.Errorf("write bitmap: %w", err)
 	}
 	return nil

@@ -38,7 +38,7 @@ type cgwallConfig struct {
 	Nlens4        [2]uint8
 	Bitmap4Shift  [2]uint8
 	Bitmap6Len    [2]uint8
-	Pad2          [2]uint8
+	Bitmap6Hosts  [2]uint8
 	Lens4         [2][32]uint8
 }
 

@@ -24,7 +24,7 @@ var errFixed = errors.New("the policy of this filter is fixed: it was loaded for
 // created.
 func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy, e *entries) error {
 	n := e.counts()
-	shifts, lens6 := bitmapShifts(p), bitmap6Lens(p)
+	shifts, lens6, hosts6 := bitmapShifts(p), bitmap6Lens(p), bitmap6Hosts(p)
 	for _, dir := range policy.Directions {
 		for k := range numKinds {
 			ms := spec.Maps[mapName(dir, k)]
@@ -38,6 +38,8 @@ func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy, e *entries) error {
 				ms.MaxEntries = uint32(bitmapWords(shifts[dir]))
 			case k == kindBitmap6 && lens6[dir] == 0:
 				ms.MaxEntries = 1
+			case k == kindBitmap6:
+				ms.MaxEntries = uint32(bitmap6Size(hosts6[dir]))
 			case n[dir][k] > MaxRules:
 				return fmt.Errorf("%d rules in %s: at most %d are supported", n[dir][k], mapName(dir, k), MaxRules)
 			case ms.Type == ebpf.Hash:

@@ -205,7 +205,7 @@ func configFor(p *policy.Policy) cgwallConfig {
 	if p.DenyRaw {
 		cfg.DenyRaw = 1
 	}
-	cfg.Bitmap4Shift, cfg.Bitmap6Len = bitmapShifts(p), bitmap6Lens(p)
+	cfg.Bitmap4Shift, cfg.Bitmap6Len, cfg.Bitmap6Hosts = bitmapShifts(p), bitmap6Lens(p), bitmap6Hosts(p)
 	var present [2][32]bool // by direction and length
 	for _, r := range p.Rules {
 		if r.Prefix.Addr().Is4() && !r.Prefix.IsSingleIP() {

@@ -23,7 +23,9 @@ import (
 //	6  name rules in persistent policies: the record of each generation's
 //	   name rules (names), the resolver record (resolver); the owner record
 //	   (owner), which is not read as part of the layout
-const Layout = 6
+//	7  the IPv6 bitmaps in two parts, prefixes' and hosts' (the settings'
+//	   bitmap6_hosts): programs of layout 6 would read their bits wrongly
+const Layout = 7
 
 // layoutPin names the pin that records a folder's layout: a one-element
 // array of the version, which no program reads.
