@@ -325,6 +325,7 @@ type listed struct {
 		Names   []string   `json:"names"`
 	} `json:"learned"`
 	ExpiryUnknown string `json:"expiry_unknown"`
+	OtherLayout   string `json:"other_layout"`
 }
 
 // listedRule is one rule as 'cgwall list -o json' shows it.

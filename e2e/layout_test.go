@@ -11,7 +11,8 @@ import (
 
 // TestOldLayoutIsReplacedWithoutAGap makes a policy folder of the layout that
 // cgwall made before layouts had versions, checks that commands that read it
-// refuse it with a message that says what to do, and that attach replaces it
+// refuse it with a message that says what to do (list shows it with that
+// message), and that attach replaces it
 // while a process in the cgroup sends without pause to an address both
 // policies block: exactly none may get through.
 func TestOldLayoutIsReplacedWithoutAGap(t *testing.T) {
@@ -26,11 +27,17 @@ func TestOldLayoutIsReplacedWithoutAGap(t *testing.T) {
 	if err := os.Remove(fmt.Sprintf("/sys/fs/bpf/cgwall/%d/layout", dir.ID)); err != nil {
 		t.Fatal(err)
 	}
-	for _, args := range [][]string{{"list", "--cgroup", cg}, {"block", "--cgroup", cg, "127.0.0.3"}} {
-		_, stderr, code := runCgwall(t, args...)
-		if code != 1 || !strings.Contains(stderr, "another layout") || !strings.Contains(stderr, "attach the policy again") {
-			t.Errorf("%s on an old layout: exit %d, %q", args[0], code, stderr)
-		}
+	_, stderr, code := runCgwall(t, "block", "--cgroup", cg, "127.0.0.3")
+	if code != 1 || !strings.Contains(stderr, "another layout") || !strings.Contains(stderr, "attach the policy again") {
+		t.Errorf("block on an old layout: exit %d, %q", code, stderr)
+	}
+	// list shows it, and what to do, rather than fail on every policy.
+	if out := cgwallOK(t, "list"); !strings.Contains(out, cg) || !strings.Contains(out, "not shown: ") || !strings.Contains(out, "pinned by a cgwall of another layout") ||
+		!strings.Contains(out, "attach the policy again") {
+		t.Errorf("list with a policy of an old layout:\n%s", out)
+	}
+	if l := list(t, "--cgroup", cg); len(l) != 1 || !strings.Contains(l[0].OtherLayout, "another layout") {
+		t.Errorf("list -o json of a policy of an old layout: %+v", l)
 	}
 
 	flood.start()

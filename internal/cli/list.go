@@ -43,6 +43,10 @@ type policyView struct {
 	// Learned is, for a policy with name rules, the addresses DNS answers
 	// put in force (empty when none is); absent for a policy without.
 	Learned *[]learnedView `json:"learned,omitempty"`
+	// OtherLayout, for a policy that an older (or newer) cgwall pinned,
+	// which this one cannot read, says so and what to do; nothing else
+	// is shown of it.
+	OtherLayout string `json:"other_layout,omitempty"`
 	// ExpiryUnknown says why Learned has no expiry: no agent answers.
 	ExpiryUnknown string `json:"expiry_unknown,omitempty"`
 }
@@ -157,6 +161,13 @@ func viewPolicies(ctx context.Context, s *store.Store, ids []uint64) ([]policyVi
 	views := []policyView{}
 	for _, id := range ids {
 		v, err := viewPolicy(ctx, s, id, paths[id])
+		if errors.Is(err, store.ErrLayout) {
+			// An older cgwall's policy, in force all the same: list shows
+			// it and what to do, rather than fail on every policy.
+			views = append(views, policyView{Cgroup: paths[id], ID: id, Stale: paths[id] == "", Live: true,
+				OtherLayout: err.Error(), Rules: []ruleView{}, Totals: map[string]count{}})
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("cgroup %d: %w", id, err)
 		}
@@ -235,6 +246,10 @@ func printViews(w io.Writer, views []policyView) {
 			fmt.Fprintf(w, "cgroup %d (stale: the cgroup no longer exists; 'cgwall gc' removes its policy)\n", v.ID)
 		default:
 			fmt.Fprintf(w, "%s (cgroup %d)\n", v.Cgroup, v.ID)
+		}
+		if v.OtherLayout != "" {
+			fmt.Fprintf(w, "  not shown: %s\n", v.OtherLayout)
+			continue
 		}
 		if !v.Live {
 			fmt.Fprintln(w, "  not in force: an attach was interrupted; attach again to replace it")
