@@ -162,9 +162,10 @@ func viewPolicies(ctx context.Context, s *store.Store, ids []uint64) ([]policyVi
 	for _, id := range ids {
 		v, err := viewPolicy(ctx, s, id, paths[id])
 		if errors.Is(err, store.ErrLayout) {
-			// An older cgwall's policy, in force all the same: list shows
-			// it and what to do, rather than fail on every policy.
-			views = append(views, policyView{Cgroup: paths[id], ID: id, Stale: paths[id] == "", Live: true,
+			// Another cgwall's policy, which this one cannot read (so
+			// not whether it is live): list names it and says what to
+			// do, rather than fail on every policy.
+			views = append(views, policyView{Cgroup: paths[id], ID: id, Stale: paths[id] == "",
 				OtherLayout: err.Error(), Rules: []ruleView{}, Totals: map[string]count{}})
 			continue
 		}
