@@ -780,17 +780,22 @@ static __always_inline int is_v4_mapped(const __u8 *a)
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
 }
 
-// bit_clear says whether bit i of a generation's bitmap (an outer map of
-// bitmaps) is clear, which rules out every rule; not where it has none.
-static __always_inline int bit_clear(void *outer, __u32 gen, __u32 i)
+// clear_in says whether bit i of a bitmap is clear; not where the bitmap,
+// or its word i, is missing.
+static __always_inline int clear_in(void *bm, __u32 i)
 {
-	void *bm = inner(outer, gen);
-
 	if (!bm)
 		return 0;
 	__u32 word = i >> 6;
 	__u64 *w = bpf_map_lookup_elem(bm, &word);
 	return w && !(*w & (1ULL << (i & 63)));
+}
+
+// bit_clear says whether bit i of a generation's bitmap (an outer map of
+// bitmaps) is clear, which rules out every rule; not where it has none.
+static __always_inline int bit_clear(void *outer, __u32 gen, __u32 i)
+{
+	return clear_in(inner(outer, gen), i);
 }
 
 // no_rule4 says whether the bitmap, where the generation has one, rules out
@@ -895,14 +900,15 @@ static long walk6(__u32 i, struct walk6 *w)
 static __always_inline int maybe6(int dir, const struct policy *pol, const __u8 *addr)
 {
 	__u32 bits = pol->cfg->bitmap6_len[dir & 1], hosts = pol->cfg->bitmap6_hosts[dir & 1];
-	void *bm = dir == DIR_EGRESS ? (void *)&egress_bitmap6 : (void *)&ingress_bitmap6;
 	int maybe = 0;
 
 	if (!bits)
 		return MAYBE_HOST | MAYBE_PREFIX;
-	if (!bit_clear(bm, pol->gen, hash6(addr, bits) >> 48))
+	// One lookup of the generation's bitmap for both parts.
+	void *bm = inner(dir == DIR_EGRESS ? (void *)&egress_bitmap6 : (void *)&ingress_bitmap6, pol->gen);
+	if (!clear_in(bm, hash6(addr, bits) >> 48))
 		maybe |= MAYBE_PREFIX;
-	if (!bit_clear(bm, pol->gen, BITMAP6_WORDS * 64 + (__u32)(hash6(addr, 128) >> ((64 - hosts) & 63))))
+	if (!clear_in(bm, BITMAP6_WORDS * 64 + (__u32)(hash6(addr, 128) >> ((64 - hosts) & 63))))
 		maybe |= MAYBE_HOST;
 	return maybe;
 }

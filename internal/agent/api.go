@@ -8,12 +8,13 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/cgwall/cgwall/internal/resolver"
 )
 
 // DefaultSocket is where the agent answers what only it knows: when the
@@ -22,23 +23,8 @@ import (
 // resolver's memory alone, as Cilium's agent keeps its FQDN cache.
 const DefaultSocket = "/run/cgwall/agent.sock"
 
-// HeldAddr is a learned address as the agent's resolver holds it.
-type HeldAddr struct {
-	Addr netip.Addr `json:"addr"`
-	// Expires is when the agent takes it out of force unless an answer
-	// holds it longer; zero while its first answer is being learned.
-	Expires time.Time `json:"expires"`
-	// Names are the asked names whose answers hold it; none for an address
-	// an earlier agent learned, adopted on start.
-	Names []string `json:"names,omitempty"`
-}
-
 // API is the agent's unix socket, which only root may reach.
-type API struct {
-	ln   net.Listener
-	srv  *http.Server
-	path string
-}
+type API struct{ srv *http.Server }
 
 // ListenAPI listens on path for what dns holds. It refuses a path where an
 // agent answers already, and a folder that others than root may write to;
@@ -61,17 +47,14 @@ func ListenAPI(path string, dns *DNS) (*API, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/learned", func(w http.ResponseWriter, r *http.Request) { serveHeld(w, r, dns) })
-	a := &API{ln: ln, path: path, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
+	a := &API{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	go a.srv.Serve(ln)
 	return a, nil
 }
 
-// Close stops answering and removes the socket.
-func (a *API) Close() error {
-	err := a.srv.Close()
-	// The listener removes its socket file when it closes.
-	return err
-}
+// Close stops answering and removes the socket (the listener removes its
+// file when it closes).
+func (a *API) Close() error { return a.srv.Close() }
 
 // apiFolder makes the socket's folder, root's alone, or checks that it is
 // (a folder others may write to could hold someone else's socket).
@@ -125,12 +108,8 @@ func serveHeld(w http.ResponseWriter, r *http.Request, dns *DNS) {
 		http.Error(w, "the agent serves no DNS for that cgroup", http.StatusNotFound)
 		return
 	}
-	out := make([]HeldAddr, len(held))
-	for i, h := range held {
-		out[i] = HeldAddr{Addr: h.Addr, Expires: h.Expires, Names: h.Names}
-	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(out)
+	json.NewEncoder(w).Encode(held)
 }
 
 // ErrNoAgent is the error of AskHeld when no agent answers.
@@ -140,7 +119,7 @@ var ErrNoAgent = errors.New("no agent answers")
 // addresses. It fails with ErrNoAgent when none answers there, and with
 // an error that wraps fs.ErrNotExist when the agent does not serve the
 // cgroup's DNS.
-func AskHeld(ctx context.Context, socket string, id uint64) ([]HeldAddr, error) {
+func AskHeld(ctx context.Context, socket string, id uint64) ([]resolver.Held, error) {
 	c := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -164,7 +143,7 @@ func AskHeld(ctx context.Context, socket string, id uint64) ([]HeldAddr, error) 
 	default:
 		return nil, fmt.Errorf("the agent on %s: %s", socket, resp.Status)
 	}
-	var out []HeldAddr
+	var out []resolver.Held
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return nil, fmt.Errorf("the agent on %s: %w", socket, err)
 	}

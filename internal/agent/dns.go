@@ -178,13 +178,13 @@ func (x *DNS) Serve1(s *store.Store, id uint64, rel string) error {
 	// A new tenant, or one whose audit setting changed (the resolver reads
 	// it with every query): what the datapath learned before expires after
 	// the floor, unless an answer holds it longer.
-	held, err := d.Learned()
+	found, err := d.Learned()
 	if err != nil {
 		d.Close()
 		return err
 	}
-	learned := make([]netip.Addr, len(held))
-	for i, l := range held {
+	learned := make([]netip.Addr, len(found))
+	for i, l := range found {
 		learned[i] = l.Addr
 	}
 	nt := &tenant{d: d, p: p}

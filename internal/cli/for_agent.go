@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 
 	"github.com/cgwall/cgwall/internal/policy"
 	"github.com/cgwall/cgwall/internal/store"
@@ -21,8 +22,8 @@ func agentOwner(rules *ruleFlags, p *policy.Policy) (store.Owner, error) {
 	if !rules.fs.Changed("file") {
 		return store.Owner{}, usageErr(errors.New("--for-agent needs -f FILE: the policy file of the agent's folder whose policy this is"))
 	}
-	for _, name := range append(baseFlags[1:], "log", "audit") {
-		if rules.fs.Changed(name) {
+	for _, name := range slices.Concat(baseFlags, []string{"log", "audit"}) {
+		if name != "file" && rules.fs.Changed(name) {
 			return store.Owner{}, usageErr(fmt.Errorf("--for-agent: the policy is %s's alone, so --%s cannot be given with it: put the rule into the file", rules.file, name))
 		}
 	}

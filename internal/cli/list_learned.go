@@ -15,6 +15,7 @@ import (
 
 	"github.com/cgwall/cgwall/internal/agent"
 	"github.com/cgwall/cgwall/internal/datapath"
+	"github.com/cgwall/cgwall/internal/resolver"
 	"github.com/cgwall/cgwall/internal/store"
 )
 
@@ -33,8 +34,8 @@ type learnedView struct {
 // viewLearned adds to v the addresses that DNS answers put in force for the
 // policy's name rules, and when each expires, which the agent alone knows.
 func viewLearned(ctx context.Context, s *store.Store, d *datapath.Datapath, v *policyView) error {
-	if _, ok, err := s.HasNames(v.ID); err != nil || !ok {
-		return err
+	if !d.Policy().HasNames() {
+		return nil
 	}
 	learned, err := d.Learned()
 	if err != nil {
@@ -59,7 +60,7 @@ func viewLearned(ctx context.Context, s *store.Store, d *datapath.Datapath, v *p
 
 // askAgent returns what the agent holds of a cgroup's learned addresses, or
 // why it cannot say.
-func askAgent(ctx context.Context, s *store.Store, id uint64) (map[netip.Addr]agent.HeldAddr, string) {
+func askAgent(ctx context.Context, s *store.Store, id uint64) (map[netip.Addr]resolver.Held, string) {
 	rec, ok, err := s.Agent()
 	switch {
 	case err != nil:
@@ -76,7 +77,7 @@ func askAgent(ctx context.Context, s *store.Store, id uint64) (map[netip.Addr]ag
 	case err != nil:
 		return nil, err.Error()
 	}
-	out := make(map[netip.Addr]agent.HeldAddr, len(held))
+	out := make(map[netip.Addr]resolver.Held, len(held))
 	for _, h := range held {
 		out[h.Addr] = h
 	}

@@ -186,50 +186,37 @@ const (
 	maxHostBits     = 24
 )
 
-// bitmap6Lens returns, by direction, how many of an address's first bits the
-// prefix part of the IPv6 bitmap hashes: the length of the direction's
-// shortest IPv6 prefix rule, 128 if it has host rules only; 0, no bitmap,
-// without IPv6 rules or with a ::/0 rule, which matches every address.
-func bitmap6Lens(p *policy.Policy) [2]uint8 {
-	var out [2]uint8
+// bitmap6Shape returns, by direction, how many of an address's first bits
+// the prefix part of the IPv6 bitmap hashes, and the host part's size as a
+// power of two. The first is the length of the direction's shortest IPv6
+// rule: that of its shortest prefix rule, or 128 if it has host rules only;
+// 0, no bitmap, without IPv6 rules or with a ::/0 rule, which matches every
+// address. The second is 0 where there is no bitmap.
+func bitmap6Shape(p *policy.Policy) (lens, hosts [2]uint8) {
+	var seen [2]bool
+	var n [2]int // host rules
 	for _, r := range p.Rules {
 		if r.Prefix.Addr().Is4() {
 			continue
 		}
-		if bits := uint8(r.Prefix.Bits()); out[r.Dir] == 0 || bits < out[r.Dir] {
-			out[r.Dir] = max(bits, 1) // ::/0 is 0 below
+		if bits := uint8(r.Prefix.Bits()); !seen[r.Dir] || bits < lens[r.Dir] {
+			lens[r.Dir], seen[r.Dir] = bits, true
+		}
+		if r.Prefix.IsSingleIP() {
+			n[r.Dir]++
 		}
 	}
-	for _, r := range p.Rules {
-		if r.Prefix.Addr().Is6() && r.Prefix.Bits() == 0 {
-			out[r.Dir] = 0
-		}
-	}
-	return out
-}
-
-// bitmap6Hosts returns, by direction, the host part's size of the IPv6
-// bitmap as a power of two; 0 where the direction has no bitmap.
-func bitmap6Hosts(p *policy.Policy) [2]uint8 {
-	lens := bitmap6Lens(p)
-	var hosts [2]int
-	for _, r := range p.Rules {
-		if r.Prefix.Addr().Is6() && r.Prefix.IsSingleIP() {
-			hosts[r.Dir]++
-		}
-	}
-	var out [2]uint8
-	for dir, n := range hosts {
+	for dir := range lens {
 		if lens[dir] == 0 {
 			continue
 		}
 		h := minHostBits
-		for h < maxHostBits && 1<<h < n*hostBitsPerRule {
+		for h < maxHostBits && 1<<h < n[dir]*hostBitsPerRule {
 			h++
 		}
-		out[dir] = uint8(h)
+		hosts[dir] = uint8(h)
 	}
-	return out
+	return lens, hosts
 }
 
 // bitmap6Size is the words of an IPv6 bitmap whose host part has 2^hosts
@@ -237,9 +224,9 @@ func bitmap6Hosts(p *policy.Policy) [2]uint8 {
 func bitmap6Size(hosts uint8) int { return bitmap6Words + 1<<hosts/64 }
 
 // bitmaps6 returns p's IPv6 bitmaps by direction; nil for a direction with
-// none (see bitmap6Lens).
+// none (see bitmap6Shape).
 func bitmaps6(p *policy.Policy) [2][]uint64 {
-	lens, hosts := bitmap6Lens(p), bitmap6Hosts(p)
+	lens, hosts := bitmap6Shape(p)
 	var out [2][]uint64
 	for dir, bits := range lens {
 		if bits != 0 {

@@ -24,7 +24,8 @@ var errFixed = errors.New("the policy of this filter is fixed: it was loaded for
 // created.
 func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy, e *entries) error {
 	n := e.counts()
-	shifts, lens6, hosts6 := bitmapShifts(p), bitmap6Lens(p), bitmap6Hosts(p)
+	shifts := bitmapShifts(p)
+	lens6, hosts6 := bitmap6Shape(p)
 	for _, dir := range policy.Directions {
 		for k := range numKinds {
 			ms := spec.Maps[mapName(dir, k)]

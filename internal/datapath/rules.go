@@ -205,7 +205,8 @@ func configFor(p *policy.Policy) cgwallConfig {
 	if p.DenyRaw {
 		cfg.DenyRaw = 1
 	}
-	cfg.Bitmap4Shift, cfg.Bitmap6Len, cfg.Bitmap6Hosts = bitmapShifts(p), bitmap6Lens(p), bitmap6Hosts(p)
+	cfg.Bitmap4Shift = bitmapShifts(p)
+	cfg.Bitmap6Len, cfg.Bitmap6Hosts = bitmap6Shape(p)
 	var present [2][32]bool // by direction and length
 	for _, r := range p.Rules {
 		if r.Prefix.Addr().Is4() && !r.Prefix.IsSingleIP() {

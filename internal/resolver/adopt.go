@@ -14,10 +14,7 @@ const adoptedName = ""
 // after the TTL floor unless an answer holds them longer. Call it after
 // Serve.
 func (r *Resolver) Adopt(t *Tenant, addrs []netip.Addr) {
-	r.mu.Lock()
-	tables := r.tables
-	r.mu.Unlock()
-	if tables != nil && len(addrs) > 0 {
+	if tables := r.tablesNow(); tables != nil && len(addrs) > 0 {
 		tables.of(t).adopt(addrs)
 	}
 }

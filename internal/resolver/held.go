@@ -6,24 +6,23 @@ import (
 	"time"
 )
 
-// Held is an address that a tenant's table holds in its datapath.
+// Held is an address that a tenant's table holds in its datapath. The agent
+// answers 'cgwall list' with it, in JSON.
 type Held struct {
-	Addr netip.Addr
+	Addr netip.Addr `json:"addr"`
 	// Expires is when the table forgets the address, unless an answer
 	// holds it longer; zero while its first answer is being learned.
-	Expires time.Time
+	Expires time.Time `json:"expires"`
 	// Names are the asked names whose answers hold it, sorted; none for
 	// an address only adopted (Adopt).
-	Names []string
+	Names []string `json:"names,omitempty"`
 }
 
 // Held returns what t's table holds, by address: what only the resolver
 // knows of its learned addresses, as their expiry is in no map. An evicted
 // address, which the next expiry round forgets, is left out.
 func (r *Resolver) Held(t *Tenant) []Held {
-	r.mu.Lock()
-	s := r.tables
-	r.mu.Unlock()
+	s := r.tablesNow()
 	if s == nil {
 		return nil
 	}

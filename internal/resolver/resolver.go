@@ -340,12 +340,16 @@ func check(cfg Config) error {
 // as for a datapath replaced behind the same Learner. Dropping a tenant
 // that has no table, or before Serve, does nothing.
 func (r *Resolver) Drop(t *Tenant) {
-	r.mu.Lock()
-	tables := r.tables
-	r.mu.Unlock()
-	if tables != nil {
+	if tables := r.tablesNow(); tables != nil {
 		tables.drop(t)
 	}
+}
+
+// tablesNow returns the tenants' tables, nil before Serve.
+func (r *Resolver) tablesNow() *tables {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.tables
 }
 
 // forgetFailed reports a Forget error as an event without a name: the
