@@ -37,7 +37,7 @@ func TestQuickSmallest(t *testing.T) {
 		t.Skip(err)
 	}
 	cfg.rounds, cfg.DecisionSizes, cfg.DecisionDsts, cfg.DecisionRuns, cfg.warmRepeat = 1, []int{1}, 1000, 2000, 10_000
-	cfg.E2ESizes, cfg.PortsSizes, cfg.Patterns, cfg.LogRules = []int{1}, []int{100}, []int{1}, 1
+	cfg.E2ESizes, cfg.PortsSizes, cfg.IPv6Sizes, cfg.Patterns, cfg.LogRules = []int{1}, []int{100}, []int{1}, []int{1}, 1
 	cfg.Warmup, cfg.Duration, cfg.StatsDuration = ms(50), ms(100), ms(50)
 	cfg.DNSLookups, cfg.DNSDuration, cfg.LearnedAddrs = 200, ms(200), 1000
 	cfg.out = t.TempDir()
@@ -81,7 +81,7 @@ func checkResults(t *testing.T, out string) {
 			t.Errorf("%s: no events printed and none lost", s.Variant)
 		}
 	}
-	for _, v := range append(e2eVariants, vNone, vFloor, vCgwallLog, vCgwall+"ports", vNft+"ports", vNone+"ports") {
+	for _, v := range append(e2eVariants, vNone, vFloor, vCgwallLog, vCgwall+"ports", vNft+"ports", vNone+"ports", vCgwall+setIPv6, vNft+setIPv6, vNone+setIPv6, vFloor+setIPv6) {
 		if !seen[v] {
 			t.Errorf("variant %q was not measured", v)
 		}
@@ -94,7 +94,7 @@ func checkResults(t *testing.T, out string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Decision cost, cold cache", "Packets per second, end to end", "Control plane", "Logging", "`cgwall exec` latency", "Name rules"} {
+	for _, want := range []string{"Decision cost, cold cache", "Packets per second, end to end", "Packets per second with IPv6", "Control plane", "Logging", "`cgwall exec` latency", "Name rules"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md has no %q section", want)
 		}

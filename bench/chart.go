@@ -77,7 +77,7 @@ func (ix *index) panel(dsts int, legend bool) (*plot.Plot, error) {
 	for _, v := range e2eVariants {
 		var xys plotter.XYs
 		for _, n := range ix.Sizes {
-			if br := ix.best(v, n, dsts); !math.IsNaN(br) {
+			if br := ix.best("", v, n, dsts); !math.IsNaN(br) {
 				xys = append(xys, plotter.XY{X: float64(n), Y: 100 * br})
 			}
 		}

@@ -35,7 +35,7 @@ import (
 // e2eSample is one measurement of one variant at one size in one round.
 type e2eSample struct {
 	Variant   string    `json:"variant"`
-	Set       string    `json:"set,omitempty"` // "ports"; else the ipv4-mixed rules that every packet misses
+	Set       string    `json:"set,omitempty"` // "ports", or "ipv6" (IPv6 traffic); else the ipv4-mixed rules that every packet misses
 	Rules     int       `json:"rules"`
 	Round     int       `json:"round"`
 	Dsts      int       `json:"dsts"` // distinct destinations; 1: a connected socket
@@ -69,6 +69,18 @@ const (
 // e2eVariants are the filters compared with no filter, in the report's order.
 var e2eVariants = []string{vCgwall, vNft, vIpt, vIptLegacy}
 
+// setIPv6 is the end-to-end runs with IPv6 traffic: the ipv6 set's rules,
+// which every packet misses, against nftables (issue #18).
+const setIPv6 = "ipv6"
+
+// setFamily is the address family of a set's traffic.
+func setFamily(set string) int {
+	if set == setIPv6 {
+		return 6
+	}
+	return 4
+}
+
 // netfilter is how each netfilter variant loads its rule file in the
 // sending namespace, and removes it again.
 var netfilter = map[string]struct {
@@ -92,9 +104,18 @@ func runE2E(ctx context.Context, cfg *config, c *cleanups, env *runEnv, res *res
 	if cfg.parts["log"] && !slices.Contains(sizes, cfg.LogRules) {
 		sizes = append(sizes, cfg.LogRules)
 	}
-	files, portFiles := map[int]ruleFiles{}, map[int]ruleFiles{}
+	files, portFiles, ipv6Files := map[int]ruleFiles{}, map[int]ruleFiles{}, map[int]ruleFiles{}
 	for _, n := range sizes {
-		if files[n], err = e.writeRules(n); err != nil {
+		if files[n], err = e.writeRules(n, 4); err != nil {
+			return err
+		}
+	}
+	var ipv6Sizes []int
+	if cfg.parts["ipv6"] {
+		ipv6Sizes = cfg.IPv6Sizes
+	}
+	for _, n := range ipv6Sizes {
+		if ipv6Files[n], err = e.writeRules(n, 6); err != nil {
 			return err
 		}
 	}
@@ -125,6 +146,18 @@ func runE2E(ctx context.Context, cfg *config, c *cleanups, env *runEnv, res *res
 				}
 				res.E2E = append(res.E2E, slot...)
 				fmt.Fprintf(log, "end to end: round %d/%d, %s, %s port rules:%s\n", r+1, cfg.rounds, patternName(dsts), human(n), e.review(slot, log))
+			}
+			for _, n := range ipv6Sizes {
+				variants := []string{vCgwall, vNft}
+				if n == ipv6Sizes[0] {
+					variants = append(variants, vFloor)
+				}
+				slot, err := e.slot(ctx, r, n, dsts, setIPv6, variants, ipv6Files[n])
+				if err != nil {
+					return err
+				}
+				res.E2E = append(res.E2E, slot...)
+				fmt.Fprintf(log, "end to end: round %d/%d, %s, %s ipv6 rules, IPv6 traffic:%s\n", r+1, cfg.rounds, patternName(dsts), human(n), e.review(slot, log))
 			}
 		}
 		fmt.Fprintf(log, "end to end: round %d/%d done in %.0fs\n", r+1, cfg.rounds, time.Since(t).Seconds())
@@ -178,7 +211,7 @@ func (e *e2eEnv) slot(ctx context.Context, round, n, dsts int, set string, varia
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		s, err := e.measure(ctx, v, n, dsts, files)
+		s, err := e.measure(ctx, v, set, n, dsts, files)
 		if err != nil {
 			return nil, fmt.Errorf("%s, %d rules, %d destinations: %w", v, n, dsts, err)
 		}
@@ -214,9 +247,11 @@ func (e *e2eEnv) review(slot []e2eSample, log io.Writer) string {
 	return strings.Join(parts, ";")
 }
 
-// measure loads a variant, times and sizes the load, sends, and unloads.
-func (e *e2eEnv) measure(ctx context.Context, variant string, n, dsts int, files ruleFiles) (e2eSample, error) {
+// measure loads a variant, times and sizes the load, sends the traffic of
+// the set's family, and unloads.
+func (e *e2eEnv) measure(ctx context.Context, variant, set string, n, dsts int, files ruleFiles) (e2eSample, error) {
 	s := e2eSample{Variant: variant, Rules: n, Dsts: dsts}
+	family := setFamily(set)
 	// Let the frees of the previous variant (maps, sets, rule blobs, after
 	// an RCU grace period) finish before anything is measured.
 	s.Quiet = waitQuiet(ctx, e.cfg.SenderCPU)
@@ -225,7 +260,7 @@ func (e *e2eEnv) measure(ctx context.Context, variant string, n, dsts int, files
 		pair = e.pairs["b"]
 	}
 	before, start := kernelMemKiB(), time.Now()
-	unload, err := e.load(ctx, variant, pair.src, files, &s)
+	unload, err := e.load(ctx, variant, family, pair.src, files, &s)
 	if err != nil {
 		return s, err
 	}
@@ -234,15 +269,15 @@ func (e *e2eEnv) measure(ctx context.Context, variant string, n, dsts int, files
 		s.KernelMiB = float64(settleKernelMem()-before) / 1024
 	}
 	if variant == vCgwall || variant == vCgwallLog {
-		s.Hooks = attachedHooks(e.cg.Path)
+		s.Hooks = attachedHooks(e.cg.Path, family)
 		if p, err := attachedProgram(e.cg.Path, ebpf.AttachCGroupInetEgress); err == nil {
 			s.Memlock, _ = memlockMiB(p) // a figure of its own: the run goes on without it
 			p.Close()
 		}
 	}
-	res, err := e.runSender(ctx, pair, dsts, e.cfg.Duration.Duration)
+	res, err := e.runSender(ctx, pair, family, dsts, e.cfg.Duration.Duration)
 	if err == nil && variant == vCgwall {
-		s.ProgNs, s.SendmsgNs, err = e.progCost(ctx, dsts)
+		s.ProgNs, s.SendmsgNs, err = e.progCost(ctx, family, dsts)
 	}
 	if uerr := unload(); err == nil {
 		err = uerr
@@ -257,13 +292,14 @@ func (e *e2eEnv) measure(ctx context.Context, variant string, n, dsts int, files
 	return s, nil
 }
 
-// load puts a variant's rules in force and returns what takes them out.
-func (e *e2eEnv) load(ctx context.Context, variant, ns string, files ruleFiles, s *e2eSample) (unload func() error, err error) {
+// load puts a variant's rules in force and returns what takes them out; the
+// empty programs go where cgwall's would be for traffic of the family.
+func (e *e2eEnv) load(ctx context.Context, variant string, family int, ns string, files ruleFiles, s *e2eSample) (unload func() error, err error) {
 	switch variant {
 	case vNone:
 		return func() error { return nil }, nil
 	case vFloor:
-		s.Hooks = floorHooks()
+		s.Hooks = floorHooks(family)
 		return attachEmpty(e.cg.Path, s.Hooks)
 	case vCgwall, vCgwallLog:
 		return e.startCgwall(ctx, variant == vCgwallLog, files, s)
@@ -341,9 +377,9 @@ func (c *lineCount) Write(b []byte) (int, error) {
 }
 
 // runSender runs one sender in the sender cgroup and returns its result.
-func (e *e2eEnv) runSender(ctx context.Context, pair netnsPair, dsts int, duration time.Duration) (senderResult, error) {
+func (e *e2eEnv) runSender(ctx context.Context, pair netnsPair, family, dsts int, duration time.Duration) (senderResult, error) {
 	var res senderResult
-	job := senderJob{Netns: netnsPath(pair.src), Dsts: dsts, Batch: e.cfg.Batch, CPU: e.cfg.SenderCPU, Warmup: e.cfg.Warmup.Duration, Duration: duration}
+	job := senderJob{Netns: netnsPath(pair.src), Family: family, Dsts: dsts, Batch: e.cfg.Batch, CPU: e.cfg.SenderCPU, Warmup: e.cfg.Warmup.Duration, Duration: duration}
 	err := runChild(ctx, e.self, e.cg.Path, senderEnv, job, duration+e.cfg.Warmup.Duration+20*time.Second, &res)
 	return res, err
 }
@@ -378,12 +414,12 @@ func runChild(ctx context.Context, self, cg, env string, job any, timeout time.D
 }
 
 // progCost sends once more with the kernel's BPF run-time statistics on and
-// returns the mean run time of cgwall's egress and sendmsg4 programs,
+// returns the mean run time of cgwall's egress and sendmsg programs,
 // measured in the kernel on real traffic; a sendmsg4 program that cgwall did
 // not attach (it attaches one only where the policy logs or has name rules)
 // costs 0. Statistics cost two clock reads per run, so they are off while
 // packets per second are measured.
-func (e *e2eEnv) progCost(ctx context.Context, dsts int) (egress, sendmsg float64, err error) {
+func (e *e2eEnv) progCost(ctx context.Context, family, dsts int) (egress, sendmsg float64, err error) {
 	st, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
 	if err != nil {
 		return 0, 0, fmt.Errorf("enable BPF statistics: %w", err)
@@ -394,7 +430,11 @@ func (e *e2eEnv) progCost(ctx context.Context, dsts int) (egress, sendmsg float6
 		return 0, 0, err
 	}
 	defer eg.Close()
-	sm, err := attachedProgramIfAny(e.cg.Path, ebpf.AttachCGroupUDP4Sendmsg)
+	sendmsgAttach := ebpf.AttachCGroupUDP4Sendmsg
+	if family == 6 {
+		sendmsgAttach = ebpf.AttachCGroupUDP6Sendmsg
+	}
+	sm, err := attachedProgramIfAny(e.cg.Path, sendmsgAttach)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -402,7 +442,7 @@ func (e *e2eEnv) progCost(ctx context.Context, dsts int) (egress, sendmsg float6
 		defer sm.Close()
 	}
 	eg0, sm0 := runStats(eg), runStats(sm)
-	if _, err := e.runSender(ctx, e.pairs["a"], dsts, e.cfg.StatsDuration.Duration); err != nil {
+	if _, err := e.runSender(ctx, e.pairs["a"], family, dsts, e.cfg.StatsDuration.Duration); err != nil {
 		return 0, 0, err
 	}
 	if egress = perRun(eg, eg0); egress == 0 {
@@ -437,41 +477,48 @@ func perRun(p *ebpf.Program, before ebpf.ProgramStats) float64 {
 }
 
 // trafficHooks are the attach points of cgwall's hooks that the harness's
-// traffic (IPv4 UDP out of a socket, connected or not) runs through, and a
-// program type for an empty program on each.
+// traffic (UDP out of a socket, connected or not, of one family) runs
+// through, and a program type for an empty program on each.
 var trafficHooks = []struct {
 	hook   datapath.Hook
+	family int // 0: both
 	name   string
 	typ    ebpf.ProgramType
 	attach ebpf.AttachType
 }{
-	{datapath.HookEgress, "egress", ebpf.CGroupSKB, ebpf.AttachCGroupInetEgress},
-	{datapath.HookIngress, "ingress", ebpf.CGroupSKB, ebpf.AttachCGroupInetIngress},
-	{datapath.HookConnect, "connect4", ebpf.CGroupSockAddr, ebpf.AttachCGroupInet4Connect},
-	{datapath.HookSendmsg, "sendmsg4", ebpf.CGroupSockAddr, ebpf.AttachCGroupUDP4Sendmsg},
+	{datapath.HookEgress, 0, "egress", ebpf.CGroupSKB, ebpf.AttachCGroupInetEgress},
+	{datapath.HookIngress, 0, "ingress", ebpf.CGroupSKB, ebpf.AttachCGroupInetIngress},
+	{datapath.HookConnect, 4, "connect4", ebpf.CGroupSockAddr, ebpf.AttachCGroupInet4Connect},
+	{datapath.HookSendmsg, 4, "sendmsg4", ebpf.CGroupSockAddr, ebpf.AttachCGroupUDP4Sendmsg},
+	{datapath.HookConnect, 6, "connect6", ebpf.CGroupSockAddr, ebpf.AttachCGroupInet6Connect},
+	{datapath.HookSendmsg, 6, "sendmsg6", ebpf.CGroupSockAddr, ebpf.AttachCGroupUDP6Sendmsg},
 }
 
 // floorHooks are the hooks on which cgwall attaches programs for the
 // end-to-end runs' policies (address rules, --log none), as the datapath
-// decides, among trafficHooks.
-func floorHooks() []string {
+// decides, among the trafficHooks of a family's traffic.
+func floorHooks(family int) []string {
 	p := policy.New()
 	p.Log = policy.LogNone
 	addRule(p, ruleset.Rule{Prefix: netip.MustParsePrefix("192.0.2.1/32")})
 	hooks := datapath.HooksFor(p)
 	var out []string
 	for _, h := range trafficHooks {
-		if slices.Contains(hooks, h.hook) {
+		if (h.family == 0 || h.family == family) && slices.Contains(hooks, h.hook) {
 			out = append(out, h.name)
 		}
 	}
 	return out
 }
 
-// attachedHooks names the trafficHooks on which cg has a program.
-func attachedHooks(cg string) []string {
+// attachedHooks names the trafficHooks of a family's traffic on which cg
+// has a program.
+func attachedHooks(cg string, family int) []string {
 	var out []string
 	for _, h := range trafficHooks {
+		if h.family != 0 && h.family != family {
+			continue
+		}
 		if p, err := attachedProgramIfAny(cg, h.attach); err == nil && p != nil {
 			p.Close()
 			out = append(out, h.name)

@@ -99,18 +99,18 @@ func ppsGoal(ix *index) []goalRow {
 	var rows []goalRow
 	n := goal.ppsRules
 	for _, dsts := range ix.Patterns {
-		c := ix.e2eCell(vCgwall, n, dsts)
+		c := ix.e2eCell("", vCgwall, n, dsts)
 		if !c.ok() {
 			continue
 		}
-		nft := ix.e2eCell(vNft, n, dsts)
-		won, total := ix.wins(vCgwall, vNft, n, dsts)
-		best := ix.best(vCgwall, n, dsts)
+		nft := ix.e2eCell("", vNft, n, dsts)
+		won, total := ix.wins("", vCgwall, vNft, n, dsts)
+		best := ix.best("", vCgwall, n, dsts)
 		met := min(c.Ratio, best) >= goal.ppsShare && c.Med > nft.Med
 		fig := fmt.Sprintf("cgwall %.1f%% of no filter by the per-round median, %.1f%% best against best (%.0f kpps); "+
 			"nftables %.1f%% / %.1f%% (%.0f kpps); cgwall ahead in %d of %d rounds",
-			100*c.Ratio, 100*best, c.Med/1000, 100*nft.Ratio, 100*ix.best(vNft, n, dsts), nft.Med/1000, won, total)
-		if fl := ix.Floor(dsts); fl != nil {
+			100*c.Ratio, 100*best, c.Med/1000, 100*nft.Ratio, 100*ix.best("", vNft, n, dsts), nft.Med/1000, won, total)
+		if fl := ix.Floor("", dsts); fl != nil {
 			fig += fmt.Sprintf("; empty programs on the same hooks: %.1f%% / %.1f%%", 100*fl.Ratio, 100*fl.Best)
 		}
 		name := fmt.Sprintf("pps at %s rules ≥ %.0f%% of no filter and above nftables; %s", human(n), 100*goal.ppsShare, patternName(dsts))
@@ -180,31 +180,43 @@ func smallMissGoal(ix *index) []goalRow {
 }
 
 // smallPPSGoal is issue #18's: small policies cost packets what empty
-// programs on the same hooks do, and less than nftables in every round.
+// programs on the same hooks do, and less than nftables in every round,
+// for each of the small sets: ipv4-mixed's end-to-end runs, and the ipv6
+// set's with IPv6 traffic.
 func smallPPSGoal(ix *index) []goalRow {
 	var rows []goalRow
-	for _, dsts := range ix.Patterns {
-		fl := ix.Floor(dsts)
-		if fl == nil {
-			continue
+	for _, name := range goal.smallSets {
+		set := ""
+		if name == setIPv6 {
+			set = setIPv6
 		}
-		var parts []string
-		met := true
-		for _, n := range goal.smallSizes {
-			c := ix.e2eCell(vCgwall, n, dsts)
-			if !c.ok() {
-				continue
+		for _, dsts := range ix.Patterns {
+			if row, ok := ix.smallPPSRow(name, set, dsts); ok {
+				rows = append(rows, row)
 			}
-			won, total := ix.wins(vCgwall, vNft, n, dsts)
-			parts = append(parts, fmt.Sprintf("%s: %.1f%%, ahead of nftables in %d of %d", human(n), 100*c.Ratio, won, total))
-			met = met && c.Ratio >= fl.Ratio-goal.smallFloor && won == total
-		}
-		if len(parts) > 0 {
-			rows = append(rows, goalRow{fmt.Sprintf("pps at 10 to 4k rules within %.0f points of empty programs (%.1f%%) and above nftables every round; %s",
-				100*goal.smallFloor, 100*fl.Ratio, patternName(dsts)), verdict(met), strings.Join(parts, "; ")})
 		}
 	}
 	return rows
+}
+
+func (ix *index) smallPPSRow(name, set string, dsts int) (goalRow, bool) {
+	fl := ix.Floor(set, dsts)
+	if fl == nil {
+		return goalRow{}, false
+	}
+	var parts []string
+	met := true
+	for _, n := range goal.smallSizes {
+		c := ix.e2eCell(set, vCgwall, n, dsts)
+		if !c.ok() {
+			continue
+		}
+		won, total := ix.wins(set, vCgwall, vNft, n, dsts)
+		parts = append(parts, fmt.Sprintf("%s: %.1f%%, ahead of nftables in %d of %d", human(n), 100*c.Ratio, won, total))
+		met = met && c.Ratio >= fl.Ratio-goal.smallFloor && won == total
+	}
+	return goalRow{fmt.Sprintf("pps at 10 to 4k %s rules within %.0f points of empty programs (%.1f%%) and above nftables every round; %s",
+		name, 100*goal.smallFloor, 100*fl.Ratio, patternName(dsts)), verdict(met), strings.Join(parts, "; ")}, len(parts) > 0
 }
 
 // portsDecisionGoal is issue #10's: port rules cost a cold decision little
@@ -229,14 +241,15 @@ func portsDecisionGoal(ix *index) []goalRow {
 // portsPPSGoal is issue #10's: with port rules too, cgwall passes more
 // packets than nftables with the same rules.
 func portsPPSGoal(ix *index) []goalRow {
+	ports := ruleset.PortsKind.Name
 	var rows []goalRow
 	n := goal.portsRules
 	for _, dsts := range ix.Patterns {
-		c, nft := ix.portsPPS(vCgwall, n, dsts), ix.portsPPS(vNft, n, dsts)
+		c, nft := ix.e2eCell(ports, vCgwall, n, dsts), ix.e2eCell(ports, vNft, n, dsts)
 		if !c.ok() || !nft.ok() {
 			continue
 		}
-		won, total := ix.portsWins(n, dsts)
+		won, total := ix.wins(ports, vCgwall, vNft, n, dsts)
 		rows = append(rows, goalRow{fmt.Sprintf("pps at %s rules, 20%% with ports, above nftables with the same rules; %s", human(n), patternName(dsts)),
 			verdict(c.Med > nft.Med), fmt.Sprintf("cgwall %.0f kpps (%.1f%% of no filter), nftables %.0f kpps (%.1f%%); cgwall ahead in %d of %d rounds",
 				c.Med/1000, 100*c.Ratio, nft.Med/1000, 100*nft.Ratio, won, total)})
@@ -305,7 +318,7 @@ func baselineGoal(ix *index) []goalRow {
 		if k.variant != vCgwall || k.set != "" {
 			continue
 		}
-		now, was := ix.e2eCell(vCgwall, k.rules, k.dsts), base.e2eCell(vCgwall, k.rules, k.dsts)
+		now, was := ix.e2eCell("", vCgwall, k.rules, k.dsts), base.e2eCell("", vCgwall, k.rules, k.dsts)
 		if now.ok() && was.ok() {
 			points = append(points, change{fmt.Sprintf("%s rules, %s", human(k.rules), patternName(k.dsts)), 100 * (now.Ratio - was.Ratio)})
 		}

@@ -52,17 +52,17 @@ func defaultConfig(quick bool) *config {
 		settings: settings{
 			DecisionSizes: []int{1, 10, 100, 1000, 4000, 100_000, 1_000_000}, DecisionDsts: 100_000, DecisionRuns: 50_000,
 			E2ESizes: []int{1, 10, 100, 1000, 4000, 10_000, 100_000, 1_000_000}, IptablesMax: 10_000, Patterns: []int{1, 4096},
-			PortsSizes: []int{100_000},
-			Payload:    payloadBytes, Batch: 64, SenderCPU: 1, LogRules: 1000,
+			PortsSizes: []int{100_000}, IPv6Sizes: []int{1, 10, 100, 1000, 4000},
+			Payload: payloadBytes, Batch: 64, SenderCPU: 1, LogRules: 1000,
 			Warmup: ms(250), Duration: ms(1000), StatsDuration: ms(500),
 			DNSLookups: 10_000, DNSClients: 8, DNSDuration: ms(3000), LearnedAddrs: 100_000,
 		},
-		quick: quick, rounds: 5, parts: map[string]bool{"decision": true, "e2e": true, "ports": true, "log": true, "exec": true, "dns": true},
+		quick: quick, rounds: 5, parts: map[string]bool{"decision": true, "e2e": true, "ports": true, "ipv6": true, "log": true, "exec": true, "dns": true},
 		warmRepeat: 1_000_000, benchCPU: 1, loadTimeout: 5 * time.Minute,
 	}
 	if quick {
 		cfg.DecisionSizes, cfg.DecisionDsts, cfg.DecisionRuns, cfg.warmRepeat = []int{1, 1000, 100_000}, 20_000, 10_000, 200_000
-		cfg.E2ESizes, cfg.Patterns, cfg.LogRules = []int{1, 10_000}, []int{1}, 1
+		cfg.E2ESizes, cfg.IPv6Sizes, cfg.Patterns, cfg.LogRules = []int{1, 10_000}, []int{1, 1000}, []int{1}, 1
 		cfg.Warmup, cfg.Duration, cfg.StatsDuration = ms(100), ms(250), ms(200)
 		cfg.DNSLookups, cfg.DNSDuration = 2000, ms(1000)
 	}
@@ -119,7 +119,7 @@ func parseFlags(args []string) (cfg *config, render string, err error) {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	quick := fs.Bool("quick", false, "a short run (under 2 minutes): fewer sizes, shorter windows")
 	rounds := fs.Int("rounds", 0, "rounds of every measurement (default 5)")
-	only := fs.String("only", "", "comma-separated parts to run: decision, e2e, ports (end to end with port rules), log, exec, dns (name rules: lookups through cgwall's resolver, decisions with learned addresses) (default all)")
+	only := fs.String("only", "", "comma-separated parts to run: decision, e2e, ports (end to end with port rules), ipv6 (end to end with IPv6 traffic), log, exec, dns (name rules: lookups through cgwall's resolver, decisions with learned addresses) (default all)")
 	out := fs.String("out", "", "directory for results.md, results.json and pps.png (default a new directory under /tmp)")
 	docs := fs.Bool("docs", false, "also write the results into docs/performance.md and docs/img/bench-pps.png")
 	cgwallBin := fs.String("cgwall", "", "the cgwall binary to measure (default: build ./cmd/cgwall)")
@@ -127,6 +127,7 @@ func parseFlags(args []string) (cfg *config, render string, err error) {
 	e2eSizes := fs.String("e2e-sizes", "", "comma-separated rule counts for the end-to-end and control-plane runs (default 1,10,100,1k,4k,10k,100k,1M; -quick 1,10k)")
 	decisionSizes := fs.String("decision-sizes", "", "comma-separated rule counts for the decision cost (default 1,10,100,1k,4k,100k,1M; -quick 1,1k,100k)")
 	portsSizes := fs.String("ports-sizes", "", "comma-separated rule counts of the ports set end to end (default 100k)")
+	ipv6Sizes := fs.String("ipv6-sizes", "", "comma-separated rule counts of the ipv6 set end to end, with IPv6 traffic (default 1,10,100,1k,4k; -quick 1,1k)")
 	baseline := fs.String("baseline", "", "results.json of an earlier run, whose address-only figures this run's are held to (the tree before a change)")
 	fs.StringVar(&render, "render", "", "write the report of an earlier run from its results.json, measuring nothing")
 	if err := fs.Parse(args); err != nil {
@@ -143,9 +144,14 @@ func parseFlags(args []string) (cfg *config, render string, err error) {
 			cfg.parts[strings.TrimSpace(p)] = true
 		}
 	}
-	for s, dst := range map[string]*[]int{*e2eSizes: &cfg.E2ESizes, *decisionSizes: &cfg.DecisionSizes, *portsSizes: &cfg.PortsSizes, *patterns: &cfg.Patterns} {
-		if s != "" {
-			if *dst, err = parseSizes(s); err != nil {
+	// A slice, not a map keyed by the flags' values: two flags of the same
+	// value would be one key, and one of them ignored.
+	for _, f := range []struct {
+		s   string
+		dst *[]int
+	}{{*e2eSizes, &cfg.E2ESizes}, {*decisionSizes, &cfg.DecisionSizes}, {*portsSizes, &cfg.PortsSizes}, {*ipv6Sizes, &cfg.IPv6Sizes}, {*patterns, &cfg.Patterns}} {
+		if f.s != "" {
+			if *f.dst, err = parseSizes(f.s); err != nil {
 				return nil, "", err
 			}
 		}
@@ -201,7 +207,7 @@ func run(ctx context.Context, cfg *config, c *cleanups, log io.Writer) error {
 			return fmt.Errorf("decision cost: %w", err)
 		}
 	}
-	if cfg.parts["e2e"] || cfg.parts["ports"] || cfg.parts["log"] {
+	if cfg.parts["e2e"] || cfg.parts["ports"] || cfg.parts["ipv6"] || cfg.parts["log"] {
 		if err := runE2E(ctx, cfg, c, env, res, log); err != nil {
 			return fmt.Errorf("end to end: %w", err)
 		}

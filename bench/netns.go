@@ -24,7 +24,9 @@ import (
 // that does not forward, so it drops every packet silently after routing it
 // and no ICMP comes back. Pair "a" serves every variant but
 // iptables-legacy, whose table stays registered in a namespace once used;
-// it gets pair "b".
+// it gets pair "b". The IPv6 runs send over the same veth, from
+// 2001:db8:ffff:ffff::1/64 to 2001:db8:ffff::/64 through its peer, where a
+// blackhole route drops them as silently.
 
 const (
 	payloadBytes = 18 // UDP payload: 64-byte frames on the wire with Ethernet's FCS
@@ -36,25 +38,51 @@ const (
 var (
 	trafficNet = netip.MustParsePrefix("198.18.0.0/15")
 	firstDst   = netip.MustParseAddr("198.19.0.1")
+	// IPv6: the ipv6 set's rules are drawn from 2001:db8::/32; those
+	// overlapping this /48 are left out, as those overlapping trafficNet.
+	trafficNet6 = netip.MustParsePrefix("2001:db8:ffff::/48")
+	firstDst6   = netip.MustParseAddr("2001:db8:ffff::1")
 )
+
+// firstDestination is where a family's traffic begins.
+func firstDestination(family int) netip.Addr {
+	if family == 6 {
+		return firstDst6
+	}
+	return firstDst
+}
 
 type netnsPair struct{ src, sink string }
 
-// pairCommands make a pair. The sending namespace routes 198.19.0.0/16 to
-// the sink through a static neighbour entry, so nothing has to answer ARP;
-// IPv6 is off so that nothing else is sent.
+// pairCommands make a pair. The sending namespace routes 198.19.0.0/16 and
+// 2001:db8:ffff::/64 to the sink through static neighbour entries, so
+// nothing has to answer ARP or neighbour solicitations. IPv6 is on only on
+// the veth, without a link-local address and without duplicate address
+// detection, so that nothing else is sent (router solicitations wait for a
+// link-local address): only the MLD reports of joining the addresses'
+// groups, once, when the pair is made.
 func pairCommands(p netnsPair) [][]string {
 	noIPv6 := []string{"sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"}
+	veth6 := func(dev string) []string {
+		return []string{"sysctl", "-qw", "net.ipv6.conf." + dev + ".addr_gen_mode=1", "net.ipv6.conf." + dev + ".accept_ra=0", "net.ipv6.conf." + dev + ".disable_ipv6=0"}
+	}
 	return [][]string{
 		{"ip", "link", "add", srcDev, "address", "02:00:00:c9:00:01", "netns", p.src, "type", "veth", "peer", "name", sinkDev, "address", sinkMAC, "netns", p.sink},
 		nsenter(p.src, noIPv6...),
 		nsenter(p.sink, noIPv6...),
+		nsenter(p.src, veth6(srcDev)...),
+		nsenter(p.sink, veth6(sinkDev)...),
 		nsenter(p.src, "ip", "addr", "add", "198.18.0.1/30", "dev", srcDev),
 		nsenter(p.sink, "ip", "addr", "add", "198.18.0.2/30", "dev", sinkDev),
+		nsenter(p.src, "ip", "-6", "addr", "add", "2001:db8:ffff:ffff::1/64", "dev", srcDev, "nodad"),
+		nsenter(p.sink, "ip", "-6", "addr", "add", "2001:db8:ffff:ffff::2/64", "dev", sinkDev, "nodad"),
 		nsenter(p.src, "ip", "link", "set", srcDev, "up"),
 		nsenter(p.sink, "ip", "link", "set", sinkDev, "up"),
 		nsenter(p.src, "ip", "neigh", "replace", "198.18.0.2", "lladdr", sinkMAC, "dev", srcDev, "nud", "permanent"),
 		nsenter(p.src, "ip", "route", "add", "198.19.0.0/16", "via", "198.18.0.2", "dev", srcDev),
+		nsenter(p.src, "ip", "-6", "neigh", "replace", "2001:db8:ffff:ffff::2", "lladdr", sinkMAC, "dev", srcDev, "nud", "permanent"),
+		nsenter(p.src, "ip", "-6", "route", "add", "2001:db8:ffff::/64", "via", "2001:db8:ffff:ffff::2", "dev", srcDev),
+		nsenter(p.sink, "ip", "-6", "route", "add", "blackhole", "2001:db8:ffff::/64"),
 	}
 }
 
@@ -145,8 +173,12 @@ func makeSendCgroup(env *runEnv) (sendCgroup, error) {
 // e2ePrefixes is the ipv4-mixed set of n rules, less any prefix that overlaps
 // the benchmark range the traffic goes to, topped up with /32s outside it:
 // every packet sent misses every rule and is let through, so each filter
-// walks its whole structure (or list) for every packet.
-func e2ePrefixes(n int) []netip.Prefix {
+// walks its whole structure (or list) for every packet. For family 6 it is
+// e2ePrefixes6.
+func e2ePrefixes(n, family int) []netip.Prefix {
+	if family == 6 {
+		return e2ePrefixes6(n)
+	}
 	rs := ruleset.Mixed4(n)
 	out := make([]netip.Prefix, 0, n)
 	for _, p := range rs.Prefixes {
@@ -165,6 +197,31 @@ func e2ePrefixes(n int) []netip.Prefix {
 	return out
 }
 
+// e2ePrefixes6 is the ipv6 set of n rules, less any prefix that overlaps
+// trafficNet6, topped up with /128s in 2001:db8::/32 outside it.
+func e2ePrefixes6(n int) []netip.Prefix {
+	var rs *ruleset.Set
+	for _, k := range ruleset.Kinds {
+		if k.Name == "ipv6" {
+			rs = k.Build(n)
+		}
+	}
+	out := make([]netip.Prefix, 0, n)
+	for _, p := range rs.Prefixes {
+		if !p.Overlaps(trafficNet6) {
+			out = append(out, p)
+		}
+	}
+	docs := netip.MustParsePrefix("2001:db8::/32")
+	for len(out) < n {
+		a := rs.Inside(docs)
+		if p := netip.PrefixFrom(a, 128); !trafficNet6.Contains(a) && rs.Add(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 //go:embed rules.tmpl
 var rulesText string
 
@@ -174,19 +231,20 @@ var rulesTmpl = template.Must(template.New("").Parse(rulesText))
 // iptables.
 type ruleFiles map[string]string
 
-// writeRules writes the ruleFiles of n prefixes, but none for iptables above
-// the size it is measured at.
-func (e *e2eEnv) writeRules(n int) (ruleFiles, error) {
+// writeRules writes the ruleFiles of n prefixes of a family, but none for
+// iptables above the size it is measured at, or for IPv6.
+func (e *e2eEnv) writeRules(n, family int) (ruleFiles, error) {
 	data := struct {
 		sendCgroup
+		Family   int
 		Prefixes []netip.Prefix
-	}{e.cg, e2ePrefixes(n)}
+	}{e.cg, family, e2ePrefixes(n, family)}
 	files := ruleFiles{}
 	for _, format := range []string{"list", "yaml", "nft", "iptables"} {
-		if format == "iptables" && n > e.cfg.IptablesMax {
+		if format == "iptables" && (n > e.cfg.IptablesMax || family == 6) {
 			continue
 		}
-		path, err := writeRules(filepath.Join(e.dir, "rules-"+human(n)+"."+format), format, data)
+		path, err := writeRules(filepath.Join(e.dir, fmt.Sprintf("rules%d-%s.%s", family, human(n), format)), format, data)
 		if err != nil {
 			return nil, err
 		}

@@ -24,7 +24,7 @@ type cellKey struct {
 	rules   int
 	dsts    int    // end to end: the traffic pattern (distinct destinations)
 	kind    string // decision cost: the kind of destination
-	set     string // end to end: "ports", or "" for the ipv4-mixed rules that every packet misses
+	set     string // end to end: "ports", "ipv6" (IPv6 traffic), or "" for the ipv4-mixed rules that every packet misses
 }
 
 // byRound is one figure of one cell, round by round.
@@ -61,6 +61,7 @@ type index struct {
 	DecisionSizes []int
 	Sizes         []int // end to end, the logging runs aside
 	PortsSizes    []int // end to end, of the ports set
+	IPv6Sizes     []int // end to end, of the ipv6 set
 	Patterns      []int
 }
 
@@ -75,8 +76,10 @@ func newIndex(r *results) *index {
 	for _, s := range r.E2E {
 		add(ix.e2e, cellKey{variant: s.Variant, rules: s.Rules, dsts: s.Dsts, set: s.Set}, s.Round, s)
 		switch {
-		case s.Set != "":
+		case s.Set == ruleset.PortsKind.Name:
 			ix.PortsSizes = append(ix.PortsSizes, s.Rules)
+		case s.Set == setIPv6:
+			ix.IPv6Sizes = append(ix.IPv6Sizes, s.Rules)
 		case s.Variant != vCgwallLog:
 			ix.Sizes = append(ix.Sizes, s.Rules)
 		}
@@ -90,7 +93,7 @@ func newIndex(r *results) *index {
 	for _, s := range r.DNS {
 		add(ix.dns, cellKey{variant: s.Variant, kind: s.Kind}, s.Round, s)
 	}
-	for _, xs := range []*[]int{&ix.DecisionSizes, &ix.Sizes, &ix.PortsSizes, &ix.Patterns} {
+	for _, xs := range []*[]int{&ix.DecisionSizes, &ix.Sizes, &ix.PortsSizes, &ix.IPv6Sizes, &ix.Patterns} {
 		slices.Sort(*xs)
 		*xs = slices.Compact(*xs)
 	}
@@ -132,27 +135,19 @@ func (ix *index) portsCell(rules int, kind string) cell {
 	return cellOf(fig(ruleset.PortsKind.Name), fig(portsLike))
 }
 
-// e2eCell is a variant's packets per second; its ratio is to no filter at
-// the same size, with the same traffic.
-func (ix *index) e2eCell(variant string, rules, dsts int) cell {
-	return cellOf(ix.e2eFig(variant, rules, dsts, pps), ix.e2eFig(vNone, rules, dsts, pps))
+// e2eCell is a variant's packets per second with a set (see cellKey); its
+// ratio is to no filter at the same size, with the same traffic, in the
+// same slots.
+func (ix *index) e2eCell(set, variant string, rules, dsts int) cell {
+	return cellOf(ix.e2eFig(set, variant, rules, dsts, pps), ix.e2eFig(set, vNone, rules, dsts, pps))
 }
 
-// portsPPS is a variant's packets per second with the ports set; its ratio
-// is to no filter in the same slots.
-func (ix *index) portsPPS(variant string, rules, dsts int) cell {
-	fig := func(v string) byRound {
-		return figure(ix.e2e[cellKey{variant: v, rules: rules, dsts: dsts, set: ruleset.PortsKind.Name}], pps)
-	}
-	return cellOf(fig(variant), fig(vNone))
+func (ix *index) e2eFig(set, variant string, rules, dsts int, f func(e2eSample) float64) byRound {
+	return figure(ix.e2e[cellKey{variant: variant, rules: rules, dsts: dsts, set: set}], f)
 }
 
-func (ix *index) e2eFig(variant string, rules, dsts int, f func(e2eSample) float64) byRound {
-	return figure(ix.e2e[cellKey{variant: variant, rules: rules, dsts: dsts}], f)
-}
-
-func (ix *index) e2eMedian(variant string, rules, dsts int, f func(e2eSample) float64) float64 {
-	return median(ix.e2eFig(variant, rules, dsts, f).values())
+func (ix *index) e2eMedian(set, variant string, rules, dsts int, f func(e2eSample) float64) float64 {
+	return median(ix.e2eFig(set, variant, rules, dsts, f).values())
 }
 
 // dnsMedian is a DNS figure's median over rounds.
@@ -178,7 +173,7 @@ func (ix *index) dnsAdded(kind string, f func(dnsSample) float64) float64 {
 func (ix *index) anyTraffic(variant string, rules int, f func(e2eSample) float64) float64 {
 	var vs []float64
 	for _, dsts := range ix.Patterns {
-		vs = append(vs, ix.e2eFig(variant, rules, dsts, f).values()...)
+		vs = append(vs, ix.e2eFig("", variant, rules, dsts, f).values()...)
 	}
 	return median(vs)
 }
@@ -188,12 +183,12 @@ func (ix *index) anyTraffic(variant string, rules int, f func(e2eSample) float64
 // size: this host switches between a fast and a slow state every few
 // seconds, and a reference caught in the slow state inflates a per-round
 // ratio, while the best runs are both in the fast state.
-func (ix *index) best(variant string, rules, dsts int) float64 {
+func (ix *index) best(set, variant string, rules, dsts int) float64 {
 	var best, ref float64
-	for _, s := range ix.e2e[cellKey{variant: variant, rules: rules, dsts: dsts}] {
+	for _, s := range ix.e2e[cellKey{variant: variant, rules: rules, dsts: dsts, set: set}] {
 		best = max(best, s.PPS)
 	}
-	for _, s := range ix.e2e[cellKey{variant: vNone, rules: rules, dsts: dsts}] {
+	for _, s := range ix.e2e[cellKey{variant: vNone, rules: rules, dsts: dsts, set: set}] {
 		ref = max(ref, s.PPS)
 		for _, p := range s.Pair {
 			ref = max(ref, p)
@@ -205,10 +200,10 @@ func (ix *index) best(variant string, rules, dsts int) float64 {
 	return best / ref
 }
 
-// wins counts the rounds in which a beat b.
-func (ix *index) wins(a, b string, rules, dsts int) (won, total int) {
-	bs := ix.e2eFig(b, rules, dsts, pps)
-	for round, x := range ix.e2eFig(a, rules, dsts, pps) {
+// wins counts the rounds in which a beat b with a set.
+func (ix *index) wins(set, a, b string, rules, dsts int) (won, total int) {
+	bs := ix.e2eFig(set, b, rules, dsts, pps)
+	for round, x := range ix.e2eFig(set, a, rules, dsts, pps) {
 		if y, ok := bs[round]; ok {
 			total++
 			if x > y {
@@ -227,19 +222,24 @@ type floorFig struct {
 	Hooks string // where the empty programs were attached
 }
 
-// Floor is the empty-programs variant of a pattern, at the size it ran at.
-func (ix *index) Floor(dsts int) *floorFig {
-	for _, n := range ix.Sizes {
-		if c := ix.e2eCell(vFloor, n, dsts); c.ok() {
+// Floor is the empty-programs variant of a set and a pattern, at the size
+// it ran at.
+func (ix *index) Floor(set string, dsts int) *floorFig {
+	sizes := ix.Sizes
+	if set == setIPv6 {
+		sizes = ix.IPv6Sizes
+	}
+	for _, n := range sizes {
+		if c := ix.e2eCell(set, vFloor, n, dsts); c.ok() {
 			// Runs from before the samples named their hooks attached
 			// empty programs at egress and sendmsg4.
 			hooks := []string{"egress", "sendmsg4"}
-			for _, s := range ix.e2e[cellKey{variant: vFloor, rules: n, dsts: dsts}] {
+			for _, s := range ix.e2e[cellKey{variant: vFloor, rules: n, dsts: dsts, set: set}] {
 				if len(s.Hooks) > 0 {
 					hooks = s.Hooks
 				}
 			}
-			return &floorFig{c, ix.best(vFloor, n, dsts), n, andList(hooks)}
+			return &floorFig{c, ix.best(set, vFloor, n, dsts), n, andList(hooks)}
 		}
 	}
 	return nil

@@ -16,7 +16,8 @@ var update = flag.Bool("update", false, "rewrite testdata/results.md from testda
 
 // TestRender is a golden test of -render: testdata/results.json, the results
 // of a real quick run (go run ./bench -quick -rounds 2 -only
-// decision,e2e,ports,log,exec,dns -e2e-sizes 1,1k,100k,1M -patterns 1,4096), must give
+// decision,e2e,ports,ipv6,log,exec,dns -e2e-sizes 1,1k,100k,1M -ipv6-sizes
+// 1,1k -patterns 1,4096), must give
 // testdata/results.md byte for byte, and results.json back unchanged. After a
 // change to the report that is meant, go test ./bench -run TestRender -update
 // rewrites the golden file; the diff shows what the change did.
@@ -144,5 +145,22 @@ func TestBaselineGoal(t *testing.T) {
 		if row.verdict != "met" || !strings.Contains(row.measured, "median ") || !(strings.Contains(row.measured, "1.00×") || strings.Contains(row.measured, "+0.0 points")) {
 			t.Errorf("%+v", row)
 		}
+	}
+}
+
+// TestSizeFlags gives two size flags the same value: each must take it
+// (they were read through a map keyed by their values, so one was lost).
+func TestSizeFlags(t *testing.T) {
+	cfg, _, err := parseFlags([]string{"-ports-sizes", "1k", "-ipv6-sizes", "1k", "-e2e-sizes", "10,1k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, got := range map[string][]int{"ports": cfg.PortsSizes, "ipv6": cfg.IPv6Sizes} {
+		if len(got) != 1 || got[0] != 1000 {
+			t.Errorf("-%s-sizes 1k: %v", name, got)
+		}
+	}
+	if len(cfg.E2ESizes) != 2 {
+		t.Errorf("-e2e-sizes 10,1k: %v", cfg.E2ESizes)
 	}
 }

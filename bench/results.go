@@ -45,6 +45,7 @@ type settings struct {
 	DecisionRuns  int      `json:"decision_runs"` // BPF_PROG_TEST_RUN calls per cell per round
 	E2ESizes      []int    `json:"e2e_sizes"`
 	PortsSizes    []int    `json:"ports_sizes,omitempty"` // end to end, of the ports set
+	IPv6Sizes     []int    `json:"ipv6_sizes,omitempty"`  // end to end, of the ipv6 set with IPv6 traffic
 	IptablesMax   int      `json:"iptables_max"`
 	Patterns      []int    `json:"patterns"` // distinct destinations of each traffic pattern
 	Payload       int      `json:"payload"`

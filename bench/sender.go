@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -27,9 +28,10 @@ const (
 )
 
 // senderJob is what one sender sends: payloadBytes of UDP, from srcDev to
-// Dsts consecutive destinations from firstDst.
+// Dsts consecutive destinations from its family's firstDestination.
 type senderJob struct {
 	Netns    string        // network namespace to send from (path)
+	Family   int           // 4 or 6
 	Dsts     int           // 1 uses a connected socket
 	Batch    int           // datagrams per sendmmsg call
 	CPU      int           // CPU to pin the sending thread to
@@ -98,15 +100,20 @@ func senderMain(job string) error {
 
 // socket is a UDP socket and the batch of messages it sends.
 type socket struct {
-	fd    int
-	msgs  []unix.Mmsghdr
-	names []unix.RawSockaddrInet4 // one per destination, cycled through; none when connected
-	next  int
-	res   senderResult
+	fd      int
+	msgs    []unix.Mmsghdr
+	names   []unsafe.Pointer // a raw sockaddr per destination, cycled through; none when connected
+	namelen uint32
+	next    int
+	res     senderResult
 }
 
 func newSocket(j senderJob) (*socket, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	domain := unix.AF_INET
+	if j.Family == 6 {
+		domain = unix.AF_INET6
+	}
+	fd, err := unix.Socket(domain, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -118,29 +125,50 @@ func newSocket(j senderJob) (*socket, error) {
 		s.msgs[i].Hdr.Iov = &iov
 		s.msgs[i].Hdr.SetIovlen(1)
 	}
+	a := firstDestination(j.Family)
 	if j.Dsts == 1 {
-		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: udpPort, Addr: firstDst.As4()}); err != nil {
+		var sa unix.Sockaddr = &unix.SockaddrInet6{Port: udpPort, Addr: a.As16()}
+		if a.Is4() {
+			sa = &unix.SockaddrInet4{Port: udpPort, Addr: a.As4()}
+		}
+		if err := unix.Connect(fd, sa); err != nil {
 			unix.Close(fd)
 			return nil, fmt.Errorf("connect: %w", err)
 		}
 		return s, nil
 	}
-	a := firstDst
+	s.namelen = unix.SizeofSockaddrInet4
+	if j.Family == 6 {
+		s.namelen = unix.SizeofSockaddrInet6
+	}
 	for range j.Dsts {
-		name := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.As4()}
-		p := (*[2]byte)(unsafe.Pointer(&name.Port)) // network order
-		p[0], p[1] = udpPort>>8, udpPort&0xff
-		s.names = append(s.names, name)
+		s.names = append(s.names, rawSockaddr(a))
 		a = a.Next()
 	}
 	return s, nil
 }
 
+// rawSockaddr is a's sockaddr_in or sockaddr_in6, to udpPort.
+func rawSockaddr(a netip.Addr) unsafe.Pointer {
+	var port *uint16
+	var name unsafe.Pointer
+	if a.Is4() {
+		sa := &unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.As4()}
+		port, name = &sa.Port, unsafe.Pointer(sa)
+	} else {
+		sa := &unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: a.As16()}
+		port, name = &sa.Port, unsafe.Pointer(sa)
+	}
+	p := (*[2]byte)(unsafe.Pointer(port)) // network order
+	p[0], p[1] = udpPort>>8, udpPort&0xff
+	return name
+}
+
 // send sends one batch; unconnected, each message to the next destination.
 func (s *socket) send() {
 	for i := 0; s.names != nil && i < len(s.msgs); i++ {
-		s.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&s.names[s.next]))
-		s.msgs[i].Hdr.Namelen = unix.SizeofSockaddrInet4
+		s.msgs[i].Hdr.Name = (*byte)(s.names[s.next])
+		s.msgs[i].Hdr.Namelen = s.namelen
 		s.next = (s.next + 1) % len(s.names)
 	}
 	n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.msgs[0])), uintptr(len(s.msgs)), 0, 0, 0)

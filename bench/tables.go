@@ -93,14 +93,14 @@ func (ix *index) PortsTable() string {
 func (ix *index) PPSTable(dsts int) string {
 	t := table{head: append([]string{"rules", "no filter"}, e2eVariants...)}
 	for _, n := range ix.Sizes {
-		base := ix.e2eCell(vNone, n, dsts)
+		base := ix.e2eCell("", vNone, n, dsts)
 		if !base.ok() {
 			continue
 		}
 		row := []string{human(n), fmt.Sprintf("%.0f", base.Med/1000)}
 		for _, v := range e2eVariants {
-			c := ix.e2eCell(v, n, dsts)
-			row = append(row, cellText(c, "%.0f (%.1f%% / %.1f%%)", c.Med/1000, 100*c.Ratio, 100*ix.best(v, n, dsts)))
+			c := ix.e2eCell("", v, n, dsts)
+			row = append(row, cellText(c, "%.0f (%.1f%% / %.1f%%)", c.Med/1000, 100*c.Ratio, 100*ix.best("", v, n, dsts)))
 		}
 		t.add(row...)
 	}
@@ -110,17 +110,25 @@ func (ix *index) PPSTable(dsts int) string {
 // PortsPPSTable is packets per second with the ports set, cgwall against
 // nftables.
 func (ix *index) PortsPPSTable() string {
-	t := table{head: []string{"traffic", "rules", "no filter", vCgwall, vNft, "cgwall ahead in", "cgwall egress ns/packet", "sendmsg4 ns/packet"}, left: 1}
+	return ix.setPPSTable(ruleset.PortsKind.Name, ix.PortsSizes, "sendmsg4")
+}
+
+// IPv6PPSTable is packets per second with the ipv6 set and IPv6 traffic,
+// cgwall against nftables.
+func (ix *index) IPv6PPSTable() string { return ix.setPPSTable(setIPv6, ix.IPv6Sizes, "sendmsg6") }
+
+// setPPSTable is packets per second with a set other than ipv4-mixed's,
+// cgwall against nftables, and cgwall's programs' run time.
+func (ix *index) setPPSTable(set string, sizes []int, sendmsg string) string {
+	t := table{head: []string{"traffic", "rules", "no filter", vCgwall, vNft, "cgwall ahead in", "cgwall egress ns/packet", sendmsg + " ns/packet"}, left: 1}
 	for _, dsts := range ix.Patterns {
-		for _, n := range ix.PortsSizes {
-			base, c, nft := ix.portsPPS(vNone, n, dsts), ix.portsPPS(vCgwall, n, dsts), ix.portsPPS(vNft, n, dsts)
+		for _, n := range sizes {
+			base, c, nft := ix.e2eCell(set, vNone, n, dsts), ix.e2eCell(set, vCgwall, n, dsts), ix.e2eCell(set, vNft, n, dsts)
 			if !base.ok() {
 				continue
 			}
-			won, total := ix.portsWins(n, dsts)
-			prog := func(f func(e2eSample) float64) string {
-				return costText(median(figure(ix.e2e[cellKey{variant: vCgwall, rules: n, dsts: dsts, set: ruleset.PortsKind.Name}], f).values()))
-			}
+			won, total := ix.wins(set, vCgwall, vNft, n, dsts)
+			prog := func(f func(e2eSample) float64) string { return costText(ix.e2eMedian(set, vCgwall, n, dsts, f)) }
 			t.add(patternName(dsts), human(n), fmt.Sprintf("%.0f", base.Med/1000), cellText(c, "%.0f (%.1f%%)", c.Med/1000, 100*c.Ratio),
 				cellText(nft, "%.0f (%.1f%%)", nft.Med/1000, 100*nft.Ratio), fmt.Sprintf("%d of %d rounds", won, total),
 				prog(func(s e2eSample) float64 { return s.ProgNs }), prog(func(s e2eSample) float64 { return s.SendmsgNs }))
@@ -129,26 +137,8 @@ func (ix *index) PortsPPSTable() string {
 	if len(t.rows) == 0 {
 		return ""
 	}
-	t.dropDashes(7) // no sendmsg4 program where cgwall attached none
+	t.dropDashes(7) // no sendmsg program where cgwall attached none
 	return t.String()
-}
-
-// portsWins counts the rounds in which cgwall beat nftables with the ports
-// set.
-func (ix *index) portsWins(rules, dsts int) (won, total int) {
-	key := func(v string) cellKey {
-		return cellKey{variant: v, rules: rules, dsts: dsts, set: ruleset.PortsKind.Name}
-	}
-	nft := ix.e2e[key(vNft)]
-	for round, s := range ix.e2e[key(vCgwall)] {
-		if o, ok := nft[round]; ok {
-			total++
-			if s.PPS > o.PPS {
-				won++
-			}
-		}
-	}
-	return won, total
 }
 
 // ProgTable sets cgwall's programs' own run time against what cgwall added
@@ -157,12 +147,12 @@ func (ix *index) ProgTable() string {
 	t := table{head: []string{"traffic", "rules", "egress ns/packet", "sendmsg4 ns/packet", "added ns/packet end to end"}, left: 1}
 	for _, dsts := range ix.Patterns {
 		for _, n := range ix.Sizes {
-			eg := ix.e2eMedian(vCgwall, n, dsts, func(s e2eSample) float64 { return s.ProgNs })
+			eg := ix.e2eMedian("", vCgwall, n, dsts, func(s e2eSample) float64 { return s.ProgNs })
 			if math.IsNaN(eg) || eg == 0 {
 				continue
 			}
-			sm := ix.e2eMedian(vCgwall, n, dsts, func(s e2eSample) float64 { return s.SendmsgNs })
-			added := 1e9/ix.e2eCell(vCgwall, n, dsts).Med - 1e9/ix.e2eCell(vNone, n, dsts).Med
+			sm := ix.e2eMedian("", vCgwall, n, dsts, func(s e2eSample) float64 { return s.SendmsgNs })
+			added := 1e9/ix.e2eCell("", vCgwall, n, dsts).Med - 1e9/ix.e2eCell("", vNone, n, dsts).Med
 			t.add(patternName(dsts), human(n), fmt.Sprintf("%.0f", eg), costText(sm), fmt.Sprintf("%.0f", added))
 		}
 	}
@@ -212,11 +202,11 @@ func (ix *index) LogTable() string {
 	}
 	n, dsts := ix.S.LogRules, ix.S.Patterns[0] // the logging pair runs on the first pattern only
 	// The ratio is to --log none, in the same round.
-	all := cellOf(ix.e2eFig(vCgwallLog, n, dsts, pps), ix.e2eFig(vCgwall, n, dsts, pps))
+	all := cellOf(ix.e2eFig("", vCgwallLog, n, dsts, pps), ix.e2eFig("", vCgwall, n, dsts, pps))
 	if !all.ok() {
 		return ""
 	}
-	fig := func(f func(e2eSample) float64) float64 { return ix.e2eMedian(vCgwallLog, n, dsts, f) }
+	fig := func(f func(e2eSample) float64) float64 { return ix.e2eMedian("", vCgwallLog, n, dsts, f) }
 	events := fig(func(s e2eSample) float64 { return float64(s.Events) })
 	lost := fig(func(s e2eSample) float64 { return float64(s.Lost) })
 	share := fig(func(s e2eSample) float64 {
@@ -226,7 +216,7 @@ func (ix *index) LogTable() string {
 		return float64(s.Lost) / float64(s.Events+s.Lost)
 	})
 	t := table{head: []string{"--log", "kpps", "ratio to --log none", "events printed", "events lost", "lost share"}, left: 1}
-	t.add("none", fmt.Sprintf("%.0f", ix.e2eCell(vCgwall, n, dsts).Med/1000), "100%", dash, dash, dash)
+	t.add("none", fmt.Sprintf("%.0f", ix.e2eCell("", vCgwall, n, dsts).Med/1000), "100%", dash, dash, dash)
 	t.add("all", fmt.Sprintf("%.0f", all.Med/1000), fmt.Sprintf("%.1f%%", 100*all.Ratio), fmt.Sprintf("%.0f", events), fmt.Sprintf("%.0f", lost), fmt.Sprintf("%.1f%%", 100*share))
 	return t.String()
 }
