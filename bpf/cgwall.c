@@ -1297,14 +1297,20 @@ static __always_inline int enforce(const struct policy *pol, int hook, const str
 
 // load reads the first size bytes of an skb, straight from its linear part
 // when they are there (cgroup_skb programs see the packet from its IP header),
-// else through the helper.
+// else through the helper. The copy is of 32-bit words: through a void
+// pointer clang assumes nothing about alignment and copies byte by byte,
+// 40 loads and 40 stores for an IPv6 header. Both IP headers are multiples
+// of 4 bytes, and the hosts cgwall is built for (amd64, arm64) read
+// unaligned words, so the verifier checks no alignment of packet reads
+// (BenchmarkEgress/ipv6, warm, medians of 5 runs interleaved with the
+// byte copy: a miss at one rule 92 -> 87 ns, a hit 126 -> 112 ns).
 static __always_inline int load(struct __sk_buff *skb, void *to, __u32 size)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 
 	if (data + size <= end) {
-		__builtin_memcpy(to, data, size);
+		__builtin_memcpy((__u32 *)to, (const __u32 *)data, size);
 		return 0;
 	}
 	return bpf_skb_load_bytes(skb, 0, to, size);
