@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -56,7 +57,22 @@ func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy, e *entries) error {
 			}
 		}
 	}
+	dropMapBTF(spec)
 	return nil
+}
+
+// dropMapBTF takes the BTF types off the maps of the fixed object that the
+// kernel does not need them for: all but socket storage (which it refuses
+// without) and the data sections. Each map's types are a BTF blob of its
+// own to marshal and load, and a fixed filter is never pinned, where tools
+// would print a map's entries by them (BenchmarkLoad/mapbtf: creating the
+// maps of a one-rule policy, 4.0 -> 2.5 ms).
+func dropMapBTF(spec *ebpf.CollectionSpec) {
+	for _, ms := range spec.Maps {
+		if ms.Type != ebpf.SkStorage && !strings.HasPrefix(ms.Name, ".") {
+			ms.Key, ms.Value = nil, nil
+		}
+	}
 }
 
 // installFixed writes p into the fixed object's maps, which are the rule

@@ -21,6 +21,8 @@ import (
 //     of loadObjects, from smallTemplates(spec) and from spec itself.
 //   - loading=parallel|sequential: Load of a one-rule policy with runTasks on
 //     GOMAXPROCS goroutines and, with GOMAXPROCS set to 1, on one.
+//   - mapbtf=kept|dropped: creating the fixed object's maps, sized for a
+//     one-rule policy, with their BTF types and without (dropMapBTF).
 //   - object=fixed|generations: Load of a one-rule policy from the object
 //     built for run and exec (Fixed), which writes no map-in-map slot, and
 //     from the one with generations, which writes one and waits for an RCU
@@ -58,6 +60,38 @@ func BenchmarkLoad(b *testing.B) {
 	}
 	b.Run("templates=full", func(b *testing.B) { benchMaps(b, spec) })
 	b.Run("templates=small", func(b *testing.B) { benchMaps(b, smallTemplates(spec)) })
+
+	// The fixed object's maps as sizeFixed leaves them, and with their
+	// types put back.
+	fixedMaps := func(keep bool) *ebpf.CollectionSpec {
+		s, err := loadCgwallFixed()
+		if err != nil {
+			b.Fatal(err)
+		}
+		orig := s.Copy()
+		if err := sizeFixed(s, p, entriesOf(p, nil)); err != nil {
+			b.Fatal(err)
+		}
+		for name, ms := range s.Maps {
+			if keep {
+				ms.Key, ms.Value = orig.Maps[name].Key, orig.Maps[name].Value
+			}
+		}
+		return &ebpf.CollectionSpec{Maps: s.Maps, Types: s.Types}
+	}
+	for _, keep := range []bool{true, false} {
+		name := map[bool]string{true: "mapbtf=kept", false: "mapbtf=dropped"}[keep]
+		spec := fixedMaps(keep)
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				coll, err := ebpf.NewCollection(spec)
+				if err != nil {
+					b.Fatal(err)
+				}
+				coll.Close()
+			}
+		})
+	}
 
 	b.Run("loading=parallel", func(b *testing.B) { benchLoad(b, p) })
 	b.Run("loading=sequential", func(b *testing.B) {
