@@ -23,6 +23,8 @@ import (
 //     GOMAXPROCS goroutines and, with GOMAXPROCS set to 1, on one.
 //   - mapbtf=kept|dropped: creating the fixed object's maps, sized for a
 //     one-rule policy, with their BTF types and without (dropMapBTF).
+//   - program=NAME: loading one program of the fixed object (the verifier
+//     and the JIT), for a one-rule policy; no pair.
 //   - object=fixed|generations: Load of a one-rule policy from the object
 //     built for run and exec (Fixed), which writes no map-in-map slot, and
 //     from the one with generations, which writes one and waits for an RCU
@@ -98,6 +100,29 @@ func BenchmarkLoad(b *testing.B) {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 		benchLoad(b, p)
 	})
+
+	// One program at a time, as loadObjects loads each: verified, JITed
+	// and closed, against the maps of a fixed load of p.
+	d, err := Load(p, Fixed())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	objMaps, err := d.programMaps()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, name := range []string{cgwallProgCgwallEgress, cgwallProgCgwallConnect4} {
+		b.Run("program="+name, func(b *testing.B) {
+			for b.Loop() {
+				prog, err := loadProgram(d.spec.Programs[name], objMaps)
+				if err != nil {
+					b.Fatal(err)
+				}
+				prog.Close()
+			}
+		})
+	}
 
 	b.Run("object=generations", func(b *testing.B) { benchLoad(b, p) })
 	b.Run("object=fixed", func(b *testing.B) { benchLoad(b, p, Fixed()) })
