@@ -493,10 +493,12 @@ struct {
 } asked SEC(".maps");
 
 // The server each query that reached the resolver was for, by the query's
-// source; LRU, so that clients gone make room.
+// source; LRU, so that clients gone make room. An LRU map is allocated
+// whole: userspace sizes it (datapath.originsSize) where the programs have
+// the name code, and it stays at one entry, unused, where they have not.
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 1);
 	__type(key, struct origin_key);
 	__type(value, struct origin);
 } origins SEC(".maps");

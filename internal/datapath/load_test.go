@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/cgwall/cgwall/internal/policy"
+	"github.com/cgwall/cgwall/internal/ruleset"
 	"github.com/cgwall/cgwall/internal/testutil"
 )
 
@@ -197,6 +198,49 @@ func TestHooksFor(t *testing.T) {
 	} {
 		if got := HooksFor(tc.p); !slices.Equal(got, tc.want) {
 			t.Errorf("%s: HooksFor = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestSmallPolicyMemory holds the maps of a 100-rule policy to under 1 MiB
+// of kernel memory (memlock), fixed (run, exec) and persistent alike (issue
+// #18). It failed at 2.7 MiB when the name code's origins map (an LRU map,
+// allocated whole) had 16,384 entries whatever the policy.
+func TestSmallPolicyMemory(t *testing.T) {
+	for _, fixed := range []bool{true, false} {
+		p := policy.New()
+		p.Log = policy.LogNone
+		for _, prefix := range ruleset.Mixed4(100).Prefixes {
+			if err := p.AddPrefix(policy.Egress, policy.Block, prefix); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var opts []Option
+		if fixed {
+			opts = append(opts, Fixed())
+		}
+		d := load(t, p, opts...)
+		maps := mapsByName(&d.objs) // a fixed datapath's are the rule maps
+		for _, m := range d.maps.all() {
+			if fixed {
+				break
+			}
+			if inner, err := d.innerMap(m.outer); err == nil {
+				defer inner.Close()
+				maps["inner "+m.name()] = inner
+			}
+		}
+		var total uint64
+		for name, m := range maps {
+			info, err := m.Info()
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			n, _ := info.Memlock() // none reported: nothing allocated
+			total += n
+		}
+		if total >= 1<<20 {
+			t.Errorf("fixed=%v: the maps of a 100-rule policy take %.2f MiB of kernel memory, want under 1 MiB", fixed, float64(total)/(1<<20))
 		}
 	}
 }

@@ -95,8 +95,15 @@ func setDNS(spec *ebpf.CollectionSpec, o *dnsOptions) error {
 	for _, name := range []string{"learned4", "learned6"} {
 		spec.Maps[name].MaxEntries = o.capacity
 	}
+	spec.Maps[cgwallMapOrigins].MaxEntries = originsSize
 	return nil
 }
+
+// originsSize is the entries of the origins map where the programs have the
+// name code: queries in flight to the resolver, by their sources. It is
+// 1.75 MiB of kernel memory, allocated whole (LRU), which a policy without
+// name rules does not pay.
+const originsSize = 16384
 
 // htons is a port in network order, as the C keeps it in a __u16.
 func htons(p uint16) uint16 { return p<<8 | p>>8 }

@@ -54,8 +54,9 @@ func Open(dir string) (*Datapath, error) {
 		}
 		pinned[name] = m
 	}
-	// The learned maps are sized at load (WithDNS): take the size they have.
-	for _, name := range []string{"learned4", "learned6"} {
+	// The learned maps and origins are sized at load (WithDNS): take the
+	// size they have.
+	for _, name := range []string{"learned4", "learned6", cgwallMapOrigins} {
 		if m := pinned[name]; m != nil {
 			spec.Maps[name].MaxEntries = m.MaxEntries()
 		}
