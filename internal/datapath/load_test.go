@@ -239,6 +239,7 @@ func TestSmallPolicyMemory(t *testing.T) {
 			n, _ := info.Memlock() // none reported: nothing allocated
 			total += n
 		}
+		t.Logf("fixed=%v: %.2f MiB", fixed, float64(total)/(1<<20))
 		if total >= 1<<20 {
 			t.Errorf("fixed=%v: the maps of a 100-rule policy take %.2f MiB of kernel memory, want under 1 MiB", fixed, float64(total)/(1<<20))
 		}
