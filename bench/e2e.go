@@ -149,7 +149,7 @@ func runE2E(ctx context.Context, cfg *config, c *cleanups, env *runEnv, res *res
 			}
 			for _, n := range ipv6Sizes {
 				variants := []string{vCgwall, vNft}
-				if n == ipv6Sizes[0] {
+				if n == ipv6Sizes[0] || slices.Contains(goal.smallSizes, n) {
 					variants = append(variants, vFloor)
 				}
 				slot, err := e.slot(ctx, r, n, dsts, setIPv6, variants, ipv6Files[n])
@@ -175,7 +175,8 @@ func runE2E(ctx context.Context, cfg *config, c *cleanups, env *runEnv, res *res
 // variantsAt lists what runs at one size and pattern besides no filter:
 // every variant, but iptables only up to its maximum and until it fell below
 // 1% of no filter, the logging pair only at its size on the first pattern,
-// and the empty programs only at the smallest size.
+// and the empty programs only at the smallest size and at issue #18's small
+// sizes, where cgwall is held to them slot by slot.
 func (e *e2eEnv) variantsAt(n, dsts int) []string {
 	cfg := e.cfg
 	var variants []string
@@ -186,7 +187,7 @@ func (e *e2eEnv) variantsAt(n, dsts int) []string {
 				variants = append(variants, v)
 			}
 		}
-		if n == cfg.E2ESizes[0] {
+		if n == cfg.E2ESizes[0] || slices.Contains(goal.smallSizes, n) {
 			variants = append(variants, vFloor)
 		}
 	}
