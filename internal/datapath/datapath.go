@@ -70,6 +70,7 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise memlock limit: %w", err)
 	}
+	defer o.spec.done()
 	spec, err := o.takeSpec()
 	if err != nil {
 		return nil, err

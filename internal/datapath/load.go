@@ -220,6 +220,9 @@ type Prepared struct {
 	ch   chan specOrErr
 	spec *ebpf.CollectionSpec
 	err  error
+	// ballast holds off the garbage collector until the Load that takes the
+	// object is done (see Prepare); nil after.
+	ballast []byte
 }
 
 type specOrErr struct {
@@ -232,13 +235,35 @@ type specOrErr struct {
 // spend on other work first (its flags, its cgroup). It leaves out line info,
 // half of the parsing: a verifier log of the programs loaded from it shows no
 // C source lines. A Load without it (tests, attach) keeps them.
+//
+// It also holds off garbage collection until that Load is done. A process
+// starts with a heap goal of 4 MiB, which parsing the object and marshalling
+// its programs pass within milliseconds, most of what they allocate still
+// live, and the collection that follows competes with the verifier for the
+// CPUs: with it, exec took 1.6 ms longer to start its command (medians of
+// six runs of go run ./bench -only exec, alternating builds; see
+// docs/performance.md). A ballast of never-written memory, which takes
+// address space but no RAM (the runtime gets it zeroed from the kernel),
+// makes the first collection after the one it sets off wait for 32 MiB; a
+// policy big enough to need more collects as usual, in proportion.
 func Prepare() *Prepared {
-	p := &Prepared{ch: make(chan specOrErr, 1)}
+	p := &Prepared{ch: make(chan specOrErr, 1), ballast: make([]byte, prepBallast)}
 	go func() {
 		spec, err := loadWithoutLineInfo(_CgwallFixedBytes)
 		p.ch <- specOrErr{spec, err}
 	}()
 	return p
+}
+
+// prepBallast is the size of Prepared's ballast.
+const prepBallast = 16 << 20
+
+// done lets the garbage collector go back to its pace: the Load that took the
+// object has ended.
+func (p *Prepared) done() {
+	if p != nil {
+		p.ballast = nil
+	}
 }
 
 // take returns the fixed object that Prepare parsed, the first time, and a
