@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cgwall/cgwall/internal/ruleset"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/results.md from testdata/results.json")
@@ -187,5 +189,25 @@ func TestSmallPPSSlotBySlot(t *testing.T) {
 	}
 	if row := rows[0]; row.verdict != "met" || !strings.Contains(row.measured, "(-2.0 points)") {
 		t.Errorf("%+v", row)
+	}
+}
+
+// TestColdGoal checks issue #15's thresholds: at the largest size a hit may
+// cost 4× the 1-rule miss, a miss only 2×.
+func TestColdGoal(t *testing.T) {
+	for _, tc := range []struct {
+		hit, miss float64 // × the 1-rule miss
+		want      string
+	}{{3, 1.5, "met"}, {3, 2.5, "missed"}, {5, 1.5, "missed"}} {
+		r := &results{Rounds: 1}
+		r.Decision = []*decisionRound{{Samples: []decisionSample{
+			{Set: "ipv4-mixed", Rules: 1, Kind: ruleset.Miss, MeanNs: 60},
+			{Set: "ipv4-mixed", Rules: 1_000_000, Kind: ruleset.Hit, MeanNs: tc.hit * 60},
+			{Set: "ipv4-mixed", Rules: 1_000_000, Kind: ruleset.Miss, MeanNs: tc.miss * 60},
+		}}}
+		rows := coldGoal(newIndex(r))
+		if len(rows) != 1 || rows[0].verdict != tc.want {
+			t.Errorf("hit %g×, miss %g× the 1-rule miss: %+v, want %s", tc.hit, tc.miss, rows, tc.want)
+		}
 	}
 }
