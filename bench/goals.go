@@ -83,22 +83,11 @@ func verdict(met bool) string {
 }
 
 func decisionGoal(ix *index) []goalRow {
-	if len(ix.R.Decision) == 0 {
+	big, parts, met := largestCold(ix, func(string) float64 { return goal.decisionRatio })
+	if parts == nil {
 		return nil
 	}
-	const set = "ipv4-mixed"
-	big := slices.Max(ix.DecisionSizes)
-	var parts []string
-	met := true
-	for _, kind := range ruleset.DestinationKinds {
-		c := ix.decCell(set, big, kind, meanNs)
-		if !c.ok() {
-			continue
-		}
-		parts = append(parts, fmt.Sprintf("%s %.0f ns = %.1f×", kind, c.Med, c.Ratio))
-		met = met && c.Ratio <= goal.decisionRatio
-	}
-	base := ix.decCell(set, 1, ruleset.Miss, meanNs)
+	base := ix.decCell(largestColdSet, 1, ruleset.Miss, meanNs)
 	return []goalRow{{
 		fmt.Sprintf("decision cost at %s mixed IPv4 rules, cold, ≤ %g× 1 rule", human(big), goal.decisionRatio),
 		verdict(met),
@@ -109,25 +98,13 @@ func decisionGoal(ix *index) []goalRow {
 // coldGoal is issue #15's: at the largest size, cold, hits (of host and of
 // prefix rules) within coldHit × the 1-rule miss and misses within coldMiss ×.
 func coldGoal(ix *index) []goalRow {
-	if len(ix.R.Decision) == 0 {
-		return nil
-	}
-	const set = "ipv4-mixed"
-	big := slices.Max(ix.DecisionSizes)
-	var parts []string
-	met := true
-	for _, kind := range ruleset.DestinationKinds {
-		c := ix.decCell(set, big, kind, meanNs)
-		if !c.ok() {
-			continue
-		}
-		limit := goal.coldHit
+	limit := func(kind string) float64 {
 		if kind == ruleset.Miss {
-			limit = goal.coldMiss
+			return goal.coldMiss
 		}
-		parts = append(parts, fmt.Sprintf("%s %.0f ns = %.1f× (≤ %g×)", kind, c.Med, c.Ratio, limit))
-		met = met && c.Ratio <= limit
+		return goal.coldHit
 	}
+	big, parts, met := largestCold(ix, limit)
 	if parts == nil {
 		return nil
 	}
@@ -136,6 +113,29 @@ func coldGoal(ix *index) []goalRow {
 		verdict(met),
 		strings.Join(parts, ", "),
 	}}
+}
+
+// largestColdSet is the set whose cold decisions at the largest size
+// decisionGoal and coldGoal judge.
+const largestColdSet = "ipv4-mixed"
+
+// largestCold gives the largest size of the decision runs, each kind's cold
+// cost there against its limit (a ratio to the 1-rule miss), and whether
+// every kind is within its limit; no parts without decision runs.
+func largestCold(ix *index, limit func(kind string) float64) (big int, parts []string, met bool) {
+	if len(ix.R.Decision) == 0 {
+		return 0, nil, false
+	}
+	big, met = slices.Max(ix.DecisionSizes), true
+	for _, kind := range ruleset.DestinationKinds {
+		c := ix.decCell(largestColdSet, big, kind, meanNs)
+		if !c.ok() {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %.0f ns = %.1f× (≤ %g×)", kind, c.Med, c.Ratio, limit(kind)))
+		met = met && c.Ratio <= limit(kind)
+	}
+	return big, parts, met
 }
 
 func ppsGoal(ix *index) []goalRow {
