@@ -11,8 +11,8 @@ import (
 )
 
 // The goals that issues set (first #5's), and how the report checks each
-// against the figures. A goal counts as met only if it holds by every measure the run
-// gives.
+// against the figures. A goal counts as met only if it holds by every
+// measure the run gives.
 var goal = struct {
 	decisionRatio float64 // cold decision cost at the largest size, at most this × 1 rule
 	ppsRules      int     // end to end, at this many rules:
