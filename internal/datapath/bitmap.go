@@ -16,6 +16,7 @@ import (
 // unit that a bit stands for.
 const (
 	shift24 = 8  // a bit per /24: 2^24 bits, 2 MiB
+	shift18 = 14 // a bit per /18: 2^18 bits, 32 KiB
 	shift16 = 16 // a bit per /16: 2^16 bits, 8 KiB
 )
 
@@ -32,6 +33,19 @@ func bitmapWords(shift uint8) int { return 1 << (32 - shift) / 64 }
 // below the threshold, the /16 bitmap answers misses from 8 KiB, which stay
 // in the caches. A variable so that tests can force it.
 var bitmapThreshold = 1 << 12
+
+// bitmap18Threshold is the number of IPv4 rules in a direction from which a
+// generation below bitmapThreshold gets a /18 bitmap rather than a /16 one.
+// A /16 bitmap lets through to the rule maps about 6% of the misses at 4k
+// ipv4-mixed rules (a bit per host rule's /16), each of which then probes
+// the host map and every length; a /18 one about 1.5%, from 32 KiB that
+// still stay in the caches. A /20 one (128 KiB) let through fewer but cost
+// as much as it saved (docs/performance.md). `go run ./bench -only decision
+// -decision-sizes 1,1k,4k -rounds 5`, three runs each way, at 0aa50bb with
+// /18 from 1,000 rules: a cold miss at 4k 75–77 ns with /16, 59–66 with
+// /18; at 1k 56 against 52–55, too little to matter below 1,024; at one
+// rule 49–54; hits the same. A variable so that tests can force it.
+var bitmap18Threshold = 1 << 10
 
 // bitmaps returns p's IPv4 bitmaps by direction, of the granularities that
 // bitmapShifts gives; nil for a direction with no IPv4 rule.
@@ -53,7 +67,8 @@ func bitmaps(p *policy.Policy) [2][]uint64 {
 }
 
 // bitmapShifts says the granularity of each direction's bitmap: /24 from
-// bitmapThreshold IPv4 rules up, /16 below, none without IPv4 rules.
+// bitmapThreshold IPv4 rules up, /18 from bitmap18Threshold, /16 below, none
+// without IPv4 rules.
 func bitmapShifts(p *policy.Policy) [2]uint8 {
 	var v4 [2]int
 	for _, r := range p.Rules {
@@ -66,6 +81,8 @@ func bitmapShifts(p *policy.Policy) [2]uint8 {
 		switch {
 		case v4[dir] >= bitmapThreshold:
 			out[dir] = shift24
+		case v4[dir] >= bitmap18Threshold:
+			out[dir] = shift18
 		case v4[dir] > 0:
 			out[dir] = shift16
 		}

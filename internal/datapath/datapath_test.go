@@ -197,9 +197,10 @@ func TestDifferential(t *testing.T) {
 	const policies, packets = 120, 100 // 12,000 decisions
 	for i := 0; i < policies; i++ {
 		p := randomPolicy(rng)
-		// Every other policy gets the /24 bitmaps that only large policies
-		// get (the others a /16 one); every other pair is loaded Fixed.
-		forceBitmaps(t, i%2 == 1)
+		// A policy in three gets the /24 bitmaps that only large policies
+		// get, one the /18 ones of mid-sized policies, one as in production
+		// (a /16 one); every other pair is loaded Fixed.
+		forceBitmaps(t, i%3)
 		var opts []Option
 		if i%4 >= 2 {
 			opts = append(opts, Fixed())
@@ -226,13 +227,17 @@ func TestDifferential(t *testing.T) {
 	}
 }
 
-// forceBitmaps makes every IPv4 policy loaded from now on get /24 bitmaps,
-// or only large policies, as in production (small ones get /16 bitmaps).
-func forceBitmaps(t *testing.T, on bool) {
-	saved := bitmapThreshold
-	t.Cleanup(func() { bitmapThreshold = saved })
-	bitmapThreshold = saved
-	if on {
+// forceBitmaps makes every IPv4 policy loaded from now on get the bitmaps of
+// one granularity, by tier: 0 as in production (small ones get /16 bitmaps),
+// 1 /18 bitmaps, 2 /24 bitmaps.
+func forceBitmaps(t *testing.T, tier int) {
+	saved, saved18 := bitmapThreshold, bitmap18Threshold
+	t.Cleanup(func() { bitmapThreshold, bitmap18Threshold = saved, saved18 })
+	bitmapThreshold, bitmap18Threshold = saved, saved18
+	switch tier {
+	case 1:
+		bitmap18Threshold = 1
+	case 2:
 		bitmapThreshold = 1
 	}
 }
@@ -246,7 +251,7 @@ func TestDifferentialEdits(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	const policies, edits, packets = 24, 15, 12 // 4,320 decisions
 	for i := 0; i < policies; i++ {
-		forceBitmaps(t, i%2 == 1)
+		forceBitmaps(t, i%3)
 		d := load(t, randomPolicy(rng))
 		if err := d.Commit(); err != nil {
 			t.Fatal(err)
