@@ -75,7 +75,8 @@ func TestPrepareThenLoad(t *testing.T) {
 // next collection that far off, and none runs during the Load, which then
 // lets the ballast go. A test process's heap is bigger than exec's, so the
 // test checks the ballast itself rather than a collection that it prevents:
-// without it (prepBallast 0) the heap is the same before and after Prepare.
+// with Prepare allocating none, the heap is the same before and after it,
+// and a collection ran during the Load (checked).
 // What it saves exec is measured by go run ./bench -only exec.
 func TestPreparedLoadCollectsNoGarbage(t *testing.T) {
 	p := mustPolicy(t, 0, "block", "198.51.100.7")
