@@ -71,6 +71,7 @@ enum site_flag {
 	SITE_F_PROTO = 1 << 0, // protocol rules (tcp, icmp): in ports, port 0
 	SITE_F_PORT = 1 << 1,  // single-port rules: in ports
 	SITE_F_RANGE = 1 << 2, // port-range rules: in ranges
+	SITE_F_DIRECT = 1 << 3, // one single-port rule: in direct (struct rule's direct)
 };
 
 // A rule as stored in every rule map. id ties events to the rule userspace
@@ -88,6 +89,32 @@ struct rule {
 	__u8 port_bits;
 	__u64 packets;
 	__u64 bytes;
+	// In an address map: 1 + the index in the direct map of one of the
+	// prefix's single-port rules (SITE_F_DIRECT), 0 for none, and its
+	// protocol and port. A packet to another port is told so here; one to
+	// that port reads its rule by index, with no hash and no bucket: one
+	// line past the address entry's (struct direct_rule). The fields fit
+	// the IPv4 address maps' elements in the allocation size they had.
+	__u32 direct;
+	__u16 direct_port; // host order
+	__u8 direct_proto;
+	__u8 pad;
+};
+
+// A single-port rule in the direct map. The programs read its verdict and
+// counters, in its first 24 bytes (mostly one cache line); the rest is for
+// userspace to read the rule back.
+struct direct_rule {
+	__u32 id;
+	__u8 action;
+	__u8 proto;
+	__u16 port; // host order
+	__u64 packets;
+	__u64 bytes;
+	__u8 addr[16]; // the prefix's address, masked, as in struct port_key
+	__u8 bits;
+	__u8 family;
+	__u8 pad[6];
 };
 
 // The key of a protocol or single-port rule: the prefix it belongs to, its
@@ -271,6 +298,7 @@ struct event {
 const struct event *unused_event __attribute__((unused));
 const struct owner *unused_owner __attribute__((unused));
 const struct rule *unused_rule __attribute__((unused));
+const struct direct_rule *unused_direct_rule __attribute__((unused));
 const struct seen_key *unused_seen_key __attribute__((unused));
 const struct seen_flow *unused_seen __attribute__((unused));
 const struct dns_answer *unused_dns_answer __attribute__((unused));
@@ -343,6 +371,17 @@ struct ports_map {
 	__uint(max_entries, 4096);
 	__type(key, struct port_key);
 	__type(value, struct rule);
+};
+
+// Each prefix's one single-port rule that its address entry points at,
+// by index (struct rule's direct), sized for the policy: BPF_F_INNER_MAP
+// lets the generations' maps differ in size from the outer map's template.
+struct direct_map {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct direct_rule);
 };
 
 struct ranges_map {
@@ -424,6 +463,8 @@ GENERATIONS(egress_ports, ports_map)
 GENERATIONS(ingress_ports, ports_map)
 GENERATIONS(egress_ranges, ranges_map)
 GENERATIONS(ingress_ranges, ranges_map)
+GENERATIONS(egress_direct, direct_map)
+GENERATIONS(ingress_direct, direct_map)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -628,27 +669,38 @@ static __always_inline void *inner(void *outer, __u32 gen)
 struct match {
 	__u32 rule_id; // 0: no rule matched, the default decides
 	__u8 action;   // enum verdict; set when rule_id is
-	// The walk stopped at a prefix with port rules (its length, flags and
-	// port bits in site_*), without counting: its port rules decide, if one
-	// matches (by_ports). tried says that the prefixes of tried_bits and
-	// longer had theirs tried, and none matched: a walk takes their address
-	// rules, or goes on.
+	// The walk stopped at a prefix with port rules (its length, flags, port
+	// bits and direct rule in site_*), without counting: its port rules
+	// decide, if one matches (by_ports). tried says that the prefixes of
+	// tried_bits and longer had theirs tried, and none matched: a walk takes
+	// their address rules, or goes on.
 	__u8 need_ports;
 	__u8 tried;
 	__u8 tried_bits;
 	__u8 site_bits;
 	__u8 site_flags;
 	__u8 site_port_bits;
-	__u8 pad[2];
+	__u8 site_direct_proto;
+	__u8 pad;
+	__u32 site_direct;
+	__u16 site_direct_port;
+	__u8 pad2[2];
 };
 
-// hit takes a matching rule's verdict and counts the packet against it.
+// count_in takes a matching rule's verdict and counts the packet on its
+// counters; hit is it for a struct rule.
+static __always_inline void count_in(struct match *m, __u32 id, __u8 action, __u64 *packets, __u64 *bytes,
+				     __u32 len)
+{
+	m->rule_id = id;
+	m->action = action;
+	__sync_fetch_and_add(packets, 1);
+	__sync_fetch_and_add(bytes, len);
+}
+
 static __always_inline void hit(struct match *m, struct rule *r, __u32 len)
 {
-	m->rule_id = r->id;
-	m->action = r->action;
-	__sync_fetch_and_add(&r->packets, 1);
-	__sync_fetch_and_add(&r->bytes, len);
+	count_in(m, r->id, r->action, &r->packets, &r->bytes, len);
 }
 
 // port_rules is set by userspace before load: whether the policy can have
@@ -671,15 +723,34 @@ static __always_inline __u8 port_bit(__u8 proto, __u16 port)
 	return 1 << ((port ^ port >> 3 ^ port >> 8 ^ proto) & 7);
 }
 
+// direct_match says whether the single-port rule that m's site points at
+// (SITE_F_DIRECT) matches a packet's protocol and port, and counts the
+// packet in m if so.
+static __always_inline int direct_match(int dir, __u32 gen, __u8 proto, __u16 port, __u32 len, struct match *m)
+{
+	if (m->site_direct_port != port || m->site_direct_proto != proto)
+		return 0;
+	__u32 i = m->site_direct - 1;
+	void *direct = inner(dir == DIR_EGRESS ? (void *)&egress_direct : (void *)&ingress_direct, gen);
+	struct direct_rule *d = direct ? bpf_map_lookup_elem(direct, &i) : 0;
+	if (!d)
+		return 0;
+	count_in(m, d->id, d->action, &d->packets, &d->bytes, len);
+	return 1;
+}
+
 // port_match looks for the rule of m's site (the prefix that stopped the
-// walk, with its flags and port bits) that matches a packet's protocol and
-// port, most specific first: a single port, the narrowest range, the
-// protocol. k is the site's key in the port maps with the packet's protocol
-// and port. It returns 1 when a rule matched, and counted the packet in m.
+// walk, with its flags, port bits and direct rule) that matches a packet's
+// protocol and port, most specific first: a single port (the direct one,
+// then the ports map's), the narrowest range, the protocol. k is the site's
+// key in the port maps with the packet's protocol and port. It returns 1
+// when a rule matched, and counted the packet in m.
 static __always_inline int port_match(int dir, __u32 gen, struct port_key *k, __u32 len, struct match *m)
 {
 	__u8 flags = m->site_flags, bits = m->site_port_bits;
 	__u16 port = k->port;
+	if ((flags & SITE_F_DIRECT) && direct_match(dir, gen, k->proto, port, len, m))
+		return 1;
 	void *ports = inner(dir == DIR_EGRESS ? (void *)&egress_ports : (void *)&ingress_ports, gen);
 	struct rule *pr;
 	if (port && (flags & SITE_F_PORT) && (bits & port_bit(k->proto, port)) && ports) {
@@ -729,6 +800,9 @@ static __always_inline int site(struct rule *r, __u8 bits, __u32 len, struct mat
 		m->site_bits = bits;
 		m->site_flags = r->flags;
 		m->site_port_bits = r->port_bits;
+		m->site_direct = r->direct;
+		m->site_direct_port = r->direct_port;
+		m->site_direct_proto = r->direct_proto;
 		return SITE_PORTS;
 	}
 	if (!r->id)
@@ -1118,6 +1192,7 @@ __noinline int decide_name(__u32 gen, struct flow *f, __u32 len, struct match *m
 		*(__u32 *)k.addr = l->site;
 		m->site_flags = l->r.flags;
 		m->site_port_bits = l->r.port_bits;
+		m->site_direct = 0; // a name pattern's port rules are all in the ports map
 		if (port_match(DIR_EGRESS, gen & 1, &k, len, m))
 			return 0;
 	}

@@ -21,6 +21,7 @@ const (
 	cgwallFixedMapCurrent             = "current"
 	cgwallFixedMapEgressBitmap4       = "egress_bitmap4"
 	cgwallFixedMapEgressBitmap6       = "egress_bitmap6"
+	cgwallFixedMapEgressDirect        = "egress_direct"
 	cgwallFixedMapEgressHost4         = "egress_host4"
 	cgwallFixedMapEgressHost6         = "egress_host6"
 	cgwallFixedMapEgressPorts         = "egress_ports"
@@ -30,6 +31,7 @@ const (
 	cgwallFixedMapEvents              = "events"
 	cgwallFixedMapIngressBitmap4      = "ingress_bitmap4"
 	cgwallFixedMapIngressBitmap6      = "ingress_bitmap6"
+	cgwallFixedMapIngressDirect       = "ingress_direct"
 	cgwallFixedMapIngressHost4        = "ingress_host4"
 	cgwallFixedMapIngressHost6        = "ingress_host6"
 	cgwallFixedMapIngressPorts        = "ingress_ports"
@@ -68,6 +70,7 @@ const (
 	cgwallFixedVarUnusedAddr6         = "unused_addr6"
 	cgwallFixedVarUnusedConfig        = "unused_config"
 	cgwallFixedVarUnusedCounter       = "unused_counter"
+	cgwallFixedVarUnusedDirectRule    = "unused_direct_rule"
 	cgwallFixedVarUnusedDirection     = "unused_direction"
 	cgwallFixedVarUnusedDnsAnswer     = "unused_dns_answer"
 	cgwallFixedVarUnusedEvent         = "unused_event"
@@ -155,6 +158,7 @@ type cgwallFixedMapSpecs struct {
 	Current        *ebpf.MapSpec `ebpf:"current"`
 	EgressBitmap4  *ebpf.MapSpec `ebpf:"egress_bitmap4"`
 	EgressBitmap6  *ebpf.MapSpec `ebpf:"egress_bitmap6"`
+	EgressDirect   *ebpf.MapSpec `ebpf:"egress_direct"`
 	EgressHost4    *ebpf.MapSpec `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.MapSpec `ebpf:"egress_host6"`
 	EgressPorts    *ebpf.MapSpec `ebpf:"egress_ports"`
@@ -164,6 +168,7 @@ type cgwallFixedMapSpecs struct {
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	IngressBitmap4 *ebpf.MapSpec `ebpf:"ingress_bitmap4"`
 	IngressBitmap6 *ebpf.MapSpec `ebpf:"ingress_bitmap6"`
+	IngressDirect  *ebpf.MapSpec `ebpf:"ingress_direct"`
 	IngressHost4   *ebpf.MapSpec `ebpf:"ingress_host4"`
 	IngressHost6   *ebpf.MapSpec `ebpf:"ingress_host6"`
 	IngressPorts   *ebpf.MapSpec `ebpf:"ingress_ports"`
@@ -198,6 +203,7 @@ type cgwallFixedVariableSpecs struct {
 	UnusedAddr6      *ebpf.VariableSpec `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.VariableSpec `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedDirectRule *ebpf.VariableSpec `ebpf:"unused_direct_rule"`
 	UnusedDirection  *ebpf.VariableSpec `ebpf:"unused_direction"`
 	UnusedDnsAnswer  *ebpf.VariableSpec `ebpf:"unused_dns_answer"`
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -247,6 +253,7 @@ type cgwallFixedMaps struct {
 	Current        *ebpf.Map `ebpf:"current"`
 	EgressBitmap4  *ebpf.Map `ebpf:"egress_bitmap4"`
 	EgressBitmap6  *ebpf.Map `ebpf:"egress_bitmap6"`
+	EgressDirect   *ebpf.Map `ebpf:"egress_direct"`
 	EgressHost4    *ebpf.Map `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.Map `ebpf:"egress_host6"`
 	EgressPorts    *ebpf.Map `ebpf:"egress_ports"`
@@ -256,6 +263,7 @@ type cgwallFixedMaps struct {
 	Events         *ebpf.Map `ebpf:"events"`
 	IngressBitmap4 *ebpf.Map `ebpf:"ingress_bitmap4"`
 	IngressBitmap6 *ebpf.Map `ebpf:"ingress_bitmap6"`
+	IngressDirect  *ebpf.Map `ebpf:"ingress_direct"`
 	IngressHost4   *ebpf.Map `ebpf:"ingress_host4"`
 	IngressHost6   *ebpf.Map `ebpf:"ingress_host6"`
 	IngressPorts   *ebpf.Map `ebpf:"ingress_ports"`
@@ -280,6 +288,7 @@ func (m *cgwallFixedMaps) Close() error {
 		m.Current,
 		m.EgressBitmap4,
 		m.EgressBitmap6,
+		m.EgressDirect,
 		m.EgressHost4,
 		m.EgressHost6,
 		m.EgressPorts,
@@ -289,6 +298,7 @@ func (m *cgwallFixedMaps) Close() error {
 		m.Events,
 		m.IngressBitmap4,
 		m.IngressBitmap6,
+		m.IngressDirect,
 		m.IngressHost4,
 		m.IngressHost6,
 		m.IngressPorts,
@@ -324,6 +334,7 @@ type cgwallFixedVariables struct {
 	UnusedAddr6      *ebpf.Variable `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.Variable `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedDirectRule *ebpf.Variable `ebpf:"unused_direct_rule"`
 	UnusedDirection  *ebpf.Variable `ebpf:"unused_direction"`
 	UnusedDnsAnswer  *ebpf.Variable `ebpf:"unused_dns_answer"`
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`

@@ -23,6 +23,7 @@ const (
 	kindBitmap6             // the IPv6 bitmap of hashed prefixes; holds no rules
 	kindPorts               // protocol and single-port rules of every prefix, a hash map
 	kindRanges              // port-range rules, an LPM trie of blocks of ports
+	kindDirect              // one single-port rule of each prefix that has any, an array its address entry indexes
 	numKinds
 )
 
@@ -61,6 +62,12 @@ var kindTable = [numKinds]kindInfo{
 	kindRanges: ruleKind("ranges", func(k *cgwallRangeKey, v *cgwallRangeRule) (policy.Rule, Counter) {
 		return policy.Rule{ID: v.R.Id, Prefix: portPrefix(k.Family, k.Addr, k.Bits), Action: policy.Action(v.R.Action),
 			Ports: policy.Ports{Proto: k.Proto, Lo: v.Lo, Hi: v.Hi}}, counterOf(&v.R)
+	}),
+	// Entries past the policy's, and so of ID 0, are skipped as an address
+	// map's placeholders are.
+	kindDirect: ruleKind("direct", func(_ *uint32, v *cgwallDirectRule) (policy.Rule, Counter) {
+		return policy.Rule{ID: v.Id, Prefix: portPrefix(v.Family, v.Addr, v.Bits), Action: policy.Action(v.Action),
+			Ports: policy.Ports{Proto: v.Proto, Lo: v.Port, Hi: v.Port}}, Counter{Packets: v.Packets, Bytes: v.Bytes}
 	}),
 }
 

@@ -158,7 +158,7 @@ func learnedValues(p *policy.Policy) map[policy.Name]cgwallLearned {
 		if r.Ports.Any() {
 			v.R.Id, v.R.Action = r.ID, uint8(r.Action)
 		} else {
-			b := siteBits{v.R.Flags, v.R.PortBits}.with(r.Ports)
+			b := siteBits{flags: v.R.Flags, ports: v.R.PortBits}.with(r.Ports)
 			v.R.Flags, v.R.PortBits = b.flags, b.ports
 		}
 		out[r.Name] = v

@@ -17,10 +17,14 @@ import (
 
 // Port rules live apart from the address maps (bpf/cgwall.c: site): a prefix
 // that has any keeps an entry in its address map, the address-only rule or a
-// placeholder of ID 0, whose flags say which port maps to look in. Protocol
-// and single-port rules sit in the ports hash map, keyed by the prefix, the
-// protocol and the port (0 for a protocol rule); port ranges sit in the
-// ranges LPM trie as aligned blocks of ports.
+// placeholder of ID 0, whose flags say which port maps to look in. The
+// prefix's first single-port rule sits in the direct array, at the index its
+// address entry gives: a port hit then costs no hash lookup. Protocol rules
+// and further single-port rules sit in the ports hash map, keyed by the
+// prefix, the protocol and the port (0 for a protocol rule); port ranges sit
+// in the ranges LPM trie as aligned blocks of ports. Every edit of a port
+// rule builds the other generation (Set), so the direct map is only ever
+// written whole.
 
 // flowAddr is an address as the C's flow and keys keep it: its family, and
 // IPv4 in the first four bytes (an IPv4-mapped address is IPv4).
@@ -98,10 +102,20 @@ func siteFlags(ports policy.Ports) uint8 {
 }
 
 // siteBits are what a prefix's entry in its address map says of its port
-// rules: the maps they are in, and a bit for each single port (portBit).
+// rules: the maps they are in, a bit for each single port in the ports map
+// (portBit), and its direct rule's index plus 1, protocol and port.
 type siteBits struct {
-	flags uint8
-	ports uint8
+	flags       uint8
+	ports       uint8
+	direct      uint32
+	directProto uint8
+	directPort  uint16
+}
+
+// put sets the port fields of a prefix's address entry.
+func (b siteBits) put(v *cgwallRule) {
+	v.Flags, v.PortBits = b.flags, b.ports
+	v.Direct, v.DirectProto, v.DirectPort = b.direct, b.directProto, b.directPort
 }
 
 func (b siteBits) with(ports policy.Ports) siteBits {

@@ -35,20 +35,31 @@ type site struct {
 // entriesOf encodes p's rules, with their counters if given (by rule ID), as
 // the entries of the rule maps: each address-only rule in its address map
 // with the flags of its prefix's port rules, a placeholder for a prefix that
-// only has port rules, and the port rules in the port maps.
+// only has port rules, a prefix's first single-port rule in the direct map,
+// and its other port rules in the port maps.
 func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 	var e entries
 	// Sized up front: on a VM, fresh memory costs time, and growing slices
 	// by appending touches about twice as much.
 	var n ruleCounts
 	flags := map[site]siteBits{} // the prefixes that have port rules
-	for _, r := range p.Rules {
+	direct := map[int]uint32{}   // by index in p.Rules: the direct map's index of the rule, plus 1
+	for i, r := range p.Rules {
 		if r.Ports.Any() {
 			n[r.Dir][kindOf(r.Prefix)]++
-		} else {
-			s := site{r.Dir, r.Prefix}
-			flags[s] = flags[s].with(r.Ports)
+			continue
 		}
+		s := site{r.Dir, r.Prefix}
+		f := flags[s]
+		if r.Ports.Width() == 1 && f.direct == 0 {
+			n[r.Dir][kindDirect]++
+			f.flags |= uint8(cgwallSiteFlagSITE_F_DIRECT)
+			f.direct, f.directProto, f.directPort = uint32(n[r.Dir][kindDirect]), r.Ports.Proto, r.Ports.Lo
+			direct[i] = f.direct
+		} else {
+			f = f.with(r.Ports)
+		}
+		flags[s] = f
 	}
 	address := func(dir policy.Direction, prefix netip.Prefix) addressBatch {
 		k := kindOf(prefix)
@@ -58,7 +69,7 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 		return e[dir][k].(addressBatch)
 	}
 	ranges := map[rangeGroup][]policy.Rule{}
-	for _, r := range p.Rules {
+	for i, r := range p.Rules {
 		v := ruleValue(r, counters[r.ID])
 		switch {
 		case r.Ports.Any():
@@ -66,11 +77,13 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 			if len(flags) > 0 {
 				s := site{r.Dir, r.Prefix}
 				if f, ok := flags[s]; ok {
-					v.Flags, v.PortBits = f.flags, f.ports
+					f.put(&v)
 					delete(flags, s) // has its entry
 				}
 			}
 			address(r.Dir, r.Prefix).add(r.Prefix, v)
+		case direct[i] != 0:
+			e.direct(r.Dir).put(direct[i]-1, directValue(r, counters[r.ID]))
 		case r.Ports.Width() >= 2:
 			g := rangeGroup{r.Dir, prefixSite(r.Prefix), r.Ports.Proto}
 			ranges[g] = append(ranges[g], r)
@@ -81,7 +94,9 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 	e.addNames(p, ranges, counters)
 	// The prefixes left have port rules and no address-only rule.
 	for s, f := range flags {
-		address(s.dir, s.prefix).add(s.prefix, cgwallRule{Flags: f.flags, PortBits: f.ports, Bits: uint8(s.prefix.Bits())})
+		v := cgwallRule{Bits: uint8(s.prefix.Bits())}
+		f.put(&v)
+		address(s.dir, s.prefix).add(s.prefix, v)
 	}
 	e.addRanges(ranges, counters)
 	return &e
@@ -92,14 +107,26 @@ func ruleValue(r policy.Rule, c Counter) cgwallRule {
 	return cgwallRule{Id: r.ID, Action: uint8(r.Action), Packets: c.Packets, Bytes: c.Bytes}
 }
 
-// ports and ranges return a direction's batches of the port maps, made on
-// first use.
+// directValue is a single-port rule as the direct map keeps it, with its
+// counters.
+func directValue(r policy.Rule, c Counter) cgwallDirectRule {
+	family, addr := portAddr(r.Prefix)
+	return cgwallDirectRule{Id: r.ID, Action: uint8(r.Action), Proto: r.Ports.Proto, Port: r.Ports.Lo,
+		Packets: c.Packets, Bytes: c.Bytes, Addr: addr, Bits: uint8(r.Prefix.Bits()), Family: family}
+}
+
+// ports, ranges and direct return a direction's batches of the port maps,
+// made on first use.
 func (e *entries) ports(dir policy.Direction) *batch[cgwallPortKey, cgwallRule] {
 	return batchOf[cgwallPortKey, cgwallRule](e, dir, kindPorts)
 }
 
 func (e *entries) ranges(dir policy.Direction) *batch[cgwallRangeKey, cgwallRangeRule] {
 	return batchOf[cgwallRangeKey, cgwallRangeRule](e, dir, kindRanges)
+}
+
+func (e *entries) direct(dir policy.Direction) *batch[uint32, cgwallDirectRule] {
+	return batchOf[uint32, cgwallDirectRule](e, dir, kindDirect)
 }
 
 func batchOf[K, V any](e *entries, dir policy.Direction, k kind) *batch[K, V] {

@@ -25,7 +25,10 @@ import (
 //	   (owner), which is not read as part of the layout
 //	7  the IPv6 bitmaps in two parts, prefixes' and hosts' (the settings'
 //	   bitmap6_hosts): programs of layout 6 would read their bits wrongly
-const Layout = 7
+//	8  the direct maps (egress_direct, ingress_direct), one single-port rule
+//	   of a prefix each; rule values carry its index (struct rule: 24 -> 32
+//	   bytes)
+const Layout = 8
 
 // layoutPin names the pin that records a folder's layout: a one-element
 // array of the version, which no program reads.

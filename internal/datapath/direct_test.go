@@ -1,0 +1,146 @@
+package datapath
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/cgwall/cgwall/internal/policy"
+)
+
+// directRules are policies whose prefixes have one single-port rule (in the
+// direct map), two (the second in the ports map), or one beside protocol
+// and range rules, in both families.
+var directRules = []string{
+	"block", "192.0.2.1", "allow", "192.0.2.1:tcp/443", "allow", "192.0.2.1:tcp/80",
+	"block", "198.51.100.0/24:tcp/22", "allow", "198.51.100.0/24",
+	"allow", "203.0.113.0/24:udp/53", "block", "203.0.113.0/24:udp", "allow", "203.0.113.0/24:tcp/8000-8999",
+	"block", "[2001:db8::1]:tcp/443", "allow", "[2001:db8::1]:tcp/444",
+	"block", "[2001:db8:1::/48]:udp/53", "allow", "[2001:db8:1::/48]:tcp",
+}
+
+var directProbes = []probe{
+	{remote: netip.MustParseAddr("192.0.2.1"), proto: policy.ProtoTCP, dport: 443},
+	{remote: netip.MustParseAddr("192.0.2.1"), proto: policy.ProtoTCP, dport: 80},
+	{remote: netip.MustParseAddr("192.0.2.1"), proto: policy.ProtoUDP, dport: 443},
+	{remote: netip.MustParseAddr("192.0.2.1"), proto: policy.ProtoTCP, dport: 22},
+	{remote: netip.MustParseAddr("198.51.100.7"), proto: policy.ProtoTCP, dport: 22},
+	{remote: netip.MustParseAddr("198.51.100.7"), proto: policy.ProtoUDP, dport: 22},
+	{remote: netip.MustParseAddr("203.0.113.9"), proto: policy.ProtoUDP, dport: 53},
+	{remote: netip.MustParseAddr("203.0.113.9"), proto: policy.ProtoUDP, dport: 54},
+	{remote: netip.MustParseAddr("203.0.113.9"), proto: policy.ProtoTCP, dport: 8053},
+	{remote: netip.MustParseAddr("203.0.113.9"), proto: policy.ProtoTCP, dport: 53},
+	{remote: netip.MustParseAddr("2001:db8::1"), proto: policy.ProtoTCP, dport: 443},
+	{remote: netip.MustParseAddr("2001:db8::1"), proto: policy.ProtoTCP, dport: 444},
+	{remote: netip.MustParseAddr("2001:db8::1"), proto: policy.ProtoTCP, dport: 445},
+	{remote: netip.MustParseAddr("2001:db8:1::5"), proto: policy.ProtoUDP, dport: 53},
+	{remote: netip.MustParseAddr("2001:db8:1::5"), proto: policy.ProtoTCP, dport: 53},
+}
+
+// TestDirectPortRules: a prefix's first single-port rule goes into the
+// direct map, its others into the ports map, and both decide and count as
+// the reference says, in fixed and persistent datapaths; a persistent
+// policy reads them back, counters and all, when opened, and keeps them
+// through a rebuild.
+func TestDirectPortRules(t *testing.T) {
+	p := mustPolicy(t, policy.LogAll, directRules...)
+	e := entriesOf(p, nil)
+	if n := e.counts()[policy.Egress]; n[kindDirect] != 5 || n[kindPorts] != 4 {
+		t.Fatalf("%d direct rules and %d in the ports map, want 5 (one per prefix with single ports) and 4",
+			n[kindDirect], n[kindPorts])
+	}
+	for _, fixed := range []bool{false, true} {
+		checkDirect(t, p.Clone(), fixed)
+	}
+}
+
+// checkDirect is TestDirectPortRules for one build of the object. Not a
+// subtest: pinDir names its folder by the test's name, which may not hold a
+// slash.
+func checkDirect(t *testing.T, p *policy.Policy, fixed bool) {
+	var opts []Option
+	if fixed {
+		opts = append(opts, Fixed())
+	}
+	d := load(t, p, opts...)
+	want := decideAll(t, d, p)
+	checkCounters(t, d, want)
+	if fixed {
+		return
+	}
+	dir := pinDir(t)
+	if err := d.Pin(dir); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if got, want := rulesOf(o.Policy()), rulesOf(p); !slices.Equal(got, want) {
+		t.Fatalf("the opened policy's rules:\n%v\nwant\n%v", got, want)
+	}
+	checkCounters(t, o, want)
+	// A port rule more: the policy moves to the other generation.
+	if _, _, err := o.Set(policy.Egress, policy.Block, policy.Match{
+		Prefix: netip.MustParsePrefix("192.0.2.1/32"), Ports: policy.Ports{Proto: policy.ProtoUDP, Lo: 9, Hi: 9}}); err != nil {
+		t.Fatal(err)
+	}
+	checkCounters(t, o, want)
+	// The opened datapath loads no programs: d's read the same maps.
+	if got := decideAll(t, d, o.Policy()); len(got) == 0 {
+		t.Fatal("no rule decided after the rebuild")
+	}
+}
+
+// decideAll runs every direct probe through d's egress program, checks its
+// verdict and rule against p's, and returns the packets each rule decided.
+func decideAll(t *testing.T, d *Datapath, p *policy.Policy) map[uint32]uint64 {
+	t.Helper()
+	rd, err := d.Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	want := map[uint32]uint64{}
+	for _, pr := range directProbes {
+		pr.dir = policy.Egress
+		action, id := p.Decide(pr.dir, pr.reference())
+		if _, e := decideInKernel(t, d, rd, pr); e.Action != uint8(action) || e.RuleID != id {
+			t.Errorf("%v: datapath decided %d by rule %d, reference %v by rule %d", pr, e.Action, e.RuleID, action, id)
+		}
+		if id != 0 {
+			want[id]++
+		}
+	}
+	return want
+}
+
+// checkCounters checks that the rules' packet counters are want's.
+func checkCounters(t *testing.T, d *Datapath, want map[uint32]uint64) {
+	t.Helper()
+	c, err := d.RuleCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint32]uint64{}
+	for id, n := range c {
+		if n.Packets != 0 {
+			got[id] = n.Packets
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("packets by rule ID %v, want %v", got, want)
+	}
+}
+
+func rulesOf(p *policy.Policy) []string {
+	var out []string
+	for _, r := range p.Rules {
+		out = append(out, fmt.Sprintf("%d %s", r.ID, r))
+	}
+	slices.Sort(out)
+	return out
+}
