@@ -1239,12 +1239,20 @@ static long round(__u32 i, struct rounds *r)
 
 // by_ports finishes a decision that stopped at a prefix with port rules: the
 // first of the prefixes, longest first, whose port rules or address rule
-// matches decides.
+// matches decides. Most decisions end at the first prefix, by its port
+// rules or its address rule: its round goes before the loop, whose rounds
+// copy the flow and the match in and out.
 static __always_inline void by_ports(int dir, struct flow *f, __u32 gen, __u32 len, struct match *m)
 {
-	struct rounds r = {.f = *f, .m = *m, .dir_gen = (dir & 1) | (gen & 1) << 1, .len = len};
+	__u32 dir_gen = (dir & 1) | (gen & 1) << 1;
 
-	bpf_loop(MAX_SITES, round, &r, 0);
+	if (try_ports(dir_gen, f, len, m))
+		return;
+	decide_in(dir_gen, f, len, m);
+	if (!m->need_ports)
+		return;
+	struct rounds r = {.f = *f, .m = *m, .dir_gen = dir_gen, .len = len};
+	bpf_loop(MAX_SITES - 1, round, &r, 0);
 	*m = r.m;
 }
 
