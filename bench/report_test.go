@@ -211,3 +211,18 @@ func TestColdGoal(t *testing.T) {
 		}
 	}
 }
+
+// TestDecisionTableWithoutOneRule: a decision run without the 1-rule size
+// has no reference for the ratios, and its table shows the figures alone
+// (it printed "NaN×").
+func TestDecisionTableWithoutOneRule(t *testing.T) {
+	r := &results{Rounds: 1}
+	r.Decision = []*decisionRound{{Samples: []decisionSample{
+		{Set: "ipv4-mixed", Rules: 1000, Kind: ruleset.Hit, MeanNs: 90},
+		{Set: "ipv4-mixed", Rules: 1000, Kind: ruleset.Miss, MeanNs: 60},
+	}}}
+	table := newIndex(r).DecisionTable()
+	if strings.Contains(table, "NaN") || !strings.Contains(table, "| 90 |") {
+		t.Errorf("decision table:\n%s", table)
+	}
+}

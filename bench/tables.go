@@ -45,7 +45,7 @@ func (ix *index) DecisionTable() string {
 			measured := false
 			for _, kind := range ruleset.DestinationKinds {
 				c := ix.decCell(k.Name, n, kind, meanNs)
-				row = append(row, cellText(c, "%.0f (%.1f×)", c.Med, c.Ratio))
+				row = append(row, withRatio(c, "%.1f×"))
 				measured = measured || c.ok()
 			}
 			if !measured {
@@ -238,6 +238,16 @@ func cellText(c cell, layout string, args ...any) string {
 		return dash
 	}
 	return fmt.Sprintf(layout, args...)
+}
+
+// withRatio is a cell's median with its ratio in brackets, laid out by
+// ratio; the median alone where the run measured no reference for the
+// ratio (a decision run without the 1-rule size).
+func withRatio(c cell, ratio string) string {
+	if math.IsNaN(c.Ratio) {
+		return cellText(c, "%.0f", c.Med)
+	}
+	return cellText(c, "%.0f ("+ratio+")", c.Med, c.Ratio)
 }
 
 // costText is a program's run time per packet: a dash where it did not run
