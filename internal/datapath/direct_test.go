@@ -52,13 +52,11 @@ func TestDirectPortRules(t *testing.T) {
 			n[kindDirect], n[kindPorts])
 	}
 	for _, fixed := range []bool{false, true} {
-		checkDirect(t, p.Clone(), fixed)
+		t.Run(fmt.Sprintf("fixed=%v", fixed), func(t *testing.T) { checkDirect(t, p.Clone(), fixed) })
 	}
 }
 
-// checkDirect is TestDirectPortRules for one build of the object. Not a
-// subtest: pinDir names its folder by the test's name, which may not hold a
-// slash.
+// checkDirect is TestDirectPortRules for one build of the object.
 func checkDirect(t *testing.T, p *policy.Policy, fixed bool) {
 	var opts []Option
 	if fixed {
@@ -70,16 +68,8 @@ func checkDirect(t *testing.T, p *policy.Policy, fixed bool) {
 	if fixed {
 		return
 	}
-	dir := pinDir(t)
-	if err := d.Pin(dir); err != nil {
-		t.Fatal(err)
-	}
-	o, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer o.Close()
-	if got, want := rulesOf(o.Policy()), rulesOf(p); !slices.Equal(got, want) {
+	o, _ := pinAndOpen(t, d)
+	if got, want := ruleStrings(o.Policy().Rules), ruleStrings(p.Rules); !slices.Equal(got, want) {
 		t.Fatalf("the opened policy's rules:\n%v\nwant\n%v", got, want)
 	}
 	checkCounters(t, o, want)
@@ -134,13 +124,4 @@ func checkCounters(t *testing.T, d *Datapath, want map[uint32]uint64) {
 	if !maps.Equal(got, want) {
 		t.Errorf("packets by rule ID %v, want %v", got, want)
 	}
-}
-
-func rulesOf(p *policy.Policy) []string {
-	var out []string
-	for _, r := range p.Rules {
-		out = append(out, fmt.Sprintf("%d %s", r.ID, r))
-	}
-	slices.Sort(out)
-	return out
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cgwall/cgwall/internal/policy"
@@ -14,7 +15,8 @@ import (
 // pinDir is a folder of the test's own on the host's bpffs.
 func pinDir(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("cgwall-dp-test-%d-%s", os.Getpid(), t.Name()))
+	name := strings.ReplaceAll(t.Name(), "/", "-") // a subtest's
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("cgwall-dp-test-%d-%s", os.Getpid(), name))
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -22,11 +24,29 @@ func pinDir(t *testing.T) string {
 	return dir
 }
 
-func namesOf(p *policy.Policy) []string {
+// pinAndOpen pins d in a new folder and opens it there, as another cgwall
+// process would; it returns the opened datapath and the folder.
+func pinAndOpen(t *testing.T, d *Datapath) (*Datapath, string) {
+	t.Helper()
+	dir := pinDir(t)
+	if err := d.Pin(dir); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	return o, dir
+}
+
+// ruleStrings lists rules with their IDs, sorted.
+func ruleStrings(rules []policy.Rule) []string {
 	var out []string
-	for _, r := range p.Names {
+	for _, r := range rules {
 		out = append(out, fmt.Sprintf("%d %s", r.ID, r))
 	}
+	slices.Sort(out)
 	return out
 }
 
@@ -43,16 +63,8 @@ func TestPinnedNames(t *testing.T) {
 		}
 	}
 	d := load(t, p, WithDNS(testResolver4, testResolver6, 0))
-	dir := pinDir(t)
-	if err := d.Pin(dir); err != nil {
-		t.Fatal(err)
-	}
-	o, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer o.Close()
-	if got, want := namesOf(o.Policy()), namesOf(p); !slices.Equal(got, want) {
+	o, dir := pinAndOpen(t, d)
+	if got, want := ruleStrings(o.Policy().Names), ruleStrings(p.Names); !slices.Equal(got, want) {
 		t.Fatalf("the opened policy's name rules: %v, want %v", got, want)
 	}
 	if r := o.Policy().Rules; len(r) != 0 {
@@ -99,7 +111,7 @@ func TestPinnedNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer again.Close()
-	if got, want := namesOf(again.Policy()), namesOf(next); !slices.Equal(got, want) {
+	if got, want := ruleStrings(again.Policy().Names), ruleStrings(next.Names); !slices.Equal(got, want) {
 		t.Fatalf("after the replacement the record has %v, want %v", got, want)
 	}
 }
