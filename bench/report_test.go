@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -224,5 +226,30 @@ func TestDecisionTableWithoutOneRule(t *testing.T) {
 	table := newIndex(r).DecisionTable()
 	if strings.Contains(table, "NaN") || !strings.Contains(table, "| 90 |") {
 		t.Errorf("decision table:\n%s", table)
+	}
+}
+
+// TestSlotOrder: every variant is measured once in a slot, and the empty
+// programs next to cgwall, on either side.
+func TestSlotOrder(t *testing.T) {
+	variants := []string{vCgwall, vNft, vIpt, vIptLegacy, vFloor, vCgwallLog}
+	rng := rand.New(rand.NewPCG(1, 2))
+	sides := map[int]bool{}
+	for range 100 {
+		got := slotOrder(variants, rng)
+		if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(variants))) {
+			t.Fatalf("slot order %v, want each of %v once", got, variants)
+		}
+		d := slices.Index(got, vFloor) - slices.Index(got, vCgwall)
+		if d != 1 && d != -1 {
+			t.Fatalf("slot order %v: the empty programs are not next to cgwall", got)
+		}
+		sides[d] = true
+	}
+	if len(sides) != 2 {
+		t.Errorf("the empty programs were always on the same side of cgwall")
+	}
+	if got := slotOrder([]string{vCgwall, vNft}, rng); len(got) != 2 {
+		t.Errorf("slot order without the empty programs: %v", got)
 	}
 }
