@@ -298,6 +298,8 @@ struct event {
 const struct event *unused_event __attribute__((unused));
 const struct owner *unused_owner __attribute__((unused));
 const struct rule *unused_rule __attribute__((unused));
+// Without this one, clang gives the direct maps' value type only as a
+// forward declaration, which no loader can size.
 const struct direct_rule *unused_direct_rule __attribute__((unused));
 const struct seen_key *unused_seen_key __attribute__((unused));
 const struct seen_flow *unused_seen __attribute__((unused));
