@@ -1194,7 +1194,6 @@ __noinline int decide_name(__u32 gen, struct flow *f, __u32 len, struct match *m
 		*(__u32 *)k.addr = l->site;
 		m->site_flags = l->r.flags;
 		m->site_port_bits = l->r.port_bits;
-		m->site_direct = 0; // a name pattern's port rules are all in the ports map
 		if (port_match(DIR_EGRESS, gen & 1, &k, len, m))
 			return 0;
 	}
@@ -1231,12 +1230,20 @@ struct rounds {
 	__u32 len;
 };
 
+// port_round tries the port rules of the prefix that stopped the decision,
+// and walks on from it if none matched; it says whether the decision is
+// over.
+static __always_inline int port_round(__u32 dir_gen, struct flow *f, __u32 len, struct match *m)
+{
+	if (!m->need_ports || try_ports(dir_gen, f, len, m))
+		return 1;
+	decide_in(dir_gen, f, len, m);
+	return 0;
+}
+
 static long round(__u32 i, struct rounds *r)
 {
-	if (!r->m.need_ports || try_ports(r->dir_gen, &r->f, r->len, &r->m))
-		return 1;
-	decide_in(r->dir_gen, &r->f, r->len, &r->m);
-	return 0;
+	return port_round(r->dir_gen, &r->f, r->len, &r->m);
 }
 
 // by_ports finishes a decision that stopped at a prefix with port rules: the
@@ -1248,10 +1255,7 @@ static __always_inline void by_ports(int dir, struct flow *f, __u32 gen, __u32 l
 {
 	__u32 dir_gen = (dir & 1) | (gen & 1) << 1;
 
-	if (try_ports(dir_gen, f, len, m))
-		return;
-	decide_in(dir_gen, f, len, m);
-	if (!m->need_ports)
+	if (port_round(dir_gen, f, len, m) || !m->need_ports)
 		return;
 	struct rounds r = {.f = *f, .m = *m, .dir_gen = dir_gen, .len = len};
 	bpf_loop(MAX_SITES - 1, round, &r, 0);

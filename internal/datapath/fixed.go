@@ -26,8 +26,9 @@ var errFixed = errors.New("the policy of this filter is fixed: it was loaded for
 // created. Its arrays (the bitmaps, the direct maps) lose BPF_F_INNER_MAP,
 // which only an inner map needs (to differ in size from the outer map's
 // template): the verifier inlines no lookup of an array that has it, and
-// these the programs reference directly (BenchmarkEgressFixed, a warm miss at one rule, medians of runs
-// interleaved with the flag kept: ipv4-mixed 68 -> 60 ns, ipv6 82 -> 71).
+// these the programs reference directly (BenchmarkEgressFixed, a warm miss
+// at one rule, medians of runs interleaved with the flag kept: ipv4-mixed
+// 68 -> 60 ns, ipv6 82 -> 71).
 func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy, e *entries) error {
 	n := e.counts()
 	shifts := bitmapShifts(p)
@@ -50,10 +51,10 @@ func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy, e *entries) error {
 				ms.MaxEntries = 1
 			case k == kindBitmap6:
 				ms.MaxEntries = uint32(bitmap6Size(hosts6[dir]))
-			case k == kindDirect:
-				ms.MaxEntries = uint32(max(1, n[dir][k])) // an array of none is refused
 			case n[dir][k] > MaxRules:
 				return fmt.Errorf("%d rules in %s: at most %d are supported", n[dir][k], mapName(dir, k), MaxRules)
+			case k == kindDirect:
+				ms.MaxEntries = uint32(max(1, n[dir][k])) // an array of none is refused
 			case ms.Type == ebpf.Hash:
 				ms.MaxEntries = capacity(n[dir][k])
 			}

@@ -118,6 +118,14 @@ func (b siteBits) put(v *cgwallRule) {
 	v.Direct, v.DirectProto, v.DirectPort = b.direct, b.directProto, b.directPort
 }
 
+// withDirect makes a single-port rule the prefix's direct one, at index
+// i-1 of the direct map.
+func (b siteBits) withDirect(ports policy.Ports, i uint32) siteBits {
+	b.flags |= uint8(cgwallSiteFlagSITE_F_DIRECT)
+	b.direct, b.directProto, b.directPort = i, ports.Proto, ports.Lo
+	return b
+}
+
 func (b siteBits) with(ports policy.Ports) siteBits {
 	b.flags |= siteFlags(ports)
 	if ports.HasRange() && ports.Lo == ports.Hi {

@@ -43,21 +43,28 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 	// by appending touches about twice as much.
 	var n ruleCounts
 	flags := map[site]siteBits{} // the prefixes that have port rules
-	direct := map[int]uint32{}   // by index in p.Rules: the direct map's index of the rule, plus 1
-	for i, r := range p.Rules {
+	ranges := map[rangeGroup][]policy.Rule{}
+	// The port rules first, into their maps: their prefixes' address
+	// entries, written next, carry what the port rules are and where.
+	for _, r := range p.Rules {
 		if r.Ports.Any() {
 			n[r.Dir][kindOf(r.Prefix)]++
 			continue
 		}
 		s := site{r.Dir, r.Prefix}
 		f := flags[s]
-		if r.Ports.Width() == 1 && f.direct == 0 {
-			n[r.Dir][kindDirect]++
-			f.flags |= uint8(cgwallSiteFlagSITE_F_DIRECT)
-			f.direct, f.directProto, f.directPort = uint32(n[r.Dir][kindDirect]), r.Ports.Proto, r.Ports.Lo
-			direct[i] = f.direct
-		} else {
+		switch {
+		case r.Ports.Width() == 1 && f.direct == 0:
+			d := e.direct(r.Dir)
+			f = f.withDirect(r.Ports, uint32(d.len())+1)
+			d.put(f.direct-1, directValue(r, counters[r.ID]))
+		case r.Ports.Width() >= 2:
 			f = f.with(r.Ports)
+			g := rangeGroup{r.Dir, prefixSite(r.Prefix), r.Ports.Proto}
+			ranges[g] = append(ranges[g], r)
+		default:
+			f = f.with(r.Ports)
+			e.ports(r.Dir).put(portKeyOf(prefixSite(r.Prefix), r.Ports.Proto, r.Ports.Lo), ruleValue(r, counters[r.ID]))
 		}
 		flags[s] = f
 	}
@@ -68,28 +75,20 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 		}
 		return e[dir][k].(addressBatch)
 	}
-	ranges := map[rangeGroup][]policy.Rule{}
-	for i, r := range p.Rules {
-		v := ruleValue(r, counters[r.ID])
-		switch {
-		case r.Ports.Any():
-			v.Bits = uint8(r.Prefix.Bits())
-			if len(flags) > 0 {
-				s := site{r.Dir, r.Prefix}
-				if f, ok := flags[s]; ok {
-					f.put(&v)
-					delete(flags, s) // has its entry
-				}
-			}
-			address(r.Dir, r.Prefix).add(r.Prefix, v)
-		case direct[i] != 0:
-			e.direct(r.Dir).put(direct[i]-1, directValue(r, counters[r.ID]))
-		case r.Ports.Width() >= 2:
-			g := rangeGroup{r.Dir, prefixSite(r.Prefix), r.Ports.Proto}
-			ranges[g] = append(ranges[g], r)
-		default:
-			e.ports(r.Dir).put(portKeyOf(prefixSite(r.Prefix), r.Ports.Proto, r.Ports.Lo), v)
+	for _, r := range p.Rules {
+		if !r.Ports.Any() {
+			continue
 		}
+		v := ruleValue(r, counters[r.ID])
+		v.Bits = uint8(r.Prefix.Bits())
+		if len(flags) > 0 {
+			s := site{r.Dir, r.Prefix}
+			if f, ok := flags[s]; ok {
+				f.put(&v)
+				delete(flags, s) // has its entry
+			}
+		}
+		address(r.Dir, r.Prefix).add(r.Prefix, v)
 	}
 	e.addNames(p, ranges, counters)
 	// The prefixes left have port rules and no address-only rule.
