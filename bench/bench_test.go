@@ -38,6 +38,7 @@ func TestQuickSmallest(t *testing.T) {
 	}
 	cfg.rounds, cfg.DecisionSizes, cfg.DecisionDsts, cfg.DecisionRuns, cfg.warmRepeat = 1, []int{1}, 1000, 2000, 10_000
 	cfg.E2ESizes, cfg.PortsSizes, cfg.IPv6Sizes, cfg.Patterns, cfg.LogRules = []int{1}, []int{100}, []int{1}, []int{1}, 1
+	cfg.InterleavedSizes = []int{1}
 	cfg.Warmup, cfg.Duration, cfg.StatsDuration = ms(50), ms(100), ms(50)
 	cfg.DNSLookups, cfg.DNSDuration, cfg.LearnedAddrs = 200, ms(200), 1000
 	cfg.out = t.TempDir()
@@ -71,9 +72,10 @@ func checkResults(t *testing.T, out string) {
 			t.Errorf("decision cost %s/%d/%s: %d runs, warm %v ns", s.Set, s.Rules, s.Kind, s.Runs, s.WarmNs)
 		}
 	}
-	seen := map[string]bool{}
+	seen, interleaved := map[string]bool{}, map[string]bool{}
 	for _, s := range res.E2E {
 		seen[s.Variant+s.Set] = true
+		interleaved[s.Variant+s.Set] = interleaved[s.Variant+s.Set] || s.Interleaved
 		if s.PPS <= 0 || s.Wire == 0 {
 			t.Errorf("%s: %v packets per second, %d on the wire", s.Variant, s.PPS, s.Wire)
 		}
@@ -84,6 +86,13 @@ func checkResults(t *testing.T, out string) {
 	for _, v := range append(e2eVariants, vNone, vFloor, vCgwallLog, vCgwall+"ports", vNft+"ports", vNone+"ports", vCgwall+setIPv6, vNft+setIPv6, vNone+setIPv6, vFloor+setIPv6) {
 		if !seen[v] {
 			t.Errorf("variant %q was not measured", v)
+		}
+	}
+	for _, set := range []string{"", setIPv6} {
+		for _, v := range interleavedVariants {
+			if !interleaved[v+set] {
+				t.Errorf("variant %q had no interleaved run with the %q set", v, set)
+			}
 		}
 	}
 	checkDNS(t, &res)

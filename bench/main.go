@@ -52,7 +52,7 @@ func defaultConfig(quick bool) *config {
 		settings: settings{
 			DecisionSizes: []int{1, 10, 100, 1000, 4000, 100_000, 1_000_000}, DecisionDsts: 100_000, DecisionRuns: 50_000,
 			E2ESizes: []int{1, 10, 100, 1000, 4000, 10_000, 100_000, 1_000_000}, IptablesMax: 10_000, Patterns: []int{1, 4096},
-			PortsSizes: []int{100_000}, IPv6Sizes: []int{1, 10, 100, 1000, 4000},
+			PortsSizes: []int{100_000}, IPv6Sizes: []int{1, 10, 100, 1000, 4000}, InterleavedSizes: slices.Clone(goal.smallSizes),
 			Payload: payloadBytes, Batch: 64, SenderCPU: 1, LogRules: 1000,
 			Warmup: ms(250), Duration: ms(1000), StatsDuration: ms(500),
 			DNSLookups: 10_000, DNSClients: 8, DNSDuration: ms(3000), LearnedAddrs: 100_000,
@@ -99,6 +99,12 @@ func child() (code int, ok bool) {
 	case os.Getenv(senderEnv) != "":
 		if err := senderMain(os.Getenv(senderEnv)); err != nil {
 			fmt.Fprintln(os.Stderr, "sender:", err)
+			return 1, true
+		}
+		return 0, true
+	case os.Getenv(interleaveEnv) != "":
+		if err := interleavedMain(os.Getenv(interleaveEnv)); err != nil {
+			fmt.Fprintln(os.Stderr, "interleaved sender:", err)
 			return 1, true
 		}
 		return 0, true

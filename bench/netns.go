@@ -24,7 +24,9 @@ import (
 // that does not forward, so it drops every packet silently after routing it
 // and no ICMP comes back. Pair "a" serves every variant but
 // iptables-legacy, whose table stays registered in a namespace once used;
-// it gets pair "b". The IPv6 runs send over the same veth, from
+// it gets pair "b". Pair "c" has nftables alone, in the interleaved runs
+// (interleave.go), where the other arms send through pair "a" at the same
+// time. The IPv6 runs send over the same veth, from
 // 2001:db8:ffff:ffff::1/64 to 2001:db8:ffff::/64 through its peer, where a
 // blackhole route drops them as silently.
 
@@ -103,14 +105,17 @@ type sendCgroup struct {
 }
 
 type e2eEnv struct {
-	cfg     *config
-	pairs   map[string]netnsPair // "a", "b"
-	cg      sendCgroup
-	dir     string       // rule files
-	self    string       // this executable, for the sender
-	list    bool         // cgwall takes --block-list FILE (one prefix a line)
-	rng     *rand.Rand   // the order of the variants in a slot
-	stopped map[stop]int // the size at which an iptables variant fell below 1% of no filter
+	cfg   *config
+	pairs map[string]netnsPair // "a", "b"
+	cg    sendCgroup           // the sender's, where cgwall is
+	// The interleaved runs' (interleave.go) other arms: a cgroup with the
+	// empty programs, one with none, and one that nftables' rules name.
+	floorCg, plainCg, nftCg sendCgroup
+	dir                     string       // rule files
+	self                    string       // this executable, for the sender
+	list                    bool         // cgwall takes --block-list FILE (one prefix a line)
+	rng                     *rand.Rand   // the order of the variants in a slot
+	stopped                 map[stop]int // the size at which an iptables variant fell below 1% of no filter
 }
 
 type stop struct {
@@ -129,10 +134,12 @@ func newE2E(ctx context.Context, cfg *config, c *cleanups, env *runEnv) (*e2eEnv
 	if help, err := exec.CommandContext(ctx, cfg.cgwall, "run", "--help").CombinedOutput(); err == nil {
 		e.list = strings.Contains(string(help), "--block-list")
 	}
-	if e.cg, err = makeSendCgroup(env); err != nil {
-		return nil, err
+	for cg, name := range map[*sendCgroup]string{&e.cg: "send", &e.floorCg: "floor", &e.plainCg: "plain", &e.nftCg: "nft"} {
+		if *cg, err = makeSendCgroup(env, name); err != nil {
+			return nil, err
+		}
 	}
-	for _, name := range []string{"a", "b"} {
+	for _, name := range []string{"a", "b", "c"} {
 		p := netnsPair{fmt.Sprintf("cgwb-%d-%s-src", os.Getpid(), name), fmt.Sprintf("cgwb-%d-%s-sink", os.Getpid(), name)}
 		for _, ns := range []string{p.src, p.sink} {
 			if err := command(ctx, "ip", "netns", "add", ns); err != nil {
@@ -150,8 +157,8 @@ func newE2E(ctx context.Context, cfg *config, c *cleanups, env *runEnv) (*e2eEnv
 	return e, nil
 }
 
-func makeSendCgroup(env *runEnv) (sendCgroup, error) {
-	cg := sendCgroup{Path: filepath.Join(env.root, "send")}
+func makeSendCgroup(env *runEnv, name string) (sendCgroup, error) {
+	cg := sendCgroup{Path: filepath.Join(env.root, name)}
 	if err := os.Mkdir(cg.Path, 0o755); err != nil {
 		return cg, err
 	}
@@ -249,6 +256,18 @@ func (e *e2eEnv) writeRules(n, family int) (ruleFiles, error) {
 			return nil, err
 		}
 		files[format] = path
+	}
+	set := ""
+	if family == 6 {
+		set = setIPv6
+	}
+	if e.cfg.interleavedAt(set, n) {
+		data.sendCgroup = e.nftCg
+		path, err := writeRules(filepath.Join(e.dir, fmt.Sprintf("rules%d-%s-alone.nft", family, human(n))), "nft", data)
+		if err != nil {
+			return nil, err
+		}
+		files[nftAlone] = path
 	}
 	return files, nil
 }

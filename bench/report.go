@@ -55,8 +55,11 @@ type index struct {
 	S        settings
 	decision map[cellKey]map[int]decisionSample
 	e2e      map[cellKey]map[int]e2eSample
-	dns      map[cellKey]map[int]dnsSample // by variant and kind
-	learned  map[cellKey]map[int]decisionSample
+	// interleaved is the arms of the interleaved runs, apart: their pps
+	// are of turns, not of runs of their own.
+	interleaved map[cellKey]map[int]e2eSample
+	dns         map[cellKey]map[int]dnsSample // by variant and kind
+	learned     map[cellKey]map[int]decisionSample
 
 	DecisionSizes []int
 	Sizes         []int // end to end, the logging runs aside
@@ -66,7 +69,7 @@ type index struct {
 }
 
 func newIndex(r *results) *index {
-	ix := &index{R: r, S: r.Settings, decision: map[cellKey]map[int]decisionSample{}, e2e: map[cellKey]map[int]e2eSample{}, dns: map[cellKey]map[int]dnsSample{}, learned: map[cellKey]map[int]decisionSample{}}
+	ix := &index{R: r, S: r.Settings, decision: map[cellKey]map[int]decisionSample{}, e2e: map[cellKey]map[int]e2eSample{}, interleaved: map[cellKey]map[int]e2eSample{}, dns: map[cellKey]map[int]dnsSample{}, learned: map[cellKey]map[int]decisionSample{}}
 	for round, dr := range r.Decision {
 		for _, s := range dr.Samples {
 			add(ix.decision, cellKey{variant: s.Set, rules: s.Rules, kind: s.Kind}, round, s)
@@ -74,6 +77,11 @@ func newIndex(r *results) *index {
 		}
 	}
 	for _, s := range r.E2E {
+		ix.Patterns = append(ix.Patterns, s.Dsts)
+		if s.Interleaved {
+			add(ix.interleaved, cellKey{variant: s.Variant, rules: s.Rules, dsts: s.Dsts, set: s.Set}, s.Round, s)
+			continue
+		}
 		add(ix.e2e, cellKey{variant: s.Variant, rules: s.Rules, dsts: s.Dsts, set: s.Set}, s.Round, s)
 		switch {
 		case s.Set == ruleset.PortsKind.Name:
@@ -83,7 +91,6 @@ func newIndex(r *results) *index {
 		case s.Variant != vCgwallLog:
 			ix.Sizes = append(ix.Sizes, s.Rules)
 		}
-		ix.Patterns = append(ix.Patterns, s.Dsts)
 	}
 	for round, dr := range r.Learned {
 		for _, s := range dr.Samples {

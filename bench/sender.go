@@ -58,14 +58,9 @@ func senderMain(job string) error {
 	}
 	// Everything below runs on this one thread: it alone is in the namespace.
 	runtime.LockOSThread()
-	f, err := os.Open(j.Netns)
-	if err != nil {
+	if err := enterNetns(j.Netns); err != nil {
 		return err
 	}
-	if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("enter %s: %w", j.Netns, err)
-	}
-	f.Close()
 	if err := pinThread(j.CPU); err != nil {
 		return fmt.Errorf("pin to CPU %d: %w", j.CPU, err)
 	}
