@@ -38,7 +38,7 @@ func TestQuickSmallest(t *testing.T) {
 	}
 	cfg.rounds, cfg.DecisionSizes, cfg.DecisionDsts, cfg.DecisionRuns, cfg.warmRepeat = 1, []int{1}, 1000, 2000, 10_000
 	cfg.E2ESizes, cfg.PortsSizes, cfg.IPv6Sizes, cfg.Patterns, cfg.LogRules = []int{1}, []int{100}, []int{1}, []int{1}, 1
-	cfg.InterleavedSizes = []int{1}
+	cfg.Interleaved = []int{1}
 	cfg.Warmup, cfg.Duration, cfg.StatsDuration = ms(50), ms(100), ms(50)
 	cfg.DNSLookups, cfg.DNSDuration, cfg.LearnedAddrs = 200, ms(200), 1000
 	cfg.out = t.TempDir()

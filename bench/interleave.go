@@ -208,7 +208,7 @@ var interleavedVariants = []string{vNone, vFloor, vCgwall, vNft}
 // configured sizes (issue #18's small sizes unless a test says otherwise)
 // of #18's sets.
 func (cfg *config) interleavedAt(set string, n int) bool {
-	return slices.Contains(cfg.InterleavedSizes, n) && slices.Contains(goal.smallSets, setName(set))
+	return slices.Contains(cfg.Interleaved, n) && slices.Contains(goal.smallSets, setName(set))
 }
 
 // interleaved puts every variant of interleavedVariants in force at once,

@@ -52,7 +52,7 @@ func defaultConfig(quick bool) *config {
 		settings: settings{
 			DecisionSizes: []int{1, 10, 100, 1000, 4000, 100_000, 1_000_000}, DecisionDsts: 100_000, DecisionRuns: 50_000,
 			E2ESizes: []int{1, 10, 100, 1000, 4000, 10_000, 100_000, 1_000_000}, IptablesMax: 10_000, Patterns: []int{1, 4096},
-			PortsSizes: []int{100_000}, IPv6Sizes: []int{1, 10, 100, 1000, 4000}, InterleavedSizes: slices.Clone(goal.smallSizes),
+			PortsSizes: []int{100_000}, IPv6Sizes: []int{1, 10, 100, 1000, 4000}, Interleaved: slices.Clone(goal.smallSizes),
 			Payload: payloadBytes, Batch: 64, SenderCPU: 1, LogRules: 1000,
 			Warmup: ms(250), Duration: ms(1000), StatsDuration: ms(500),
 			DNSLookups: 10_000, DNSClients: 8, DNSDuration: ms(3000), LearnedAddrs: 100_000,

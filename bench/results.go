@@ -40,28 +40,26 @@ type results struct {
 
 // settings are how the figures were taken, as the report says.
 type settings struct {
-	DecisionSizes []int `json:"decision_sizes"`
-	DecisionDsts  int   `json:"decision_dsts"` // distinct destinations per kind
-	DecisionRuns  int   `json:"decision_runs"` // BPF_PROG_TEST_RUN calls per cell per round
-	E2ESizes      []int `json:"e2e_sizes"`
-	PortsSizes    []int `json:"ports_sizes,omitempty"` // end to end, of the ports set
-	IPv6Sizes     []int `json:"ipv6_sizes,omitempty"`  // end to end, of the ipv6 set with IPv6 traffic
-	// InterleavedSizes are the sizes of the ipv4-mixed and ipv6 sets with
-	// an interleaved run too (interleave.go).
-	InterleavedSizes []int    `json:"interleaved_sizes,omitempty"`
-	IptablesMax      int      `json:"iptables_max"`
-	Patterns         []int    `json:"patterns"` // distinct destinations of each traffic pattern
-	Payload          int      `json:"payload"`
-	Batch            int      `json:"batch"`
-	SenderCPU        int      `json:"sender_cpu"`
-	Duration         duration `json:"duration"`
-	Warmup           duration `json:"warmup"`
-	StatsDuration    duration `json:"stats_duration"` // the window of the BPF statistics of cgwall's programs
-	LogRules         int      `json:"log_rules"`
-	DNSLookups       int      `json:"dns_lookups,omitempty"` // one after another, each name once
-	DNSClients       int      `json:"dns_clients,omitempty"` // at once, for the lookups per second
-	DNSDuration      duration `json:"dns_duration,omitzero"`
-	LearnedAddrs     int      `json:"learned_addresses,omitempty"` // the decision cost with learned addresses
+	DecisionSizes []int    `json:"decision_sizes"`
+	DecisionDsts  int      `json:"decision_dsts"` // distinct destinations per kind
+	DecisionRuns  int      `json:"decision_runs"` // BPF_PROG_TEST_RUN calls per cell per round
+	E2ESizes      []int    `json:"e2e_sizes"`
+	PortsSizes    []int    `json:"ports_sizes,omitempty"`       // end to end, of the ports set
+	IPv6Sizes     []int    `json:"ipv6_sizes,omitempty"`        // end to end, of the ipv6 set with IPv6 traffic
+	Interleaved   []int    `json:"interleaved_sizes,omitempty"` // of ipv4-mixed and ipv6, the sizes with interleaved runs too (interleave.go)
+	IptablesMax   int      `json:"iptables_max"`
+	Patterns      []int    `json:"patterns"` // distinct destinations of each traffic pattern
+	Payload       int      `json:"payload"`
+	Batch         int      `json:"batch"`
+	SenderCPU     int      `json:"sender_cpu"`
+	Duration      duration `json:"duration"`
+	Warmup        duration `json:"warmup"`
+	StatsDuration duration `json:"stats_duration"` // the window of the BPF statistics of cgwall's programs
+	LogRules      int      `json:"log_rules"`
+	DNSLookups    int      `json:"dns_lookups,omitempty"` // one after another, each name once
+	DNSClients    int      `json:"dns_clients,omitempty"` // at once, for the lookups per second
+	DNSDuration   duration `json:"dns_duration,omitzero"`
+	LearnedAddrs  int      `json:"learned_addresses,omitempty"` // the decision cost with learned addresses
 }
 
 // duration is a time.Duration that results.json spells as "250ms".
