@@ -36,7 +36,7 @@ func BenchmarkEgress(b *testing.B) {
 // that run and exec load (Fixed), whose programs reference the rule maps
 // directly, at the sizes of most policies.
 func BenchmarkEgressFixed(b *testing.B) {
-	benchEgress(b, []benchSize{{"1", 1}, {"1k", 1000}}, Fixed())
+	benchEgress(b, []benchSize{{"1", 1}, {"10", 10}, {"100", 100}, {"1k", 1000}}, Fixed())
 }
 
 type benchSize struct {
