@@ -132,10 +132,12 @@ func (a *Agent) Run(ctx context.Context, ready func(Ready)) error {
 	if err := a.full(ctx, true); err != nil {
 		return err
 	}
-	ready(a.ready())
+	// /healthz says ready before the ready line does: whoever waits on the
+	// line may ask /healthz at once (TestAgentMetrics did, and met 503).
 	if a.metrics != nil {
 		a.metrics.SetReady()
 	}
+	ready(a.ready())
 
 	var filesChanged <-chan time.Time // set while a burst of file events settles
 	for {
