@@ -106,7 +106,7 @@ type sendCgroup struct {
 
 type e2eEnv struct {
 	cfg   *config
-	pairs map[string]netnsPair // "a", "b"
+	pairs map[string]netnsPair // "a", "b", "c"
 	cg    sendCgroup           // the sender's, where cgwall is
 	// The interleaved runs' (interleave.go) other arms: a cgroup with the
 	// empty programs, one with none, and one that nftables' rules name.
