@@ -204,13 +204,6 @@ const nftAlone = "nft-alone"
 // hook too.
 var interleavedVariants = []string{vNone, vFloor, vCgwall, vNft}
 
-// interleavedAt says whether a size of a set gets an interleaved run: the
-// configured sizes (issue #18's small sizes unless a test says otherwise)
-// of #18's sets.
-func (cfg *config) interleavedAt(set string, n int) bool {
-	return slices.Contains(cfg.Interleaved, n) && slices.Contains(goal.smallSets, setName(set))
-}
-
 // interleaved puts every variant of interleavedVariants in force at once,
 // each on its own arm, runs an interleaved sender and returns a sample per
 // variant.
@@ -296,10 +289,13 @@ func reviewInterleaved(samples []e2eSample) string {
 	return strings.Join(parts, ";")
 }
 
-// interleave runs an interleaved run where config.interleavedAt says, after the
-// size's slot, and adds its samples to res.
+// interleave runs an interleaved run after the slot of a size of the
+// ipv4-mixed or ipv6 set (issue #18's sets) that cfg.Interleaved lists, and
+// adds its samples to res.
 func (e *e2eEnv) interleave(ctx context.Context, round, n, dsts int, set string, files ruleFiles, res *results, log io.Writer) error {
-	if !e.cfg.interleavedAt(set, n) || !e.cfg.parts["e2e"] && set == "" {
+	// The ipv4-mixed loop also runs the log part's size, without the e2e
+	// part.
+	if !slices.Contains(e.cfg.Interleaved, n) || !e.cfg.parts["e2e"] && set == "" {
 		return nil
 	}
 	samples, err := e.interleaved(ctx, round, n, dsts, set, files)

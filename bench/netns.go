@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -239,7 +240,8 @@ var rulesTmpl = template.Must(template.New("").Parse(rulesText))
 type ruleFiles map[string]string
 
 // writeRules writes the ruleFiles of n prefixes of a family, but none for
-// iptables above the size it is measured at, or for IPv6.
+// iptables above the size it is measured at, or for IPv6; and nftAlone's at
+// the sizes with interleaved runs.
 func (e *e2eEnv) writeRules(n, family int) (ruleFiles, error) {
 	data := struct {
 		sendCgroup
@@ -257,11 +259,7 @@ func (e *e2eEnv) writeRules(n, family int) (ruleFiles, error) {
 		}
 		files[format] = path
 	}
-	set := ""
-	if family == 6 {
-		set = setIPv6
-	}
-	if e.cfg.interleavedAt(set, n) {
+	if slices.Contains(e.cfg.Interleaved, n) {
 		data.sendCgroup = e.nftCg
 		path, err := writeRules(filepath.Join(e.dir, fmt.Sprintf("rules%d-%s-alone.nft", family, human(n))), "nft", data)
 		if err != nil {
