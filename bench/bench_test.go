@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +74,9 @@ func checkResults(t *testing.T, out string) {
 			t.Errorf("decision cost %s/%d/%s: %d runs, warm %v ns", s.Set, s.Rules, s.Kind, s.Runs, s.WarmNs)
 		}
 	}
+	if lines := res.Decision[0].Lines; len(lines) != len(lineSizes) || slices.ContainsFunc(lines, func(l lineSample) bool { return math.IsNaN(l.MeanNs) }) {
+		t.Errorf("one cold line: %+v, want a figure for each of %v bytes", lines, lineSizes)
+	}
 	seen, interleaved := map[string]bool{}, map[string]bool{}
 	for _, s := range res.E2E {
 		seen[s.Variant+s.Set] = true
@@ -103,7 +108,7 @@ func checkResults(t *testing.T, out string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Decision cost, cold cache", "Packets per second, end to end", "Packets per second with IPv6", "Control plane", "Logging", "`cgwall exec` latency", "Name rules"} {
+	for _, want := range []string{"Decision cost, cold cache", "Packets per second, end to end", "Packets per second with IPv6", "Control plane", "Logging", "`cgwall exec` latency", "Name rules", "One cold line"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md has no %q section", want)
 		}

@@ -51,6 +51,7 @@ type decisionRound struct {
 	Samples    []decisionSample   `json:"samples"`
 	LoadSec    map[string]float64 `json:"load_seconds"` // datapath.Load, in process
 	MemlockMiB map[string]float64 `json:"memlock_mib"`
+	Lines      []lineSample       `json:"one_line,omitempty"` // what one cold line costs, by size
 }
 
 // outlierNs: a Repeat=1 run longer than this was interrupted (timer tick,
@@ -192,6 +193,10 @@ func measureDecision(ctx context.Context, cfg *config, cg string, sets map[strin
 		if err := measureSet(cfg, cg, key, sets[key], ovs[len(ovs)-1], rng, dr); err != nil {
 			return nil, fmt.Errorf("%s: %w", key, err)
 		}
+	}
+	ovs = append(ovs, timerOverhead(trivial))
+	if dr.Lines, err = measureLines(cfg, ovs[len(ovs)-1], rng); err != nil {
+		return nil, err
 	}
 	dr.OverheadNs = median(ovs)
 	return dr, nil

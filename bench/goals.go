@@ -111,8 +111,23 @@ func coldGoal(ix *index) []goalRow {
 	return []goalRow{{
 		fmt.Sprintf("at %s mixed IPv4 rules, cold, hits ≤ %g× and misses ≤ %g× 1 rule's miss", human(big), goal.coldHit, goal.coldMiss),
 		verdict(met),
-		strings.Join(parts, ", "),
+		strings.Join(parts, ", ") + lineFloorText(ix),
 	}}
+}
+
+// lineFloorText is what one cold line puts a decision at on this host, for
+// the tables a million rules fill; empty if the run did not measure it.
+func lineFloorText(ix *index) string {
+	var parts []string
+	for _, size := range lineSizes[1:] {
+		if f := ix.lineFloor(size); f.ok() {
+			parts = append(parts, fmt.Sprintf("%s %.1f×", bytesText(size), f.Ratio))
+		}
+	}
+	if parts == nil {
+		return ""
+	}
+	return "; a decision that reads one cold line of a table of " + strings.Join(parts, ", ") + " (this host's floor)"
 }
 
 // largestColdSet is the set whose cold decisions at the largest size

@@ -339,3 +339,60 @@ func (ix *index) LearnSec() float64 {
 	}
 	return median(ss)
 }
+
+// lineCosts is one cold line's cost at one size, round by round.
+func (ix *index) lineCosts(size int) byRound {
+	b := byRound{}
+	for round, dr := range ix.R.Decision {
+		for _, s := range dr.Lines {
+			if s.Bytes == size {
+				b[round] = s.MeanNs
+			}
+		}
+	}
+	return b
+}
+
+// lineFloor is the least that a decision reading one cold line of a table
+// of size bytes costs, round by round: the 1-rule miss of largestColdSet,
+// whose maps stay cached, with its line of the smallest table traded for
+// one of this size. Its ratio is to that miss.
+func (ix *index) lineFloor(size int) cell {
+	ref := figure(ix.decision[cellKey{variant: largestColdSet, rules: 1, kind: ruleset.Miss}], meanNs)
+	small, big := ix.lineCosts(lineSizes[0]), ix.lineCosts(size)
+	floor := byRound{}
+	for round, r := range ref {
+		s, okS := small[round]
+		b, okB := big[round]
+		if okS && okB {
+			floor[round] = r - s + b
+		}
+	}
+	return cellOf(floor, ref)
+}
+
+// LineTable is what one cold line costs by the size of its table, and what
+// that puts a decision at.
+func (ix *index) LineTable() string {
+	t := table{head: []string{"table", "one cold line, ns", "a decision that reads one, ns", "× 1 rule's miss"}, left: 1}
+	for _, size := range lineSizes {
+		line := median(ix.lineCosts(size).values())
+		if math.IsNaN(line) {
+			continue
+		}
+		f := ix.lineFloor(size)
+		t.add(bytesText(size), fmt.Sprintf("%.0f", line), orDash(f.Med, "%.0f"), orDash(f.Ratio, "%.1f×"))
+	}
+	if len(t.rows) == 0 {
+		return ""
+	}
+	return t.String()
+}
+
+// bytesText is 8 KiB, 2 MiB.
+func bytesText(n int) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d KiB", n>>10)
+}
