@@ -71,7 +71,8 @@ enum site_flag {
 	SITE_F_PROTO = 1 << 0, // protocol rules (tcp, icmp): in ports, port 0
 	SITE_F_PORT = 1 << 1,  // single-port rules: in ports
 	SITE_F_RANGE = 1 << 2, // port-range rules: in ranges
-	SITE_F_DIRECT = 1 << 3, // one single-port rule: in direct (struct rule's direct)
+	SITE_F_DIRECT = 1 << 3, // one single-port or range rule: in direct (struct rule's direct)
+	SITE_F_DIRECT_RANGE = 1 << 4, // with SITE_F_DIRECT: that rule is a range
 };
 
 // A rule as stored in every rule map. id ties events to the rule userspace
@@ -89,19 +90,23 @@ struct rule {
 	__u8 port_bits;
 	__u64 packets;
 	__u64 bytes;
-	// In an address map: 1 + the index in the direct map of one of the
-	// prefix's single-port rules (SITE_F_DIRECT), 0 for none, and its
-	// protocol and port. A packet to another port is told so here; one to
-	// that port reads its rule by index, with no hash and no bucket: one
-	// line past the address entry's (struct direct_rule). The fields fit
-	// the IPv4 address maps' elements in the allocation size they had.
+	// In an address map: 1 + the index in the direct map of the prefix's
+	// direct rule (SITE_F_DIRECT), 0 for none, and its protocol and first
+	// port. That rule is the prefix's first single-port rule, or, where it
+	// has none, a range with no rule of its protocol inside it: either is
+	// the narrowest rule for every port it holds. A packet of another
+	// protocol or to a port below it is told so here; one to that port (or,
+	// for a range, SITE_F_DIRECT_RANGE, above it) reads its rule by index,
+	// with no hash and no bucket: one line past the address entry's (struct
+	// direct_rule). The fields fit the IPv4 address maps' elements in the
+	// allocation size they had.
 	__u32 direct;
 	__u16 direct_port; // host order
 	__u8 direct_proto;
 	__u8 pad;
 };
 
-// A single-port rule in the direct map. The programs read its verdict and
+// A single-port or range rule in the direct map. The programs read its verdict and
 // counters, in its first 24 bytes (mostly one cache line); the rest is for
 // userspace to read the rule back.
 struct direct_rule {
@@ -114,7 +119,8 @@ struct direct_rule {
 	__u8 addr[16]; // the prefix's address, masked, as in struct port_key
 	__u8 bits;
 	__u8 family;
-	__u8 pad[6];
+	__u16 end_port; // host order: the range's last port, port for a single port
+	__u8 pad[4];
 };
 
 // The key of a protocol or single-port rule: the prefix it belongs to, its
@@ -725,17 +731,19 @@ static __always_inline __u8 port_bit(__u8 proto, __u16 port)
 	return 1 << ((port ^ port >> 3 ^ port >> 8 ^ proto) & 7);
 }
 
-// direct_match says whether the single-port rule that m's site points at
-// (SITE_F_DIRECT) matches a packet's protocol and port, and counts the
-// packet in m if so.
+// direct_match says whether the rule that m's site points at (SITE_F_DIRECT)
+// matches a packet's protocol and port, and counts the packet in m if so.
+// Only a range's last port is in the rule itself.
 static __always_inline int direct_match(int dir, __u32 gen, __u8 proto, __u16 port, __u32 len, struct match *m)
 {
-	if (m->site_direct_port != port || m->site_direct_proto != proto)
+	if (m->site_direct_proto != proto || port < m->site_direct_port)
+		return 0;
+	if (port != m->site_direct_port && !(m->site_flags & SITE_F_DIRECT_RANGE))
 		return 0;
 	__u32 i = m->site_direct - 1;
 	void *direct = inner(dir == DIR_EGRESS ? (void *)&egress_direct : (void *)&ingress_direct, gen);
 	struct direct_rule *d = direct ? bpf_map_lookup_elem(direct, &i) : 0;
-	if (!d)
+	if (!d || port > d->end_port)
 		return 0;
 	count_in(m, d->id, d->action, &d->packets, &d->bytes, len);
 	return 1;
@@ -743,8 +751,9 @@ static __always_inline int direct_match(int dir, __u32 gen, __u8 proto, __u16 po
 
 // port_match looks for the rule of m's site (the prefix that stopped the
 // walk, with its flags, port bits and direct rule) that matches a packet's
-// protocol and port, most specific first: a single port (the direct one,
-// then the ports map's), the narrowest range, the protocol. k is the site's
+// protocol and port, most specific first: the direct rule (the narrowest
+// for every port it holds), a single port in the ports map, the narrowest
+// range, the protocol. k is the site's
 // key in the port maps with the packet's protocol and port. It returns 1
 // when a rule matched, and counted the packet in m.
 static __always_inline int port_match(int dir, __u32 gen, struct port_key *k, __u32 len, struct match *m)

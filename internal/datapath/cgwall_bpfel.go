@@ -59,7 +59,8 @@ type cgwallDirectRule struct {
 	Addr    [16]uint8
 	Bits    uint8
 	Family  uint8
-	Pad     [6]uint8
+	EndPort uint16
+	Pad     [4]uint8
 }
 
 type cgwallDirection uint32
@@ -231,10 +232,11 @@ type cgwallSeenKey struct {
 type cgwallSiteFlag uint32
 
 const (
-	cgwallSiteFlagSITE_F_PROTO  cgwallSiteFlag = 1
-	cgwallSiteFlagSITE_F_PORT   cgwallSiteFlag = 2
-	cgwallSiteFlagSITE_F_RANGE  cgwallSiteFlag = 4
-	cgwallSiteFlagSITE_F_DIRECT cgwallSiteFlag = 8
+	cgwallSiteFlagSITE_F_PROTO        cgwallSiteFlag = 1
+	cgwallSiteFlagSITE_F_PORT         cgwallSiteFlag = 2
+	cgwallSiteFlagSITE_F_RANGE        cgwallSiteFlag = 4
+	cgwallSiteFlagSITE_F_DIRECT       cgwallSiteFlag = 8
+	cgwallSiteFlagSITE_F_DIRECT_RANGE cgwallSiteFlag = 16
 )
 
 type cgwallStat uint32

@@ -12,11 +12,15 @@ import (
 
 // directRules are policies whose prefixes have one single-port rule (in the
 // direct map), two (the second in the ports map), or one beside protocol
-// and range rules, in both families.
+// and range rules, in both families; and prefixes with ranges only: one (in
+// the direct map), and nested ones, whose innermost is the direct one.
 var directRules = []string{
 	"block", "192.0.2.1", "allow", "192.0.2.1:tcp/443", "allow", "192.0.2.1:tcp/80",
 	"block", "198.51.100.0/24:tcp/22", "allow", "198.51.100.0/24",
 	"allow", "203.0.113.0/24:udp/53", "block", "203.0.113.0/24:udp", "allow", "203.0.113.0/24:tcp/8000-8999",
+	"block", "192.0.2.64/26:tcp/8000-8999",
+	"block", "192.0.2.128/25:tcp/1-1024", "allow", "192.0.2.128/25:tcp/80-443", "allow", "192.0.2.128/25:udp/1-1024",
+	"block", "192.0.2.128/25:tcp/2000-3000",
 	"block", "[2001:db8::1]:tcp/443", "allow", "[2001:db8::1]:tcp/444",
 	"block", "[2001:db8:1::/48]:udp/53", "allow", "[2001:db8:1::/48]:tcp",
 }
@@ -37,18 +41,43 @@ var directProbes = []probe{
 	{remote: netip.MustParseAddr("2001:db8::1"), proto: policy.ProtoTCP, dport: 445},
 	{remote: netip.MustParseAddr("2001:db8:1::5"), proto: policy.ProtoUDP, dport: 53},
 	{remote: netip.MustParseAddr("2001:db8:1::5"), proto: policy.ProtoTCP, dport: 53},
+	{remote: netip.MustParseAddr("192.0.2.70"), proto: policy.ProtoTCP, dport: 7999},
+	{remote: netip.MustParseAddr("192.0.2.70"), proto: policy.ProtoTCP, dport: 8000},
+	{remote: netip.MustParseAddr("192.0.2.70"), proto: policy.ProtoTCP, dport: 8500},
+	{remote: netip.MustParseAddr("192.0.2.70"), proto: policy.ProtoTCP, dport: 8999},
+	{remote: netip.MustParseAddr("192.0.2.70"), proto: policy.ProtoTCP, dport: 9000},
+	{remote: netip.MustParseAddr("192.0.2.70"), proto: policy.ProtoUDP, dport: 8500},
+	{remote: netip.MustParseAddr("192.0.2.200"), proto: policy.ProtoTCP, dport: 22},
+	{remote: netip.MustParseAddr("192.0.2.200"), proto: policy.ProtoTCP, dport: 80},
+	{remote: netip.MustParseAddr("192.0.2.200"), proto: policy.ProtoTCP, dport: 443},
+	{remote: netip.MustParseAddr("192.0.2.200"), proto: policy.ProtoTCP, dport: 444},
+	{remote: netip.MustParseAddr("192.0.2.200"), proto: policy.ProtoUDP, dport: 80},
+	{remote: netip.MustParseAddr("192.0.2.200"), proto: policy.ProtoTCP, dport: 2500},
+	{remote: netip.MustParseAddr("192.0.2.200"), proto: policy.ProtoTCP, dport: 3001},
 }
 
 // TestDirectPortRules: a prefix's first single-port rule goes into the
-// direct map, its others into the ports map, and both decide and count as
-// the reference says, in fixed and persistent datapaths; a persistent
-// policy reads them back, counters and all, when opened, and keeps them
-// through a rebuild.
+// direct map, or, where it has none, a range with no rule of its protocol
+// inside; its others go into the ports map and the ranges trie, and all
+// decide and count as the reference says, in fixed and persistent
+// datapaths; a persistent policy reads them back, counters and all, when
+// opened, and keeps them through a rebuild.
 func TestDirectPortRules(t *testing.T) {
 	p := mustPolicy(t, policy.LogAll, directRules...)
 	e := entriesOf(p, nil)
-	if n := e.counts()[policy.Egress]; n[kindDirect] != 5 || n[kindPorts] != 4 {
-		t.Fatalf("%d direct rules and %d in the ports map, want 5 (one per prefix with single ports) and 4",
+	// 192.0.2.128/25's direct rule is tcp/80-443, inside tcp/1-1024.
+	direct := e[policy.Egress][kindDirect].(*batch[uint32, cgwallDirectRule])
+	var ranges []string
+	for _, v := range direct.values {
+		if v.EndPort != v.Port {
+			ranges = append(ranges, fmt.Sprintf("%d/%d-%d", v.Proto, v.Port, v.EndPort))
+		}
+	}
+	if want := []string{"6/8000-8999", "6/80-443"}; !slices.Equal(ranges, want) {
+		t.Errorf("direct ranges %v, want %v", ranges, want)
+	}
+	if n := e.counts()[policy.Egress]; n[kindDirect] != 7 || n[kindPorts] != 4 {
+		t.Fatalf("%d direct rules and %d in the ports map, want 7 (one per prefix with port rules) and 4",
 			n[kindDirect], n[kindPorts])
 	}
 	for _, fixed := range []bool{false, true} {

@@ -23,7 +23,7 @@ const (
 	kindBitmap6             // the IPv6 bitmap of hashed prefixes; holds no rules
 	kindPorts               // protocol and single-port rules of every prefix, a hash map
 	kindRanges              // port-range rules, an LPM trie of blocks of ports
-	kindDirect              // one single-port rule of each prefix that has any, an array its address entry indexes
+	kindDirect              // one single-port or range rule of each prefix that has any, an array its address entry indexes
 	numKinds
 )
 
@@ -67,7 +67,7 @@ var kindTable = [numKinds]kindInfo{
 	// map's placeholders are.
 	kindDirect: ruleKind("direct", func(_ *uint32, v *cgwallDirectRule) (policy.Rule, Counter) {
 		return policy.Rule{ID: v.Id, Prefix: portPrefix(v.Family, v.Addr, v.Bits), Action: policy.Action(v.Action),
-			Ports: policy.Ports{Proto: v.Proto, Lo: v.Port, Hi: v.Port}}, Counter{Packets: v.Packets, Bytes: v.Bytes}
+			Ports: policy.Ports{Proto: v.Proto, Lo: v.Port, Hi: v.EndPort}}, Counter{Packets: v.Packets, Bytes: v.Bytes}
 	}),
 }
 

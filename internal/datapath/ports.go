@@ -18,11 +18,12 @@ import (
 // Port rules live apart from the address maps (bpf/cgwall.c: site): a prefix
 // that has any keeps an entry in its address map, the address-only rule or a
 // placeholder of ID 0, whose flags say which port maps to look in. The
-// prefix's first single-port rule sits in the direct array, at the index its
-// address entry gives: a port hit then costs no hash lookup. Protocol rules
-// and further single-port rules sit in the ports hash map, keyed by the
-// prefix, the protocol and the port (0 for a protocol rule); port ranges sit
-// in the ranges LPM trie as aligned blocks of ports. Every edit of a port
+// prefix's direct rule (pickDirect) sits in the direct array, at the index
+// its address entry gives: a port hit then costs no hash or trie lookup.
+// Protocol rules and further single-port rules sit in the ports hash map,
+// keyed by the prefix, the protocol and the port (0 for a protocol rule);
+// further port ranges sit in the ranges LPM trie as aligned blocks of ports.
+// Every edit of a port
 // rule builds the other generation (Set), so the direct map is only ever
 // written whole.
 
@@ -118,12 +119,75 @@ func (b siteBits) put(v *cgwallRule) {
 	v.Direct, v.DirectProto, v.DirectPort = b.direct, b.directProto, b.directPort
 }
 
-// withDirect makes a single-port rule the prefix's direct one, at index
-// i-1 of the direct map.
+// withDirect makes a single-port or range rule the prefix's direct one, at
+// index i-1 of the direct map.
 func (b siteBits) withDirect(ports policy.Ports, i uint32) siteBits {
 	b.flags |= uint8(cgwallSiteFlagSITE_F_DIRECT)
+	if ports.Hi != ports.Lo {
+		b.flags |= uint8(cgwallSiteFlagSITE_F_DIRECT_RANGE)
+	}
 	b.direct, b.directProto, b.directPort = i, ports.Proto, ports.Lo
 	return b
+}
+
+// pickDirect picks each prefix's direct rule, by its index in rules: its
+// first single-port rule, or, where it has none, its first range with no
+// other rule of its protocol inside it. Either is the narrowest rule for
+// every port it holds (ranges nest or are apart: policy.Check), so the
+// program takes it without looking further. A third of the port hits of
+// the harness's ports set at 100k rules are ranges' (it has tcp/8000-8999),
+// and each was a trie walk before ranges could be direct
+// (docs/performance.md, "Direct ranges").
+func pickDirect(rules []policy.Rule) map[site]int {
+	pick := map[site]int{}
+	var crowded map[site][]int // prefixes of more than one port rule: all of them
+	for i, r := range rules {
+		if !r.Ports.HasRange() {
+			continue
+		}
+		s := site{r.Dir, r.Prefix}
+		first, ok := pick[s]
+		if !ok {
+			pick[s] = i
+			continue
+		}
+		if crowded == nil {
+			crowded = map[site][]int{}
+		}
+		if crowded[s] == nil {
+			crowded[s] = []int{first}
+		}
+		crowded[s] = append(crowded[s], i)
+	}
+	for s, idx := range crowded {
+		if i, ok := narrowest(rules, idx); ok {
+			pick[s] = i
+		} else {
+			delete(pick, s)
+		}
+	}
+	return pick
+}
+
+// narrowest picks the direct rule among one prefix's port rules (indexes into
+// rules, in order), as pickDirect says; false if none can be.
+func narrowest(rules []policy.Rule, idx []int) (int, bool) {
+	for _, i := range idx {
+		if rules[i].Ports.Width() == 1 {
+			return i, true
+		}
+	}
+	for _, i := range idx {
+		r := rules[i].Ports
+		inside := slices.ContainsFunc(idx, func(j int) bool {
+			o := rules[j].Ports
+			return j != i && o.HasRange() && o.Proto == r.Proto && r.Lo <= o.Lo && o.Hi <= r.Hi
+		})
+		if !inside {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 func (b siteBits) with(ports policy.Ports) siteBits {

@@ -35,8 +35,8 @@ type site struct {
 // entriesOf encodes p's rules, with their counters if given (by rule ID), as
 // the entries of the rule maps: each address-only rule in its address map
 // with the flags of its prefix's port rules, a placeholder for a prefix that
-// only has port rules, a prefix's first single-port rule in the direct map,
-// and its other port rules in the port maps.
+// only has port rules, a prefix's direct rule (pickDirect) in the direct
+// map, and its other port rules in the port maps.
 func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 	var e entries
 	// Sized up front: on a VM, fresh memory costs time, and growing slices
@@ -44,17 +44,18 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 	var n ruleCounts
 	flags := map[site]siteBits{} // the prefixes that have port rules
 	ranges := map[rangeGroup][]policy.Rule{}
+	direct := pickDirect(p.Rules)
 	// The port rules first, into their maps: their prefixes' address
 	// entries, written next, carry what the port rules are and where.
-	for _, r := range p.Rules {
+	for i, r := range p.Rules {
 		if r.Ports.Any() {
 			n[r.Dir][kindOf(r.Prefix)]++
 			continue
 		}
 		s := site{r.Dir, r.Prefix}
 		f := flags[s]
-		switch {
-		case r.Ports.Width() == 1 && f.direct == 0:
+		switch j, ok := direct[s]; {
+		case ok && j == i:
 			d := e.direct(r.Dir)
 			f = f.withDirect(r.Ports, uint32(d.len())+1)
 			d.put(f.direct-1, directValue(r, counters[r.ID]))
@@ -106,11 +107,11 @@ func ruleValue(r policy.Rule, c Counter) cgwallRule {
 	return cgwallRule{Id: r.ID, Action: uint8(r.Action), Packets: c.Packets, Bytes: c.Bytes}
 }
 
-// directValue is a single-port rule as the direct map keeps it, with its
-// counters.
+// directValue is a single-port or range rule as the direct map keeps it,
+// with its counters.
 func directValue(r policy.Rule, c Counter) cgwallDirectRule {
 	family, addr := portAddr(r.Prefix)
-	return cgwallDirectRule{Id: r.ID, Action: uint8(r.Action), Proto: r.Ports.Proto, Port: r.Ports.Lo,
+	return cgwallDirectRule{Id: r.ID, Action: uint8(r.Action), Proto: r.Ports.Proto, Port: r.Ports.Lo, EndPort: r.Ports.Hi,
 		Packets: c.Packets, Bytes: c.Bytes, Addr: addr, Bits: uint8(r.Prefix.Bits()), Family: family}
 }
 

@@ -28,7 +28,10 @@ import (
 //	8  the direct maps (egress_direct, ingress_direct), one single-port rule
 //	   of a prefix each; rule values carry its index (struct rule: 24 -> 32
 //	   bytes)
-const Layout = 8
+//	9  a direct rule may be a range (struct direct_rule's end_port, the
+//	   site flag SITE_F_DIRECT_RANGE): programs of layout 8 would take such
+//	   a rule for its first port alone
+const Layout = 9
 
 // layoutPin names the pin that records a folder's layout: a one-element
 // array of the version, which no program reads.
