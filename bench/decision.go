@@ -194,8 +194,9 @@ func measureDecision(ctx context.Context, cfg *config, cg string, sets map[strin
 			return nil, fmt.Errorf("%s: %w", key, err)
 		}
 	}
-	ovs = append(ovs, timerOverhead(trivial))
-	if dr.Lines, err = measureLines(cfg, ovs[len(ovs)-1], rng); err != nil {
+	ov := timerOverhead(trivial)
+	ovs = append(ovs, ov)
+	if dr.Lines, err = measureLines(cfg, ov, rng); err != nil {
 		return nil, err
 	}
 	dr.OverheadNs = median(ovs)

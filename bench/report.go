@@ -129,8 +129,13 @@ func loadSec(s e2eSample) float64     { return s.LoadSec }
 // decCell is a decision-cost figure; its ratio is to the same set's cold miss at
 // 1 rule.
 func (ix *index) decCell(set string, rules int, kind string, f func(decisionSample) float64) cell {
-	ref := figure(ix.decision[cellKey{variant: set, rules: 1, kind: ruleset.Miss}], meanNs)
-	return cellOf(figure(ix.decision[cellKey{variant: set, rules: rules, kind: kind}], f), ref)
+	return cellOf(figure(ix.decision[cellKey{variant: set, rules: rules, kind: kind}], f), ix.missAt1(set))
+}
+
+// missAt1 is a set's cold miss at 1 rule, round by round: the reference of
+// its decision-cost ratios.
+func (ix *index) missAt1(set string) byRound {
+	return figure(ix.decision[cellKey{variant: set, rules: 1, kind: ruleset.Miss}], meanNs)
 }
 
 // portsCell is the ports set's cold decision cost; its ratio is to

@@ -358,7 +358,7 @@ func (ix *index) lineCosts(size int) byRound {
 // whose maps stay cached, with its line of the smallest table traded for
 // one of this size. Its ratio is to that miss.
 func (ix *index) lineFloor(size int) cell {
-	ref := figure(ix.decision[cellKey{variant: largestColdSet, rules: 1, kind: ruleset.Miss}], meanNs)
+	ref := ix.missAt1(largestColdSet)
 	small, big := ix.lineCosts(lineSizes[0]), ix.lineCosts(size)
 	floor := byRound{}
 	for round, r := range ref {

@@ -106,9 +106,9 @@ struct rule {
 	__u8 pad;
 };
 
-// A single-port or range rule in the direct map. The programs read its verdict and
-// counters, in its first 24 bytes (mostly one cache line); the rest is for
-// userspace to read the rule back.
+// A single-port or range rule in the direct map. The programs read its
+// verdict and counters, in its first 24 bytes (mostly one cache line), and a
+// range's last port; the rest is for userspace to read the rule back.
 struct direct_rule {
 	__u32 id;
 	__u8 action;
@@ -753,9 +753,9 @@ static __always_inline int direct_match(int dir, __u32 gen, __u8 proto, __u16 po
 // walk, with its flags, port bits and direct rule) that matches a packet's
 // protocol and port, most specific first: the direct rule (the narrowest
 // for every port it holds), a single port in the ports map, the narrowest
-// range, the protocol. k is the site's
-// key in the port maps with the packet's protocol and port. It returns 1
-// when a rule matched, and counted the packet in m.
+// range, the protocol. k is the site's key in the port maps with the
+// packet's protocol and port. It returns 1 when a rule matched, and counted
+// the packet in m.
 static __always_inline int port_match(int dir, __u32 gen, struct port_key *k, __u32 len, struct match *m)
 {
 	__u8 flags = m->site_flags, bits = m->site_port_bits;

@@ -23,9 +23,8 @@ import (
 // Protocol rules and further single-port rules sit in the ports hash map,
 // keyed by the prefix, the protocol and the port (0 for a protocol rule);
 // further port ranges sit in the ranges LPM trie as aligned blocks of ports.
-// Every edit of a port
-// rule builds the other generation (Set), so the direct map is only ever
-// written whole.
+// Every edit of a port rule builds the other generation (Set), so the direct
+// map is only ever written whole.
 
 // flowAddr is an address as the C's flow and keys keep it: its family, and
 // IPv4 in the first four bytes (an IPv4-mapped address is IPv4).
