@@ -73,6 +73,9 @@ enum site_flag {
 	SITE_F_RANGE = 1 << 2, // port-range rules: in ranges
 	SITE_F_DIRECT = 1 << 3, // one single-port or range rule: in direct (struct rule's direct)
 	SITE_F_DIRECT_RANGE = 1 << 4, // with SITE_F_DIRECT: that rule is a range
+	// No shorter prefix of the direction has rules and contains this one:
+	// where none of its rules matches a packet, the default decides.
+	SITE_F_OUTERMOST = 1 << 5,
 };
 
 // A rule as stored in every rule map. id ties events to the rule userspace
@@ -103,7 +106,12 @@ struct rule {
 	__u32 direct;
 	__u16 direct_port; // host order
 	__u8 direct_proto;
-	__u8 pad;
+	// In an address map, for a prefix with port rules: 1 + the length of the
+	// longest shorter prefix of the direction that has rules and contains it,
+	// where a packet that none of its rules matches goes next (0: not known,
+	// walk the lengths). Edits that would make it stale rebuild the policy
+	// (datapath.Set).
+	__u8 shorter;
 };
 
 // A single-port or range rule in the direct map. The programs read its
@@ -381,8 +389,8 @@ struct ports_map {
 	__type(value, struct rule);
 };
 
-// Each prefix's one single-port rule that its address entry points at,
-// by index (struct rule's direct), sized for the policy: BPF_F_INNER_MAP
+// Each prefix's one single-port or range rule that its address entry points
+// at, by index (struct rule's direct), sized for the policy: BPF_F_INNER_MAP
 // lets the generations' maps differ in size from the outer map's template.
 struct direct_map {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -689,10 +697,11 @@ struct match {
 	__u8 site_flags;
 	__u8 site_port_bits;
 	__u8 site_direct_proto;
-	__u8 pad;
+	__u8 site_shorter; // struct rule's shorter
 	__u32 site_direct;
 	__u16 site_direct_port;
-	__u8 pad2[2];
+	__u8 site_addr; // the site has an address rule
+	__u8 pad;
 };
 
 // count_in takes a matching rule's verdict and counts the packet on its
@@ -814,6 +823,8 @@ static __always_inline int site(struct rule *r, __u8 bits, __u32 len, struct mat
 		m->site_direct = r->direct;
 		m->site_direct_port = r->direct_port;
 		m->site_direct_proto = r->direct_proto;
+		m->site_shorter = r->shorter;
+		m->site_addr = r->id != 0;
 		return SITE_PORTS;
 	}
 	if (!r->id)
@@ -1090,14 +1101,18 @@ static __always_inline int decide_dir(int dir, __u32 gen, struct flow *f, __u32 
 // generation in bit 1. The verifier checks each global function once, not at
 // every call, and the direction is a constant in each: an index into the
 // settings that varies is pointer arithmetic, which loaders without
-// CAP_PERFMON may not do.
+// CAP_PERFMON may not do. Each uses gen, if only in an empty asm: where fn
+// does not (the Fixed build has no generations), clang would pass whatever
+// its register held, and the verifier refuses a pointer for a scalar.
 #define PER_DIRECTION(name, fn)                                                                    \
 	__noinline int name##_egress(__u32 gen, struct flow *f, __u32 len, struct match *m)       \
 	{                                                                                          \
+		asm volatile("" ::"r"(gen));                                                       \
 		return fn(DIR_EGRESS, gen, f, len, m);                                             \
 	}                                                                                          \
 	__noinline int name##_ingress(__u32 gen, struct flow *f, __u32 len, struct match *m)      \
 	{                                                                                          \
+		asm volatile("" ::"r"(gen));                                                       \
 		return fn(DIR_INGRESS, gen, f, len, m);                                            \
 	}                                                                                          \
 	static __always_inline int name(__u32 dir_gen, struct flow *f, __u32 len, struct match *m) \
@@ -1134,11 +1149,63 @@ static __always_inline void site_key(int dir, const struct flow *f, __u8 bits, s
 	__builtin_memcpy(k->addr + 8, &lo, 8);
 }
 
-// try_ports looks for a port rule of the prefix that stopped the walk (m's
-// site) matching the packet, whose protocol and port are known, and returns
-// 1 when one did, having counted the packet. Otherwise it marks that prefix
-// tried, for the walk to go on. Per direction, as decide_in.
-static __always_inline int try_dir(int dir, __u32 gen, struct flow *f, __u32 len, struct match *m)
+// entry_at returns the entry in a generation's address maps of the prefix of
+// bits bits (at most k's) of k's address, or 0 where it has none. For an
+// IPv6 prefix it is the trie's longest prefix up to bits.
+static __always_inline struct rule *entry_at(int dir, __u32 gen, const struct port_key *k, __u32 bits)
+{
+	void *m;
+
+	if (k->family == 4) {
+		__u32 a4 = *(__u32 *)k->addr;
+		if (bits >= 32) {
+			m = inner(dir == DIR_EGRESS ? (void *)&egress_host4 : (void *)&ingress_host4, gen);
+			return m ? bpf_map_lookup_elem(m, &a4) : 0;
+		}
+		struct prefix_key4 k4 = {.prefixlen = bits, .addr = a4 & mask(bits)};
+		m = inner(dir == DIR_EGRESS ? (void *)&egress_prefix4 : (void *)&ingress_prefix4, gen);
+		return m ? bpf_map_lookup_elem(m, &k4) : 0;
+	}
+	if (bits >= 128) {
+		m = inner(dir == DIR_EGRESS ? (void *)&egress_host6 : (void *)&ingress_host6, gen);
+		return m ? bpf_map_lookup_elem(m, k->addr) : 0;
+	}
+	struct prefix_key6 k6 = {.prefixlen = bits};
+	__builtin_memcpy(k6.addr, k->addr, 16);
+	m = inner(dir == DIR_EGRESS ? (void *)&egress_prefix6 : (void *)&ingress_prefix6, gen);
+	return m ? bpf_map_lookup_elem(m, &k6) : 0;
+}
+
+// resume goes on with a decision whose site's port rules matched nothing: the
+// site's address rule decides, if it has one; else the shorter prefix that
+// its entry names, one lookup, or the default where it is the outermost. k
+// is the site's key in the port maps. It returns 1 where the caller must
+// walk the lengths again (decide_in, which skips the sites tried): for an
+// entry that names no shorter prefix, or a prefix that is gone (an edit
+// removed it in place).
+static __always_inline int resume(int dir, __u32 gen, const struct port_key *k, __u32 len, struct match *m)
+{
+	__u32 bits = m->site_bits;
+
+	if (!m->site_addr) {
+		if (m->site_flags & SITE_F_OUTERMOST)
+			return 0;
+		if (!m->site_shorter)
+			return 1;
+		bits = m->site_shorter - 1;
+	}
+	struct rule *r = entry_at(dir, gen, k, bits);
+	return !r || site(r, r->bits, len, m) == SITE_NONE;
+}
+
+// at_site judges a packet at the prefix that stopped the walk (m's site), whose
+// protocol and port are known: by a port rule of that prefix that matches
+// it, which counts the packet; else it marks the prefix tried and goes on
+// from it (resume), which may stop at another prefix with port rules. It
+// returns 1 where the caller must walk the lengths again, and leaves that
+// walk to its caller so that the calls do not stack up beyond the 512 bytes
+// that the verifier allows. Per direction, as decide_in.
+static __always_inline int at_site_dir(int dir, __u32 gen, struct flow *f, __u32 len, struct match *m)
 {
 	struct port_key k = {};
 
@@ -1147,13 +1214,13 @@ static __always_inline int try_dir(int dir, __u32 gen, struct flow *f, __u32 len
 	site_key(dir, f, m->site_bits, &k);
 	m->need_ports = 0;
 	if (port_match(dir, gen, &k, len, m))
-		return 1;
+		return 0;
 	m->tried = 1;
 	m->tried_bits = m->site_bits;
-	return 0;
+	return resume(dir, gen & 1, &k, len, m);
 }
 
-PER_DIRECTION(try_ports, try_dir)
+PER_DIRECTION(at_site, at_site_dir)
 
 // name_rules is set by userspace before load: whether the policy has name
 // rules. Only then do DNS queries go through cgwall's resolver and learned
@@ -1239,15 +1306,16 @@ struct rounds {
 	__u32 len;
 };
 
-// port_round tries the port rules of the prefix that stopped the decision,
-// and walks on from it if none matched; it says whether the decision is
-// over.
+// port_round judges a packet at the prefix that stopped the decision
+// (at_site), and walks the lengths again where that leaves it to; it says
+// whether the decision is over.
 static __always_inline int port_round(__u32 dir_gen, struct flow *f, __u32 len, struct match *m)
 {
-	if (!m->need_ports || try_ports(dir_gen, f, len, m))
+	if (!m->need_ports)
 		return 1;
-	decide_in(dir_gen, f, len, m);
-	return 0;
+	if (at_site(dir_gen, f, len, m))
+		decide_in(dir_gen, f, len, m);
+	return !m->need_ports;
 }
 
 static long round(__u32 i, struct rounds *r)
@@ -1264,7 +1332,7 @@ static __always_inline void by_ports(int dir, struct flow *f, __u32 gen, __u32 l
 {
 	__u32 dir_gen = (dir & 1) | (gen & 1) << 1;
 
-	if (port_round(dir_gen, f, len, m) || !m->need_ports)
+	if (port_round(dir_gen, f, len, m))
 		return;
 	struct rounds r = {.f = *f, .m = *m, .dir_gen = dir_gen, .len = len};
 	bpf_loop(MAX_SITES - 1, round, &r, 0);

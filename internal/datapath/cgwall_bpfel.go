@@ -210,7 +210,7 @@ type cgwallRule struct {
 	Direct      uint32
 	DirectPort  uint16
 	DirectProto uint8
-	Pad         uint8
+	Shorter     uint8
 }
 
 type cgwallSeenFlow struct {
@@ -237,6 +237,7 @@ const (
 	cgwallSiteFlagSITE_F_RANGE        cgwallSiteFlag = 4
 	cgwallSiteFlagSITE_F_DIRECT       cgwallSiteFlag = 8
 	cgwallSiteFlagSITE_F_DIRECT_RANGE cgwallSiteFlag = 16
+	cgwallSiteFlagSITE_F_OUTERMOST    cgwallSiteFlag = 32
 )
 
 type cgwallStat uint32

@@ -525,3 +525,58 @@ func TestPortSitesFallThrough(t *testing.T) {
 		}
 	}
 }
+
+// TestNextPrefixNamed decides packets that a prefix's port rules do not
+// match, where that prefix's entry names the shorter prefix to go to next,
+// or none (the default), while live edits add and remove shorter prefixes
+// around it. A shorter rule written in place would leave the name stale:
+// the edit that adds one rebuilds (Set, enclosesPortRules), and removing the
+// named prefix in place sends the program to walk the lengths. Without the
+// rebuild the first edit below is decided by the default; with a program
+// that took a named prefix that is gone for the default, the last one is.
+func TestNextPrefixNamed(t *testing.T) {
+	// 198.51.100.0/24 and 203.0.0.0/16 give the generation the lengths that
+	// the edits then write in place.
+	p := mustPolicy(t, policy.LogAll, "block", "192.0.2.1:tcp/443", "block", "198.51.100.0/24", "allow", "203.0.0.0/16")
+	d := load(t, p)
+	rd, err := d.Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	edits := []struct {
+		remove bool
+		action policy.Action
+		prefix string
+		want   string // which rule decides TCP to 192.0.2.1:80
+	}{
+		{false, policy.Block, "192.0.2.0/24", "192.0.2.0/24"},
+		{false, policy.Allow, "192.0.0.0/16", "192.0.2.0/24"},
+		{true, 0, "192.0.2.0/24", "192.0.0.0/16"},
+	}
+	pr := probe{dir: policy.Egress, remote: netip.MustParseAddr("192.0.2.1"), proto: policy.ProtoTCP, dport: 80}
+	check := func(when string, want string) {
+		t.Helper()
+		p := d.Policy()
+		wantAction, wantID := p.Decide(pr.dir, pr.reference())
+		if r, ok := p.Rule(wantID); want != "" && (!ok || r.Prefix.String() != want) {
+			t.Fatalf("%s: the reference decides by %v, want the rule of %s", when, r, want)
+		}
+		if _, e := decideInKernel(t, d, rd, pr); e.Action != uint8(wantAction) || e.RuleID != wantID {
+			t.Fatalf("%s: datapath decided %d by rule %d, reference %v by rule %d (%v)", when, e.Action, e.RuleID, wantAction, wantID, p.Rules)
+		}
+	}
+	check("loaded", "")
+	for _, e := range edits {
+		m := policy.Match{Prefix: netip.MustParsePrefix(e.prefix)}
+		if e.remove {
+			_, _, err = d.Remove(policy.Egress, m)
+		} else {
+			_, _, err = d.Set(policy.Egress, e.action, m)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(fmt.Sprintf("after %+v", e), e.want)
+	}
+}

@@ -67,7 +67,7 @@ func (d *Datapath) Set(dir policy.Direction, action policy.Action, m policy.Matc
 	if err != nil {
 		return r, Unchanged, err
 	}
-	if !fits || !m.Ports.Any() {
+	if !fits || !m.Ports.Any() || d.enclosesPortRules(dir, prefix) {
 		return r, Added, d.rebuildWith(r)
 	}
 	if err := d.markBitmap(r); err != nil {
@@ -84,6 +84,20 @@ func (d *Datapath) Set(dir policy.Direction, action policy.Action, m policy.Matc
 	}
 	d.policy.AddRule(r)
 	return r, Added, nil
+}
+
+// enclosesPortRules says whether a longer prefix of dir inside prefix has
+// port rules. Its entry names the next shorter prefix with rules (outerOf),
+// which a rule of prefix written in place would leave stale: such a rule
+// goes in by a rebuild. A rule removed in place needs none: where the prefix
+// an entry names is gone, the programs walk the lengths (resume_dir).
+func (d *Datapath) enclosesPortRules(dir policy.Direction, prefix netip.Prefix) bool {
+	for _, r := range d.policy.Rules {
+		if r.Dir == dir && !r.Ports.Any() && r.Prefix.Bits() > prefix.Bits() && prefix.Contains(r.Prefix.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 // fits says whether r can go into the generation in force as it is: a prefix

@@ -110,12 +110,54 @@ type siteBits struct {
 	direct      uint32
 	directProto uint8
 	directPort  uint16
+	shorter     uint8 // 1 + the length of the prefix a packet goes to next (outerOf)
 }
 
 // put sets the port fields of a prefix's address entry.
 func (b siteBits) put(v *cgwallRule) {
 	v.Flags, v.PortBits = b.flags, b.ports
 	v.Direct, v.DirectProto, v.DirectPort = b.direct, b.directProto, b.directPort
+	v.Shorter = b.shorter
+}
+
+// outerOf tells each prefix with port rules where a packet that none of its
+// rules matches goes next: the longest shorter prefix of its direction that
+// has rules of any kind and contains it, or, where there is none
+// (SITE_F_OUTERMOST), the default. Looked up by length, that is one lookup
+// where a walk over the lengths would be one for each: "through" packets at
+// 100k rules (docs/performance.md, "The next prefix named"). Hosts cannot
+// contain another prefix and are left out.
+func outerOf(rules []policy.Rule, sites map[site]siteBits) {
+	var lengths [2][2][129]bool // by direction, IPv4 or not, prefix length
+	outer := map[site]struct{}{}
+	for _, r := range rules {
+		if !r.Prefix.IsSingleIP() {
+			lengths[r.Dir][b2i(r.Prefix.Addr().Is4())][r.Prefix.Bits()] = true
+			outer[site{r.Dir, r.Prefix}] = struct{}{}
+		}
+	}
+	for s, f := range sites {
+		f.flags |= uint8(cgwallSiteFlagSITE_F_OUTERMOST)
+		has := &lengths[s.dir][b2i(s.prefix.Addr().Is4())]
+		for bits := s.prefix.Bits() - 1; bits >= 0; bits-- {
+			if !has[bits] {
+				continue
+			}
+			if _, ok := outer[site{s.dir, netip.PrefixFrom(s.prefix.Addr(), bits).Masked()}]; ok {
+				f.flags &^= uint8(cgwallSiteFlagSITE_F_OUTERMOST)
+				f.shorter = uint8(bits + 1)
+				break
+			}
+		}
+		sites[s] = f
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // withDirect makes a single-port or range rule the prefix's direct one, at

@@ -69,6 +69,9 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 		}
 		flags[s] = f
 	}
+	if len(flags) > 0 {
+		outerOf(p.Rules, flags)
+	}
 	address := func(dir policy.Direction, prefix netip.Prefix) addressBatch {
 		k := kindOf(prefix)
 		if e[dir][k] == nil {

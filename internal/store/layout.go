@@ -31,7 +31,10 @@ import (
 //	9  a direct rule may be a range (struct direct_rule's end_port, the
 //	   site flag SITE_F_DIRECT_RANGE): programs of layout 8 would take such
 //	   a rule for its first port alone
-const Layout = 9
+//	10 rule values of prefixes with port rules name the next shorter prefix
+//	   (struct rule's shorter, the site flag SITE_F_OUTERMOST): a cgwall of
+//	   layout 9 would write a shorter rule in place and leave them stale
+const Layout = 10
 
 // layoutPin names the pin that records a folder's layout: a one-element
 // array of the version, which no program reads.
