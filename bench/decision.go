@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -168,7 +169,8 @@ func runDecision(ctx context.Context, cfg *config, root string, res *results, lo
 }
 
 // measureDecision measures every set once, in a random order, on one pinned
-// thread.
+// thread; the ports set of each size with ipv4-mixed of its size, in turns
+// (measureArms).
 func measureDecision(ctx context.Context, cfg *config, cg string, sets map[string]*ruleSet, round int) (*decisionRound, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -182,16 +184,16 @@ func measureDecision(ctx context.Context, cfg *config, cg string, sets map[strin
 		return nil, err
 	}
 	defer trivial.Close()
-	order := slices.Sorted(maps.Keys(sets))
-	rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	groups := setGroups(sets)
+	rng.Shuffle(len(groups), func(i, j int) { groups[i], groups[j] = groups[j], groups[i] })
 	var ovs []float64
-	for _, key := range order {
+	for _, keys := range groups {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		ovs = append(ovs, timerOverhead(trivial))
-		if err := measureSet(cfg, cg, key, sets[key], ovs[len(ovs)-1], rng, dr); err != nil {
-			return nil, fmt.Errorf("%s: %w", key, err)
+		if err := measureSets(cfg, cg, keys, sets, ovs[len(ovs)-1], rng, dr); err != nil {
+			return nil, fmt.Errorf("%s: %w", strings.Join(keys, ", "), err)
 		}
 	}
 	ov := timerOverhead(trivial)
@@ -203,56 +205,129 @@ func measureDecision(ctx context.Context, cfg *config, cg string, sets map[strin
 	return dr, nil
 }
 
-// measureSet loads one set as cgwall would and times each kind of
-// destination, cold and warm, into dr.
-func measureSet(cfg *config, cg, key string, rs *ruleSet, overhead float64, rng *rand.Rand, dr *decisionRound) error {
-	p := policy.New()
-	p.Log = policy.LogNone
-	p.Grow(len(rs.Rules))
-	for _, r := range rs.Rules {
-		addRule(p, r)
+// setGroups lists the sets' keys (name/size) in the groups that are measured
+// together: the ports set of a size with portsLike of that size, every other
+// set alone.
+func setGroups(sets map[string]*ruleSet) [][]string {
+	var groups [][]string
+	for _, key := range slices.Sorted(maps.Keys(sets)) {
+		name, size, _ := strings.Cut(key, "/")
+		like := portsLike + "/" + size
+		switch {
+		case name == portsLike && sets[ruleset.PortsKind.Name+"/"+size] != nil:
+			// With its ports set.
+		case name == ruleset.PortsKind.Name && sets[like] != nil:
+			groups = append(groups, []string{key, like})
+		default:
+			groups = append(groups, []string{key})
+		}
 	}
-	start := time.Now()
-	d, err := loadDatapath(p)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	dr.LoadSec[key] = time.Since(start).Seconds()
-	return measurePools(cfg, cg, key, d, rs.Name, len(rs.Rules), rs.pools, overhead, rng, dr)
+	return groups
 }
 
-// measurePools times each pool of destinations, cold and warm, with d's
-// egress program into dr, as samples of a set of that name and size.
-func measurePools(cfg *config, cg, key string, d *datapath.Datapath, set string, rules int, pools map[string]packetPool, overhead float64, rng *rand.Rand, dr *decisionRound) error {
-	prog, err := egressProgram(d, cg)
-	if err != nil {
-		return err
-	}
-	defer prog.Close()
-	if dr.MemlockMiB[key], err = memlockMiB(prog); err != nil {
-		return err
-	}
-	kinds := slices.Sorted(maps.Keys(pools))
-	rng.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
-	for _, kind := range kinds {
-		pool := pools[kind]
-		if len(pool.pkts) == 0 {
-			continue
+// measureSets loads the sets of keys as cgwall would and times them together
+// (measureArms) into dr.
+func measureSets(cfg *config, cg string, keys []string, sets map[string]*ruleSet, overhead float64, rng *rand.Rand, dr *decisionRound) error {
+	var arms []arm
+	defer func() {
+		for _, a := range arms {
+			a.d.Close()
 		}
-		ds, outliers, err := coldRuns(prog, pool, cfg.DecisionRuns, overhead, rng)
-		if err != nil {
-			return fmt.Errorf("%s: %w", kind, err)
+	}()
+	for _, key := range keys {
+		rs := sets[key]
+		p := policy.New()
+		p.Log = policy.LogNone
+		p.Grow(len(rs.Rules))
+		for _, r := range rs.Rules {
+			addRule(p, r)
 		}
-		_, warm, err := prog.Benchmark(pool.pkts[0], cfg.warmRepeat, nil) // as BenchmarkEgress times it
+		start := time.Now()
+		d, err := loadDatapath(p)
 		if err != nil {
 			return err
 		}
-		dr.Samples = append(dr.Samples, decisionSample{
-			Set: set, Rules: rules, Kind: kind, Dsts: len(pool.pkts), Runs: len(ds),
-			MeanNs: mean(ds), P50Ns: median(ds), P99Ns: quantile(ds, 0.99),
-			WarmNs: float64(warm.Nanoseconds()), Outlie: outliers,
-		})
+		dr.LoadSec[key] = time.Since(start).Seconds()
+		arms = append(arms, arm{key: key, set: rs.Name, rules: len(rs.Rules), d: d, pools: rs.pools})
+	}
+	return measureArms(cfg, cg, arms, overhead, rng, dr)
+}
+
+// arm is a loaded rule set whose decisions a round times, with its pools of
+// destinations by kind.
+type arm struct {
+	key   string // name/size
+	set   string
+	rules int
+	d     *datapath.Datapath
+	pools map[string]packetPool
+}
+
+// armTurns is how many turns the arms of measureArms take at each kind.
+const armTurns = 10
+
+// measureArms times each kind of destination, cold and warm, with every
+// arm's egress program, into dr. The arms take turns, a tenth of a kind's
+// runs each, so that the ratio of two arms (the ports set to ipv4-mixed of
+// its size) is of runs moments apart. Measured one after the other, seconds
+// apart, that ratio at 100k swung by ±0.15× between runs of the same tree
+// (docs/performance.md, "Direct ranges").
+func measureArms(cfg *config, cg string, arms []arm, overhead float64, rng *rand.Rand, dr *decisionRound) error {
+	progs := make([]*ebpf.Program, len(arms))
+	defer func() {
+		for _, p := range progs {
+			if p != nil {
+				p.Close()
+			}
+		}
+	}()
+	kinds := map[string]bool{}
+	for i, a := range arms {
+		prog, err := egressProgram(a.d, cg)
+		if err != nil {
+			return err
+		}
+		progs[i] = prog
+		if dr.MemlockMiB[a.key], err = memlockMiB(prog); err != nil {
+			return err
+		}
+		for kind, pool := range a.pools {
+			kinds[kind] = kinds[kind] || len(pool.pkts) > 0
+		}
+	}
+	order := slices.Sorted(maps.Keys(kinds))
+	rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	for _, kind := range order {
+		ds, outliers := make([][]float64, len(arms)), make([]int, len(arms))
+		for turn := range armTurns {
+			n := cfg.DecisionRuns*(turn+1)/armTurns - cfg.DecisionRuns*turn/armTurns
+			for _, i := range rng.Perm(len(arms)) {
+				pool := arms[i].pools[kind]
+				if len(pool.pkts) == 0 {
+					continue
+				}
+				d, o, err := coldRuns(progs[i], pool, n, overhead, rng)
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", arms[i].key, kind, err)
+				}
+				ds[i], outliers[i] = append(ds[i], d...), outliers[i]+o
+			}
+		}
+		for i, a := range arms {
+			pool := a.pools[kind]
+			if len(pool.pkts) == 0 {
+				continue
+			}
+			_, warm, err := progs[i].Benchmark(pool.pkts[0], cfg.warmRepeat, nil) // as BenchmarkEgress times it
+			if err != nil {
+				return err
+			}
+			dr.Samples = append(dr.Samples, decisionSample{
+				Set: a.set, Rules: a.rules, Kind: kind, Dsts: len(pool.pkts), Runs: len(ds[i]),
+				MeanNs: mean(ds[i]), P50Ns: median(ds[i]), P99Ns: quantile(ds[i], 0.99),
+				WarmNs: float64(warm.Nanoseconds()), Outlie: outliers[i],
+			})
+		}
 	}
 	return nil
 }

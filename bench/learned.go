@@ -161,24 +161,23 @@ func runLearned(ctx context.Context, cfg *config, root string, res *results, log
 			defer trivial.Close()
 			rng := rand.New(rand.NewPCG(uint64(r), 78))
 			dr := &decisionRound{LoadSec: map[string]float64{}, MemlockMiB: map[string]float64{}}
-			order := []string{learnedSet, learnedLike}
-			rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-			var ovs []float64
-			for _, name := range order {
+			// Both loaded, and timed in turns (measureArms).
+			var arms []arm
+			defer func() {
+				for _, a := range arms {
+					a.d.Close()
+				}
+			}()
+			for _, name := range []string{learnedSet, learnedLike} {
 				key := name + "/" + human(n)
 				d, err := loadLearned(name, key, sets[name].p, learned, dr)
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", key, err)
 				}
-				ovs = append(ovs, timerOverhead(trivial))
-				err = measurePools(cfg, cg, key, d, name, n, sets[name].pools, ovs[len(ovs)-1], rng, dr)
-				d.Close()
-				if err != nil {
-					return nil, fmt.Errorf("%s: %w", key, err)
-				}
+				arms = append(arms, arm{key: key, set: name, rules: n, d: d, pools: sets[name].pools})
 			}
-			dr.OverheadNs = median(ovs)
-			return dr, nil
+			dr.OverheadNs = timerOverhead(trivial)
+			return dr, measureArms(cfg, cg, arms, dr.OverheadNs, rng, dr)
 		}()
 		if err != nil {
 			return err
