@@ -759,18 +759,16 @@ static __always_inline int direct_match(int dir, __u32 gen, __u8 proto, __u16 po
 }
 
 // port_match looks for the rule of m's site (the prefix that stopped the
-// walk, with its flags, port bits and direct rule) that matches a packet's
-// protocol and port, most specific first: the direct rule (the narrowest
-// for every port it holds), a single port in the ports map, the narrowest
-// range, the protocol. k is the site's key in the port maps with the
-// packet's protocol and port. It returns 1 when a rule matched, and counted
-// the packet in m.
+// walk, with its flags and port bits) in the port maps that matches a
+// packet's protocol and port, most specific first: a single port, the
+// narrowest range, the protocol. k is the site's key in the port maps with
+// the packet's protocol and port. It returns 1 when a rule matched, and
+// counted the packet in m. The site's direct rule, if it has one, was tried
+// before (at_site); name patterns have none.
 static __always_inline int port_match(int dir, __u32 gen, struct port_key *k, __u32 len, struct match *m)
 {
 	__u8 flags = m->site_flags, bits = m->site_port_bits;
 	__u16 port = k->port;
-	if ((flags & SITE_F_DIRECT) && direct_match(dir, gen, k->proto, port, len, m))
-		return 1;
 	void *ports = inner(dir == DIR_EGRESS ? (void *)&egress_ports : (void *)&ingress_ports, gen);
 	struct rule *pr;
 	if (port && (flags & SITE_F_PORT) && (bits & port_bit(k->proto, port)) && ports) {
@@ -1198,21 +1196,25 @@ static __always_inline int resume(int dir, __u32 gen, const struct port_key *k, 
 	return !r || site(r, r->bits, len, m) == SITE_NONE;
 }
 
-// at_site judges a packet at the prefix that stopped the walk (m's site), whose
-// protocol and port are known: by a port rule of that prefix that matches
-// it, which counts the packet; else it marks the prefix tried and goes on
-// from it (resume), which may stop at another prefix with port rules. It
-// returns 1 where the caller must walk the lengths again, and leaves that
-// walk to its caller so that the calls do not stack up beyond the 512 bytes
-// that the verifier allows. Per direction, as decide_in.
+// at_site judges a packet at the prefix that stopped the walk (m's site),
+// whose protocol and port are known: by the port rule of that prefix that
+// matches it, most specific first, which counts the packet; else it marks
+// the prefix tried and goes on from it (resume), which may stop at another
+// prefix with port rules. The direct rule goes first, the narrowest for
+// every port it holds, and needs no key. It returns 1 where the caller must
+// walk the lengths again, and leaves that walk to its caller so that the
+// calls do not stack up beyond the 512 bytes that the verifier allows. Per
+// direction, as decide_in.
 static __always_inline int at_site_dir(int dir, __u32 gen, struct flow *f, __u32 len, struct match *m)
 {
 	struct port_key k = {};
 
 	if (!f || !m)
 		return 0;
-	site_key(dir, f, m->site_bits, &k);
 	m->need_ports = 0;
+	if ((m->site_flags & SITE_F_DIRECT) && direct_match(dir, gen, f->proto, f->dport, len, m))
+		return 0;
+	site_key(dir, f, m->site_bits, &k);
 	if (port_match(dir, gen, &k, len, m))
 		return 0;
 	m->tried = 1;
