@@ -90,8 +90,12 @@ func (d *Datapath) Set(dir policy.Direction, action policy.Action, m policy.Matc
 // port rules. Its entry names the next shorter prefix with rules (outerOf),
 // which a rule of prefix written in place would leave stale: such a rule
 // goes in by a rebuild. A rule removed in place needs none: where the prefix
-// an entry names is gone, the programs walk the lengths (resume_dir).
+// an entry names is gone, the programs walk the lengths (resume in
+// bpf/cgwall.c). Programs without the port lookups have no port rules.
 func (d *Datapath) enclosesPortRules(dir policy.Direction, prefix netip.Prefix) bool {
+	if !d.portCode() {
+		return false
+	}
 	for _, r := range d.policy.Rules {
 		if r.Dir == dir && !r.Ports.Any() && r.Prefix.Bits() > prefix.Bits() && prefix.Contains(r.Prefix.Addr()) {
 			return true
