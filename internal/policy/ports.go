@@ -322,7 +322,7 @@ func parsePorts(rule, s string) ([]Ports, error) {
 		return []Ports{{Proto: uint8(n)}}, nil
 	}
 	proto, withPorts, ok := lookupProto(name)
-	if !ok && slash && startsWithDigit(name) {
+	if !ok && slash && portText(name) {
 		if p, _, ok := lookupProto(rng); ok {
 			return nil, fmt.Errorf("%s: the protocol comes first: write %s/%s", quote(rule), ProtoName(p), name)
 		}
@@ -348,6 +348,13 @@ func parsePorts(rule, s string) ([]Ports, error) {
 }
 
 func startsWithDigit(s string) bool { return s != "" && s[0] >= '0' && s[0] <= '9' }
+
+// portText says whether s reads as a port or a range (digits, a dash): the
+// suggestion that echoes it back unquoted is made only for such text, so
+// that an error stays one line whatever the rule held.
+func portText(s string) bool {
+	return startsWithDigit(s) && strings.Trim(s, "0123456789-") == ""
+}
 
 func lookupProto(name string) (proto uint8, ports, ok bool) {
 	for _, p := range protocols {

@@ -140,6 +140,9 @@ func TestParseRuleErrors(t *testing.T) {
 		{"192.0.2.1:sctp/", `"192.0.2.1:sctp/": "" is not a port: write one after sctp/ (sctp/443), a range (sctp/8000-8999), or sctp alone for every port`},
 		{"192.0.2.1:/443", `"192.0.2.1:/443" names no protocol before the slash: write tcp/PORT, udp/PORT or sctp/PORT, or PORT alone for TCP and UDP`},
 		{"192.0.2.1:443/tcp", `"192.0.2.1:443/tcp": the protocol comes first: write tcp/443`},
+		{"192.0.2.1:80-90/udp", `"192.0.2.1:80-90/udp": the protocol comes first: write udp/80-90`},
+		// Found by FuzzParsePrefix: the suggestion echoed the newline back.
+		{"192.0.2.1:0\n/tcp", `"192.0.2.1:0\n/tcp": "0\n" ` + notProto},
 		{"192.0.2.1:", `"192.0.2.1:" has nothing after the colon: give a port (443), a range (8000-8999), a protocol (tcp) or both (tcp/443)`},
 		{"any:", `"any:" has nothing after the colon: give a port (443), a range (8000-8999), a protocol (tcp) or both (tcp/443)`},
 		{"[2001:db8::1]:", `"[2001:db8::1]:" has nothing after the colon: give a port (443), a range (8000-8999), a protocol (tcp) or both (tcp/443)`},
