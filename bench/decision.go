@@ -228,12 +228,8 @@ func setGroups(sets map[string]*ruleSet) [][]string {
 // measureSets loads the sets of keys as cgwall would and times them together
 // (measureArms) into dr.
 func measureSets(cfg *config, cg string, keys []string, sets map[string]*ruleSet, overhead float64, rng *rand.Rand, dr *decisionRound) error {
-	var arms []arm
-	defer func() {
-		for _, a := range arms {
-			a.d.Close()
-		}
-	}()
+	var arms arms
+	defer func() { arms.close() }() // the arms loaded by then
 	for _, key := range keys {
 		rs := sets[key]
 		p := policy.New()
@@ -263,6 +259,15 @@ type arm struct {
 	pools map[string]packetPool
 }
 
+// arms are the sets that a round times together.
+type arms []arm
+
+func (as arms) close() {
+	for _, a := range as {
+		a.d.Close()
+	}
+}
+
 // armTurns is how many turns the arms of measureArms take at each kind.
 const armTurns = 10
 
@@ -272,7 +277,7 @@ const armTurns = 10
 // its size) is of runs moments apart. Measured one after the other, seconds
 // apart, that ratio at 100k swung by ±0.15× between runs of the same tree
 // (docs/performance.md, "Direct ranges").
-func measureArms(cfg *config, cg string, arms []arm, overhead float64, rng *rand.Rand, dr *decisionRound) error {
+func measureArms(cfg *config, cg string, arms arms, overhead float64, rng *rand.Rand, dr *decisionRound) error {
 	progs := make([]*ebpf.Program, len(arms))
 	defer func() {
 		for _, p := range progs {

@@ -162,12 +162,8 @@ func runLearned(ctx context.Context, cfg *config, root string, res *results, log
 			rng := rand.New(rand.NewPCG(uint64(r), 78))
 			dr := &decisionRound{LoadSec: map[string]float64{}, MemlockMiB: map[string]float64{}}
 			// Both loaded, and timed in turns (measureArms).
-			var arms []arm
-			defer func() {
-				for _, a := range arms {
-					a.d.Close()
-				}
-			}()
+			var arms arms
+			defer func() { arms.close() }() // the arms loaded by then
 			for _, name := range []string{learnedSet, learnedLike} {
 				key := name + "/" + human(n)
 				d, err := loadLearned(name, key, sets[name].p, learned, dr)

@@ -847,6 +847,27 @@ static __always_inline __u32 mask(__u32 bits)
 	return bits ? bpf_htonl(~0U << (32 - bits)) : 0;
 }
 
+// prefix4_at returns the entry in a generation's IPv4 prefix map of addr's
+// prefix of bits bits (below 32), or 0 where it has none.
+static __always_inline struct rule *prefix4_at(int dir, __u32 gen, __u32 addr, __u32 bits)
+{
+	void *m = inner(dir == DIR_EGRESS ? (void *)&egress_prefix4 : (void *)&ingress_prefix4, gen);
+	struct prefix_key4 key = {.prefixlen = bits, .addr = addr & mask(bits)};
+
+	return m ? bpf_map_lookup_elem(m, &key) : 0;
+}
+
+// prefix6_at returns the entry in a generation's IPv6 prefix trie of the
+// longest prefix of addr up to bits bits, or 0 where it has none.
+static __always_inline struct rule *prefix6_at(int dir, __u32 gen, const __u8 *addr, __u32 bits)
+{
+	void *m = inner(dir == DIR_EGRESS ? (void *)&egress_prefix6 : (void *)&ingress_prefix6, gen);
+	struct prefix_key6 key = {.prefixlen = bits};
+
+	__builtin_memcpy(key.addr, addr, 16);
+	return m ? bpf_map_lookup_elem(m, &key) : 0;
+}
+
 // walk4 looks up the i-th longest IPv4 prefix length; it stops the walk at the
 // first match, which is the longest. It looks up the settings and the inner
 // map again rather than take pointers through struct walk: both lookups are
@@ -856,17 +877,15 @@ static long walk4(__u32 i, struct walk *w)
 {
 	__u32 gen = w->gen, dir = w->dir & 1;
 	struct config *cfg = bpf_map_lookup_elem(&settings, &gen);
-	void *prefix = inner(dir == DIR_EGRESS ? (void *)&egress_prefix4 : (void *)&ingress_prefix4, gen);
 
-	if (!cfg || !prefix)
+	if (!cfg)
 		return 1;
 	// i < nlens4 <= LENS4; the mask is the bound the verifier can see.
-	struct prefix_key4 key = {.prefixlen = cfg->lens4[dir][i & (LENS4 - 1)]};
-	key.addr = w->addr & mask(key.prefixlen);
-	struct rule *r = bpf_map_lookup_elem(prefix, &key);
+	__u32 bits = cfg->lens4[dir][i & (LENS4 - 1)];
+	struct rule *r = prefix4_at(dir, gen, w->addr, bits);
 	if (!r)
 		return 0;
-	return site(r, key.prefixlen, w->len, &w->m) != SITE_NONE;
+	return site(r, bits, w->len, &w->m) != SITE_NONE;
 }
 
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are judged by the IPv4 rules.
@@ -966,14 +985,8 @@ struct walk6 {
 // step6 takes one step of the walk and says whether the walk is over.
 static __always_inline long step6(struct walk6 *w)
 {
-	__u32 gen = w->gen, dir = w->dir & 1;
-	void *prefix = inner(dir == DIR_EGRESS ? (void *)&egress_prefix6 : (void *)&ingress_prefix6, gen);
+	struct rule *r = prefix6_at(w->dir & 1, w->gen, w->addr, w->bits);
 
-	if (!prefix)
-		return 1;
-	struct prefix_key6 key = {.prefixlen = w->bits};
-	__builtin_memcpy(key.addr, w->addr, 16);
-	struct rule *r = bpf_map_lookup_elem(prefix, &key);
 	if (!r)
 		return 1;
 	if (site(r, r->bits, w->len, &w->m) != SITE_NONE || !r->bits)
@@ -1160,18 +1173,13 @@ static __always_inline struct rule *entry_at(int dir, __u32 gen, const struct po
 			m = inner(dir == DIR_EGRESS ? (void *)&egress_host4 : (void *)&ingress_host4, gen);
 			return m ? bpf_map_lookup_elem(m, &a4) : 0;
 		}
-		struct prefix_key4 k4 = {.prefixlen = bits, .addr = a4 & mask(bits)};
-		m = inner(dir == DIR_EGRESS ? (void *)&egress_prefix4 : (void *)&ingress_prefix4, gen);
-		return m ? bpf_map_lookup_elem(m, &k4) : 0;
+		return prefix4_at(dir, gen, a4, bits);
 	}
 	if (bits >= 128) {
 		m = inner(dir == DIR_EGRESS ? (void *)&egress_host6 : (void *)&ingress_host6, gen);
 		return m ? bpf_map_lookup_elem(m, k->addr) : 0;
 	}
-	struct prefix_key6 k6 = {.prefixlen = bits};
-	__builtin_memcpy(k6.addr, k->addr, 16);
-	m = inner(dir == DIR_EGRESS ? (void *)&egress_prefix6 : (void *)&ingress_prefix6, gen);
-	return m ? bpf_map_lookup_elem(m, &k6) : 0;
+	return prefix6_at(dir, gen, k->addr, bits);
 }
 
 // resume goes on with a decision whose site's port rules matched nothing: the
@@ -1219,7 +1227,7 @@ static __always_inline int at_site_dir(int dir, __u32 gen, struct flow *f, __u32
 		return 0;
 	m->tried = 1;
 	m->tried_bits = m->site_bits;
-	return resume(dir, gen & 1, &k, len, m);
+	return resume(dir, gen, &k, len, m);
 }
 
 PER_DIRECTION(at_site, at_site_dir)
