@@ -3,8 +3,8 @@
 // cgwall's datapath: per-cgroup packet filter programs that judge every packet's
 // remote address against rules kept in maps that userspace edits live.
 //
-// The decision rule lives in decide_dir, by_ports and, for addresses that DNS
-// answers gave (name rules), decide_name; its Go twin is
+// The decision rule lives in by_addr, judge_at, by_ports and, for addresses
+// that DNS answers gave (name rules), decide_name; its Go twin is
 // policy.Policy.DecideLearned. Both must agree on every input (see the
 // differential tests in internal/datapath).
 
@@ -687,9 +687,10 @@ struct match {
 	__u8 action;   // enum verdict; set when rule_id is
 	// The walk stopped at a prefix with port rules (its length, flags, port
 	// bits and direct rule in site_*), without counting: its port rules
-	// decide, if one matches (by_ports). tried says that the prefixes of
+	// decide, if one matches (judge_at). tried says that the prefixes of
 	// tried_bits and longer had theirs tried, and none matched: a walk takes
-	// their address rules, or goes on.
+	// their address rules, or goes on. need_ports says that the decision is
+	// not over: the lengths are walked again from the top (by_ports).
 	__u8 need_ports;
 	__u8 tried;
 	__u8 tried_bits;
@@ -697,11 +698,10 @@ struct match {
 	__u8 site_flags;
 	__u8 site_port_bits;
 	__u8 site_direct_proto;
-	__u8 site_shorter; // struct rule's shorter
+	__u8 pad;
 	__u32 site_direct;
 	__u16 site_direct_port;
-	__u8 site_addr; // the site has an address rule
-	__u8 pad;
+	__u16 pad2;
 };
 
 // count_in takes a matching rule's verdict and counts the packet on its
@@ -764,7 +764,7 @@ static __always_inline int direct_match(int dir, __u32 gen, __u8 proto, __u16 po
 // narrowest range, the protocol. k is the site's key in the port maps with
 // the packet's protocol and port. It returns 1 when a rule matched, and
 // counted the packet in m. The site's direct rule, if it has one, was tried
-// before (at_site); name patterns have none.
+// before (judge_at); name patterns have none.
 static __always_inline int port_match(int dir, __u32 gen, struct port_key *k, __u32 len, struct match *m)
 {
 	__u8 flags = m->site_flags, bits = m->site_port_bits;
@@ -808,9 +808,9 @@ static __always_inline int port_match(int dir, __u32 gen, struct port_key *k, __
 
 // site judges a packet at a prefix of bits bits that contains its address,
 // whose rule in the address map is r. A prefix with port rules not tried yet
-// stops the walk: its port rules (a port rule beats a protocol rule beats
-// the address-only rule) are looked up by by_ports, outside the walk, where
-// the packet's protocol and port are known.
+// stops the walk, which hands its entry to judge_at: its port rules (a port
+// rule beats a protocol rule beats the address-only rule) are judged there,
+// once the packet's protocol and port are known.
 static __always_inline int site(struct rule *r, __u8 bits, __u32 len, struct match *m)
 {
 	if (port_rules && r->flags && (!m->tried || bits < m->tried_bits)) {
@@ -821,8 +821,6 @@ static __always_inline int site(struct rule *r, __u8 bits, __u32 len, struct mat
 		m->site_direct = r->direct;
 		m->site_direct_port = r->direct_port;
 		m->site_direct_proto = r->direct_proto;
-		m->site_shorter = r->shorter;
-		m->site_addr = r->id != 0;
 		return SITE_PORTS;
 	}
 	if (!r->id)
@@ -834,6 +832,7 @@ static __always_inline int site(struct rule *r, __u8 bits, __u32 len, struct mat
 // A walk over the IPv4 prefix lengths of a generation, with bpf_loop: its
 // callback is verified once, however many lengths a policy has.
 struct walk {
+	struct rule *at; // the entry of the prefix with port rules that stopped it
 	__u32 gen;
 	__u32 dir;
 	__u32 len;     // the packet's, for the rule's counters
@@ -885,7 +884,10 @@ static long walk4(__u32 i, struct walk *w)
 	struct rule *r = prefix4_at(dir, gen, w->addr, bits);
 	if (!r)
 		return 0;
-	return site(r, bits, w->len, &w->m) != SITE_NONE;
+	int s = site(r, bits, w->len, &w->m);
+	if (s == SITE_PORTS)
+		w->at = r;
+	return s != SITE_NONE;
 }
 
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are judged by the IPv4 rules.
@@ -923,23 +925,51 @@ static __always_inline int no_rule4(int dir, const struct policy *pol, __u32 add
 				  pol->gen, bpf_ntohl(addr) >> (shift & 31));
 }
 
-static __always_inline void match4(int dir, const struct policy *pol, __u32 addr, __u32 len,
-				   struct match *m)
+// taken returns the entry that a walk handed over in *at, and clears *at: a
+// pointer spilled to the stack may not be partly overwritten by a loader
+// without CAP_PERFMON, and clang reuses the slot of a dead struct walk for
+// other variables. Volatile, so that the clearing is not left out as a
+// dead store.
+static __always_inline struct rule *taken(struct rule **at)
+{
+	struct rule *r = *at;
+
+	*(struct rule *volatile *)at = 0;
+	return r;
+}
+
+// at_host says what a host map's entry r, or none, decides (see site), and
+// returns it where it has port rules to try.
+static __always_inline struct rule *at_host(struct rule *r, __u8 bits, __u32 len, struct match *m, int *done)
+{
+	int s = r ? site(r, bits, len, m) : SITE_NONE;
+
+	*done = s != SITE_NONE;
+	return s == SITE_PORTS ? r : 0;
+}
+
+// match4 judges an IPv4 address by the address rules (see decide_dir). It
+// returns the entry of the prefix with port rules that stopped it, if one
+// did.
+static __always_inline struct rule *match4(int dir, const struct policy *pol, __u32 addr, __u32 len,
+					   struct match *m)
 {
 	__u32 gen = pol->gen;
+	int done;
 
 	if (no_rule4(dir, pol, addr))
-		return;
+		return 0;
 	void *host = inner(dir == DIR_EGRESS ? (void *)&egress_host4 : (void *)&ingress_host4, gen);
-	struct rule *r = host ? bpf_map_lookup_elem(host, &addr) : 0;
-	if (r && site(r, 32, len, m) != SITE_NONE)
-		return;
+	struct rule *at = at_host(host ? bpf_map_lookup_elem(host, &addr) : 0, 32, len, m, &done);
+	if (done)
+		return at;
 	__u8 n = pol->cfg->nlens4[dir];
 	if (!n)
-		return;
+		return 0;
 	struct walk w = {.gen = gen, .dir = dir, .len = len, .addr = addr, .m = *m};
 	bpf_loop(n, walk4, &w, 0);
 	*m = w.m;
+	return taken(&w.at);
 }
 
 // masked6 returns the first bits bits (0 to 128) of an IPv6 address, as two
@@ -974,6 +1004,7 @@ static __always_inline __u64 hash6(const __u8 *addr, __u32 bits)
 // A walk up the IPv6 prefixes that contain an address, longest first, for
 // as long as each has port rules and none matches the packet.
 struct walk6 {
+	struct rule *at; // as struct walk's
 	__u32 gen;
 	__u32 dir;
 	__u32 len;
@@ -989,7 +1020,10 @@ static __always_inline long step6(struct walk6 *w)
 
 	if (!r)
 		return 1;
-	if (site(r, r->bits, w->len, &w->m) != SITE_NONE || !r->bits)
+	int s = site(r, r->bits, w->len, &w->m);
+	if (s == SITE_PORTS)
+		w->at = r;
+	if (s != SITE_NONE || !r->bits)
 		return 1;
 	w->bits = r->bits - 1;
 	return 0;
@@ -1022,21 +1056,22 @@ static __always_inline int maybe6(int dir, const struct policy *pol, const __u8 
 	return maybe;
 }
 
-static __always_inline void match6(int dir, const struct policy *pol, const __u8 *addr, __u32 len,
-				   struct match *m)
+// match6 is match4 for an IPv6 address.
+static __always_inline struct rule *match6(int dir, const struct policy *pol, const __u8 *addr, __u32 len,
+					   struct match *m)
 {
 	__u32 gen = pol->gen;
-	int maybe = maybe6(dir, pol, addr);
+	int maybe = maybe6(dir, pol, addr), done;
 
 	if (maybe & MAYBE_HOST) {
 		void *host = inner(dir == DIR_EGRESS ? (void *)&egress_host6 : (void *)&ingress_host6, gen);
-		struct rule *r = host ? bpf_map_lookup_elem(host, addr) : 0;
+		struct rule *at = at_host(host ? bpf_map_lookup_elem(host, addr) : 0, 128, len, m, &done);
 
-		if (r && site(r, 128, len, m) != SITE_NONE)
-			return;
+		if (done)
+			return at;
 	}
 	if (!(maybe & MAYBE_PREFIX))
-		return;
+		return 0;
 	struct walk6 w = {.gen = gen, .dir = dir, .len = len, .bits = 128, .m = *m};
 	__builtin_memcpy(w.addr, addr, 16);
 	// The first step inline: only a prefix with port rules that none
@@ -1044,6 +1079,7 @@ static __always_inline void match6(int dir, const struct policy *pol, const __u8
 	if (!step6(&w))
 		bpf_loop(128, walk6, &w, 0);
 	*m = w.m;
+	return taken(&w.at);
 }
 
 // addr4 says whether an address (as struct flow keeps it) is judged by the
@@ -1076,64 +1112,6 @@ static __always_inline void remote_addr(int dir, const struct flow *f, __u8 *a)
 		__builtin_memcpy(a, f->src, 16);
 	}
 }
-
-// decide_dir is the decision rule by address: the longest prefix that
-// contains the remote address (the destination on egress, the source on
-// ingress) and has a rule matching the packet decides; no match means the
-// direction's default. The matching rule, if any, counts the packet. A
-// prefix with port rules not tried yet stops it with need_ports set (see
-// site and by_ports). decide_in is it per direction (PER_DIRECTION).
-static __always_inline int decide_dir(int dir, __u32 gen, struct flow *f, __u32 len, struct match *m)
-{
-	struct policy pol = {.gen = gen & 1};
-
-	if (!f || !m)
-		return 0;
-	pol.cfg = bpf_map_lookup_elem(&settings, &pol.gen);
-	if (!pol.cfg)
-		return 0;
-	__u8 addr[16];
-	remote_addr(dir, f, addr);
-	m->rule_id = 0;
-	m->action = pol.cfg->default_action[dir];
-	m->need_ports = 0;
-	__u32 a4;
-	// One call site for the IPv4 lookup, so that the verifier walks it once.
-	if (addr4(f->family, addr, &a4))
-		match4(dir, &pol, a4, len, m);
-	else
-		match6(dir, &pol, addr, len, m);
-	return 0;
-}
-
-// PER_DIRECTION(name, fn) makes fn(dir, gen, f, len, m) two global
-// functions, name_egress and name_ingress, and name(dir_gen, f, len, m),
-// which calls the one for the direction in bit 0 of dir_gen with the
-// generation in bit 1. The verifier checks each global function once, not at
-// every call, and the direction is a constant in each: an index into the
-// settings that varies is pointer arithmetic, which loaders without
-// CAP_PERFMON may not do. Each uses gen, if only in an empty asm: where fn
-// does not (the Fixed build has no generations), clang would pass whatever
-// its register held, and the verifier refuses a pointer for a scalar.
-#define PER_DIRECTION(name, fn)                                                                    \
-	__noinline int name##_egress(__u32 gen, struct flow *f, __u32 len, struct match *m)       \
-	{                                                                                          \
-		asm volatile("" ::"r"(gen));                                                       \
-		return fn(DIR_EGRESS, gen, f, len, m);                                             \
-	}                                                                                          \
-	__noinline int name##_ingress(__u32 gen, struct flow *f, __u32 len, struct match *m)      \
-	{                                                                                          \
-		asm volatile("" ::"r"(gen));                                                       \
-		return fn(DIR_INGRESS, gen, f, len, m);                                            \
-	}                                                                                          \
-	static __always_inline int name(__u32 dir_gen, struct flow *f, __u32 len, struct match *m) \
-	{                                                                                          \
-		if ((dir_gen & 1) == DIR_INGRESS)                                                  \
-			return name##_ingress(dir_gen >> 1, f, len, m);                            \
-		return name##_egress(dir_gen >> 1, f, len, m);                                     \
-	}
-
-PER_DIRECTION(decide_in, decide_dir)
 
 // site_key sets k to the port maps' key of the remote address's prefix of
 // bits bits, with the packet's protocol and port.
@@ -1182,55 +1160,111 @@ static __always_inline struct rule *entry_at(int dir, __u32 gen, const struct po
 	return prefix6_at(dir, gen, k->addr, bits);
 }
 
-// resume goes on with a decision whose site's port rules matched nothing: the
-// site's address rule decides, if it has one; else the shorter prefix that
-// its entry names, one lookup, or the default where it is the outermost. k
-// is the site's key in the port maps. It returns 1 where the caller must
-// walk the lengths again (decide_in, which skips the sites tried): for an
-// entry that names no shorter prefix, or a prefix that is gone (an edit
-// removed it in place).
-static __always_inline int resume(int dir, __u32 gen, const struct port_key *k, __u32 len, struct match *m)
-{
-	__u32 bits = m->site_bits;
-
-	if (!m->site_addr) {
-		if (m->site_flags & SITE_F_OUTERMOST)
-			return 0;
-		if (!m->site_shorter)
-			return 1;
-		bits = m->site_shorter - 1;
-	}
-	struct rule *r = entry_at(dir, gen, k, bits);
-	return !r || site(r, r->bits, len, m) == SITE_NONE;
-}
-
-// at_site judges a packet at the prefix that stopped the walk (m's site),
-// whose protocol and port are known: by the port rule of that prefix that
-// matches it, most specific first, which counts the packet; else it marks
-// the prefix tried and goes on from it (resume), which may stop at another
-// prefix with port rules. The direct rule goes first, the narrowest for
-// every port it holds, and needs no key. It returns 1 where the caller must
-// walk the lengths again, and leaves that walk to its caller so that the
-// calls do not stack up beyond the 512 bytes that the verifier allows. Per
-// direction, as decide_in.
-static __always_inline int at_site_dir(int dir, __u32 gen, struct flow *f, __u32 len, struct match *m)
+// judge_at judges a packet, whose protocol and port are known, at the prefix
+// with port rules that stopped the walk (m's site), whose entry is at: by
+// the port rule of that prefix that matches it, most specific first, else
+// by its address rule, either of which counts the packet. The direct rule
+// goes first, the narrowest for every port it holds, and needs no key. Where
+// neither matches, the prefix is tried and the decision goes on: to the
+// default where the prefix is the outermost, else to the shorter prefix its
+// entry names (one lookup). Only where that is not known, gone (an edit
+// removed it in place) or has port rules itself does it leave need_ports
+// set: the lengths are walked again from the top (by_ports), skipping the
+// prefixes tried. Judged here, where the walk handed over the entry, the
+// address rule of a prefix with port rules costs no second lookup.
+static __always_inline void judge_at(int dir, __u32 gen, const struct flow *f, struct rule *at, __u32 len,
+				     struct match *m)
 {
 	struct port_key k = {};
 
-	if (!f || !m)
-		return 0;
 	m->need_ports = 0;
 	if ((m->site_flags & SITE_F_DIRECT) && direct_match(dir, gen, f->proto, f->dport, len, m))
-		return 0;
+		return;
 	site_key(dir, f, m->site_bits, &k);
 	if (port_match(dir, gen, &k, len, m))
-		return 0;
+		return;
+	if (at->id) {
+		hit(m, at, len);
+		return;
+	}
 	m->tried = 1;
 	m->tried_bits = m->site_bits;
-	return resume(dir, gen, &k, len, m);
+	if (m->site_flags & SITE_F_OUTERMOST)
+		return;
+	struct rule *r = at->shorter ? entry_at(dir, gen, &k, at->shorter - 1) : 0;
+	if (!r || site(r, r->bits, len, m) != SITE_HIT)
+		m->need_ports = 1;
 }
 
-PER_DIRECTION(at_site, at_site_dir)
+// by_addr is the decision rule by address: the longest prefix that contains
+// the remote address (the destination on egress, the source on ingress) and
+// has a rule matching the packet decides; no match means the direction's
+// default. The matching rule, if any, counts the packet. A prefix with port
+// rules not tried yet stops it with need_ports set: by_addr returns its
+// entry, for judge_at.
+static __always_inline struct rule *by_addr(int dir, const struct policy *pol, const struct flow *f, __u32 len,
+					    struct match *m)
+{
+	__u8 addr[16];
+
+	remote_addr(dir, f, addr);
+	m->rule_id = 0;
+	m->action = pol->cfg->default_action[dir];
+	m->need_ports = 0;
+	__u32 a4;
+	// One call site for the IPv4 lookup, so that the verifier walks it once.
+	if (addr4(f->family, addr, &a4))
+		return match4(dir, pol, a4, len, m);
+	return match6(dir, pol, addr, len, m);
+}
+
+// decide_dir decides for a flow whose protocol and ports are known (the
+// socket hooks', or a packet's once read): by address, and by the port
+// rules of the prefix that stopped that. decide_in is it per direction
+// (PER_DIRECTION); a packet's first round is decide_skb.
+static __always_inline int decide_dir(int dir, __u32 gen, struct flow *f, __u32 len, struct match *m)
+{
+	struct policy pol = {.gen = gen & 1};
+
+	if (!f || !m)
+		return 0;
+	pol.cfg = bpf_map_lookup_elem(&settings, &pol.gen);
+	if (!pol.cfg)
+		return 0;
+	struct rule *at = by_addr(dir, &pol, f, len, m);
+	if (port_rules && at)
+		judge_at(dir, pol.gen, f, at, len, m);
+	return 0;
+}
+
+// PER_DIRECTION(name, fn) makes fn(dir, gen, f, len, m) two global
+// functions, name_egress and name_ingress, and name(dir_gen, f, len, m),
+// which calls the one for the direction in bit 0 of dir_gen with the
+// generation in bit 1. The verifier checks each global function once, not at
+// every call, and the direction is a constant in each: an index into the
+// settings that varies is pointer arithmetic, which loaders without
+// CAP_PERFMON may not do. Each uses gen, if only in an empty asm: where fn
+// does not (the Fixed build has no generations), clang would pass whatever
+// its register held, and the verifier refuses a pointer for a scalar.
+#define PER_DIRECTION(name, fn)                                                                    \
+	__noinline int name##_egress(__u32 gen, struct flow *f, __u32 len, struct match *m)       \
+	{                                                                                          \
+		asm volatile("" ::"r"(gen));                                                       \
+		return fn(DIR_EGRESS, gen, f, len, m);                                             \
+	}                                                                                          \
+	__noinline int name##_ingress(__u32 gen, struct flow *f, __u32 len, struct match *m)      \
+	{                                                                                          \
+		asm volatile("" ::"r"(gen));                                                       \
+		return fn(DIR_INGRESS, gen, f, len, m);                                            \
+	}                                                                                          \
+	static __always_inline int name(__u32 dir_gen, struct flow *f, __u32 len, struct match *m) \
+	{                                                                                          \
+		if ((dir_gen & 1) == DIR_INGRESS)                                                  \
+			return name##_ingress(dir_gen >> 1, f, len, m);                            \
+		return name##_egress(dir_gen >> 1, f, len, m);                                     \
+	}
+
+PER_DIRECTION(decide_in, decide_dir)
 
 // name_rules is set by userspace before load: whether the policy has name
 // rules. Only then do DNS queries go through cgwall's resolver and learned
@@ -1316,35 +1350,26 @@ struct rounds {
 	__u32 len;
 };
 
-// port_round judges a packet at the prefix that stopped the decision
-// (at_site), and walks the lengths again where that leaves it to; it says
-// whether the decision is over.
-static __always_inline int port_round(__u32 dir_gen, struct flow *f, __u32 len, struct match *m)
-{
-	if (!m->need_ports)
-		return 1;
-	if (at_site(dir_gen, f, len, m))
-		decide_in(dir_gen, f, len, m);
-	return !m->need_ports;
-}
-
+// round walks the lengths again, which judges the next prefix with port
+// rules, if any; it says whether the decision is over.
 static long round(__u32 i, struct rounds *r)
 {
-	return port_round(r->dir_gen, &r->f, r->len, &r->m);
+	if (!r->m.need_ports)
+		return 1;
+	decide_in(r->dir_gen, &r->f, r->len, &r->m);
+	return !r->m.need_ports;
 }
 
-// by_ports finishes a decision that stopped at a prefix with port rules: the
-// first of the prefixes, longest first, whose port rules or address rule
-// matches decides. Most decisions end at the first prefix, by its port
-// rules or its address rule: its round goes before the loop, whose rounds
-// copy the flow and the match in and out.
+// by_ports finishes a decision that the first prefix with port rules did not
+// make (need_ports): the first of the prefixes, longest first, whose port
+// rules or address rule matches decides. Most decisions end at the first
+// prefix, or the one its entry names: the rounds, which copy the flow and
+// the match in and out, are for the rest.
 static __always_inline void by_ports(int dir, struct flow *f, __u32 gen, __u32 len, struct match *m)
 {
-	__u32 dir_gen = (dir & 1) | (gen & 1) << 1;
-
-	if (port_round(dir_gen, f, len, m))
+	if (!port_rules || !m->need_ports)
 		return;
-	struct rounds r = {.f = *f, .m = *m, .dir_gen = dir_gen, .len = len};
+	struct rounds r = {.f = *f, .m = *m, .dir_gen = (dir & 1) | (gen & 1) << 1, .len = len};
 	bpf_loop(MAX_SITES - 1, round, &r, 0);
 	*m = r.m;
 }
@@ -1847,6 +1872,50 @@ static __always_inline void note_answer(struct __sk_buff *skb, __u32 l4, struct 
 	bpf_ringbuf_submit(a, 0);
 }
 
+// skb_dir is a packet's decision by address and, where the prefix found has
+// port rules, by them, with the protocol and ports read only then, from l4:
+// it returns -1 for a packet whose ports cannot be read. It takes the packet
+// so that the walk can hand judge_at the prefix's entry; by_ports's rounds,
+// rare, call decide_in. decide_skb is it per direction, as decide_in.
+static __always_inline int skb_dir(struct __sk_buff *skb, int dir, __u32 gen, struct flow *f, __u32 l4,
+				   struct match *m)
+{
+	struct policy pol = {.gen = gen & 1};
+
+	if (!f || !m)
+		return 0;
+	pol.cfg = bpf_map_lookup_elem(&settings, &pol.gen);
+	if (!pol.cfg)
+		return 0;
+	struct rule *at = by_addr(dir, &pol, f, skb->len, m);
+	if (!port_rules || !at)
+		return 0;
+	if (load_l4(skb, l4, f))
+		return -1;
+	judge_at(dir, pol.gen, f, at, skb->len, m);
+	return 0;
+}
+
+__noinline int decide_skb_egress(struct __sk_buff *skb, __u32 gen, struct flow *f, __u32 l4, struct match *m)
+{
+	asm volatile("" ::"r"(gen));
+	return skb_dir(skb, DIR_EGRESS, gen, f, l4, m);
+}
+
+__noinline int decide_skb_ingress(struct __sk_buff *skb, __u32 gen, struct flow *f, __u32 l4, struct match *m)
+{
+	asm volatile("" ::"r"(gen));
+	return skb_dir(skb, DIR_INGRESS, gen, f, l4, m);
+}
+
+static __always_inline int decide_skb(struct __sk_buff *skb, int dir, __u32 gen, struct flow *f, __u32 l4,
+				      struct match *m)
+{
+	if (dir == DIR_INGRESS)
+		return decide_skb_ingress(skb, gen, f, l4, m);
+	return decide_skb_egress(skb, gen, f, l4, m);
+}
+
 static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 {
 	int hook = dir == DIR_EGRESS ? HOOK_EGRESS : HOOK_INGRESS;
@@ -1868,15 +1937,9 @@ static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 		count(hook, STAT_PASS, skb->len);
 		return VERDICT_PASS;
 	}
-	// Decided by address; where the prefix found has port rules, by them,
-	// with the protocol and ports read only then.
-	decide_in(dir | pol.gen << 1, &f, skb->len, &m);
-	int bad = 0;
-	if (port_rules && m.need_ports) {
-		bad = load_l4(skb, l4, &f);
-		if (!bad)
-			by_ports(dir, &f, pol.gen, skb->len, &m);
-	}
+	int bad = decide_skb(skb, dir, pol.gen, &f, l4, &m);
+	if (!bad)
+		by_ports(dir, &f, pol.gen, skb->len, &m);
 	if (name_rules && dir == DIR_EGRESS && !bad && !m.rule_id)
 		bad = by_names(skb, pol.gen, l4, &f, &m);
 	if (bad) {
@@ -1998,8 +2061,7 @@ static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int 
 
 	struct match m = {};
 	decide_in(DIR_EGRESS | pol.gen << 1, &f, 0, &m);
-	if (port_rules && m.need_ports)
-		by_ports(DIR_EGRESS, &f, pol.gen, 0, &m);
+	by_ports(DIR_EGRESS, &f, pol.gen, 0, &m);
 	if (name_rules && !m.rule_id)
 		decide_name(pol.gen, &f, 0, &m);
 	if (name_processes && (learn_flows || pol.cfg->log_level != LOG_NONE))

@@ -90,7 +90,7 @@ func (d *Datapath) Set(dir policy.Direction, action policy.Action, m policy.Matc
 // port rules. Its entry names the next shorter prefix with rules (outerOf),
 // which a rule of prefix written in place would leave stale: such a rule
 // goes in by a rebuild. A rule removed in place needs none: where the prefix
-// an entry names is gone, the programs walk the lengths (resume in
+// an entry names is gone, the programs walk the lengths (judge_at in
 // bpf/cgwall.c). Programs without the port lookups have no port rules.
 func (d *Datapath) enclosesPortRules(dir policy.Direction, prefix netip.Prefix) bool {
 	if !d.portCode() {
