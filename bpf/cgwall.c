@@ -71,8 +71,7 @@ enum site_flag {
 	SITE_F_PROTO = 1 << 0, // protocol rules (tcp, icmp): in ports, port 0
 	SITE_F_PORT = 1 << 1,  // single-port rules: in ports
 	SITE_F_RANGE = 1 << 2, // port-range rules: in ranges
-	SITE_F_DIRECT = 1 << 3, // one single-port or range rule: in direct (struct rule's direct)
-	SITE_F_DIRECT_RANGE = 1 << 4, // with SITE_F_DIRECT: that rule is a range
+	SITE_F_DIRECT = 1 << 3, // one single-port or range rule: in the entry (struct entry's direct_*)
 	// No shorter prefix of the direction has rules and contains this one:
 	// where none of its rules matches a packet, the default decides.
 	SITE_F_OUTERMOST = 1 << 5,
@@ -93,42 +92,33 @@ struct rule {
 	__u8 port_bits;
 	__u64 packets;
 	__u64 bytes;
-	// In an address map: 1 + the index in the direct map of the prefix's
-	// direct rule (SITE_F_DIRECT), 0 for none, and its protocol and first
-	// port. That rule is the prefix's first single-port rule, or, where it
-	// has none, a range with no rule of its protocol inside it: either is
-	// the narrowest rule for every port it holds. A packet of another
-	// protocol or to a port below it is told so here; one to that port (or,
-	// for a range, SITE_F_DIRECT_RANGE, above it) reads its rule by index,
-	// with no hash and no bucket: one line past the address entry's (struct
-	// direct_rule). The fields fit the IPv4 address maps' elements in the
-	// allocation size they had.
-	__u32 direct;
-	__u16 direct_port; // host order
-	__u8 direct_proto;
-	// In an address map, for a prefix with port rules: 1 + the length of the
-	// longest shorter prefix of the direction that has rules and contains it,
-	// where a packet that none of its rules matches goes next (0: not known,
-	// walk the lengths). Edits that would make it stale rebuild the policy
-	// (datapath.Set).
-	__u8 shorter;
 };
 
-// A single-port or range rule in the direct map. The programs read its
-// verdict and counters, in its first 24 bytes (mostly one cache line), and a
-// range's last port; the rest is for userspace to read the rule back.
-struct direct_rule {
-	__u32 id;
-	__u8 action;
-	__u8 proto;
-	__u16 port; // host order
-	__u64 packets;
-	__u64 bytes;
-	__u8 addr[16]; // the prefix's address, masked, as in struct port_key
-	__u8 bits;
-	__u8 family;
-	__u16 end_port; // host order: the range's last port, port for a single port
-	__u8 pad[4];
+// An entry of an address map: the prefix's address-only rule (r, of ID 0
+// for a prefix that only has port rules) and what a packet needs of its port
+// rules where it has any.
+struct entry {
+	struct rule r;
+	// The prefix's direct rule (SITE_F_DIRECT): its first single-port rule,
+	// or, where it has none, a range with no rule of its protocol inside
+	// it; either is the narrowest rule for every port it holds. Kept whole
+	// in the entry, which the walk has read when it judges the port rules
+	// (judge_at): a port rule that decides costs no line of its own. 0 for
+	// none.
+	__u32 direct_id;
+	__u16 direct_port; // host order: the first port
+	__u8 direct_proto;
+	// For a prefix with port rules: 1 + the length of the longest shorter
+	// prefix of the direction that has rules and contains it, where a
+	// packet that none of its rules matches goes next (0: not known, walk
+	// the lengths). Edits that would make it stale rebuild the policy
+	// (datapath.Set).
+	__u8 shorter;
+	__u16 direct_end; // host order: a range's last port, the first for a single port
+	__u8 direct_action;
+	__u8 pad[5];
+	__u64 direct_packets;
+	__u64 direct_bytes;
 };
 
 // The key of a protocol or single-port rule: the prefix it belongs to, its
@@ -312,9 +302,7 @@ struct event {
 const struct event *unused_event __attribute__((unused));
 const struct owner *unused_owner __attribute__((unused));
 const struct rule *unused_rule __attribute__((unused));
-// Without this one, clang gives the direct maps' value type only as a
-// forward declaration, which no loader can size.
-const struct direct_rule *unused_direct_rule __attribute__((unused));
+const struct entry *unused_entry __attribute__((unused));
 const struct seen_key *unused_seen_key __attribute__((unused));
 const struct seen_flow *unused_seen __attribute__((unused));
 const struct dns_answer *unused_dns_answer __attribute__((unused));
@@ -352,7 +340,7 @@ struct host4_map {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 4096);
 	__type(key, __u32);
-	__type(value, struct rule);
+	__type(value, struct entry);
 };
 
 struct prefix4_map {
@@ -360,7 +348,7 @@ struct prefix4_map {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 4096);
 	__type(key, struct prefix_key4);
-	__type(value, struct rule);
+	__type(value, struct entry);
 };
 
 struct host6_map {
@@ -368,7 +356,7 @@ struct host6_map {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 4096);
 	__type(key, struct addr6);
-	__type(value, struct rule);
+	__type(value, struct entry);
 };
 
 struct prefix6_map {
@@ -376,7 +364,7 @@ struct prefix6_map {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1 << 24);
 	__type(key, struct prefix_key6);
-	__type(value, struct rule);
+	__type(value, struct entry);
 };
 
 // Protocol and single-port rules of every prefix of a direction, both
@@ -387,17 +375,6 @@ struct ports_map {
 	__uint(max_entries, 4096);
 	__type(key, struct port_key);
 	__type(value, struct rule);
-};
-
-// Each prefix's one single-port or range rule that its address entry points
-// at, by index (struct rule's direct), sized for the policy: BPF_F_INNER_MAP
-// lets the generations' maps differ in size from the outer map's template.
-struct direct_map {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_INNER_MAP);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct direct_rule);
 };
 
 struct ranges_map {
@@ -479,8 +456,6 @@ GENERATIONS(egress_ports, ports_map)
 GENERATIONS(ingress_ports, ports_map)
 GENERATIONS(egress_ranges, ranges_map)
 GENERATIONS(ingress_ranges, ranges_map)
-GENERATIONS(egress_direct, direct_map)
-GENERATIONS(ingress_direct, direct_map)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -685,8 +660,8 @@ static __always_inline void *inner(void *outer, __u32 gen)
 struct match {
 	__u32 rule_id; // 0: no rule matched, the default decides
 	__u8 action;   // enum verdict; set when rule_id is
-	// The walk stopped at a prefix with port rules (its length, flags, port
-	// bits and direct rule in site_*), without counting: its port rules
+	// The walk stopped at a prefix with port rules (its length, flags and
+	// port bits in site_*), without counting: its port rules
 	// decide, if one matches (judge_at). tried says that the prefixes of
 	// tried_bits and longer had theirs tried, and none matched: a walk takes
 	// their address rules, or goes on. need_ports says that the decision is
@@ -697,11 +672,7 @@ struct match {
 	__u8 site_bits;
 	__u8 site_flags;
 	__u8 site_port_bits;
-	__u8 site_direct_proto;
 	__u8 pad;
-	__u32 site_direct;
-	__u16 site_direct_port;
-	__u16 pad2;
 };
 
 // count_in takes a matching rule's verdict and counts the packet on its
@@ -740,21 +711,14 @@ static __always_inline __u8 port_bit(__u8 proto, __u16 port)
 	return 1 << ((port ^ port >> 3 ^ port >> 8 ^ proto) & 7);
 }
 
-// direct_match says whether the rule that m's site points at (SITE_F_DIRECT)
-// matches a packet's protocol and port, and counts the packet in m if so.
-// Only a range's last port is in the rule itself.
-static __always_inline int direct_match(int dir, __u32 gen, __u8 proto, __u16 port, __u32 len, struct match *m)
+// direct_match says whether the direct rule of a prefix's entry e
+// (SITE_F_DIRECT) matches a packet's protocol and port, and counts the
+// packet in m if so.
+static __always_inline int direct_match(struct entry *e, __u8 proto, __u16 port, __u32 len, struct match *m)
 {
-	if (m->site_direct_proto != proto || port < m->site_direct_port)
+	if (e->direct_proto != proto || port < e->direct_port || port > e->direct_end)
 		return 0;
-	if (port != m->site_direct_port && !(m->site_flags & SITE_F_DIRECT_RANGE))
-		return 0;
-	__u32 i = m->site_direct - 1;
-	void *direct = inner(dir == DIR_EGRESS ? (void *)&egress_direct : (void *)&ingress_direct, gen);
-	struct direct_rule *d = direct ? bpf_map_lookup_elem(direct, &i) : 0;
-	if (!d || port > d->end_port)
-		return 0;
-	count_in(m, d->id, d->action, &d->packets, &d->bytes, len);
+	count_in(m, e->direct_id, e->direct_action, &e->direct_packets, &e->direct_bytes, len);
 	return 1;
 }
 
@@ -811,16 +775,15 @@ static __always_inline int port_match(int dir, __u32 gen, struct port_key *k, __
 // stops the walk, which hands its entry to judge_at: its port rules (a port
 // rule beats a protocol rule beats the address-only rule) are judged there,
 // once the packet's protocol and port are known.
-static __always_inline int site(struct rule *r, __u8 bits, __u32 len, struct match *m)
+static __always_inline int site(struct entry *e, __u8 bits, __u32 len, struct match *m)
 {
+	struct rule *r = &e->r;
+
 	if (port_rules && r->flags && (!m->tried || bits < m->tried_bits)) {
 		m->need_ports = 1;
 		m->site_bits = bits;
 		m->site_flags = r->flags;
 		m->site_port_bits = r->port_bits;
-		m->site_direct = r->direct;
-		m->site_direct_port = r->direct_port;
-		m->site_direct_proto = r->direct_proto;
 		return SITE_PORTS;
 	}
 	if (!r->id)
@@ -832,7 +795,7 @@ static __always_inline int site(struct rule *r, __u8 bits, __u32 len, struct mat
 // A walk over the IPv4 prefix lengths of a generation, with bpf_loop: its
 // callback is verified once, however many lengths a policy has.
 struct walk {
-	struct rule *at; // the entry of the prefix with port rules that stopped it
+	struct entry *at; // the entry of the prefix with port rules that stopped it
 	__u32 gen;
 	__u32 dir;
 	__u32 len;     // the packet's, for the rule's counters
@@ -848,7 +811,7 @@ static __always_inline __u32 mask(__u32 bits)
 
 // prefix4_at returns the entry in a generation's IPv4 prefix map of addr's
 // prefix of bits bits (below 32), or 0 where it has none.
-static __always_inline struct rule *prefix4_at(int dir, __u32 gen, __u32 addr, __u32 bits)
+static __always_inline struct entry *prefix4_at(int dir, __u32 gen, __u32 addr, __u32 bits)
 {
 	void *m = inner(dir == DIR_EGRESS ? (void *)&egress_prefix4 : (void *)&ingress_prefix4, gen);
 	struct prefix_key4 key = {.prefixlen = bits, .addr = addr & mask(bits)};
@@ -858,7 +821,7 @@ static __always_inline struct rule *prefix4_at(int dir, __u32 gen, __u32 addr, _
 
 // prefix6_at returns the entry in a generation's IPv6 prefix trie of the
 // longest prefix of addr up to bits bits, or 0 where it has none.
-static __always_inline struct rule *prefix6_at(int dir, __u32 gen, const __u8 *addr, __u32 bits)
+static __always_inline struct entry *prefix6_at(int dir, __u32 gen, const __u8 *addr, __u32 bits)
 {
 	void *m = inner(dir == DIR_EGRESS ? (void *)&egress_prefix6 : (void *)&ingress_prefix6, gen);
 	struct prefix_key6 key = {.prefixlen = bits};
@@ -881,7 +844,7 @@ static long walk4(__u32 i, struct walk *w)
 		return 1;
 	// i < nlens4 <= LENS4; the mask is the bound the verifier can see.
 	__u32 bits = cfg->lens4[dir][i & (LENS4 - 1)];
-	struct rule *r = prefix4_at(dir, gen, w->addr, bits);
+	struct entry *r = prefix4_at(dir, gen, w->addr, bits);
 	if (!r)
 		return 0;
 	int s = site(r, bits, w->len, &w->m);
@@ -930,17 +893,17 @@ static __always_inline int no_rule4(int dir, const struct policy *pol, __u32 add
 // without CAP_PERFMON, and clang reuses the slot of a dead struct walk for
 // other variables. Volatile, so that the clearing is not left out as a
 // dead store.
-static __always_inline struct rule *taken(struct rule **at)
+static __always_inline struct entry *taken(struct entry **at)
 {
-	struct rule *r = *at;
+	struct entry *r = *at;
 
-	*(struct rule *volatile *)at = 0;
+	*(struct entry *volatile *)at = 0;
 	return r;
 }
 
 // at_host says what a host map's entry r, or none, decides (see site), and
 // returns it where it has port rules to try.
-static __always_inline struct rule *at_host(struct rule *r, __u8 bits, __u32 len, struct match *m, int *done)
+static __always_inline struct entry *at_host(struct entry *r, __u8 bits, __u32 len, struct match *m, int *done)
 {
 	int s = r ? site(r, bits, len, m) : SITE_NONE;
 
@@ -951,7 +914,7 @@ static __always_inline struct rule *at_host(struct rule *r, __u8 bits, __u32 len
 // match4 judges an IPv4 address by the address rules (see decide_dir). It
 // returns the entry of the prefix with port rules that stopped it, if one
 // did.
-static __always_inline struct rule *match4(int dir, const struct policy *pol, __u32 addr, __u32 len,
+static __always_inline struct entry *match4(int dir, const struct policy *pol, __u32 addr, __u32 len,
 					   struct match *m)
 {
 	__u32 gen = pol->gen;
@@ -960,7 +923,7 @@ static __always_inline struct rule *match4(int dir, const struct policy *pol, __
 	if (no_rule4(dir, pol, addr))
 		return 0;
 	void *host = inner(dir == DIR_EGRESS ? (void *)&egress_host4 : (void *)&ingress_host4, gen);
-	struct rule *at = at_host(host ? bpf_map_lookup_elem(host, &addr) : 0, 32, len, m, &done);
+	struct entry *at = at_host(host ? bpf_map_lookup_elem(host, &addr) : 0, 32, len, m, &done);
 	if (done)
 		return at;
 	__u8 n = pol->cfg->nlens4[dir];
@@ -1004,7 +967,7 @@ static __always_inline __u64 hash6(const __u8 *addr, __u32 bits)
 // A walk up the IPv6 prefixes that contain an address, longest first, for
 // as long as each has port rules and none matches the packet.
 struct walk6 {
-	struct rule *at; // as struct walk's
+	struct entry *at; // as struct walk's
 	__u32 gen;
 	__u32 dir;
 	__u32 len;
@@ -1016,16 +979,16 @@ struct walk6 {
 // step6 takes one step of the walk and says whether the walk is over.
 static __always_inline long step6(struct walk6 *w)
 {
-	struct rule *r = prefix6_at(w->dir & 1, w->gen, w->addr, w->bits);
+	struct entry *r = prefix6_at(w->dir & 1, w->gen, w->addr, w->bits);
 
 	if (!r)
 		return 1;
-	int s = site(r, r->bits, w->len, &w->m);
+	int s = site(r, r->r.bits, w->len, &w->m);
 	if (s == SITE_PORTS)
 		w->at = r;
-	if (s != SITE_NONE || !r->bits)
+	if (s != SITE_NONE || !r->r.bits)
 		return 1;
-	w->bits = r->bits - 1;
+	w->bits = r->r.bits - 1;
 	return 0;
 }
 
@@ -1057,7 +1020,7 @@ static __always_inline int maybe6(int dir, const struct policy *pol, const __u8 
 }
 
 // match6 is match4 for an IPv6 address.
-static __always_inline struct rule *match6(int dir, const struct policy *pol, const __u8 *addr, __u32 len,
+static __always_inline struct entry *match6(int dir, const struct policy *pol, const __u8 *addr, __u32 len,
 					   struct match *m)
 {
 	__u32 gen = pol->gen;
@@ -1065,7 +1028,7 @@ static __always_inline struct rule *match6(int dir, const struct policy *pol, co
 
 	if (maybe & MAYBE_HOST) {
 		void *host = inner(dir == DIR_EGRESS ? (void *)&egress_host6 : (void *)&ingress_host6, gen);
-		struct rule *at = at_host(host ? bpf_map_lookup_elem(host, addr) : 0, 128, len, m, &done);
+		struct entry *at = at_host(host ? bpf_map_lookup_elem(host, addr) : 0, 128, len, m, &done);
 
 		if (done)
 			return at;
@@ -1141,7 +1104,7 @@ static __always_inline void site_key(int dir, const struct flow *f, __u8 bits, s
 // entry_at returns the entry in a generation's address maps of the prefix of
 // bits bits (at most k's) of k's address, or 0 where it has none. For an
 // IPv6 prefix it is the trie's longest prefix up to bits.
-static __always_inline struct rule *entry_at(int dir, __u32 gen, const struct port_key *k, __u32 bits)
+static __always_inline struct entry *entry_at(int dir, __u32 gen, const struct port_key *k, __u32 bits)
 {
 	void *m;
 
@@ -1172,27 +1135,27 @@ static __always_inline struct rule *entry_at(int dir, __u32 gen, const struct po
 // set: the lengths are walked again from the top (by_ports), skipping the
 // prefixes tried. Judged here, where the walk handed over the entry, the
 // address rule of a prefix with port rules costs no second lookup.
-static __always_inline void judge_at(int dir, __u32 gen, const struct flow *f, struct rule *at, __u32 len,
+static __always_inline void judge_at(int dir, __u32 gen, const struct flow *f, struct entry *at, __u32 len,
 				     struct match *m)
 {
 	struct port_key k = {};
 
 	m->need_ports = 0;
-	if ((m->site_flags & SITE_F_DIRECT) && direct_match(dir, gen, f->proto, f->dport, len, m))
+	if ((m->site_flags & SITE_F_DIRECT) && direct_match(at, f->proto, f->dport, len, m))
 		return;
 	site_key(dir, f, m->site_bits, &k);
 	if (port_match(dir, gen, &k, len, m))
 		return;
-	if (at->id) {
-		hit(m, at, len);
+	if (at->r.id) {
+		hit(m, &at->r, len);
 		return;
 	}
 	m->tried = 1;
 	m->tried_bits = m->site_bits;
 	if (m->site_flags & SITE_F_OUTERMOST)
 		return;
-	struct rule *r = at->shorter ? entry_at(dir, gen, &k, at->shorter - 1) : 0;
-	if (!r || site(r, r->bits, len, m) != SITE_HIT)
+	struct entry *r = at->shorter ? entry_at(dir, gen, &k, at->shorter - 1) : 0;
+	if (!r || site(r, r->r.bits, len, m) != SITE_HIT)
 		m->need_ports = 1;
 }
 
@@ -1202,7 +1165,7 @@ static __always_inline void judge_at(int dir, __u32 gen, const struct flow *f, s
 // default. The matching rule, if any, counts the packet. A prefix with port
 // rules not tried yet stops it with need_ports set: by_addr returns its
 // entry, for judge_at.
-static __always_inline struct rule *by_addr(int dir, const struct policy *pol, const struct flow *f, __u32 len,
+static __always_inline struct entry *by_addr(int dir, const struct policy *pol, const struct flow *f, __u32 len,
 					    struct match *m)
 {
 	__u8 addr[16];
@@ -1231,7 +1194,7 @@ static __always_inline int decide_dir(int dir, __u32 gen, struct flow *f, __u32 
 	pol.cfg = bpf_map_lookup_elem(&settings, &pol.gen);
 	if (!pol.cfg)
 		return 0;
-	struct rule *at = by_addr(dir, &pol, f, len, m);
+	struct entry *at = by_addr(dir, &pol, f, len, m);
 	if (port_rules && at)
 		judge_at(dir, pol.gen, f, at, len, m);
 	return 0;
@@ -1887,7 +1850,7 @@ static __always_inline int skb_dir(struct __sk_buff *skb, int dir, __u32 gen, st
 	pol.cfg = bpf_map_lookup_elem(&settings, &pol.gen);
 	if (!pol.cfg)
 		return 0;
-	struct rule *at = by_addr(dir, &pol, f, skb->len, m);
+	struct entry *at = by_addr(dir, &pol, f, skb->len, m);
 	if (!port_rules || !at)
 		return 0;
 	if (load_l4(skb, l4, f))

@@ -48,21 +48,6 @@ type cgwallCounter struct {
 	Bytes   uint64
 }
 
-type cgwallDirectRule struct {
-	_       structs.HostLayout
-	Id      uint32
-	Action  uint8
-	Proto   uint8
-	Port    uint16
-	Packets uint64
-	Bytes   uint64
-	Addr    [16]uint8
-	Bits    uint8
-	Family  uint8
-	EndPort uint16
-	Pad     [4]uint8
-}
-
 type cgwallDirection uint32
 
 const (
@@ -77,6 +62,20 @@ type cgwallDnsAnswer struct {
 	Len    uint32
 	Pad    uint32
 	Data   [2048]uint8
+}
+
+type cgwallEntry struct {
+	_             structs.HostLayout
+	R             cgwallRule
+	DirectId      uint32
+	DirectPort    uint16
+	DirectProto   uint8
+	Shorter       uint8
+	DirectEnd     uint16
+	DirectAction  uint8
+	Pad           [5]uint8
+	DirectPackets uint64
+	DirectBytes   uint64
 }
 
 type cgwallEvent struct {
@@ -199,18 +198,14 @@ type cgwallRangeRule struct {
 }
 
 type cgwallRule struct {
-	_           structs.HostLayout
-	Id          uint32
-	Action      uint8
-	Flags       uint8
-	Bits        uint8
-	PortBits    uint8
-	Packets     uint64
-	Bytes       uint64
-	Direct      uint32
-	DirectPort  uint16
-	DirectProto uint8
-	Shorter     uint8
+	_        structs.HostLayout
+	Id       uint32
+	Action   uint8
+	Flags    uint8
+	Bits     uint8
+	PortBits uint8
+	Packets  uint64
+	Bytes    uint64
 }
 
 type cgwallSeenFlow struct {
@@ -232,12 +227,11 @@ type cgwallSeenKey struct {
 type cgwallSiteFlag uint32
 
 const (
-	cgwallSiteFlagSITE_F_PROTO        cgwallSiteFlag = 1
-	cgwallSiteFlagSITE_F_PORT         cgwallSiteFlag = 2
-	cgwallSiteFlagSITE_F_RANGE        cgwallSiteFlag = 4
-	cgwallSiteFlagSITE_F_DIRECT       cgwallSiteFlag = 8
-	cgwallSiteFlagSITE_F_DIRECT_RANGE cgwallSiteFlag = 16
-	cgwallSiteFlagSITE_F_OUTERMOST    cgwallSiteFlag = 32
+	cgwallSiteFlagSITE_F_PROTO     cgwallSiteFlag = 1
+	cgwallSiteFlagSITE_F_PORT      cgwallSiteFlag = 2
+	cgwallSiteFlagSITE_F_RANGE     cgwallSiteFlag = 4
+	cgwallSiteFlagSITE_F_DIRECT    cgwallSiteFlag = 8
+	cgwallSiteFlagSITE_F_OUTERMOST cgwallSiteFlag = 32
 )
 
 type cgwallStat uint32
@@ -275,7 +269,6 @@ const (
 	cgwallMapCurrent             = "current"
 	cgwallMapEgressBitmap4       = "egress_bitmap4"
 	cgwallMapEgressBitmap6       = "egress_bitmap6"
-	cgwallMapEgressDirect        = "egress_direct"
 	cgwallMapEgressHost4         = "egress_host4"
 	cgwallMapEgressHost6         = "egress_host6"
 	cgwallMapEgressPorts         = "egress_ports"
@@ -285,7 +278,6 @@ const (
 	cgwallMapEvents              = "events"
 	cgwallMapIngressBitmap4      = "ingress_bitmap4"
 	cgwallMapIngressBitmap6      = "ingress_bitmap6"
-	cgwallMapIngressDirect       = "ingress_direct"
 	cgwallMapIngressHost4        = "ingress_host4"
 	cgwallMapIngressHost6        = "ingress_host6"
 	cgwallMapIngressPorts        = "ingress_ports"
@@ -324,9 +316,9 @@ const (
 	cgwallVarUnusedAddr6         = "unused_addr6"
 	cgwallVarUnusedConfig        = "unused_config"
 	cgwallVarUnusedCounter       = "unused_counter"
-	cgwallVarUnusedDirectRule    = "unused_direct_rule"
 	cgwallVarUnusedDirection     = "unused_direction"
 	cgwallVarUnusedDnsAnswer     = "unused_dns_answer"
+	cgwallVarUnusedEntry         = "unused_entry"
 	cgwallVarUnusedEvent         = "unused_event"
 	cgwallVarUnusedEventFlag     = "unused_event_flag"
 	cgwallVarUnusedHook          = "unused_hook"
@@ -412,7 +404,6 @@ type cgwallMapSpecs struct {
 	Current        *ebpf.MapSpec `ebpf:"current"`
 	EgressBitmap4  *ebpf.MapSpec `ebpf:"egress_bitmap4"`
 	EgressBitmap6  *ebpf.MapSpec `ebpf:"egress_bitmap6"`
-	EgressDirect   *ebpf.MapSpec `ebpf:"egress_direct"`
 	EgressHost4    *ebpf.MapSpec `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.MapSpec `ebpf:"egress_host6"`
 	EgressPorts    *ebpf.MapSpec `ebpf:"egress_ports"`
@@ -422,7 +413,6 @@ type cgwallMapSpecs struct {
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	IngressBitmap4 *ebpf.MapSpec `ebpf:"ingress_bitmap4"`
 	IngressBitmap6 *ebpf.MapSpec `ebpf:"ingress_bitmap6"`
-	IngressDirect  *ebpf.MapSpec `ebpf:"ingress_direct"`
 	IngressHost4   *ebpf.MapSpec `ebpf:"ingress_host4"`
 	IngressHost6   *ebpf.MapSpec `ebpf:"ingress_host6"`
 	IngressPorts   *ebpf.MapSpec `ebpf:"ingress_ports"`
@@ -457,9 +447,9 @@ type cgwallVariableSpecs struct {
 	UnusedAddr6      *ebpf.VariableSpec `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.VariableSpec `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedDirectRule *ebpf.VariableSpec `ebpf:"unused_direct_rule"`
 	UnusedDirection  *ebpf.VariableSpec `ebpf:"unused_direction"`
 	UnusedDnsAnswer  *ebpf.VariableSpec `ebpf:"unused_dns_answer"`
+	UnusedEntry      *ebpf.VariableSpec `ebpf:"unused_entry"`
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventFlag  *ebpf.VariableSpec `ebpf:"unused_event_flag"`
 	UnusedHook       *ebpf.VariableSpec `ebpf:"unused_hook"`
@@ -507,7 +497,6 @@ type cgwallMaps struct {
 	Current        *ebpf.Map `ebpf:"current"`
 	EgressBitmap4  *ebpf.Map `ebpf:"egress_bitmap4"`
 	EgressBitmap6  *ebpf.Map `ebpf:"egress_bitmap6"`
-	EgressDirect   *ebpf.Map `ebpf:"egress_direct"`
 	EgressHost4    *ebpf.Map `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.Map `ebpf:"egress_host6"`
 	EgressPorts    *ebpf.Map `ebpf:"egress_ports"`
@@ -517,7 +506,6 @@ type cgwallMaps struct {
 	Events         *ebpf.Map `ebpf:"events"`
 	IngressBitmap4 *ebpf.Map `ebpf:"ingress_bitmap4"`
 	IngressBitmap6 *ebpf.Map `ebpf:"ingress_bitmap6"`
-	IngressDirect  *ebpf.Map `ebpf:"ingress_direct"`
 	IngressHost4   *ebpf.Map `ebpf:"ingress_host4"`
 	IngressHost6   *ebpf.Map `ebpf:"ingress_host6"`
 	IngressPorts   *ebpf.Map `ebpf:"ingress_ports"`
@@ -542,7 +530,6 @@ func (m *cgwallMaps) Close() error {
 		m.Current,
 		m.EgressBitmap4,
 		m.EgressBitmap6,
-		m.EgressDirect,
 		m.EgressHost4,
 		m.EgressHost6,
 		m.EgressPorts,
@@ -552,7 +539,6 @@ func (m *cgwallMaps) Close() error {
 		m.Events,
 		m.IngressBitmap4,
 		m.IngressBitmap6,
-		m.IngressDirect,
 		m.IngressHost4,
 		m.IngressHost6,
 		m.IngressPorts,
@@ -588,9 +574,9 @@ type cgwallVariables struct {
 	UnusedAddr6      *ebpf.Variable `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.Variable `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedDirectRule *ebpf.Variable `ebpf:"unused_direct_rule"`
 	UnusedDirection  *ebpf.Variable `ebpf:"unused_direction"`
 	UnusedDnsAnswer  *ebpf.Variable `ebpf:"unused_dns_answer"`
+	UnusedEntry      *ebpf.Variable `ebpf:"unused_entry"`
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventFlag  *ebpf.Variable `ebpf:"unused_event_flag"`
 	UnusedHook       *ebpf.Variable `ebpf:"unused_hook"`

@@ -21,7 +21,6 @@ const (
 	cgwallFixedMapCurrent             = "current"
 	cgwallFixedMapEgressBitmap4       = "egress_bitmap4"
 	cgwallFixedMapEgressBitmap6       = "egress_bitmap6"
-	cgwallFixedMapEgressDirect        = "egress_direct"
 	cgwallFixedMapEgressHost4         = "egress_host4"
 	cgwallFixedMapEgressHost6         = "egress_host6"
 	cgwallFixedMapEgressPorts         = "egress_ports"
@@ -31,7 +30,6 @@ const (
 	cgwallFixedMapEvents              = "events"
 	cgwallFixedMapIngressBitmap4      = "ingress_bitmap4"
 	cgwallFixedMapIngressBitmap6      = "ingress_bitmap6"
-	cgwallFixedMapIngressDirect       = "ingress_direct"
 	cgwallFixedMapIngressHost4        = "ingress_host4"
 	cgwallFixedMapIngressHost6        = "ingress_host6"
 	cgwallFixedMapIngressPorts        = "ingress_ports"
@@ -70,9 +68,9 @@ const (
 	cgwallFixedVarUnusedAddr6         = "unused_addr6"
 	cgwallFixedVarUnusedConfig        = "unused_config"
 	cgwallFixedVarUnusedCounter       = "unused_counter"
-	cgwallFixedVarUnusedDirectRule    = "unused_direct_rule"
 	cgwallFixedVarUnusedDirection     = "unused_direction"
 	cgwallFixedVarUnusedDnsAnswer     = "unused_dns_answer"
+	cgwallFixedVarUnusedEntry         = "unused_entry"
 	cgwallFixedVarUnusedEvent         = "unused_event"
 	cgwallFixedVarUnusedEventFlag     = "unused_event_flag"
 	cgwallFixedVarUnusedHook          = "unused_hook"
@@ -158,7 +156,6 @@ type cgwallFixedMapSpecs struct {
 	Current        *ebpf.MapSpec `ebpf:"current"`
 	EgressBitmap4  *ebpf.MapSpec `ebpf:"egress_bitmap4"`
 	EgressBitmap6  *ebpf.MapSpec `ebpf:"egress_bitmap6"`
-	EgressDirect   *ebpf.MapSpec `ebpf:"egress_direct"`
 	EgressHost4    *ebpf.MapSpec `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.MapSpec `ebpf:"egress_host6"`
 	EgressPorts    *ebpf.MapSpec `ebpf:"egress_ports"`
@@ -168,7 +165,6 @@ type cgwallFixedMapSpecs struct {
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	IngressBitmap4 *ebpf.MapSpec `ebpf:"ingress_bitmap4"`
 	IngressBitmap6 *ebpf.MapSpec `ebpf:"ingress_bitmap6"`
-	IngressDirect  *ebpf.MapSpec `ebpf:"ingress_direct"`
 	IngressHost4   *ebpf.MapSpec `ebpf:"ingress_host4"`
 	IngressHost6   *ebpf.MapSpec `ebpf:"ingress_host6"`
 	IngressPorts   *ebpf.MapSpec `ebpf:"ingress_ports"`
@@ -203,9 +199,9 @@ type cgwallFixedVariableSpecs struct {
 	UnusedAddr6      *ebpf.VariableSpec `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.VariableSpec `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedDirectRule *ebpf.VariableSpec `ebpf:"unused_direct_rule"`
 	UnusedDirection  *ebpf.VariableSpec `ebpf:"unused_direction"`
 	UnusedDnsAnswer  *ebpf.VariableSpec `ebpf:"unused_dns_answer"`
+	UnusedEntry      *ebpf.VariableSpec `ebpf:"unused_entry"`
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventFlag  *ebpf.VariableSpec `ebpf:"unused_event_flag"`
 	UnusedHook       *ebpf.VariableSpec `ebpf:"unused_hook"`
@@ -253,7 +249,6 @@ type cgwallFixedMaps struct {
 	Current        *ebpf.Map `ebpf:"current"`
 	EgressBitmap4  *ebpf.Map `ebpf:"egress_bitmap4"`
 	EgressBitmap6  *ebpf.Map `ebpf:"egress_bitmap6"`
-	EgressDirect   *ebpf.Map `ebpf:"egress_direct"`
 	EgressHost4    *ebpf.Map `ebpf:"egress_host4"`
 	EgressHost6    *ebpf.Map `ebpf:"egress_host6"`
 	EgressPorts    *ebpf.Map `ebpf:"egress_ports"`
@@ -263,7 +258,6 @@ type cgwallFixedMaps struct {
 	Events         *ebpf.Map `ebpf:"events"`
 	IngressBitmap4 *ebpf.Map `ebpf:"ingress_bitmap4"`
 	IngressBitmap6 *ebpf.Map `ebpf:"ingress_bitmap6"`
-	IngressDirect  *ebpf.Map `ebpf:"ingress_direct"`
 	IngressHost4   *ebpf.Map `ebpf:"ingress_host4"`
 	IngressHost6   *ebpf.Map `ebpf:"ingress_host6"`
 	IngressPorts   *ebpf.Map `ebpf:"ingress_ports"`
@@ -288,7 +282,6 @@ func (m *cgwallFixedMaps) Close() error {
 		m.Current,
 		m.EgressBitmap4,
 		m.EgressBitmap6,
-		m.EgressDirect,
 		m.EgressHost4,
 		m.EgressHost6,
 		m.EgressPorts,
@@ -298,7 +291,6 @@ func (m *cgwallFixedMaps) Close() error {
 		m.Events,
 		m.IngressBitmap4,
 		m.IngressBitmap6,
-		m.IngressDirect,
 		m.IngressHost4,
 		m.IngressHost6,
 		m.IngressPorts,
@@ -334,9 +326,9 @@ type cgwallFixedVariables struct {
 	UnusedAddr6      *ebpf.Variable `ebpf:"unused_addr6"`
 	UnusedConfig     *ebpf.Variable `ebpf:"unused_config"`
 	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedDirectRule *ebpf.Variable `ebpf:"unused_direct_rule"`
 	UnusedDirection  *ebpf.Variable `ebpf:"unused_direction"`
 	UnusedDnsAnswer  *ebpf.Variable `ebpf:"unused_dns_answer"`
+	UnusedEntry      *ebpf.Variable `ebpf:"unused_entry"`
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventFlag  *ebpf.Variable `ebpf:"unused_event_flag"`
 	UnusedHook       *ebpf.Variable `ebpf:"unused_hook"`

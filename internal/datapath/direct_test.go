@@ -10,10 +10,11 @@ import (
 	"github.com/cgwall/cgwall/internal/policy"
 )
 
-// directRules are policies whose prefixes have one single-port rule (in the
-// direct map), two (the second in the ports map), or one beside protocol
-// and range rules, in both families; and prefixes with ranges only: one (in
-// the direct map), and nested ones, whose innermost is the direct one.
+// directRules are policies whose prefixes have one single-port rule (in
+// their address entry), two (the second in the ports map), or one beside
+// protocol and range rules, in both families; and prefixes with ranges
+// only: one (in the entry), and nested ones, whose innermost is the direct
+// one.
 var directRules = []string{
 	"block", "192.0.2.1", "allow", "192.0.2.1:tcp/443", "allow", "192.0.2.1:tcp/80",
 	"block", "198.51.100.0/24:tcp/22", "allow", "198.51.100.0/24",
@@ -56,8 +57,8 @@ var directProbes = []probe{
 	{remote: netip.MustParseAddr("192.0.2.200"), proto: policy.ProtoTCP, dport: 3001},
 }
 
-// TestDirectPortRules: a prefix's first single-port rule goes into the
-// direct map, or, where it has none, a range with no rule of its protocol
+// TestDirectPortRules: a prefix's first single-port rule goes into its
+// address entry, or, where it has none, a range with no rule of its protocol
 // inside; its others go into the ports map and the ranges trie, and all
 // decide and count as the reference says, in fixed and persistent
 // datapaths; a persistent policy reads them back, counters and all, when
@@ -66,23 +67,43 @@ func TestDirectPortRules(t *testing.T) {
 	p := mustPolicy(t, policy.LogAll, directRules...)
 	e := entriesOf(p, nil)
 	// 192.0.2.128/25's direct rule is tcp/80-443, inside tcp/1-1024.
-	direct := e[policy.Egress][kindDirect].(*batch[uint32, cgwallDirectRule])
 	var ranges []string
-	for _, v := range direct.values {
-		if v.EndPort != v.Port {
-			ranges = append(ranges, fmt.Sprintf("%d/%d-%d", v.Proto, v.Port, v.EndPort))
+	direct := 0
+	for _, v := range addressEntries(e[policy.Egress]) {
+		if v.DirectId != 0 {
+			direct++
+		}
+		if v.DirectEnd != v.DirectPort {
+			ranges = append(ranges, fmt.Sprintf("%d/%d-%d", v.DirectProto, v.DirectPort, v.DirectEnd))
 		}
 	}
-	if want := []string{"6/8000-8999", "6/80-443"}; !slices.Equal(ranges, want) {
+	slices.Sort(ranges)
+	if want := []string{"6/80-443", "6/8000-8999"}; !slices.Equal(ranges, want) {
 		t.Errorf("direct ranges %v, want %v", ranges, want)
 	}
-	if n := e.counts()[policy.Egress]; n[kindDirect] != 7 || n[kindPorts] != 4 {
+	if n := e.counts()[policy.Egress]; direct != 7 || n[kindPorts] != 4 {
 		t.Fatalf("%d direct rules and %d in the ports map, want 7 (one per prefix with port rules) and 4",
-			n[kindDirect], n[kindPorts])
+			direct, n[kindPorts])
 	}
 	for _, fixed := range []bool{false, true} {
 		t.Run(fmt.Sprintf("fixed=%v", fixed), func(t *testing.T) { checkDirect(t, p.Clone(), fixed) })
 	}
+}
+
+// addressEntries returns the entries of a direction's address batches.
+func addressEntries(batches [numKinds]ruleBatch) []cgwallEntry {
+	var out []cgwallEntry
+	out = append(out, valuesOf[[4]byte](batches[kindHost4])...)
+	out = append(out, valuesOf[cgwallPrefixKey4](batches[kindPrefix4])...)
+	out = append(out, valuesOf[cgwallAddr6](batches[kindHost6])...)
+	return append(out, valuesOf[cgwallPrefixKey6](batches[kindPrefix6])...)
+}
+
+func valuesOf[K any](b ruleBatch) []cgwallEntry {
+	if b == nil {
+		return nil
+	}
+	return b.(*encoded[K]).values
 }
 
 // checkDirect is TestDirectPortRules for one build of the object.

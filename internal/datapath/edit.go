@@ -73,7 +73,7 @@ func (d *Datapath) Set(dir policy.Direction, action policy.Action, m policy.Matc
 	if err := d.markBitmap(r); err != nil {
 		return r, Unchanged, err
 	}
-	err = d.putRule(r, cgwallRule{Id: r.ID, Action: uint8(action), Bits: uint8(prefix.Bits())}, ebpf.UpdateNoExist)
+	err = d.putRule(r, cgwallEntry{R: cgwallRule{Id: r.ID, Action: uint8(action), Bits: uint8(prefix.Bits())}}, ebpf.UpdateNoExist)
 	// E2BIG: the map is full. EEXIST: the prefix has port rules, and an
 	// entry for them.
 	if errors.Is(err, unix.E2BIG) || errors.Is(err, ebpf.ErrKeyExist) {
@@ -158,18 +158,18 @@ func (d *Datapath) setAction(r policy.Rule) error {
 		return err
 	}
 	defer m.Close()
-	var v cgwallRule
+	var v cgwallEntry
 	if err := m.Lookup(ruleKey(r.Prefix), &v); err != nil {
 		return fmt.Errorf("read rule %s: %w", r, err)
 	}
 	// Packets counted between this read and the write below are lost to the
 	// counter, not to the decision.
-	v.Action = uint8(r.Action)
+	v.R.Action = uint8(r.Action)
 	return d.putRule(r, v, ebpf.UpdateExist)
 }
 
 // putRule writes a rule's value into its map of the generation in force.
-func (d *Datapath) putRule(r policy.Rule, v cgwallRule, flags ebpf.MapUpdateFlags) error {
+func (d *Datapath) putRule(r policy.Rule, v cgwallEntry, flags ebpf.MapUpdateFlags) error {
 	m, err := d.ruleMap(r.Dir, r.Prefix)
 	if err != nil {
 		return err
@@ -197,11 +197,11 @@ func (d *Datapath) Remove(dir policy.Direction, mt policy.Match) (policy.Rule, C
 		return r, Unchanged, err
 	}
 	defer m.Close()
-	var v cgwallRule
+	var v cgwallEntry
 	if err := m.Lookup(ruleKey(prefix), &v); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return r, Unchanged, fmt.Errorf("read rule %s: %w", r, err)
 	}
-	if !mt.Ports.Any() || v.Flags != 0 {
+	if !mt.Ports.Any() || v.R.Flags != 0 {
 		// The prefix keeps an entry for its other port rules.
 		return r, Removed, d.rebuild(func(next *policy.Policy) { next.Delete(dir, mt) })
 	}

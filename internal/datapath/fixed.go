@@ -23,10 +23,10 @@ func Fixed() Option { return func(o *options) { o.fixed = true } }
 var errFixed = errors.New("the policy of this filter is fixed: it was loaded for run or exec")
 
 // sizeFixed sizes the rule maps of the fixed object for p, before they are
-// created. Its arrays (the bitmaps, the direct maps) lose BPF_F_INNER_MAP,
-// which only an inner map needs (to differ in size from the outer map's
-// template): the verifier inlines no lookup of an array that has it, and
-// these the programs reference directly (BenchmarkEgressFixed, a warm miss
+// created. Its arrays (the bitmaps) lose BPF_F_INNER_MAP, which only an
+// inner map needs (to differ in size from the outer map's template): the
+// verifier inlines no lookup of an array that has it, and these the
+// programs reference directly (BenchmarkEgressFixed, a warm miss
 // at one rule, medians of runs interleaved with the flag kept: ipv4-mixed
 // 68 -> 60 ns, ipv6 82 -> 71).
 func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy, e *entries) error {
@@ -39,7 +39,7 @@ func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy, e *entries) error {
 			if ms == nil {
 				return fmt.Errorf("no map %s in the BPF object", mapName(dir, k))
 			}
-			if k == kindBitmap4 || k == kindBitmap6 || k == kindDirect {
+			if k == kindBitmap4 || k == kindBitmap6 {
 				ms.Flags &^= unix.BPF_F_INNER_MAP
 			}
 			switch {
@@ -53,8 +53,6 @@ func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy, e *entries) error {
 				ms.MaxEntries = uint32(bitmap6Size(hosts6[dir]))
 			case n[dir][k] > MaxRules:
 				return fmt.Errorf("%d rules in %s: at most %d are supported", n[dir][k], mapName(dir, k), MaxRules)
-			case k == kindDirect:
-				ms.MaxEntries = uint32(max(1, n[dir][k])) // an array of none is refused
 			case ms.Type == ebpf.Hash:
 				ms.MaxEntries = capacity(n[dir][k])
 			}

@@ -162,12 +162,9 @@ func (d *Datapath) newGeneration(n ruleCounts) (generation, error) {
 			return g, fmt.Errorf("%d rules in %s: at most %d are supported", rules, m.name(), MaxRules)
 		}
 		inner := d.spec.Maps[m.name()].InnerMap.Copy()
-		switch inner.Type {
-		case ebpf.Hash:
+		if inner.Type == ebpf.Hash {
 			// LPM tries allocate per entry; their limit costs nothing.
 			inner.MaxEntries = capacity(rules)
-		case ebpf.Array: // the direct map, written whole (ports.go)
-			inner.MaxEntries = uint32(rules)
 		}
 		im, err := ebpf.NewMap(inner)
 		if err != nil {

@@ -23,7 +23,6 @@ const (
 	kindBitmap6             // the IPv6 bitmap of hashed prefixes; holds no rules
 	kindPorts               // protocol and single-port rules of every prefix, a hash map
 	kindRanges              // port-range rules, an LPM trie of blocks of ports
-	kindDirect              // one single-port or range rule of each prefix that has any, an array its address entry indexes
 	numKinds
 )
 
@@ -63,12 +62,6 @@ var kindTable = [numKinds]kindInfo{
 		return policy.Rule{ID: v.R.Id, Prefix: portPrefix(k.Family, k.Addr, k.Bits), Action: policy.Action(v.R.Action),
 			Ports: policy.Ports{Proto: k.Proto, Lo: v.Lo, Hi: v.Hi}}, counterOf(&v.R)
 	}),
-	// Entries past the policy's, and so of ID 0, are skipped as an address
-	// map's placeholders are.
-	kindDirect: ruleKind("direct", func(_ *uint32, v *cgwallDirectRule) (policy.Rule, Counter) {
-		return policy.Rule{ID: v.Id, Prefix: portPrefix(v.Family, v.Addr, v.Bits), Action: policy.Action(v.Action),
-			Ports: policy.Ports{Proto: v.Proto, Lo: v.Port, Hi: v.EndPort}}, Counter{Packets: v.Packets, Bytes: v.Bytes}
-	}),
 }
 
 // kindInfo describes a kind of rule map. The functions are nil for the
@@ -76,8 +69,9 @@ var kindTable = [numKinds]kindInfo{
 // whose entries ports.go makes.
 type kindInfo struct {
 	name string
-	// each reads every entry of a map of the kind: its rule (ID 0 for an
-	// address that only has port rules) and counters.
+	// each reads every entry of a map of the kind: its rules (an address
+	// entry's address rule, of ID 0 for a prefix that only has port rules,
+	// and its direct rule, if it has one) and their counters.
 	each     func(m *ebpf.Map, fn func(policy.Rule, Counter)) error
 	key      func(netip.Prefix) any   // an address rule's key, for single edits
 	newBatch func(n int) addressBatch // gathers n address rules for one batch write
@@ -86,27 +80,40 @@ type kindInfo struct {
 // addressKind derives an address kind's functions from one encoding of its
 // key, so that batch fills, single edits and reading back cannot disagree.
 func addressKind[K any](name string, encode func(netip.Prefix) K, decode func(*K) netip.Prefix) kindInfo {
-	k := ruleKind(name, func(k *K, v *cgwallRule) (policy.Rule, Counter) {
-		return policy.Rule{ID: v.Id, Prefix: decode(k), Action: policy.Action(v.Action)}, counterOf(v)
-	})
-	k.key = func(p netip.Prefix) any { return encode(p) }
-	k.newBatch = func(n int) addressBatch {
-		return &encoded[K]{encode: encode, batch: batch[K, cgwallRule]{keys: make([]K, 0, n), values: make([]cgwallRule, 0, n)}}
+	return kindInfo{
+		name: name,
+		each: func(m *ebpf.Map, fn func(policy.Rule, Counter)) error {
+			return iterate(m, func(k *K, v *cgwallEntry) {
+				prefix := decode(k)
+				fn(policy.Rule{ID: v.R.Id, Prefix: prefix, Action: policy.Action(v.R.Action)}, counterOf(&v.R))
+				if v.DirectId != 0 {
+					fn(directRule(prefix, v), Counter{Packets: v.DirectPackets, Bytes: v.DirectBytes})
+				}
+			})
+		},
+		key: func(p netip.Prefix) any { return encode(p) },
+		newBatch: func(n int) addressBatch {
+			return &encoded[K]{encode: encode, batch: batch[K, cgwallEntry]{keys: make([]K, 0, n), values: make([]cgwallEntry, 0, n)}}
+		},
 	}
-	return k
 }
 
-// ruleKind makes a kind whose entries decode reads back.
+// ruleKind makes a kind whose entries decode reads back, one rule each.
 func ruleKind[K, V any](name string, decode func(*K, *V) (policy.Rule, Counter)) kindInfo {
 	return kindInfo{name: name, each: func(m *ebpf.Map, fn func(policy.Rule, Counter)) error {
-		var k K
-		var v V
-		it := m.Iterate()
-		for it.Next(&k, &v) {
-			fn(decode(&k, &v))
-		}
-		return it.Err()
+		return iterate(m, func(k *K, v *V) { fn(decode(k, v)) })
 	}}
+}
+
+// iterate calls fn for every entry of m.
+func iterate[K, V any](m *ebpf.Map, fn func(*K, *V)) error {
+	var k K
+	var v V
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		fn(&k, &v)
+	}
+	return it.Err()
 }
 
 func counterOf(v *cgwallRule) Counter { return Counter{Packets: v.Packets, Bytes: v.Bytes} }
@@ -204,7 +211,7 @@ type ruleBatch interface {
 // addressBatch gathers the rules of an address map, by prefix.
 type addressBatch interface {
 	ruleBatch
-	add(prefix netip.Prefix, v cgwallRule)
+	add(prefix netip.Prefix, v cgwallEntry)
 }
 
 // batch gathers the keys and values bound for one map.
@@ -222,11 +229,11 @@ func (b *batch[K, V]) len() int { return len(b.keys) }
 
 // encoded is a batch of an address kind, which encodes its keys from prefixes.
 type encoded[K any] struct {
-	batch[K, cgwallRule]
+	batch[K, cgwallEntry]
 	encode func(netip.Prefix) K
 }
 
-func (b *encoded[K]) add(prefix netip.Prefix, v cgwallRule) { b.put(b.encode(prefix), v) }
+func (b *encoded[K]) add(prefix netip.Prefix, v cgwallEntry) { b.put(b.encode(prefix), v) }
 
 // chunk is the most rules one system call writes: small enough to spread a
 // large map over the CPUs, large enough that the calls cost nothing.

@@ -18,13 +18,13 @@ import (
 // Port rules live apart from the address maps (bpf/cgwall.c: site): a prefix
 // that has any keeps an entry in its address map, the address-only rule or a
 // placeholder of ID 0, whose flags say which port maps to look in. The
-// prefix's direct rule (pickDirect) sits in the direct array, at the index
-// its address entry gives: a port hit then costs no hash or trie lookup.
+// prefix's direct rule (pickDirect) sits in that entry itself (struct
+// entry): a port hit then costs no lookup and no line past the entry's.
 // Protocol rules and further single-port rules sit in the ports hash map,
 // keyed by the prefix, the protocol and the port (0 for a protocol rule);
 // further port ranges sit in the ranges LPM trie as aligned blocks of ports.
-// Every edit of a port rule builds the other generation (Set), so the direct
-// map is only ever written whole.
+// Every edit of a port rule builds the other generation (Set), so the port
+// fields of an entry are only ever written with the whole policy.
 
 // flowAddr is an address as the C's flow and keys keep it: its family, and
 // IPv4 in the first four bytes (an IPv4-mapped address is IPv4).
@@ -103,21 +103,31 @@ func siteFlags(ports policy.Ports) uint8 {
 
 // siteBits are what a prefix's entry in its address map says of its port
 // rules: the maps they are in, a bit for each single port in the ports map
-// (portBit), and its direct rule's index plus 1, protocol and port.
+// (portBit), and its direct rule with its counters.
 type siteBits struct {
-	flags       uint8
-	ports       uint8
-	direct      uint32
-	directProto uint8
-	directPort  uint16
-	shorter     uint8 // 1 + the length of the prefix a packet goes to next (outerOf)
+	flags   uint8
+	ports   uint8
+	direct  policy.Rule // ID 0 for none
+	counter Counter     // the direct rule's
+	shorter uint8       // 1 + the length of the prefix a packet goes to next (outerOf)
 }
 
 // put sets the port fields of a prefix's address entry.
-func (b siteBits) put(v *cgwallRule) {
-	v.Flags, v.PortBits = b.flags, b.ports
-	v.Direct, v.DirectProto, v.DirectPort = b.direct, b.directProto, b.directPort
+func (b siteBits) put(v *cgwallEntry) {
+	v.R.Flags, v.R.PortBits = b.flags, b.ports
 	v.Shorter = b.shorter
+	if b.direct.ID == 0 {
+		return
+	}
+	v.DirectId, v.DirectAction = b.direct.ID, uint8(b.direct.Action)
+	v.DirectProto, v.DirectPort, v.DirectEnd = b.direct.Ports.Proto, b.direct.Ports.Lo, b.direct.Ports.Hi
+	v.DirectPackets, v.DirectBytes = b.counter.Packets, b.counter.Bytes
+}
+
+// directRule reads an address entry's direct rule back.
+func directRule(prefix netip.Prefix, v *cgwallEntry) policy.Rule {
+	return policy.Rule{ID: v.DirectId, Prefix: prefix, Action: policy.Action(v.DirectAction),
+		Ports: policy.Ports{Proto: v.DirectProto, Lo: v.DirectPort, Hi: v.DirectEnd}}
 }
 
 // outerOf tells each prefix with port rules where a packet that none of its
@@ -160,14 +170,11 @@ func b2i(b bool) int {
 	return 0
 }
 
-// withDirect makes a single-port or range rule the prefix's direct one, at
-// index i-1 of the direct map.
-func (b siteBits) withDirect(ports policy.Ports, i uint32) siteBits {
+// withDirect makes a single-port or range rule, with its counters, the
+// prefix's direct one.
+func (b siteBits) withDirect(r policy.Rule, c Counter) siteBits {
 	b.flags |= uint8(cgwallSiteFlagSITE_F_DIRECT)
-	if ports.Hi != ports.Lo {
-		b.flags |= uint8(cgwallSiteFlagSITE_F_DIRECT_RANGE)
-	}
-	b.direct, b.directProto, b.directPort = i, ports.Proto, ports.Lo
+	b.direct, b.counter = r, c
 	return b
 }
 

@@ -35,8 +35,8 @@ type site struct {
 // entriesOf encodes p's rules, with their counters if given (by rule ID), as
 // the entries of the rule maps: each address-only rule in its address map
 // with the flags of its prefix's port rules, a placeholder for a prefix that
-// only has port rules, a prefix's direct rule (pickDirect) in the direct
-// map, and its other port rules in the port maps.
+// only has port rules, a prefix's direct rule (pickDirect) in that entry,
+// and its other port rules in the port maps.
 func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 	var e entries
 	// Sized up front: on a VM, fresh memory costs time, and growing slices
@@ -56,9 +56,7 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 		f := flags[s]
 		switch j, ok := direct[s]; {
 		case ok && j == i:
-			d := e.direct(r.Dir)
-			f = f.withDirect(r.Ports, uint32(d.len())+1)
-			d.put(f.direct-1, directValue(r, counters[r.ID]))
+			f = f.withDirect(r, counters[r.ID])
 		case r.Ports.Width() >= 2:
 			f = f.with(r.Ports)
 			g := rangeGroup{r.Dir, prefixSite(r.Prefix), r.Ports.Proto}
@@ -83,8 +81,8 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 		if !r.Ports.Any() {
 			continue
 		}
-		v := ruleValue(r, counters[r.ID])
-		v.Bits = uint8(r.Prefix.Bits())
+		v := cgwallEntry{R: ruleValue(r, counters[r.ID])}
+		v.R.Bits = uint8(r.Prefix.Bits())
 		if len(flags) > 0 {
 			s := site{r.Dir, r.Prefix}
 			if f, ok := flags[s]; ok {
@@ -97,7 +95,7 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 	e.addNames(p, ranges, counters)
 	// The prefixes left have port rules and no address-only rule.
 	for s, f := range flags {
-		v := cgwallRule{Bits: uint8(s.prefix.Bits())}
+		v := cgwallEntry{R: cgwallRule{Bits: uint8(s.prefix.Bits())}}
 		f.put(&v)
 		address(s.dir, s.prefix).add(s.prefix, v)
 	}
@@ -110,15 +108,7 @@ func ruleValue(r policy.Rule, c Counter) cgwallRule {
 	return cgwallRule{Id: r.ID, Action: uint8(r.Action), Packets: c.Packets, Bytes: c.Bytes}
 }
 
-// directValue is a single-port or range rule as the direct map keeps it,
-// with its counters.
-func directValue(r policy.Rule, c Counter) cgwallDirectRule {
-	family, addr := portAddr(r.Prefix)
-	return cgwallDirectRule{Id: r.ID, Action: uint8(r.Action), Proto: r.Ports.Proto, Port: r.Ports.Lo, EndPort: r.Ports.Hi,
-		Packets: c.Packets, Bytes: c.Bytes, Addr: addr, Bits: uint8(r.Prefix.Bits()), Family: family}
-}
-
-// ports, ranges and direct return a direction's batches of the port maps,
+// ports and ranges return a direction's batches of the port maps,
 // made on first use.
 func (e *entries) ports(dir policy.Direction) *batch[cgwallPortKey, cgwallRule] {
 	return batchOf[cgwallPortKey, cgwallRule](e, dir, kindPorts)
@@ -126,10 +116,6 @@ func (e *entries) ports(dir policy.Direction) *batch[cgwallPortKey, cgwallRule] 
 
 func (e *entries) ranges(dir policy.Direction) *batch[cgwallRangeKey, cgwallRangeRule] {
 	return batchOf[cgwallRangeKey, cgwallRangeRule](e, dir, kindRanges)
-}
-
-func (e *entries) direct(dir policy.Direction) *batch[uint32, cgwallDirectRule] {
-	return batchOf[uint32, cgwallDirectRule](e, dir, kindDirect)
 }
 
 func batchOf[K, V any](e *entries, dir policy.Direction, k kind) *batch[K, V] {

@@ -34,7 +34,9 @@ import (
 //	10 rule values of prefixes with port rules name the next shorter prefix
 //	   (struct rule's shorter, the site flag SITE_F_OUTERMOST): a cgwall of
 //	   layout 9 would write a shorter rule in place and leave them stale
-const Layout = 10
+//	11 the direct rule in the address entry itself (struct entry, 56 bytes;
+//	   struct rule 32 -> 24 bytes), the direct maps gone
+const Layout = 11
 
 // layoutPin names the pin that records a folder's layout: a one-element
 // array of the version, which no program reads.
