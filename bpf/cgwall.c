@@ -661,11 +661,11 @@ struct match {
 	__u32 rule_id; // 0: no rule matched, the default decides
 	__u8 action;   // enum verdict; set when rule_id is
 	// The walk stopped at a prefix with port rules (its length, flags and
-	// port bits in site_*), without counting: its port rules
-	// decide, if one matches (judge_at). tried says that the prefixes of
-	// tried_bits and longer had theirs tried, and none matched: a walk takes
-	// their address rules, or goes on. need_ports says that the decision is
-	// not over: the lengths are walked again from the top (by_ports).
+	// port bits in site_*), without counting: its port rules decide, if one
+	// matches (judge_at). tried says that the prefixes of tried_bits and
+	// longer had theirs tried, and none matched: a walk takes their address
+	// rules, or goes on. need_ports says that the decision is not over: the
+	// lengths are walked again from the top (by_ports).
 	__u8 need_ports;
 	__u8 tried;
 	__u8 tried_bits;
@@ -771,7 +771,7 @@ static __always_inline int port_match(int dir, __u32 gen, struct port_key *k, __
 }
 
 // site judges a packet at a prefix of bits bits that contains its address,
-// whose rule in the address map is r. A prefix with port rules not tried yet
+// whose entry in the address map is e. A prefix with port rules not tried yet
 // stops the walk, which hands its entry to judge_at: its port rules (a port
 // rule beats a protocol rule beats the address-only rule) are judged there,
 // once the packet's protocol and port are known.
@@ -844,12 +844,12 @@ static long walk4(__u32 i, struct walk *w)
 		return 1;
 	// i < nlens4 <= LENS4; the mask is the bound the verifier can see.
 	__u32 bits = cfg->lens4[dir][i & (LENS4 - 1)];
-	struct entry *r = prefix4_at(dir, gen, w->addr, bits);
-	if (!r)
+	struct entry *e = prefix4_at(dir, gen, w->addr, bits);
+	if (!e)
 		return 0;
-	int s = site(r, bits, w->len, &w->m);
+	int s = site(e, bits, w->len, &w->m);
 	if (s == SITE_PORTS)
-		w->at = r;
+		w->at = e;
 	return s != SITE_NONE;
 }
 
@@ -895,23 +895,23 @@ static __always_inline int no_rule4(int dir, const struct policy *pol, __u32 add
 // dead store.
 static __always_inline struct entry *taken(struct entry **at)
 {
-	struct entry *r = *at;
+	struct entry *e = *at;
 
 	*(struct entry *volatile *)at = 0;
-	return r;
+	return e;
 }
 
-// at_host says what a host map's entry r, or none, decides (see site), and
+// at_host says what a host map's entry e, or none, decides (see site), and
 // returns it where it has port rules to try.
-static __always_inline struct entry *at_host(struct entry *r, __u8 bits, __u32 len, struct match *m, int *done)
+static __always_inline struct entry *at_host(struct entry *e, __u8 bits, __u32 len, struct match *m, int *done)
 {
-	int s = r ? site(r, bits, len, m) : SITE_NONE;
+	int s = e ? site(e, bits, len, m) : SITE_NONE;
 
 	*done = s != SITE_NONE;
-	return s == SITE_PORTS ? r : 0;
+	return s == SITE_PORTS ? e : 0;
 }
 
-// match4 judges an IPv4 address by the address rules (see decide_dir). It
+// match4 judges an IPv4 address by the address rules (see by_addr). It
 // returns the entry of the prefix with port rules that stopped it, if one
 // did.
 static __always_inline struct entry *match4(int dir, const struct policy *pol, __u32 addr, __u32 len,
@@ -979,16 +979,16 @@ struct walk6 {
 // step6 takes one step of the walk and says whether the walk is over.
 static __always_inline long step6(struct walk6 *w)
 {
-	struct entry *r = prefix6_at(w->dir & 1, w->gen, w->addr, w->bits);
+	struct entry *e = prefix6_at(w->dir & 1, w->gen, w->addr, w->bits);
 
-	if (!r)
+	if (!e)
 		return 1;
-	int s = site(r, r->r.bits, w->len, &w->m);
+	int s = site(e, e->r.bits, w->len, &w->m);
 	if (s == SITE_PORTS)
-		w->at = r;
-	if (s != SITE_NONE || !r->r.bits)
+		w->at = e;
+	if (s != SITE_NONE || !e->r.bits)
 		return 1;
-	w->bits = r->r.bits - 1;
+	w->bits = e->r.bits - 1;
 	return 0;
 }
 
@@ -1154,8 +1154,8 @@ static __always_inline void judge_at(int dir, __u32 gen, const struct flow *f, s
 	m->tried_bits = m->site_bits;
 	if (m->site_flags & SITE_F_OUTERMOST)
 		return;
-	struct entry *r = at->shorter ? entry_at(dir, gen, &k, at->shorter - 1) : 0;
-	if (!r || site(r, r->r.bits, len, m) != SITE_HIT)
+	struct entry *e = at->shorter ? entry_at(dir, gen, &k, at->shorter - 1) : 0;
+	if (!e || site(e, e->r.bits, len, m) != SITE_HIT)
 		m->need_ports = 1;
 }
 
