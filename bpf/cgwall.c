@@ -711,16 +711,6 @@ static __always_inline __u8 port_bit(__u8 proto, __u16 port)
 	return 1 << ((port ^ port >> 3 ^ port >> 8 ^ proto) & 7);
 }
 
-// direct_match says whether the direct rule of a prefix's entry e
-// (SITE_F_DIRECT) matches a packet's protocol and port, and counts the
-// packet in m if so.
-static __always_inline int direct_match(struct entry *e, __u8 proto, __u16 port, __u32 len, struct match *m)
-{
-	if (e->direct_proto != proto || port < e->direct_port || port > e->direct_end)
-		return 0;
-	count_in(m, e->direct_id, e->direct_action, &e->direct_packets, &e->direct_bytes, len);
-	return 1;
-}
 
 // port_match looks for the rule of m's site (the prefix that stopped the
 // walk, with its flags and port bits) in the port maps that matches a
@@ -1123,40 +1113,118 @@ static __always_inline struct entry *entry_at(int dir, __u32 gen, const struct p
 	return prefix6_at(dir, gen, k->addr, bits);
 }
 
+// PER_DIRECTION(name, fn, params, args...) makes fn(dir, args...) two
+// global functions of the parameters params, name_egress and name_ingress.
+// The verifier checks each global function once, not at every call, and the
+// direction is a constant in each: an index into the settings that varies
+// is pointer arithmetic, which loaders without CAP_PERFMON may not do. Each
+// has a parameter gen and uses it, if only in an empty asm: where fn does
+// not (the Fixed build has no generations), clang would pass whatever its
+// register held, and the verifier refuses a pointer for a scalar.
+#define PER_DIRECTION(name, fn, params, ...)                                                       \
+	__noinline int name##_egress params                                                        \
+	{                                                                                          \
+		asm volatile("" ::"r"(gen));                                                       \
+		return fn(DIR_EGRESS, __VA_ARGS__);                                                \
+	}                                                                                          \
+	__noinline int name##_ingress params                                                       \
+	{                                                                                          \
+		asm volatile("" ::"r"(gen));                                                       \
+		return fn(DIR_INGRESS, __VA_ARGS__);                                               \
+	}
+
+// What judge_at reads of the entry of the prefix that stopped the walk: a
+// copy, as a global function cannot take a pointer into a map from a loader
+// without CAP_PERFMON (the verifier refuses the call: "Caller passes invalid
+// args"). The rules of the entry are counted by the caller, which has it.
+struct site_view {
+	__u32 id;
+	__u32 direct_id;
+	__u16 direct_port;
+	__u16 direct_end;
+	__u8 direct_proto;
+	__u8 shorter;
+	__u8 pad[2];
+};
+
+// What judge_at found: the caller's entry's direct rule or address rule
+// decides, or neither (JUDGED: another rule decided and counted, or the
+// default, or the decision goes on, with need_ports set).
+enum judged {
+	JUDGED = 0,
+	JUDGED_DIRECT,
+	JUDGED_ADDR,
+};
+
 // judge_at judges a packet, whose protocol and port are known, at the prefix
-// with port rules that stopped the walk (m's site), whose entry is at: by
-// the port rule of that prefix that matches it, most specific first, else
-// by its address rule, either of which counts the packet. The direct rule
-// goes first, the narrowest for every port it holds, and needs no key. Where
-// neither matches, the prefix is tried and the decision goes on: to the
-// default where the prefix is the outermost, else to the shorter prefix its
-// entry names (one lookup). Only where that is not known, gone (an edit
-// removed it in place) or has port rules itself does it leave need_ports
-// set: the lengths are walked again from the top (by_ports), skipping the
-// prefixes tried. Judged here, where the walk handed over the entry, the
-// address rule of a prefix with port rules costs no second lookup.
-static __always_inline void judge_at(int dir, __u32 gen, const struct flow *f, struct entry *at, __u32 len,
-				     struct match *m)
+// with port rules that stopped the walk (m's site), whose entry v is: by the
+// port rule of that prefix that matches it, most specific first, else by its
+// address rule. The direct rule goes first, the narrowest for every port it
+// holds, and needs no key; the ports map's and the ranges trie's rules count
+// the packet here. Where none matches, the prefix is tried and the decision
+// goes on: to the default where the prefix is the outermost, else to the
+// shorter prefix its entry names (one lookup). Only where that is not known,
+// gone (an edit removed it in place) or has port rules itself does it leave
+// need_ports set: the lengths are walked again from the top (by_ports),
+// skipping the prefixes tried. One global function per direction, checked
+// once: inline, the verifier went through it again for every kind of
+// address map the entry can come from, twice the instructions for the
+// egress program of a policy with port rules (BenchmarkLoadPorts).
+static __always_inline int judge_at_dir(int dir, __u32 gen, const struct flow *f, const struct site_view *v,
+					__u32 len, struct match *m)
 {
 	struct port_key k = {};
 
+	if (!f || !v || !m)
+		return JUDGED;
 	m->need_ports = 0;
-	if ((m->site_flags & SITE_F_DIRECT) && direct_match(at, f->proto, f->dport, len, m))
-		return;
+	if ((m->site_flags & SITE_F_DIRECT) && v->direct_proto == f->proto && v->direct_port <= f->dport &&
+	    f->dport <= v->direct_end)
+		return JUDGED_DIRECT;
 	site_key(dir, f, m->site_bits, &k);
 	if (port_match(dir, gen, &k, len, m))
-		return;
-	if (at->r.id) {
-		hit(m, &at->r, len);
-		return;
-	}
+		return JUDGED;
+	if (v->id)
+		return JUDGED_ADDR;
 	m->tried = 1;
 	m->tried_bits = m->site_bits;
 	if (m->site_flags & SITE_F_OUTERMOST)
-		return;
-	struct entry *e = at->shorter ? entry_at(dir, gen, &k, at->shorter - 1) : 0;
+		return JUDGED;
+	struct entry *e = v->shorter ? entry_at(dir, gen, &k, v->shorter - 1) : 0;
 	if (!e || site(e, e->r.bits, len, m) != SITE_HIT)
 		m->need_ports = 1;
+	return JUDGED;
+}
+
+PER_DIRECTION(judge_at, judge_at_dir,
+	      (__u32 gen, const struct flow *f, const struct site_view *v, __u32 len, struct match *m), gen, f, v,
+	      len, m)
+
+// judge judges a packet at the entry at that the walk handed over
+// (judge_at), and counts it on the entry's rule where one of those decides.
+static __always_inline void judge(int dir, __u32 gen, const struct flow *f, struct entry *at, __u32 len,
+				  struct match *m)
+{
+	struct site_view v = {
+		.id = at->r.id,
+		.direct_id = at->direct_id,
+		.direct_port = at->direct_port,
+		.direct_end = at->direct_end,
+		.direct_proto = at->direct_proto,
+		.shorter = at->shorter,
+	};
+	int j = dir == DIR_INGRESS ? judge_at_ingress(gen, f, &v, len, m) : judge_at_egress(gen, f, &v, len, m);
+
+	// The barrier ends one branch with what the other has not, so that the
+	// compiler does not merge the two counts into one at an offset chosen
+	// by the branch taken: pointer arithmetic, which loaders without
+	// CAP_PERFMON may not do.
+	if (j == JUDGED_DIRECT) {
+		count_in(m, at->direct_id, at->direct_action, &at->direct_packets, &at->direct_bytes, len);
+		asm volatile("" ::: "memory");
+	} else if (j == JUDGED_ADDR) {
+		hit(m, &at->r, len);
+	}
 }
 
 // by_addr is the decision rule by address: the longest prefix that contains
@@ -1183,8 +1251,8 @@ static __always_inline struct entry *by_addr(int dir, const struct policy *pol, 
 
 // decide_dir decides for a flow whose protocol and ports are known (the
 // socket hooks', or a packet's once read): by address, and by the port
-// rules of the prefix that stopped that. decide_in is it per direction
-// (PER_DIRECTION); a packet's first round is decide_skb.
+// rules of the prefix that stopped that; a packet's first round is
+// decide_skb.
 static __always_inline int decide_dir(int dir, __u32 gen, struct flow *f, __u32 len, struct match *m)
 {
 	struct policy pol = {.gen = gen & 1};
@@ -1196,38 +1264,20 @@ static __always_inline int decide_dir(int dir, __u32 gen, struct flow *f, __u32 
 		return 0;
 	struct entry *at = by_addr(dir, &pol, f, len, m);
 	if (port_rules && at)
-		judge_at(dir, pol.gen, f, at, len, m);
+		judge(dir, pol.gen, f, at, len, m);
 	return 0;
 }
 
-// PER_DIRECTION(name, fn) makes fn(dir, gen, f, len, m) two global
-// functions, name_egress and name_ingress, and name(dir_gen, f, len, m),
-// which calls the one for the direction in bit 0 of dir_gen with the
-// generation in bit 1. The verifier checks each global function once, not at
-// every call, and the direction is a constant in each: an index into the
-// settings that varies is pointer arithmetic, which loaders without
-// CAP_PERFMON may not do. Each uses gen, if only in an empty asm: where fn
-// does not (the Fixed build has no generations), clang would pass whatever
-// its register held, and the verifier refuses a pointer for a scalar.
-#define PER_DIRECTION(name, fn)                                                                    \
-	__noinline int name##_egress(__u32 gen, struct flow *f, __u32 len, struct match *m)       \
-	{                                                                                          \
-		asm volatile("" ::"r"(gen));                                                       \
-		return fn(DIR_EGRESS, gen, f, len, m);                                             \
-	}                                                                                          \
-	__noinline int name##_ingress(__u32 gen, struct flow *f, __u32 len, struct match *m)      \
-	{                                                                                          \
-		asm volatile("" ::"r"(gen));                                                       \
-		return fn(DIR_INGRESS, gen, f, len, m);                                            \
-	}                                                                                          \
-	static __always_inline int name(__u32 dir_gen, struct flow *f, __u32 len, struct match *m) \
-	{                                                                                          \
-		if ((dir_gen & 1) == DIR_INGRESS)                                                  \
-			return name##_ingress(dir_gen >> 1, f, len, m);                            \
-		return name##_egress(dir_gen >> 1, f, len, m);                                     \
-	}
+PER_DIRECTION(decide_in, decide_dir, (__u32 gen, struct flow *f, __u32 len, struct match *m), gen, f, len, m)
 
-PER_DIRECTION(decide_in, decide_dir)
+// decide_in calls decide_dir's global function for the direction in bit 0 of
+// dir_gen, with the generation in bit 1.
+static __always_inline int decide_in(__u32 dir_gen, struct flow *f, __u32 len, struct match *m)
+{
+	if ((dir_gen & 1) == DIR_INGRESS)
+		return decide_in_ingress(dir_gen >> 1, f, len, m);
+	return decide_in_egress(dir_gen >> 1, f, len, m);
+}
 
 // name_rules is set by userspace before load: whether the policy has name
 // rules. Only then do DNS queries go through cgwall's resolver and learned
@@ -1838,9 +1888,9 @@ static __always_inline void note_answer(struct __sk_buff *skb, __u32 l4, struct 
 // skb_dir is a packet's decision by address and, where the prefix found has
 // port rules, by them, with the protocol and ports read only then, from l4:
 // it returns -1 for a packet whose ports cannot be read. It takes the packet
-// so that the walk can hand judge_at the prefix's entry; by_ports's rounds,
-// rare, call decide_in. decide_skb is it per direction, as decide_in.
-static __always_inline int skb_dir(struct __sk_buff *skb, int dir, __u32 gen, struct flow *f, __u32 l4,
+// to read them in the function whose walk holds the prefix's entry;
+// by_ports's rounds, rare, call decide_in.
+static __always_inline int skb_dir(int dir, struct __sk_buff *skb, __u32 gen, struct flow *f, __u32 l4,
 				   struct match *m)
 {
 	struct policy pol = {.gen = gen & 1};
@@ -1855,22 +1905,14 @@ static __always_inline int skb_dir(struct __sk_buff *skb, int dir, __u32 gen, st
 		return 0;
 	if (load_l4(skb, l4, f))
 		return -1;
-	judge_at(dir, pol.gen, f, at, skb->len, m);
+	judge(dir, pol.gen, f, at, skb->len, m);
 	return 0;
 }
 
-__noinline int decide_skb_egress(struct __sk_buff *skb, __u32 gen, struct flow *f, __u32 l4, struct match *m)
-{
-	asm volatile("" ::"r"(gen));
-	return skb_dir(skb, DIR_EGRESS, gen, f, l4, m);
-}
+PER_DIRECTION(decide_skb, skb_dir, (struct __sk_buff *skb, __u32 gen, struct flow *f, __u32 l4, struct match *m),
+	      skb, gen, f, l4, m)
 
-__noinline int decide_skb_ingress(struct __sk_buff *skb, __u32 gen, struct flow *f, __u32 l4, struct match *m)
-{
-	asm volatile("" ::"r"(gen));
-	return skb_dir(skb, DIR_INGRESS, gen, f, l4, m);
-}
-
+// decide_skb calls skb_dir's global function for dir.
 static __always_inline int decide_skb(struct __sk_buff *skb, int dir, __u32 gen, struct flow *f, __u32 l4,
 				      struct match *m)
 {
