@@ -18,18 +18,31 @@ var bpfOnly = []string{"--reuid=65534", "--regid=65534", "--clear-groups",
 var rootBPFOnly = []string{"--bounding-set=-all,+bpf,+net_admin", "--inh-caps=-all"}
 
 // TestRunWithBPFCapabilitiesOnly checks that run needs no more than CAP_BPF
-// and CAP_NET_ADMIN: as nobody with those it attaches, filters and detaches.
-// The policy has port rules of both families, so that the programs keep
-// their port code: the verifier is stricter without CAP_PERFMON (no pointer
-// arithmetic, no partial overwrite of a pointer spilled to the stack).
+// and CAP_NET_ADMIN: as nobody with those it attaches, filters and detaches,
+// with a policy of address rules alone (programs without port code, address
+// maps of the address rule alone) and one with port rules of both families
+// (the port code): the verifier is stricter without CAP_PERFMON (no pointer
+// arithmetic, no partial overwrite of a pointer spilled to the stack, no
+// pointer into a map passed to a global function).
 func TestRunWithBPFCapabilitiesOnly(t *testing.T) {
+	for name, rules := range map[string][]string{
+		"addresses": {"--block", "127.0.0.2", "--block", "[::1]"},
+		"ports": {"--block", "127.0.0.2", "--block", "127.0.0.0/8:tcp/1-1024", "--block", "127.0.0.3:udp/9",
+			"--block", "[::1]:tcp/9"},
+	} {
+		t.Run(name, func(t *testing.T) { runAsNobody(t, rules) })
+	}
+}
+
+// runAsNobody is TestRunWithBPFCapabilitiesOnly for one policy, which blocks
+// UDP to 127.0.0.2.
+func runAsNobody(t *testing.T, rules []string) {
 	cg, _ := testCgroup(t)
 	// Nobody must be able to open the cgroup, as for a cgroup of its own.
 	if err := os.Chmod(cg, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("setpriv", append(bpfOnly, cgwallBin, "run", "--cgroup", cg, "--block", "127.0.0.2",
-		"--block", "127.0.0.0/8:tcp/1-1024", "--block", "127.0.0.3:udp/9", "--block", "[::1]:tcp/9")...)
+	cmd := exec.Command("setpriv", append(append(bpfOnly, cgwallBin, "run", "--cgroup", cg), rules...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

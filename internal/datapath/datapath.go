@@ -97,8 +97,9 @@ func Load(p *policy.Policy, opts ...Option) (*Datapath, error) {
 	}
 	install := func() error { return d.install(p, 0, nil) }
 	if o.fixed {
-		e := entriesOf(p, nil)
-		if err := sizeFixed(spec, p, e); err != nil {
+		narrow := narrowEntries(p, true)
+		e := entriesOf(p, nil, narrow)
+		if err := sizeFixed(spec, p, e, narrow); err != nil {
 			return nil, err
 		}
 		install = func() error { return d.installFixed(p, e) }

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -65,7 +66,7 @@ var directProbes = []probe{
 // opened, and keeps them through a rebuild.
 func TestDirectPortRules(t *testing.T) {
 	p := mustPolicy(t, policy.LogAll, directRules...)
-	e := entriesOf(p, nil)
+	e := entriesOf(p, nil, false)
 	// 192.0.2.128/25's direct rule is tcp/80-443, inside tcp/1-1024.
 	var ranges []string
 	direct := 0
@@ -103,7 +104,7 @@ func valuesOf[K any](b ruleBatch) []cgwallEntry {
 	if b == nil {
 		return nil
 	}
-	return b.(*encoded[K]).values
+	return b.(*encoded[K, cgwallEntry]).values
 }
 
 // checkDirect is TestDirectPortRules for one build of the object.
@@ -173,5 +174,28 @@ func checkCounters(t *testing.T, d *Datapath, want map[uint32]uint64) {
 	}
 	if !maps.Equal(got, want) {
 		t.Errorf("packets by rule ID %v, want %v", got, want)
+	}
+}
+
+// TestNarrowEntries: a fixed datapath whose policy has no port rules keeps
+// the address rule alone in its address maps (struct rule), and decides and
+// counts as the reference says; one with a port rule keeps whole entries.
+func TestNarrowEntries(t *testing.T) {
+	for _, tc := range []struct {
+		rules []string
+		size  int
+	}{
+		{[]string{"block", "192.0.2.1", "allow", "198.51.100.0/24", "block", "203.0.113.0/24",
+			"block", "2001:db8::1", "block", "2001:db8:1::/48"}, binary.Size(cgwallRule{})},
+		{[]string{"block", "192.0.2.1", "allow", "192.0.2.1:tcp/443", "block", "2001:db8::1"}, binary.Size(cgwallEntry{})},
+	} {
+		p := mustPolicy(t, policy.LogAll, tc.rules...)
+		d := load(t, p, Fixed())
+		for _, k := range []kind{kindHost4, kindPrefix4, kindHost6, kindPrefix6} {
+			if got := d.maps[policy.Egress][k].outer.ValueSize(); got != uint32(tc.size) {
+				t.Errorf("%v: %s values of %d bytes, want %d", tc.rules, k, got, tc.size)
+			}
+		}
+		checkCounters(t, d, decideAll(t, d, p))
 	}
 }

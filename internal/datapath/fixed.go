@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -28,8 +29,9 @@ var errFixed = errors.New("the policy of this filter is fixed: it was loaded for
 // verifier inlines no lookup of an array that has it, and these the
 // programs reference directly (BenchmarkEgressFixed, a warm miss
 // at one rule, medians of runs interleaved with the flag kept: ipv4-mixed
-// 68 -> 60 ns, ipv6 82 -> 71).
-func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy, e *entries) error {
+// 68 -> 60 ns, ipv6 82 -> 71). Where narrow (narrowEntries), the address
+// maps' values are struct rule alone.
+func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy, e *entries, narrow bool) error {
 	n := e.counts()
 	shifts := bitmapShifts(p)
 	lens6, hosts6 := bitmap6Shape(p)
@@ -41,6 +43,9 @@ func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy, e *entries) error {
 			}
 			if k == kindBitmap4 || k == kindBitmap6 {
 				ms.Flags &^= unix.BPF_F_INNER_MAP
+			}
+			if narrow && k.holdsAddresses() {
+				ms.ValueSize = uint32(binary.Size(cgwallRule{}))
 			}
 			switch {
 			case k == kindBitmap4 && shifts[dir] == 0:

@@ -32,7 +32,7 @@ func (g *generation) Close() {
 // RCU grace period (the writes go side by side, so that they share one), and
 // an IPv4 blocklist needs two of the eight rule maps, and its bitmap.
 func (d *Datapath) install(p *policy.Policy, gen uint32, counters map[uint32]Counter) error {
-	e := entriesOf(p, counters)
+	e := entriesOf(p, counters, false)
 	g, err := d.newGeneration(e.counts())
 	if err != nil {
 		return err

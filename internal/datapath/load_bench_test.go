@@ -71,7 +71,7 @@ func BenchmarkLoad(b *testing.B) {
 			b.Fatal(err)
 		}
 		orig := s.Copy()
-		if err := sizeFixed(s, p, entriesOf(p, nil)); err != nil {
+		if err := sizeFixed(s, p, entriesOf(p, nil, true), true); err != nil {
 			b.Fatal(err)
 		}
 		for name, ms := range s.Maps {

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -72,9 +73,11 @@ type kindInfo struct {
 	// each reads every entry of a map of the kind: its rules (an address
 	// entry's address rule, of ID 0 for a prefix that only has port rules,
 	// and its direct rule, if it has one) and their counters.
-	each     func(m *ebpf.Map, fn func(policy.Rule, Counter)) error
-	key      func(netip.Prefix) any   // an address rule's key, for single edits
-	newBatch func(n int) addressBatch // gathers n address rules for one batch write
+	each func(m *ebpf.Map, fn func(policy.Rule, Counter)) error
+	key  func(netip.Prefix) any // an address rule's key, for single edits
+	// newBatch gathers n address rules for one batch write, as struct
+	// rule alone where narrow (narrowEntries).
+	newBatch func(n int, narrow bool) addressBatch
 }
 
 // addressKind derives an address kind's functions from one encoding of its
@@ -83,17 +86,25 @@ func addressKind[K any](name string, encode func(netip.Prefix) K, decode func(*K
 	return kindInfo{
 		name: name,
 		each: func(m *ebpf.Map, fn func(policy.Rule, Counter)) error {
+			address := func(k *K, v *cgwallRule) {
+				fn(policy.Rule{ID: v.Id, Prefix: decode(k), Action: policy.Action(v.Action)}, counterOf(v))
+			}
+			if m.ValueSize() == uint32(binary.Size(cgwallRule{})) {
+				return iterate(m, address)
+			}
 			return iterate(m, func(k *K, v *cgwallEntry) {
-				prefix := decode(k)
-				fn(policy.Rule{ID: v.R.Id, Prefix: prefix, Action: policy.Action(v.R.Action)}, counterOf(&v.R))
+				address(k, &v.R)
 				if v.DirectId != 0 {
-					fn(directRule(prefix, v), Counter{Packets: v.DirectPackets, Bytes: v.DirectBytes})
+					fn(directRule(decode(k), v), Counter{Packets: v.DirectPackets, Bytes: v.DirectBytes})
 				}
 			})
 		},
 		key: func(p netip.Prefix) any { return encode(p) },
-		newBatch: func(n int) addressBatch {
-			return &encoded[K]{encode: encode, batch: batch[K, cgwallEntry]{keys: make([]K, 0, n), values: make([]cgwallEntry, 0, n)}}
+		newBatch: func(n int, narrow bool) addressBatch {
+			if narrow {
+				return newEncoded(n, encode, func(v *cgwallEntry) cgwallRule { return v.R })
+			}
+			return newEncoded(n, encode, func(v *cgwallEntry) cgwallEntry { return *v })
 		},
 	}
 }
@@ -119,6 +130,10 @@ func iterate[K, V any](m *ebpf.Map, fn func(*K, *V)) error {
 func counterOf(v *cgwallRule) Counter { return Counter{Packets: v.Packets, Bytes: v.Bytes} }
 
 func (k kind) String() string { return kindTable[k].name }
+
+// holdsAddresses says whether maps of the kind are address maps, whose
+// values are struct entry.
+func (k kind) holdsAddresses() bool { return k <= kindPrefix6 }
 
 // holdsRules says whether maps of the kind hold rules.
 func (k kind) holdsRules() bool { return kindTable[k].each != nil }
@@ -227,13 +242,19 @@ func (b *batch[K, V]) put(k K, v V) {
 
 func (b *batch[K, V]) len() int { return len(b.keys) }
 
-// encoded is a batch of an address kind, which encodes its keys from prefixes.
-type encoded[K any] struct {
-	batch[K, cgwallEntry]
+// encoded is a batch of an address kind, which encodes its keys from
+// prefixes and its values from entries: whole, or the address rule alone.
+type encoded[K, V any] struct {
+	batch[K, V]
 	encode func(netip.Prefix) K
+	value  func(*cgwallEntry) V
 }
 
-func (b *encoded[K]) add(prefix netip.Prefix, v cgwallEntry) { b.put(b.encode(prefix), v) }
+func newEncoded[K, V any](n int, encode func(netip.Prefix) K, value func(*cgwallEntry) V) *encoded[K, V] {
+	return &encoded[K, V]{batch: batch[K, V]{keys: make([]K, 0, n), values: make([]V, 0, n)}, encode: encode, value: value}
+}
+
+func (b *encoded[K, V]) add(prefix netip.Prefix, v cgwallEntry) { b.put(b.encode(prefix), b.value(&v)) }
 
 // chunk is the most rules one system call writes: small enough to spread a
 // large map over the CPUs, large enough that the calls cost nothing.

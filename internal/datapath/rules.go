@@ -37,7 +37,7 @@ type site struct {
 // with the flags of its prefix's port rules, a placeholder for a prefix that
 // only has port rules, a prefix's direct rule (pickDirect) in that entry,
 // and its other port rules in the port maps.
-func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
+func entriesOf(p *policy.Policy, counters map[uint32]Counter, narrow bool) *entries {
 	var e entries
 	// Sized up front: on a VM, fresh memory costs time, and growing slices
 	// by appending touches about twice as much.
@@ -73,7 +73,7 @@ func entriesOf(p *policy.Policy, counters map[uint32]Counter) *entries {
 	address := func(dir policy.Direction, prefix netip.Prefix) addressBatch {
 		k := kindOf(prefix)
 		if e[dir][k] == nil {
-			e[dir][k] = kindTable[k].newBatch(n[dir][k] + len(flags))
+			e[dir][k] = kindTable[k].newBatch(n[dir][k]+len(flags), narrow)
 		}
 		return e[dir][k].(addressBatch)
 	}
