@@ -1249,11 +1249,15 @@ static __always_inline struct entry *by_addr(int dir, const struct policy *pol, 
 	return match6(dir, pol, addr, len, m);
 }
 
-// decide_dir decides for a flow whose protocol and ports are known (the
-// socket hooks', or a packet's once read): by address, and by the port
-// rules of the prefix that stopped that; a packet's first round is
-// decide_skb.
-static __always_inline int decide_dir(int dir, __u32 gen, struct flow *f, __u32 len, struct match *m)
+static __always_inline int load_l4(struct __sk_buff *skb, __u32 off, struct flow *f);
+
+// decide decides for a flow: by address, and by the port rules of the prefix
+// that stopped that, with the packet's protocol and ports read only then,
+// from skb at l4. Without skb (0) they are known: the socket hooks', or a
+// packet's in by_ports's rounds. It returns -1 for a packet whose ports
+// cannot be read. decide_in and decide_skb are it per direction.
+static __always_inline int decide(int dir, struct __sk_buff *skb, __u32 gen, struct flow *f, __u32 l4, __u32 len,
+				  struct match *m)
 {
 	struct policy pol = {.gen = gen & 1};
 
@@ -1263,9 +1267,17 @@ static __always_inline int decide_dir(int dir, __u32 gen, struct flow *f, __u32 
 	if (!pol.cfg)
 		return 0;
 	struct entry *at = by_addr(dir, &pol, f, len, m);
-	if (port_rules && at)
-		judge(dir, pol.gen, f, at, len, m);
+	if (!port_rules || !at)
+		return 0;
+	if (skb && load_l4(skb, l4, f))
+		return -1;
+	judge(dir, pol.gen, f, at, len, m);
 	return 0;
+}
+
+static __always_inline int decide_dir(int dir, __u32 gen, struct flow *f, __u32 len, struct match *m)
+{
+	return decide(dir, 0, gen, f, 0, len, m);
 }
 
 PER_DIRECTION(decide_in, decide_dir, (__u32 gen, struct flow *f, __u32 len, struct match *m), gen, f, len, m)
@@ -1885,28 +1897,12 @@ static __always_inline void note_answer(struct __sk_buff *skb, __u32 l4, struct 
 	bpf_ringbuf_submit(a, 0);
 }
 
-// skb_dir is a packet's decision by address and, where the prefix found has
-// port rules, by them, with the protocol and ports read only then, from l4:
-// it returns -1 for a packet whose ports cannot be read. It takes the packet
-// to read them in the function whose walk holds the prefix's entry;
-// by_ports's rounds, rare, call decide_in.
+// skb_dir is a packet's first round of decide: it takes the packet, to read
+// its ports in the function whose walk holds the prefix's entry.
 static __always_inline int skb_dir(int dir, struct __sk_buff *skb, __u32 gen, struct flow *f, __u32 l4,
 				   struct match *m)
 {
-	struct policy pol = {.gen = gen & 1};
-
-	if (!f || !m)
-		return 0;
-	pol.cfg = bpf_map_lookup_elem(&settings, &pol.gen);
-	if (!pol.cfg)
-		return 0;
-	struct entry *at = by_addr(dir, &pol, f, skb->len, m);
-	if (!port_rules || !at)
-		return 0;
-	if (load_l4(skb, l4, f))
-		return -1;
-	judge(dir, pol.gen, f, at, skb->len, m);
-	return 0;
+	return decide(dir, skb, gen, f, l4, skb->len, m);
 }
 
 PER_DIRECTION(decide_skb, skb_dir, (struct __sk_buff *skb, __u32 gen, struct flow *f, __u32 l4, struct match *m),
