@@ -1133,6 +1133,10 @@ static __always_inline struct entry *entry_at(int dir, __u32 gen, const struct p
 		return fn(DIR_INGRESS, __VA_ARGS__);                                               \
 	}
 
+// BY_DIRECTION(name, dir, args...) calls the global function of a
+// PER_DIRECTION pair for dir.
+#define BY_DIRECTION(name, dir, ...) ((dir) == DIR_INGRESS ? name##_ingress(__VA_ARGS__) : name##_egress(__VA_ARGS__))
+
 // What judge_at reads of the entry of the prefix that stopped the walk: a
 // copy, as a global function cannot take a pointer into a map from a loader
 // without CAP_PERFMON (the verifier refuses the call: "Caller passes invalid
@@ -1213,7 +1217,7 @@ static __always_inline void judge(int dir, __u32 gen, const struct flow *f, stru
 		.direct_proto = at->direct_proto,
 		.shorter = at->shorter,
 	};
-	int j = dir == DIR_INGRESS ? judge_at_ingress(gen, f, &v, len, m) : judge_at_egress(gen, f, &v, len, m);
+	int j = BY_DIRECTION(judge_at, dir, gen, f, &v, len, m);
 
 	// The barrier ends one branch with what the other has not, so that the
 	// compiler does not merge the two counts into one at an offset chosen
@@ -1255,7 +1259,7 @@ static __always_inline int load_l4(struct __sk_buff *skb, __u32 off, struct flow
 // that stopped that, with the packet's protocol and ports read only then,
 // from skb at l4. Without skb (0) they are known: the socket hooks', or a
 // packet's in by_ports's rounds. It returns -1 for a packet whose ports
-// cannot be read. decide_in and decide_skb are it per direction.
+// cannot be read. decide_in (no skb) and decide_skb are it per direction.
 static __always_inline int decide(int dir, struct __sk_buff *skb, __u32 gen, struct flow *f, __u32 l4, __u32 len,
 				  struct match *m)
 {
@@ -1275,21 +1279,7 @@ static __always_inline int decide(int dir, struct __sk_buff *skb, __u32 gen, str
 	return 0;
 }
 
-static __always_inline int decide_dir(int dir, __u32 gen, struct flow *f, __u32 len, struct match *m)
-{
-	return decide(dir, 0, gen, f, 0, len, m);
-}
-
-PER_DIRECTION(decide_in, decide_dir, (__u32 gen, struct flow *f, __u32 len, struct match *m), gen, f, len, m)
-
-// decide_in calls decide_dir's global function for the direction in bit 0 of
-// dir_gen, with the generation in bit 1.
-static __always_inline int decide_in(__u32 dir_gen, struct flow *f, __u32 len, struct match *m)
-{
-	if ((dir_gen & 1) == DIR_INGRESS)
-		return decide_in_ingress(dir_gen >> 1, f, len, m);
-	return decide_in_egress(dir_gen >> 1, f, len, m);
-}
+PER_DIRECTION(decide_in, decide, (__u32 gen, struct flow *f, __u32 len, struct match *m), 0, gen, f, 0, len, m)
 
 // name_rules is set by userspace before load: whether the policy has name
 // rules. Only then do DNS queries go through cgwall's resolver and learned
@@ -1371,7 +1361,8 @@ static __always_inline int same_flow(const struct allowed *a, __u32 gen, const s
 struct rounds {
 	struct flow f;
 	struct match m;
-	__u32 dir_gen;
+	__u32 dir;
+	__u32 gen;
 	__u32 len;
 };
 
@@ -1381,7 +1372,7 @@ static long round(__u32 i, struct rounds *r)
 {
 	if (!r->m.need_ports)
 		return 1;
-	decide_in(r->dir_gen, &r->f, r->len, &r->m);
+	BY_DIRECTION(decide_in, r->dir, r->gen, &r->f, r->len, &r->m);
 	return !r->m.need_ports;
 }
 
@@ -1394,7 +1385,7 @@ static __always_inline void by_ports(int dir, struct flow *f, __u32 gen, __u32 l
 {
 	if (!port_rules || !m->need_ports)
 		return;
-	struct rounds r = {.f = *f, .m = *m, .dir_gen = (dir & 1) | (gen & 1) << 1, .len = len};
+	struct rounds r = {.f = *f, .m = *m, .dir = dir, .gen = gen, .len = len};
 	bpf_loop(MAX_SITES - 1, round, &r, 0);
 	*m = r.m;
 }
@@ -1897,25 +1888,10 @@ static __always_inline void note_answer(struct __sk_buff *skb, __u32 l4, struct 
 	bpf_ringbuf_submit(a, 0);
 }
 
-// skb_dir is a packet's first round of decide: it takes the packet, to read
-// its ports in the function whose walk holds the prefix's entry.
-static __always_inline int skb_dir(int dir, struct __sk_buff *skb, __u32 gen, struct flow *f, __u32 l4,
-				   struct match *m)
-{
-	return decide(dir, skb, gen, f, l4, skb->len, m);
-}
-
-PER_DIRECTION(decide_skb, skb_dir, (struct __sk_buff *skb, __u32 gen, struct flow *f, __u32 l4, struct match *m),
-	      skb, gen, f, l4, m)
-
-// decide_skb calls skb_dir's global function for dir.
-static __always_inline int decide_skb(struct __sk_buff *skb, int dir, __u32 gen, struct flow *f, __u32 l4,
-				      struct match *m)
-{
-	if (dir == DIR_INGRESS)
-		return decide_skb_ingress(skb, gen, f, l4, m);
-	return decide_skb_egress(skb, gen, f, l4, m);
-}
+// A packet's first round of decide takes the packet, to read its ports in
+// the function whose walk holds the prefix's entry.
+PER_DIRECTION(decide_skb, decide, (struct __sk_buff *skb, __u32 gen, struct flow *f, __u32 l4, struct match *m),
+	      skb, gen, f, l4, skb->len, m)
 
 static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 {
@@ -1938,7 +1914,7 @@ static __always_inline int filter_skb(struct __sk_buff *skb, int dir)
 		count(hook, STAT_PASS, skb->len);
 		return VERDICT_PASS;
 	}
-	int bad = decide_skb(skb, dir, pol.gen, &f, l4, &m);
+	int bad = BY_DIRECTION(decide_skb, dir, skb, pol.gen, &f, l4, &m);
 	if (!bad)
 		by_ports(dir, &f, pol.gen, skb->len, &m);
 	if (name_rules && dir == DIR_EGRESS && !bad && !m.rule_id)
@@ -2061,7 +2037,7 @@ static __always_inline int filter_addr(struct bpf_sock_addr *ctx, int hook, int 
 	f.l4_known = 1;
 
 	struct match m = {};
-	decide_in(DIR_EGRESS | pol.gen << 1, &f, 0, &m);
+	BY_DIRECTION(decide_in, DIR_EGRESS, pol.gen, &f, 0, &m);
 	by_ports(DIR_EGRESS, &f, pol.gen, 0, &m);
 	if (name_rules && !m.rule_id)
 		decide_name(pol.gen, &f, 0, &m);

@@ -29,7 +29,7 @@ var errFixed = errors.New("the policy of this filter is fixed: it was loaded for
 // verifier inlines no lookup of an array that has it, and these the
 // programs reference directly (BenchmarkEgressFixed, a warm miss
 // at one rule, medians of runs interleaved with the flag kept: ipv4-mixed
-// 68 -> 60 ns, ipv6 82 -> 71). Where narrow (narrowEntries), the address
+// 68 -> 60 ns, ipv6 82 -> 71). Where narrow (no port code: Load), the address
 // maps' values are struct rule alone.
 func sizeFixed(spec *ebpf.CollectionSpec, p *policy.Policy, e *entries, narrow bool) error {
 	n := e.counts()

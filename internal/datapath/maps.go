@@ -76,7 +76,7 @@ type kindInfo struct {
 	each func(m *ebpf.Map, fn func(policy.Rule, Counter)) error
 	key  func(netip.Prefix) any // an address rule's key, for single edits
 	// newBatch gathers n address rules for one batch write, as struct
-	// rule alone where narrow (narrowEntries).
+	// rule alone where narrow (a fixed policy without port code: Load).
 	newBatch func(n int, narrow bool) addressBatch
 }
 

@@ -336,14 +336,6 @@ func hasPortRules(p *policy.Policy) bool {
 	return false
 }
 
-// narrowEntries says whether a datapath's address maps keep only each
-// prefix's address rule (struct rule, 24 bytes) instead of a whole struct
-// entry (56): a fixed datapath whose policy has no port rules, whose
-// programs have no port code to read the rest. A million ipv4-mixed rules
-// in a run's list: memlock 106.7 MiB, 137.3 with whole entries (go run
-// ./bench -only e2e -e2e-sizes 1M, the control plane's memlock).
-func narrowEntries(p *policy.Policy, fixed bool) bool { return fixed && !hasPortRules(p) }
-
 // portCode says whether the datapath's programs look up port rules (see
 // port_rules in the C): loaded for a policy with port rules, or replaced by
 // withPortCode since.
