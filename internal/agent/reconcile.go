@@ -87,17 +87,19 @@ func (a *Agent) readFiles(ctx context.Context, force bool) error {
 	return nil
 }
 
-// badFile logs each problem of a file that turned bad, and counts it.
+// badFile counts a file that turned bad, and logs each of its problems.
 func (a *Agent) badFile(f *file) {
 	kept := "it has never been read good: the policies it attached stay as they are"
 	if f.good != nil {
 		kept = "its last good policy stays in force"
 	}
-	for _, line := range problems(f.err) {
-		a.log.Error("bad policy file: "+kept, "policy", f.name(), "problem", line)
-	}
+	// Counted before it is logged: the log line is what a reader (and the
+	// tests) wait on, and a scrape after it must see the count.
 	if a.metrics != nil {
 		a.metrics.FileError(f.name())
+	}
+	for _, line := range problems(f.err) {
+		a.log.Error("bad policy file: "+kept, "policy", f.name(), "problem", line)
 	}
 }
 
