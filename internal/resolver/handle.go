@@ -33,10 +33,12 @@ func (r *Resolver) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 		// we repack (or make) must keep to it too.
 		resp.Truncate(udpSize(req))
 	}
-	// A client that went away cannot be told; the event still says what
+	// The event goes before the answer, so that whoever has the answer
+	// finds the query counted (a scrape right after an NXDOMAIN); and a
+	// client that went away cannot be told, but the event still says what
 	// was decided.
-	_ = w.WriteMsg(resp)
 	r.event(e)
+	_ = w.WriteMsg(resp)
 }
 
 // answer decides and resolves one query, filling in e; an error means
