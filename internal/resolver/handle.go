@@ -13,9 +13,9 @@ import (
 	"github.com/miekg/dns"
 )
 
-// serveDNS answers one query: the steps are in the package's contract
-// (names-contract.md, part B), and every path ends in exactly one answer and
-// one event.
+// serveDNS answers one query, as docs/policy.md ("How names are learned",
+// "The name decision") says: every path ends in exactly one event and one
+// answer.
 func (r *Resolver) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 	q := req.Question[0] // the server lets only one-question messages through
 	e := Event{
