@@ -1,0 +1,76 @@
+package datapath
+
+import (
+	"testing"
+
+	"github.com/cgwall/cgwall/internal/policy"
+)
+
+// verifiedBudget is what the verifier went through for each decision program
+// on the kernel CI runs (6.18), for the two policies of
+// TestVerifiedInstructions, with half as much again on top. A program's
+// count is the cost of loading it, and one change can double it without a
+// test noticing: judge_at inline took a port policy's egress program from
+// 12,457 instructions to 25,012, which only load times showed
+// (BenchmarkLoadPorts reports the figure). Inline again today, it takes
+// every program here over its budget (egress 20,809 and 30,274). On another kernel the counts
+// differ: measure them again (go test -run TestVerifiedInstructions -v).
+var verifiedBudget = map[string]map[string]uint32{
+	// go test -run TestVerifiedInstructions -v at 526bd22: egress 10,083,
+	// ingress 16,845, connect4 4,491, connect6 4,497.
+	"fixed with ports": {
+		cgwallProgCgwallEgress:   10_083 * 3 / 2,
+		cgwallProgCgwallIngress:  16_845 * 3 / 2,
+		cgwallProgCgwallConnect4: 4_491 * 3 / 2,
+		cgwallProgCgwallConnect6: 4_497 * 3 / 2,
+	},
+	// The same at 526bd22: egress 19,341, ingress 18,904, connect4 6,144,
+	// connect6 6,158.
+	"persistent with everything": {
+		cgwallProgCgwallEgress:   19_341 * 3 / 2,
+		cgwallProgCgwallIngress:  18_904 * 3 / 2,
+		cgwallProgCgwallConnect4: 6_144 * 3 / 2,
+		cgwallProgCgwallConnect6: 6_158 * 3 / 2,
+	},
+}
+
+// TestVerifiedInstructions fails when a decision program takes the verifier
+// through more instructions than its budget (verifiedBudget): a run or exec
+// policy with port rules in both directions, and a persistent policy with
+// port rules and name rules, whose programs carry every part of the
+// decision.
+func TestVerifiedInstructions(t *testing.T) {
+	rules := []string{"block", "192.0.2.1", "allow", "192.0.2.1:tcp/443",
+		"block", "198.51.100.0/24:udp/53", "block", "[2001:db8::1]:tcp/22"}
+	for name, opts := range map[string][]Option{
+		"fixed with ports":           {Fixed()},
+		"persistent with everything": {WithDNS(testResolver4, testResolver6, 0)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := mustPolicy(t, policy.LogNone, rules...)
+			if err := p.Add(policy.Ingress, policy.Allow, "198.51.100.0/24:tcp/22"); err != nil {
+				t.Fatal(err)
+			}
+			if name == "persistent with everything" {
+				if err := p.Add(policy.Egress, policy.Allow, "a.test:tcp/443"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			d := load(t, p, opts...)
+			for prog, budget := range verifiedBudget[name] {
+				info, err := d.progs[prog].Info()
+				if err != nil {
+					t.Fatal(err)
+				}
+				n, ok := info.VerifiedInstructions()
+				if !ok {
+					t.Fatalf("%s: the kernel does not say how many instructions it verified", prog)
+				}
+				t.Logf("%s: %d instructions verified (budget %d)", prog, n, budget)
+				if n > budget {
+					t.Errorf("%s: the verifier went through %d instructions, over the budget of %d: loading got slower; see verifiedBudget", prog, n, budget)
+				}
+			}
+		})
+	}
+}
