@@ -21,7 +21,9 @@ var rootBPFOnly = []string{"--bounding-set=-all,+bpf,+net_admin", "--inh-caps=-a
 // and CAP_NET_ADMIN: as nobody with those it attaches, filters and detaches,
 // with a policy of address rules alone (programs without port code, address
 // maps of the address rule alone) and one with port rules of both families
-// (the port code): the verifier is stricter without CAP_PERFMON (no pointer
+// (the port code), and one with every part of the decision (port rules both
+// ways, name rules and the resolver's redirection): the verifier is
+// stricter without CAP_PERFMON (no pointer
 // arithmetic, no partial overwrite of a pointer spilled to the stack, no
 // pointer into a map passed to a global function).
 func TestRunWithBPFCapabilitiesOnly(t *testing.T) {
@@ -29,6 +31,8 @@ func TestRunWithBPFCapabilitiesOnly(t *testing.T) {
 		"addresses": {"--block", "127.0.0.2", "--block", "[::1]"},
 		"ports": {"--block", "127.0.0.2", "--block", "127.0.0.0/8:tcp/1-1024", "--block", "127.0.0.3:udp/9",
 			"--block", "[::1]:tcp/9"},
+		"everything": {"--block", "127.0.0.2", "--block", "127.0.0.3:udp/9", "--block", "[::1]:tcp/9",
+			"--allow-in", "127.0.0.0/8:tcp/22", "--allow", "a.test:tcp/443", "--block", "*.b.test"},
 	} {
 		t.Run(name, func(t *testing.T) { runAsNobody(t, rules) })
 	}
