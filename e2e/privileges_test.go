@@ -20,19 +20,21 @@ var rootBPFOnly = []string{"--bounding-set=-all,+bpf,+net_admin", "--inh-caps=-a
 // TestRunWithBPFCapabilitiesOnly checks that run needs no more than CAP_BPF
 // and CAP_NET_ADMIN: as nobody with those it attaches, filters and detaches,
 // with a policy of address rules alone (programs without port code, address
-// maps of the address rule alone) and one with port rules of both families
-// (the port code), and one with every part of the decision (port rules both
-// ways, name rules and the resolver's redirection): the verifier is
-// stricter without CAP_PERFMON (no pointer
-// arithmetic, no partial overwrite of a pointer spilled to the stack, no
-// pointer into a map passed to a global function).
+// maps of the address rule alone), one with egress port rules of both
+// families (the port code), and one with every part of the decision (port
+// rules both ways and both families, name rules and the resolver's
+// redirection). The verifier is stricter without CAP_PERFMON: no pointer
+// arithmetic (nor an offset it knows on one path and not on another), no
+// partial overwrite of a pointer spilled to the stack, no pointer into a map
+// passed to a global function.
 func TestRunWithBPFCapabilitiesOnly(t *testing.T) {
 	for name, rules := range map[string][]string{
 		"addresses": {"--block", "127.0.0.2", "--block", "[::1]"},
 		"ports": {"--block", "127.0.0.2", "--block", "127.0.0.0/8:tcp/1-1024", "--block", "127.0.0.3:udp/9",
 			"--block", "[::1]:tcp/9"},
 		"everything": {"--block", "127.0.0.2", "--block", "127.0.0.3:udp/9", "--block", "[::1]:tcp/9",
-			"--allow-in", "127.0.0.0/8:tcp/22", "--allow", "a.test:tcp/443", "--block", "*.b.test"},
+			"--allow-in", "127.0.0.0/8:tcp/22", "--block-in", "[::1]:udp/9", "--allow", "a.test:tcp/443",
+			"--block", "*.b.test"},
 	} {
 		t.Run(name, func(t *testing.T) { runAsNobody(t, rules) })
 	}
