@@ -201,19 +201,14 @@ func BenchmarkReplace(b *testing.B) {
 // machine's moods: the port code's share of what loading costs.
 func BenchmarkLoadPorts(b *testing.B) {
 	testutil.RequireBPF(b)
-	p := mustPolicy(b, policy.LogNone, "block", "192.0.2.1", "allow", "192.0.2.1:tcp/443",
-		"block", "198.51.100.0/24:udp/53", "block", "[2001:db8::1]:tcp/22")
+	p := mustPolicy(b, policy.LogNone, portPolicyRules...)
 	var insns uint32
 	for b.Loop() {
 		d, err := Load(p, Fixed())
 		if err != nil {
 			b.Fatal(err)
 		}
-		info, err := d.progs[cgwallProgCgwallEgress].Info()
-		if err != nil {
-			b.Fatal(err)
-		}
-		insns, _ = info.VerifiedInstructions()
+		insns = verifiedInstructions(b, d, cgwallProgCgwallEgress)
 		d.Close()
 	}
 	b.ReportMetric(float64(insns), "insns/op")
